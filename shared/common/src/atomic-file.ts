@@ -1,0 +1,55 @@
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, unlinkSync, existsSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+/**
+ * Write a file so that a reader (or a reboot after power loss) sees either the old or the new
+ * content, never a mix: write a temporary file beside it, fsync it, rename over, fsync the dir.
+ */
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    if (existsSync(tmp)) unlinkSync(tmp);
+    throw e;
+  }
+  try {
+    const dfd = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Some file systems refuse fsync on a directory; the rename is still atomic.
+  }
+}
+
+export type JsonFileResult<T> =
+  | { ok: true; value: T }
+  | { ok: false; missing: boolean; error: string };
+
+/** Read and parse a JSON state file; a missing or corrupt file is reported, never thrown. */
+export function readJsonFile<T>(path: string, validate: (v: unknown) => T): JsonFileResult<T> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    return { ok: false, missing, error: `${path}: ${missing ? 'missing' : (e as Error).message}` };
+  }
+  try {
+    return { ok: true, value: validate(JSON.parse(text)) };
+  } catch (e) {
+    return { ok: false, missing: false, error: `${path}: corrupt: ${(e as Error).message}` };
+  }
+}

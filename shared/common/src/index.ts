@@ -1,0 +1,4 @@
+export * from './atomic-file';
+export * from './log';
+export * from './typed-emitter';
+export * from './domain';

@@ -1,0 +1,4 @@
+export * from './generated';
+export * from './types';
+export * from './errors';
+export * from './paths';

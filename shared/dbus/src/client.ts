@@ -1,0 +1,216 @@
+import * as dbus from 'dbus-next';
+import { CONTRACT, type InterfaceContract, type InterfaceName, type InterfaceTypes } from '@bulkhead/contract';
+import { fromDBusError } from './errors';
+import { unwrap } from './variants';
+
+const { Message } = dbus;
+const SIGNAL = 4;
+
+export interface MatchRule {
+  /** Well-known or unique name; filtered by the bus daemon. */
+  sender?: string;
+  path?: string;
+  pathNamespace?: string;
+  interface?: string;
+  member?: string;
+  arg0?: string;
+}
+
+function ruleString(r: MatchRule): string {
+  const parts = ["type='signal'"];
+  if (r.sender) parts.push(`sender='${r.sender}'`);
+  if (r.path) parts.push(`path='${r.path}'`);
+  if (r.pathNamespace) parts.push(`path_namespace='${r.pathNamespace}'`);
+  if (r.interface) parts.push(`interface='${r.interface}'`);
+  if (r.member) parts.push(`member='${r.member}'`);
+  if (r.arg0 !== undefined) parts.push(`arg0='${r.arg0}'`);
+  return parts.join(',');
+}
+
+function matches(r: MatchRule, msg: dbus.Message): boolean {
+  if (msg.type !== SIGNAL) return false;
+  // A well-known sender was already filtered by the bus daemon (signals carry unique names).
+  if (r.sender && r.sender.startsWith(':') && msg.sender !== r.sender) return false;
+  if (r.path && msg.path !== r.path) return false;
+  if (r.pathNamespace && !(msg.path === r.pathNamespace || msg.path.startsWith(r.pathNamespace + '/'))) return false;
+  if (r.interface && msg.interface !== r.interface) return false;
+  if (r.member && msg.member !== r.member) return false;
+  if (r.arg0 !== undefined && msg.body[0] !== r.arg0) return false;
+  return true;
+}
+
+export type Unsubscribe = () => Promise<void>;
+
+export interface ObjectWatchHandlers {
+  added?(path: string, interfaces: Record<string, Record<string, unknown>>): void;
+  removed?(path: string, interfaces: string[]): void;
+  changed?(path: string, iface: string, changed: Record<string, unknown>, invalidated: string[]): void;
+}
+
+/**
+ * Client side of the toolkit: calls with named errors, typed proxies built from the contract,
+ * signal subscriptions that are in place before the call that could trigger them, ObjectManager
+ * and name-owner watching.
+ */
+export class BusClient {
+  constructor(
+    readonly bus: dbus.MessageBus,
+    private readonly defaultTimeoutMs = 30_000,
+  ) {}
+
+  /** Call a method; resolves with the reply body, rejects with BulkheadError or BusCallError. */
+  async call(
+    destination: string,
+    path: string,
+    iface: string,
+    member: string,
+    signature: string,
+    body: unknown[],
+    opts: { timeoutMs?: number } = {},
+  ): Promise<any[]> {
+    const what = `${destination} ${path} ${iface}.${member}`;
+    const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const reply = await Promise.race([
+        this.bus.call(new Message({ destination, path, interface: iface, member, signature, body })),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`${what}: no reply within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+      return reply?.body ?? [];
+    } catch (e) {
+      throw fromDBusError(e, what);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A typed proxy whose methods are the interface's methods, marshalled by the contract. */
+  proxy<I extends InterfaceName>(
+    destination: string,
+    path: string,
+    iface: I,
+    opts: { timeoutMs?: number } = {},
+  ): InterfaceTypes[I]['client'] {
+    const c = CONTRACT[iface] as InterfaceContract;
+    const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+    for (const [name, m] of Object.entries(c.methods)) {
+      out[name] = async (...args: unknown[]) => {
+        const body = await this.call(destination, path, iface, name, m.inSignature, args, opts);
+        return m.outArgs.length === 0 ? undefined : m.outArgs.length === 1 ? body[0] : body;
+      };
+    }
+    return out as unknown as InterfaceTypes[I]['client'];
+  }
+
+  /** All properties of an interface, unwrapped. */
+  async getAll<I extends InterfaceName>(destination: string, path: string, iface: I): Promise<InterfaceTypes[I]['properties']> {
+    const [dict] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'GetAll', 's', [iface]);
+    return unwrap(dict) as InterfaceTypes[I]['properties'];
+  }
+
+  async get<I extends InterfaceName, P extends keyof InterfaceTypes[I]['properties'] & string>(
+    destination: string,
+    path: string,
+    iface: I,
+    prop: P,
+  ): Promise<InterfaceTypes[I]['properties'][P]> {
+    const [v] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [iface, prop]);
+    return unwrap(v) as InterfaceTypes[I]['properties'][P];
+  }
+
+  /**
+   * Subscribe to signals. The match rule is installed on the bus before this resolves, so a
+   * caller that subscribes and then calls a method never misses a signal the call causes.
+   */
+  async subscribe(rule: MatchRule, handler: (msg: dbus.Message) => void): Promise<Unsubscribe> {
+    const listener = (msg: dbus.Message) => {
+      if (!matches(rule, msg)) return;
+      try {
+        handler(msg);
+      } catch (e) {
+        console.error(`[dbus] signal handler for ${msg.interface}.${msg.member} threw: ${(e as Error).stack}`);
+      }
+    };
+    this.bus.on('message', listener);
+    const r = ruleString(rule);
+    try {
+      await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [r]);
+    } catch (e) {
+      this.bus.off('message', listener);
+      throw e;
+    }
+    return async () => {
+      this.bus.off('message', listener);
+      await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'RemoveMatch', 's', [r]).catch(
+        () => undefined,
+      );
+    };
+  }
+
+  /** Typed signal subscription on one interface (any object when `path` is a namespace). */
+  onSignal<I extends InterfaceName, S extends keyof InterfaceTypes[I]['signals'] & string>(
+    sender: string,
+    where: { path: string } | { pathNamespace: string },
+    iface: I,
+    signal: S,
+    handler: (args: InterfaceTypes[I]['signals'][S], path: string) => void,
+  ): Promise<Unsubscribe> {
+    return this.subscribe({ sender, ...where, interface: iface, member: signal }, (msg) =>
+      handler(msg.body as InterfaceTypes[I]['signals'][S], msg.path),
+    );
+  }
+
+  /**
+   * Follow an ObjectManager: subscribes to InterfacesAdded/Removed and PropertiesChanged below
+   * `managerPath` first, then returns the current objects (so nothing falls between the two).
+   */
+  async watchObjects(
+    destination: string,
+    managerPath: string,
+    handlers: ObjectWatchHandlers,
+  ): Promise<{ objects: Record<string, Record<string, Record<string, unknown>>>; unsubscribe: Unsubscribe }> {
+    const om = 'org.freedesktop.DBus.ObjectManager';
+    const subs = await Promise.all([
+      this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesAdded' }, (m) =>
+        handlers.added?.(m.body[0], unwrap(m.body[1]) as Record<string, Record<string, unknown>>),
+      ),
+      this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesRemoved' }, (m) =>
+        handlers.removed?.(m.body[0], m.body[1]),
+      ),
+      this.subscribe(
+        { sender: destination, pathNamespace: managerPath, interface: 'org.freedesktop.DBus.Properties', member: 'PropertiesChanged' },
+        (m) => handlers.changed?.(m.path, m.body[0], unwrap(m.body[1]) as Record<string, unknown>, m.body[2]),
+      ),
+    ]);
+    const unsubscribe = async () => {
+      await Promise.all(subs.map((u) => u()));
+    };
+    try {
+      const [objs] = await this.call(destination, managerPath, om, 'GetManagedObjects', '', []);
+      return { objects: unwrap(objs) as Record<string, Record<string, Record<string, unknown>>>, unsubscribe };
+    } catch (e) {
+      await unsubscribe();
+      throw e;
+    }
+  }
+
+  /** Calls `cb` with the current owner of `name` (null when none) and on every change. */
+  async watchNameOwner(name: string, cb: (owner: string | null) => void): Promise<Unsubscribe> {
+    const unsubscribe = await this.subscribe(
+      { sender: 'org.freedesktop.DBus', interface: 'org.freedesktop.DBus', member: 'NameOwnerChanged', arg0: name },
+      (m) => cb(m.body[2] || null),
+    );
+    try {
+      const [owner] = await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetNameOwner', 's', [name]);
+      cb(owner);
+    } catch {
+      cb(null);
+    }
+    return unsubscribe;
+  }
+}

@@ -1,0 +1,10 @@
+export * from './connect';
+export * from './identity';
+export * from './errors';
+export * from './variants';
+export * from './service-host';
+export * from './client';
+export * from './introspect';
+export * from './private-bus';
+export { Variant } from 'dbus-next';
+export type { MessageBus, Message } from 'dbus-next';

@@ -1,0 +1,142 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync, copyFileSync, readdirSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+/** Where the generated bus policy files of the contract are. */
+export const POLICY_DIR = join(__dirname, '..', '..', 'contract', 'policy');
+
+export interface PrivateBus {
+  /** D-Bus address to give to clients and daemons (BULKHEAD_BUS). */
+  address: string;
+  dir: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export interface PrivateBusOptions {
+  /**
+   * 'system': the system bus's rules (method calls denied unless a policy file allows them) with
+   * Bulkhead's real policy files included — what the image runs. 'open': anyone may own and call
+   * anything — for the unprivileged demo and unit tests that are not about access control.
+   */
+  mode?: 'system' | 'open';
+  /** Policy files to include in 'system' mode; defaults to the contract's generated files. */
+  policyDir?: string;
+}
+
+const SYSTEM_DEFAULTS = `
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
+  </policy>`;
+
+const OPEN_DEFAULTS = `
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>`;
+
+/** Start a private dbus-daemon (never the machine's own buses) and wait for its address. */
+export async function startPrivateBus(opts: PrivateBusOptions = {}): Promise<PrivateBus> {
+  const mode = opts.mode ?? 'open';
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bus-'));
+  // Readable by other uids, so tests can connect as 'nobody' and as the UI user.
+  chmodSync(dir, 0o755);
+  let include = '';
+  if (mode === 'system') {
+    const pdir = join(dir, 'system.d');
+    mkdirSync(pdir);
+    const src = opts.policyDir ?? POLICY_DIR;
+    for (const f of readdirSync(src).filter((f) => f.endsWith('.conf'))) copyFileSync(join(src, f), join(pdir, f));
+    include = `  <includedir>${pdir}</includedir>\n`;
+  }
+  const config = join(dir, 'bus.conf');
+  writeFileSync(
+    config,
+    `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>bulkhead-private</type>
+  <listen>unix:path=${join(dir, 'bus')}</listen>
+  <auth>EXTERNAL</auth>
+${mode === 'system' ? SYSTEM_DEFAULTS : OPEN_DEFAULTS}
+${include}</busconfig>
+`,
+  );
+  const child: ChildProcess = spawn('dbus-daemon', [`--config-file=${config}`, '--nofork', '--print-address=1', '--nopidfile'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('dbus-daemon printed no address within 10 s')), 10_000);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run dbus-daemon (apt-get install dbus): ${e.message}`));
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`dbus-daemon exited with ${code} before printing its address`));
+    });
+    createInterface({ input: child.stdout! }).once('line', (line) => {
+      clearTimeout(timer);
+      resolve(line.trim());
+    });
+  });
+  return {
+    address,
+    dir,
+    pid: child.pid!,
+    stop: async () => {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** uid/gid of a local account, or null when it does not exist. */
+export function accountIds(user: string): { uid: number; gid: number } | null {
+  const r = spawnSync('id', ['-u', user], { encoding: 'utf8' });
+  const g = spawnSync('id', ['-g', user], { encoding: 'utf8' });
+  if (r.status !== 0 || g.status !== 0) return null;
+  return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
+}
+
+/**
+ * Make sure the switcher's account exists (system user 'bulkhead-ui' in group 'bulkhead-ui'),
+ * as the image creates it. Needs root; returns null when it cannot be created.
+ */
+export function ensureUiAccount(): { uid: number; gid: number } | null {
+  const have = accountIds('bulkhead-ui');
+  if (have) return have;
+  if (process.getuid?.() !== 0) return null;
+  spawnSync('groupadd', ['--system', 'bulkhead-ui']);
+  spawnSync('useradd', ['--system', '--gid', 'bulkhead-ui', '--no-create-home', '--shell', '/usr/sbin/nologin', 'bulkhead-ui']);
+  return accountIds('bulkhead-ui');
+}
