@@ -383,12 +383,11 @@ static void text_clear_rows(int first, int last) {
 #define EVENT_CHARS 36
 #define EVENT_SCALE 2
 #define EVENT_X 32
-#define EVENT_Y 316
+#define EVENT_Y 296
 #define EVENT_LINE_H (8 * EVENT_SCALE + 4)
 
 static char events[EVENT_LINES][EVENT_CHARS + 1];
 static uint32_t event_count;
-static int events_dirty;
 
 static void display_init(void) {
     uint32_t r = (guest_color >> 16) & 255, g = (guest_color >> 8) & 255, b = guest_color & 255;
@@ -400,10 +399,10 @@ static void display_init(void) {
         fill_rect(0, 0, SCREEN_W, SCREEN_H, guest_color);
         draw_text_centered(24, "BULKHEAD TEST GUEST", 2, fg_color);
         int len = (int)str_len(guest_name);
-        int scale = 4;
+        int scale = 6;
         while (scale > 1 && len * 8 * scale > SCREEN_W - 32) scale--;
-        draw_text_centered(200 - 4 * scale, guest_name, scale, fg_color);
-        draw_text_centered(248, color_text, 2, fg_color);
+        draw_text_centered(168 - 4 * scale, guest_name, scale, fg_color);
+        draw_text_centered(220, color_text, 2, fg_color);
         fill_rect(EVENT_X, EVENT_Y - 10, SCREEN_W - 2 * EVENT_X, 2, fg_color);
         return;
     }
@@ -411,28 +410,29 @@ static void display_init(void) {
     display_kind = "text";
     vga_text = (volatile uint16_t *)0xB8000;
     text_attr = (uint8_t)(nearest_vga_bg(guest_color) << 4 | (light ? 0x0 : 0xF));
+    outb(0x3D4, 0x0A); /* hide the hardware cursor */
+    outb(0x3D5, 0x20);
     text_clear_rows(0, 24);
     text_put(30, 2, "BULKHEAD TEST GUEST");
     text_put(40 - (int)str_len(guest_name) / 2, 10, guest_name);
     text_put(36, 12, color_text);
 }
 
-static void events_redraw(void) {
-    if (fb) {
-        fill_rect(EVENT_X, EVENT_Y, SCREEN_W - 2 * EVENT_X, EVENT_LINES * EVENT_LINE_H, guest_color);
-    } else if (vga_text) {
-        text_clear_rows(15, 15 + EVENT_LINES - 1);
-    } else {
-        return;
-    }
+/* Redraws one line of the on-screen event log per call, so that the main
+ * loop can go back to the i8042 between lines. */
+static uint32_t redraw_line = EVENT_LINES;
+
+static void events_redraw_step(void) {
+    uint32_t i = redraw_line++;
     uint32_t n = event_count < EVENT_LINES ? event_count : EVENT_LINES;
-    for (uint32_t i = 0; i < n; i++) {
-        /* oldest first, newest at the bottom */
-        const char *s = events[(event_count - n + i) % EVENT_LINES];
-        if (fb)
-            draw_text(EVENT_X, EVENT_Y + (int)i * EVENT_LINE_H, s, EVENT_SCALE, fg_color);
-        else
-            text_put(22, 15 + (int)i, s);
+    /* oldest first, newest at the bottom */
+    const char *s = i < n ? events[(event_count - n + i) % EVENT_LINES] : "";
+    if (fb) {
+        fill_rect(EVENT_X, EVENT_Y + (int)i * EVENT_LINE_H, SCREEN_W - 2 * EVENT_X, EVENT_LINE_H, guest_color);
+        draw_text(EVENT_X, EVENT_Y + (int)i * EVENT_LINE_H, s, EVENT_SCALE, fg_color);
+    } else if (vga_text) {
+        text_clear_rows(15 + (int)i, 15 + (int)i);
+        text_put(22, 15 + (int)i, s);
     }
 }
 
@@ -445,7 +445,7 @@ static void emit(struct line *l) {
     memcpy(dst, l->buf, n);
     dst[n] = 0;
     event_count++;
-    events_dirty = 1;
+    redraw_line = 0; /* the log scrolled: redraw it all, a line at a time */
 }
 
 /* ------------------------------------------------------- interrupts, PIC */
@@ -614,8 +614,10 @@ static void kbd_byte(uint8_t b) {
         kbd_e1_pending = 0;
         return;
     }
-    /* controller/keyboard replies, never keys in set 1 */
-    if (!kbd_prefix && (b == 0x00 || b == 0xFF || b == 0xFA || b == 0xFE || b == 0xEE)) return;
+    /* 0x00 / 0xFF: key detection error or overrun, never a key. (0xFA, 0xFE,
+     * 0xEE are only replies to commands, which we stop sending after init,
+     * and are also the break codes of 7a, 7e and 6e: they are keys here.) */
+    if (!kbd_prefix && (b == 0x00 || b == 0xFF)) return;
 
     struct line l = {{0}, 0};
     if (kbd_prefix == 0xE1) {
@@ -726,9 +728,8 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi) {
                 kbd_byte(b);
             continue;
         }
-        if (events_dirty) {
-            events_dirty = 0;
-            events_redraw();
+        if (redraw_line < EVENT_LINES) {
+            events_redraw_step();
             continue;
         }
         /* Nothing pending: sleep until the next IRQ. STI takes effect after
