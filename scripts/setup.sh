@@ -48,3 +48,4 @@ echo "setup: build"
 node shared/contract/scripts/codegen.mjs --check >/dev/null 2>&1 || node shared/contract/scripts/codegen.mjs
 npx tsc -b
 npm run build --workspaces --if-present --silent
+make -s -C apps/vm-daemon/guest

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// Runs every package's benchmarks (compiled dist/**/bench/*.bench.js), each in its own process,
+// prints their output and a summary table, and writes all numbers to bench-results.json.
+// Each benchmark prints one final line `BENCH-JSON {...}` with its numbers.
+// Usage: npm run bench [-- filter-substring ...]
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { spawn } from 'node:child_process';
+
+const root = new URL('..', import.meta.url).pathname;
+const found = [];
+const walk = (dir) => {
+  let entries;
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const p = join(dir, e);
+    if (e === 'node_modules') continue;
+    if (statSync(p).isDirectory()) walk(p);
+    else if (e.endsWith('.bench.js') && p.includes('/bench/')) found.push(p);
+  }
+};
+for (const d of ['shared', 'apps']) for (const p of readdirSync(join(root, d))) walk(join(root, d, p, 'dist'));
+const filters = process.argv.slice(2);
+const benches = found.filter((f) => !filters.length || filters.some((x) => f.includes(x))).sort();
+
+const results = { date: new Date().toISOString(), host: { cpus: (await import('node:os')).cpus().length }, benchmarks: {} };
+let failed = 0;
+for (const file of benches) {
+  const name = relative(root, file).replace(/\/dist\//, '/').replace(/\.bench\.js$/, '');
+  console.log(`\n=== ${name}`);
+  const out = await new Promise((resolve) => {
+    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    child.stdout.on('data', (d) => {
+      text += d;
+      process.stdout.write(d);
+    });
+    child.on('exit', (code) => resolve({ code, text }));
+  });
+  const line = out.text.split('\n').reverse().find((l) => l.startsWith('BENCH-JSON '));
+  if (out.code !== 0 || !line) {
+    console.log(`!!! ${name} failed (exit ${out.code})`);
+    results.benchmarks[name] = { error: `exit ${out.code}` };
+    failed++;
+    continue;
+  }
+  results.benchmarks[name] = JSON.parse(line.slice('BENCH-JSON '.length));
+}
+const file = join(root, 'bench-results.json');
+writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+console.log(`\n${benches.length} benchmarks, ${failed} failed; numbers written to ${relative(process.cwd(), file) || file}`);
+process.exit(failed ? 1 : 0);
