@@ -1,0 +1,65 @@
+import type { TypedEmitter, VmState } from '@bulkhead/common';
+import type { VmDefinition } from '../config';
+
+/** What a running VM exposes to the rest of the daemon. */
+export interface RunningVm {
+  pid: number;
+  /** QMP socket reserved for input-daemon (published as Vm1.InputQmpSocket); '' when none. */
+  inputQmpSocket: string;
+  /** True when this VM was found running (re-adopted) rather than started by us. */
+  adopted: boolean;
+  /** 'running' or 'paused' (an adopted VM may have been paused before the daemon restarted). */
+  state: 'running' | 'paused';
+}
+
+/**
+ * State changes the backend noticed by itself (a QEMU that died, a guest that powered off), with a
+ * human reason: 'qemu exited with signal SIGKILL; last stderr: ...'.
+ */
+export interface BackendEvents {
+  state: [vmId: string, state: VmState, reason: string];
+}
+
+export interface UsbAttachRequest {
+  bus: number;
+  address: number;
+  /** Host port path ('1.2'); preferred over bus/address when given. */
+  port?: string;
+}
+
+/** The minimum of QMP a caller of `qmp()` can use (the QEMU backend returns its QmpClient). */
+export interface QmpAccess {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+}
+
+/**
+ * A hypervisor backend: how VMs are created and driven. The core (VmManager) only talks to this;
+ * main.ts picks the implementation from the config ('qemu' now, 'xen' later). Methods throw
+ * BulkheadError (BackendFailed, Timeout, InvalidState, InvalidConfig, NotSupported, NoSuchDevice)
+ * with the backend's own words in the message.
+ */
+export interface VmBackend extends Pick<TypedEmitter<BackendEvents>, 'on' | 'off' | 'once'> {
+  readonly name: string;
+  /** kvm | tcg | xen: how VMs run; may probe the host once. */
+  accelerator(): Promise<string>;
+  /** Prepare what a VM needs before its first start (run dir, disk images); idempotent. */
+  create(def: VmDefinition): Promise<void>;
+  /** Start the VM; resolves once it runs. */
+  start(def: VmDefinition): Promise<RunningVm>;
+  /** Find a VM that still runs from an earlier daemon process and take it over; null when none. */
+  adopt(def: VmDefinition): Promise<RunningVm | null>;
+  /** Ask the guest to power off; kill it after `timeoutMs`. Resolves when it is gone. */
+  stop(vmId: string, timeoutMs: number): Promise<{ killed: boolean }>;
+  kill(vmId: string): Promise<void>;
+  pause(vmId: string): Promise<void>;
+  resume(vmId: string): Promise<void>;
+  /** PNG bytes of the screen, at most `maxBytes`. */
+  screenshot(vmId: string, maxBytes: number): Promise<Buffer>;
+  attachUsb(vmId: string, req: UsbAttachRequest): Promise<string>;
+  detachUsb(vmId: string, handle: string): Promise<void>;
+  listUsb(vmId: string): Promise<Array<[string, number, number]>>;
+  /** Direct QMP access to a running VM (null when not running or not QEMU). */
+  qmp(vmId: string): QmpAccess | null;
+  /** Let go of every VM without stopping them (daemon exit); they are re-adopted next start. */
+  detachAll(): Promise<void>;
+}

@@ -1,0 +1,416 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, fstatSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BulkheadError } from '@bulkhead/contract';
+import { TypedEmitter, type Logger } from '@bulkhead/common';
+import type { VmDefinition } from '../config';
+import { QmpClient, QmpClosedError, QmpError, QmpTimeoutError } from '../qmp/qmp-client';
+import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
+import { prepareDisks } from './disk-images';
+import { probeKvm } from './kvm-probe';
+
+export interface QemuBackendOptions {
+  /** Root of the per-VM run dirs (<runRoot>/<id>/qmp.sock ...). */
+  runRoot: string;
+  log: Logger;
+  qemuBinary?: string;
+  /** Force an accelerator instead of probing (BULKHEAD_ACCEL). */
+  accel?: 'kvm' | 'tcg' | null;
+  /** A kernel that takes interrupts, used by the KVM probe (the test guest when built). */
+  probeKernel?: string | null;
+  /** How long QEMU may take to open its QMP socket. */
+  startTimeoutMs?: number;
+}
+
+/** Files of one VM's run dir. */
+export function runFiles(runRoot: string, id: string) {
+  const dir = join(runRoot, id);
+  return {
+    dir,
+    qmp: join(dir, 'qmp.sock'),
+    inputQmp: join(dir, 'input-qmp.sock'),
+    vnc: join(dir, 'vnc.sock'),
+    serial: join(dir, 'serial.log'),
+    pid: join(dir, 'qemu.pid'),
+    stderr: join(dir, 'qemu.stderr.log'),
+  };
+}
+
+interface Instance {
+  def: VmDefinition;
+  files: ReturnType<typeof runFiles>;
+  pid: number;
+  child: ChildProcess | null;
+  qmp: QmpClient;
+  adopted: boolean;
+  /** Set before we stop or kill it, so its exit is 'stopped', not 'crashed'. */
+  stopRequested: 'powerdown' | 'kill' | null;
+  killedAfterTimeout: boolean;
+  goneHandled: boolean;
+  gone: Promise<void>;
+  markGone: () => void;
+  pollTimer: NodeJS.Timeout | null;
+}
+
+const USB_HANDLE_RE = /^usbhost-b(\d{1,3})-(a(\d{1,3})|p([0-9.]{1,32}))$/;
+
+/** The last non-empty line of a (possibly large) log file, or ''. */
+export function lastLine(path: string, maxBytes = 4096): string {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const len = Math.min(size, maxBytes);
+      const buf = Buffer.alloc(len);
+      readSync(fd, buf, 0, len, size - len);
+      const lines = buf.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+      return lines.pop() ?? '';
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}
+
+/** True when `pid` is a live (not zombie) process whose command line mentions `marker`. */
+function processAlive(pid: number, marker?: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'Z' || state === 'X') return false;
+    if (marker) return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function qmpFailure(what: string, e: unknown): BulkheadError {
+  if (e instanceof BulkheadError) return e;
+  if (e instanceof QmpTimeoutError) return new BulkheadError('Timeout', `${what}: ${e.message}`);
+  if (e instanceof QmpError) return new BulkheadError('BackendFailed', `${what}: QEMU says: ${e.desc}`);
+  if (e instanceof QmpClosedError) return new BulkheadError('InvalidState', `${what}: QEMU went away (${e.message})`);
+  return new BulkheadError('BackendFailed', `${what}: ${(e as Error)?.message ?? e}`);
+}
+
+/**
+ * The embedded QEMU backend: one qemu-system-x86_64 per VM, supervised through its exit (our
+ * children) or its QMP socket and pid (VMs adopted from an earlier daemon process).
+ */
+export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBackend {
+  readonly name = 'qemu';
+  private readonly instances = new Map<string, Instance>();
+  private accelPromise: Promise<string> | null = null;
+  private readonly qemu: string;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: QemuBackendOptions) {
+    super();
+    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.log = opts.log;
+  }
+
+  accelerator(): Promise<string> {
+    this.accelPromise ??= (async () => {
+      if (this.opts.accel) {
+        this.log.info(`accelerator ${this.opts.accel} (forced)`);
+        return this.opts.accel;
+      }
+      const r = await probeKvm({ qemu: this.qemu, probeKernel: this.opts.probeKernel });
+      this.log.info(`accelerator ${r.accel}: ${r.reason}`);
+      return r.accel;
+    })();
+    return this.accelPromise;
+  }
+
+  async create(def: VmDefinition): Promise<void> {
+    mkdirSync(runFiles(this.opts.runRoot, def.id).dir, { recursive: true, mode: 0o750 });
+    await prepareDisks(def.file, def.disks);
+  }
+
+  private commandLine(def: VmDefinition, accel: string): string[] {
+    const f = runFiles(this.opts.runRoot, def.id);
+    const args = [
+      '-name', `${def.id},process=bulkhead-${def.id}`,
+      '-machine', 'pc', '-accel', accel, '-m', String(def.memoryMiB), '-smp', String(def.vcpus),
+      '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'std',
+      '-qmp', `unix:${f.qmp},server=on,wait=off`,
+      '-qmp', `unix:${f.inputQmp},server=on,wait=off`,
+      '-serial', `file:${f.serial}`,
+      '-pidfile', f.pid,
+      '-device', 'qemu-xhci,id=xhci',
+    ];
+    if (def.display === 'vnc') args.push('-vnc', `unix:${f.vnc}`);
+    if (def.network.mode === 'none') args.push('-nic', 'none');
+    else if (def.network.mode === 'user') args.push('-nic', 'user,model=virtio-net-pci');
+    else args.push('-nic', `bridge,br=${def.network.bridge},model=virtio-net-pci`);
+    for (const d of def.disks) args.push('-drive', `file=${d.path},format=${d.format},if=virtio,readonly=${d.readonly ? 'on' : 'off'}`);
+    for (const p of def.gpu?.pci ?? []) args.push('-device', `vfio-pci,host=${p}`);
+    if (def.kernel) args.push('-kernel', def.kernel, '-append', def.append);
+    return args;
+  }
+
+  async start(def: VmDefinition): Promise<RunningVm> {
+    if (this.instances.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs`);
+    if (def.kernel && !existsSync(def.kernel))
+      throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${def.kernel} does not exist`);
+    await this.create(def);
+    const accel = await this.accelerator();
+    const f = runFiles(this.opts.runRoot, def.id);
+    for (const p of [f.qmp, f.inputQmp, f.vnc, f.pid]) rmSync(p, { force: true });
+    const args = this.commandLine(def, accel);
+    this.log.info(`starting ${def.id}: ${this.qemu} ${args.join(' ')}`);
+    // stderr goes to a file, not a pipe: QEMU must outlive this daemon (re-adoption) without
+    // dying of SIGPIPE, and the file still gives the last line for a crash reason.
+    const errFd = openSync(f.stderr, 'w', 0o640);
+    let child: ChildProcess;
+    try {
+      child = spawn(this.qemu, args, { stdio: ['ignore', 'ignore', errFd], detached: true });
+    } finally {
+      closeSync(errFd);
+    }
+    const spawnError = new Promise<never>((_, reject) =>
+      child.once('error', (e) => reject(new BulkheadError('BackendFailed', `cannot run ${this.qemu}: ${e.message}`))),
+    );
+    const earlyExit = new Promise<never>((_, reject) =>
+      child.once('exit', (code, sig) =>
+        reject(new BulkheadError('BackendFailed', `qemu exited at start (${sig ? `signal ${sig}` : `code ${code}`}): ${lastLine(f.stderr)}`)),
+      ),
+    );
+    spawnError.catch(() => undefined);
+    earlyExit.catch(() => undefined);
+    let qmp: QmpClient;
+    try {
+      qmp = await Promise.race([
+        QmpClient.connect(f.qmp, { retryUntilMs: this.opts.startTimeoutMs ?? 15_000, timeoutMs: 5000, commandTimeoutMs: 15_000 }),
+        spawnError,
+        earlyExit,
+      ]);
+    } catch (e) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      throw e instanceof BulkheadError ? e : new BulkheadError('BackendFailed', `QEMU for ${def.id} did not open QMP: ${(e as Error).message}; stderr: ${lastLine(f.stderr)}`);
+    }
+    const inst = this.track(def, child.pid!, child, qmp, false);
+    child.on('exit', (code, sig) => {
+      const how = sig ? `signal ${sig}` : `code ${code}`;
+      this.gone(inst, code === 0 && !sig, `qemu exited with ${how}`);
+    });
+    return { pid: inst.pid, inputQmpSocket: f.inputQmp, adopted: false, state: 'running' };
+  }
+
+  async adopt(def: VmDefinition): Promise<RunningVm | null> {
+    if (this.instances.has(def.id)) return null;
+    const f = runFiles(this.opts.runRoot, def.id);
+    let pid: number;
+    try {
+      pid = Number(readFileSync(f.pid, 'utf8').trim());
+    } catch {
+      return null;
+    }
+    if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid, f.qmp)) {
+      this.log.info(`${def.id}: stale pid file ${f.pid} (pid ${pid} is not its QEMU); removing`);
+      rmSync(f.pid, { force: true });
+      return null;
+    }
+    let qmp: QmpClient;
+    try {
+      qmp = await QmpClient.connect(f.qmp, { timeoutMs: 3000, commandTimeoutMs: 15_000 });
+    } catch (e) {
+      throw new BulkheadError('BackendFailed', `QEMU of ${def.id} (pid ${pid}) runs but its QMP socket ${f.qmp} does not answer: ${(e as Error).message}`);
+    }
+    const status = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
+    this.track(def, pid, null, qmp, true);
+    this.log.info(`${def.id}: re-adopted QEMU pid ${pid} (${status.status})`);
+    return { pid, inputQmpSocket: f.inputQmp, adopted: true, state: status.status === 'paused' ? 'paused' : 'running' };
+  }
+
+  private track(def: VmDefinition, pid: number, child: ChildProcess | null, qmp: QmpClient, adopted: boolean): Instance {
+    let markGone!: () => void;
+    const gone = new Promise<void>((r) => (markGone = r));
+    const inst: Instance = {
+      def, files: runFiles(this.opts.runRoot, def.id), pid, child, qmp, adopted, stopRequested: null, killedAfterTimeout: false,
+      goneHandled: false, gone, markGone, pollTimer: null,
+    };
+    this.instances.set(def.id, inst);
+    qmp.on('event', (ev) => {
+      if (this.instances.get(def.id) !== inst) return;
+      if (ev.event === 'STOP') this.emit('state', def.id, 'paused', 'vCPUs stopped (QMP STOP)');
+      else if (ev.event === 'RESUME') this.emit('state', def.id, 'running', 'vCPUs resumed (QMP RESUME)');
+    });
+    qmp.on('close', () => {
+      if (inst.goneHandled || this.instances.get(def.id) !== inst || !adopted) return;
+      // Not our child: no exit status. The QMP socket closing is the signal; the pid confirms.
+      const check = () => {
+        if (!processAlive(pid)) {
+          this.gone(inst, false, `qemu (pid ${pid}, adopted) is gone; exit status unknown (not our child)`);
+        } else inst.pollTimer = setTimeout(check, 100);
+      };
+      check();
+    });
+    return inst;
+  }
+
+  private gone(inst: Instance, cleanExit: boolean, how: string): void {
+    if (inst.goneHandled) return;
+    inst.goneHandled = true;
+    if (inst.pollTimer) clearTimeout(inst.pollTimer);
+    void inst.qmp.close().catch(() => undefined);
+    if (this.instances.get(inst.def.id) === inst) this.instances.delete(inst.def.id);
+    for (const p of [inst.files.qmp, inst.files.inputQmp, inst.files.vnc, inst.files.pid]) rmSync(p, { force: true });
+    const err = lastLine(inst.files.stderr);
+    let state: 'stopped' | 'crashed';
+    let reason: string;
+    if (inst.stopRequested) {
+      state = 'stopped';
+      reason = inst.stopRequested === 'kill' ? (inst.killedAfterTimeout ? 'killed: the guest did not power off in time' : 'killed on request') : 'powered off on request';
+    } else if (cleanExit) {
+      state = 'stopped';
+      reason = 'the guest powered off (qemu exited with code 0)';
+    } else {
+      state = 'crashed';
+      reason = how + (err ? `; last stderr: ${err}` : '');
+    }
+    this.log.info(`${inst.def.id}: ${state}: ${reason}`);
+    inst.markGone();
+    this.emit('state', inst.def.id, state, reason);
+  }
+
+  private get(vmId: string): Instance {
+    const inst = this.instances.get(vmId);
+    if (!inst) throw new BulkheadError('InvalidState', `VM ${vmId} does not run`);
+    return inst;
+  }
+
+  private signal(inst: Instance, sig: NodeJS.Signals): void {
+    try {
+      if (inst.child) inst.child.kill(sig);
+      else process.kill(inst.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  private async waitGone(inst: Instance, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([inst.gone.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  async stop(vmId: string, timeoutMs: number): Promise<{ killed: boolean }> {
+    const inst = this.get(vmId);
+    inst.stopRequested = 'powerdown';
+    try {
+      await inst.qmp.execute('system_powerdown', undefined, { timeoutMs: 5000 });
+    } catch (e) {
+      this.log.warn(`${vmId}: system_powerdown failed (${(e as Error).message}); killing`);
+    }
+    if (await this.waitGone(inst, timeoutMs)) return { killed: false };
+    inst.stopRequested = 'kill';
+    inst.killedAfterTimeout = true;
+    this.signal(inst, 'SIGKILL');
+    if (!(await this.waitGone(inst, 5000))) throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
+    return { killed: true };
+  }
+
+  async kill(vmId: string): Promise<void> {
+    const inst = this.get(vmId);
+    inst.stopRequested = 'kill';
+    this.signal(inst, 'SIGKILL');
+    if (!(await this.waitGone(inst, 5000))) throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
+  }
+
+  async pause(vmId: string): Promise<void> {
+    await this.qmpCall(vmId, 'stop');
+  }
+
+  async resume(vmId: string): Promise<void> {
+    await this.qmpCall(vmId, 'cont');
+  }
+
+  private async qmpCall<T>(vmId: string, cmd: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<T> {
+    const inst = this.get(vmId);
+    try {
+      return await inst.qmp.execute<T>(cmd, args, { timeoutMs });
+    } catch (e) {
+      throw qmpFailure(`${vmId}: ${cmd}`, e);
+    }
+  }
+
+  async screenshot(vmId: string, maxBytes: number): Promise<Buffer> {
+    const inst = this.get(vmId);
+    const file = join(inst.files.dir, `screendump-${randomBytes(6).toString('hex')}.png`);
+    try {
+      await this.qmpCall(vmId, 'screendump', { filename: file, format: 'png' }, 15_000);
+      const size = statSync(file).size;
+      if (size > maxBytes) throw new BulkheadError('BackendFailed', `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`);
+      return readFileSync(file);
+    } finally {
+      try {
+        unlinkSync(file);
+      } catch {
+        /* never written */
+      }
+    }
+  }
+
+  async attachUsb(vmId: string, req: UsbAttachRequest): Promise<string> {
+    // The device id carries bus and address (or port), so ListUsbDevices can answer from QEMU
+    // alone after a daemon restart.
+    const id = req.port ? `usbhost-b${req.bus}-p${req.port}` : `usbhost-b${req.bus}-a${req.address}`;
+    const args: Record<string, unknown> = { driver: 'usb-host', id, bus: 'xhci.0', hostbus: req.bus };
+    if (req.port) args.hostport = req.port;
+    else args.hostaddr = req.address;
+    await this.qmpCall(vmId, 'device_add', args);
+    return id;
+  }
+
+  async detachUsb(vmId: string, handle: string): Promise<void> {
+    if (!USB_HANDLE_RE.test(handle)) throw new BulkheadError('NoSuchDevice', `'${handle}' is not a USB attachment handle of this daemon`);
+    try {
+      await this.qmpCall(vmId, 'device_del', { id: handle });
+    } catch (e) {
+      if (e instanceof BulkheadError && /not found|DeviceNotFound/i.test(e.message))
+        throw new BulkheadError('NoSuchDevice', `${vmId} has no USB attachment ${handle}`);
+      throw e;
+    }
+  }
+
+  async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
+    const entries = await this.qmpCall<Array<{ name: string; type: string }>>(vmId, 'qom-list', { path: '/machine/peripheral' });
+    const out: Array<[string, number, number]> = [];
+    for (const e of entries) {
+      const m = USB_HANDLE_RE.exec(e.name);
+      if (!m || e.type !== 'child<usb-host>') continue;
+      let address = m[3] ? Number(m[3]) : 0;
+      if (!m[3]) {
+        address = await this.qmpCall<number>(vmId, 'qom-get', { path: `/machine/peripheral/${e.name}`, property: 'hostaddr' }).catch(() => 0);
+      }
+      out.push([e.name, Number(m[1]), address]);
+    }
+    return out;
+  }
+
+  qmp(vmId: string): QmpAccess | null {
+    return this.instances.get(vmId)?.qmp ?? null;
+  }
+
+  /** Let every QEMU run on without us: close QMP, forget the children (next start re-adopts). */
+  async detachAll(): Promise<void> {
+    for (const inst of this.instances.values()) {
+      inst.goneHandled = true;
+      if (inst.pollTimer) clearTimeout(inst.pollTimer);
+      inst.child?.removeAllListeners('exit');
+      inst.child?.unref();
+      await inst.qmp.close().catch(() => undefined);
+    }
+    this.instances.clear();
+  }
+
+  /** Stop every VM (--stop-vms-on-exit). */
+  async stopAll(timeoutMs: number): Promise<void> {
+    await Promise.all([...this.instances.keys()].map((id) => this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`))));
+  }
+}

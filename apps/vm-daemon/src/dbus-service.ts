@@ -1,0 +1,131 @@
+import {
+  BulkheadError,
+  VM_MANAGER_PATH,
+  vmPath,
+  type CallContext,
+  type VariantDict,
+  type Vm1Service,
+  type VmManager1Properties,
+  type VmManager1Service,
+} from '@bulkhead/contract';
+import { parseOptions, variant, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
+import type { SwitchRecord } from './switch-transaction';
+import type { VmManager } from './vm-manager';
+
+/** LastSwitch as the contract's a{sv}. */
+export function lastSwitchDict(r: SwitchRecord | null): VariantDict {
+  if (!r) return {};
+  return {
+    from: variant('o', r.from),
+    target: variant('o', r.target),
+    outcome: variant('s', r.outcome),
+    error: variant('s', r.error),
+    message: variant('s', r.message),
+    started_usec: variant('t', r.startedUsec),
+    duration_usec: variant('t', r.durationUsec),
+    steps: variant('a(st)', r.steps),
+    skipped: variant('as', r.skipped),
+  };
+}
+
+class VmObject implements Vm1Service {
+  constructor(
+    private readonly manager: VmManager,
+    private readonly id: string,
+  ) {}
+  async Start(_ctx: CallContext, options: VariantDict): Promise<void> {
+    parseOptions('Start', options, {});
+    await this.manager.start(this.id);
+  }
+  async Stop(_ctx: CallContext, options: VariantDict): Promise<void> {
+    const o = parseOptions('Stop', options, { timeout_ms: 'u' } as const);
+    await this.manager.stop(this.id, o.timeout_ms ?? 30_000);
+  }
+  async Kill(): Promise<void> {
+    await this.manager.kill(this.id);
+  }
+  async Pause(): Promise<void> {
+    await this.manager.pause(this.id);
+  }
+  async Resume(): Promise<void> {
+    await this.manager.resume(this.id);
+  }
+  async Screenshot(_ctx: CallContext, options: VariantDict): Promise<Buffer> {
+    parseOptions('Screenshot', options, {});
+    return this.manager.screenshot(this.id);
+  }
+  async AttachUsbDevice(_ctx: CallContext, bus: number, address: number, options: VariantDict): Promise<string> {
+    const o = parseOptions('AttachUsbDevice', options, { port: 's' } as const);
+    return this.manager.attachUsb(this.id, { bus, address, port: o.port });
+  }
+  async DetachUsbDevice(_ctx: CallContext, handle: string): Promise<void> {
+    await this.manager.detachUsb(this.id, handle);
+  }
+  async ListUsbDevices(): Promise<Array<[string, number, number]>> {
+    return this.manager.listUsb(this.id);
+  }
+}
+
+class ManagerObject implements VmManager1Service {
+  constructor(private readonly manager: VmManager) {}
+  async Switch(_ctx: CallContext, vm: string, options: VariantDict): Promise<void> {
+    parseOptions('Switch', options, {});
+    await this.manager.switchTo(vm);
+  }
+  async SwitchToSlot(_ctx: CallContext, slot: number, options: VariantDict): Promise<void> {
+    parseOptions('SwitchToSlot', options, {});
+    await this.manager.switchToSlot(slot);
+  }
+  Reload(): number {
+    try {
+      return this.manager.reload();
+    } catch (e) {
+      throw new BulkheadError('BackendFailed', `reload failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Publishes a VmManager on the bus: org.bulkhead.VmManager1 (+ ObjectManager) at
+ * /org/bulkhead/VmManager1 and one org.bulkhead.Vm1 per VM, following the core's events.
+ */
+export class VmManagerDbus {
+  private managerIface!: ExportedInterface<'org.bulkhead.VmManager1'>;
+  private readonly vmIfaces = new Map<string, ExportedInterface<'org.bulkhead.Vm1'>>();
+
+  constructor(
+    private readonly host: ServiceHost,
+    private readonly manager: VmManager,
+  ) {}
+
+  managerProperties(): VmManager1Properties {
+    const m = this.manager;
+    return {
+      ActiveVm: m.activeVm,
+      Switching: m.transaction.inProgress,
+      LastSwitch: lastSwitchDict(m.lastSwitch),
+      ConfigErrors: m.configErrors.map((e) => [e.file, e.field, e.reason] as [string, string, string]),
+      Accelerator: m.accelerator,
+    };
+  }
+
+  export(): void {
+    this.host.addObjectManager(VM_MANAGER_PATH);
+    this.managerIface = this.host.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', new ManagerObject(this.manager), () => this.managerProperties());
+    for (const id of this.manager.vms.keys()) this.exportVm(id);
+    this.manager.on('vm-added', (id) => this.exportVm(id));
+    this.manager.on('vm-removed', (id) => {
+      this.host.unexport(vmPath(id));
+      this.vmIfaces.delete(id);
+    });
+    this.manager.on('vm-changed', (id, props) => this.vmIfaces.get(id)?.propertiesChanged(...new Set(props)));
+    this.manager.on('manager-changed', (props) => this.managerIface.propertiesChanged(...new Set(props)));
+    this.manager.on('switch-progress', (target, step, detail) => this.managerIface.emit('SwitchProgress', target, step, detail));
+  }
+
+  private exportVm(id: string): void {
+    if (this.vmIfaces.has(id)) return;
+    const iface = this.host.export(vmPath(id), 'org.bulkhead.Vm1', new VmObject(this.manager, id), () => this.manager.vmProperties(id));
+    this.vmIfaces.set(id, iface);
+  }
+}

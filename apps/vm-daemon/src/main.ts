@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+/**
+ * vm-daemon: org.bulkhead.VmManager1. Wires the pieces: bus connection, backend (QEMU), input-daemon
+ * client, the core (VmManager) and its D-Bus publication.
+ *
+ *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
+ *        [--bus ADDRESS] [--backend qemu] [--no-autostart] [--stop-vms-on-exit]
+ *
+ * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
+ * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { BUS_NAMES } from '@bulkhead/contract';
+import { createLogger } from '@bulkhead/common';
+import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
+import type { VmBackend } from './backend/backend';
+import { QemuBackend } from './backend/qemu-backend';
+import { VmManagerDbus } from './dbus-service';
+import { InputDaemonClient } from './input-daemon-client';
+import { StateStore } from './state-store';
+import { NoGpuHandoff, NoUsbMover } from './switch-transaction';
+import { VmManager } from './vm-manager';
+
+export interface DaemonArgs {
+  configDir: string;
+  runDir: string;
+  stateDir: string;
+  bus: string;
+  backend: string;
+  autostart: boolean;
+  stopVmsOnExit: boolean;
+}
+
+const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
+                          [--backend qemu] [--no-autostart] [--stop-vms-on-exit]`;
+
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
+  const a: DaemonArgs = {
+    configDir: env.BULKHEAD_VM_DIR ?? '/etc/bulkhead/vms',
+    runDir: env.BULKHEAD_RUN_DIR ?? '/run/bulkhead/vms',
+    stateDir: env.BULKHEAD_STATE_DIR ?? '/var/lib/bulkhead/vm-daemon',
+    bus: env.BULKHEAD_BUS ?? 'system',
+    backend: 'qemu',
+    autostart: true,
+    stopVmsOnExit: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value\n${USAGE}`);
+      return v;
+    };
+    switch (flag) {
+      case '--config-dir': a.configDir = value(); break;
+      case '--run-dir': a.runDir = value(); break;
+      case '--state-dir': a.stateDir = value(); break;
+      case '--bus': a.bus = value(); break;
+      case '--backend': a.backend = value(); break;
+      case '--no-autostart': a.autostart = false; break;
+      case '--stop-vms-on-exit': a.stopVmsOnExit = true; break;
+      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
+      default: throw new Error(`unknown argument '${flag}'\n${USAGE}`);
+    }
+  }
+  a.configDir = resolve(a.configDir);
+  a.runDir = resolve(a.runDir);
+  a.stateDir = resolve(a.stateDir);
+  return a;
+}
+
+async function main(): Promise<void> {
+  const log = createLogger('vm-daemon');
+  let args: DaemonArgs;
+  try {
+    args = parseArgs(process.argv.slice(2), process.env);
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exit(2);
+  }
+  const accelEnv = process.env.BULKHEAD_ACCEL;
+  if (accelEnv && accelEnv !== 'kvm' && accelEnv !== 'tcg') {
+    console.error(`BULKHEAD_ACCEL must be kvm or tcg, got '${accelEnv}'`);
+    process.exit(2);
+  }
+  let backend: VmBackend & { stopAll?(ms: number): Promise<void> };
+  if (args.backend === 'qemu') {
+    const guest = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
+    backend = new QemuBackend({
+      runRoot: args.runDir,
+      log: log.child('qemu'),
+      accel: (accelEnv as 'kvm' | 'tcg' | undefined) ?? null,
+      probeKernel: existsSync(guest) ? guest : null,
+    });
+  } else {
+    console.error(`backend '${args.backend}' is not available yet (only qemu)`);
+    process.exit(2);
+  }
+
+  const bus = await connectBus(args.bus);
+  const host = new ServiceHost(bus, { log: (level, msg) => log[level](`dbus: ${msg}`) });
+  const client = new BusClient(bus, 30_000);
+  const input = new InputDaemonClient(client);
+  await input.start();
+  const manager = new VmManager({
+    backend, input, gpu: new NoGpuHandoff(), usb: new NoUsbMover(), configDir: args.configDir,
+    state: new StateStore(args.stateDir, log.child('state')), log,
+  });
+  await manager.init();
+  new VmManagerDbus(host, manager).export();
+  await host.requestName(BUS_NAMES.vmManager);
+  log.info(`ready on ${args.bus}: ${manager.vms.size} VM(s) from ${args.configDir}, ${manager.configErrors.length} config error(s), accelerator ${manager.accelerator}`);
+
+  let exiting = false;
+  const shutdown = async (sig: string) => {
+    if (exiting) return;
+    exiting = true;
+    log.info(`${sig}: ${args.stopVmsOnExit ? 'stopping every VM' : 'leaving VMs running (re-adopted at next start)'}`);
+    manager.close();
+    try {
+      if (args.stopVmsOnExit && backend.stopAll) await backend.stopAll(10_000);
+      else await backend.detachAll();
+    } finally {
+      await input.close().catch(() => undefined);
+      host.close();
+      bus.disconnect();
+      process.exit(0);
+    }
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  bus.on('error', (e: Error) => {
+    log.error(`bus connection lost: ${e?.message}`);
+    void shutdown('bus lost');
+  });
+
+  if (args.autostart) await manager.autostart();
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(`vm-daemon: fatal: ${(e as Error).stack ?? e}`);
+    process.exit(1);
+  });
+}

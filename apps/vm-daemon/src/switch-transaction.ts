@@ -1,0 +1,240 @@
+/**
+ * THE SWITCH TRANSACTION: this is where a hotkey becomes a switch.
+ *
+ *   input-daemon sees Ctrl+N → VmManager1.SwitchToSlot(N) → VmManager.switchTo() → SwitchTransaction.run()
+ *
+ * One switch runs at a time (a second request fails with SwitchInProgress, as xenmgr's
+ * `switching` flag does: overlapping switches let the shown VM and the keyboard's VM diverge).
+ * Steps, in order:
+ *   starting-vm   start the target when it is stopped (SwitchProgress while it boots)
+ *   freeze-input  Input1.Freeze: held keys/buttons are released in the old VM; skipped when
+ *                 input-daemon is not on the bus (demo, unit tests)
+ *   move-gpu      GpuHandoff: no-op unless a VM has a GPU (the real hand-off is a later issue)
+ *   focus-input   Input1.SetFocus(target, {qmp_socket})
+ *   move-usb      UsbMover: follow-focus USB devices (no-op hook for now, see issue 5)
+ *   publish       ActiveVm + PropertiesChanged, state file
+ * A failing step undoes every earlier step in reverse (input is re-focused on the previous
+ * target) and the caller gets the step's named error. Each step's duration goes to LastSwitch.
+ */
+import { BulkheadError, SWITCHER_PATH, type ErrorName } from '@bulkhead/contract';
+import type { Logger } from '@bulkhead/common';
+
+export type StepName = 'starting-vm' | 'freeze-input' | 'move-gpu' | 'focus-input' | 'move-usb' | 'publish';
+/** 'done', or 'skipped' with why (the step had nothing to do or its peer is absent). */
+export type StepResult = { skipped: false } | { skipped: true; why: string };
+export const DONE: StepResult = { skipped: false };
+export const skipped = (why: string): StepResult => ({ skipped: true, why });
+
+/** input-daemon as the switch sees it. `target` is a VM object path or '/' (the switcher). */
+export interface InputFocus {
+  freeze(): Promise<StepResult>;
+  setFocus(target: string, qmpSocket: string): Promise<StepResult>;
+}
+
+/** Who holds a GPU in a switch: a VM path and its PCI functions (empty when it has none). */
+export interface GpuSide {
+  vm: string;
+  pci: string[];
+}
+
+/**
+ * Moves a passed-through GPU from one VM to another. The real hand-off (unbind, FLR, rebind,
+ * seconds of work with its own timeout and rollback) comes in a later issue.
+ */
+export interface GpuHandoff {
+  handOff(from: GpuSide, to: GpuSide): Promise<StepResult>;
+}
+
+export class NoGpuHandoff implements GpuHandoff {
+  async handOff(from: GpuSide, to: GpuSide): Promise<StepResult> {
+    if (from.pci.length === 0 && to.pci.length === 0) return skipped('no VM in this switch has a GPU');
+    return skipped('GPU hand-off is not implemented yet: the GPU stays where it is');
+  }
+}
+
+/**
+ * Moves follow-focus USB devices to the new target.
+ * TODO(issue 5): usb-daemon's contract defines no call for this yet; once it does, implement a
+ * D-Bus UsbMover in main.ts. Until then the default does nothing.
+ */
+export interface UsbMover {
+  moveFollowFocus(from: string, to: string): Promise<StepResult>;
+}
+
+export class NoUsbMover implements UsbMover {
+  async moveFollowFocus(): Promise<StepResult> {
+    return skipped('no follow-focus USB hook yet (issue 5)');
+  }
+}
+
+/** What the transaction needs from the VM manager. */
+export interface SwitchHost {
+  /** Starts `target` when stopped; returns skipped when it already runs. Throws InvalidState when it cannot (crashed/paused?). */
+  ensureRunning(target: string, progress: (detail: string) => void): Promise<StepResult>;
+  inputQmpSocket(target: string): string;
+  gpuOf(target: string): GpuSide;
+  publish(target: string): void;
+  progress(target: string, step: string, detail: string): void;
+}
+
+export interface SwitchRecord {
+  from: string;
+  target: string;
+  outcome: 'ok' | 'rolled-back' | 'failed';
+  /** Named error (org.bulkhead.Error.X) or ''. */
+  error: string;
+  message: string;
+  startedUsec: bigint;
+  durationUsec: bigint;
+  steps: Array<[string, bigint]>;
+  skipped: string[];
+}
+
+export interface SwitchDeps {
+  input: InputFocus;
+  gpu: GpuHandoff;
+  usb: UsbMover;
+  log: Logger;
+  /** Per-step time limits; starting-vm gets longer (a TCG boot). */
+  stepTimeoutMs?: Partial<Record<StepName, number>>;
+}
+
+const DEFAULT_TIMEOUTS: Record<StepName, number> = {
+  'starting-vm': 120_000,
+  'freeze-input': 5_000,
+  'move-gpu': 60_000,
+  'focus-input': 5_000,
+  'move-usb': 10_000,
+  publish: 5_000,
+};
+
+const nowUsec = (): bigint => process.hrtime.bigint() / 1000n;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BulkheadError('Timeout', `${what} did not finish within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function asNamed(step: string, e: unknown): BulkheadError {
+  if (e instanceof BulkheadError) return new BulkheadError(e.errorName, `${step}: ${e.message}`);
+  const msg = (e as Error)?.message ?? String(e);
+  return new BulkheadError('BackendFailed', `${step}: ${msg}`);
+}
+
+export class SwitchTransaction {
+  private running = false;
+  private readonly timeouts: Record<StepName, number>;
+
+  constructor(
+    private readonly host: SwitchHost,
+    private readonly deps: SwitchDeps,
+  ) {
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...deps.stepTimeoutMs };
+  }
+
+  get inProgress(): boolean {
+    return this.running;
+  }
+
+  /** Claim the single switch slot; throws SwitchInProgress when taken. Call run() right after. */
+  begin(target: string): void {
+    if (this.running) throw new BulkheadError('SwitchInProgress', `a switch is already running; cannot switch to ${target} now`);
+    this.running = true;
+  }
+
+  /**
+   * Run a switch from `from` to `target` (both object paths; '/' = switcher). Always resolves
+   * with the record; `record.outcome !== 'ok'` carries the named error the caller should throw.
+   */
+  async run(from: string, target: string): Promise<SwitchRecord> {
+    if (!this.running) this.begin(target);
+    const { input, gpu, usb, log } = this.deps;
+    const host = this.host;
+    const startedWall = BigInt(Date.now()) * 1000n;
+    const t0 = nowUsec();
+    const steps: Array<[string, bigint]> = [];
+    const skippedSteps: string[] = [];
+    const undo: Array<{ step: StepName; fn: () => Promise<unknown> }> = [];
+
+    const fromSocket = from === SWITCHER_PATH ? '' : host.inputQmpSocket(from);
+    const step = async (name: StepName, fn: () => Promise<StepResult>, undoFn?: () => Promise<unknown>) => {
+      host.progress(target, name, '');
+      const s = nowUsec();
+      let r: StepResult;
+      try {
+        r = await withTimeout(fn(), this.timeouts[name], name);
+      } finally {
+        steps.push([name, nowUsec() - s]);
+      }
+      if (r.skipped) {
+        skippedSteps.push(name);
+        host.progress(target, name, `skipped: ${r.why}`);
+        log.info(`switch ${from} -> ${target}: ${name} skipped (${r.why})`);
+      }
+      if (undoFn) undo.push({ step: name, fn: undoFn });
+    };
+
+    const record = (outcome: SwitchRecord['outcome'], err: BulkheadError | null): SwitchRecord => ({
+      from, target, outcome, error: err ? err.dbusName : '', message: err?.message ?? '', startedUsec: startedWall,
+      durationUsec: nowUsec() - t0, steps, skipped: skippedSteps,
+    });
+
+    try {
+      await step('starting-vm', () => (target === SWITCHER_PATH ? Promise.resolve(skipped('the switcher always runs')) : host.ensureRunning(target, (d) => host.progress(target, 'starting-vm', d))));
+      await step('freeze-input', () => input.freeze(), () => input.setFocus(from, fromSocket));
+      const gFrom = host.gpuOf(from);
+      const gTo = host.gpuOf(target);
+      await step('move-gpu', () => gpu.handOff(gFrom, gTo), () => gpu.handOff(gTo, gFrom));
+      await step('focus-input', () => input.setFocus(target, target === SWITCHER_PATH ? '' : host.inputQmpSocket(target)), () => input.setFocus(from, fromSocket));
+      await step('move-usb', () => usb.moveFollowFocus(from, target), () => usb.moveFollowFocus(target, from));
+      await step('publish', async () => {
+        host.publish(target);
+        return DONE;
+      });
+      host.progress(target, 'done', `switched in ${Number(nowUsec() - t0) / 1000} ms`);
+      const rec = record('ok', null);
+      log.info(`switch ${from} -> ${target}: ok in ${rec.durationUsec} us [${steps.map(([n, d]) => `${n}=${d}us`).join(' ')}]`);
+      return rec;
+    } catch (e) {
+      const failedStep = steps.length ? steps[steps.length - 1][0] : 'starting-vm';
+      const err = asNamed(failedStep, e);
+      log.warn(`switch ${from} -> ${target} failed at ${failedStep}: ${err.message}; rolling back ${undo.length} step(s)`);
+      if (undo.length === 0) {
+        host.progress(target, 'failed', err.message);
+        return record('failed', err);
+      }
+      host.progress(target, 'rollback', `undoing ${undo.map((u) => u.step).join(', ')}`);
+      const rs = nowUsec();
+      let rollbackError: string | null = null;
+      // Undo in reverse; re-focusing the previous target once is enough for both input steps.
+      let refocused = false;
+      for (const u of undo.reverse()) {
+        if (u.step === 'freeze-input' || u.step === 'focus-input') {
+          if (refocused) continue;
+          refocused = true;
+        }
+        try {
+          await withTimeout(u.fn(), 10_000, `undo ${u.step}`);
+        } catch (ue) {
+          rollbackError = `undo ${u.step}: ${(ue as Error).message}`;
+          log.error(`switch ${from} -> ${target}: rollback failed: ${rollbackError}`);
+        }
+      }
+      steps.push(['rollback', nowUsec() - rs]);
+      if (rollbackError) {
+        const failed = new BulkheadError(err.errorName as ErrorName, `${err.message}; rollback also failed: ${rollbackError}`);
+        host.progress(target, 'failed', failed.message);
+        return record('failed', failed);
+      }
+      host.progress(target, 'failed', `${err.message} (rolled back to ${from})`);
+      return record('rolled-back', err);
+    } finally {
+      this.running = false;
+    }
+  }
+}

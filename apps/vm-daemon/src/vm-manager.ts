@@ -1,0 +1,464 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { BulkheadError, SWITCHER_PATH, vmIdFromPath, vmPath, type Vm1Properties, type VmManager1Properties } from '@bulkhead/contract';
+import { MAX_SLOT, TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
+import { formatConfigError, loadConfigDir, type ConfigError, type VmDefinition } from './config';
+import type { UsbAttachRequest, VmBackend } from './backend/backend';
+import type { StateStore } from './state-store';
+import {
+  DONE,
+  NoGpuHandoff,
+  NoUsbMover,
+  SwitchTransaction,
+  skipped,
+  type GpuHandoff,
+  type GpuSide,
+  type InputFocus,
+  type StepResult,
+  type SwitchRecord,
+  type UsbMover,
+} from './switch-transaction';
+
+/** Screenshots larger than this are refused (the contract's bound). */
+export const MAX_SCREENSHOT_BYTES = 8 << 20;
+
+export interface VmEntry {
+  def: VmDefinition;
+  /** True when the definition file is invalid and no valid version was ever loaded: cannot start. */
+  placeholder: boolean;
+  state: VmState;
+  stateReason: string;
+  /** Error of the definition file ('' when valid); shown in LastError before opError. */
+  configError: string;
+  opError: string;
+  pid: number | null;
+  inputQmpSocket: string;
+  /** Resolves when a running start() finishes (so a switch can wait for a Start in flight). */
+  starting: Promise<void> | null;
+}
+
+export interface VmManagerEvents {
+  'vm-added': [id: string];
+  'vm-removed': [id: string];
+  'vm-changed': [id: string, props: Array<keyof Vm1Properties>];
+  'manager-changed': [props: Array<keyof VmManager1Properties>];
+  'switch-progress': [target: string, step: string, detail: string];
+}
+
+export interface VmManagerOptions {
+  backend: VmBackend;
+  input: InputFocus;
+  gpu?: GpuHandoff;
+  usb?: UsbMover;
+  configDir: string;
+  state: StateStore;
+  log: Logger;
+  /** Watch the config dir and reload on edits (default true). */
+  watchConfig?: boolean;
+}
+
+/**
+ * The core of vm-daemon: VM definitions, their lifecycle through a backend, the active VM and
+ * the switch transaction. Knows nothing of D-Bus (dbus-service.ts publishes it).
+ */
+export class VmManager extends TypedEmitter<VmManagerEvents> {
+  readonly vms = new Map<string, VmEntry>();
+  configErrors: ConfigError[] = [];
+  activeVm: string = SWITCHER_PATH;
+  lastSwitch: SwitchRecord | null = null;
+  accelerator = '';
+  readonly transaction: SwitchTransaction;
+  private readonly backend: VmBackend;
+  private readonly log: Logger;
+  private watcher: FSWatcher | null = null;
+  private reloadTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(private readonly opts: VmManagerOptions) {
+    super();
+    this.backend = opts.backend;
+    this.log = opts.log;
+    this.transaction = new SwitchTransaction(
+      {
+        ensureRunning: (target, progress) => this.ensureRunning(target, progress),
+        inputQmpSocket: (target) => this.entryByPath(target)?.inputQmpSocket ?? '',
+        gpuOf: (target): GpuSide => ({ vm: target, pci: this.entryByPath(target)?.def.gpu?.pci ?? [] }),
+        publish: (target) => this.setActive(target),
+        progress: (target, step, detail) => this.emit('switch-progress', target, step, detail),
+      },
+      { input: opts.input, gpu: opts.gpu ?? new NoGpuHandoff(), usb: opts.usb ?? new NoUsbMover(), log: opts.log.child('switch') },
+    );
+    this.backend.on('state', (id, state, reason) => this.onBackendState(id, state, reason));
+  }
+
+  // ---------------------------------------------------------------- startup
+
+  /** Probe the accelerator, load the definitions, re-adopt running VMs, restore the active VM. */
+  async init(): Promise<void> {
+    this.accelerator = await this.backend.accelerator();
+    const persisted = this.opts.state.load();
+    this.reload();
+    for (const e of this.sortedEntries()) {
+      if (e.placeholder) continue;
+      try {
+        const r = await this.backend.adopt(e.def);
+        if (r) {
+          this.setState(e, r.state, `re-adopted running QEMU (pid ${r.pid}) after a daemon restart`);
+          e.pid = r.pid;
+          e.inputQmpSocket = r.inputQmpSocket;
+          this.emit('vm-changed', e.def.id, ['InputQmpSocket']);
+        }
+      } catch (err) {
+        this.setOpError(e, (err as Error).message);
+      }
+    }
+    const restored = persisted.activeVm ? this.vms.get(persisted.activeVm) : undefined;
+    if (restored && restored.state === 'running') {
+      this.activeVm = vmPath(restored.def.id);
+      this.emit('manager-changed', ['ActiveVm']);
+      // input-daemon may have restarted too: tell it where input goes (best effort).
+      await this.opts.input.setFocus(this.activeVm, restored.inputQmpSocket).catch((err) =>
+        this.log.warn(`cannot restore input focus on ${restored.def.id}: ${(err as Error).message}`),
+      );
+    }
+    this.persist();
+    if (this.opts.watchConfig !== false) this.watchConfigDir();
+  }
+
+  /** Start every autostart VM that is stopped, in slot order, one after the other. */
+  async autostart(): Promise<void> {
+    for (const e of this.sortedEntries()) {
+      if (!e.def.autostart || e.placeholder || (e.state !== 'stopped' && e.state !== 'crashed')) continue;
+      try {
+        await this.start(e.def.id);
+      } catch (err) {
+        this.log.error(`autostart of ${e.def.id} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.watcher?.close();
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+  }
+
+  private sortedEntries(): VmEntry[] {
+    return [...this.vms.values()].sort((a, b) => a.def.slot - b.def.slot || a.def.id.localeCompare(b.def.id));
+  }
+
+  // ---------------------------------------------------------------- config
+
+  private watchConfigDir(): void {
+    try {
+      this.watcher = watch(this.opts.configDir, () => {
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        // Editors write in several steps (truncate, write, rename): reload once they are done.
+        this.reloadTimer = setTimeout(() => {
+          if (this.closed) return;
+          try {
+            this.reload();
+          } catch (e) {
+            this.log.error(`reload after an edit failed: ${(e as Error).message}`);
+          }
+        }, 150);
+      });
+      this.watcher.on('error', (e) => this.log.warn(`watching ${this.opts.configDir} stopped: ${e.message}`));
+    } catch (e) {
+      this.log.warn(`cannot watch ${this.opts.configDir} (use Reload): ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Re-read the config dir. Valid files are applied; an invalid file leaves its VM (if one was
+   * loaded from it before) as it was, with the error in LastError; removed stopped VMs go away,
+   * removed running VMs stay until they stop. Returns the number of valid definitions.
+   */
+  reload(): number {
+    const loaded = loadConfigDir(this.opts.configDir);
+    for (const e of loaded.errors) this.log.warn(`config: ${formatConfigError(e)}`);
+    const seen = new Set<string>();
+    for (const def of loaded.vms) {
+      seen.add(def.id);
+      const e = this.vms.get(def.id);
+      if (!e) {
+        this.vms.set(def.id, this.newEntry(def, false, ''));
+        this.emit('vm-added', def.id);
+        continue;
+      }
+      const changed = JSON.stringify(e.def) !== JSON.stringify(def) || e.placeholder || e.configError !== '';
+      e.def = def;
+      e.placeholder = false;
+      e.configError = '';
+      if (changed) this.emit('vm-changed', def.id, ['Name', 'Slot', 'Kind', 'Color', 'Icon', 'LastError', 'HasGpu', 'Autostart', 'UsbAutoAttach', 'MemoryMiB', 'Vcpus', 'Backend', 'ConfigFile']);
+    }
+    for (const [id, err] of loaded.invalidIds) {
+      seen.add(id);
+      const text = formatConfigError(err);
+      const e = this.vms.get(id);
+      if (e) {
+        if (e.configError !== text) {
+          e.configError = text;
+          this.emit('vm-changed', id, ['LastError']);
+        }
+        continue;
+      }
+      // A VM object that says what is wrong with its file, so the switcher can show it.
+      const placeholder: VmDefinition = {
+        id, name: id, slot: 0, kind: 'personal', color: '#808080', icon: '', memoryMiB: 0, vcpus: 0, disks: [],
+        network: { mode: 'none' }, autostart: false, gpu: null, usbAutoAttach: false, display: 'none', backend: 'qemu',
+        kernel: null, append: '', file: err.file,
+      };
+      this.vms.set(id, this.newEntry(placeholder, true, text));
+      this.emit('vm-added', id);
+    }
+    for (const [id, e] of [...this.vms]) {
+      if (seen.has(id)) continue;
+      if (e.state === 'stopped' || e.state === 'crashed') {
+        this.vms.delete(id);
+        this.emit('vm-removed', id);
+      } else if (!e.configError) {
+        e.configError = `${e.def.file}: (file): the definition file was removed; the VM keeps running and disappears once it stops`;
+        this.emit('vm-changed', id, ['LastError']);
+      }
+    }
+    const before = JSON.stringify(this.configErrors);
+    this.configErrors = loaded.errors;
+    if (JSON.stringify(this.configErrors) !== before) this.emit('manager-changed', ['ConfigErrors']);
+    this.persist();
+    return loaded.vms.length;
+  }
+
+  private newEntry(def: VmDefinition, placeholder: boolean, configError: string): VmEntry {
+    return { def, placeholder, state: 'stopped', stateReason: 'defined', configError, opError: '', pid: null, inputQmpSocket: '', starting: null };
+  }
+
+  // ---------------------------------------------------------------- lookup
+
+  get(id: string): VmEntry {
+    const e = this.vms.get(id);
+    if (!e) throw new BulkheadError('NoSuchVm', `no VM with id '${id}'`);
+    return e;
+  }
+
+  entryByPath(path: string): VmEntry | undefined {
+    const id = vmIdFromPath(path);
+    return id === null ? undefined : this.vms.get(id);
+  }
+
+  bySlot(slot: number): VmEntry | undefined {
+    return [...this.vms.values()].find((e) => !e.placeholder && e.def.slot === slot && !e.configError.includes('was removed'));
+  }
+
+  vmProperties(id: string): Vm1Properties {
+    const e = this.get(id);
+    const d = e.def;
+    return {
+      Id: d.id, Name: d.name, Slot: d.slot, Kind: d.kind, Color: d.color, Icon: d.icon, State: e.state, StateReason: e.stateReason,
+      LastError: e.configError || e.opError, HasGpu: d.gpu !== null, Autostart: d.autostart, UsbAutoAttach: d.usbAutoAttach,
+      MemoryMiB: d.memoryMiB, Vcpus: d.vcpus, Backend: d.backend, ConfigFile: d.file,
+      InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
+    };
+  }
+
+  // ---------------------------------------------------------------- state
+
+  private setState(e: VmEntry, state: VmState, reason: string): void {
+    const changed: Array<keyof Vm1Properties> = [];
+    if (e.state !== state) changed.push('State', 'InputQmpSocket');
+    if (e.stateReason !== reason) changed.push('StateReason');
+    e.state = state;
+    e.stateReason = reason;
+    if (state === 'stopped' || state === 'crashed') e.pid = null;
+    if (changed.length) this.emit('vm-changed', e.def.id, changed);
+    if ((state === 'crashed' || state === 'stopped' || state === 'paused') && this.activeVm === vmPath(e.def.id)) {
+      void this.fallBackToSwitcher(`${e.def.id} is ${state}: ${reason}`);
+    }
+    if ((state === 'stopped' || state === 'crashed') && e.configError.includes('was removed')) {
+      this.vms.delete(e.def.id);
+      this.emit('vm-removed', e.def.id);
+    }
+  }
+
+  private setOpError(e: VmEntry, msg: string): void {
+    e.opError = msg;
+    this.emit('vm-changed', e.def.id, ['LastError']);
+  }
+
+  private onBackendState(id: string, state: VmState, reason: string): void {
+    const e = this.vms.get(id);
+    if (!e) return;
+    if (state === 'crashed') e.opError = `crashed: ${reason}`;
+    this.setState(e, state, reason);
+  }
+
+  /** The active VM died or was paused: the person gets the switcher (as xenmgr does). */
+  private async fallBackToSwitcher(why: string): Promise<void> {
+    this.log.warn(`focus falls back to the switcher: ${why}`);
+    this.setActive(SWITCHER_PATH);
+    try {
+      await this.opts.input.setFocus(SWITCHER_PATH, '');
+    } catch (e) {
+      this.log.error(`Input1.SetFocus('/') after a VM loss failed: ${(e as Error).message}`);
+    }
+  }
+
+  private setActive(target: string): void {
+    if (this.activeVm === target) return;
+    this.activeVm = target;
+    this.emit('manager-changed', ['ActiveVm']);
+    this.persist();
+  }
+
+  private persist(): void {
+    const slots: Record<string, number> = {};
+    for (const e of this.vms.values()) if (!e.placeholder) slots[e.def.id] = e.def.slot;
+    this.opts.state.save({ activeVm: vmIdFromPath(this.activeVm), slots });
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(id: string): Promise<void> {
+    const e = this.get(id);
+    if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
+    if (e.state === 'starting' && e.starting) return e.starting;
+    if (e.def.backend !== this.backend.name && this.backend.name !== 'fake')
+      throw new BulkheadError('InvalidConfig', `${e.def.file}: backend: '${e.def.backend}' is not available in this daemon (it runs '${this.backend.name}')`);
+    if (e.state !== 'stopped' && e.state !== 'crashed') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not stopped`);
+    const previous = e.state;
+    this.setState(e, 'starting', 'start requested');
+    e.starting = (async () => {
+      try {
+        const r = await this.backend.start(e.def);
+        e.pid = r.pid;
+        e.inputQmpSocket = r.inputQmpSocket;
+        e.opError = '';
+        this.emit('vm-changed', id, ['LastError']);
+        // The backend may already have reported it gone (a guest that exits at once).
+        if ((e.state as VmState) === 'starting') this.setState(e, 'running', `started (pid ${r.pid}, ${this.accelerator})`);
+      } catch (err) {
+        const be = err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
+        this.setOpError(e, `start failed: ${be.message}`);
+        if ((e.state as VmState) === 'starting') this.setState(e, previous === 'crashed' ? 'crashed' : 'stopped', `start failed: ${be.message}`);
+        throw be;
+      } finally {
+        e.starting = null;
+      }
+    })();
+    return e.starting;
+  }
+
+  async stop(id: string, timeoutMs = 30_000): Promise<void> {
+    const e = this.get(id);
+    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
+    this.setState(e, 'stopping', `stop requested (ACPI power-down, kill after ${timeoutMs} ms)`);
+    try {
+      await this.backend.stop(id, timeoutMs);
+    } catch (err) {
+      this.setOpError(e, `stop failed: ${(err as Error).message}`);
+      throw err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
+    }
+    if ((e.state as VmState) === 'stopping') this.setState(e, 'stopped', 'stopped on request');
+  }
+
+  async kill(id: string): Promise<void> {
+    const e = this.get(id);
+    if (e.state !== 'running' && e.state !== 'paused' && e.state !== 'stopping') throw new BulkheadError('InvalidState', `${id} is ${e.state}, nothing to kill`);
+    await this.backend.kill(id);
+    if ((e.state as VmState) !== 'stopped') this.setState(e, 'stopped', 'killed on request');
+  }
+
+  async pause(id: string): Promise<void> {
+    const e = this.get(id);
+    if (e.state !== 'running') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
+    await this.backend.pause(id);
+    this.setState(e, 'paused', 'paused on request');
+  }
+
+  async resume(id: string): Promise<void> {
+    const e = this.get(id);
+    if (e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not paused`);
+    await this.backend.resume(id);
+    this.setState(e, 'running', 'resumed on request');
+  }
+
+  async screenshot(id: string): Promise<Buffer> {
+    const e = this.get(id);
+    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}: no screen`);
+    return this.backend.screenshot(id, MAX_SCREENSHOT_BYTES);
+  }
+
+  private running(id: string): VmEntry {
+    const e = this.get(id);
+    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
+    return e;
+  }
+
+  async attachUsb(id: string, req: UsbAttachRequest): Promise<string> {
+    this.running(id);
+    if (!req.port && (req.bus < 1 || req.bus > 255 || req.address < 1 || req.address > 127))
+      throw new BulkheadError('InvalidArgument', `bus ${req.bus} / address ${req.address} out of range (bus 1-255, address 1-127)`);
+    if (req.port !== undefined && !/^\d{1,3}(\.\d{1,3}){0,6}$/.test(req.port))
+      throw new BulkheadError('InvalidArgument', `port '${req.port}' is not a host port path like 1.2`);
+    return this.backend.attachUsb(id, req);
+  }
+
+  async detachUsb(id: string, handle: string): Promise<void> {
+    this.running(id);
+    await this.backend.detachUsb(id, handle);
+  }
+
+  async listUsb(id: string): Promise<Array<[string, number, number]>> {
+    this.running(id);
+    return this.backend.listUsb(id);
+  }
+
+  // ---------------------------------------------------------------- switch
+
+  private async ensureRunning(target: string, progress: (d: string) => void): Promise<StepResult> {
+    const e = this.entryByPath(target);
+    if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
+    if (e.state === 'running') return skipped('already running');
+    if (e.state === 'paused') {
+      progress(`resuming ${e.def.id}`);
+      await this.resume(e.def.id);
+      return DONE;
+    }
+    if (e.state === 'stopping') throw new BulkheadError('InvalidState', `${e.def.id} is stopping`);
+    progress(`starting ${e.def.id}`);
+    await this.start(e.def.id);
+    progress(`${e.def.id} runs`);
+    return DONE;
+  }
+
+  /** Switch to a VM object path or '/' (the switcher). Throws the named error of a failed switch. */
+  async switchTo(target: string): Promise<SwitchRecord> {
+    if (target !== SWITCHER_PATH) {
+      const e = this.entryByPath(target);
+      if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
+      if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
+    }
+    this.transaction.begin(target);
+    this.emit('manager-changed', ['Switching']);
+    let rec: SwitchRecord;
+    try {
+      rec = await this.transaction.run(this.activeVm, target);
+    } finally {
+      this.emit('manager-changed', ['Switching']);
+    }
+    this.lastSwitch = rec;
+    this.emit('manager-changed', ['LastSwitch']);
+    if (rec.outcome !== 'ok') {
+      const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<typeof BulkheadError>[0];
+      throw new BulkheadError(name, rec.message);
+    }
+    return rec;
+  }
+
+  async switchToSlot(slot: number): Promise<SwitchRecord> {
+    if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT) throw new BulkheadError('InvalidArgument', `slot ${slot} is out of range 0-${MAX_SLOT}`);
+    if (slot === 0) return this.switchTo(SWITCHER_PATH);
+    const e = this.bySlot(slot);
+    if (!e) throw new BulkheadError('NoSuchVm', `no VM in slot ${slot}`);
+    return this.switchTo(vmPath(e.def.id));
+  }
+}
