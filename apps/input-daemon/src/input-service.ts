@@ -1,0 +1,185 @@
+import type { Logger } from '@bulkhead/common';
+import {
+  BulkheadError,
+  SWITCHER_PATH,
+  vmIdFromPath,
+  type CallContext,
+  type Input1Properties,
+  type Input1Service,
+  type VariantDict,
+} from '@bulkhead/contract';
+import { parseOptions, type ExportedInterface } from '@bulkhead/dbus';
+import type { Chord, HotkeyMatcher } from './hotkeys';
+import { InputPipeline } from './pipeline';
+import { Router } from './router';
+import type { InputSink } from './sinks/sink';
+import type { InputSource } from './sources/source';
+import { VirtualSeat } from './sources/virtual-seat';
+
+/** How a hotkey asks vm-daemon to switch (org.bulkhead.VmManager1.SwitchToSlot). */
+export interface VmManagerLink {
+  switchToSlot(slot: number): Promise<void>;
+}
+
+/** Makes the sink of a VM target (uinput fast path or QMP), given its input QMP socket. */
+export interface SinkFactory {
+  forVm(target: string, vmId: string, qmpSocket: string): Promise<InputSink>;
+}
+
+/**
+ * org.bulkhead.Input1: glues a source, the hotkey matcher, the router and the sinks, and serves
+ * the contract. Focus operations (Freeze, SetFocus, Lock, Unlock) run one at a time, in call order.
+ */
+export class InputService implements Input1Service {
+  readonly router: Router;
+  readonly pipeline: InputPipeline;
+  private exported: ExportedInterface<'org.bulkhead.Input1'> | null = null;
+  private lastHotkeyError = '';
+  private readonly sinks = new Map<string, { sink: InputSink; socket: string }>();
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Hotkey actions in progress (tests wait for them). */
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly source: InputSource,
+    private readonly hotkeys: HotkeyMatcher,
+    private readonly switcherSink: InputSink,
+    private readonly sinkFactory: SinkFactory,
+    private readonly vmManager: VmManagerLink,
+    private readonly log: Logger,
+  ) {
+    this.router = new Router(switcherSink, source.leds, log.child('router'));
+    this.pipeline = new InputPipeline(hotkeys, this.router, (c) => this.onChord(c));
+    source.on('frame', (frame) => this.pipeline.handleFrame(frame));
+    source.on('devices', () => this.exported?.propertiesChanged('Devices'));
+  }
+
+  attach(exported: ExportedInterface<'org.bulkhead.Input1'>): void {
+    this.exported = exported;
+  }
+
+  properties(): Input1Properties {
+    return {
+      FocusedTarget: this.router.focusedTarget,
+      Frozen: this.router.isFrozen,
+      Locked: this.router.isLocked,
+      Seat: this.source.seat,
+      Devices: this.source.devices().map((d) => [d.name, d.cls, d.bus, d.grabbed, d.node]),
+      Hotkeys: this.hotkeys.list().map((c) => [c.text, c.actionText]),
+      LastHotkeyError: this.lastHotkeyError,
+    };
+  }
+
+  Freeze(_ctx: CallContext, options: VariantDict): Promise<void> {
+    parseOptions('Freeze', options, {});
+    return this.serial(async () => {
+      this.router.freeze();
+      this.exported?.propertiesChanged('Frozen');
+    });
+  }
+
+  SetFocus(_ctx: CallContext, target: string, options: VariantDict): Promise<void> {
+    const opts = parseOptions('SetFocus', options, { qmp_socket: 's' } as const);
+    const vmId = target === SWITCHER_PATH ? null : vmIdFromPath(target);
+    if (target !== SWITCHER_PATH && vmId === null)
+      throw new BulkheadError('InvalidArgument', `SetFocus: '${target}' is neither '/' nor a VM object path`);
+    return this.serial(async () => {
+      const sink = vmId === null ? this.switcherSink : await this.sinkFor(target, vmId, opts.qmp_socket);
+      this.router.setFocus(target, sink);
+      this.exported?.propertiesChanged('FocusedTarget', 'Frozen');
+    });
+  }
+
+  Lock(_ctx?: CallContext): Promise<void> {
+    return this.serial(async () => this.lockNow());
+  }
+
+  Unlock(_ctx: CallContext, options: VariantDict): Promise<void> {
+    parseOptions('Unlock', options, {});
+    return this.serial(async () => {
+      this.router.unlock();
+      this.exported?.propertiesChanged('Locked');
+    });
+  }
+
+  InjectEvents(_ctx: CallContext, device_class: string, events: Array<[number, number, number]>): void {
+    if (!(this.source instanceof VirtualSeat))
+      throw new BulkheadError('NotSupported', `InjectEvents: this daemon runs the '${this.source.seat}' seat, not 'virtual'`);
+    this.source.inject(device_class, events);
+  }
+
+  /** Waits until hotkey actions started so far have finished (tests). */
+  async settled(): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
+    await this.queue.catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    await this.settled();
+    for (const { sink } of this.sinks.values()) await sink.close().catch(() => undefined);
+    this.sinks.clear();
+  }
+
+  private lockNow(): void {
+    const was = this.router.isLocked;
+    this.router.lock();
+    if (!was) this.exported?.propertiesChanged('Locked');
+    this.exported?.emit('SecureAttention');
+  }
+
+  private async sinkFor(target: string, vmId: string, socket: string | undefined): Promise<InputSink> {
+    const cached = this.sinks.get(target);
+    if (cached && cached.sink.alive && (!socket || socket === cached.socket)) return cached.sink;
+    const path = socket ?? cached?.socket;
+    if (!path)
+      throw new BulkheadError('InvalidArgument', `SetFocus: no qmp_socket for ${target} and no earlier connection to it`);
+    if (cached) {
+      this.sinks.delete(target);
+      await cached.sink.close().catch(() => undefined);
+    }
+    let sink: InputSink;
+    try {
+      sink = await this.sinkFactory.forVm(target, vmId, path);
+    } catch (e) {
+      throw new BulkheadError('BackendFailed', `SetFocus ${target}: cannot reach its QEMU at ${path}: ${(e as Error).message}`);
+    }
+    this.sinks.set(target, { sink, socket: path });
+    this.log.info(`${target}: input via ${sink.description}`);
+    return sink;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private onChord(chord: Chord): void {
+    this.log.info(`hotkey ${chord.text} → ${chord.actionText}`);
+    this.exported?.emit('HotkeyPressed', chord.text, chord.actionText);
+    const action = chord.action;
+    const p = (async () => {
+      if (action.kind === 'secure-attention') {
+        await this.serial(async () => this.lockNow());
+        this.setHotkeyError('');
+        return;
+      }
+      try {
+        await this.vmManager.switchToSlot(action.slot);
+        this.setHotkeyError('');
+      } catch (e) {
+        const msg = `${chord.text} → SwitchToSlot(${action.slot}) failed: ${(e as Error).message}`;
+        this.log.warn(msg);
+        this.setHotkeyError(msg);
+      }
+    })();
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  private setHotkeyError(msg: string): void {
+    if (msg === this.lastHotkeyError) return;
+    this.lastHotkeyError = msg;
+    this.exported?.propertiesChanged('LastHotkeyError');
+  }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { createLogger } from '@bulkhead/common';
+import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH } from '@bulkhead/contract';
+import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
+import { evdevAvailable, UinputDevice } from './evdev-native';
+import { buildChords, HotkeyMatcher, loadHotkeysFile } from './hotkeys';
+import { InputService, type SinkFactory, type VmManagerLink } from './input-service';
+import { vmDaemonQmpConnector } from './qmp-wiring';
+import { QmpSink } from './sinks/qmp-sink';
+import type { InputSink } from './sinks/sink';
+import { CountingSwitcherSink } from './sinks/switcher-sink';
+import { createVmUinputSink, seatDeviceSpec, UinputWriterSink } from './sinks/uinput-sink';
+import { EvdevSeat } from './sources/evdev-seat';
+import { ReplaySource } from './sources/replay-source';
+import type { InputSource } from './sources/source';
+import { VirtualSeat } from './sources/virtual-seat';
+import { SWITCHER_TARGET } from './router';
+
+const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>]
+  env BULKHEAD_BUS: D-Bus address (default: the system bus); BULKHEAD_LOG_LEVEL: debug|info|warn|error`;
+
+function parseArgs(argv: string[]): { seat: string; hotkeys?: string } {
+  const out: { seat: string; hotkeys?: string } = { seat: 'evdev' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (a === '--seat') out.seat = value();
+    else if (a.startsWith('--seat=')) out.seat = a.slice(7);
+    else if (a === '--hotkeys') out.hotkeys = value();
+    else if (a.startsWith('--hotkeys=')) out.hotkeys = a.slice(10);
+    else if (a === '--help' || a === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown argument '${a}'\n${USAGE}`);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const log = createLogger('input-daemon');
+  const args = parseArgs(process.argv.slice(2));
+  const chords = args.hotkeys ? loadHotkeysFile(args.hotkeys) : buildChords();
+
+  let source: InputSource;
+  if (args.seat === 'evdev') source = new EvdevSeat(log.child('evdev'));
+  else if (args.seat === 'virtual') source = new VirtualSeat();
+  else if (args.seat.startsWith('replay:')) source = new ReplaySource(args.seat.slice(7), 'keyboard', { onWarning: (m) => log.warn(m) });
+  else throw new Error(`--seat '${args.seat}': expected evdev, virtual or replay:<file>\n${USAGE}`);
+
+  const uinput = existsSync('/dev/uinput') && evdevAvailable();
+  // In the image the switcher (kiosk compositor) reads a uinput device; on a host it is counted only.
+  let switcherSink: InputSink = new CountingSwitcherSink();
+  if (uinput) {
+    try {
+      switcherSink = new UinputWriterSink(SWITCHER_TARGET, UinputDevice.create(seatDeviceSpec('bulkhead-switcher')), 'uinput switcher');
+    } catch (e) {
+      log.warn(`no uinput device for the switcher (${(e as Error).message}); its input is counted only`);
+    }
+  }
+  const connectQmp = vmDaemonQmpConnector();
+  const sinkFactory: SinkFactory = {
+    async forVm(target, vmId, socket) {
+      const qmp = await connectQmp(socket);
+      if (uinput) {
+        try {
+          return await createVmUinputSink(target, vmId, qmp);
+        } catch (e) {
+          log.warn(`${target}: uinput fast path failed (${(e as Error).message}); using QMP input-send-event`);
+        }
+      }
+      return new QmpSink(target, qmp, socket, { onError: (e) => log.warn(`${target}: ${e.message}`) });
+    },
+  };
+
+  const bus = await connectBus();
+  const client = new BusClient(bus, 10_000);
+  const vmManager: VmManagerLink = {
+    async switchToSlot(slot) {
+      await client.call(BUS_NAMES.vmManager, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 'ua{sv}', [slot, {}]);
+    },
+  };
+  const service = new InputService(source, new HotkeyMatcher(chords), switcherSink, sinkFactory, vmManager, log);
+  const host = new ServiceHost(bus, { log: (level, msg) => log[level](msg) });
+  service.attach(host.export(INPUT_PATH, 'org.bulkhead.Input1', service, () => service.properties()));
+  await host.requestName(BUS_NAMES.input);
+  await source.start();
+  log.info(`ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}`);
+
+  const stop = async (sig: string) => {
+    log.info(`${sig}: stopping`);
+    await source.stop().catch(() => undefined);
+    await service.close().catch(() => undefined);
+    await switcherSink.close().catch(() => undefined);
+    host.close();
+    bus.disconnect();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((e) => {
+  process.stderr.write(`input-daemon: ${(e as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,131 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UinputDevice, type UinputSpec } from '../evdev-native';
+import {
+  ABS_X,
+  ABS_Y,
+  BTN_EXTRA,
+  BTN_LEFT,
+  BTN_MIDDLE,
+  BTN_RIGHT,
+  BTN_SIDE,
+  BUS_VIRTUAL,
+  EV_KEY,
+  LED_CAPSL,
+  LED_NUML,
+  LED_SCROLLL,
+  REL_HWHEEL,
+  REL_WHEEL,
+  REL_X,
+  REL_Y,
+  encodeEvents,
+  type Frame,
+} from '../input-event';
+import { ALL_KEY_CODES, KEY_LEFTCTRL, KEY_RIGHTCTRL, KEY_SCROLLLOCK } from '../keycodes';
+import type { InputSink } from './sink';
+import type { QmpConnection } from './qmp-sink';
+
+/** One uinput device that carries a whole keyboard + mouse + tablet. */
+export function seatDeviceSpec(name: string): UinputSpec {
+  return {
+    name,
+    bustype: BUS_VIRTUAL,
+    vendor: 0x1d6b,
+    product: 0x0b01,
+    keys: [...ALL_KEY_CODES, BTN_LEFT, BTN_RIGHT, BTN_MIDDLE, BTN_SIDE, BTN_EXTRA],
+    rels: [REL_X, REL_Y, REL_WHEEL, REL_HWHEEL],
+    abs: [
+      { axis: ABS_X, min: 0, max: 32767 },
+      { axis: ABS_Y, min: 0, max: 32767 },
+    ],
+    leds: [LED_NUML, LED_CAPSL, LED_SCROLLL],
+  };
+}
+
+/** The /dev/input/eventN node the kernel made for a uinput device (from its sysfs name). */
+export async function eventNodeOf(sysname: string, timeoutMs = 2000): Promise<string> {
+  const dir = `/sys/devices/virtual/input/${sysname}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ev = existsSync(dir) ? readdirSync(dir).find((e) => /^event\d+$/.test(e)) : undefined;
+    if (ev && existsSync(join('/dev/input', ev))) return join('/dev/input', ev);
+    if (Date.now() > deadline) throw new Error(`uinput device ${sysname}: no /dev/input/event* node after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Writes frames to a uinput device (each frame + SYN_REPORT in one write()). Used for the
+ * switcher in the Control Domain image (the kiosk compositor reads it) and, behind
+ * createVmUinputSink, as a VM's fast path.
+ */
+export class UinputWriterSink implements InputSink {
+  private dead = false;
+  private readonly heldCtrl = new Set<number>();
+  constructor(
+    readonly target: string,
+    readonly device: UinputDevice,
+    readonly description: string,
+    /** Drop ScrollLock while Ctrl is held: QEMU's grab-toggle below is Ctrl+ScrollLock. */
+    private readonly suppressGrabToggle = false,
+  ) {}
+  get alive(): boolean {
+    return !this.dead;
+  }
+  write(frame: Frame): void {
+    if (this.dead) return;
+    let out = frame;
+    if (this.suppressGrabToggle) {
+      out = frame.filter((e) => {
+        if (e.type !== EV_KEY) return true;
+        if (e.code === KEY_LEFTCTRL || e.code === KEY_RIGHTCTRL) {
+          if (e.value === 0) this.heldCtrl.delete(e.code);
+          else this.heldCtrl.add(e.code);
+        }
+        return !(e.code === KEY_SCROLLLOCK && this.heldCtrl.size > 0);
+      });
+    }
+    try {
+      this.device.write(encodeEvents(out));
+    } catch (e) {
+      this.dead = true;
+      throw e;
+    }
+  }
+  async close(): Promise<void> {
+    this.dead = true;
+    this.device.destroy();
+  }
+}
+
+/**
+ * The fast path for a VM when /dev/uinput exists (Control Domain image; not this host): create a
+ * per-VM uinput device and have the VM's QEMU read it with an `input-linux` object added over QMP.
+ * QEMU's input-linux grabs/ungrabs its device on a "grab-toggle" chord (default: both Ctrl keys);
+ * we pick ctrl-scrolllock and never write ScrollLock while Ctrl is held, so the toggle can never
+ * fire. Frames then go kernel → QEMU without a QMP round trip each.
+ */
+export async function createVmUinputSink(
+  target: string,
+  vmId: string,
+  qmp: QmpConnection,
+  uinputPath = '/dev/uinput',
+): Promise<UinputWriterSink> {
+  const device = UinputDevice.create(seatDeviceSpec(`bulkhead-input ${vmId}`), uinputPath);
+  try {
+    const node = await eventNodeOf(device.sysname);
+    const id = `bulkhead-input-${vmId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    await qmp.execute('object-add', {
+      'qom-type': 'input-linux',
+      id,
+      evdev: node,
+      'grab-toggle': 'ctrl-scrolllock',
+      repeat: false,
+      'grab_all': false,
+    });
+    return new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true);
+  } catch (e) {
+    device.destroy();
+    throw e;
+  }
+}
