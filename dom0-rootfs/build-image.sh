@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the Control Domain image: base layer (cached, see build-base.sh) + the project's build +
+# the overlay (systemd units, D-Bus policy, kiosk, VM definitions). Output in $OUT (default
+# .cache/image): vmlinuz, initrd.img, disk.img (ext4, sparse). Re-imaging after a code change
+# takes seconds: only the extract + copy + mkfs layer runs again.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+cache=${BULKHEAD_CACHE:-/var/cache/bulkhead}
+out=${OUT:-$repo/.cache/image}
+mkdir -p "$out"
+[ "$(id -u)" = 0 ] || { echo "build-image: needs root (mmdebstrap, chroot, file ownership)" >&2; exit 1; }
+
+base=$("$here/build-base.sh" | tail -n 1)
+stage="$cache/stage.$$"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"
+t0=$(date +%s)
+tar -I zstd -xpf "$base" -C "$stage"
+
+# --- the project ---------------------------------------------------------------------------------
+dest="$stage/opt/bulkhead"
+mkdir -p "$dest"
+install -m 0755 "$(command -v node)" "$stage/usr/local/bin/node"
+# Runtime files only: each package's package.json, dist, and what it loads at run time.
+rsync -a --prune-empty-dirs \
+  --include='/package.json' \
+  --include='/shared/' --include='/shared/*/' --include='/shared/*/package.json' \
+  --include='/shared/*/dist/***' --include='/shared/contract/policy/***' --include='/shared/contract/xml/***' \
+  --include='/apps/' --include='/apps/*/' --include='/apps/*/package.json' --include='/apps/*/dist/***' \
+  --include='/apps/input-daemon/build/' --include='/apps/input-daemon/build/Release/' --include='/apps/input-daemon/build/Release/*.node' \
+  --include='/apps/vm-daemon/guest/' --include='/apps/vm-daemon/guest/build/' --include='/apps/vm-daemon/guest/build/*.elf' \
+  --include='/apps/*/node_modules/***' \
+  --exclude='*' "$repo/" "$dest/"
+# Production dependencies: the workspace's node_modules without the build and test tooling.
+rsync -a "$repo/node_modules/" "$dest/node_modules/" \
+  --exclude='/typescript' --exclude='/electron' --exclude='/esbuild' --exclude='/@esbuild' \
+  --exclude='/playwright-core' --exclude='/eslint*' --exclude='/@eslint*' --exclude='/prettier' \
+  --exclude='/@typescript-eslint' --exclude='/typescript-eslint' --exclude='/@types' --exclude='/fast-check' \
+  --exclude='/.cache'
+# Test and benchmark files stay out of the image.
+find "$dest" -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.js.map' -o -name '*.test.d.ts' \) -delete
+
+# --- D-Bus policy, overlay, accounts, services ---------------------------------------------------
+install -m 0644 "$repo"/shared/contract/policy/*.conf "$stage/usr/share/dbus-1/system.d/"
+cp -a "$here/overlay/." "$stage/"
+for f in "$here"/vms/*.json; do install -m 0644 "$f" "$stage/etc/bulkhead/vms/"; done
+chroot "$stage" sh -eu -c '
+  getent group bulkhead-ui >/dev/null || groupadd --system bulkhead-ui
+  getent group bulkhead-vnc >/dev/null || groupadd --system bulkhead-vnc
+  id bulkhead-ui >/dev/null 2>&1 || useradd --system --gid bulkhead-ui --groups video,input,render,bulkhead-vnc --create-home --home-dir /var/lib/bulkhead-ui --shell /usr/sbin/nologin bulkhead-ui
+  echo bulkhead-dom0 > /etc/hostname
+  printf "/dev/vda / ext4 rw,relatime 0 1\n" > /etc/fstab
+  passwd -d root >/dev/null
+  systemctl enable bulkhead-vm-daemon.service bulkhead-input-daemon.service bulkhead-usb-daemon.service \
+    bulkhead-switcher.service bulkhead-kiosk.service bulkhead-cdp-forward.service serial-getty@ttyS0.service >/dev/null 2>&1
+  systemctl mask getty@tty1.service systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
+'
+mkdir -p "$stage/etc/systemd/system/serial-getty@ttyS0.service.d"
+printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200 %%I $TERM\n' \
+  > "$stage/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+
+# --- kernel, initrd, disk ------------------------------------------------------------------------
+cp "$(ls "$stage"/boot/vmlinuz-* | sort | tail -n 1)" "$out/vmlinuz"
+cp "$(ls "$stage"/boot/initrd.img-* | sort | tail -n 1)" "$out/initrd.img"
+rm -f "$out/disk.img"
+truncate -s 6G "$out/disk.img"
+mkfs.ext4 -F -q -L bulkhead-dom0 -d "$stage" "$out/disk.img"
+echo "image: $out (vmlinuz, initrd.img, disk.img) in $(( $(date +%s) - t0 )) s" >&2
