@@ -1,0 +1,88 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfigDir } from './config';
+import { createDiskImage, inspectDiskImage, prepareDisks } from './backend/disk-images';
+import { BulkheadError } from '@bulkhead/contract';
+
+const vm = (id: string, slot: number, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ id, name: id, slot, kind: 'personal', color: '#112233', memoryMiB: 32, ...extra });
+
+function dirWith(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-config-'));
+  for (const [n, t] of Object.entries(files)) writeFileSync(join(dir, n), t);
+  return dir;
+}
+
+test('good files load with defaults and resolved paths', () => {
+  const dir = dirWith({ 'a.json': vm('alpha', 1, { kernel: 'k.elf', append: 'name=a', disks: [{ path: 'd.qcow2', format: 'qcow2' }], network: 'bridge:br0' }) });
+  const r = loadConfigDir(dir);
+  assert.deepEqual(r.errors, []);
+  assert.equal(r.vms.length, 1);
+  const d = r.vms[0];
+  assert.equal(d.kernel, join(dir, 'k.elf'));
+  assert.equal(d.disks[0].path, join(dir, 'd.qcow2'));
+  assert.equal(d.disks[0].readonly, false);
+  assert.deepEqual(d.network, { mode: 'bridge', bridge: 'br0' });
+  assert.equal(d.backend, 'qemu');
+  assert.equal(d.vcpus, 1);
+  assert.equal(d.gpu, null);
+  rmSync(dir, { recursive: true });
+});
+
+test('each malformed file is rejected with file, field and reason; the good ones load', () => {
+  const dir = dirWith({
+    '1-good.json': vm('good', 1, { gpu: { pci: ['0000:00:02.0'] } }),
+    '2-badjson.json': '{ "id": "x", ',
+    '3-badcolor.json': vm('badcolor', 3, { color: 'blue' }),
+    '4-badslot.json': vm('badslot', 12),
+    '5-dupslot.json': vm('dupslot', 1),
+    '6-dupid.json': vm('good', 6),
+    '7-gpu.json': vm('gpu2', 7, { gpu: { pci: ['0000:00:02.0'] } }),
+    '8-typo.json': vm('typo', 8, { memoryMib: 64 }),
+    '9-disk.json': vm('disk', 9, { disks: [{ path: 'x.vhd', format: 'vhd' }] }),
+    'ignored.txt': 'not a definition',
+  });
+  const r = loadConfigDir(dir);
+  assert.deepEqual(r.vms.map((v) => v.id), ['good']);
+  const byFile = Object.fromEntries(r.errors.map((e) => [e.file.slice(dir.length + 1), [e.field, e.reason]]));
+  assert.equal(byFile['2-badjson.json'][0], '(file)');
+  assert.match(byFile['2-badjson.json'][1], /not valid JSON/);
+  assert.deepEqual(byFile['3-badcolor.json'][0], 'color');
+  assert.match(byFile['3-badcolor.json'][1], /#rrggbb/);
+  assert.equal(byFile['4-badslot.json'][0], 'slot');
+  assert.match(byFile['4-badslot.json'][1], /1 to 9/);
+  assert.deepEqual(byFile['5-dupslot.json'], ['slot', 'slot 1 is already used by 1-good.json']);
+  assert.deepEqual(byFile['6-dupid.json'], ['id', "id 'good' is already used by 1-good.json"]);
+  assert.deepEqual(byFile['7-gpu.json'], ['gpu', 'PCI device 0000:00:02.0 is already claimed by 1-good.json']);
+  assert.deepEqual(byFile['8-typo.json'], ['memoryMib', 'unknown field']);
+  assert.equal(byFile['9-disk.json'][0], 'disks[0].format');
+  assert.equal(r.errors.length, 8);
+  // Ids readable from invalid files (and not taken by a valid one) get a VM object with LastError.
+  assert.ok(r.invalidIds.has('badcolor'));
+  assert.ok(!r.invalidIds.has('good'));
+  rmSync(dir, { recursive: true });
+});
+
+test('qemu-img creates and inspects qcow2 and vpc (VHD) disks; a wrong declared format is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-disk-'));
+  for (const format of ['qcow2', 'vpc'] as const) {
+    const path = join(dir, `disk.${format}`);
+    await prepareDisks(join(dir, 'vm.json'), [{ path, format, readonly: false, sizeMiB: 16 }]);
+    const info = await inspectDiskImage(path);
+    assert.equal(info.format, format);
+    assert.ok(info.virtualSize >= 16 << 20, `virtual size ${info.virtualSize}`);
+  }
+  await createDiskImage(join(dir, 'real.qcow2'), 'qcow2', 8);
+  await assert.rejects(
+    prepareDisks(join(dir, 'vm.json'), [{ path: join(dir, 'real.qcow2'), format: 'vpc', readonly: false, sizeMiB: null }]),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidConfig' && /disks\[0\]\.format: declared vpc, but qemu-img finds qcow2/.test(e.message),
+  );
+  await assert.rejects(
+    prepareDisks(join(dir, 'vm.json'), [{ path: join(dir, 'missing.raw'), format: 'raw', readonly: false, sizeMiB: null }]),
+    /disks\[0\]\.path: .* does not exist/,
+  );
+  rmSync(dir, { recursive: true });
+});

@@ -1,0 +1,70 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  /** Everything the daemon logged (stderr). */
+  log(): string;
+  /** SIGTERM (VMs keep running unless --stop-vms-on-exit) and wait for the exit. */
+  stop(): Promise<void>;
+}
+
+/** Run dist/main.js as its own process (as systemd would), wait for "ready on". */
+export async function spawnDaemon(opts: {
+  bus: string;
+  configDir: string;
+  runDir: string;
+  stateDir: string;
+  args?: string[];
+  env?: Record<string, string>;
+  readyTimeoutMs?: number;
+}): Promise<DaemonProcess> {
+  const child = spawn(
+    process.execPath,
+    [join(__dirname, '..', 'main.js'), '--config-dir', opts.configDir, '--run-dir', opts.runDir, '--state-dir', opts.stateDir, ...(opts.args ?? [])],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BULKHEAD_BUS: opts.bus, BULKHEAD_ACCEL: 'tcg', ...opts.env } },
+  );
+  let log = '';
+  child.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vm-daemon not ready within ${opts.readyTimeoutMs ?? 20000} ms:\n${log}`)), opts.readyTimeoutMs ?? 20000);
+    const onData = () => {
+      if (log.includes(' ready on ')) {
+        clearTimeout(timer);
+        child.stderr!.off('data', onData);
+        resolve();
+      }
+    };
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vm-daemon exited with ${code} before ready:\n${log}`));
+    });
+  });
+  return {
+    child,
+    log: () => log,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
