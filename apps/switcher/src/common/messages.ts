@@ -1,0 +1,79 @@
+/** Human wording for errors and switch steps, shared by renderer and tests. */
+import type { RequestFailure } from './channels';
+
+export interface HumanError {
+  title: string;
+  message: string;
+  /** The daemon's own words, shown smaller. */
+  detail: string;
+}
+
+const TITLES: Record<string, string> = {
+  NoSuchVm: 'That virtual machine no longer exists',
+  NoSuchDevice: 'That USB device is gone',
+  InvalidState: 'Not possible right now',
+  InvalidConfig: 'The VM definition is invalid',
+  SwitchInProgress: 'Another switch is still running',
+  Locked: 'The screen is locked',
+  PolicyDenied: 'The USB policy does not allow this',
+  AccessDenied: 'Not allowed',
+  BackendFailed: 'The hypervisor reported a failure',
+  InvalidArgument: 'The request was not understood',
+  Timeout: 'It took too long',
+  NotSupported: 'Not supported here',
+  Failed: 'Something went wrong',
+  ServiceDown: 'A system service is not running',
+  Disconnected: 'Lost the connection to the Control Domain',
+  UnknownChannel: 'The request was not understood',
+};
+
+const ADVICE: Record<string, string> = {
+  NoSuchVm: 'It may have been removed from the VM directory. The list has been refreshed.',
+  InvalidState: 'The machine is busy changing state; try again in a moment.',
+  InvalidConfig: 'Fix the file named below; the other machines are not affected.',
+  SwitchInProgress: 'Wait until the current switch has finished.',
+  Locked: 'Unlock the screen first.',
+  PolicyDenied: 'An administrator rule refuses this device for that machine.',
+  BackendFailed: 'The machine may not have started. Details below.',
+  Timeout: 'The machine did not answer in time. It may be overloaded.',
+  ServiceDown: 'The switcher reconnects by itself as soon as it is back.',
+  Disconnected: 'Reconnecting…',
+};
+
+/**
+ * Turns a failed request into what a person reads. InvalidConfig messages name the file, the
+ * field and the reason ("file: field: reason"), which are split out when present.
+ */
+export function describeFailure(e: RequestFailure, action?: string): HumanError {
+  const title = TITLES[e.name] ?? (action ? `Could not ${action}` : 'Something went wrong');
+  let message = ADVICE[e.name] ?? '';
+  if (e.name === 'InvalidConfig') {
+    const m = /^(.*?\.json)[:\s]+([\w.[\]-]+)?[:\s]*(.*)$/.exec(e.message);
+    if (m) message = `File ${m[1]}${m[2] ? `, field “${m[2]}”` : ''}: ${m[3] || 'invalid'}`;
+  }
+  return { title, message, detail: e.message };
+}
+
+export const STEP_LABELS: Record<string, string> = {
+  'starting-vm': 'Starting the machine',
+  'freeze-input': 'Holding keyboard and mouse',
+  'move-gpu': 'Handing over the graphics card',
+  'focus-input': 'Moving keyboard and mouse',
+  'move-usb': 'Moving USB devices',
+  publish: 'Showing the machine',
+  rollback: 'Rolling back',
+  done: 'Done',
+  failed: 'Failed',
+};
+
+export const stepLabel = (step: string): string => STEP_LABELS[step] ?? step;
+
+export const STATE_LABELS: Record<string, string> = {
+  stopped: 'Stopped',
+  starting: 'Starting…',
+  running: 'Running',
+  paused: 'Paused',
+  stopping: 'Shutting down…',
+  crashed: 'Crashed',
+};
+export const stateLabel = (s: string): string => STATE_LABELS[s] ?? s;

@@ -1,0 +1,125 @@
+/**
+ * The switcher's view of the machine, as the main process builds it from the three daemons and
+ * sends it to the renderer. Plain JSON (no Buffers, no bigints) so it crosses IPC and WebSocket
+ * unchanged.
+ */
+
+export type DaemonName = 'vmManager' | 'input' | 'usb';
+export const DAEMON_NAMES: readonly DaemonName[] = ['vmManager', 'input', 'usb'];
+
+export const DAEMON_LABELS: Record<DaemonName, string> = {
+  vmManager: 'VM manager',
+  input: 'Input service',
+  usb: 'USB service',
+};
+
+export interface DaemonStatus {
+  up: boolean;
+  /** Wall clock (ms) of the last change. */
+  since: number;
+  /** Why it is down or degraded, in words; empty when fine. */
+  detail: string;
+}
+
+export interface VmModel {
+  path: string;
+  id: string;
+  name: string;
+  slot: number;
+  kind: string;
+  color: string;
+  icon: string;
+  state: string;
+  stateReason: string;
+  lastError: string;
+  hasGpu: boolean;
+  autostart: boolean;
+  memoryMiB: number;
+  vcpus: number;
+  backend: string;
+  configFile: string;
+}
+
+export interface UsbDeviceModel {
+  path: string;
+  name: string;
+  vendor: string;
+  product: string;
+  vendorId: number;
+  productId: number;
+  serial: string;
+  classes: string[];
+  port: string;
+  assignedVm: string;
+  sticky: boolean;
+  followFocus: boolean;
+  state: string;
+}
+
+export interface PromptModel {
+  id: number;
+  device: string;
+  vm: string;
+}
+
+export interface LastSwitchModel {
+  from: string;
+  target: string;
+  outcome: string;
+  error: string;
+  startedMs: number;
+  durationMs: number;
+  /** (step, milliseconds) */
+  steps: Array<[string, number]>;
+}
+
+export interface ConfigErrorModel {
+  file: string;
+  field: string;
+  reason: string;
+}
+
+export interface InputModel {
+  focusedTarget: string;
+  locked: boolean;
+  frozen: boolean;
+  seat: string;
+  hotkeys: Array<[string, string]>;
+  lastHotkeyError: string;
+}
+
+export interface SwitcherSnapshot {
+  daemons: Record<DaemonName, DaemonStatus>;
+  vms: VmModel[];
+  activeVm: string;
+  switching: boolean;
+  lastSwitch: LastSwitchModel | null;
+  configErrors: ConfigErrorModel[];
+  accelerator: string;
+  /** null while the input daemon is down. */
+  input: InputModel | null;
+  usbDevices: UsbDeviceModel[];
+  prompts: PromptModel[];
+  /** What this host allows: forwarding keyboard/mouse to Input1.InjectEvents (demo, virtual seat). */
+  features: { injectInput: boolean };
+}
+
+export function emptySnapshot(now = 0): SwitcherSnapshot {
+  const down = (): DaemonStatus => ({ up: false, since: now, detail: 'not connected yet' });
+  return {
+    daemons: { vmManager: down(), input: down(), usb: down() },
+    vms: [],
+    activeVm: '/',
+    switching: false,
+    lastSwitch: null,
+    configErrors: [],
+    accelerator: '',
+    input: null,
+    usbDevices: [],
+    prompts: [],
+    features: { injectInput: false },
+  };
+}
+
+/** "Ctrl+3" for slot 3; the switcher itself is Ctrl+0. */
+export const hotkeyForSlot = (slot: number): string => `Ctrl+${slot}`;

@@ -1,0 +1,215 @@
+/**
+ * The switcher's main-process core, the same under Electron and under the web host: carries out
+ * the channel map's requests on the daemons and turns the daemons' state into pushes.
+ */
+import { BUS_NAMES, INPUT_PATH, USB_PATH, isBulkheadError } from '@bulkhead/contract';
+import { TypedEmitter } from '@bulkhead/common';
+import { BusCallError, type BusClient } from '@bulkhead/dbus';
+import {
+  ChannelError,
+  type PushChannel,
+  type PushMap,
+  type RequestArgs,
+  type RequestChannel,
+  type RequestFailure,
+  type RequestResult,
+} from '../common/channels';
+import { DaemonState } from './daemon-state';
+
+export interface CoreEvents {
+  push: [channel: PushChannel, payload: PushMap[PushChannel]];
+}
+
+export interface CoreOptions {
+  /** Forward the renderer's keyboard/mouse to Input1.InjectEvents (demo; virtual seat only). */
+  injectInput: boolean;
+  /** How the renderer reaches a VM's VNC display; '' when there is none. */
+  vncUrl: (vmPath: string) => string;
+  thumbnailIntervalMs?: number;
+  log?: (msg: string) => void;
+}
+
+type Handlers = { [C in RequestChannel]: (args: RequestArgs<C>, client: string) => Promise<RequestResult<C>> };
+
+/** Long enough for a switch that has to boot the VM first (TCG is slow). */
+const SWITCH_TIMEOUT_MS = 180_000;
+
+export class SwitcherCore extends TypedEmitter<CoreEvents> {
+  readonly state: DaemonState;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private thumbTimer: NodeJS.Timeout | undefined;
+  private thumbBusy = false;
+  private readonly thumbViewers = new Set<string>();
+
+  constructor(
+    private readonly client: BusClient,
+    private readonly opts: CoreOptions,
+  ) {
+    super();
+    this.state = new DaemonState(client, { log: opts.log, injectInput: opts.injectInput });
+    this.state.on('changed', () => this.scheduleSnapshot());
+    this.state.on('vmPatch', (path, patch) => this.push('vmPatch', { path, patch }));
+    this.state.on('daemon', (name, status) => this.push('daemon', { name, status }));
+    this.state.on('switchProgress', (target, step, detail) => this.push('switchProgress', { target, step, detail, at: Date.now() }));
+    this.state.on('secureAttention', () => this.push('secureAttention', { at: Date.now() }));
+    this.state.on('prompt', (p) => this.push('prompt', p));
+    this.state.on('hotkey', (chord, action) => this.push('hotkey', { chord, action }));
+    this.state.on('usbRejected', (device, reason) => this.push('usbRejected', { device, reason }));
+  }
+
+  async start(): Promise<void> {
+    await this.state.start();
+    this.thumbTimer = setInterval(() => void this.takeThumbnails(), this.opts.thumbnailIntervalMs ?? 1000);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.thumbTimer);
+    clearTimeout(this.snapshotTimer);
+    await this.state.stop();
+  }
+
+  /** A renderer went away: it no longer looks at thumbnails. */
+  forgetClient(client: string): void {
+    this.thumbViewers.delete(client);
+  }
+
+  private push<C extends PushChannel>(channel: C, payload: PushMap[C]): void {
+    this.emit('push', channel, payload);
+  }
+
+  private scheduleSnapshot(): void {
+    if (this.snapshotTimer) return;
+    // Coalesce bursts (an ObjectManager listing, a switch's property changes) into one push.
+    this.snapshotTimer = setTimeout(() => {
+      this.snapshotTimer = undefined;
+      this.push('snapshot', this.state.snapshot());
+    }, 20);
+  }
+
+  private async takeThumbnails(): Promise<void> {
+    if (this.thumbBusy || this.thumbViewers.size === 0 || !this.state.isUp('vmManager')) return;
+    this.thumbBusy = true;
+    try {
+      for (const vm of this.state.snapshot().vms) {
+        if (vm.state !== 'running') continue;
+        try {
+          const png = (await this.client
+            .proxy(BUS_NAMES.vmManager, vm.path, 'org.bulkhead.Vm1', { timeoutMs: 5000 })
+            .Screenshot({})) as unknown as Buffer;
+          if (png?.length) this.push('thumbnail', { vm: vm.path, png: Buffer.from(png).toString('base64'), at: Date.now() });
+        } catch (e) {
+          this.opts.log?.(`screenshot of ${vm.id}: ${(e as Error).message}`);
+        }
+      }
+    } finally {
+      this.thumbBusy = false;
+    }
+  }
+
+  private readonly handlers: Handlers = {
+    getSnapshot: async () => this.state.snapshot(),
+    switchTo: async ({ vm }) => {
+      this.requireUp('vmManager');
+      await this.vmManager(SWITCH_TIMEOUT_MS).Switch(vm, {});
+      return null;
+    },
+    startVm: async ({ vm }) => {
+      this.requireUp('vmManager');
+      await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1', { timeoutMs: SWITCH_TIMEOUT_MS }).Start({});
+      return null;
+    },
+    stopVm: async ({ vm }) => {
+      this.requireUp('vmManager');
+      await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1', { timeoutMs: 60_000 }).Stop({});
+      return null;
+    },
+    assignUsb: async ({ device, vm }) => {
+      this.requireUp('usb');
+      await this.usbDevice(device).Assign(vm, {});
+      return null;
+    },
+    releaseUsb: async ({ device }) => {
+      this.requireUp('usb');
+      await this.usbDevice(device).Release();
+      return null;
+    },
+    setSticky: async ({ device, sticky }) => {
+      this.requireUp('usb');
+      await this.usbDevice(device).SetSticky(sticky);
+      return null;
+    },
+    setFollowFocus: async ({ device, follow }) => {
+      this.requireUp('usb');
+      await this.usbDevice(device).SetFollowFocus(follow);
+      return null;
+    },
+    answerPrompt: async ({ promptId, answer }) => {
+      this.requireUp('usb');
+      await this.client.proxy(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1').AnswerPrompt(promptId, answer);
+      return null;
+    },
+    lock: async () => {
+      this.requireUp('input');
+      await this.input().Lock();
+      return null;
+    },
+    unlock: async () => {
+      this.requireUp('input');
+      await this.input().Unlock({});
+      return null;
+    },
+    injectInput: async ({ deviceClass, events }) => {
+      if (!this.state.snapshot().features.injectInput)
+        throw new ChannelError('NotSupported', 'input forwarding is only available on a virtual seat (demo)');
+      await this.input().InjectEvents(deviceClass, events);
+      return null;
+    },
+    setThumbnailsVisible: async ({ visible }, client) => {
+      if (visible) this.thumbViewers.add(client);
+      else this.thumbViewers.delete(client);
+      if (visible) void this.takeThumbnails();
+      return null;
+    },
+    vncUrl: async ({ vm }) => ({ url: this.opts.vncUrl(vm) }),
+  };
+
+  /**
+   * Carry out one (already validated) request from renderer `client`. Failures come back as the
+   * daemon's named error (short name + message), never as a stack trace.
+   */
+  async handle<C extends RequestChannel>(channel: C, args: RequestArgs<C>, client = 'main'): Promise<RequestResult<C>> {
+    const h = this.handlers[channel] as (a: RequestArgs<C>, c: string) => Promise<RequestResult<C>>;
+    return h(args, client);
+  }
+
+  private requireUp(d: 'vmManager' | 'input' | 'usb'): void {
+    if (!this.state.isUp(d)) {
+      const what = { vmManager: 'The VM manager', input: 'The input service', usb: 'The USB service' }[d];
+      throw new ChannelError('ServiceDown', `${what} is not running`);
+    }
+  }
+
+  private vmManager(timeoutMs?: number) {
+    return this.client.proxy(BUS_NAMES.vmManager, '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', { timeoutMs });
+  }
+  private input() {
+    return this.client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+  }
+  private usbDevice(path: string) {
+    return this.client.proxy(BUS_NAMES.usb, path, 'org.bulkhead.UsbDevice1');
+  }
+}
+
+/** What a renderer is told when a request fails. */
+export function toFailure(e: unknown): RequestFailure {
+  if (isBulkheadError(e)) return { name: e.errorName, message: e.message };
+  if (e instanceof ChannelError) return { name: e.errorName, message: e.message };
+  if (e instanceof BusCallError) {
+    if (/ServiceUnknown|NameHasNoOwner|NoReply|Disconnected/.test(e.dbusName))
+      return { name: 'ServiceDown', message: e.message };
+    return { name: e.dbusName.split('.').pop() ?? 'Failed', message: e.message };
+  }
+  const msg = (e as Error)?.message ?? String(e);
+  if (/no reply within/.test(msg)) return { name: 'Timeout', message: msg };
+  return { name: 'Failed', message: msg };
+}

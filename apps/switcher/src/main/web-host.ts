@@ -1,0 +1,255 @@
+#!/usr/bin/env node
+/**
+ * The switcher's web host: the same core as under Electron, run by plain Node. Serves the renderer
+ * bundle over HTTP on 127.0.0.1 and carries the channel map over a WebSocket protected by a
+ * random per-start token; also proxies each VM's VNC display (a unix socket in vm-daemon's run
+ * directory) to the renderer's noVNC. Used by tests, the demo and the Control Domain image.
+ *
+ *   node apps/switcher/dist/main/web-host.js --port 0 --bus <address> [--vm-run-dir /run/bulkhead/vms]
+ *
+ * Prints `SWITCHER-URL http://127.0.0.1:PORT/?token=...` once it listens.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { extname, join, normalize, sep } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { vmIdFromPath, vmPath } from '@bulkhead/contract';
+import { BusClient, connectBus, type MessageBus } from '@bulkhead/dbus';
+import { validateRequest, ChannelError, type PushChannel, type ServerFrame } from '../common/channels';
+import { SwitcherCore, toFailure } from './core';
+
+export interface WebHostOptions {
+  /** D-Bus address (or 'system'); ignored when `bus` is given. */
+  busAddress?: string;
+  bus?: MessageBus;
+  port?: number;
+  /** vm-daemon's run directory: each VM's VNC socket is <vmRunDir>/<id>/vnc.sock. */
+  vmRunDir?: string;
+  /** Where index.html, app.js and app.css are (the esbuild output). */
+  staticDir?: string;
+  injectInput?: boolean;
+  token?: string;
+  thumbnailIntervalMs?: number;
+  log?: (msg: string) => void;
+}
+
+export interface WebHost {
+  url: string;
+  port: number;
+  token: string;
+  core: SwitcherCore;
+  close(): Promise<void>;
+}
+
+const MIME: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.woff2': 'font/woff2',
+};
+
+export const DEFAULT_STATIC_DIR = join(__dirname, '..', 'web');
+export const DEFAULT_VM_RUN_DIR = '/run/bulkhead/vms';
+
+function tokenMatches(given: string | null, token: string): boolean {
+  if (!given) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> {
+  const log = opts.log ?? ((m: string) => console.error(`[switcher] ${m}`));
+  const token = opts.token ?? randomBytes(24).toString('base64url');
+  const staticDir = opts.staticDir ?? DEFAULT_STATIC_DIR;
+  const vmRunDir = opts.vmRunDir ?? DEFAULT_VM_RUN_DIR;
+  const ownBus = !opts.bus;
+  const bus = opts.bus ?? (await connectBus(opts.busAddress));
+  const client = new BusClient(bus, 30_000);
+  const core = new SwitcherCore(client, {
+    injectInput: opts.injectInput ?? true,
+    vncUrl: (vm) => {
+      const id = vmIdFromPath(vm);
+      return id !== null ? `/vnc/${encodeURIComponent(id)}?token=${token}` : '';
+    },
+    thumbnailIntervalMs: opts.thumbnailIntervalMs,
+    log,
+  });
+  await core.start();
+
+  const server: Server = createServer((req, res) => serveStatic(req, res, staticDir));
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
+  const vncWss = new WebSocketServer({
+    noServer: true,
+    // noVNC may offer 'binary'; answer it when offered, plain otherwise.
+    handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
+  });
+  let nextClient = 1;
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (!tokenMatches(url.searchParams.get('token'), token)) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    if (url.pathname === '/ws') {
+      wss.handleUpgrade(req, socket, head, (ws) => serveChannels(ws, `ws-${nextClient++}`));
+      return;
+    }
+    const vnc = /^\/vnc\/([^/]+)$/.exec(url.pathname);
+    if (vnc) {
+      const id = decodeURIComponent(vnc[1]);
+      // The id becomes a file name: only what vm-daemon could have made a VM object of.
+      if (!id || id.includes('/') || id === '.' || id === '..' || !core.state.vm(vmPath(id))) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      vncWss.handleUpgrade(req, socket, head, (ws) => proxyVnc(ws, join(vmRunDir, id, 'vnc.sock'), log));
+      return;
+    }
+    socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+
+  function serveChannels(ws: WebSocket, clientId: string): void {
+    const send = (f: ServerFrame) => {
+      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(f));
+    };
+    const onPush = (channel: PushChannel, payload: unknown) => send({ push: channel, payload });
+    core.on('push', onPush);
+    send({ push: 'snapshot', payload: core.state.snapshot() });
+    ws.on('message', async (data) => {
+      let id = -1;
+      try {
+        const frame = JSON.parse(String(data)) as { id?: unknown; channel?: unknown; args?: unknown };
+        if (!Number.isInteger(frame.id)) throw new ChannelError('InvalidArgument', 'a request needs an integer id');
+        id = frame.id as number;
+        const { channel, args } = validateRequest(frame.channel, frame.args);
+        const result = await core.handle(channel, args, clientId);
+        send({ id, ok: true, result });
+      } catch (e) {
+        if (e instanceof SyntaxError) send({ id, ok: false, error: { name: 'InvalidArgument', message: 'not JSON' } });
+        else send({ id, ok: false, error: toFailure(e) });
+      }
+    });
+    ws.on('close', () => {
+      core.off('push', onPush);
+      core.forgetClient(clientId);
+    });
+    ws.on('error', () => undefined);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  const url = `http://127.0.0.1:${port}/?token=${token}`;
+  return {
+    url,
+    port,
+    token,
+    core,
+    close: async () => {
+      for (const c of wss.clients) c.terminate();
+      for (const c of vncWss.clients) c.terminate();
+      wss.close();
+      vncWss.close();
+      await new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections?.();
+      await core.stop();
+      if (ownBus) bus.disconnect();
+    },
+  };
+}
+
+function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): void {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405).end();
+    return;
+  }
+  const pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
+  const rel = pathname === '/' ? 'index.html' : pathname.slice(1);
+  const file = normalize(join(dir, rel));
+  if (!file.startsWith(normalize(dir) + sep) || !existsSync(file) || !statSync(file).isFile()) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    return;
+  }
+  res.writeHead(200, {
+    'content-type': MIME[extname(file)] ?? 'application/octet-stream',
+    'cache-control': 'no-store',
+    // The renderer only talks to its own origin.
+    'content-security-policy':
+      "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws://127.0.0.1:* ws://localhost:*; style-src 'self' 'unsafe-inline'",
+    'x-content-type-options': 'nosniff',
+  });
+  if (req.method === 'HEAD') res.end();
+  else createReadStream(file).pipe(res);
+}
+
+/** Bytes both ways between a noVNC WebSocket and the VM's VNC unix socket. */
+function proxyVnc(ws: WebSocket, socketPath: string, log: (m: string) => void): void {
+  const sock = netConnect(socketPath);
+  sock.on('data', (d) => ws.readyState === ws.OPEN && ws.send(d));
+  sock.on('error', (e) => {
+    log(`VNC ${socketPath}: ${e.message}`);
+    ws.close(1011, 'VNC display unavailable');
+  });
+  sock.on('close', () => ws.readyState === ws.OPEN && ws.close(1000, 'VNC display closed'));
+  ws.on('message', (d) => sock.write(d as Buffer));
+  ws.on('close', () => sock.destroy());
+  ws.on('error', () => sock.destroy());
+}
+
+function parseArgs(argv: string[]): WebHostOptions & { help?: boolean } {
+  const o: WebHostOptions & { help?: boolean } = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--port') o.port = Number(val());
+    else if (a === '--bus') o.busAddress = val();
+    else if (a === '--vm-run-dir') o.vmRunDir = val();
+    else if (a === '--static-dir') o.staticDir = val();
+    else if (a === '--no-inject-input') o.injectInput = false;
+    else if (a === '--help' || a === '-h') o.help = true;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  if (o.port !== undefined && !(Number.isInteger(o.port) && o.port >= 0 && o.port < 65536))
+    throw new Error(`--port must be 0-65535`);
+  return o;
+}
+
+if (require.main === module) {
+  let o: ReturnType<typeof parseArgs>;
+  try {
+    o = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`web-host: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  if (o.help) {
+    console.log('usage: web-host.js [--port N] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input]');
+    process.exit(0);
+  }
+  startWebHost(o).then(
+    (h) => {
+      console.log(`SWITCHER-URL ${h.url}`);
+      const stop = () => void h.close().finally(() => process.exit(0));
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    },
+    (e) => {
+      console.error(`web-host: ${(e as Error).message}`);
+      process.exit(1);
+    },
+  );
+}

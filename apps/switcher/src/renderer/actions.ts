@@ -1,0 +1,69 @@
+/** What the UI can do: requests on the transport, with their outcome folded into the store. */
+import type { EvdevEvent, InputDeviceClass } from '../common/channels';
+import type { Transport } from './transport';
+import { beginSwitch, failSwitch, finishSwitch, isLocked, showFailure, type Panel, type UiStore } from './store';
+
+export interface Actions {
+  switchTo(vm: string): Promise<void>;
+  startVm(vm: string): Promise<void>;
+  stopVm(vm: string): Promise<void>;
+  assignUsb(device: string, vm: string): Promise<void>;
+  releaseUsb(device: string): Promise<void>;
+  setSticky(device: string, sticky: boolean): Promise<void>;
+  setFollowFocus(device: string, follow: boolean): Promise<void>;
+  answerPrompt(promptId: number, answer: 'allow' | 'deny'): Promise<void>;
+  lock(): Promise<void>;
+  unlock(): Promise<void>;
+  injectInput(deviceClass: InputDeviceClass, events: EvdevEvent[]): void;
+  setThumbnailsVisible(visible: boolean): void;
+  vncUrl(vm: string): Promise<string>;
+  showPanel(p: Panel): void;
+  dismissProgress(): void;
+  dismissNotice(): void;
+}
+
+export function createActions(store: UiStore, transport: Transport): Actions {
+  const set = (f: (s: ReturnType<UiStore['getState']>) => ReturnType<UiStore['getState']>) => store.setState(f(store.getState()), true);
+  const simple = async (what: string, p: Promise<{ ok: boolean; error?: { name: string; message: string } }>) => {
+    const r = await p;
+    if (!r.ok && r.error) set((s) => showFailure(s, r.error!, what));
+  };
+  return {
+    async switchTo(vm) {
+      if (isLocked(store.getState())) return;
+      if (vm !== '/') set((s) => beginSwitch(s, vm, Date.now()));
+      const r = await transport.request('switchTo', { vm });
+      if (!r.ok) set((s) => failSwitch(s, vm, r.error, Date.now()));
+      else set((s) => finishSwitch(s, vm));
+    },
+    startVm: (vm) => simple('start the machine', transport.request('startVm', { vm })),
+    stopVm: (vm) => simple('shut the machine down', transport.request('stopVm', { vm })),
+    assignUsb: (device, vm) => simple('attach the device', transport.request('assignUsb', { device, vm })),
+    releaseUsb: (device) => simple('release the device', transport.request('releaseUsb', { device })),
+    setSticky: (device, sticky) => simple('change the device rule', transport.request('setSticky', { device, sticky })),
+    setFollowFocus: (device, follow) => simple('change the device rule', transport.request('setFollowFocus', { device, follow })),
+    async answerPrompt(promptId, answer) {
+      set((s) => ({ ...s, prompts: s.prompts.filter((p) => p.id !== promptId) }));
+      await simple('answer the request', transport.request('answerPrompt', { promptId, answer }));
+    },
+    lock: () => simple('lock', transport.request('lock', {})),
+    async unlock() {
+      const r = await transport.request('unlock', {});
+      if (r.ok || r.error.name === 'ServiceDown') set((s) => ({ ...s, secureAttention: false }));
+      if (!r.ok) set((s) => showFailure(s, r.error, 'unlock'));
+    },
+    injectInput(deviceClass, events) {
+      void transport.request('injectInput', { deviceClass, events });
+    },
+    setThumbnailsVisible(visible) {
+      void transport.request('setThumbnailsVisible', { visible });
+    },
+    async vncUrl(vm) {
+      const r = await transport.request('vncUrl', { vm });
+      return r.ok && r.result.url ? transport.resolveWs(r.result.url) : '';
+    },
+    showPanel: (panel) => set((s) => ({ ...s, panel })),
+    dismissProgress: () => set((s) => ({ ...s, progress: null })),
+    dismissNotice: () => set((s) => ({ ...s, notice: null })),
+  };
+}

@@ -1,0 +1,63 @@
+import { useEffect } from 'react';
+import { isLocked, shownVm } from '../store';
+import { useActions, useUi } from './context';
+import { Diagnostics } from './Diagnostics';
+import { LockScreen, NoticeToast, OutageBanner, PromptDialog, SwitchProgressCard } from './Overlays';
+import { TileGrid } from './TileGrid';
+import { TopBar } from './TopBar';
+import { UsbPanel } from './UsbPanel';
+import { VmView } from './VmView';
+
+/** Digits 1-9 on the tiles screen switch to that slot; Ctrl+digit too (the hotkeys' shape). */
+function useSlotKeys(enabled: boolean) {
+  const actions = useActions();
+  const vms = useUi((s) => s.snapshot.vms);
+  useEffect(() => {
+    if (!enabled) return;
+    const onKey = (e: KeyboardEvent) => {
+      if (e.altKey || e.metaKey || (e.target as HTMLElement)?.closest?.('input, select, textarea')) return;
+      const m = /^Digit([0-9])$/.exec(e.code);
+      if (!m) return;
+      const slot = Number(m[1]);
+      if (slot === 0) return;
+      const vm = vms.find((v) => v.slot === slot);
+      if (!vm) return;
+      e.preventDefault();
+      void actions.switchTo(vm.path);
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [actions, enabled, vms]);
+}
+
+export function App() {
+  const vm = useUi(shownVm);
+  const panel = useUi((s) => s.panel);
+  const locked = useUi(isLocked);
+  const modal = useUi((s) => s.prompts.length > 0);
+  const connected = useUi((s) => s.connection);
+  useSlotKeys(!vm && panel === 'machines' && !locked && !modal);
+
+  return (
+    <div className={`app${vm ? ' in-vm' : ''}`} aria-busy={connected === 'connecting'}>
+      {vm ? (
+        <VmView vm={vm} />
+      ) : (
+        <>
+          <TopBar />
+          <OutageBanner />
+          <main className="content" inert={locked || modal ? true : undefined}>
+            {panel === 'machines' && <TileGrid />}
+            {panel === 'usb' && <UsbPanel />}
+            {panel === 'diagnostics' && <Diagnostics />}
+          </main>
+        </>
+      )}
+      {vm && <OutageBanner />}
+      <SwitchProgressCard />
+      <NoticeToast />
+      <PromptDialog />
+      <LockScreen />
+    </div>
+  );
+}

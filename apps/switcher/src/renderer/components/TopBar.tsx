@@ -1,0 +1,70 @@
+import { useEffect, useState } from 'react';
+import { DAEMON_NAMES } from '../../common/model';
+import type { Panel } from '../store';
+import { isLocked } from '../store';
+import { useActions, useUi } from './context';
+import { Icon } from './icons';
+
+function Clock() {
+  const [now, setNow] = useState(() => new Date());
+  useEffect(() => {
+    const t = setInterval(() => setNow(new Date()), 10_000);
+    return () => clearInterval(t);
+  }, []);
+  return (
+    <time className="clock" dateTime={now.toISOString()}>
+      {now.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}
+    </time>
+  );
+}
+
+const TABS: Array<{ id: Panel; label: string; icon: string }> = [
+  { id: 'machines', label: 'Machines', icon: 'grid' },
+  { id: 'usb', label: 'USB devices', icon: 'usb' },
+  { id: 'diagnostics', label: 'Diagnostics', icon: 'pulse' },
+];
+
+export function TopBar() {
+  const actions = useActions();
+  const panel = useUi((s) => s.panel);
+  const usbCount = useUi((s) => s.snapshot.usbDevices.length);
+  const healthy = useUi((s) => s.connection === 'open' && DAEMON_NAMES.every((d) => s.snapshot.daemons[d].up));
+  const locked = useUi(isLocked);
+  const inputUp = useUi((s) => s.snapshot.daemons.input.up);
+  return (
+    <header className="topbar">
+      <div className="brand" aria-label="Bulkhead">
+        <span className="brand-mark" aria-hidden="true" />
+        Bulkhead
+      </div>
+      <nav className="tabs" aria-label="Sections">
+        {TABS.map((t) => (
+          <button
+            key={t.id}
+            type="button"
+            className={`tab${panel === t.id ? ' selected' : ''}`}
+            aria-current={panel === t.id ? 'page' : undefined}
+            onClick={() => actions.showPanel(t.id)}
+          >
+            <Icon name={t.icon} size={16} /> {t.label}
+            {t.id === 'usb' && usbCount > 0 && <span className="count">{usbCount}</span>}
+          </button>
+        ))}
+      </nav>
+      <div className="topbar-right">
+        <button
+          type="button"
+          className={`health ${healthy ? 'ok' : 'bad'}`}
+          onClick={() => actions.showPanel('diagnostics')}
+          aria-label={healthy ? 'All services running' : 'Some services are not running'}
+        >
+          <span className={`dot ${healthy ? 'up' : 'down'}`} aria-hidden="true" /> {healthy ? 'All services running' : 'Service problem'}
+        </button>
+        <Clock />
+        <button type="button" className="ghost" onClick={() => void actions.lock()} disabled={locked || !inputUp} aria-label="Lock the screen">
+          <Icon name="lock" size={16} /> Lock
+        </button>
+      </div>
+    </header>
+  );
+}

@@ -1,0 +1,174 @@
+import { useEffect, useRef, useState, type CSSProperties } from 'react';
+import type { VmModel } from '../../common/model';
+import { hotkeyForSlot } from '../../common/model';
+import { EV_KEY, EV_REL, EV_SYN, REL_WHEEL, REL_X, REL_Y, SYN_REPORT, keyFrame, mouseButton } from '../keymap';
+import { useActions, useUi } from './context';
+import { Icon } from './icons';
+
+type DisplayState = 'connecting' | 'live' | 'unavailable';
+
+/**
+ * A VM without a passed-through GPU, full screen inside the shell: its VNC display through noVNC,
+ * view-only (input reaches VMs only through input-daemon). In the demo, keyboard and mouse are
+ * forwarded to Input1.InjectEvents so hotkeys behave exactly as on hardware.
+ */
+export function VmView({ vm }: { vm: VmModel }) {
+  const actions = useActions();
+  const inject = useUi((s) => s.snapshot.features.injectInput);
+  const inputUp = useUi((s) => s.snapshot.daemons.input.up);
+  const thumb = useUi((s) => s.thumbnails[vm.path]);
+  const screenRef = useRef<HTMLDivElement>(null);
+  const vncRef = useRef<HTMLDivElement>(null);
+  const [display, setDisplay] = useState<DisplayState>('connecting');
+
+  // The VNC display.
+  useEffect(() => {
+    let rfb: { disconnect(): void } | null = null;
+    let cancelled = false;
+    setDisplay('connecting');
+    (async () => {
+      const url = await actions.vncUrl(vm.path);
+      if (cancelled || !vncRef.current) return;
+      if (!url) return setDisplay('unavailable');
+      try {
+        const { default: RFB } = await import('@novnc/novnc');
+        if (cancelled || !vncRef.current) return;
+        const r = new RFB(vncRef.current, url, { shared: true });
+        r.viewOnly = true;
+        r.scaleViewport = true;
+        r.focusOnClick = false;
+        r.background = '#05070a';
+        r.addEventListener('connect', () => !cancelled && setDisplay('live'));
+        r.addEventListener('disconnect', () => !cancelled && setDisplay('unavailable'));
+        rfb = r;
+      } catch {
+        if (!cancelled) setDisplay('unavailable');
+      }
+    })();
+    return () => {
+      cancelled = true;
+      rfb?.disconnect();
+    };
+  }, [actions, vm.path]);
+
+  // Screenshots stand in while there is no live display.
+  useEffect(() => {
+    if (display === 'live') return;
+    actions.setThumbnailsVisible(true);
+    return () => actions.setThumbnailsVisible(false);
+  }, [actions, display]);
+
+  // Keyboard: forwarded as evdev events (demo), or only Ctrl+0 handled here when input is elsewhere.
+  useEffect(() => {
+    const forward = inject && inputUp;
+    const onKey = (e: KeyboardEvent) => {
+      if ((e.target as HTMLElement)?.closest?.('.vm-bar')) return; // the bar's own buttons
+      if (!forward) {
+        if (e.type === 'keydown' && e.ctrlKey && e.code === 'Digit0') {
+          e.preventDefault();
+          void actions.switchTo('/');
+        }
+        return;
+      }
+      const frame = keyFrame(e.code, e.type === 'keyup' ? 0 : e.repeat ? 2 : 1);
+      if (!frame) return;
+      e.preventDefault();
+      e.stopPropagation();
+      actions.injectInput('keyboard', frame);
+    };
+    window.addEventListener('keydown', onKey, true);
+    window.addEventListener('keyup', onKey, true);
+    return () => {
+      window.removeEventListener('keydown', onKey, true);
+      window.removeEventListener('keyup', onKey, true);
+    };
+  }, [actions, inject, inputUp]);
+
+  // Mouse: relative motion batched per frame, buttons and wheel at once.
+  useEffect(() => {
+    const el = screenRef.current;
+    if (!el || !inject || !inputUp) return;
+    let dx = 0;
+    let dy = 0;
+    let raf = 0;
+    const flush = () => {
+      raf = 0;
+      if (!dx && !dy) return;
+      const ev: Array<[number, number, number]> = [];
+      if (dx) ev.push([EV_REL, REL_X, dx]);
+      if (dy) ev.push([EV_REL, REL_Y, dy]);
+      ev.push([EV_SYN, SYN_REPORT, 0]);
+      dx = dy = 0;
+      actions.injectInput('mouse', ev);
+    };
+    const onMove = (e: MouseEvent) => {
+      dx += Math.round(e.movementX);
+      dy += Math.round(e.movementY);
+      if (!raf) raf = requestAnimationFrame(flush);
+    };
+    const onButton = (e: MouseEvent) => {
+      const b = mouseButton(e.button);
+      if (b === null) return;
+      e.preventDefault();
+      actions.injectInput('mouse', [
+        [EV_KEY, b, e.type === 'mousedown' ? 1 : 0],
+        [EV_SYN, SYN_REPORT, 0],
+      ]);
+    };
+    const onWheel = (e: WheelEvent) => {
+      e.preventDefault();
+      actions.injectInput('mouse', [
+        [EV_REL, REL_WHEEL, e.deltaY > 0 ? -1 : 1],
+        [EV_SYN, SYN_REPORT, 0],
+      ]);
+    };
+    const noMenu = (e: Event) => e.preventDefault();
+    el.addEventListener('mousemove', onMove);
+    el.addEventListener('mousedown', onButton);
+    el.addEventListener('mouseup', onButton);
+    el.addEventListener('wheel', onWheel, { passive: false });
+    el.addEventListener('contextmenu', noMenu);
+    return () => {
+      cancelAnimationFrame(raf);
+      el.removeEventListener('mousemove', onMove);
+      el.removeEventListener('mousedown', onButton);
+      el.removeEventListener('mouseup', onButton);
+      el.removeEventListener('wheel', onWheel);
+      el.removeEventListener('contextmenu', noMenu);
+    };
+  }, [actions, inject, inputUp]);
+
+  const style = { '--vm-color': vm.color || '#6e7781' } as CSSProperties;
+  return (
+    <section className="vm-view" style={style} aria-label={`${vm.name} display`} data-vm={vm.id}>
+      <div className="vm-bar">
+        <button type="button" className="ghost" onClick={() => void actions.switchTo('/')} aria-label="Back to machines (Ctrl+0)">
+          <Icon name="back" size={16} /> Machines <kbd>Ctrl+0</kbd>
+        </button>
+        <span className="vm-bar-title">
+          <span className="tile-swatch" aria-hidden="true" />
+          {vm.name}
+          {vm.slot > 0 && <kbd>{hotkeyForSlot(vm.slot)}</kbd>}
+        </span>
+        <span className="vm-bar-status" role="status">
+          {display === 'live'
+            ? inject
+              ? 'Keyboard and mouse go to this machine'
+              : 'Live'
+            : display === 'connecting'
+              ? 'Connecting to the display…'
+              : 'Live display unavailable — showing screenshots'}
+        </span>
+      </div>
+      <div className={`vm-screen display-${display}`} ref={screenRef} tabIndex={-1}>
+        <div className="vm-vnc" ref={vncRef} />
+        {display !== 'live' &&
+          (thumb ? (
+            <img className="vm-fallback" alt={`${vm.name} screen`} src={`data:image/png;base64,${thumb}`} draggable={false} />
+          ) : (
+            <div className="vm-fallback-empty">Waiting for {vm.name}’s screen…</div>
+          ))}
+      </div>
+    </section>
+  );
+}

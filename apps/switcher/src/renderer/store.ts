@@ -1,0 +1,201 @@
+/**
+ * The renderer's state: pure reducers (tested on their own) and a zustand store around them.
+ */
+import { createStore, type StoreApi } from 'zustand/vanilla';
+import type { PushChannel, PushMap, RequestFailure } from '../common/channels';
+import { emptySnapshot, type PromptModel, type SwitcherSnapshot } from '../common/model';
+import { describeFailure, type HumanError } from '../common/messages';
+
+export type Panel = 'machines' | 'usb' | 'diagnostics';
+export type ConnectionState = 'connecting' | 'open' | 'closed';
+
+export interface SwitchStepView {
+  step: string;
+  detail: string;
+  at: number;
+}
+
+export interface SwitchProgressView {
+  target: string;
+  steps: SwitchStepView[];
+  status: 'running' | 'done' | 'failed';
+  startedAt: number;
+  error: HumanError | null;
+}
+
+export interface Notice extends HumanError {
+  id: number;
+  kind: 'error' | 'info';
+}
+
+export interface UiState {
+  connection: ConnectionState;
+  snapshot: SwitcherSnapshot;
+  /** VM path -> PNG (base64). Only for VMs known to be running. */
+  thumbnails: Record<string, string>;
+  progress: SwitchProgressView | null;
+  notice: Notice | null;
+  panel: Panel;
+  /** SecureAttention arrived and the lock has not been lifted since. */
+  secureAttention: boolean;
+  /** "ask" prompts waiting for the person, oldest first. */
+  prompts: PromptModel[];
+}
+
+export function initialUiState(over: Partial<UiState> = {}): UiState {
+  return {
+    connection: 'connecting',
+    snapshot: emptySnapshot(),
+    thumbnails: {},
+    progress: null,
+    notice: null,
+    panel: 'machines',
+    secureAttention: false,
+    prompts: [],
+    ...over,
+  };
+}
+
+let noticeIds = 0;
+
+/** Thumbnails of VMs that are gone or no longer running are dropped: never show a stale screen. */
+function pruneThumbnails(thumbs: Record<string, string>, snap: SwitcherSnapshot): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const vm of snap.vms) if (vm.state === 'running' && thumbs[vm.path]) out[vm.path] = thumbs[vm.path];
+  return out;
+}
+
+function mergePrompts(known: PromptModel[], incoming: PromptModel[]): PromptModel[] {
+  const ids = new Set(known.map((p) => p.id));
+  return [...known, ...incoming.filter((p) => !ids.has(p.id))];
+}
+
+/** Applies one push from the main process. */
+export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload: PushMap[C]): UiState {
+  switch (channel) {
+    case 'snapshot': {
+      const snap = payload as SwitcherSnapshot;
+      // Prompts: the daemon's list is the truth; ones it no longer has were answered or expired.
+      const open = new Set(snap.prompts.map((p) => p.id));
+      const prompts = snap.daemons.usb.up
+        ? mergePrompts(s.prompts.filter((p) => open.has(p.id)), snap.prompts)
+        : [];
+      const locked = snap.input?.locked ?? false;
+      return {
+        ...s,
+        snapshot: snap,
+        thumbnails: pruneThumbnails(s.thumbnails, snap),
+        prompts,
+        // Locked=false from the input daemon ends a secure-attention lock screen.
+        secureAttention: s.secureAttention && (locked || !snap.daemons.input.up ? s.secureAttention : false),
+      };
+    }
+    case 'vmPatch': {
+      const { path, patch } = payload as PushMap['vmPatch'];
+      const vms = s.snapshot.vms.map((v) => (v.path === path ? { ...v, ...patch } : v));
+      const snapshot = { ...s.snapshot, vms };
+      return { ...s, snapshot, thumbnails: pruneThumbnails(s.thumbnails, snapshot) };
+    }
+    case 'daemon': {
+      const { name, status } = payload as PushMap['daemon'];
+      let snapshot: SwitcherSnapshot = { ...s.snapshot, daemons: { ...s.snapshot.daemons, [name]: status } };
+      if (!status.up) {
+        // Whatever that daemon told us is no longer true.
+        if (name === 'vmManager') snapshot = { ...snapshot, vms: [], activeVm: '/', switching: false, configErrors: [] };
+        if (name === 'input') snapshot = { ...snapshot, input: null, features: { injectInput: false } };
+        if (name === 'usb') snapshot = { ...snapshot, usbDevices: [], prompts: [] };
+      }
+      const progress =
+        !status.up && name === 'vmManager' && s.progress?.status === 'running'
+          ? {
+              ...s.progress,
+              status: 'failed' as const,
+              error: describeFailure({ name: 'ServiceDown', message: 'The VM manager stopped during the switch' }),
+            }
+          : s.progress;
+      return {
+        ...s,
+        snapshot,
+        progress,
+        thumbnails: pruneThumbnails(s.thumbnails, snapshot),
+        prompts: name === 'usb' && !status.up ? [] : s.prompts,
+      };
+    }
+    case 'switchProgress': {
+      const p = payload as PushMap['switchProgress'];
+      const same = s.progress && s.progress.target === p.target && s.progress.status === 'running';
+      const base: SwitchProgressView = same
+        ? s.progress!
+        : { target: p.target, steps: [], status: 'running', startedAt: p.at, error: null };
+      const status = p.step === 'done' ? 'done' : p.step === 'failed' ? 'failed' : 'running';
+      return {
+        ...s,
+        progress: {
+          ...base,
+          steps: [...base.steps, { step: p.step, detail: p.detail, at: p.at }],
+          status,
+          error: status === 'failed' ? (base.error ?? { title: 'The switch failed', message: p.detail, detail: '' }) : base.error,
+        },
+      };
+    }
+    case 'secureAttention':
+      return { ...s, secureAttention: true };
+    case 'prompt':
+      return { ...s, prompts: mergePrompts(s.prompts, [payload as PromptModel]) };
+    case 'thumbnail': {
+      const t = payload as PushMap['thumbnail'];
+      const vm = s.snapshot.vms.find((v) => v.path === t.vm);
+      if (!vm || vm.state !== 'running') return s;
+      return { ...s, thumbnails: { ...s.thumbnails, [t.vm]: t.png } };
+    }
+    case 'usbRejected': {
+      const r = payload as PushMap['usbRejected'];
+      const dev = s.snapshot.usbDevices.find((d) => d.path === r.device);
+      return {
+        ...s,
+        notice: { id: ++noticeIds, kind: 'error', title: `USB device refused: ${dev?.name || r.device}`, message: r.reason, detail: '' },
+      };
+    }
+    case 'hotkey':
+      return s;
+    default:
+      return s;
+  }
+}
+
+/** The renderer asked for a switch: show progress at once, before the first signal arrives. */
+export function beginSwitch(s: UiState, target: string, now: number): UiState {
+  return { ...s, progress: { target, steps: [], status: 'running', startedAt: now, error: null } };
+}
+
+/** The Switch call itself failed: the named D-Bus error, in words. */
+export function failSwitch(s: UiState, target: string, failure: RequestFailure, now: number): UiState {
+  const error = describeFailure(failure, 'switch');
+  const base = s.progress && s.progress.target === target ? s.progress : { target, steps: [], startedAt: now, error: null };
+  return { ...s, progress: { ...base, status: 'failed', error } };
+}
+
+export function finishSwitch(s: UiState, target: string): UiState {
+  if (!s.progress || s.progress.target !== target || s.progress.status === 'failed') return s;
+  return { ...s, progress: { ...s.progress, status: 'done' } };
+}
+
+export function showFailure(s: UiState, failure: RequestFailure, action: string): UiState {
+  return { ...s, notice: { id: ++noticeIds, kind: 'error', ...describeFailure(failure, action) } };
+}
+
+export type UiStore = StoreApi<UiState>;
+
+export function createUiStore(initial: Partial<UiState> = {}): UiStore {
+  return createStore<UiState>()(() => initialUiState(initial));
+}
+
+/** Derived: the VM whose screen the switcher shows full screen, or null for the tiles. */
+export function shownVm(s: UiState) {
+  const a = s.snapshot.activeVm;
+  if (a === '/' || !s.snapshot.daemons.vmManager.up) return null;
+  const vm = s.snapshot.vms.find((v) => v.path === a);
+  return vm && !vm.hasGpu ? vm : null;
+}
+
+export const isLocked = (s: UiState): boolean => s.secureAttention || !!s.snapshot.input?.locked;
