@@ -1,0 +1,113 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QmpClient } from '@bulkhead/vm-daemon/dist/qmp/qmp-client';
+import { SerialConsole } from './serial-console';
+
+export interface ImageMachineOptions {
+  /** Directory with vmlinuz, initrd.img and disk.img (dom0-rootfs/build-image.sh). */
+  imageDir: string;
+  /** Where the serial log and screendumps go. */
+  artifactsDir: string;
+  memoryMiB?: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/**
+ * The Control Domain image booted in QEMU (TCG here, KVM where it works), as a person's laptop:
+ * keyboard and tablet are QEMU's virtio devices driven through QMP, USB devices are hot-plugged
+ * into an emulated xHCI controller, the screen is a virtio-vga display read with screendump.
+ * The disk is used with -snapshot: every boot starts from the built image.
+ */
+export class ImageMachine {
+  qmp!: QmpClient;
+  serial!: SerialConsole;
+  cdpPort = 0;
+  switcherPort = 0;
+  private proc?: ChildProcess;
+  private stderr = '';
+  readonly runDir: string;
+
+  constructor(readonly opts: ImageMachineOptions) {
+    this.runDir = join(opts.artifactsDir, 'machine');
+  }
+
+  async boot(): Promise<void> {
+    const { imageDir } = this.opts;
+    for (const f of ['vmlinuz', 'initrd.img', 'disk.img'])
+      if (!existsSync(join(imageDir, f))) throw new Error(`image: ${join(imageDir, f)} is missing (npm run image)`);
+    mkdirSync(this.runDir, { recursive: true });
+    this.cdpPort = await freePort();
+    this.switcherPort = await freePort();
+    const stick = join(this.runDir, 'usb-stick.img');
+    writeFileSync(stick, Buffer.alloc(16 * 1024 * 1024));
+    const args = [
+      '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', String(this.opts.memoryMiB ?? 3072),
+      '-kernel', join(imageDir, 'vmlinuz'), '-initrd', join(imageDir, 'initrd.img'),
+      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false',
+      '-drive', `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
+      '-drive', `if=none,id=stick,file=${stick},format=raw`,
+      '-vga', 'none', '-device', 'virtio-vga', '-display', 'none',
+      '-device', 'virtio-keyboard-pci,id=kbd', '-device', 'virtio-tablet-pci,id=tablet', '-device', 'virtio-mouse-pci,id=mouse',
+      '-device', 'qemu-xhci,id=xhci',
+      '-netdev', `user,id=n,hostfwd=tcp:127.0.0.1:${this.cdpPort}-:9223,hostfwd=tcp:127.0.0.1:${this.switcherPort}-:8080`,
+      '-device', 'virtio-net-pci,netdev=n',
+      '-qmp', `unix:${join(this.runDir, 'qmp.sock')},server=on,wait=off`,
+      '-chardev', `socket,id=s0,path=${join(this.runDir, 'serial.sock')},server=on,wait=off,logfile=${join(this.runDir, 'serial.log')}`,
+      '-serial', 'chardev:s0',
+    ];
+    this.proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.on('data', (d) => (this.stderr += d));
+    this.qmp = await QmpClient.connect(join(this.runDir, 'qmp.sock'), { retryUntilMs: 15_000 });
+    this.serial = await SerialConsole.connect(join(this.runDir, 'serial.sock'));
+    await this.serial.waitForShell(240_000).catch((e) => {
+      throw new Error(`${(e as Error).message}; qemu stderr: ${this.stderr}`);
+    });
+  }
+
+  /** Press and release keys (QEMU qcodes) at the outer keyboard, one frame per event. */
+  async keys(...qcodes: string[][]): Promise<void> {
+    for (const chord of qcodes) {
+      for (const k of chord) await this.key(k, true);
+      for (const k of [...chord].reverse()) await this.key(k, false);
+    }
+  }
+
+  async key(qcode: string, down: boolean): Promise<void> {
+    await this.qmp.execute('input-send-event', {
+      events: [{ type: 'key', data: { down, key: { type: 'qcode', data: qcode } } }],
+    });
+    await new Promise((r) => setTimeout(r, 30));
+  }
+
+  async button(button: 'left' | 'right' | 'middle', down: boolean): Promise<void> {
+    await this.qmp.execute('input-send-event', { device: 'mouse', events: [{ type: 'btn', data: { down, button } }] });
+  }
+
+  async screendump(name: string): Promise<string> {
+    const file = join(this.opts.artifactsDir, `${name}.png`);
+    await this.qmp.execute('screendump', { filename: file, format: 'png' });
+    return file;
+  }
+
+  async shutdown(): Promise<void> {
+    this.serial?.close();
+    await this.qmp?.close().catch(() => undefined);
+    if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((r) => this.proc!.once('exit', r));
+      this.proc.kill('SIGKILL');
+      await exited;
+    }
+  }
+}

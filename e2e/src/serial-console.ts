@@ -1,0 +1,81 @@
+import { connect, type Socket } from 'node:net';
+
+/**
+ * The image's root shell on its serial port (autologin on ttyS0, test image only): runs one
+ * command at a time and returns its output and exit code. Used to read what only the inside can
+ * show (nested VMs' serial logs, journal, systemctl) — never to drive the product, which the
+ * tests drive from outside like a person (keys and mouse via QMP, the UI via CDP).
+ */
+export class SerialConsole {
+  private buf = '';
+  private queue: Promise<unknown> = Promise.resolve();
+  private constructor(private readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      if (this.buf.length > 4_000_000) this.buf = this.buf.slice(-1_000_000);
+    });
+  }
+
+  static async connect(path: string, timeoutMs = 30_000): Promise<SerialConsole> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path);
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        });
+        return new SerialConsole(sock);
+      } catch (e) {
+        if (Date.now() > end) throw new Error(`serial console ${path}: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /** Wait until the console shows a shell prompt (the autologin finished). */
+  async waitForShell(timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      try {
+        await this.run('true', { timeoutMs: 5000 });
+        return;
+      } catch {
+        this.sock.write('\n');
+      }
+    }
+    throw new Error(`no shell on the serial console within ${timeoutMs} ms`);
+  }
+
+  run(command: string, opts: { timeoutMs?: number } = {}): Promise<{ code: number; output: string }> {
+    const job = this.queue.then(() => this.runNow(command, opts.timeoutMs ?? 60_000));
+    this.queue = job.catch(() => undefined);
+    return job;
+  }
+
+  /** Run and fail unless the exit code is 0. */
+  async check(command: string, opts: { timeoutMs?: number } = {}): Promise<string> {
+    const r = await this.run(command, opts);
+    if (r.code !== 0) throw new Error(`in the image: '${command}' exited ${r.code}: ${r.output.slice(-2000)}`);
+    return r.output;
+  }
+
+  private async runNow(command: string, timeoutMs: number): Promise<{ code: number; output: string }> {
+    const tag = `M${Math.random().toString(36).slice(2, 10)}`;
+    const re = new RegExp(`B${tag}\\r?\\n([\\s\\S]*?)E${tag}:(\\d+)`);
+    const start = this.buf.length;
+    this.sock.write(`stty -echo cols 500 2>/dev/null; echo B${tag}; ${command}; echo E${tag}:$?\n`);
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      const m = re.exec(this.buf.slice(Math.max(0, start - 100)));
+      if (m) return { code: Number(m[2]), output: m[1].replace(/\r/g, '') };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`in the image: '${command}' did not finish within ${timeoutMs} ms`);
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
