@@ -156,7 +156,10 @@ export class UsbService {
     await this.reconcile();
 
     this.started = true;
-    for (const e of this.devices.values()) if (e.assignedVm === CONTROL_DOMAIN) this.place(e);
+    // Devices present at start are not new: a restart must not move a device the person took
+    // back. Only sticky rules, deny rules and the input default apply to them; auto-attach to the
+    // focused VM and 'ask' happen on hotplug.
+    for (const e of this.devices.values()) if (e.assignedVm === CONTROL_DOMAIN) this.place(e, 'start');
     for (const fn of early.splice(0)) fn();
     this.log.info(`started: ${this.devices.size} device(s), ${this.rules.length} rule(s), enumerator ${this.opts.enumerator.name}`);
   }
@@ -300,11 +303,13 @@ export class UsbService {
   }
 
   /** Place a device that is in the Control Domain by policy (new device, or after start). */
-  private place(entry: DeviceEntry): void {
+  private place(entry: DeviceEntry, when: 'hotplug' | 'start' = 'hotplug'): void {
     if (entry.gone || this.stopped) return;
-    const d: Decision = this.rulesProblem
+    let d: Decision = this.rulesProblem
       ? { kind: 'wait', reason: `the rules file is invalid (${this.rulesProblem})` }
       : decideNewDevice(entry.policy, this.rules, this.policyContext());
+    if (when === 'start' && (d.kind === 'ask' || (d.kind === 'attach' && !d.sticky)))
+      d = { kind: 'wait', reason: `present at start (${d.reason}): only sticky rules move it` };
     this.log.info(`device ${entry.id}: ${d.kind}: ${d.reason}`);
     switch (d.kind) {
       case 'input':
