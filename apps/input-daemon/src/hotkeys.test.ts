@@ -73,3 +73,10 @@ test('a hotkeys file overrides defaults; bad entries name the file and the chord
   assert.throws(() => parseChord('Ctrl+1', 'slot:12', 'x'), /unknown action 'slot:12'/);
   assert.throws(() => parseChord('1', 'slot:1', 'x'), /modifiers and one key/);
 });
+
+test('a held mouse button does not spoil a chord', () => {
+  const m = new HotkeyMatcher(buildChords());
+  assert.deepEqual(m.onKey(0x110, 1), { kind: 'pass' });
+  m.onKey(CTRL, 1);
+  assert.equal(m.onKey(KEY_2, 1).kind, 'match');
+});

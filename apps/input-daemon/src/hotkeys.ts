@@ -154,6 +154,8 @@ export class HotkeyMatcher {
   }
 
   onKey(code: number, value: number): KeyDecision {
+    // Mouse and tablet buttons (BTN_* ≥ 0x100) are not keys: a held drag does not spoil a chord.
+    if (code >= 0x100) return { kind: 'pass' };
     if (value === 0) {
       this.down.delete(code);
       return this.swallowed.delete(code) ? { kind: 'swallow' } : { kind: 'pass' };

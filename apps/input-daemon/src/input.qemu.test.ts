@@ -1,0 +1,190 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '@bulkhead/common';
+import {
+  BUS_NAMES,
+  INPUT_PATH,
+  VM_MANAGER_PATH,
+  vmPath,
+  type CallContext,
+  type VariantDict,
+  type VmManager1Properties,
+  type VmManager1Service,
+} from '@bulkhead/contract';
+import { BusClient, ServiceHost, connectBus, startPrivateBus, variant, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import { buildChords, HotkeyMatcher } from './hotkeys';
+import { BTN_LEFT, EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
+import { InputService, type VmManagerLink } from './input-service';
+import { vmDaemonQmpConnector } from './qmp-wiring';
+import { QmpSink, type QmpConnection } from './sinks/qmp-sink';
+import { CountingSwitcherSink } from './sinks/switcher-sink';
+import { VirtualSeat } from './sources/virtual-seat';
+import { KEY_QCODES } from './keycodes';
+
+/**
+ * Host integration: two REAL QEMU test guests (apps/vm-daemon/guest), input-daemon with the
+ * virtual seat and the QMP sink on a private bus, and a FakeVmManager that answers SwitchToSlot by
+ * calling Input1.Freeze / SetFocus the way vm-daemon does. Each guest gets its own input QMP
+ * socket (QEMU serves one client per socket; vm-daemon keeps its own).
+ */
+
+const REPO = join(__dirname, '..', '..', '..');
+const GUEST = join(REPO, 'apps', 'vm-daemon', 'guest', 'build', 'bulkhead-guest.elf');
+const QMP_CLIENT = join(REPO, 'apps', 'vm-daemon', 'dist', 'qmp', 'qmp-client.js');
+const missing = [
+  !existsSync(GUEST) && `${GUEST} (make -C apps/vm-daemon/guest)`,
+  !existsSync(QMP_CLIENT) && `${QMP_CLIENT} (npx tsc -b apps/vm-daemon)`,
+  spawnSync('qemu-system-x86_64', ['--version']).status !== 0 && 'qemu-system-x86_64',
+].filter(Boolean);
+const skip = missing.length ? `needs ${missing.join(', ')}` : false;
+
+const VM_A = vmPath('a');
+const VM_B = vmPath('b');
+const dir = mkdtempSync(join(tmpdir(), 'input-qemu-'));
+const guests: Record<'a' | 'b', { proc?: ChildProcess; log: string; qmp: string; ctl: string }> = {
+  a: { log: join(dir, 'a.log'), qmp: join(dir, 'a-input.qmp'), ctl: join(dir, 'a-ctl.qmp') },
+  b: { log: join(dir, 'b.log'), qmp: join(dir, 'b-input.qmp'), ctl: join(dir, 'b-ctl.qmp') },
+};
+
+/** Stands in for vm-daemon: a hotkey's SwitchToSlot freezes input, then focuses the slot's VM. */
+class FakeVmManager implements VmManager1Service {
+  calls: number[] = [];
+  constructor(private readonly client: BusClient) {}
+  Switch(): void {}
+  async SwitchToSlot(_ctx: CallContext, slot: number, _options: VariantDict): Promise<void> {
+    this.calls.push(slot);
+    const vm = slot === 1 ? 'a' : slot === 2 ? 'b' : null;
+    const input = this.client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+    await input.Freeze({});
+    if (vm) await input.SetFocus(vmPath(vm), { qmp_socket: variant('s', guests[vm].qmp) });
+    else await input.SetFocus('/', {});
+  }
+  Reload(): number {
+    return 0;
+  }
+}
+const managerProps = (): VmManager1Properties => ({ ActiveVm: '/', Switching: false, LastSwitch: {}, ConfigErrors: [], Accelerator: 'tcg' });
+
+let bus: PrivateBus;
+const conns: MessageBus[] = [];
+let service: InputService;
+let client: BusClient;
+let manager: FakeVmManager;
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const serial = (g: 'a' | 'b') => (existsSync(guests[g].log) ? readFileSync(guests[g].log, 'utf8') : '');
+const lines = (g: 'a' | 'b', prefix: string) => serial(g).split('\n').map((l) => l.trim()).filter((l) => l.startsWith(prefix));
+
+before(async () => {
+  if (skip) return;
+  for (const [name, g] of Object.entries(guests)) {
+    g.proc = spawn('qemu-system-x86_64', [
+      '-accel', 'tcg', '-m', '32', '-display', 'none', '-serial', `file:${g.log}`,
+      '-qmp', `unix:${g.qmp},server=on,wait=off`, '-qmp', `unix:${g.ctl},server=on,wait=off`, '-kernel', GUEST, '-append', `name=${name} color=#2a6fdb`,
+    ], { stdio: 'ignore' });
+  }
+  bus = await startPrivateBus({ mode: 'open' });
+  const [daemonConn, managerConn, testConn] = await Promise.all([connectBus(bus.address), connectBus(bus.address), connectBus(bus.address)]);
+  conns.push(daemonConn, managerConn, testConn);
+
+  const log = createLogger('input-qemu-test', 'warn');
+  const daemonClient = new BusClient(daemonConn, 10_000);
+  const vmManagerLink: VmManagerLink = {
+    switchToSlot: async (slot) => {
+      await daemonClient.call(BUS_NAMES.vmManager, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 'ua{sv}', [slot, {}]);
+    },
+  };
+  const connect = vmDaemonQmpConnector({ retryUntilMs: 10_000 });
+  service = new InputService(
+    new VirtualSeat(),
+    new HotkeyMatcher(buildChords()),
+    new CountingSwitcherSink(),
+    { forVm: async (target, _id, socket) => new QmpSink(target, await connect(socket), socket) },
+    vmManagerLink,
+    log,
+  );
+  const host = new ServiceHost(daemonConn, { log: () => undefined });
+  service.attach(host.export(INPUT_PATH, 'org.bulkhead.Input1', service, () => service.properties()));
+  await host.requestName(BUS_NAMES.input);
+
+  manager = new FakeVmManager(new BusClient(managerConn, 10_000));
+  const mhost = new ServiceHost(managerConn, { log: () => undefined });
+  mhost.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', manager, managerProps);
+  await mhost.requestName(BUS_NAMES.vmManager);
+  client = new BusClient(testConn, 10_000);
+
+  await waitFor('both guests READY', () => serial('a').includes('BULKHEAD-GUEST READY') && serial('b').includes('BULKHEAD-GUEST READY'));
+});
+
+after(async () => {
+  await service?.close().catch(() => undefined);
+  for (const g of Object.values(guests)) g.proc?.kill('SIGKILL');
+  for (const c of conns) c.disconnect();
+  await bus?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const SYN: [number, number, number] = [EV_SYN, SYN_REPORT, 0];
+const key = (code: number, value: number): Array<[number, number, number]> => [[EV_KEY, code, value], SYN];
+const tap = (code: number) => [...key(code, 1), ...key(code, 0)];
+const CTRL = 29, KEY_2 = 3, A = 30, S = 31, D = 32, J = 36, K = 37, L = 38;
+
+test('typing on A, Ctrl+2, typing on B: each guest sees only its own keys, no chord key, and A\'s held button is released', { skip }, async () => {
+  const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+  await input.SetFocus(VM_A, { qmp_socket: variant('s', guests.a.qmp) });
+  await input.InjectEvents('keyboard', [...tap(A), ...tap(S), ...tap(D)]);
+  await input.InjectEvents('mouse', key(BTN_LEFT, 1)); // held across the switch
+  await input.InjectEvents('keyboard', [...key(CTRL, 1), ...key(KEY_2, 1), ...key(KEY_2, 0), ...key(CTRL, 0)]);
+  await service.settled();
+  assert.deepEqual(manager.calls, [2]);
+  assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget'), VM_B);
+  assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
+  await input.InjectEvents('keyboard', [...tap(J), ...tap(K), ...tap(L)]);
+  await input.InjectEvents('mouse', key(BTN_LEFT, 0)); // its press went to A: B must not get half a click
+
+  await waitFor('B got j k l', () => lines('b', 'KEY up 26').length > 0);
+  await waitFor('A released its button', () => lines('a', 'BTN up left').length > 0);
+  const aKeys = lines('a', 'KEY ');
+  const bKeys = lines('b', 'KEY ');
+  assert.deepEqual(aKeys, [
+    'KEY down 1e', 'KEY up 1e', 'KEY down 1f', 'KEY up 1f', 'KEY down 20', 'KEY up 20',
+    'KEY down 1d', 'KEY up 1d', // Ctrl went down in A (it might have been Ctrl+C) and was released at the match
+  ]);
+  assert.deepEqual(bKeys, ['KEY down 24', 'KEY up 24', 'KEY down 25', 'KEY up 25', 'KEY down 26', 'KEY up 26']);
+  for (const g of ['a', 'b'] as const) assert.ok(!serial(g).includes(' 03'), `chord key 2 reached ${g}`);
+  assert.deepEqual(lines('a', 'BTN '), ['BTN down left', 'BTN up left']);
+  assert.deepEqual(lines('b', 'BTN '), []);
+});
+
+test('with vm-daemon gone, a chord is still swallowed and LastHotkeyError says why', { skip }, async () => {
+  const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+  await conns[1].releaseName(BUS_NAMES.vmManager);
+  const before = lines('b', 'KEY ').length;
+  await input.InjectEvents('keyboard', [...key(CTRL, 1), ...key(KEY_2 + 1, 1), ...key(KEY_2 + 1, 0), ...key(CTRL, 0)]);
+  await service.settled();
+  const err = (await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError')) as string;
+  assert.match(err, /Ctrl\+3 → SwitchToSlot\(3\) failed/);
+  await input.InjectEvents('keyboard', tap(J));
+  await waitFor('B got the next j', () => lines('b', 'KEY ').length >= before + 4);
+  assert.deepEqual(lines('b', 'KEY ').slice(before), ['KEY down 1d', 'KEY up 1d', 'KEY down 24', 'KEY up 24']);
+});
+
+test('every qcode of the key table is one QEMU accepts (query-qmp-schema)', { skip }, async () => {
+  // The input socket is held by the sink; the control socket (vm-daemon's, here idle) answers.
+  const qmp: QmpConnection = await vmDaemonQmpConnector({ retryUntilMs: 5000 })(guests.a.ctl);
+  const schema = (await qmp.execute('query-qmp-schema', {})) as Array<{ 'meta-type': string; values?: string[] }>;
+  await qmp.close();
+  const qcodes = schema.find((t) => t['meta-type'] === 'enum' && t.values?.includes('ctrl_r'));
+  assert.ok(qcodes?.values);
+  for (const q of KEY_QCODES.values()) assert.ok(qcodes.values.includes(q), `QEMU has no qcode '${q}'`);
+});
