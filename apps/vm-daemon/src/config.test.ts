@@ -17,7 +17,14 @@ function dirWith(files: Record<string, string>): string {
 }
 
 test('good files load with defaults and resolved paths', () => {
-  const dir = dirWith({ 'a.json': vm('alpha', 1, { kernel: 'k.elf', append: 'name=a', disks: [{ path: 'd.qcow2', format: 'qcow2' }], network: 'bridge:br0' }) });
+  const dir = dirWith({
+    'a.json': vm('alpha', 1, {
+      kernel: 'k.elf',
+      append: 'name=a',
+      disks: [{ path: 'd.qcow2', format: 'qcow2' }],
+      network: 'bridge:br0',
+    }),
+  });
   const r = loadConfigDir(dir);
   assert.deepEqual(r.errors, []);
   assert.equal(r.vms.length, 1);
@@ -46,7 +53,10 @@ test('each malformed file is rejected with file, field and reason; the good ones
     'ignored.txt': 'not a definition',
   });
   const r = loadConfigDir(dir);
-  assert.deepEqual(r.vms.map((v) => v.id), ['good']);
+  assert.deepEqual(
+    r.vms.map((v) => v.id),
+    ['good'],
+  );
   const byFile = Object.fromEntries(r.errors.map((e) => [e.file.slice(dir.length + 1), [e.field, e.reason]]));
   assert.equal(byFile['2-badjson.json'][0], '(file)');
   assert.match(byFile['2-badjson.json'][1], /not valid JSON/);
@@ -56,7 +66,10 @@ test('each malformed file is rejected with file, field and reason; the good ones
   assert.match(byFile['4-badslot.json'][1], /1 to 9/);
   assert.deepEqual(byFile['5-dupslot.json'], ['slot', 'slot 1 is already used by 1-good.json']);
   assert.deepEqual(byFile['6-dupid.json'], ['id', "id 'good' is already used by 1-good.json"]);
-  assert.deepEqual(byFile['7-gpu.json'], ['gpu', 'PCI device 0000:00:02.0 is already claimed by 1-good.json']);
+  assert.deepEqual(byFile['7-gpu.json'], [
+    'gpu',
+    'PCI device 0000:00:02.0 is already claimed by 1-good.json',
+  ]);
   assert.deepEqual(byFile['8-typo.json'], ['memoryMib', 'unknown field']);
   assert.equal(byFile['9-disk.json'][0], 'disks[0].format');
   assert.equal(r.errors.length, 8);
@@ -77,11 +90,18 @@ test('qemu-img creates and inspects qcow2 and vpc (VHD) disks; a wrong declared 
   }
   await createDiskImage(join(dir, 'real.qcow2'), 'qcow2', 8);
   await assert.rejects(
-    prepareDisks(join(dir, 'vm.json'), [{ path: join(dir, 'real.qcow2'), format: 'vpc', readonly: false, sizeMiB: null }]),
-    (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidConfig' && /disks\[0\]\.format: declared vpc, but qemu-img finds qcow2/.test(e.message),
+    prepareDisks(join(dir, 'vm.json'), [
+      { path: join(dir, 'real.qcow2'), format: 'vpc', readonly: false, sizeMiB: null },
+    ]),
+    (e: unknown) =>
+      e instanceof BulkheadError &&
+      e.errorName === 'InvalidConfig' &&
+      /disks\[0\]\.format: declared vpc, but qemu-img finds qcow2/.test(e.message),
   );
   await assert.rejects(
-    prepareDisks(join(dir, 'vm.json'), [{ path: join(dir, 'missing.raw'), format: 'raw', readonly: false, sizeMiB: null }]),
+    prepareDisks(join(dir, 'vm.json'), [
+      { path: join(dir, 'missing.raw'), format: 'raw', readonly: false, sizeMiB: null },
+    ]),
     /disks\[0\]\.path: .* does not exist/,
   );
   rmSync(dir, { recursive: true });

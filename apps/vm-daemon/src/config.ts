@@ -55,8 +55,24 @@ export interface ConfigError {
 export const formatConfigError = (e: ConfigError): string => `${e.file}: ${e.field}: ${e.reason}`;
 
 const KNOWN_FIELDS = new Set([
-  'id', 'name', 'slot', 'kind', 'color', 'icon', 'memoryMiB', 'vcpus', 'disks', 'network', 'autostart', 'gpu',
-  'usbAutoAttach', 'display', 'backend', 'kernel', 'append', '$comment',
+  'id',
+  'name',
+  'slot',
+  'kind',
+  'color',
+  'icon',
+  'memoryMiB',
+  'vcpus',
+  'disks',
+  'network',
+  'autostart',
+  'gpu',
+  'usbAutoAttach',
+  'display',
+  'backend',
+  'kernel',
+  'append',
+  '$comment',
 ]);
 const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
@@ -74,8 +90,7 @@ class FieldError extends Error {
 
 /** What parsing one file gives: a definition, or the first error plus whatever id could be read. */
 export type ParsedFile =
-  | { ok: true; def: VmDefinition }
-  | { ok: false; error: ConfigError; id: string | null };
+  { ok: true; def: VmDefinition } | { ok: false; error: ConfigError; id: string | null };
 
 /**
  * Validate one definition file's text. Every field is checked for type and range; unknown fields
@@ -86,11 +101,19 @@ export function parseVmDefinition(file: string, text: string): ParsedFile {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    return { ok: false, error: { file, field: '(file)', reason: `not valid JSON: ${(e as Error).message}` }, id: null };
+    return {
+      ok: false,
+      error: { file, field: '(file)', reason: `not valid JSON: ${(e as Error).message}` },
+      id: null,
+    };
   }
-  const id = raw && typeof raw === 'object' && typeof (raw as { id?: unknown }).id === 'string' && ID_RE.test((raw as { id: string }).id)
-    ? (raw as { id: string }).id
-    : null;
+  const id =
+    raw &&
+    typeof raw === 'object' &&
+    typeof (raw as { id?: unknown }).id === 'string' &&
+    ID_RE.test((raw as { id: string }).id)
+      ? (raw as { id: string }).id
+      : null;
   try {
     return { ok: true, def: validate(file, raw) };
   } catch (e) {
@@ -100,14 +123,16 @@ export function parseVmDefinition(file: string, text: string): ParsedFile {
 }
 
 function validate(file: string, raw: unknown): VmDefinition {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new FieldError('(file)', 'must be a JSON object');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new FieldError('(file)', 'must be a JSON object');
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!KNOWN_FIELDS.has(k)) throw new FieldError(k, 'unknown field');
   const dir = resolve(file, '..');
   const str = (k: string, dflt?: string): string => {
     const v = o[k];
     if (v === undefined && dflt !== undefined) return dflt;
-    if (typeof v !== 'string') throw new FieldError(k, v === undefined ? 'is required' : `must be a string, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string')
+      throw new FieldError(k, v === undefined ? 'is required' : `must be a string, got ${JSON.stringify(v)}`);
     return v;
   };
   const bool = (k: string, dflt: boolean): boolean => {
@@ -125,12 +150,17 @@ function validate(file: string, raw: unknown): VmDefinition {
   };
 
   const id = str('id');
-  if (!ID_RE.test(id)) throw new FieldError('id', `must match ${ID_RE} (lowercase letters, digits, '-', '_'), got ${JSON.stringify(id)}`);
+  if (!ID_RE.test(id))
+    throw new FieldError(
+      'id',
+      `must match ${ID_RE} (lowercase letters, digits, '-', '_'), got ${JSON.stringify(id)}`,
+    );
   const name = str('name', id);
   if (name.length === 0 || name.length > 64) throw new FieldError('name', 'must be 1-64 characters');
   const slot = int('slot', 1, MAX_SLOT);
   const kind = str('kind', 'personal');
-  if (!(VM_KINDS as readonly string[]).includes(kind)) throw new FieldError('kind', `must be one of ${VM_KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
+  if (!(VM_KINDS as readonly string[]).includes(kind))
+    throw new FieldError('kind', `must be one of ${VM_KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
   const color = str('color');
   if (!COLOR_RE.test(color)) throw new FieldError('color', `must be #rrggbb, got ${JSON.stringify(color)}`);
   const icon = str('icon', '');
@@ -142,15 +172,25 @@ function validate(file: string, raw: unknown): VmDefinition {
   if (!Array.isArray(rawDisks)) throw new FieldError('disks', 'must be an array');
   rawDisks.forEach((d, i) => {
     const f = `disks[${i}]`;
-    if (!d || typeof d !== 'object' || Array.isArray(d)) throw new FieldError(f, 'must be an object {path, format, readonly}');
+    if (!d || typeof d !== 'object' || Array.isArray(d))
+      throw new FieldError(f, 'must be an object {path, format, readonly}');
     const dd = d as Record<string, unknown>;
     for (const k of Object.keys(dd))
-      if (!['path', 'format', 'readonly', 'sizeMiB'].includes(k)) throw new FieldError(`${f}.${k}`, 'unknown field');
-    if (typeof dd.path !== 'string' || dd.path === '') throw new FieldError(`${f}.path`, 'must be a non-empty string');
+      if (!['path', 'format', 'readonly', 'sizeMiB'].includes(k))
+        throw new FieldError(`${f}.${k}`, 'unknown field');
+    if (typeof dd.path !== 'string' || dd.path === '')
+      throw new FieldError(`${f}.path`, 'must be a non-empty string');
     if (typeof dd.format !== 'string' || !(DISK_FORMATS as readonly string[]).includes(dd.format))
-      throw new FieldError(`${f}.format`, `must be one of ${DISK_FORMATS.join(', ')} (vpc = VHD), got ${JSON.stringify(dd.format)}`);
-    if (dd.readonly !== undefined && typeof dd.readonly !== 'boolean') throw new FieldError(`${f}.readonly`, 'must be true or false');
-    if (dd.sizeMiB !== undefined && (typeof dd.sizeMiB !== 'number' || !Number.isInteger(dd.sizeMiB) || dd.sizeMiB < 1))
+      throw new FieldError(
+        `${f}.format`,
+        `must be one of ${DISK_FORMATS.join(', ')} (vpc = VHD), got ${JSON.stringify(dd.format)}`,
+      );
+    if (dd.readonly !== undefined && typeof dd.readonly !== 'boolean')
+      throw new FieldError(`${f}.readonly`, 'must be true or false');
+    if (
+      dd.sizeMiB !== undefined &&
+      (typeof dd.sizeMiB !== 'number' || !Number.isInteger(dd.sizeMiB) || dd.sizeMiB < 1)
+    )
       throw new FieldError(`${f}.sizeMiB`, 'must be a positive integer');
     if (/[,\n]/.test(dd.path)) throw new FieldError(`${f}.path`, "must not contain ',' or a newline");
     disks.push({
@@ -164,24 +204,34 @@ function validate(file: string, raw: unknown): VmDefinition {
   const netText = str('network', 'none');
   let network: NetworkDefinition;
   if (netText === 'none' || netText === 'user') network = { mode: netText };
-  else if (netText.startsWith('bridge:') && BRIDGE_RE.test(netText.slice(7))) network = { mode: 'bridge', bridge: netText.slice(7) };
+  else if (netText.startsWith('bridge:') && BRIDGE_RE.test(netText.slice(7)))
+    network = { mode: 'bridge', bridge: netText.slice(7) };
   else throw new FieldError('network', `must be none, user or bridge:<name>, got ${JSON.stringify(netText)}`);
 
   let gpu: VmDefinition['gpu'] = null;
   if (o.gpu !== undefined && o.gpu !== null) {
     const g = o.gpu as Record<string, unknown>;
     if (typeof g !== 'object' || Array.isArray(g) || !Array.isArray(g.pci) || g.pci.length === 0)
-      throw new FieldError('gpu', 'must be null or {"pci": ["0000:00:02.0", ...]} listing every function of the device');
+      throw new FieldError(
+        'gpu',
+        'must be null or {"pci": ["0000:00:02.0", ...]} listing every function of the device',
+      );
     g.pci.forEach((p, i) => {
-      if (typeof p !== 'string' || !PCI_RE.test(p)) throw new FieldError(`gpu.pci[${i}]`, `must be a PCI address like 0000:00:02.0, got ${JSON.stringify(p)}`);
+      if (typeof p !== 'string' || !PCI_RE.test(p))
+        throw new FieldError(
+          `gpu.pci[${i}]`,
+          `must be a PCI address like 0000:00:02.0, got ${JSON.stringify(p)}`,
+        );
     });
     gpu = { pci: (g.pci as string[]).map((p) => p.toLowerCase()) };
   }
 
   const display = str('display', 'vnc');
-  if (!['vnc', 'none'].includes(display)) throw new FieldError('display', `must be vnc or none, got ${JSON.stringify(display)}`);
+  if (!['vnc', 'none'].includes(display))
+    throw new FieldError('display', `must be vnc or none, got ${JSON.stringify(display)}`);
   const backend = str('backend', 'qemu');
-  if (!(BACKENDS as readonly string[]).includes(backend)) throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`);
+  if (!(BACKENDS as readonly string[]).includes(backend))
+    throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`);
 
   let kernel: string | null = null;
   if (o.kernel !== undefined && o.kernel !== null) {
@@ -192,9 +242,24 @@ function validate(file: string, raw: unknown): VmDefinition {
   if (append && !kernel) throw new FieldError('append', "needs 'kernel' (it is the kernel command line)");
 
   return {
-    id, name, slot, kind: kind as VmKind, color: color.toLowerCase(), icon, memoryMiB, vcpus, disks, network,
-    autostart: bool('autostart', false), gpu, usbAutoAttach: bool('usbAutoAttach', false), display,
-    backend: backend as BackendName, kernel, append, file,
+    id,
+    name,
+    slot,
+    kind: kind as VmKind,
+    color: color.toLowerCase(),
+    icon,
+    memoryMiB,
+    vcpus,
+    disks,
+    network,
+    autostart: bool('autostart', false),
+    gpu,
+    usbAutoAttach: bool('usbAutoAttach', false),
+    display,
+    backend: backend as BackendName,
+    kernel,
+    append,
+    file,
   };
 }
 
@@ -216,9 +281,15 @@ export function loadConfigDir(dir: string): LoadedConfig {
   const invalidIds = new Map<string, ConfigError>();
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .sort();
   } catch (e) {
-    errors.push({ file: dir, field: '(directory)', reason: `cannot read the VM directory: ${(e as Error).message}` });
+    errors.push({
+      file: dir,
+      field: '(directory)',
+      reason: `cannot read the VM directory: ${(e as Error).message}`,
+    });
     return { vms: [], errors, invalidIds };
   }
   const vms: VmDefinition[] = [];
@@ -245,16 +316,30 @@ export function loadConfigDir(dir: string): LoadedConfig {
     }
     const d = parsed.def;
     if (byId.has(d.id)) {
-      errors.push({ file, field: 'id', reason: `id '${d.id}' is already used by ${basename(byId.get(d.id)!)}` });
+      errors.push({
+        file,
+        field: 'id',
+        reason: `id '${d.id}' is already used by ${basename(byId.get(d.id)!)}`,
+      });
       continue;
     }
     if (bySlot.has(d.slot)) {
-      reject({ file, field: 'slot', reason: `slot ${d.slot} is already used by ${basename(bySlot.get(d.slot)!)}` }, d.id);
+      reject(
+        { file, field: 'slot', reason: `slot ${d.slot} is already used by ${basename(bySlot.get(d.slot)!)}` },
+        d.id,
+      );
       continue;
     }
     const taken = d.gpu?.pci.find((p) => byPci.has(p));
     if (taken) {
-      reject({ file, field: 'gpu', reason: `PCI device ${taken} is already claimed by ${basename(byPci.get(taken)!)}` }, d.id);
+      reject(
+        {
+          file,
+          field: 'gpu',
+          reason: `PCI device ${taken} is already claimed by ${basename(byPci.get(taken)!)}`,
+        },
+        d.id,
+      );
       continue;
     }
     byId.set(d.id, file);

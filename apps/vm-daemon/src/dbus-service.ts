@@ -54,7 +54,12 @@ class VmObject implements Vm1Service {
     parseOptions('Screenshot', options, {});
     return this.manager.screenshot(this.id);
   }
-  async AttachUsbDevice(_ctx: CallContext, bus: number, address: number, options: VariantDict): Promise<string> {
+  async AttachUsbDevice(
+    _ctx: CallContext,
+    bus: number,
+    address: number,
+    options: VariantDict,
+  ): Promise<string> {
     const o = parseOptions('AttachUsbDevice', options, { port: 's' } as const);
     return this.manager.attachUsb(this.id, { bus, address, port: o.port });
   }
@@ -111,7 +116,12 @@ export class VmManagerDbus {
 
   export(): void {
     this.host.addObjectManager(VM_MANAGER_PATH);
-    this.managerIface = this.host.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', new ManagerObject(this.manager), () => this.managerProperties());
+    this.managerIface = this.host.export(
+      VM_MANAGER_PATH,
+      'org.bulkhead.VmManager1',
+      new ManagerObject(this.manager),
+      () => this.managerProperties(),
+    );
     for (const id of this.manager.vms.keys()) this.exportVm(id);
     this.manager.on('vm-added', (id) => this.exportVm(id));
     this.manager.on('vm-removed', (id) => {
@@ -120,12 +130,16 @@ export class VmManagerDbus {
     });
     this.manager.on('vm-changed', (id, props) => this.vmIfaces.get(id)?.propertiesChanged(...new Set(props)));
     this.manager.on('manager-changed', (props) => this.managerIface.propertiesChanged(...new Set(props)));
-    this.manager.on('switch-progress', (target, step, detail) => this.managerIface.emit('SwitchProgress', target, step, detail));
+    this.manager.on('switch-progress', (target, step, detail) =>
+      this.managerIface.emit('SwitchProgress', target, step, detail),
+    );
   }
 
   private exportVm(id: string): void {
     if (this.vmIfaces.has(id)) return;
-    const iface = this.host.export(vmPath(id), 'org.bulkhead.Vm1', new VmObject(this.manager, id), () => this.manager.vmProperties(id));
+    const iface = this.host.export(vmPath(id), 'org.bulkhead.Vm1', new VmObject(this.manager, id), () =>
+      this.manager.vmProperties(id),
+    );
     this.vmIfaces.set(id, iface);
   }
 }

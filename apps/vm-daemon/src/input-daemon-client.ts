@@ -30,16 +30,26 @@ export class InputDaemonClient implements InputFocus {
 
   async freeze(): Promise<StepResult> {
     if (!this.owner) return skipped('input-daemon is not on the bus');
-    await this.client.call(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'Freeze', 'a{sv}', [{}], { timeoutMs: this.timeoutMs });
+    await this.client.call(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'Freeze', 'a{sv}', [{}], {
+      timeoutMs: this.timeoutMs,
+    });
     return DONE;
   }
 
   async setFocus(target: string, qmpSocket: string): Promise<StepResult> {
     if (!this.owner) return skipped('input-daemon is not on the bus');
     const options = qmpSocket ? { qmp_socket: variant('s', qmpSocket) } : {};
-    await this.client.call(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'SetFocus', 'oa{sv}', [target, options], {
-      timeoutMs: this.timeoutMs,
-    });
+    await this.client.call(
+      BUS_NAMES.input,
+      INPUT_PATH,
+      'org.bulkhead.Input1',
+      'SetFocus',
+      'oa{sv}',
+      [target, options],
+      {
+        timeoutMs: this.timeoutMs,
+      },
+    );
     return DONE;
   }
 }

@@ -53,15 +53,34 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
       return v;
     };
     switch (flag) {
-      case '--config-dir': a.configDir = value(); break;
-      case '--run-dir': a.runDir = value(); break;
-      case '--state-dir': a.stateDir = value(); break;
-      case '--bus': a.bus = value(); break;
-      case '--backend': a.backend = value(); break;
-      case '--no-autostart': a.autostart = false; break;
-      case '--stop-vms-on-exit': a.stopVmsOnExit = true; break;
-      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
-      default: throw new Error(`unknown argument '${flag}'\n${USAGE}`);
+      case '--config-dir':
+        a.configDir = value();
+        break;
+      case '--run-dir':
+        a.runDir = value();
+        break;
+      case '--state-dir':
+        a.stateDir = value();
+        break;
+      case '--bus':
+        a.bus = value();
+        break;
+      case '--backend':
+        a.backend = value();
+        break;
+      case '--no-autostart':
+        a.autostart = false;
+        break;
+      case '--stop-vms-on-exit':
+        a.stopVmsOnExit = true;
+        break;
+      case '--help':
+      case '-h':
+        console.log(USAGE);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown argument '${flag}'\n${USAGE}`);
     }
   }
   a.configDir = resolve(a.configDir);
@@ -104,19 +123,28 @@ async function main(): Promise<void> {
   const input = new InputDaemonClient(client);
   await input.start();
   const manager = new VmManager({
-    backend, input, gpu: new NoGpuHandoff(), usb: new NoUsbMover(), configDir: args.configDir,
-    state: new StateStore(args.stateDir, log.child('state')), log,
+    backend,
+    input,
+    gpu: new NoGpuHandoff(),
+    usb: new NoUsbMover(),
+    configDir: args.configDir,
+    state: new StateStore(args.stateDir, log.child('state')),
+    log,
   });
   await manager.init();
   new VmManagerDbus(host, manager).export();
   await host.requestName(BUS_NAMES.vmManager);
-  log.info(`ready on ${args.bus}: ${manager.vms.size} VM(s) from ${args.configDir}, ${manager.configErrors.length} config error(s), accelerator ${manager.accelerator}`);
+  log.info(
+    `ready on ${args.bus}: ${manager.vms.size} VM(s) from ${args.configDir}, ${manager.configErrors.length} config error(s), accelerator ${manager.accelerator}`,
+  );
 
   let exiting = false;
   const shutdown = async (sig: string) => {
     if (exiting) return;
     exiting = true;
-    log.info(`${sig}: ${args.stopVmsOnExit ? 'stopping every VM' : 'leaving VMs running (re-adopted at next start)'}`);
+    log.info(
+      `${sig}: ${args.stopVmsOnExit ? 'stopping every VM' : 'leaving VMs running (re-adopted at next start)'}`,
+    );
     manager.close();
     try {
       if (args.stopVmsOnExit && backend.stopAll) await backend.stopAll(10_000);

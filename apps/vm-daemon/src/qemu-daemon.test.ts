@@ -28,11 +28,21 @@ let runDir: string;
 let stateDir: string;
 
 const vmDef = (id: string, slot: number, autostart: boolean) => ({
-  id, name: id, slot, kind: 'personal', color: COLORS[id], memoryMiB: 32, vcpus: 1, autostart,
-  kernel: KERNEL, append: `name=${id} color=${COLORS[id]}`,
+  id,
+  name: id,
+  slot,
+  kind: 'personal',
+  color: COLORS[id],
+  memoryMiB: 32,
+  vcpus: 1,
+  autostart,
+  kernel: KERNEL,
+  append: `name=${id} color=${COLORS[id]}`,
 });
-const vmProp = (id: string, p: 'State' | 'StateReason' | 'LastError' | 'InputQmpSocket') => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', p);
-const mgrProp = (p: 'ActiveVm' | 'LastSwitch' | 'ConfigErrors' | 'Switching') => client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', p);
+const vmProp = (id: string, p: 'State' | 'StateReason' | 'LastError' | 'InputQmpSocket') =>
+  client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', p);
+const mgrProp = (p: 'ActiveVm' | 'LastSwitch' | 'ConfigErrors' | 'Switching') =>
+  client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', p);
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const vm = (id: string) => client.proxy(MGR, vmPath(id), 'org.bulkhead.Vm1');
 const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
@@ -48,8 +58,14 @@ before(async () => {
   writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1, true)));
   writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
   writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  writeFileSync(join(configDir, 'x-badcolor.json'), JSON.stringify({ ...vmDef('spare', 5, false), id: 'badcolor', color: 'purple' }));
-  writeFileSync(join(configDir, 'y-dupslot.json'), JSON.stringify({ ...vmDef('spare', 1, false), id: 'dupslot' }));
+  writeFileSync(
+    join(configDir, 'x-badcolor.json'),
+    JSON.stringify({ ...vmDef('spare', 5, false), id: 'badcolor', color: 'purple' }),
+  );
+  writeFileSync(
+    join(configDir, 'y-dupslot.json'),
+    JSON.stringify({ ...vmDef('spare', 1, false), id: 'dupslot' }),
+  );
   bus = await startPrivateBus({ mode: 'open' });
   conn = await connectBus(bus.address);
   client = new BusClient(conn, 30_000);
@@ -73,18 +89,33 @@ after(async () => {
 });
 
 test('autostart VMs start and reach running; the bad files are reported and the rest load', async () => {
-  await waitFor('personal and business running', async () => (await vmProp('personal', 'State')) === 'running' && (await vmProp('business', 'State')) === 'running', 20_000);
+  await waitFor(
+    'personal and business running',
+    async () =>
+      (await vmProp('personal', 'State')) === 'running' && (await vmProp('business', 'State')) === 'running',
+    20_000,
+  );
   assert.equal(await vmProp('spare', 'State'), 'stopped');
   assert.equal(await vmProp('personal', 'InputQmpSocket'), join(runDir, 'personal', 'input-qmp.sock'));
   const errors = (await mgrProp('ConfigErrors')) as Array<[string, string, string]>;
-  assert.deepEqual(errors.map(([f, field]) => [f, field]), [[join(configDir, 'x-badcolor.json'), 'color'], [join(configDir, 'y-dupslot.json'), 'slot']]);
+  assert.deepEqual(
+    errors.map(([f, field]) => [f, field]),
+    [
+      [join(configDir, 'x-badcolor.json'), 'color'],
+      [join(configDir, 'y-dupslot.json'), 'slot'],
+    ],
+  );
   assert.match(errors[1][2], /slot 1 is already used by personal\.json/);
   assert.match((await vmProp('badcolor', 'LastError')) as string, /x-badcolor\.json: color: must be #rrggbb/);
 });
 
 test('the screenshot of each VM shows its own color', async () => {
   for (const id of ['personal', 'business']) {
-    await waitFor(`${id} guest READY`, () => readFileSync(join(runDir, id, 'serial.log'), 'utf8').includes(`READY name=${id}`), 20_000);
+    await waitFor(
+      `${id} guest READY`,
+      () => readFileSync(join(runDir, id, 'serial.log'), 'utf8').includes(`READY name=${id}`),
+      20_000,
+    );
     const png = await vm(id).Screenshot({});
     const img = decodePng(png);
     assert.ok(img.width >= 320, `width ${img.width}`);
@@ -92,7 +123,7 @@ test('the screenshot of each VM shows its own color', async () => {
   }
 });
 
-test('Switch moves ActiveVm, focuses input on the VM\'s input QMP socket and times each step', async () => {
+test("Switch moves ActiveVm, focuses input on the VM's input QMP socket and times each step", async () => {
   await manager().Switch(vmPath('personal'), {});
   assert.equal(await mgrProp('ActiveVm'), vmPath('personal'));
   const last = (await mgrProp('LastSwitch')) as Record<string, unknown>;
@@ -100,7 +131,10 @@ test('Switch moves ActiveVm, focuses input on the VM\'s input QMP socket and tim
   assert.equal(last.from, SWITCHER_PATH);
   assert.equal(last.target, vmPath('personal'));
   const steps = last.steps as Array<[string, bigint]>;
-  assert.deepEqual(steps.map(([n]) => n), ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish']);
+  assert.deepEqual(
+    steps.map(([n]) => n),
+    ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish'],
+  );
   assert.ok(steps.every(([, us]) => typeof us === 'bigint'));
   assert.equal(typeof last.duration_usec, 'bigint');
   const focus = input.calls.filter((c) => c.method === 'SetFocus').at(-1)!;
@@ -120,7 +154,10 @@ test('a failing focus-input rolls back to the previous VM with a named error', a
   const last = (await mgrProp('LastSwitch')) as Record<string, unknown>;
   assert.equal(last.outcome, 'rolled-back');
   assert.equal(last.error, 'org.bulkhead.Error.BackendFailed');
-  assert.deepEqual((last.steps as Array<[string, bigint]>).map(([n]) => n).slice(-2), ['focus-input', 'rollback']);
+  assert.deepEqual((last.steps as Array<[string, bigint]>).map(([n]) => n).slice(-2), [
+    'focus-input',
+    'rollback',
+  ]);
 });
 
 test('switching to a stopped VM starts it; a switch during it fails with SwitchInProgress', async () => {
@@ -132,7 +169,7 @@ test('switching to a stopped VM starts it; a switch during it fails with SwitchI
   assert.equal(await mgrProp('ActiveVm'), vmPath('spare'));
 });
 
-test('killing the active VM\'s QEMU marks it crashed with a reason and focus returns to the switcher', async () => {
+test("killing the active VM's QEMU marks it crashed with a reason and focus returns to the switcher", async () => {
   process.kill(pidOf('spare'), 'SIGKILL');
   await waitFor('spare crashed', async () => (await vmProp('spare', 'State')) === 'crashed', 5000, 10);
   assert.match((await vmProp('spare', 'StateReason')) as string, /qemu exited with signal SIGKILL/);
@@ -141,13 +178,24 @@ test('killing the active VM\'s QEMU marks it crashed with a reason and focus ret
 });
 
 test('an edited config dir is picked up (fs.watch) and Reload counts the valid files', async () => {
-  writeFileSync(join(configDir, 'z-extra.json'), JSON.stringify({ ...vmDef('spare', 4, false), id: 'extra', name: 'Extra' }));
-  await waitFor('extra VM on the bus', async () => (await client.get(MGR, vmPath('extra'), 'org.bulkhead.Vm1', 'Name')) === 'Extra', 5000, 50);
+  writeFileSync(
+    join(configDir, 'z-extra.json'),
+    JSON.stringify({ ...vmDef('spare', 4, false), id: 'extra', name: 'Extra' }),
+  );
+  await waitFor(
+    'extra VM on the bus',
+    async () => (await client.get(MGR, vmPath('extra'), 'org.bulkhead.Vm1', 'Name')) === 'Extra',
+    5000,
+    50,
+  );
   assert.equal(await manager().Reload(), 4);
 });
 
-test('USB: attaching an absent host device fails with QEMU\'s words; the list asked of QEMU is empty', async () => {
-  await assert.rejects(vm('personal').AttachUsbDevice(1, 5, {}), (e: unknown) => isNamed('BackendFailed')(e) && /usb/i.test((e as Error).message));
+test("USB: attaching an absent host device fails with QEMU's words; the list asked of QEMU is empty", async () => {
+  await assert.rejects(
+    vm('personal').AttachUsbDevice(1, 5, {}),
+    (e: unknown) => isNamed('BackendFailed')(e) && /usb/i.test((e as Error).message),
+  );
   assert.deepEqual(await vm('personal').ListUsbDevices(), []);
   await assert.rejects(vm('personal').DetachUsbDevice('usbhost-b1-a5'), isNamed('NoSuchDevice'));
 });
@@ -163,11 +211,20 @@ test('a restarted vm-daemon re-adopts the running VMs without restarting them', 
     assert.match((await vmProp(id, 'StateReason')) as string, /re-adopted/);
     assert.equal(pidOf(id), pids[id]);
   }
-  assert.equal(await mgrProp('ActiveVm'), vmPath('business'), 'the active VM survives the restart (state file)');
+  assert.equal(
+    await mgrProp('ActiveVm'),
+    vmPath('business'),
+    'the active VM survives the restart (state file)',
+  );
   assert.equal(dominantColor(decodePng(await vm('business').Screenshot({}))), COLORS.business);
   // An adopted VM is still supervised: its death is noticed through QMP and the pid.
   process.kill(pids.business, 'SIGKILL');
-  await waitFor('adopted business crashed', async () => (await vmProp('business', 'State')) === 'crashed', 5000, 10);
+  await waitFor(
+    'adopted business crashed',
+    async () => (await vmProp('business', 'State')) === 'crashed',
+    5000,
+    10,
+  );
   assert.match((await vmProp('business', 'StateReason')) as string, /adopted\) is gone/);
   assert.equal(await mgrProp('ActiveVm'), SWITCHER_PATH);
 });

@@ -13,9 +13,12 @@ export interface PersistedState {
 function validateState(v: unknown): PersistedState {
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
   const o = v as Record<string, unknown>;
-  if (o.activeVm !== null && typeof o.activeVm !== 'string') throw new Error('activeVm must be a string or null');
-  if (!o.slots || typeof o.slots !== 'object' || Array.isArray(o.slots)) throw new Error('slots must be an object');
-  for (const [k, s] of Object.entries(o.slots)) if (!Number.isInteger(s)) throw new Error(`slots.${k} must be an integer`);
+  if (o.activeVm !== null && typeof o.activeVm !== 'string')
+    throw new Error('activeVm must be a string or null');
+  if (!o.slots || typeof o.slots !== 'object' || Array.isArray(o.slots))
+    throw new Error('slots must be an object');
+  for (const [k, s] of Object.entries(o.slots))
+    if (!Number.isInteger(s)) throw new Error(`slots.${k} must be an integer`);
   return { activeVm: o.activeVm as string | null, slots: o.slots as Record<string, number> };
 }
 

@@ -115,7 +115,10 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([
     p,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BulkheadError('Timeout', `${what} did not finish within ${ms} ms`)), ms);
+      timer = setTimeout(
+        () => reject(new BulkheadError('Timeout', `${what} did not finish within ${ms} ms`)),
+        ms,
+      );
     }),
   ]).finally(() => clearTimeout(timer));
 }
@@ -143,7 +146,11 @@ export class SwitchTransaction {
 
   /** Claim the single switch slot; throws SwitchInProgress when taken. Call run() right after. */
   begin(target: string): void {
-    if (this.running) throw new BulkheadError('SwitchInProgress', `a switch is already running; cannot switch to ${target} now`);
+    if (this.running)
+      throw new BulkheadError(
+        'SwitchInProgress',
+        `a switch is already running; cannot switch to ${target} now`,
+      );
     this.running = true;
   }
 
@@ -180,30 +187,61 @@ export class SwitchTransaction {
     };
 
     const record = (outcome: SwitchRecord['outcome'], err: BulkheadError | null): SwitchRecord => ({
-      from, target, outcome, error: err ? err.dbusName : '', message: err?.message ?? '', startedUsec: startedWall,
-      durationUsec: nowUsec() - t0, steps, skipped: skippedSteps,
+      from,
+      target,
+      outcome,
+      error: err ? err.dbusName : '',
+      message: err?.message ?? '',
+      startedUsec: startedWall,
+      durationUsec: nowUsec() - t0,
+      steps,
+      skipped: skippedSteps,
     });
 
     try {
-      await step('starting-vm', () => (target === SWITCHER_PATH ? Promise.resolve(skipped('the switcher always runs')) : host.ensureRunning(target, (d) => host.progress(target, 'starting-vm', d))));
-      await step('freeze-input', () => input.freeze(), () => input.setFocus(from, fromSocket));
+      await step('starting-vm', () =>
+        target === SWITCHER_PATH
+          ? Promise.resolve(skipped('the switcher always runs'))
+          : host.ensureRunning(target, (d) => host.progress(target, 'starting-vm', d)),
+      );
+      await step(
+        'freeze-input',
+        () => input.freeze(),
+        () => input.setFocus(from, fromSocket),
+      );
       const gFrom = host.gpuOf(from);
       const gTo = host.gpuOf(target);
-      await step('move-gpu', () => gpu.handOff(gFrom, gTo), () => gpu.handOff(gTo, gFrom));
-      await step('focus-input', () => input.setFocus(target, target === SWITCHER_PATH ? '' : host.inputQmpSocket(target)), () => input.setFocus(from, fromSocket));
-      await step('move-usb', () => usb.moveFollowFocus(from, target), () => usb.moveFollowFocus(target, from));
+      await step(
+        'move-gpu',
+        () => gpu.handOff(gFrom, gTo),
+        () => gpu.handOff(gTo, gFrom),
+      );
+      await step(
+        'focus-input',
+        () => input.setFocus(target, target === SWITCHER_PATH ? '' : host.inputQmpSocket(target)),
+        () => input.setFocus(from, fromSocket),
+      );
+      await step(
+        'move-usb',
+        () => usb.moveFollowFocus(from, target),
+        () => usb.moveFollowFocus(target, from),
+      );
       await step('publish', async () => {
         host.publish(target);
         return DONE;
       });
       host.progress(target, 'done', `switched in ${Number(nowUsec() - t0) / 1000} ms`);
       const rec = record('ok', null);
-      log.info(`switch ${from} -> ${target}: ok in ${rec.durationUsec} us [${steps.map(([n, d]) => `${n}=${d}us`).join(' ')}]`);
+      log.info(
+        `switch ${from} -> ${target}: ok in ${rec.durationUsec} us [${steps.map(([n, d]) => `${n}=${d}us`).join(' ')}]`,
+      );
       return rec;
     } catch (e) {
       const failedStep = steps.length ? steps[steps.length - 1][0] : 'starting-vm';
       const err = asNamed(failedStep, e);
-      log.warn(`switch ${from} -> ${target} failed at ${failedStep}: ${err.message}; rolling back ${undo.length} step(s)`);
+      log.warn(
+        `switch ${from} -> ${target} failed at ${failedStep}: ${err.message}; rolling back ${undo.length} step(s)`,
+      );
       if (undo.length === 0) {
         host.progress(target, 'failed', err.message);
         return record('failed', err);
@@ -227,7 +265,10 @@ export class SwitchTransaction {
       }
       steps.push(['rollback', nowUsec() - rs]);
       if (rollbackError) {
-        const failed = new BulkheadError(err.errorName as ErrorName, `${err.message}; rollback also failed: ${rollbackError}`);
+        const failed = new BulkheadError(
+          err.errorName as ErrorName,
+          `${err.message}; rollback also failed: ${rollbackError}`,
+        );
         host.progress(target, 'failed', failed.message);
         return record('failed', failed);
       }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH, vmPath } from '@bulkhead/contract';
@@ -36,17 +36,26 @@ class FakeInputFocus implements InputFocus {
 function setup(files: Record<string, object | string> = {}) {
   const root = mkdtempSync(join(tmpdir(), 'vmd-core-'));
   const configDir = join(root, 'vms');
-  require('node:fs').mkdirSync(configDir);
+  mkdirSync(configDir);
   const defaults = {
     'a.json': { id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32 },
     'b.json': { id: 'business', slot: 2, color: '#e07b00', memoryMiB: 32, kind: 'business' },
   };
-  for (const [n, c] of Object.entries({ ...defaults, ...files })) writeFileSync(join(configDir, n), typeof c === 'string' ? c : JSON.stringify(c));
+  for (const [n, c] of Object.entries({ ...defaults, ...files }))
+    writeFileSync(join(configDir, n), typeof c === 'string' ? c : JSON.stringify(c));
   const backend = new FakeBackend();
   const input = new FakeInputFocus();
   const state = new StateStore(join(root, 'state'), log);
   const manager = new VmManager({ backend, input, configDir, state, log, watchConfig: false });
-  return { root, configDir, backend, input, state, manager, done: () => (manager.close(), rmSync(root, { recursive: true })) };
+  return {
+    root,
+    configDir,
+    backend,
+    input,
+    state,
+    manager,
+    done: () => (manager.close(), rmSync(root, { recursive: true })),
+  };
 }
 
 test('switching to a stopped VM starts it, then freezes, focuses with its input QMP socket and publishes', async () => {
@@ -55,7 +64,10 @@ test('switching to a stopped VM starts it, then freezes, focuses with its input 
   const rec = await t.manager.switchToSlot(2);
   assert.equal(t.manager.vms.get('business')!.state, 'running');
   assert.equal(t.manager.activeVm, vmPath('business'));
-  assert.deepEqual(rec.steps.map(([n]) => n), ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish']);
+  assert.deepEqual(
+    rec.steps.map(([n]) => n),
+    ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish'],
+  );
   assert.ok(rec.steps.every(([, d]) => typeof d === 'bigint'));
   assert.deepEqual(t.input.calls, ['freeze', `focus ${vmPath('business')} /fake/business/input-qmp.sock`]);
   assert.deepEqual(rec.skipped, ['move-gpu', 'move-usb']);
@@ -84,7 +96,10 @@ test('a second switch while one runs fails with SwitchInProgress', async () => {
   t.backend.startGate = new Promise((r) => (release = r));
   const first = t.manager.switchToSlot(1);
   assert.equal(t.manager.transaction.inProgress, true);
-  await assert.rejects(t.manager.switchToSlot(2), (e: unknown) => e instanceof BulkheadError && e.errorName === 'SwitchInProgress');
+  await assert.rejects(
+    t.manager.switchToSlot(2),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'SwitchInProgress',
+  );
   release();
   await first;
   assert.equal(t.manager.activeVm, vmPath('personal'));
@@ -98,14 +113,21 @@ test('a failing focus-input rolls back: the previous target gets the focus again
   await t.manager.switchToSlot(1);
   t.input.calls = [];
   t.input.failFocusOn = vmPath('business');
-  await assert.rejects(t.manager.switchToSlot(2), (e: unknown) => e instanceof BulkheadError && e.errorName === 'BackendFailed' && /focus-input/.test(e.message));
+  await assert.rejects(
+    t.manager.switchToSlot(2),
+    (e: unknown) =>
+      e instanceof BulkheadError && e.errorName === 'BackendFailed' && /focus-input/.test(e.message),
+  );
   assert.equal(t.manager.activeVm, vmPath('personal'));
   assert.equal(t.input.focused, vmPath('personal'));
   assert.deepEqual(t.input.calls.at(-1), `focus ${vmPath('personal')} /fake/personal/input-qmp.sock`);
   const rec = t.manager.lastSwitch!;
   assert.equal(rec.outcome, 'rolled-back');
   assert.equal(rec.error, 'org.bulkhead.Error.BackendFailed');
-  assert.deepEqual(rec.steps.map(([n]) => n), ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'rollback']);
+  assert.deepEqual(
+    rec.steps.map(([n]) => n),
+    ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'rollback'],
+  );
   t.done();
 });
 
@@ -126,21 +148,43 @@ test('the active VM crashing or pausing returns the focus to the switcher', asyn
 });
 
 test('invalid and inconsistent files: ConfigErrors and LastError; reload applies edits; removed stopped VMs go', async () => {
-  const t = setup({ 'c.json': { id: 'broken', slot: 3, color: 'red', memoryMiB: 32 }, 'd.json': { id: 'clash', slot: 1, color: '#000000', memoryMiB: 32 } });
+  const t = setup({
+    'c.json': { id: 'broken', slot: 3, color: 'red', memoryMiB: 32 },
+    'd.json': { id: 'clash', slot: 1, color: '#000000', memoryMiB: 32 },
+  });
   await t.manager.init();
   assert.deepEqual([...t.manager.vms.keys()].sort(), ['broken', 'business', 'clash', 'personal']);
-  assert.deepEqual(t.manager.configErrors.map((e) => [e.file.split('/').pop(), e.field]), [['c.json', 'color'], ['d.json', 'slot']]);
+  assert.deepEqual(
+    t.manager.configErrors.map((e) => [e.file.split('/').pop(), e.field]),
+    [
+      ['c.json', 'color'],
+      ['d.json', 'slot'],
+    ],
+  );
   assert.match(t.manager.vmProperties('broken').LastError, /c\.json: color: must be #rrggbb/);
-  await assert.rejects(t.manager.start('broken'), (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidConfig');
+  await assert.rejects(
+    t.manager.start('broken'),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidConfig',
+  );
   // Fix one file, break a loaded one, remove another.
-  writeFileSync(join(t.configDir, 'c.json'), JSON.stringify({ id: 'broken', slot: 3, color: '#ff0000', memoryMiB: 32 }));
-  writeFileSync(join(t.configDir, 'a.json'), JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 'lots' }));
+  writeFileSync(
+    join(t.configDir, 'c.json'),
+    JSON.stringify({ id: 'broken', slot: 3, color: '#ff0000', memoryMiB: 32 }),
+  );
+  writeFileSync(
+    join(t.configDir, 'a.json'),
+    JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 'lots' }),
+  );
   rmSync(join(t.configDir, 'd.json'));
   assert.equal(t.manager.reload(), 2);
   assert.equal(t.manager.vmProperties('broken').LastError, '');
   assert.equal(t.manager.vmProperties('broken').Color, '#ff0000');
   assert.match(t.manager.vmProperties('personal').LastError, /a\.json: memoryMiB: must be an integer/);
-  assert.equal(t.manager.vmProperties('personal').Color, '#2a6fdb', 'the last valid definition stays in force');
+  assert.equal(
+    t.manager.vmProperties('personal').Color,
+    '#2a6fdb',
+    'the last valid definition stays in force',
+  );
   assert.ok(!t.manager.vms.has('clash'));
   t.done();
 });
@@ -163,7 +207,14 @@ test('a restarted manager re-adopts surviving VMs and restores the active one', 
   const backend2 = new FakeBackend();
   backend2.survivors.add('business');
   const input2 = new FakeInputFocus();
-  const m2 = new VmManager({ backend: backend2, input: input2, configDir: t.configDir, state: new StateStore(join(t.root, 'state'), log), log, watchConfig: false });
+  const m2 = new VmManager({
+    backend: backend2,
+    input: input2,
+    configDir: t.configDir,
+    state: new StateStore(join(t.root, 'state'), log),
+    log,
+    watchConfig: false,
+  });
   await m2.init();
   assert.equal(m2.vms.get('business')!.state, 'running');
   assert.equal(m2.vms.get('personal')!.state, 'stopped');

@@ -1,5 +1,12 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { BulkheadError, SWITCHER_PATH, vmIdFromPath, vmPath, type Vm1Properties, type VmManager1Properties } from '@bulkhead/contract';
+import {
+  BulkheadError,
+  SWITCHER_PATH,
+  vmIdFromPath,
+  vmPath,
+  type Vm1Properties,
+  type VmManager1Properties,
+} from '@bulkhead/contract';
 import { MAX_SLOT, TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
 import { formatConfigError, loadConfigDir, type ConfigError, type VmDefinition } from './config';
 import type { UsbAttachRequest, VmBackend } from './backend/backend';
@@ -85,7 +92,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         publish: (target) => this.setActive(target),
         progress: (target, step, detail) => this.emit('switch-progress', target, step, detail),
       },
-      { input: opts.input, gpu: opts.gpu ?? new NoGpuHandoff(), usb: opts.usb ?? new NoUsbMover(), log: opts.log.child('switch') },
+      {
+        input: opts.input,
+        gpu: opts.gpu ?? new NoGpuHandoff(),
+        usb: opts.usb ?? new NoUsbMover(),
+        log: opts.log.child('switch'),
+      },
     );
     this.backend.on('state', (id, state, reason) => this.onBackendState(id, state, reason));
   }
@@ -116,9 +128,11 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       this.activeVm = vmPath(restored.def.id);
       this.emit('manager-changed', ['ActiveVm']);
       // input-daemon may have restarted too: tell it where input goes (best effort).
-      await this.opts.input.setFocus(this.activeVm, restored.inputQmpSocket).catch((err) =>
-        this.log.warn(`cannot restore input focus on ${restored.def.id}: ${(err as Error).message}`),
-      );
+      await this.opts.input
+        .setFocus(this.activeVm, restored.inputQmpSocket)
+        .catch((err) =>
+          this.log.warn(`cannot restore input focus on ${restored.def.id}: ${(err as Error).message}`),
+        );
     }
     this.persist();
     if (this.opts.watchConfig !== false) this.watchConfigDir();
@@ -189,7 +203,22 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       e.def = def;
       e.placeholder = false;
       e.configError = '';
-      if (changed) this.emit('vm-changed', def.id, ['Name', 'Slot', 'Kind', 'Color', 'Icon', 'LastError', 'HasGpu', 'Autostart', 'UsbAutoAttach', 'MemoryMiB', 'Vcpus', 'Backend', 'ConfigFile']);
+      if (changed)
+        this.emit('vm-changed', def.id, [
+          'Name',
+          'Slot',
+          'Kind',
+          'Color',
+          'Icon',
+          'LastError',
+          'HasGpu',
+          'Autostart',
+          'UsbAutoAttach',
+          'MemoryMiB',
+          'Vcpus',
+          'Backend',
+          'ConfigFile',
+        ]);
     }
     for (const [id, err] of loaded.invalidIds) {
       seen.add(id);
@@ -204,9 +233,24 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       }
       // A VM object that says what is wrong with its file, so the switcher can show it.
       const placeholder: VmDefinition = {
-        id, name: id, slot: 0, kind: 'personal', color: '#808080', icon: '', memoryMiB: 0, vcpus: 0, disks: [],
-        network: { mode: 'none' }, autostart: false, gpu: null, usbAutoAttach: false, display: 'none', backend: 'qemu',
-        kernel: null, append: '', file: err.file,
+        id,
+        name: id,
+        slot: 0,
+        kind: 'personal',
+        color: '#808080',
+        icon: '',
+        memoryMiB: 0,
+        vcpus: 0,
+        disks: [],
+        network: { mode: 'none' },
+        autostart: false,
+        gpu: null,
+        usbAutoAttach: false,
+        display: 'none',
+        backend: 'qemu',
+        kernel: null,
+        append: '',
+        file: err.file,
       };
       this.vms.set(id, this.newEntry(placeholder, true, text));
       this.emit('vm-added', id);
@@ -229,7 +273,17 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   }
 
   private newEntry(def: VmDefinition, placeholder: boolean, configError: string): VmEntry {
-    return { def, placeholder, state: 'stopped', stateReason: 'defined', configError, opError: '', pid: null, inputQmpSocket: '', starting: null };
+    return {
+      def,
+      placeholder,
+      state: 'stopped',
+      stateReason: 'defined',
+      configError,
+      opError: '',
+      pid: null,
+      inputQmpSocket: '',
+      starting: null,
+    };
   }
 
   // ---------------------------------------------------------------- lookup
@@ -246,16 +300,31 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   }
 
   bySlot(slot: number): VmEntry | undefined {
-    return [...this.vms.values()].find((e) => !e.placeholder && e.def.slot === slot && !e.configError.includes('was removed'));
+    return [...this.vms.values()].find(
+      (e) => !e.placeholder && e.def.slot === slot && !e.configError.includes('was removed'),
+    );
   }
 
   vmProperties(id: string): Vm1Properties {
     const e = this.get(id);
     const d = e.def;
     return {
-      Id: d.id, Name: d.name, Slot: d.slot, Kind: d.kind, Color: d.color, Icon: d.icon, State: e.state, StateReason: e.stateReason,
-      LastError: e.configError || e.opError, HasGpu: d.gpu !== null, Autostart: d.autostart, UsbAutoAttach: d.usbAutoAttach,
-      MemoryMiB: d.memoryMiB, Vcpus: d.vcpus, Backend: d.backend, ConfigFile: d.file,
+      Id: d.id,
+      Name: d.name,
+      Slot: d.slot,
+      Kind: d.kind,
+      Color: d.color,
+      Icon: d.icon,
+      State: e.state,
+      StateReason: e.stateReason,
+      LastError: e.configError || e.opError,
+      HasGpu: d.gpu !== null,
+      Autostart: d.autostart,
+      UsbAutoAttach: d.usbAutoAttach,
+      MemoryMiB: d.memoryMiB,
+      Vcpus: d.vcpus,
+      Backend: d.backend,
+      ConfigFile: d.file,
       InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
     };
   }
@@ -270,7 +339,10 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     e.stateReason = reason;
     if (state === 'stopped' || state === 'crashed') e.pid = null;
     if (changed.length) this.emit('vm-changed', e.def.id, changed);
-    if ((state === 'crashed' || state === 'stopped' || state === 'paused') && this.activeVm === vmPath(e.def.id)) {
+    if (
+      (state === 'crashed' || state === 'stopped' || state === 'paused') &&
+      this.activeVm === vmPath(e.def.id)
+    ) {
       void this.fallBackToSwitcher(`${e.def.id} is ${state}: ${reason}`);
     }
     if ((state === 'stopped' || state === 'crashed') && e.configError.includes('was removed')) {
@@ -322,8 +394,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     if (e.state === 'starting' && e.starting) return e.starting;
     if (e.def.backend !== this.backend.name && this.backend.name !== 'fake')
-      throw new BulkheadError('InvalidConfig', `${e.def.file}: backend: '${e.def.backend}' is not available in this daemon (it runs '${this.backend.name}')`);
-    if (e.state !== 'stopped' && e.state !== 'crashed') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not stopped`);
+      throw new BulkheadError(
+        'InvalidConfig',
+        `${e.def.file}: backend: '${e.def.backend}' is not available in this daemon (it runs '${this.backend.name}')`,
+      );
+    if (e.state !== 'stopped' && e.state !== 'crashed')
+      throw new BulkheadError('InvalidState', `${id} is ${e.state}, not stopped`);
     const previous = e.state;
     this.setState(e, 'starting', 'start requested');
     e.starting = (async () => {
@@ -334,11 +410,14 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         e.opError = '';
         this.emit('vm-changed', id, ['LastError']);
         // The backend may already have reported it gone (a guest that exits at once).
-        if ((e.state as VmState) === 'starting') this.setState(e, 'running', `started (pid ${r.pid}, ${this.accelerator})`);
+        if ((e.state as VmState) === 'starting')
+          this.setState(e, 'running', `started (pid ${r.pid}, ${this.accelerator})`);
       } catch (err) {
-        const be = err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
+        const be =
+          err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
         this.setOpError(e, `start failed: ${be.message}`);
-        if ((e.state as VmState) === 'starting') this.setState(e, previous === 'crashed' ? 'crashed' : 'stopped', `start failed: ${be.message}`);
+        if ((e.state as VmState) === 'starting')
+          this.setState(e, previous === 'crashed' ? 'crashed' : 'stopped', `start failed: ${be.message}`);
         throw be;
       } finally {
         e.starting = null;
@@ -349,7 +428,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   async stop(id: string, timeoutMs = 30_000): Promise<void> {
     const e = this.get(id);
-    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
+    if (e.state !== 'running' && e.state !== 'paused')
+      throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
     this.setState(e, 'stopping', `stop requested (ACPI power-down, kill after ${timeoutMs} ms)`);
     try {
       await this.backend.stop(id, timeoutMs);
@@ -362,7 +442,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   async kill(id: string): Promise<void> {
     const e = this.get(id);
-    if (e.state !== 'running' && e.state !== 'paused' && e.state !== 'stopping') throw new BulkheadError('InvalidState', `${id} is ${e.state}, nothing to kill`);
+    if (e.state !== 'running' && e.state !== 'paused' && e.state !== 'stopping')
+      throw new BulkheadError('InvalidState', `${id} is ${e.state}, nothing to kill`);
     await this.backend.kill(id);
     if ((e.state as VmState) !== 'stopped') this.setState(e, 'stopped', 'killed on request');
   }
@@ -383,20 +464,25 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   async screenshot(id: string): Promise<Buffer> {
     const e = this.get(id);
-    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}: no screen`);
+    if (e.state !== 'running' && e.state !== 'paused')
+      throw new BulkheadError('InvalidState', `${id} is ${e.state}: no screen`);
     return this.backend.screenshot(id, MAX_SCREENSHOT_BYTES);
   }
 
   private running(id: string): VmEntry {
     const e = this.get(id);
-    if (e.state !== 'running' && e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
+    if (e.state !== 'running' && e.state !== 'paused')
+      throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
     return e;
   }
 
   async attachUsb(id: string, req: UsbAttachRequest): Promise<string> {
     this.running(id);
     if (!req.port && (req.bus < 1 || req.bus > 255 || req.address < 1 || req.address > 127))
-      throw new BulkheadError('InvalidArgument', `bus ${req.bus} / address ${req.address} out of range (bus 1-255, address 1-127)`);
+      throw new BulkheadError(
+        'InvalidArgument',
+        `bus ${req.bus} / address ${req.address} out of range (bus 1-255, address 1-127)`,
+      );
     if (req.port !== undefined && !/^\d{1,3}(\.\d{1,3}){0,6}$/.test(req.port))
       throw new BulkheadError('InvalidArgument', `port '${req.port}' is not a host port path like 1.2`);
     return this.backend.attachUsb(id, req);
@@ -448,14 +534,17 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.lastSwitch = rec;
     this.emit('manager-changed', ['LastSwitch']);
     if (rec.outcome !== 'ok') {
-      const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<typeof BulkheadError>[0];
+      const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<
+        typeof BulkheadError
+      >[0];
       throw new BulkheadError(name, rec.message);
     }
     return rec;
   }
 
   async switchToSlot(slot: number): Promise<SwitchRecord> {
-    if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT) throw new BulkheadError('InvalidArgument', `slot ${slot} is out of range 0-${MAX_SLOT}`);
+    if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT)
+      throw new BulkheadError('InvalidArgument', `slot ${slot} is out of range 0-${MAX_SLOT}`);
     if (slot === 0) return this.switchTo(SWITCHER_PATH);
     const e = this.bySlot(slot);
     if (!e) throw new BulkheadError('NoSuchVm', `no VM in slot ${slot}`);

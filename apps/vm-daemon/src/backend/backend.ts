@@ -29,7 +29,11 @@ export interface UsbAttachRequest {
 
 /** The minimum of QMP a caller of `qmp()` can use (the QEMU backend returns its QmpClient). */
 export interface QmpAccess {
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts?: { timeoutMs?: number },
+  ): Promise<T>;
 }
 
 /**

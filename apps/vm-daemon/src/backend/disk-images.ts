@@ -34,7 +34,11 @@ export async function inspectDiskImage(path: string): Promise<DiskInfo> {
   } catch {
     throw new BulkheadError('BackendFailed', `qemu-img info ${path}: output is not JSON`);
   }
-  return { format: String(j.format), virtualSize: Number(j['virtual-size']), actualSize: Number(j['actual-size'] ?? 0) };
+  return {
+    format: String(j.format),
+    virtualSize: Number(j['virtual-size']),
+    actualSize: Number(j['actual-size'] ?? 0),
+  };
 }
 
 /**
@@ -46,12 +50,18 @@ export async function prepareDisks(file: string, disks: DiskDefinition[]): Promi
   for (const [i, d] of disks.entries()) {
     if (!existsSync(d.path)) {
       if (d.sizeMiB === null)
-        throw new BulkheadError('InvalidConfig', `${file}: disks[${i}].path: ${d.path} does not exist (set sizeMiB to create it)`);
+        throw new BulkheadError(
+          'InvalidConfig',
+          `${file}: disks[${i}].path: ${d.path} does not exist (set sizeMiB to create it)`,
+        );
       await createDiskImage(d.path, d.format, d.sizeMiB);
     }
     const info = await inspectDiskImage(d.path);
     // qemu-img reports raw for any file it cannot recognise, so raw accepts whatever it says is raw.
     if (info.format !== d.format)
-      throw new BulkheadError('InvalidConfig', `${file}: disks[${i}].format: declared ${d.format}, but qemu-img finds ${info.format} in ${d.path}`);
+      throw new BulkheadError(
+        'InvalidConfig',
+        `${file}: disks[${i}].format: declared ${d.format}, but qemu-img finds ${info.format} in ${d.path}`,
+      );
   }
 }

@@ -26,7 +26,10 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
   /** Resolves start() only when the test calls this (to hold a switch in starting-vm). */
   startGate: Promise<void> | null = null;
 
-  failNext(op: 'start' | 'stop' | 'pause' | 'screenshot' | 'attachUsb', error = new BulkheadError('BackendFailed', `fake ${op} failure`)): void {
+  failNext(
+    op: 'start' | 'stop' | 'pause' | 'screenshot' | 'attachUsb',
+    error = new BulkheadError('BackendFailed', `fake ${op} failure`),
+  ): void {
     this.failures.set(op, error);
   }
 
@@ -93,7 +96,8 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
     return handle;
   }
   async detachUsb(vmId: string, handle: string): Promise<void> {
-    if (!this.get(vmId).usb.delete(handle)) throw new BulkheadError('NoSuchDevice', `no USB attachment ${handle}`);
+    if (!this.get(vmId).usb.delete(handle))
+      throw new BulkheadError('NoSuchDevice', `no USB attachment ${handle}`);
   }
   async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
     return [...this.get(vmId).usb].map(([h, [b, a]]) => [h, b, a]);

@@ -15,7 +15,9 @@ export interface KvmProbeResult {
  * alone, or `probeKernel` (a kernel that takes interrupts, like the test guest) when given.
  * Everything is bounded by `timeoutMs`; a hung QEMU is SIGKILLed.
  */
-export async function probeKvm(opts: { qemu?: string; probeKernel?: string | null; runMs?: number; timeoutMs?: number } = {}): Promise<KvmProbeResult> {
+export async function probeKvm(
+  opts: { qemu?: string; probeKernel?: string | null; runMs?: number; timeoutMs?: number } = {},
+): Promise<KvmProbeResult> {
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
   } catch {
@@ -23,8 +25,26 @@ export async function probeKvm(opts: { qemu?: string; probeKernel?: string | nul
   }
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-kvm-probe-'));
   const debugLog = join(dir, 'debugcon.log');
-  const args = ['-accel', 'kvm', '-machine', 'pc', '-m', '32', '-display', 'none', '-nodefaults', '-no-user-config', '-serial', 'none',
-    '-chardev', `file,id=dbg,path=${debugLog}`, '-device', 'isa-debugcon,iobase=0x402,chardev=dbg', '-qmp', 'stdio'];
+  const args = [
+    '-accel',
+    'kvm',
+    '-machine',
+    'pc',
+    '-m',
+    '32',
+    '-display',
+    'none',
+    '-nodefaults',
+    '-no-user-config',
+    '-serial',
+    'none',
+    '-chardev',
+    `file,id=dbg,path=${debugLog}`,
+    '-device',
+    'isa-debugcon,iobase=0x402,chardev=dbg',
+    '-qmp',
+    'stdio',
+  ];
   if (opts.probeKernel) args.push('-kernel', opts.probeKernel);
   const runMs = opts.runMs ?? 1500;
   const timeoutMs = opts.timeoutMs ?? 4000;
@@ -40,10 +60,12 @@ export async function probeKvm(opts: { qemu?: string; probeKernel?: string | nul
       (async (): Promise<KvmProbeResult> => {
         child.stdin.write('{"execute":"qmp_capabilities"}\n');
         await new Promise((r) => setTimeout(r, runMs));
-        if (child.exitCode !== null) return { accel: 'tcg', reason: `qemu -accel kvm exited: ${stderr.trim().split('\n').pop()}` };
+        if (child.exitCode !== null)
+          return { accel: 'tcg', reason: `qemu -accel kvm exited: ${stderr.trim().split('\n').pop()}` };
         child.stdin.write('{"execute":"query-status"}\n');
         const deadline = Date.now() + 1000;
-        while (!/"status":/.test(stdout) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        while (!/"status":/.test(stdout) && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 20));
         const m = /"status":\s*"([a-z-]+)"/.exec(stdout);
         let progressed = false;
         try {
@@ -51,13 +73,21 @@ export async function probeKvm(opts: { qemu?: string; probeKernel?: string | nul
         } catch {
           /* no output at all */
         }
-        if (/KVM internal error|emulation failure/.test(stderr)) return { accel: 'tcg', reason: 'KVM internal error while running a probe guest' };
+        if (/KVM internal error|emulation failure/.test(stderr))
+          return { accel: 'tcg', reason: 'KVM internal error while running a probe guest' };
         if (!m) return { accel: 'tcg', reason: 'QEMU under KVM did not answer query-status' };
-        if (m[1] !== 'running') return { accel: 'tcg', reason: `probe guest under KVM is '${m[1]}', not running` };
-        if (!progressed && !opts.probeKernel) return { accel: 'tcg', reason: 'the firmware printed nothing under KVM' };
+        if (m[1] !== 'running')
+          return { accel: 'tcg', reason: `probe guest under KVM is '${m[1]}', not running` };
+        if (!progressed && !opts.probeKernel)
+          return { accel: 'tcg', reason: 'the firmware printed nothing under KVM' };
         return { accel: 'kvm', reason: 'a probe guest ran under KVM' };
       })(),
-      new Promise<KvmProbeResult>((r) => setTimeout(() => r({ accel: 'tcg', reason: `KVM probe did not finish within ${timeoutMs} ms (hangs)` }), timeoutMs)),
+      new Promise<KvmProbeResult>((r) =>
+        setTimeout(
+          () => r({ accel: 'tcg', reason: `KVM probe did not finish within ${timeoutMs} ms (hangs)` }),
+          timeoutMs,
+        ),
+      ),
     ]);
     return result;
   } finally {

@@ -1,5 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, fstatSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  fstatSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BulkheadError } from '@bulkhead/contract';
@@ -64,7 +75,11 @@ export function lastLine(path: string, maxBytes = 4096): string {
       const len = Math.min(size, maxBytes);
       const buf = Buffer.alloc(len);
       readSync(fd, buf, 0, len, size - len);
-      const lines = buf.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+      const lines = buf
+        .toString('utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
       return lines.pop() ?? '';
     } finally {
       closeSync(fd);
@@ -91,7 +106,8 @@ function qmpFailure(what: string, e: unknown): BulkheadError {
   if (e instanceof BulkheadError) return e;
   if (e instanceof QmpTimeoutError) return new BulkheadError('Timeout', `${what}: ${e.message}`);
   if (e instanceof QmpError) return new BulkheadError('BackendFailed', `${what}: QEMU says: ${e.desc}`);
-  if (e instanceof QmpClosedError) return new BulkheadError('InvalidState', `${what}: QEMU went away (${e.message})`);
+  if (e instanceof QmpClosedError)
+    return new BulkheadError('InvalidState', `${what}: QEMU went away (${e.message})`);
   return new BulkheadError('BackendFailed', `${what}: ${(e as Error)?.message ?? e}`);
 }
 
@@ -133,20 +149,42 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   private commandLine(def: VmDefinition, accel: string): string[] {
     const f = runFiles(this.opts.runRoot, def.id);
     const args = [
-      '-name', `${def.id},process=bulkhead-${def.id}`,
-      '-machine', 'pc', '-accel', accel, '-m', String(def.memoryMiB), '-smp', String(def.vcpus),
-      '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'std',
-      '-qmp', `unix:${f.qmp},server=on,wait=off`,
-      '-qmp', `unix:${f.inputQmp},server=on,wait=off`,
-      '-serial', `file:${f.serial}`,
-      '-pidfile', f.pid,
-      '-device', 'qemu-xhci,id=xhci',
+      '-name',
+      `${def.id},process=bulkhead-${def.id}`,
+      '-machine',
+      'pc',
+      '-accel',
+      accel,
+      '-m',
+      String(def.memoryMiB),
+      '-smp',
+      String(def.vcpus),
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-vga',
+      'std',
+      '-qmp',
+      `unix:${f.qmp},server=on,wait=off`,
+      '-qmp',
+      `unix:${f.inputQmp},server=on,wait=off`,
+      '-serial',
+      `file:${f.serial}`,
+      '-pidfile',
+      f.pid,
+      '-device',
+      'qemu-xhci,id=xhci',
     ];
     if (def.display === 'vnc') args.push('-vnc', `unix:${f.vnc}`);
     if (def.network.mode === 'none') args.push('-nic', 'none');
     else if (def.network.mode === 'user') args.push('-nic', 'user,model=virtio-net-pci');
     else args.push('-nic', `bridge,br=${def.network.bridge},model=virtio-net-pci`);
-    for (const d of def.disks) args.push('-drive', `file=${d.path},format=${d.format},if=virtio,readonly=${d.readonly ? 'on' : 'off'}`);
+    for (const d of def.disks)
+      args.push(
+        '-drive',
+        `file=${d.path},format=${d.format},if=virtio,readonly=${d.readonly ? 'on' : 'off'}`,
+      );
     for (const p of def.gpu?.pci ?? []) args.push('-device', `vfio-pci,host=${p}`);
     if (def.kernel) args.push('-kernel', def.kernel, '-append', def.append);
     return args;
@@ -172,11 +210,18 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
       closeSync(errFd);
     }
     const spawnError = new Promise<never>((_, reject) =>
-      child.once('error', (e) => reject(new BulkheadError('BackendFailed', `cannot run ${this.qemu}: ${e.message}`))),
+      child.once('error', (e) =>
+        reject(new BulkheadError('BackendFailed', `cannot run ${this.qemu}: ${e.message}`)),
+      ),
     );
     const earlyExit = new Promise<never>((_, reject) =>
       child.once('exit', (code, sig) =>
-        reject(new BulkheadError('BackendFailed', `qemu exited at start (${sig ? `signal ${sig}` : `code ${code}`}): ${lastLine(f.stderr)}`)),
+        reject(
+          new BulkheadError(
+            'BackendFailed',
+            `qemu exited at start (${sig ? `signal ${sig}` : `code ${code}`}): ${lastLine(f.stderr)}`,
+          ),
+        ),
       ),
     );
     spawnError.catch(() => undefined);
@@ -184,13 +229,22 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     let qmp: QmpClient;
     try {
       qmp = await Promise.race([
-        QmpClient.connect(f.qmp, { retryUntilMs: this.opts.startTimeoutMs ?? 15_000, timeoutMs: 5000, commandTimeoutMs: 15_000 }),
+        QmpClient.connect(f.qmp, {
+          retryUntilMs: this.opts.startTimeoutMs ?? 15_000,
+          timeoutMs: 5000,
+          commandTimeoutMs: 15_000,
+        }),
         spawnError,
         earlyExit,
       ]);
     } catch (e) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      throw e instanceof BulkheadError ? e : new BulkheadError('BackendFailed', `QEMU for ${def.id} did not open QMP: ${(e as Error).message}; stderr: ${lastLine(f.stderr)}`);
+      throw e instanceof BulkheadError
+        ? e
+        : new BulkheadError(
+            'BackendFailed',
+            `QEMU for ${def.id} did not open QMP: ${(e as Error).message}; stderr: ${lastLine(f.stderr)}`,
+          );
     }
     const inst = this.track(def, child.pid!, child, qmp, false);
     child.on('exit', (code, sig) => {
@@ -218,20 +272,44 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     try {
       qmp = await QmpClient.connect(f.qmp, { timeoutMs: 3000, commandTimeoutMs: 15_000 });
     } catch (e) {
-      throw new BulkheadError('BackendFailed', `QEMU of ${def.id} (pid ${pid}) runs but its QMP socket ${f.qmp} does not answer: ${(e as Error).message}`);
+      throw new BulkheadError(
+        'BackendFailed',
+        `QEMU of ${def.id} (pid ${pid}) runs but its QMP socket ${f.qmp} does not answer: ${(e as Error).message}`,
+      );
     }
     const status = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
     this.track(def, pid, null, qmp, true);
     this.log.info(`${def.id}: re-adopted QEMU pid ${pid} (${status.status})`);
-    return { pid, inputQmpSocket: f.inputQmp, adopted: true, state: status.status === 'paused' ? 'paused' : 'running' };
+    return {
+      pid,
+      inputQmpSocket: f.inputQmp,
+      adopted: true,
+      state: status.status === 'paused' ? 'paused' : 'running',
+    };
   }
 
-  private track(def: VmDefinition, pid: number, child: ChildProcess | null, qmp: QmpClient, adopted: boolean): Instance {
+  private track(
+    def: VmDefinition,
+    pid: number,
+    child: ChildProcess | null,
+    qmp: QmpClient,
+    adopted: boolean,
+  ): Instance {
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
     const inst: Instance = {
-      def, files: runFiles(this.opts.runRoot, def.id), pid, child, qmp, adopted, stopRequested: null, killedAfterTimeout: false,
-      goneHandled: false, gone, markGone, pollTimer: null,
+      def,
+      files: runFiles(this.opts.runRoot, def.id),
+      pid,
+      child,
+      qmp,
+      adopted,
+      stopRequested: null,
+      killedAfterTimeout: false,
+      goneHandled: false,
+      gone,
+      markGone,
+      pollTimer: null,
     };
     this.instances.set(def.id, inst);
     qmp.on('event', (ev) => {
@@ -258,13 +336,19 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     if (inst.pollTimer) clearTimeout(inst.pollTimer);
     void inst.qmp.close().catch(() => undefined);
     if (this.instances.get(inst.def.id) === inst) this.instances.delete(inst.def.id);
-    for (const p of [inst.files.qmp, inst.files.inputQmp, inst.files.vnc, inst.files.pid]) rmSync(p, { force: true });
+    for (const p of [inst.files.qmp, inst.files.inputQmp, inst.files.vnc, inst.files.pid])
+      rmSync(p, { force: true });
     const err = lastLine(inst.files.stderr);
     let state: 'stopped' | 'crashed';
     let reason: string;
     if (inst.stopRequested) {
       state = 'stopped';
-      reason = inst.stopRequested === 'kill' ? (inst.killedAfterTimeout ? 'killed: the guest did not power off in time' : 'killed on request') : 'powered off on request';
+      reason =
+        inst.stopRequested === 'kill'
+          ? inst.killedAfterTimeout
+            ? 'killed: the guest did not power off in time'
+            : 'killed on request'
+          : 'powered off on request';
     } else if (cleanExit) {
       state = 'stopped';
       reason = 'the guest powered off (qemu exited with code 0)';
@@ -294,7 +378,10 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
 
   private async waitGone(inst: Instance, ms: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([inst.gone.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+    const ok = await Promise.race([
+      inst.gone.then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+    ]);
     clearTimeout(timer);
     return ok;
   }
@@ -311,7 +398,8 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     inst.stopRequested = 'kill';
     inst.killedAfterTimeout = true;
     this.signal(inst, 'SIGKILL');
-    if (!(await this.waitGone(inst, 5000))) throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
+    if (!(await this.waitGone(inst, 5000)))
+      throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
     return { killed: true };
   }
 
@@ -319,7 +407,8 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     const inst = this.get(vmId);
     inst.stopRequested = 'kill';
     this.signal(inst, 'SIGKILL');
-    if (!(await this.waitGone(inst, 5000))) throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
+    if (!(await this.waitGone(inst, 5000)))
+      throw new BulkheadError('BackendFailed', `QEMU of ${vmId} (pid ${inst.pid}) survived SIGKILL`);
   }
 
   async pause(vmId: string): Promise<void> {
@@ -330,7 +419,12 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     await this.qmpCall(vmId, 'cont');
   }
 
-  private async qmpCall<T>(vmId: string, cmd: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<T> {
+  private async qmpCall<T>(
+    vmId: string,
+    cmd: string,
+    args?: Record<string, unknown>,
+    timeoutMs = 10_000,
+  ): Promise<T> {
     const inst = this.get(vmId);
     try {
       return await inst.qmp.execute<T>(cmd, args, { timeoutMs });
@@ -345,7 +439,11 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     try {
       await this.qmpCall(vmId, 'screendump', { filename: file, format: 'png' }, 15_000);
       const size = statSync(file).size;
-      if (size > maxBytes) throw new BulkheadError('BackendFailed', `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`);
+      if (size > maxBytes)
+        throw new BulkheadError(
+          'BackendFailed',
+          `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`,
+        );
       return readFileSync(file);
     } finally {
       try {
@@ -368,7 +466,8 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   }
 
   async detachUsb(vmId: string, handle: string): Promise<void> {
-    if (!USB_HANDLE_RE.test(handle)) throw new BulkheadError('NoSuchDevice', `'${handle}' is not a USB attachment handle of this daemon`);
+    if (!USB_HANDLE_RE.test(handle))
+      throw new BulkheadError('NoSuchDevice', `'${handle}' is not a USB attachment handle of this daemon`);
     try {
       await this.qmpCall(vmId, 'device_del', { id: handle });
     } catch (e) {
@@ -379,14 +478,19 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   }
 
   async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
-    const entries = await this.qmpCall<Array<{ name: string; type: string }>>(vmId, 'qom-list', { path: '/machine/peripheral' });
+    const entries = await this.qmpCall<Array<{ name: string; type: string }>>(vmId, 'qom-list', {
+      path: '/machine/peripheral',
+    });
     const out: Array<[string, number, number]> = [];
     for (const e of entries) {
       const m = USB_HANDLE_RE.exec(e.name);
       if (!m || e.type !== 'child<usb-host>') continue;
       let address = m[3] ? Number(m[3]) : 0;
       if (!m[3]) {
-        address = await this.qmpCall<number>(vmId, 'qom-get', { path: `/machine/peripheral/${e.name}`, property: 'hostaddr' }).catch(() => 0);
+        address = await this.qmpCall<number>(vmId, 'qom-get', {
+          path: `/machine/peripheral/${e.name}`,
+          property: 'hostaddr',
+        }).catch(() => 0);
       }
       out.push([e.name, Number(m[1]), address]);
     }
@@ -411,6 +515,10 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
 
   /** Stop every VM (--stop-vms-on-exit). */
   async stopAll(timeoutMs: number): Promise<void> {
-    await Promise.all([...this.instances.keys()].map((id) => this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`))));
+    await Promise.all(
+      [...this.instances.keys()].map((id) =>
+        this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`)),
+      ),
+    );
   }
 }

@@ -28,7 +28,18 @@ async function main(): Promise<void> {
   mkdirSync(configDir);
   const colors = { personal: '#2a6fdb', business: '#e07b00' };
   Object.entries(colors).forEach(([id, color], i) =>
-    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color, memoryMiB: 32, autostart: true, kernel: KERNEL, append: `name=${id} color=${color}` })),
+    writeFileSync(
+      join(configDir, `${id}.json`),
+      JSON.stringify({
+        id,
+        slot: i + 1,
+        color,
+        memoryMiB: 32,
+        autostart: true,
+        kernel: KERNEL,
+        append: `name=${id} color=${color}`,
+      }),
+    ),
   );
   const bus = await startPrivateBus({ mode: 'open' });
   const conn = await connectBus(bus.address);
@@ -38,7 +49,11 @@ async function main(): Promise<void> {
   const daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
   try {
     for (const id of Object.keys(colors))
-      await waitFor(`${id} running`, async () => (await client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State')) === 'running', 30_000);
+      await waitFor(
+        `${id} running`,
+        async () => (await client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State')) === 'running',
+        30_000,
+      );
     const mgr = client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
     const total: number[] = [];
     const reported: number[] = [];
@@ -49,7 +64,12 @@ async function main(): Promise<void> {
       const t0 = process.hrtime.bigint();
       await mgr.Switch(vmPath(targets[(i + 1) % 2]), {});
       total.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      const last = (await client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'LastSwitch')) as Record<string, unknown>;
+      const last = (await client.get(
+        MGR,
+        VM_MANAGER_PATH,
+        'org.bulkhead.VmManager1',
+        'LastSwitch',
+      )) as Record<string, unknown>;
       if (last.outcome !== 'ok') throw new Error(`switch ${i} ended ${last.outcome}: ${last.error}`);
       reported.push(Number(last.duration_usec) / 1000);
       for (const [name, us] of last.steps as Array<[string, bigint]>) {
@@ -57,13 +77,32 @@ async function main(): Promise<void> {
         steps.get(name)!.push(Number(us) / 1000);
       }
     }
-    const rows: Array<[string, number[]]> = [['switch (caller, D-Bus round trip)', total], ['switch (LastSwitch.duration)', reported], ...[...steps].map(([k, v]) => [`  step ${k}`, v] as [string, number[]])];
-    console.log(`vm-daemon switch benchmark: ${n} switches between 2 running VMs (QEMU TCG), input-daemon = FakeInputDaemon`);
-    console.log(`${'what'.padEnd(36)} ${'p50 ms'.padStart(9)} ${'p99 ms'.padStart(9)} ${'max ms'.padStart(9)}`);
+    const rows: Array<[string, number[]]> = [
+      ['switch (caller, D-Bus round trip)', total],
+      ['switch (LastSwitch.duration)', reported],
+      ...[...steps].map(([k, v]) => [`  step ${k}`, v] as [string, number[]]),
+    ];
+    console.log(
+      `vm-daemon switch benchmark: ${n} switches between 2 running VMs (QEMU TCG), input-daemon = FakeInputDaemon`,
+    );
+    console.log(
+      `${'what'.padEnd(36)} ${'p50 ms'.padStart(9)} ${'p99 ms'.padStart(9)} ${'max ms'.padStart(9)}`,
+    );
     const json: Record<string, unknown> = { switches: n };
     for (const [name, v] of rows) {
-      console.log(`${name.padEnd(36)} ${pct(v, 50).toFixed(3).padStart(9)} ${pct(v, 99).toFixed(3).padStart(9)} ${Math.max(...v).toFixed(3).padStart(9)}`);
-      json[name.trim().replace(/[^a-z0-9]+/gi, '_').replace(/_+$/, '')] = { p50_ms: +pct(v, 50).toFixed(3), p99_ms: +pct(v, 99).toFixed(3) };
+      console.log(
+        `${name.padEnd(36)} ${pct(v, 50).toFixed(3).padStart(9)} ${pct(v, 99).toFixed(3).padStart(9)} ${Math.max(
+          ...v,
+        )
+          .toFixed(3)
+          .padStart(9)}`,
+      );
+      json[
+        name
+          .trim()
+          .replace(/[^a-z0-9]+/gi, '_')
+          .replace(/_+$/, '')
+      ] = { p50_ms: +pct(v, 50).toFixed(3), p99_ms: +pct(v, 99).toFixed(3) };
     }
     console.log(`BENCH-JSON ${JSON.stringify(json)}`);
   } finally {

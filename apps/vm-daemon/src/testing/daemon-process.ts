@@ -21,14 +21,29 @@ export async function spawnDaemon(opts: {
 }): Promise<DaemonProcess> {
   const child = spawn(
     process.execPath,
-    [join(__dirname, '..', 'main.js'), '--config-dir', opts.configDir, '--run-dir', opts.runDir, '--state-dir', opts.stateDir, ...(opts.args ?? [])],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BULKHEAD_BUS: opts.bus, BULKHEAD_ACCEL: 'tcg', ...opts.env } },
+    [
+      join(__dirname, '..', 'main.js'),
+      '--config-dir',
+      opts.configDir,
+      '--run-dir',
+      opts.runDir,
+      '--state-dir',
+      opts.stateDir,
+      ...(opts.args ?? []),
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, BULKHEAD_BUS: opts.bus, BULKHEAD_ACCEL: 'tcg', ...opts.env },
+    },
   );
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vm-daemon not ready within ${opts.readyTimeoutMs ?? 20000} ms:\n${log}`)), opts.readyTimeoutMs ?? 20000);
+    const timer = setTimeout(
+      () => reject(new Error(`vm-daemon not ready within ${opts.readyTimeoutMs ?? 20000} ms:\n${log}`)),
+      opts.readyTimeoutMs ?? 20000,
+    );
     const onData = () => {
       if (log.includes(' ready on ')) {
         clearTimeout(timer);
@@ -54,7 +69,12 @@ export async function spawnDaemon(opts: {
   };
 }
 
-export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | Promise<T>,
+  timeoutMs = 10_000,
+  everyMs = 25,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -64,7 +84,8 @@ export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeout
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

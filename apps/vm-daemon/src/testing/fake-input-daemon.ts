@@ -1,4 +1,13 @@
-import { BUS_NAMES, BulkheadError, INPUT_PATH, SWITCHER_PATH, type CallContext, type Input1Properties, type Input1Service, type VariantDict } from '@bulkhead/contract';
+import {
+  BUS_NAMES,
+  BulkheadError,
+  INPUT_PATH,
+  SWITCHER_PATH,
+  type CallContext,
+  type Input1Properties,
+  type Input1Service,
+  type VariantDict,
+} from '@bulkhead/contract';
 import { ServiceHost, connectBus, unwrap, type ExportedInterface, type MessageBus } from '@bulkhead/dbus';
 
 /**
@@ -24,7 +33,15 @@ export class FakeInputDaemon implements Input1Service {
   }
 
   properties(): Input1Properties {
-    return { FocusedTarget: this.focused, Frozen: this.frozen, Locked: false, Seat: 'virtual', Devices: [], Hotkeys: [], LastHotkeyError: '' };
+    return {
+      FocusedTarget: this.focused,
+      Frozen: this.frozen,
+      Locked: false,
+      Seat: 'virtual',
+      Devices: [],
+      Hotkeys: [],
+      LastHotkeyError: '',
+    };
   }
 
   Freeze(_ctx: CallContext, options: VariantDict): void {
@@ -33,7 +50,8 @@ export class FakeInputDaemon implements Input1Service {
   }
   SetFocus(_ctx: CallContext, target: string, options: VariantDict): void {
     this.calls.push({ method: 'SetFocus', target, options: unwrap(options) as Record<string, unknown> });
-    if (this.failSetFocusTo === target) throw new BulkheadError('BackendFailed', `FakeInputDaemon refuses focus on ${target}`);
+    if (this.failSetFocusTo === target)
+      throw new BulkheadError('BackendFailed', `FakeInputDaemon refuses focus on ${target}`);
     this.focused = target;
     this.frozen = false;
     this.iface.propertiesChanged('FocusedTarget', 'Frozen');

@@ -47,16 +47,27 @@ export function decodePng(png: Buffer): DecodedPng {
       const c = x >= channels && y > 0 ? pixels[(y - 1) * stride + x - channels] : 0;
       let p: number;
       switch (filter) {
-        case 0: p = 0; break;
-        case 1: p = a; break;
-        case 2: p = b; break;
-        case 3: p = (a + b) >> 1; break;
+        case 0:
+          p = 0;
+          break;
+        case 1:
+          p = a;
+          break;
+        case 2:
+          p = b;
+          break;
+        case 3:
+          p = (a + b) >> 1;
+          break;
         case 4: {
-          const pa = Math.abs(b - c), pb = Math.abs(a - c), pc = Math.abs(a + b - 2 * c);
+          const pa = Math.abs(b - c),
+            pb = Math.abs(a - c),
+            pc = Math.abs(a + b - 2 * c);
           p = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
           break;
         }
-        default: throw new Error(`bad filter ${filter} in row ${y}`);
+        default:
+          throw new Error(`bad filter ${filter} in row ${y}`);
       }
       pixels[y * stride + x] = (line[x] + p) & 0xff;
     }
@@ -73,9 +84,10 @@ export function pixelAt(img: DecodedPng, x: number, y: number): string {
 /** The most frequent color of the image (the background of the test guest). */
 export function dominantColor(img: DecodedPng): string {
   const counts = new Map<string, number>();
-  for (let y = 0; y < img.height; y += 4) for (let x = 0; x < img.width; x += 4) {
-    const c = pixelAt(img, x, y);
-    counts.set(c, (counts.get(c) ?? 0) + 1);
-  }
+  for (let y = 0; y < img.height; y += 4)
+    for (let x = 0; x < img.width; x += 4) {
+      const c = pixelAt(img, x, y);
+      counts.set(c, (counts.get(c) ?? 0) + 1);
+    }
   return [...counts].sort((a, b) => b[1] - a[1])[0][0];
 }
