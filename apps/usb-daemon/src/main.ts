@@ -30,7 +30,9 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const [name, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const [name, inline] = a.includes('=')
+      ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+      : [a, undefined];
     const value = (): string => {
       const v = inline ?? argv[++i];
       if (v === undefined || v === '') throw new Error(`${name} needs a value`);
@@ -45,7 +47,8 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags {
         break;
       case '--enumerator': {
         const v = value();
-        if (v !== 'node-usb' && v !== 'none') throw new Error(`--enumerator must be node-usb or none, got '${v}'`);
+        if (v !== 'node-usb' && v !== 'none')
+          throw new Error(`--enumerator must be node-usb or none, got '${v}'`);
         flags.enumerator = v;
         break;
       }
@@ -56,7 +59,9 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags {
         break;
       }
       default:
-        throw new Error(`unknown argument '${a}' (known: --rules, --state-dir, --enumerator, --prompt-timeout-ms)`);
+        throw new Error(
+          `unknown argument '${a}' (known: --rules, --state-dir, --enumerator, --prompt-timeout-ms)`,
+        );
     }
   }
   return flags;
@@ -76,7 +81,9 @@ async function main(): Promise<void> {
   try {
     enumerator = flags.enumerator === 'none' ? new NoUsbEnumerator() : new NodeUsbEnumerator();
   } catch (e) {
-    log.error(`cannot load node-usb (the 'usb' package): ${(e as Error).message}; use --enumerator none on a host without USB`);
+    log.error(
+      `cannot load node-usb (the 'usb' package): ${(e as Error).message}; use --enumerator none on a host without USB`,
+    );
     process.exit(1);
   }
   const bus = await connectBus();

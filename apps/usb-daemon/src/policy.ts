@@ -96,12 +96,19 @@ export class RulesError extends Error {
   }
 }
 
-export const isInputDevice = (d: PolicyDevice): boolean => d.classes.includes('keyboard') || d.classes.includes('mouse');
+export const isInputDevice = (d: PolicyDevice): boolean =>
+  d.classes.includes('keyboard') || d.classes.includes('mouse');
 
 /** Does the rule name keyboards/mice (or this very device) explicitly? */
 function explicitForInput(m: RuleMatch): boolean {
   const names = (cs?: UsbClass[]) => !!cs && (cs.includes('keyboard') || cs.includes('mouse'));
-  return names(m.classes) || names(m.interfaceClasses) || m.vid !== undefined || m.serial !== undefined || m.port !== undefined;
+  return (
+    names(m.classes) ||
+    names(m.interfaceClasses) ||
+    m.vid !== undefined ||
+    m.serial !== undefined ||
+    m.port !== undefined
+  );
 }
 
 /** Device-side part of a match (everything but match.vm). */
@@ -138,21 +145,40 @@ export function decideNewDevice(d: PolicyDevice, rules: readonly Rule[], ctx: Po
     if (focused === null) return { kind: 'wait', reason: `${why}; the switcher has the focus` };
     const vm = ctx.vms.get(focused);
     if (!vm?.running) return { kind: 'wait', reason: `${why}; focused VM ${focused} is not running` };
-    if (!vm.usbAutoAttach) return { kind: 'wait', reason: `${why}; focused VM ${focused} has no UsbAutoAttach` };
-    return { kind: 'attach', vm: focused, rule, sticky: false, reason: `${why}; focused VM ${focused} has UsbAutoAttach` };
+    if (!vm.usbAutoAttach)
+      return { kind: 'wait', reason: `${why}; focused VM ${focused} has no UsbAutoAttach` };
+    return {
+      kind: 'attach',
+      vm: focused,
+      rule,
+      sticky: false,
+      reason: `${why}; focused VM ${focused} has UsbAutoAttach`,
+    };
   };
   for (const { rule, index, target } of applicable(d, rules, focused)) {
     switch (rule.action) {
       case 'deny':
-        return { kind: 'reject', rule: index, reason: `rule ${index} denies it${rule.comment ? ` (${rule.comment})` : ''}` };
+        return {
+          kind: 'reject',
+          rule: index,
+          reason: `rule ${index} denies it${rule.comment ? ` (${rule.comment})` : ''}`,
+        };
       case 'always': {
         const vm = rule.vm!;
-        if (!ctx.vms.get(vm)?.running) return { kind: 'wait', reason: `rule ${index} makes it sticky to ${vm}, which is not running` };
-        return { kind: 'attach', vm, rule: index, sticky: true, reason: `rule ${index} makes it sticky to ${vm}` };
+        if (!ctx.vms.get(vm)?.running)
+          return { kind: 'wait', reason: `rule ${index} makes it sticky to ${vm}, which is not running` };
+        return {
+          kind: 'attach',
+          vm,
+          rule: index,
+          sticky: true,
+          reason: `rule ${index} makes it sticky to ${vm}`,
+        };
       }
       case 'ask':
         if (target === null) return { kind: 'wait', reason: `rule ${index} asks, but no VM is in view` };
-        if (!ctx.vms.get(target)?.running) return { kind: 'wait', reason: `rule ${index} asks for ${target}, which is not running` };
+        if (!ctx.vms.get(target)?.running)
+          return { kind: 'wait', reason: `rule ${index} asks for ${target}, which is not running` };
         return { kind: 'ask', vm: target, rule: index, reason: `rule ${index} asks the person` };
       case 'allow':
         return autoTarget(index, `rule ${index} allows it`);
@@ -167,10 +193,12 @@ export function decideNewDevice(d: PolicyDevice, rules: readonly Rule[], ctx: Po
 export function assignRefusal(d: PolicyDevice, vm: string, rules: readonly Rule[]): string | null {
   for (const { rule, index } of applicable(d, rules, vm)) {
     // An explicit Assign is the person's own choice: 'ask' and a sticky rule elsewhere permit it.
-    if (rule.action === 'deny') return `rule ${index} denies this device to VM ${vm}${rule.comment ? ` (${rule.comment})` : ''}`;
+    if (rule.action === 'deny')
+      return `rule ${index} denies this device to VM ${vm}${rule.comment ? ` (${rule.comment})` : ''}`;
     return null;
   }
-  if (isInputDevice(d)) return 'keyboards and mice stay with input-daemon unless a rule passes this one through (match it by class keyboard/mouse, vid, serial or port)';
+  if (isInputDevice(d))
+    return 'keyboards and mice stay with input-daemon unless a rule passes this one through (match it by class keyboard/mouse, vid, serial or port)';
   return null;
 }
 
@@ -210,7 +238,9 @@ export function isStickyRuleFor(r: Rule, d: PolicyDevice): boolean {
  */
 export function stickyRefusal(d: PolicyDevice, present: readonly PolicyDevice[]): string | null {
   if (d.serial) return null;
-  const twin = present.find((o) => o !== d && o.vendorId === d.vendorId && o.productId === d.productId && o.port !== d.port);
+  const twin = present.find(
+    (o) => o !== d && o.vendorId === d.vendorId && o.productId === d.productId && o.port !== d.port,
+  );
   if (!twin) return null;
   return (
     `device ${hex4(d.vendorId)}:${hex4(d.productId)} at port ${d.port} has no serial number and an identical device ` +
@@ -229,7 +259,8 @@ const PORT = /^[0-9]+-[0-9]+(\.[0-9]+)*$/;
 const describe = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
 
 function classList(index: number, field: string, v: unknown): UsbClass[] {
-  if (!Array.isArray(v) || v.length === 0) throw new RulesError(index, field, `must be a non-empty array of classes, got ${describe(v)}`);
+  if (!Array.isArray(v) || v.length === 0)
+    throw new RulesError(index, field, `must be a non-empty array of classes, got ${describe(v)}`);
   for (const c of v)
     if (typeof c !== 'string' || !(USB_CLASSES as readonly string[]).includes(c))
       throw new RulesError(index, field, `unknown class ${describe(c)} (known: ${USB_CLASSES.join(', ')})`);
@@ -237,16 +268,28 @@ function classList(index: number, field: string, v: unknown): UsbClass[] {
 }
 
 function vmId(index: number, field: string, v: unknown): string {
-  if (typeof v !== 'string' || !VM_ID.test(v)) throw new RulesError(index, field, `must be a VM id (letters, digits, '_', '.', '-'), got ${describe(v)}`);
+  if (typeof v !== 'string' || !VM_ID.test(v))
+    throw new RulesError(
+      index,
+      field,
+      `must be a VM id (letters, digits, '_', '.', '-'), got ${describe(v)}`,
+    );
   return v;
 }
 
 function validateRule(index: number, raw: unknown): Rule {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new RulesError(index, '(rule)', `must be an object, got ${describe(raw)}`);
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new RulesError(index, '(rule)', `must be an object, got ${describe(raw)}`);
   const o = raw as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!RULE_KEYS.includes(k)) throw new RulesError(index, k, `unknown field (known: ${RULE_KEYS.join(', ')})`);
+  for (const k of Object.keys(o))
+    if (!RULE_KEYS.includes(k))
+      throw new RulesError(index, k, `unknown field (known: ${RULE_KEYS.join(', ')})`);
   if (typeof o.action !== 'string' || !(RULE_ACTIONS as readonly string[]).includes(o.action))
-    throw new RulesError(index, 'action', `unknown action ${describe(o.action)} (known: ${RULE_ACTIONS.join(', ')})`);
+    throw new RulesError(
+      index,
+      'action',
+      `unknown action ${describe(o.action)} (known: ${RULE_ACTIONS.join(', ')})`,
+    );
   const action = o.action as RuleAction;
   const rule: Rule = { match: {}, action };
   if (o.match !== undefined) {
@@ -254,32 +297,50 @@ function validateRule(index: number, raw: unknown): Rule {
       throw new RulesError(index, 'match', `must be an object, got ${describe(o.match)}`);
     const m = o.match as Record<string, unknown>;
     for (const k of Object.keys(m))
-      if (!MATCH_KEYS.includes(k)) throw new RulesError(index, `match.${k}`, `unknown field (known: ${MATCH_KEYS.join(', ')})`);
+      if (!MATCH_KEYS.includes(k))
+        throw new RulesError(index, `match.${k}`, `unknown field (known: ${MATCH_KEYS.join(', ')})`);
     if (m.classes !== undefined) rule.match.classes = classList(index, 'match.classes', m.classes);
-    if (m.interfaceClasses !== undefined) rule.match.interfaceClasses = classList(index, 'match.interfaceClasses', m.interfaceClasses);
+    if (m.interfaceClasses !== undefined)
+      rule.match.interfaceClasses = classList(index, 'match.interfaceClasses', m.interfaceClasses);
     for (const k of ['vid', 'pid'] as const) {
       if (m[k] === undefined) continue;
       if (typeof m[k] !== 'string' || !/^[0-9a-fA-F]{4}$/.test(m[k] as string))
-        throw new RulesError(index, `match.${k}`, `must be 4 hex digits such as "0781", got ${describe(m[k])}`);
+        throw new RulesError(
+          index,
+          `match.${k}`,
+          `must be 4 hex digits such as "0781", got ${describe(m[k])}`,
+        );
       rule.match[k] = (m[k] as string).toLowerCase();
     }
     if (m.serial !== undefined) {
-      if (typeof m.serial !== 'string' || m.serial === '') throw new RulesError(index, 'match.serial', `must be a non-empty string, got ${describe(m.serial)}`);
+      if (typeof m.serial !== 'string' || m.serial === '')
+        throw new RulesError(index, 'match.serial', `must be a non-empty string, got ${describe(m.serial)}`);
       rule.match.serial = m.serial;
     }
     if (m.port !== undefined) {
-      if (typeof m.port !== 'string' || !PORT.test(m.port)) throw new RulesError(index, 'match.port', `must be a port path such as "1-2.3", got ${describe(m.port)}`);
+      if (typeof m.port !== 'string' || !PORT.test(m.port))
+        throw new RulesError(
+          index,
+          'match.port',
+          `must be a port path such as "1-2.3", got ${describe(m.port)}`,
+        );
       rule.match.port = m.port;
     }
     if (m.vm !== undefined) rule.match.vm = vmId(index, 'match.vm', m.vm);
   }
   if (o.vm !== undefined) {
     if (action !== 'always' && action !== 'ask')
-      throw new RulesError(index, 'vm', `only 'always' and 'ask' rules take a target vm (to filter by VM use match.vm)`);
+      throw new RulesError(
+        index,
+        'vm',
+        `only 'always' and 'ask' rules take a target vm (to filter by VM use match.vm)`,
+      );
     rule.vm = vmId(index, 'vm', o.vm);
-  } else if (action === 'always') throw new RulesError(index, 'vm', `an 'always' rule needs the VM id the device sticks to`);
+  } else if (action === 'always')
+    throw new RulesError(index, 'vm', `an 'always' rule needs the VM id the device sticks to`);
   if (o.comment !== undefined) {
-    if (typeof o.comment !== 'string') throw new RulesError(index, 'comment', `must be a string, got ${describe(o.comment)}`);
+    if (typeof o.comment !== 'string')
+      throw new RulesError(index, 'comment', `must be a string, got ${describe(o.comment)}`);
     rule.comment = o.comment;
   }
   return rule;
@@ -287,10 +348,13 @@ function validateRule(index: number, raw: unknown): Rule {
 
 /** Validate a parsed rules document; throws RulesError naming the rule index and field. */
 export function validateRules(doc: unknown): Rule[] {
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new RulesError(null, '(document)', `must be an object {"rules": [...]}, got ${describe(doc)}`);
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+    throw new RulesError(null, '(document)', `must be an object {"rules": [...]}, got ${describe(doc)}`);
   const o = doc as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (k !== 'rules') throw new RulesError(null, k, `unknown field (known: rules)`);
-  if (!Array.isArray(o.rules)) throw new RulesError(null, 'rules', `must be an array, got ${describe(o.rules)}`);
+  for (const k of Object.keys(o))
+    if (k !== 'rules') throw new RulesError(null, k, `unknown field (known: rules)`);
+  if (!Array.isArray(o.rules))
+    throw new RulesError(null, 'rules', `must be an array, got ${describe(o.rules)}`);
   return o.rules.map((r, i) => validateRule(i, r));
 }
 

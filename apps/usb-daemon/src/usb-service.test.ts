@@ -3,9 +3,24 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BUS_NAMES, BulkheadError, USB_PATH, usbDevicePath, vmPath, type UsbDevice1Properties } from '@bulkhead/contract';
+import {
+  BUS_NAMES,
+  BulkheadError,
+  USB_PATH,
+  usbDevicePath,
+  vmPath,
+  type UsbDevice1Properties,
+} from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
-import { BusClient, ServiceHost, connectBus, startPrivateBus, variant, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import {
+  BusClient,
+  ServiceHost,
+  connectBus,
+  startPrivateBus,
+  variant,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
 import { deviceId, type UsbDeviceInfo } from './device';
 import { UsbService } from './usb-service';
 import { DbusVmControl } from './vm-directory';
@@ -128,70 +143,97 @@ const rejectsWith = (p: Promise<unknown>, name: string, re: RegExp) =>
   });
 
 test('devices appear as UsbDevice1 objects with their properties; hotplug adds one; keyboards stay with input', async () => {
-  const stick = fakeDevice({ address: 5, port: '1-1.2', serial: 'S1', vendor: 'SanDisk', product: 'Cruzer Blade' });
-  const kbd = fakeDevice({ address: 6, port: '1-3', serial: '', vendorId: 0x0627, productId: 0x0001, interfaces: [KEYBOARD_INTERFACE] });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work', { usbAutoAttach: false });
-    await rig.startDaemon();
-    assert.deepEqual(await rig.managed(), [usbDevicePath(deviceId(stick))]);
-    const p = await rig.props(stick);
-    assert.equal(p.Name, 'SanDisk Cruzer Blade');
-    assert.equal(p.VendorId, 0x0781);
-    assert.equal(p.Serial, 'S1');
-    assert.deepEqual(p.Classes, ['storage']);
-    assert.equal(p.Bus, 1);
-    assert.equal(p.Address, 5);
-    assert.equal(p.Port, '1-1.2');
-    assert.equal(p.AssignedVm, '/');
-    assert.equal(p.State, 'available');
+  const stick = fakeDevice({
+    address: 5,
+    port: '1-1.2',
+    serial: 'S1',
+    vendor: 'SanDisk',
+    product: 'Cruzer Blade',
+  });
+  const kbd = fakeDevice({
+    address: 6,
+    port: '1-3',
+    serial: '',
+    vendorId: 0x0627,
+    productId: 0x0001,
+    interfaces: [KEYBOARD_INTERFACE],
+  });
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work', { usbAutoAttach: false });
+      await rig.startDaemon();
+      assert.deepEqual(await rig.managed(), [usbDevicePath(deviceId(stick))]);
+      const p = await rig.props(stick);
+      assert.equal(p.Name, 'SanDisk Cruzer Blade');
+      assert.equal(p.VendorId, 0x0781);
+      assert.equal(p.Serial, 'S1');
+      assert.deepEqual(p.Classes, ['storage']);
+      assert.equal(p.Bus, 1);
+      assert.equal(p.Address, 5);
+      assert.equal(p.Port, '1-1.2');
+      assert.equal(p.AssignedVm, '/');
+      assert.equal(p.State, 'available');
 
-    const added: string[] = [];
-    const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, { added: (path) => added.push(path) });
-    rig.usb.plug(kbd);
-    await waitFor('InterfacesAdded for the keyboard', () => added.includes(usbDevicePath(deviceId(kbd))));
-    await w.unsubscribe();
-    const k = await rig.props(kbd);
-    assert.deepEqual(k.Classes, ['hid', 'keyboard']);
-    assert.equal(k.State, 'input');
-    assert.equal(k.AssignedVm, '/');
-    await rejectsWith(rig.device(kbd).Assign(vmPath('work'), {}), 'PolicyDenied', /input-daemon/);
-    assert.equal(rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice').length, 0);
-  }, new FakeUsbEnumerator([stick]));
+      const added: string[] = [];
+      const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, { added: (path) => added.push(path) });
+      rig.usb.plug(kbd);
+      await waitFor('InterfacesAdded for the keyboard', () => added.includes(usbDevicePath(deviceId(kbd))));
+      await w.unsubscribe();
+      const k = await rig.props(kbd);
+      assert.deepEqual(k.Classes, ['hid', 'keyboard']);
+      assert.equal(k.State, 'input');
+      assert.equal(k.AssignedVm, '/');
+      await rejectsWith(rig.device(kbd).Assign(vmPath('work'), {}), 'PolicyDenied', /input-daemon/);
+      assert.equal(rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice').length, 0);
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('Assign attaches through Vm1.AttachUsbDevice; Assign to another VM detaches first; Release detaches', async () => {
   const stick = fakeDevice({ address: 7, port: '2-1', bus: 2 });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    rig.vms.addVm('home', { slot: 2 });
-    await rig.startDaemon();
-    const changes: Array<Record<string, unknown>> = [];
-    const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, { changed: (_p, _i, c) => changes.push(c) });
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      rig.vms.addVm('home', { slot: 2 });
+      await rig.startDaemon();
+      const changes: Array<Record<string, unknown>> = [];
+      const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, {
+        changed: (_p, _i, c) => changes.push(c),
+      });
 
-    await rig.device(stick).Assign(vmPath('work'), {});
-    assert.deepEqual(rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice'), [
-      { vm: 'work', method: 'AttachUsbDevice', args: [2, 7, '2-1'] },
-    ]);
-    let p = await rig.props(stick);
-    assert.equal(p.AssignedVm, vmPath('work'));
-    assert.equal(p.State, 'attached');
-    await waitFor('PropertiesChanged AssignedVm', () => changes.some((c) => c.AssignedVm === vmPath('work')));
-    assert.ok(changes.some((c) => c.State === 'attaching'));
+      await rig.device(stick).Assign(vmPath('work'), {});
+      assert.deepEqual(
+        rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice'),
+        [{ vm: 'work', method: 'AttachUsbDevice', args: [2, 7, '2-1'] }],
+      );
+      let p = await rig.props(stick);
+      assert.equal(p.AssignedVm, vmPath('work'));
+      assert.equal(p.State, 'attached');
+      await waitFor('PropertiesChanged AssignedVm', () =>
+        changes.some((c) => c.AssignedVm === vmPath('work')),
+      );
+      assert.ok(changes.some((c) => c.State === 'attaching'));
 
-    rig.vms.calls.length = 0;
-    await rig.device(stick).Assign(vmPath('home'), {});
-    assert.deepEqual(rig.vms.calls.map((c) => `${c.method}@${c.vm}`), ['DetachUsbDevice@work', 'AttachUsbDevice@home']);
-    assert.equal(rig.vms.vm('work').attachments.size, 0, 'never in two VMs');
-    assert.equal(rig.vms.vm('home').attachments.size, 1);
+      rig.vms.calls.length = 0;
+      await rig.device(stick).Assign(vmPath('home'), {});
+      assert.deepEqual(
+        rig.vms.calls.map((c) => `${c.method}@${c.vm}`),
+        ['DetachUsbDevice@work', 'AttachUsbDevice@home'],
+      );
+      assert.equal(rig.vms.vm('work').attachments.size, 0, 'never in two VMs');
+      assert.equal(rig.vms.vm('home').attachments.size, 1);
 
-    await rig.device(stick).Release();
-    p = await rig.props(stick);
-    assert.equal(p.AssignedVm, '/');
-    assert.equal(p.State, 'available');
-    assert.equal(rig.vms.vm('home').attachments.size, 0);
-    await rejectsWith(rig.device(stick).Release(), 'InvalidState', /not assigned/);
-    await w.unsubscribe();
-  }, new FakeUsbEnumerator([stick]));
+      await rig.device(stick).Release();
+      p = await rig.props(stick);
+      assert.equal(p.AssignedVm, '/');
+      assert.equal(p.State, 'available');
+      assert.equal(rig.vms.vm('home').attachments.size, 0);
+      await rejectsWith(rig.device(stick).Release(), 'InvalidState', /not assigned/);
+      await w.unsubscribe();
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('a device plugged in goes to the focused VM with UsbAutoAttach, never to the switcher', async () => {
@@ -213,82 +255,106 @@ test('a device plugged in goes to the focused VM with UsbAutoAttach, never to th
 
 test('a device vanishing while assigned is detached from the VM and its object removed', async () => {
   const stick = fakeDevice({ address: 10 });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    await rig.startDaemon();
-    await rig.device(stick).Assign(vmPath('work'), {});
-    const handle = [...rig.vms.vm('work').attachments.keys()][0];
-    const removed: string[] = [];
-    const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, { removed: (path) => removed.push(path) });
-    rig.usb.unplug(stick);
-    await waitFor('InterfacesRemoved', () => removed.includes(usbDevicePath(deviceId(stick))));
-    assert.ok(rig.vms.calls.some((c) => c.method === 'DetachUsbDevice' && c.args[0] === handle));
-    assert.equal(rig.vms.vm('work').attachments.size, 0);
-    assert.deepEqual(await rig.managed(), []);
-    await w.unsubscribe();
-  }, new FakeUsbEnumerator([stick]));
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      await rig.startDaemon();
+      await rig.device(stick).Assign(vmPath('work'), {});
+      const handle = [...rig.vms.vm('work').attachments.keys()][0];
+      const removed: string[] = [];
+      const w = await rig.client.watchObjects(BUS_NAMES.usb, USB_PATH, {
+        removed: (path) => removed.push(path),
+      });
+      rig.usb.unplug(stick);
+      await waitFor('InterfacesRemoved', () => removed.includes(usbDevicePath(deviceId(stick))));
+      assert.ok(rig.vms.calls.some((c) => c.method === 'DetachUsbDevice' && c.args[0] === handle));
+      assert.equal(rig.vms.vm('work').attachments.size, 0);
+      assert.deepEqual(await rig.managed(), []);
+      await w.unsubscribe();
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('a device vanishing during an attach leaves no attachment and no object', async () => {
   const stick = fakeDevice({ address: 11 });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    await rig.startDaemon();
-    let open!: () => void;
-    rig.vms.attachGate = new Promise((r) => (open = r));
-    const assigning = rig.device(stick).Assign(vmPath('work'), {});
-    await waitFor('attach under way', () => rig.vms.calls.some((c) => c.method === 'AttachUsbDevice'));
-    rig.usb.unplug(stick);
-    open();
-    await rejectsWith(assigning, 'NoSuchDevice', /vanished/);
-    await waitFor('object removed', async () => (await rig.managed()).length === 0);
-    assert.equal(rig.vms.vm('work').attachments.size, 0);
-  }, new FakeUsbEnumerator([stick]));
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      await rig.startDaemon();
+      let open!: () => void;
+      rig.vms.attachGate = new Promise((r) => (open = r));
+      const assigning = rig.device(stick).Assign(vmPath('work'), {});
+      await waitFor('attach under way', () => rig.vms.calls.some((c) => c.method === 'AttachUsbDevice'));
+      rig.usb.unplug(stick);
+      open();
+      await rejectsWith(assigning, 'NoSuchDevice', /vanished/);
+      await waitFor('object removed', async () => (await rig.managed()).length === 0);
+      assert.equal(rig.vms.vm('work').attachments.size, 0);
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('a VM that crashes gives its devices back; a sticky device follows its VM when it starts', async () => {
   const stick = fakeDevice({ address: 12, serial: 'STICKY1' });
-  await withRig(async (rig) => {
-    const work = rig.vms.addVm('work');
-    await rig.startDaemon();
-    await rig.device(stick).Assign(vmPath('work'), {});
-    await rig.device(stick).SetSticky(true);
-    assert.equal((await rig.props(stick)).Sticky, true);
-    const rules = JSON.parse(readFileSync(rig.rulesFile, 'utf8'));
-    assert.deepEqual(rules.rules[0], { match: { vid: '0781', pid: '5567', serial: 'STICKY1' }, action: 'always', vm: 'work', comment: 'sticky (SetSticky)' });
+  await withRig(
+    async (rig) => {
+      const work = rig.vms.addVm('work');
+      await rig.startDaemon();
+      await rig.device(stick).Assign(vmPath('work'), {});
+      await rig.device(stick).SetSticky(true);
+      assert.equal((await rig.props(stick)).Sticky, true);
+      const rules = JSON.parse(readFileSync(rig.rulesFile, 'utf8'));
+      assert.deepEqual(rules.rules[0], {
+        match: { vid: '0781', pid: '5567', serial: 'STICKY1' },
+        action: 'always',
+        vm: 'work',
+        comment: 'sticky (SetSticky)',
+      });
 
-    work.setState('crashed');
-    await waitFor('back to the Control Domain', async () => (await rig.props(stick)).AssignedVm === '/');
-    assert.equal((await rig.props(stick)).State, 'available');
+      work.setState('crashed');
+      await waitFor('back to the Control Domain', async () => (await rig.props(stick)).AssignedVm === '/');
+      assert.equal((await rig.props(stick)).State, 'available');
 
-    rig.vms.calls.length = 0;
-    work.setState('running');
-    await waitFor('sticky device re-attached', async () => (await rig.props(stick)).State === 'attached');
-    assert.equal((await rig.props(stick)).AssignedVm, vmPath('work'));
-    assert.equal(work.attachments.size, 1);
-  }, new FakeUsbEnumerator([stick]));
+      rig.vms.calls.length = 0;
+      work.setState('running');
+      await waitFor('sticky device re-attached', async () => (await rig.props(stick)).State === 'attached');
+      assert.equal((await rig.props(stick)).AssignedVm, vmPath('work'));
+      assert.equal(work.attachments.size, 1);
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('FollowFocus moves the device when ActiveVm changes, and the flag survives a restart', async () => {
   const stick = fakeDevice({ address: 13 });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    rig.vms.addVm('home', { slot: 2 });
-    await rig.startDaemon();
-    await rig.device(stick).Assign(vmPath('work'), {});
-    await rig.device(stick).SetFollowFocus(true);
-    rig.vms.setActive(vmPath('home'));
-    await waitFor('moved to home', async () => (await rig.props(stick)).AssignedVm === vmPath('home') && (await rig.props(stick)).State === 'attached');
-    assert.equal(rig.vms.vm('work').attachments.size, 0);
-    rig.vms.setActive('/');
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal((await rig.props(stick)).AssignedVm, vmPath('home'), 'never to the switcher');
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      rig.vms.addVm('home', { slot: 2 });
+      await rig.startDaemon();
+      await rig.device(stick).Assign(vmPath('work'), {});
+      await rig.device(stick).SetFollowFocus(true);
+      rig.vms.setActive(vmPath('home'));
+      await waitFor(
+        'moved to home',
+        async () =>
+          (await rig.props(stick)).AssignedVm === vmPath('home') &&
+          (await rig.props(stick)).State === 'attached',
+      );
+      assert.equal(rig.vms.vm('work').attachments.size, 0);
+      rig.vms.setActive('/');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal((await rig.props(stick)).AssignedVm, vmPath('home'), 'never to the switcher');
 
-    await rig.stopDaemon();
-    await rig.startDaemon();
-    assert.equal((await rig.props(stick)).FollowFocus, true);
-    assert.ok(existsSync(join(rig.dir, 'usb-daemon.json')));
-  }, new FakeUsbEnumerator([stick]));
+      await rig.stopDaemon();
+      await rig.startDaemon();
+      assert.equal((await rig.props(stick)).FollowFocus, true);
+      assert.ok(existsSync(join(rig.dir, 'usb-daemon.json')));
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });
 
 test('a restarted usb-daemon rebuilds assignments from ListUsbDevices without detaching anything', async () => {
@@ -300,7 +366,11 @@ test('a restarted usb-daemon rebuilds assignments from ListUsbDevices without de
     await rig.startDaemon();
     rig.usb.plug(stick);
     rig.usb.plug(other);
-    await waitFor('both auto-attached', async () => (await rig.props(stick)).State === 'attached' && (await rig.props(other)).State === 'attached');
+    await waitFor(
+      'both auto-attached',
+      async () =>
+        (await rig.props(stick)).State === 'attached' && (await rig.props(other)).State === 'attached',
+    );
     await rig.device(other).Release();
     await rig.stopDaemon();
     rig.vms.calls.length = 0;
@@ -310,9 +380,16 @@ test('a restarted usb-daemon rebuilds assignments from ListUsbDevices without de
     assert.equal(p.AssignedVm, vmPath('work'));
     assert.equal(p.State, 'attached');
     assert.equal(rig.vms.calls.filter((c) => c.method === 'DetachUsbDevice').length, 0);
-    assert.equal(rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice' && c.args[1] === stick.address).length, 0);
+    assert.equal(
+      rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice' && c.args[1] === stick.address).length,
+      0,
+    );
     assert.ok(rig.vms.calls.some((c) => c.method === 'ListUsbDevices'));
-    assert.equal((await rig.props(other)).AssignedVm, '/', 'a device the person took back stays back after a restart');
+    assert.equal(
+      (await rig.props(other)).AssignedVm,
+      '/',
+      'a device the person took back stays back after a restart',
+    );
     // The rebuilt entry carries the VM's own handle, so Release detaches the right attachment.
     await rig.device(stick).Release();
     assert.deepEqual([...rig.vms.vm('work').attachments.values()], []);
@@ -320,23 +397,48 @@ test('a restarted usb-daemon rebuilds assignments from ListUsbDevices without de
 });
 
 test("an 'ask' rule emits AttachRequested; AnswerPrompt allow attaches; an unanswered prompt times out to deny", async () => {
-  const cam = fakeDevice({ address: 16, serial: 'CAM1', interfaces: [{ classCode: 0x0e, subclass: 1, protocol: 0 }] });
-  const cam2 = fakeDevice({ address: 17, serial: 'CAM2', interfaces: [{ classCode: 0x0e, subclass: 1, protocol: 0 }] });
+  const cam = fakeDevice({
+    address: 16,
+    serial: 'CAM1',
+    interfaces: [{ classCode: 0x0e, subclass: 1, protocol: 0 }],
+  });
+  const cam2 = fakeDevice({
+    address: 17,
+    serial: 'CAM2',
+    interfaces: [{ classCode: 0x0e, subclass: 1, protocol: 0 }],
+  });
   await withRig(async (rig) => {
-    writeFileSync(rig.rulesFile, JSON.stringify({ rules: [{ match: { classes: ['video'] }, action: 'ask' }] }));
+    writeFileSync(
+      rig.rulesFile,
+      JSON.stringify({ rules: [{ match: { classes: ['video'] }, action: 'ask' }] }),
+    );
     rig.vms.addVm('work');
     rig.vms.setActive(vmPath('work'));
     await rig.startDaemon({ promptTimeoutMs: 300 });
     const asked: Array<[number, string, string]> = [];
     const rejected: Array<[string, string]> = [];
-    const u1 = await rig.client.onSignal(BUS_NAMES.usb, { path: USB_PATH }, 'org.bulkhead.Usb1', 'AttachRequested', (a) => asked.push(a));
-    const u2 = await rig.client.onSignal(BUS_NAMES.usb, { path: USB_PATH }, 'org.bulkhead.Usb1', 'DeviceRejected', (a) => rejected.push(a));
+    const u1 = await rig.client.onSignal(
+      BUS_NAMES.usb,
+      { path: USB_PATH },
+      'org.bulkhead.Usb1',
+      'AttachRequested',
+      (a) => asked.push(a),
+    );
+    const u2 = await rig.client.onSignal(
+      BUS_NAMES.usb,
+      { path: USB_PATH },
+      'org.bulkhead.Usb1',
+      'DeviceRejected',
+      (a) => rejected.push(a),
+    );
     rig.usb.plug(cam);
     await waitFor('AttachRequested', () => asked.length === 1);
     const [id, dev, vm] = asked[0];
     assert.equal(dev, usbDevicePath(deviceId(cam)));
     assert.equal(vm, vmPath('work'));
-    assert.deepEqual(await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'PendingPrompts'), [[id, dev, vm]]);
+    assert.deepEqual(await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'PendingPrompts'), [
+      [id, dev, vm],
+    ]);
     await rejectsWith(rig.usbApi().AnswerPrompt(id, 'maybe'), 'InvalidArgument', /allow.*deny/);
     await rig.usbApi().AnswerPrompt(id, 'allow');
     assert.equal((await rig.props(cam)).State, 'attached');
@@ -346,7 +448,10 @@ test("an 'ask' rule emits AttachRequested; AnswerPrompt allow attaches; an unans
     await waitFor('second prompt', () => asked.length === 2);
     await waitFor('timeout → rejected', () => rejected.some(([d]) => d === usbDevicePath(deviceId(cam2))));
     assert.equal((await rig.props(cam2)).State, 'rejected');
-    assert.deepEqual(await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'PendingPrompts'), []);
+    assert.deepEqual(
+      await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'PendingPrompts'),
+      [],
+    );
     await u1();
     await u2();
   });
@@ -355,60 +460,98 @@ test("an 'ask' rule emits AttachRequested; AnswerPrompt allow attaches; an unans
 test('wrong arguments get named errors, invalid rules change nothing, and the daemon stays up', async () => {
   const twinA = fakeDevice({ address: 18, port: '1-8', serial: '' });
   const twinB = fakeDevice({ address: 19, port: '1-9', serial: '' });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    rig.vms.addVm('off', { state: 'stopped', slot: 3 });
-    await rig.startDaemon();
-    const dev = rig.device(twinA);
-    await rejectsWith(dev.Assign(vmPath('nope'), {}), 'NoSuchVm', /nope/);
-    await rejectsWith(dev.Assign(vmPath('off'), {}), 'InvalidState', /stopped/);
-    await rejectsWith(dev.Assign(vmPath('work'), { bogus: variant('s', 'x') }), 'InvalidArgument', /unknown option 'bogus'/);
-    await rejectsWith(
-      rig.client.call(BUS_NAMES.usb, usbDevicePath(deviceId(twinA)), DEV, 'Assign', 's', ['work']),
-      'InvalidArgument',
-      /takes \(oa\{sv\}\)/,
-    );
-    // An unknown device path is answered by the bus toolkit (UnknownObject).
-    await assert.rejects(rig.client.proxy(BUS_NAMES.usb, usbDevicePath('no:such:device'), DEV).Release(), /no object at/);
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      rig.vms.addVm('off', { state: 'stopped', slot: 3 });
+      await rig.startDaemon();
+      const dev = rig.device(twinA);
+      await rejectsWith(dev.Assign(vmPath('nope'), {}), 'NoSuchVm', /nope/);
+      await rejectsWith(dev.Assign(vmPath('off'), {}), 'InvalidState', /stopped/);
+      await rejectsWith(
+        dev.Assign(vmPath('work'), { bogus: variant('s', 'x') }),
+        'InvalidArgument',
+        /unknown option 'bogus'/,
+      );
+      await rejectsWith(
+        rig.client.call(BUS_NAMES.usb, usbDevicePath(deviceId(twinA)), DEV, 'Assign', 's', ['work']),
+        'InvalidArgument',
+        /takes \(oa\{sv\}\)/,
+      );
+      // An unknown device path is answered by the bus toolkit (UnknownObject).
+      await assert.rejects(
+        rig.client.proxy(BUS_NAMES.usb, usbDevicePath('no:such:device'), DEV).Release(),
+        /no object at/,
+      );
 
-    await dev.Assign(vmPath('work'), {});
-    await rejectsWith(dev.SetSticky(true), 'PolicyDenied', /no serial number.*identical device/);
+      await dev.Assign(vmPath('work'), {});
+      await rejectsWith(dev.SetSticky(true), 'PolicyDenied', /no serial number.*identical device/);
 
-    const before = (await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string;
-    await rejectsWith(rig.usbApi().SetRules('{"rules": ['), 'InvalidConfig', /field '\(json\)'/);
-    await rejectsWith(
-      rig.usbApi().SetRules(JSON.stringify({ rules: [{ action: 'allow' }, { action: 'permit' }] })),
-      'InvalidConfig',
-      /rule 1, field 'action'/,
-    );
-    await rejectsWith(rig.usbApi().SetRules(JSON.stringify({ rules: [{ match: { vid: 'xyz' }, action: 'deny' }] })), 'InvalidConfig', /rule 0, field 'match.vid'/);
-    assert.equal(await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules'), before);
-    assert.equal(existsSync(rig.rulesFile), false, 'nothing written');
+      const before = (await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string;
+      await rejectsWith(rig.usbApi().SetRules('{"rules": ['), 'InvalidConfig', /field '\(json\)'/);
+      await rejectsWith(
+        rig.usbApi().SetRules(JSON.stringify({ rules: [{ action: 'allow' }, { action: 'permit' }] })),
+        'InvalidConfig',
+        /rule 1, field 'action'/,
+      );
+      await rejectsWith(
+        rig.usbApi().SetRules(JSON.stringify({ rules: [{ match: { vid: 'xyz' }, action: 'deny' }] })),
+        'InvalidConfig',
+        /rule 0, field 'match.vid'/,
+      );
+      assert.equal(await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules'), before);
+      assert.equal(existsSync(rig.rulesFile), false, 'nothing written');
 
-    const good = { rules: [{ match: { classes: ['storage'], vm: 'work' }, action: 'deny', comment: 'no sticks at work' }] };
-    await rig.usbApi().SetRules(JSON.stringify(good));
-    assert.deepEqual(JSON.parse(readFileSync(rig.rulesFile, 'utf8')), good);
-    assert.deepEqual(JSON.parse((await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string), good);
-    await rejectsWith(rig.device(twinB).Assign(vmPath('work'), {}), 'PolicyDenied', /rule 0 denies.*no sticks at work/);
+      const good = {
+        rules: [
+          { match: { classes: ['storage'], vm: 'work' }, action: 'deny', comment: 'no sticks at work' },
+        ],
+      };
+      await rig.usbApi().SetRules(JSON.stringify(good));
+      assert.deepEqual(JSON.parse(readFileSync(rig.rulesFile, 'utf8')), good);
+      assert.deepEqual(
+        JSON.parse((await rig.client.get(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string),
+        good,
+      );
+      await rejectsWith(
+        rig.device(twinB).Assign(vmPath('work'), {}),
+        'PolicyDenied',
+        /rule 0 denies.*no sticks at work/,
+      );
 
-    // Still serving.
-    assert.equal((await rig.props(twinA)).State, 'attached');
-  }, new FakeUsbEnumerator([twinA, twinB]));
+      // Still serving.
+      assert.equal((await rig.props(twinA)).State, 'attached');
+    },
+    new FakeUsbEnumerator([twinA, twinB]),
+  );
 });
 
 test('a failing AttachUsbDevice leaves the device in the Control Domain with DeviceRejected', async () => {
   const stick = fakeDevice({ address: 20 });
-  await withRig(async (rig) => {
-    rig.vms.addVm('work');
-    await rig.startDaemon();
-    const rejected: string[] = [];
-    const u = await rig.client.onSignal(BUS_NAMES.usb, { path: USB_PATH }, 'org.bulkhead.Usb1', 'DeviceRejected', ([, r]) => rejected.push(r));
-    rig.vms.failNextAttach = "failed to find host usb device 1:20";
-    await rejectsWith(rig.device(stick).Assign(vmPath('work'), {}), 'BackendFailed', /failed to find host usb device/);
-    const p = await rig.props(stick);
-    assert.equal(p.AssignedVm, '/');
-    assert.equal(p.State, 'available');
-    await waitFor('DeviceRejected', () => rejected.some((r) => /failed to find host usb device/.test(r)));
-    await u();
-  }, new FakeUsbEnumerator([stick]));
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      await rig.startDaemon();
+      const rejected: string[] = [];
+      const u = await rig.client.onSignal(
+        BUS_NAMES.usb,
+        { path: USB_PATH },
+        'org.bulkhead.Usb1',
+        'DeviceRejected',
+        ([, r]) => rejected.push(r),
+      );
+      rig.vms.failNextAttach = 'failed to find host usb device 1:20';
+      await rejectsWith(
+        rig.device(stick).Assign(vmPath('work'), {}),
+        'BackendFailed',
+        /failed to find host usb device/,
+      );
+      const p = await rig.props(stick);
+      assert.equal(p.AssignedVm, '/');
+      assert.equal(p.State, 'available');
+      await waitFor('DeviceRejected', () => rejected.some((r) => /failed to find host usb device/.test(r)));
+      await u();
+    },
+    new FakeUsbEnumerator([stick]),
+  );
 });

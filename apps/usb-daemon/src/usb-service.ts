@@ -39,7 +39,8 @@ import {
 } from './policy';
 import type { VmControl } from './vm-directory';
 
-export type DeviceState = 'available' | 'attaching' | 'attached' | 'detaching' | 'input' | 'rejected' | 'gone';
+export type DeviceState =
+  'available' | 'attaching' | 'attached' | 'detaching' | 'input' | 'rejected' | 'gone';
 
 interface DeviceEntry {
   id: string;
@@ -128,7 +129,9 @@ export class UsbService {
     };
     this.usbObject = this.host.export(USB_PATH, 'org.bulkhead.Usb1', service, () => ({
       Rules: formatRules(this.rules),
-      PendingPrompts: [...this.prompts.values()].map((p) => [p.id, this.devices.get(p.deviceId)?.path ?? '/', p.vm] as [number, string, string]),
+      PendingPrompts: [...this.prompts.values()].map(
+        (p) => [p.id, this.devices.get(p.deviceId)?.path ?? '/', p.vm] as [number, string, string],
+      ),
     }));
 
     // Hotplug events that arrive while starting are queued and replayed afterwards.
@@ -148,7 +151,10 @@ export class UsbService {
     for (const info of initial) this.deviceAdded(info, false);
 
     const vms = this.opts.vms;
-    vms.events.on('synced', () => void this.reconcile().catch((e) => this.log.error(`reconcile: ${(e as Error).message}`)));
+    vms.events.on(
+      'synced',
+      () => void this.reconcile().catch((e) => this.log.error(`reconcile: ${(e as Error).message}`)),
+    );
     vms.events.on('vmState', (path, state, previous) => this.vmStateChanged(path, state, previous));
     vms.events.on('vmRemoved', (path) => this.vmGone(path, 'was removed'));
     vms.events.on('activeVm', (path) => this.focusChanged(path));
@@ -161,7 +167,9 @@ export class UsbService {
     // focused VM and 'ask' happen on hotplug.
     for (const e of this.devices.values()) if (e.assignedVm === CONTROL_DOMAIN) this.place(e, 'start');
     for (const fn of early.splice(0)) fn();
-    this.log.info(`started: ${this.devices.size} device(s), ${this.rules.length} rule(s), enumerator ${this.opts.enumerator.name}`);
+    this.log.info(
+      `started: ${this.devices.size} device(s), ${this.rules.length} rule(s), enumerator ${this.opts.enumerator.name}`,
+    );
   }
 
   async stop(): Promise<void> {
@@ -199,8 +207,13 @@ export class UsbService {
   private loadState(): void {
     const r = readJsonFile<StateFile>(this.stateFile, (v) => {
       const o = v as Partial<StateFile>;
-      if (!o || o.version !== 1 || !Array.isArray(o.followFocus) || !o.followFocus.every((x) => typeof x === 'string'))
-        throw new Error("expected {version: 1, followFocus: [device ids]}");
+      if (
+        !o ||
+        o.version !== 1 ||
+        !Array.isArray(o.followFocus) ||
+        !o.followFocus.every((x) => typeof x === 'string')
+      )
+        throw new Error('expected {version: 1, followFocus: [device ids]}');
       return o as StateFile;
     });
     if (r.ok) r.value.followFocus.forEach((id) => this.followFocus.add(id));
@@ -216,7 +229,10 @@ export class UsbService {
     try {
       writeFileAtomic(this.opts.rulesFile, formatRules(rules));
     } catch (e) {
-      throw new BulkheadError('Failed', `cannot write the rules file ${this.opts.rulesFile}: ${(e as Error).message}`);
+      throw new BulkheadError(
+        'Failed',
+        `cannot write the rules file ${this.opts.rulesFile}: ${(e as Error).message}`,
+      );
     }
     this.rules = rules;
     this.rulesProblem = null;
@@ -249,8 +265,12 @@ export class UsbService {
     };
     this.devices.set(id, entry);
     this.byKey.set(key, id);
-    entry.object = this.host.export(entry.path, 'org.bulkhead.UsbDevice1', new DeviceObject(this, id), () => this.deviceProps(entry));
-    this.log.info(`device ${id} (${displayName(info)}) at bus ${info.bus} address ${info.address} port ${info.port}: ${policy.classes.join(',')}`);
+    entry.object = this.host.export(entry.path, 'org.bulkhead.UsbDevice1', new DeviceObject(this, id), () =>
+      this.deviceProps(entry),
+    );
+    this.log.info(
+      `device ${id} (${displayName(info)}) at bus ${info.bus} address ${info.address} port ${info.port}: ${policy.classes.join(',')}`,
+    );
     if (place) this.place(entry);
   }
 
@@ -262,11 +282,14 @@ export class UsbService {
     entry.gone = true;
     if (entry.state !== 'attaching' && entry.state !== 'detaching') this.setState(entry, 'gone');
     this.cancelPromptsFor((p) => p.deviceId === entry.id);
-    this.log.info(`device ${entry.id} vanished${entry.assignedVm !== CONTROL_DOMAIN ? ` while assigned to ${entry.assignedVm}` : ''}`);
+    this.log.info(
+      `device ${entry.id} vanished${entry.assignedVm !== CONTROL_DOMAIN ? ` while assigned to ${entry.assignedVm}` : ''}`,
+    );
     // After any running attach/detach finished: detach from the VM if it still lists the
     // attachment (QEMU may keep a usb-host device whose host side vanished), then remove it.
     void this.enqueue(entry, async () => {
-      if (entry.assignedVm !== CONTROL_DOMAIN && entry.handle) await this.detachIfListed(entry.assignedVm, entry.handle, entry.id);
+      if (entry.assignedVm !== CONTROL_DOMAIN && entry.handle)
+        await this.detachIfListed(entry.assignedVm, entry.handle, entry.id);
       entry.assignedVm = CONTROL_DOMAIN;
       entry.handle = null;
       entry.state = 'gone';
@@ -292,9 +315,13 @@ export class UsbService {
 
   private policyContext(): PolicyContext {
     const vms = new Map<string, PolicyVm>();
-    for (const vm of this.opts.vms.vms().values()) vms.set(vm.id, { running: vm.state === 'running', usbAutoAttach: vm.usbAutoAttach });
+    for (const vm of this.opts.vms.vms().values())
+      vms.set(vm.id, { running: vm.state === 'running', usbAutoAttach: vm.usbAutoAttach });
     const active = this.opts.vms.activeVm();
-    return { focusedVm: active === SWITCHER_PATH ? null : (this.opts.vms.vms().get(active)?.id ?? null), vms };
+    return {
+      focusedVm: active === SWITCHER_PATH ? null : (this.opts.vms.vms().get(active)?.id ?? null),
+      vms,
+    };
   }
 
   private vmPathOf(id: string): string | null {
@@ -363,7 +390,9 @@ export class UsbService {
     entry.assignedVm = vm;
     entry.handle = handle;
     entry.state = state;
-    entry.object?.propertiesChanged(...(changed ? (['AssignedVm', 'State', 'Sticky'] as const) : (['State'] as const)));
+    entry.object?.propertiesChanged(
+      ...(changed ? (['AssignedVm', 'State', 'Sticky'] as const) : (['State'] as const)),
+    );
   }
 
   /** Give `entry` to `vm`, detaching it from any other VM first. Rejects with a named error. */
@@ -373,7 +402,8 @@ export class UsbService {
       if (entry.assignedVm === vm && entry.state === 'attached') return;
       if (entry.assignedVm !== CONTROL_DOMAIN) await this.detachNow(entry);
       const view = this.opts.vms.vms().get(vm);
-      if (!view || view.state !== 'running') throw new BulkheadError('InvalidState', `VM ${vm} is not running`);
+      if (!view || view.state !== 'running')
+        throw new BulkheadError('InvalidState', `VM ${vm} is not running`);
       this.setState(entry, 'attaching');
       let handle: string;
       try {
@@ -418,7 +448,10 @@ export class UsbService {
         );
         if (still) {
           this.setState(entry, 'attached');
-          throw new BulkheadError('BackendFailed', `detach of ${entry.id} from ${vm} failed: ${(e as Error).message}`);
+          throw new BulkheadError(
+            'BackendFailed',
+            `detach of ${entry.id} from ${vm} failed: ${(e as Error).message}`,
+          );
         }
       }
     }
@@ -440,7 +473,8 @@ export class UsbService {
     for (const vm of this.opts.vms.vms().values()) {
       if (vm.state !== 'running' && vm.state !== 'paused') continue;
       try {
-        for (const a of await this.opts.vms.list(vm.path)) holders.set(`${a.bus}/${a.address}`, { vm: vm.path, handle: a.handle });
+        for (const a of await this.opts.vms.list(vm.path))
+          holders.set(`${a.bus}/${a.address}`, { vm: vm.path, handle: a.handle });
         asked.add(vm.path);
       } catch (e) {
         this.log.warn(`cannot ask ${vm.path} which USB devices it holds: ${(e as Error).message}`);
@@ -450,7 +484,9 @@ export class UsbService {
       const id = this.byKey.get(key);
       const entry = id === undefined ? undefined : this.devices.get(id);
       if (!entry) {
-        this.log.warn(`${h.vm} holds USB bus/address ${key} (handle ${h.handle}), which is not present on the host`);
+        this.log.warn(
+          `${h.vm} holds USB bus/address ${key} (handle ${h.handle}), which is not present on the host`,
+        );
         continue;
       }
       if (entry.state === 'attaching' || entry.state === 'detaching') continue;
@@ -462,12 +498,15 @@ export class UsbService {
     for (const entry of this.devices.values()) {
       if (entry.state !== 'attached' || !asked.has(entry.assignedVm)) continue;
       if (holders.get(keyOf(entry.info))?.vm !== entry.assignedVm) {
-        this.log.info(`device ${entry.id}: ${entry.assignedVm} no longer holds it: back to the Control Domain`);
+        this.log.info(
+          `device ${entry.id}: ${entry.assignedVm} no longer holds it: back to the Control Domain`,
+        );
         this.setAssigned(entry, CONTROL_DOMAIN, null, this.restingState(entry));
       }
     }
     for (const entry of this.devices.values())
-      if (entry.state === 'attached' && !this.opts.vms.vms().has(entry.assignedVm)) this.returnToControlDomain(entry, 'its VM is gone');
+      if (entry.state === 'attached' && !this.opts.vms.vms().has(entry.assignedVm))
+        this.returnToControlDomain(entry, 'its VM is gone');
   }
 
   private returnToControlDomain(entry: DeviceEntry, why: string): void {
@@ -478,17 +517,20 @@ export class UsbService {
   private vmGone(path: string, why: string): void {
     this.cancelPromptsFor((p) => p.vm === path);
     for (const entry of this.devices.values())
-      if (entry.assignedVm === path && entry.state !== 'attaching') this.returnToControlDomain(entry, `${path} ${why}`);
+      if (entry.assignedVm === path && entry.state !== 'attaching')
+        this.returnToControlDomain(entry, `${path} ${why}`);
   }
 
   private vmStateChanged(path: string, state: string, previous: string): void {
-    if (state === 'stopped' || state === 'crashed') return this.vmGone(path, state === 'crashed' ? 'crashed' : 'stopped');
+    if (state === 'stopped' || state === 'crashed')
+      return this.vmGone(path, state === 'crashed' ? 'crashed' : 'stopped');
     if (state === 'running' && previous !== 'paused' && this.started && !this.rulesProblem) {
       // Sticky devices waiting in the Control Domain follow their VM when it starts.
       const id = this.opts.vms.vms().get(path)?.id;
       for (const entry of this.devices.values()) {
         if (entry.gone || entry.assignedVm !== CONTROL_DOMAIN || entry.state === 'attaching') continue;
-        if (stickyTarget(entry.policy, this.rules)?.vm === id) void this.attachTo(entry, path).catch(() => undefined);
+        if (stickyTarget(entry.policy, this.rules)?.vm === id)
+          void this.attachTo(entry, path).catch(() => undefined);
       }
     }
   }
@@ -509,7 +551,9 @@ export class UsbService {
         this.log.info(`follow-focus: ${entry.id} stays: ${refusal}`);
         continue;
       }
-      void this.attachTo(entry, active).catch((e) => this.log.warn(`follow-focus: ${entry.id}: ${(e as Error).message}`));
+      void this.attachTo(entry, active).catch((e) =>
+        this.log.warn(`follow-focus: ${entry.id}: ${(e as Error).message}`),
+      );
     }
   }
 
@@ -522,7 +566,8 @@ export class UsbService {
       if (!this.prompts.delete(id)) return;
       this.usbObject?.propertiesChanged('PendingPrompts');
       this.log.info(`prompt ${id} for ${entry.id} timed out: deny`);
-      if (!entry.gone) this.reject(entry, `nobody answered prompt ${id} within ${this.promptTimeoutMs / 1000} s`);
+      if (!entry.gone)
+        this.reject(entry, `nobody answered prompt ${id} within ${this.promptTimeoutMs / 1000} s`);
     }, this.promptTimeoutMs);
     timer.unref();
     this.prompts.set(id, { id, deviceId: entry.id, vm, timer });
@@ -542,9 +587,14 @@ export class UsbService {
   }
 
   private async answerPrompt(_ctx: CallContext, id: number, answer: string): Promise<void> {
-    if (answer !== 'allow' && answer !== 'deny') throw new BulkheadError('InvalidArgument', `answer must be 'allow' or 'deny', got '${answer}'`);
+    if (answer !== 'allow' && answer !== 'deny')
+      throw new BulkheadError('InvalidArgument', `answer must be 'allow' or 'deny', got '${answer}'`);
     const p = this.prompts.get(id);
-    if (!p) throw new BulkheadError('InvalidState', `prompt ${id} is not open (answered, timed out, or never asked)`);
+    if (!p)
+      throw new BulkheadError(
+        'InvalidState',
+        `prompt ${id} is not open (answered, timed out, or never asked)`,
+      );
     this.cancelPromptsFor((x) => x.id === id);
     const entry = this.devices.get(p.deviceId);
     if (!entry || entry.gone) throw new BulkheadError('NoSuchDevice', `the device of prompt ${id} vanished`);
@@ -582,7 +632,8 @@ export class UsbService {
     }
     const view = this.opts.vms.vms().get(vm);
     if (!view) throw new BulkheadError('NoSuchVm', `no VM at ${vm}`);
-    if (view.state !== 'running') throw new BulkheadError('InvalidState', `VM ${view.id} is ${view.state}, not running`);
+    if (view.state !== 'running')
+      throw new BulkheadError('InvalidState', `VM ${view.id} is ${view.state}, not running`);
     const refusal = assignRefusal(entry.policy, view.id, this.rules);
     if (refusal) throw new BulkheadError('PolicyDenied', refusal);
     this.cancelPromptsFor((p) => p.deviceId === id);
@@ -600,7 +651,8 @@ export class UsbService {
     const entry = this.entry(id);
     const others = this.rules.filter((r) => !isStickyRuleFor(r, entry.policy));
     if (sticky) {
-      if (entry.assignedVm === CONTROL_DOMAIN) throw new BulkheadError('InvalidState', `device ${id} is not assigned to a VM; assign it first`);
+      if (entry.assignedVm === CONTROL_DOMAIN)
+        throw new BulkheadError('InvalidState', `device ${id} is not assigned to a VM; assign it first`);
       const present = [...this.devices.values()].filter((e) => !e.gone).map((e) => e.policy);
       const refusal = stickyRefusal(entry.policy, present);
       if (refusal) throw new BulkheadError('PolicyDenied', refusal);
@@ -610,7 +662,11 @@ export class UsbService {
     } else {
       if (others.length !== this.rules.length) this.saveRules(others);
       const still = stickyTarget(entry.policy, this.rules);
-      if (still) throw new BulkheadError('InvalidState', `rule ${still.rule} still sends ${id} to ${still.vm}; edit the rules to change it`);
+      if (still)
+        throw new BulkheadError(
+          'InvalidState',
+          `rule ${still.rule} still sends ${id} to ${still.vm}; edit the rules to change it`,
+        );
     }
   }
 

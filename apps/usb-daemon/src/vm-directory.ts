@@ -76,7 +76,9 @@ export class DbusVmControl implements VmControl {
       if (owner) {
         this.syncing = this.syncing.then(() => this.sync()).finally(resolveFirst);
       } else {
-        this.log.warn('vm-daemon (org.bulkhead.VmManager1) is not on the bus; assignments are kept until it returns');
+        this.log.warn(
+          'vm-daemon (org.bulkhead.VmManager1) is not on the bus; assignments are kept until it returns',
+        );
         resolveFirst();
       }
     });
@@ -103,7 +105,8 @@ export class DbusVmControl implements VmControl {
           this.events.emit('vmRemoved', path);
         },
         changed: (path, iface, changed) => {
-          if (iface === MANAGER_IFACE && path === VM_MANAGER_PATH && typeof changed.ActiveVm === 'string') this.setActive(changed.ActiveVm);
+          if (iface === MANAGER_IFACE && path === VM_MANAGER_PATH && typeof changed.ActiveVm === 'string')
+            this.setActive(changed.ActiveVm);
           else if (iface === VM_IFACE) this.upsert(path, changed);
         },
       });
@@ -136,7 +139,12 @@ export class DbusVmControl implements VmControl {
 
   private upsert(path: string, props: Record<string, unknown>): void {
     const had = this.known.get(path);
-    const vm: VmView = had ?? { path, id: vmIdFromPath(path) ?? path, state: 'stopped', usbAutoAttach: false };
+    const vm: VmView = had ?? {
+      path,
+      id: vmIdFromPath(path) ?? path,
+      state: 'stopped',
+      usbAutoAttach: false,
+    };
     if (typeof props.Id === 'string' && props.Id) vm.id = props.Id;
     if (typeof props.UsbAutoAttach === 'boolean') vm.usbAutoAttach = props.UsbAutoAttach;
     const previous = had ? had.state : 'stopped';
@@ -146,12 +154,16 @@ export class DbusVmControl implements VmControl {
   }
 
   async attach(vm: string, bus: number, address: number, port: string): Promise<string> {
-    const proxy = this.client.proxy(BUS_NAMES.vmManager, vm, VM_IFACE, { timeoutMs: this.opts.attachTimeoutMs ?? 60_000 });
+    const proxy = this.client.proxy(BUS_NAMES.vmManager, vm, VM_IFACE, {
+      timeoutMs: this.opts.attachTimeoutMs ?? 60_000,
+    });
     return proxy.AttachUsbDevice(bus, address, { port: variant('s', port) });
   }
 
   async detach(vm: string, handle: string): Promise<void> {
-    await this.client.proxy(BUS_NAMES.vmManager, vm, VM_IFACE, { timeoutMs: this.opts.attachTimeoutMs ?? 60_000 }).DetachUsbDevice(handle);
+    await this.client
+      .proxy(BUS_NAMES.vmManager, vm, VM_IFACE, { timeoutMs: this.opts.attachTimeoutMs ?? 60_000 })
+      .DetachUsbDevice(handle);
   }
 
   async list(vm: string): Promise<VmUsbAttachment[]> {

@@ -26,7 +26,10 @@ async function main(): Promise<void> {
   // 1. Policy engine.
   const rules = parseRules(
     JSON.stringify({
-      rules: Array.from({ length: 200 }, (_, i) => ({ match: { vid: (0x1000 + i).toString(16), pid: '0001' }, action: 'deny' })),
+      rules: Array.from({ length: 200 }, (_, i) => ({
+        match: { vid: (0x1000 + i).toString(16), pid: '0001' },
+        action: 'deny',
+      })),
     }),
   );
   const dev = policyDeviceOf(fakeDevice({ address: 3 }));
@@ -40,19 +43,31 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'usb-bench-'));
   const bus = await startPrivateBus({ mode: 'open' });
   const stick = fakeDevice({ address: 4 });
-  const conns = await Promise.all([connectBus(bus.address), connectBus(bus.address), connectBus(bus.address)]);
+  const conns = await Promise.all([
+    connectBus(bus.address),
+    connectBus(bus.address),
+    connectBus(bus.address),
+  ]);
   const vms = new FakeVmManager(conns[0]);
   await vms.start();
   vms.addVm('work');
   const host = new ServiceHost(conns[1], { log: () => undefined });
   const log = createLogger('usb-bench', 'error');
   const service = new UsbService({
-    host, enumerator: new FakeUsbEnumerator([stick]), vms: new DbusVmControl(new BusClient(conns[1]), log), log,
-    rulesFile: join(dir, 'rules.json'), stateDir: dir,
+    host,
+    enumerator: new FakeUsbEnumerator([stick]),
+    vms: new DbusVmControl(new BusClient(conns[1]), log),
+    log,
+    rulesFile: join(dir, 'rules.json'),
+    stateDir: dir,
   });
   await service.start();
   await host.requestName(BUS_NAMES.usb);
-  const proxy = new BusClient(conns[2]).proxy(BUS_NAMES.usb, usbDevicePath(deviceId(stick)), 'org.bulkhead.UsbDevice1');
+  const proxy = new BusClient(conns[2]).proxy(
+    BUS_NAMES.usb,
+    usbDevicePath(deviceId(stick)),
+    'org.bulkhead.UsbDevice1',
+  );
   const assignMs: number[] = [];
   const releaseMs: number[] = [];
   for (let i = 0; i < 100; i++) {

@@ -50,7 +50,9 @@ export class NodeUsbEnumerator implements UsbEnumerator {
         const info = this.describe(d);
         if (info) handlers.added(info);
       } catch (e) {
-        handlers.error?.(`cannot read new device at bus ${d.busNumber} address ${d.deviceAddress}: ${(e as Error).message}`);
+        handlers.error?.(
+          `cannot read new device at bus ${d.busNumber} address ${d.deviceAddress}: ${(e as Error).message}`,
+        );
       }
     };
     const onDetach = (d: UsbDevice) => handlers.removed({ bus: d.busNumber, address: d.deviceAddress });
@@ -78,7 +80,11 @@ export class NodeUsbEnumerator implements UsbEnumerator {
       port,
       vendorId: desc.idVendor,
       productId: desc.idProduct,
-      deviceCodes: { classCode: desc.bDeviceClass, subclass: desc.bDeviceSubClass, protocol: desc.bDeviceProtocol },
+      deviceCodes: {
+        classCode: desc.bDeviceClass,
+        subclass: desc.bDeviceSubClass,
+        protocol: desc.bDeviceProtocol,
+      },
       interfaces: this.interfaces(d, port),
       serial: sys?.serial ?? '',
       vendor: sys?.vendor ?? '',
@@ -92,7 +98,11 @@ export class NodeUsbEnumerator implements UsbEnumerator {
       if (cfg) {
         return cfg.interfaces
           .filter((alts) => alts.length > 0)
-          .map((alts) => ({ classCode: alts[0].bInterfaceClass, subclass: alts[0].bInterfaceSubClass, protocol: alts[0].bInterfaceProtocol }));
+          .map((alts) => ({
+            classCode: alts[0].bInterfaceClass,
+            subclass: alts[0].bInterfaceSubClass,
+            protocol: alts[0].bInterfaceProtocol,
+          }));
       }
     } catch {
       // libusb could not read the active configuration (unconfigured device): ask sysfs.

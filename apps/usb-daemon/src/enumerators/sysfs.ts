@@ -75,7 +75,11 @@ export function readSysfsInterfaces(root: string, port: string): UsbInterfaceCod
     const dir = join(root, n);
     const classCode = int(attr(dir, 'bInterfaceClass'), 16);
     if (classCode === null) continue;
-    out.push({ classCode, subclass: int(attr(dir, 'bInterfaceSubClass'), 16) ?? 0, protocol: int(attr(dir, 'bInterfaceProtocol'), 16) ?? 0 });
+    out.push({
+      classCode,
+      subclass: int(attr(dir, 'bInterfaceSubClass'), 16) ?? 0,
+      protocol: int(attr(dir, 'bInterfaceProtocol'), 16) ?? 0,
+    });
   }
   return out;
 }

@@ -57,13 +57,18 @@ export class FakeVmManager {
       },
       Reload: () => this.vms.size,
     };
-    this.manager = this.host.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', impl, (): VmManager1Properties => ({
-      ActiveVm: this.activeVm,
-      Switching: false,
-      LastSwitch: {},
-      ConfigErrors: [],
-      Accelerator: 'tcg',
-    }));
+    this.manager = this.host.export(
+      VM_MANAGER_PATH,
+      'org.bulkhead.VmManager1',
+      impl,
+      (): VmManager1Properties => ({
+        ActiveVm: this.activeVm,
+        Switching: false,
+        LastSwitch: {},
+        ConfigErrors: [],
+        Accelerator: 'tcg',
+      }),
+    );
     await this.host.requestName(BUS_NAMES.vmManager);
   }
 
@@ -81,7 +86,8 @@ export class FakeVmManager {
   }
 
   setActive(path: string): void {
-    if (path !== SWITCHER_PATH && !this.vms.has(path)) throw new BulkheadError('NoSuchVm', `no VM at ${path}`);
+    if (path !== SWITCHER_PATH && !this.vms.has(path))
+      throw new BulkheadError('NoSuchVm', `no VM at ${path}`);
     this.activeVm = path;
     this.manager?.propertiesChanged('ActiveVm');
   }
@@ -106,9 +112,23 @@ export class FakeVm implements Vm1Service {
     opts: { state?: string; usbAutoAttach?: boolean; slot?: number },
   ) {
     this.props = {
-      Id: id, Name: id, Slot: opts.slot ?? 1, Kind: 'personal', Color: '#2a6fdb', Icon: '', State: opts.state ?? 'running',
-      StateReason: '', LastError: '', HasGpu: false, Autostart: false, UsbAutoAttach: opts.usbAutoAttach ?? false,
-      MemoryMiB: 64, Vcpus: 1, Backend: 'qemu', ConfigFile: `/etc/bulkhead/vms/${id}.json`, InputQmpSocket: '',
+      Id: id,
+      Name: id,
+      Slot: opts.slot ?? 1,
+      Kind: 'personal',
+      Color: '#2a6fdb',
+      Icon: '',
+      State: opts.state ?? 'running',
+      StateReason: '',
+      LastError: '',
+      HasGpu: false,
+      Autostart: false,
+      UsbAutoAttach: opts.usbAutoAttach ?? false,
+      MemoryMiB: 64,
+      Vcpus: 1,
+      Backend: 'qemu',
+      ConfigFile: `/etc/bulkhead/vms/${id}.json`,
+      InputQmpSocket: '',
     };
   }
 
@@ -128,14 +148,31 @@ export class FakeVm implements Vm1Service {
       throw new BulkheadError('InvalidState', `VM ${this.id} is ${this.props.State}`);
   }
 
-  Start(): void { this.setState('running'); }
-  Stop(): void { this.setState('stopped'); }
-  Kill(): void { this.setState('stopped'); }
-  Pause(): void { this.setState('paused'); }
-  Resume(): void { this.setState('running'); }
-  Screenshot(): Buffer { return Buffer.alloc(0); }
+  Start(): void {
+    this.setState('running');
+  }
+  Stop(): void {
+    this.setState('stopped');
+  }
+  Kill(): void {
+    this.setState('stopped');
+  }
+  Pause(): void {
+    this.setState('paused');
+  }
+  Resume(): void {
+    this.setState('running');
+  }
+  Screenshot(): Buffer {
+    return Buffer.alloc(0);
+  }
 
-  async AttachUsbDevice(_ctx: CallContext, bus: number, address: number, options: VariantDict): Promise<string> {
+  async AttachUsbDevice(
+    _ctx: CallContext,
+    bus: number,
+    address: number,
+    options: VariantDict,
+  ): Promise<string> {
     const { port } = parseOptions('AttachUsbDevice', options, { port: 's' } as const);
     this.manager.calls.push({ vm: this.id, method: 'AttachUsbDevice', args: [bus, address, port] });
     this.requireRunning();
@@ -153,7 +190,8 @@ export class FakeVm implements Vm1Service {
   DetachUsbDevice(_ctx: CallContext, handle: string): void {
     this.manager.calls.push({ vm: this.id, method: 'DetachUsbDevice', args: [handle] });
     this.requireRunning();
-    if (!this.attachments.delete(handle)) throw new BulkheadError('NoSuchDevice', `no USB attachment ${handle} in ${this.id}`);
+    if (!this.attachments.delete(handle))
+      throw new BulkheadError('NoSuchDevice', `no USB attachment ${handle} in ${this.id}`);
   }
 
   ListUsbDevices(): Array<[string, number, number]> {
