@@ -8,7 +8,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import {
+  BusClient,
+  connectBus,
+  startPrivateBus,
+  variant,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
 import { decodePng, dominantColor } from './testing/png';
@@ -198,6 +205,20 @@ test("USB: attaching an absent host device fails with QEMU's words; the list ask
   );
   assert.deepEqual(await vm('personal').ListUsbDevices(), []);
   await assert.rejects(vm('personal').DetachUsbDevice('usbhost-b1-a5'), isNamed('NoSuchDevice'));
+});
+
+test('Pause and Resume drive QEMU; Stop kills a guest that ignores ACPI after the timeout; a crashed VM starts again', async () => {
+  await vm('personal').Pause();
+  assert.equal(await vmProp('personal', 'State'), 'paused');
+  await vm('personal').Resume();
+  assert.equal(await vmProp('personal', 'State'), 'running');
+  await vm('spare').Start({});
+  assert.equal(await vmProp('spare', 'State'), 'running');
+  await vm('spare').Stop({ timeout_ms: variant('u', 300) });
+  assert.equal(await vmProp('spare', 'State'), 'stopped');
+  assert.match((await vmProp('spare', 'StateReason')) as string, /did not power off in time/);
+  await assert.rejects(vm('spare').Stop({}), isNamed('InvalidState'));
+  await assert.rejects(vm('spare').Stop({ timeout: variant('u', 1) }), isNamed('InvalidArgument'));
 });
 
 test('a restarted vm-daemon re-adopts the running VMs without restarting them', async () => {
