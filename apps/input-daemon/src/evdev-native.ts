@@ -81,6 +81,8 @@ function native(): NativeAddon {
   if (loadError) throw loadError;
   const file = join(__dirname, '..', 'build', 'Release', 'evdev.node');
   try {
+    // A compiled addon can only be loaded with require().
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     addon = require(file) as NativeAddon;
     return addon;
   } catch (e) {

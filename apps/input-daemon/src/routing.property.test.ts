@@ -54,9 +54,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 function run(ops: Op[]): void {
-  let router!: Router;
-  const sinks = TARGETS.map((t) => new ProbeSink(t, (s) => router.destination() === s));
-  router = new Router(sinks[0], { setLeds: () => undefined }, { info: () => undefined, warn: () => undefined });
+  const ref: { router?: Router } = {};
+  const sinks = TARGETS.map((t) => new ProbeSink(t, (s) => ref.router!.destination() === s));
+  const router = (ref.router = new Router(sinks[0], { setLeds: () => undefined }, { info: () => undefined, warn: () => undefined }));
   // A fast vm-daemon: a slot chord immediately freezes and refocuses (slot N → TARGETS[N]).
   const pipeline = new InputPipeline(new HotkeyMatcher(buildChords()), router, (c) => {
     if (c.action.kind !== 'slot') return;
