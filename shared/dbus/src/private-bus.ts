@@ -12,6 +12,8 @@ export interface PrivateBus {
   address: string;
   dir: string;
   pid: number;
+  /** The last 64 KiB the bus daemon logged (rejected messages and the like). */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -88,7 +90,13 @@ ${include}</busconfig>
 `,
   );
   const child: ChildProcess = spawn('dbus-daemon', [`--config-file=${config}`, '--nofork', '--print-address=1', '--nopidfile'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    // The bus's own log (e.g. every rejected message) is kept, not printed: tests that expect
+    // denials would otherwise flood the output. BULKHEAD_BUS_LOG=1 prints it.
+    stdio: ['ignore', 'pipe', process.env.BULKHEAD_BUS_LOG ? 'inherit' : 'pipe'],
+  });
+  let busLog = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    busLog = (busLog + d.toString()).slice(-64 * 1024);
   });
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('dbus-daemon printed no address within 10 s')), 10_000);
@@ -109,6 +117,7 @@ ${include}</busconfig>
     address,
     dir,
     pid: child.pid!,
+    log: () => busLog,
     stop: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

@@ -230,6 +230,11 @@ export class ServiceHost {
         this.requireAnyRole(ctx, 'Introspect');
         return this.reply(msg, 's', [this.introspect(path)]);
       }
+      // Authorise before looking the object up, so an unauthorised caller learns nothing about
+      // which objects exist.
+      const declared = iface ? (CONTRACT as Record<string, InterfaceContract>)[iface]?.methods[member] : undefined;
+      if (declared && !ctx.roles.has(declared.access) && !ctx.roles.has('root'))
+        throw new BulkheadError('AccessDenied', `uid ${ctx.uid} may not call ${iface}.${member}`);
       const node = this.objects.get(path);
       if (iface === OM && member === 'GetManagedObjects' && this.managers.has(path)) {
         this.requireAnyRole(ctx, 'GetManagedObjects');
