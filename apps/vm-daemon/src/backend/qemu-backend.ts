@@ -41,6 +41,8 @@ export function runFiles(runRoot: string, id: string) {
     dir,
     qmp: join(dir, 'qmp.sock'),
     inputQmp: join(dir, 'input-qmp.sock'),
+    /** A human monitor (HMP) for the administrator and the image tests ('info usb'): root only, like the run dir. */
+    monitor: join(dir, 'monitor.sock'),
     vnc: join(dir, 'vnc.sock'),
     serial: join(dir, 'serial.log'),
     pid: join(dir, 'qemu.pid'),
@@ -169,6 +171,8 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
       `unix:${f.qmp},server=on,wait=off`,
       '-qmp',
       `unix:${f.inputQmp},server=on,wait=off`,
+      '-monitor',
+      `unix:${f.monitor},server=on,wait=off`,
       '-serial',
       `file:${f.serial}`,
       '-pidfile',
