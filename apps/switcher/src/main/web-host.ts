@@ -71,6 +71,8 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   const vmRunDir = opts.vmRunDir ?? DEFAULT_VM_RUN_DIR;
   const ownBus = !opts.bus;
   const bus = opts.bus ?? (await connectBus(opts.busAddress));
+  // One 'message' listener per signal subscription: more than Node's default warning limit.
+  bus.setMaxListeners(100);
   const client = new BusClient(bus, 30_000);
   const core = new SwitcherCore(client, {
     injectInput: opts.injectInput ?? true,

@@ -1,0 +1,144 @@
+/**
+ * Component tests without a DOM: render to HTML with react-dom/server and check what a person
+ * (or a screen reader) gets: accessible names, roles, structure.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { renderToString } from 'react-dom/server';
+import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
+import type { Actions } from './actions';
+import { App } from './components/App';
+import { ActionsContext, StoreContext } from './components/context';
+import { tileLabel } from './components/TileGrid';
+import { createUiStore, type UiState } from './store';
+
+const noop = async () => undefined;
+const actions: Actions = {
+  switchTo: noop, startVm: noop, stopVm: noop, assignUsb: noop, releaseUsb: noop, setSticky: noop, setFollowFocus: noop,
+  answerPrompt: noop, lock: noop, unlock: noop, injectInput: () => undefined, setThumbnailsVisible: () => undefined,
+  vncUrl: async () => '', showPanel: () => undefined, dismissProgress: () => undefined, dismissNotice: () => undefined,
+};
+
+function vm(id: string, over: Partial<VmModel> = {}): VmModel {
+  return {
+    path: `/org/bulkhead/VmManager1/vm/${id}`, id, name: id[0].toUpperCase() + id.slice(1), slot: 1, kind: 'personal',
+    color: '#2a6fdb', icon: '', state: 'running', stateReason: '', lastError: '', hasGpu: false, autostart: false,
+    memoryMiB: 64, vcpus: 1, backend: 'qemu', configFile: '', ...over,
+  };
+}
+
+function snap(over: Partial<SwitcherSnapshot> = {}): SwitcherSnapshot {
+  const s = emptySnapshot(1);
+  for (const d of ['vmManager', 'input', 'usb'] as const) s.daemons[d] = { up: true, since: 1, detail: '' };
+  return {
+    ...s,
+    vms: [vm('personal'), vm('business', { slot: 2, kind: 'business', color: '#d9822b', state: 'stopped', hasGpu: true })],
+    input: { focusedTarget: '/', locked: false, frozen: false, seat: 'virtual', hotkeys: [], lastHotkeyError: '' },
+    ...over,
+  };
+}
+
+function render(state: Partial<UiState>): string {
+  const store = createUiStore({ connection: 'open', ...state });
+  return renderToString(
+    <StoreContext.Provider value={store}>
+      <ActionsContext.Provider value={actions}>
+        <App />
+      </ActionsContext.Provider>
+    </StoreContext.Provider>,
+  );
+}
+
+const decode = (html: string) => html.replace(/<!-- -->/g, '').replace(/&amp;/g, '&').replace(/&#x27;/g, "'").replace(/&quot;/g, '"');
+
+test('every VM is a button named by its name, slot hotkey and state; the active one is marked', () => {
+  const html = decode(render({ snapshot: snap({ activeVm: '/' }) }));
+  assert.match(html, /<button[^>]*class="tile state-running"[^>]*aria-label="Personal, slot 1 \(Ctrl\+1\), Running"/);
+  assert.match(html, /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, graphics card"/);
+  assert.match(html, /<kbd class="tile-hotkey">Ctrl\+2<\/kbd>/);
+  // The GPU VM is active: it is on its own display, so the tiles stay, Business marked active.
+  const active = decode(render({ snapshot: snap({ activeVm: '/org/bulkhead/VmManager1/vm/business' }) }));
+  assert.match(active, /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, active, graphics card"[^>]*aria-current="true"/);
+});
+
+test('tile labels count attached USB devices', () => {
+  assert.equal(tileLabel(vm('personal'), false, 2), 'Personal, slot 1 (Ctrl+1), Running, 2 USB devices');
+});
+
+test('an invalid VM file is shown with its file, field and reason', () => {
+  const html = decode(render({ snapshot: snap({ configErrors: [{ file: '/etc/bulkhead/vms/broken.json', field: 'memory_mib', reason: 'must be a number' }] }) }));
+  assert.match(html, /role="group" aria-label="Invalid VM file broken.json"/);
+  assert.match(html, /Field <code>memory_mib<\/code>: must be a number/);
+});
+
+test('a daemon that is down is announced, and no machines are shown from memory', () => {
+  const s = snap({ vms: [] });
+  s.daemons.vmManager = { up: false, since: 1, detail: 'not running' };
+  const html = decode(render({ snapshot: s }));
+  assert.match(html, /role="alert"[^>]*>.*VM manager.*is not\s*(<!-- -->)?\s*running/s);
+  assert.match(html, /The VM manager is not running/);
+  assert.doesNotMatch(html, /class="tile state-/);
+});
+
+test('the active VM without GPU is shown full screen with a way back', () => {
+  const html = decode(render({ snapshot: snap({ activeVm: '/org/bulkhead/VmManager1/vm/personal' }) }));
+  assert.match(html, /<section class="vm-view"[^>]*aria-label="Personal display"/);
+  assert.match(html, /aria-label="Back to machines \(Ctrl\+0\)"/);
+  assert.doesNotMatch(html, /class="tile /);
+});
+
+test('the lock screen is a modal dialog with an Unlock button and says authentication is out of scope', () => {
+  const html = decode(render({ snapshot: snap(), secureAttention: true }));
+  assert.match(html, /role="dialog" aria-modal="true" aria-labelledby="lock-title"/);
+  assert.match(html, /<button[^>]*>Unlock<\/button>/);
+  assert.match(html, /Authentication is not part of this build/);
+  assert.match(html, /<main class="content" inert=""/);
+});
+
+test('an "ask" USB prompt is an alert dialog with Allow and Deny', () => {
+  const s = snap({
+    usbDevices: [{ path: '/org/bulkhead/Usb1/device/cam', name: 'Webcam', vendor: '', product: '', vendorId: 1, productId: 2, serial: '', classes: ['video'], port: '1-2', assignedVm: '/', sticky: false, followFocus: false, state: 'available' }],
+  });
+  const html = decode(render({ snapshot: s, prompts: [{ id: 1, device: '/org/bulkhead/Usb1/device/cam', vm: '/org/bulkhead/VmManager1/vm/personal' }] }));
+  assert.match(html, /role="alertdialog"/);
+  assert.match(html, /Connect Webcam\?/);
+  assert.match(html, />Deny<\/button>/);
+  assert.match(html, />Allow for (<!-- -->)?Personal<\/button>/);
+});
+
+test('the USB panel lists every device with its holder and switch-role toggles', () => {
+  const s = snap({
+    usbDevices: [{ path: '/org/bulkhead/Usb1/device/stick', name: 'Stick', vendor: '', product: '', vendorId: 0x781, productId: 0x5581, serial: 'S1', classes: ['storage'], port: '1-2', assignedVm: '/org/bulkhead/VmManager1/vm/personal', sticky: true, followFocus: false, state: 'attached' }],
+  });
+  const html = decode(render({ snapshot: s, panel: 'usb' }));
+  assert.match(html, /aria-label="Stick, held by Personal"/);
+  assert.match(html, /role="switch" aria-checked="true"[^>]*aria-label="Always give Stick to Personal"/);
+  assert.match(html, /role="switch" aria-checked="false"[^>]*aria-label="Stick follows the active machine"/);
+  assert.match(html, /0781:5581/);
+});
+
+test('diagnostics show the last switch steps and every service', () => {
+  const html = decode(
+    render({
+      panel: 'diagnostics',
+      snapshot: snap({ lastSwitch: { from: '/', target: '/org/bulkhead/VmManager1/vm/personal', outcome: 'ok', error: '', startedMs: 1, durationMs: 42, steps: [['freeze-input', 2], ['focus-input', 30]] } }),
+    }),
+  );
+  assert.match(html, /Holding keyboard and mouse/);
+  assert.match(html, /Moving keyboard and mouse/);
+  assert.match(html, /30 ms/);
+  for (const name of ['VM manager', 'Input service', 'USB service']) assert.match(html, new RegExp(name));
+});
+
+test('a failed switch shows the error title, advice and the daemon words', () => {
+  const html = decode(
+    render({
+      snapshot: snap(),
+      progress: { target: '/org/bulkhead/VmManager1/vm/business', steps: [], status: 'failed', startedAt: 1, error: { title: 'It took too long', message: 'Try again', detail: 'Timeout: qemu' } },
+    }),
+  );
+  assert.match(html, /role="alert"/);
+  assert.match(html, /Could not switch to (<!-- -->)?Business/);
+  assert.match(html, /It took too long/);
+  assert.match(html, /Timeout: qemu/);
+});

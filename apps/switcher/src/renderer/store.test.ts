@@ -1,0 +1,115 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
+import { applyPush, beginSwitch, failSwitch, initialUiState, isLocked, shownVm, type UiState } from './store';
+
+const P = '/org/bulkhead/VmManager1/vm/personal';
+const B = '/org/bulkhead/VmManager1/vm/business';
+
+function vm(id: string, over: Partial<VmModel> = {}): VmModel {
+  return {
+    path: `/org/bulkhead/VmManager1/vm/${id}`, id, name: id, slot: 1, kind: 'personal', color: '#112233', icon: '',
+    state: 'running', stateReason: '', lastError: '', hasGpu: false, autostart: false, memoryMiB: 64, vcpus: 1,
+    backend: 'qemu', configFile: '', ...over,
+  };
+}
+
+function liveSnapshot(over: Partial<SwitcherSnapshot> = {}): SwitcherSnapshot {
+  const s = emptySnapshot(1);
+  for (const d of ['vmManager', 'input', 'usb'] as const) s.daemons[d] = { up: true, since: 1, detail: '' };
+  return { ...s, vms: [vm('personal'), vm('business', { slot: 2 })], input: { focusedTarget: '/', locked: false, frozen: false, seat: 'virtual', hotkeys: [], lastHotkeyError: '' }, ...over };
+}
+
+const withSnap = (over: Partial<SwitcherSnapshot> = {}): UiState => applyPush(initialUiState(), 'snapshot', liveSnapshot(over));
+
+test('a snapshot replaces the model; the active VM is shown full screen', () => {
+  const s = withSnap({ activeVm: B });
+  assert.equal(s.snapshot.vms.length, 2);
+  assert.equal(shownVm(s)?.id, 'business');
+  assert.equal(shownVm(withSnap({ activeVm: '/' })), null);
+});
+
+test('a VM with a passed-through GPU is not shown inside the shell', () => {
+  const s = withSnap({ activeVm: B, vms: [vm('business', { hasGpu: true })] });
+  assert.equal(shownVm(s), null);
+});
+
+test('vmPatch changes one VM only; a VM that stops loses its thumbnail', () => {
+  let s = withSnap();
+  s = applyPush(s, 'thumbnail', { vm: P, png: 'AAAA', at: 1 });
+  s = applyPush(s, 'thumbnail', { vm: B, png: 'BBBB', at: 1 });
+  s = applyPush(s, 'vmPatch', { path: P, patch: { state: 'stopped' } });
+  assert.equal(s.snapshot.vms.find((v) => v.path === P)?.state, 'stopped');
+  assert.equal(s.snapshot.vms.find((v) => v.path === B)?.state, 'running');
+  assert.equal(s.thumbnails[P], undefined);
+  assert.equal(s.thumbnails[B], 'BBBB');
+});
+
+test('a thumbnail of a VM that is not running is ignored', () => {
+  const s = applyPush(withSnap({ vms: [vm('personal', { state: 'stopped' })] }), 'thumbnail', { vm: P, png: 'AAAA', at: 1 });
+  assert.deepEqual(s.thumbnails, {});
+});
+
+test('vm-daemon going down drops its VMs and the active VM at once (no stale state shown as live)', () => {
+  let s = applyPush(withSnap({ activeVm: B }), 'thumbnail', { vm: B, png: 'BBBB', at: 1 });
+  s = applyPush(s, 'daemon', { name: 'vmManager', status: { up: false, since: 2, detail: 'not running' } });
+  assert.equal(s.snapshot.daemons.vmManager.up, false);
+  assert.deepEqual(s.snapshot.vms, []);
+  assert.equal(s.snapshot.activeVm, '/');
+  assert.equal(shownVm(s), null);
+  assert.deepEqual(s.thumbnails, {});
+  // ...and comes back with the next snapshot.
+  s = applyPush(s, 'snapshot', liveSnapshot({ activeVm: P }));
+  assert.equal(s.snapshot.daemons.vmManager.up, true);
+  assert.equal(shownVm(s)?.id, 'personal');
+});
+
+test('a switch running when vm-daemon dies is shown as failed', () => {
+  let s = beginSwitch(withSnap(), B, 10);
+  s = applyPush(s, 'daemon', { name: 'vmManager', status: { up: false, since: 2, detail: '' } });
+  assert.equal(s.progress?.status, 'failed');
+  assert.match(s.progress?.error?.title ?? '', /not running/);
+});
+
+test('switch progress accumulates steps and ends with done', () => {
+  let s = beginSwitch(withSnap(), B, 10);
+  for (const step of ['starting-vm', 'freeze-input', 'focus-input', 'publish'])
+    s = applyPush(s, 'switchProgress', { target: B, step, detail: '', at: 11 });
+  assert.equal(s.progress?.status, 'running');
+  assert.deepEqual(s.progress?.steps.map((x) => x.step), ['starting-vm', 'freeze-input', 'focus-input', 'publish']);
+  s = applyPush(s, 'switchProgress', { target: B, step: 'done', detail: '', at: 12 });
+  assert.equal(s.progress?.status, 'done');
+});
+
+test('a failed Switch call shows the named error in words, InvalidConfig naming the file and field', () => {
+  let s = failSwitch(withSnap(), B, { name: 'NoSuchVm', message: 'no VM at /x' }, 1);
+  assert.equal(s.progress?.status, 'failed');
+  assert.equal(s.progress?.error?.title, 'That virtual machine no longer exists');
+  assert.equal(s.progress?.error?.detail, 'no VM at /x');
+  s = failSwitch(withSnap(), B, { name: 'InvalidConfig', message: '/etc/bulkhead/vms/business.json: memory_mib: must be a number' }, 1);
+  assert.equal(s.progress?.error?.title, 'The VM definition is invalid');
+  assert.match(s.progress?.error?.message ?? '', /business\.json.*memory_mib.*must be a number/);
+});
+
+test('secure attention locks until the input daemon reports Locked=false', () => {
+  let s = applyPush(withSnap(), 'secureAttention', { at: 1 });
+  assert.equal(isLocked(s), true);
+  const locked = liveSnapshot();
+  locked.input!.locked = true;
+  s = applyPush(s, 'snapshot', locked);
+  assert.equal(isLocked(s), true);
+  s = applyPush(s, 'snapshot', liveSnapshot());
+  assert.equal(isLocked(s), false);
+});
+
+test('prompts queue once each and disappear when the daemon no longer lists them', () => {
+  let s = withSnap();
+  const p = { id: 4, device: '/org/bulkhead/Usb1/device/x', vm: P };
+  s = applyPush(s, 'prompt', p);
+  s = applyPush(s, 'prompt', p);
+  assert.equal(s.prompts.length, 1);
+  s = applyPush(s, 'snapshot', liveSnapshot({ prompts: [p] }));
+  assert.equal(s.prompts.length, 1);
+  s = applyPush(s, 'snapshot', liveSnapshot({ prompts: [] }));
+  assert.equal(s.prompts.length, 0);
+});
