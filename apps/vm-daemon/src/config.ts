@@ -126,7 +126,8 @@ function validate(file: string, raw: unknown): VmDefinition {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
     throw new FieldError('(file)', 'must be a JSON object');
   const o = raw as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!KNOWN_FIELDS.has(k)) throw new FieldError(k, 'unknown field');
+  // An empty key is shown as "" so the error still names a field.
+  for (const k of Object.keys(o)) if (!KNOWN_FIELDS.has(k)) throw new FieldError(k || '""', 'unknown field');
   const dir = resolve(file, '..');
   const str = (k: string, dflt?: string): string => {
     const v = o[k];
