@@ -256,6 +256,9 @@ const RULE_KEYS = ['match', 'action', 'vm', 'comment'];
 const VM_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const PORT = /^[0-9]+-[0-9]+(\.[0-9]+)*$/;
 
+/** An empty key is shown as "" so that the error still names a field. */
+const fieldName = (k: string): string => k || '""';
+
 const describe = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
 
 function classList(index: number, field: string, v: unknown): UsbClass[] {
@@ -283,7 +286,7 @@ function validateRule(index: number, raw: unknown): Rule {
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o))
     if (!RULE_KEYS.includes(k))
-      throw new RulesError(index, k, `unknown field (known: ${RULE_KEYS.join(', ')})`);
+      throw new RulesError(index, fieldName(k), `unknown field (known: ${RULE_KEYS.join(', ')})`);
   if (typeof o.action !== 'string' || !(RULE_ACTIONS as readonly string[]).includes(o.action))
     throw new RulesError(
       index,
@@ -298,7 +301,7 @@ function validateRule(index: number, raw: unknown): Rule {
     const m = o.match as Record<string, unknown>;
     for (const k of Object.keys(m))
       if (!MATCH_KEYS.includes(k))
-        throw new RulesError(index, `match.${k}`, `unknown field (known: ${MATCH_KEYS.join(', ')})`);
+        throw new RulesError(index, `match.${fieldName(k)}`, `unknown field (known: ${MATCH_KEYS.join(', ')})`);
     if (m.classes !== undefined) rule.match.classes = classList(index, 'match.classes', m.classes);
     if (m.interfaceClasses !== undefined)
       rule.match.interfaceClasses = classList(index, 'match.interfaceClasses', m.interfaceClasses);
@@ -352,7 +355,7 @@ export function validateRules(doc: unknown): Rule[] {
     throw new RulesError(null, '(document)', `must be an object {"rules": [...]}, got ${describe(doc)}`);
   const o = doc as Record<string, unknown>;
   for (const k of Object.keys(o))
-    if (k !== 'rules') throw new RulesError(null, k, `unknown field (known: rules)`);
+    if (k !== 'rules') throw new RulesError(null, fieldName(k), `unknown field (known: rules)`);
   if (!Array.isArray(o.rules))
     throw new RulesError(null, 'rules', `must be an array, got ${describe(o.rules)}`);
   return o.rules.map((r, i) => validateRule(i, r));
