@@ -15,6 +15,11 @@ declare -A NEED=(
   [socat]=socat
   [gcc]=gcc
   [make]=make
+  [mmdebstrap]=mmdebstrap
+  [zstd]=zstd
+  [rsync]=rsync
+  [mkfs.ext4]=e2fsprogs
+  [busctl]=systemd
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// The image suite: builds the Control Domain image (cached base layer; the project layer is
+// re-made each run, ~20 s), boots it under QEMU and runs e2e/dist/*.e2e.js with node's test runner.
+// Needs root (mmdebstrap, chroot). Without root it says so and exits 0 without running, so a
+// developer's unprivileged `npm test` still runs everything else.
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+if (process.getuid?.() !== 0) {
+  console.log('image suite: skipped (needs root to build the image: sudo npm run test:image)');
+  process.exit(0);
+}
+const build = spawnSync('bash', [join(root, 'dom0-rootfs/build-image.sh')], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('image suite: the image build failed');
+  process.exit(1);
+}
+const dir = join(root, 'e2e/dist');
+const files = readdirSync(dir).filter((f) => f.endsWith('.e2e.js')).map((f) => join(dir, f));
+const filters = process.argv.slice(2);
+const selected = files.filter((f) => !filters.length || filters.some((x) => f.includes(x)));
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...selected], { stdio: 'inherit' });
+process.exit(r.status ?? 1);
