@@ -1,0 +1,85 @@
+import { FakeXlRunner } from './fake-xl-runner';
+import { xlListJson, type FixtureDomain } from './xl-fixtures';
+
+/**
+ * A FakeXlRunner that keeps a tiny model of Xen: `xl list -l` answers from `domains`, and
+ * create/destroy/pci-attach/pci-detach/usbdev-* change it, so tests see the effect of each command.
+ * `failOn` makes the next command matching a pattern fail with an xl-style message.
+ */
+export class FakeXenWorld extends FakeXlRunner {
+  domains: FixtureDomain[] = [];
+  private nextDomid = 1;
+  private failures: Array<{ re: RegExp; stderr: string; before?: () => void }> = [];
+
+  constructor(delayMs = 0) {
+    super(delayMs);
+    this.on(/^xl list -l( \d+)?$/, (line) => {
+      const m = / (\d+)$/.exec(line);
+      const doms = m ? this.domains.filter((d) => d.domid === Number(m[1])) : this.domains;
+      if (m && !doms.length) return { code: 1, stderr: `libxl: error: libxl_domain.c:332:libxl_domain_info: Domain ${m[1]}:Domain not found` };
+      return { stdout: xlListJson(doms, !m) };
+    });
+    this.on(/^xl create /, (line) => this.guard(line, () => {
+      const name = /\/([^/]+)\.cfg$/.exec(line)?.[1] ?? 'guest';
+      this.domains.push({ domid: this.nextDomid++, name, usbctrl: true });
+    }));
+    this.on(/^xl (destroy|shutdown -F) \d+$/, (line) => this.guard(line, () => {
+      const id = Number(line.split(' ').pop());
+      this.domains = this.domains.filter((d) => d.domid !== id);
+    }));
+    this.on(/^xl (pause|unpause) \d+$/, (line) => this.guard(line, () => undefined));
+    this.on(/^xl pci-assignable-add /, (line) => this.guard(line, () => undefined));
+    this.on(/^xl pci-(attach|detach) \d+ \S+$/, (line) => this.guard(line, () => {
+      const [, op, id, bdf] = line.split(' ');
+      const d = this.dom(Number(id));
+      d.pci = op === 'pci-attach' ? [...(d.pci ?? []), bdf] : (d.pci ?? []).filter((p) => p !== bdf);
+    }));
+    this.on(/^xl usbdev-attach \d+ hostbus=\d+ hostaddr=\d+$/, (line) => this.guard(line, () => {
+      const [, , id, b, a] = line.split(' ');
+      const d = this.dom(Number(id));
+      const port = (d.usbdevs?.length ?? 0) + 1;
+      d.usbdevs = [...(d.usbdevs ?? []), { ctrl: 0, port, hostbus: Number(b.split('=')[1]), hostaddr: Number(a.split('=')[1]) }];
+    }));
+    this.on(/^xl usbdev-detach \d+ \d+ \d+$/, (line) => this.guard(line, () => {
+      const [, , id, c, p] = line.split(' ').map((x, i) => (i >= 2 ? Number(x) : x)) as [string, string, number, number, number];
+      const d = this.dom(id);
+      d.usbdevs = (d.usbdevs ?? []).filter((u) => !(u.ctrl === c && u.port === p));
+    }));
+  }
+
+  private dom(domid: number): FixtureDomain {
+    const d = this.domains.find((x) => x.domid === domid);
+    if (!d) throw new FakeXlError(`libxl: error: libxl_domain.c:1640:libxl__get_domid: Domain ${domid} does not exist`);
+    return d;
+  }
+
+  private guard(line: string, apply: () => void) {
+    const i = this.failures.findIndex((f) => f.re.test(line));
+    if (i >= 0) {
+      const [f] = this.failures.splice(i, 1);
+      f.before?.();
+      return { code: 1, stderr: f.stderr };
+    }
+    try {
+      apply();
+      return { code: 0 };
+    } catch (e) {
+      if (e instanceof FakeXlError) return { code: 1, stderr: e.message };
+      throw e;
+    }
+  }
+
+  /** The next command matching `re` fails with `stderr` (after running `before`, e.g. a domain vanishing). */
+  failOn(re: RegExp, stderr: string, before?: () => void): void {
+    this.failures.push({ re, stderr, before });
+  }
+
+  add(d: Omit<FixtureDomain, 'domid'> & { domid?: number }): FixtureDomain {
+    const dom = { ...d, domid: d.domid ?? this.nextDomid++ };
+    this.nextDomid = Math.max(this.nextDomid, dom.domid + 1);
+    this.domains.push(dom);
+    return dom;
+  }
+}
+
+class FakeXlError extends Error {}

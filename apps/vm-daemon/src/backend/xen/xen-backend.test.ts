@@ -1,0 +1,153 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BulkheadError } from '@bulkhead/contract';
+import { createLogger, type VmState } from '@bulkhead/common';
+import type { VmDefinition } from '../../config';
+import { XenBackend } from './xen-backend';
+import { FakeXenWorld } from './fake-xen-world';
+import { FakeXlRunner } from './fake-xl-runner';
+
+const log = createLogger('test', 'error');
+
+function setup() {
+  const root = mkdtempSync(join(tmpdir(), 'xenbe-'));
+  const world = new FakeXenWorld();
+  const dumpDir = join(root, 'dump');
+  mkdirSync(dumpDir);
+  const mk = () => new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir, pollMs: 0 });
+  const def = (id: string, over: Partial<VmDefinition> = {}): VmDefinition => {
+    const file = join(root, `${id}.json`);
+    writeFileSync(join(root, 'vmlinuz'), 'k');
+    return {
+      id, name: id, slot: 1, kind: 'personal', color: '#000000', icon: '', memoryMiB: 64, vcpus: 1, disks: [], network: { mode: 'none' },
+      autostart: false, gpu: null, usbAutoAttach: false, display: 'none', backend: 'xen', kernel: join(root, 'vmlinuz'), append: '', file, ...over,
+    };
+  };
+  return { root, world, dumpDir, mk, def };
+}
+
+const states = (b: XenBackend) => {
+  const seen: Array<[string, VmState, string]> = [];
+  b.on('state', (id, s, r) => seen.push([id, s, r]));
+  return seen;
+};
+
+test('start writes the config, runs xl create and reports the domid; stop shuts down and waits', async () => {
+  const { world, mk, def, root } = setup();
+  const b = mk();
+  const seen = states(b);
+  const r = await b.start(def('personal'));
+  assert.equal(r.pid, 1, 'pid carries the domid');
+  assert.equal(r.inputQmpSocket, '', 'a PV guest has no device model QMP');
+  const cfg = readFileSync(join(root, 'run', 'personal', 'personal.cfg'), 'utf8');
+  assert.match(cfg, /type = "pv"/);
+  assert.ok(world.calls.includes(`xl create ${join(root, 'run', 'personal', 'personal.cfg')}`));
+  assert.equal(b.domidOf('personal'), 1);
+  const stopped = b.stop('personal', 5000);
+  world.fire('@releaseDomain');
+  assert.deepEqual(await stopped, { killed: false });
+  assert.ok(world.calls.includes('xl shutdown -F 1'));
+  assert.deepEqual(seen, [['personal', 'stopped', 'shut down on request']]);
+  await b.detachAll();
+});
+
+test('a domain destroyed behind our back is reported on @releaseDomain; a core dump means crashed', async () => {
+  const { world, mk, def, dumpDir } = setup();
+  const b = mk();
+  const seen = states(b);
+  await b.start(def('a'));
+  await b.start(def('b'));
+  world.domains = world.domains.filter((d) => d.name !== 'a');
+  world.fire('@releaseDomain');
+  await b.reconcileSoon();
+  assert.equal(seen.length, 1);
+  assert.deepEqual(seen[0].slice(0, 2), ['a', 'stopped']);
+  assert.match(seen[0][2], /gone without a stop request/);
+  writeFileSync(join(dumpDir, 'b'), 'core');
+  world.domains = world.domains.filter((d) => d.name !== 'b');
+  world.fire('@releaseDomain');
+  await b.reconcileSoon();
+  assert.deepEqual(seen[1].slice(0, 2), ['b', 'crashed']);
+  assert.match(seen[1][2], /crashed \(xl wrote a core dump/);
+  await b.detachAll();
+});
+
+test('xl failures come back as BackendFailed with xl\'s own words', async () => {
+  const { world, mk, def } = setup();
+  const b = mk();
+  world.failOn(/^xl create/, 'Parsing config from x.cfg\nlibxl: error: libxl_create.c:689:libxl__domain_make: Domain 5:domain creation fail: Cannot allocate memory\n');
+  await assert.rejects(b.start(def('big')), (e: BulkheadError) =>
+    e.errorName === 'BackendFailed' && /^xl create .*failed \(exit 1\): libxl: error: .*Cannot allocate memory/.test(e.message));
+  const r = new FakeXlRunner().on(/^xl list -l$/, { stdout: 'not json' });
+  const b2 = new XenBackend({ runRoot: '/nonexistent', runner: r, log, pollMs: 0 });
+  await assert.rejects(b2.listDomains(), /output is not JSON/);
+});
+
+test('a domain already named like the VM is refused, not duplicated', async () => {
+  const { world, mk, def } = setup();
+  world.add({ name: 'personal' });
+  await assert.rejects(mk().start(def('personal')), (e: BulkheadError) => e.errorName === 'InvalidState' && /already exists \(domid 1\)/.test(e.message));
+});
+
+test('a restarted daemon re-adopts running domains with their domid and paused flag', async () => {
+  const { world, mk, def } = setup();
+  const first = mk();
+  await first.start(def('personal'));
+  await first.start(def('work'));
+  await first.pause('work');
+  await first.detachAll();
+  const second = mk();
+  const seen = states(second);
+  const p = await second.adopt(def('personal'));
+  const w = await second.adopt(def('work'));
+  assert.deepEqual(p, { pid: 1, inputQmpSocket: '', adopted: true, state: 'running' });
+  assert.equal(w?.state, 'paused');
+  assert.equal(await second.adopt(def('ghost')), null);
+  world.domains = world.domains.filter((d) => d.name !== 'personal');
+  world.fire('@releaseDomain');
+  await second.reconcileSoon();
+  assert.deepEqual(seen.map((s) => s.slice(0, 2)), [['personal', 'stopped']]);
+  await second.detachAll();
+});
+
+test('stop that times out destroys the domain and says so', async () => {
+  const { world, mk, def } = setup();
+  const b = mk();
+  await b.start(def('stuck'));
+  world.on(/^xl shutdown -F \d+$/, { code: 0 }); // the guest ignores the request
+  const seen = states(b);
+  assert.deepEqual(await b.stop('stuck', 50), { killed: true });
+  assert.ok(world.calls.includes('xl destroy 1'));
+  assert.deepEqual(seen, [['stuck', 'stopped', 'destroyed: the guest did not shut down in time']]);
+  assert.equal(existsSync(join(b['opts'].runRoot, 'stuck', 'domain.json')), false);
+});
+
+test('USB: attach by hostbus/hostaddr gives a ctrl/port handle; list and detach use it', async () => {
+  const { world, mk, def } = setup();
+  const b = mk();
+  const d = def('hvm', { kernel: null });
+  await b.start(d);
+  const h = await b.attachUsb('hvm', { bus: 3, address: 2 });
+  assert.equal(h, 'xenusb-c0-p1');
+  assert.ok(world.calls.includes('xl usbdev-attach 1 hostbus=3 hostaddr=2'));
+  assert.deepEqual(await b.listUsb('hvm'), [['xenusb-c0-p1', 3, 2]]);
+  await b.detachUsb('hvm', h);
+  assert.ok(world.calls.includes('xl usbdev-detach 1 0 1'));
+  assert.deepEqual(await b.listUsb('hvm'), []);
+  await assert.rejects(b.detachUsb('hvm', h), (e: BulkheadError) => e.errorName === 'NoSuchDevice');
+  await assert.rejects(b.detachUsb('hvm', 'usbhost-b1-a2'), (e: BulkheadError) => e.errorName === 'NoSuchDevice');
+  await b.start(def('pv'));
+  await assert.rejects(b.attachUsb('pv', { bus: 1, address: 2 }), (e: BulkheadError) => e.errorName === 'NotSupported' && /no USB controller/.test(e.message));
+  await assert.rejects(b.screenshot('pv', 1000), (e: BulkheadError) => e.errorName === 'NotSupported');
+  await b.detachAll();
+});
+
+test('operations on a VM that does not run are InvalidState', async () => {
+  const { mk } = setup();
+  const b = mk();
+  for (const op of [() => b.pause('x'), () => b.stop('x', 10), () => b.listUsb('x')])
+    await assert.rejects(op(), (e: BulkheadError) => e.errorName === 'InvalidState');
+});

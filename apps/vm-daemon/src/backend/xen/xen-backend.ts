@@ -1,0 +1,436 @@
+/**
+ * The Xen backend: domains driven through `xl` (JSON output only: `xl list -l`) and watched
+ * through xenstore (@releaseDomain fires when a domain shuts down or is destroyed).
+ *
+ * Domain name = VM id. Per VM run dir <runRoot>/<id>/: <id>.cfg (generated), domain.json (domid,
+ * uuid, paused: what a restarted daemon needs to re-adopt), and for HVM qmp.sock, input-qmp.sock,
+ * serial.log. RunningVm.pid carries the domid (the interface has no domid field).
+ *
+ * How a domain's end is classified (no human output parsed):
+ *   stop requested by us                      → stopped
+ *   core dump <dumpDir>/<id> written by xl    → crashed (on_crash = "coredump-destroy")
+ *   gone otherwise                            → stopped, reason says it was not requested
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BulkheadError } from '@bulkhead/contract';
+import { TypedEmitter, writeFileAtomic, type Logger } from '@bulkhead/common';
+import type { VmDefinition } from '../../config';
+import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
+import { prepareDisks } from '../disk-images';
+import { QmpClient } from '../../qmp/qmp-client';
+import { generateXlConfig } from './xl-config';
+import { parseXlListJson, type XlDomain } from './xl-list';
+import { xl, type XenstoreWatch, type XlRunner } from './xl-runner';
+import { loadXenOptions, type XenGuestOptions } from './xen-options';
+
+export interface XenBackendOptions {
+  runRoot: string;
+  runner: XlRunner;
+  log: Logger;
+  /** Where xl writes core dumps (XEN_DUMP_DIR). */
+  dumpDir?: string;
+  /** Time limits of xl commands. */
+  createTimeoutMs?: number;
+  commandTimeoutMs?: number;
+  /** Safety-net poll of `xl list -l` besides the xenstore watch (default 10 s; 0 = off). */
+  pollMs?: number;
+}
+
+interface Domain {
+  def: VmDefinition;
+  opts: XenGuestOptions;
+  domid: number;
+  uuid: string;
+  paused: boolean;
+  adopted: boolean;
+  stopRequested: 'shutdown' | 'destroy' | null;
+  killedAfterTimeout: boolean;
+  goneHandled: boolean;
+  gone: Promise<void>;
+  markGone: () => void;
+  qmp: LazyQmp | null;
+}
+
+interface PersistedDomain {
+  domid: number;
+  uuid: string;
+  paused: boolean;
+}
+
+const USB_HANDLE_RE = /^xenusb-c(\d{1,3})-p(\d{1,3})$/;
+
+/** A QMP connection opened on first use and re-opened after QEMU closed it. */
+class LazyQmp implements QmpAccess {
+  private client: Promise<QmpClient> | null = null;
+  constructor(private readonly path: string) {}
+  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
+    this.client ??= QmpClient.connect(this.path, { retryUntilMs: 5000, timeoutMs: 5000, commandTimeoutMs: 15_000 }).then((c) => {
+      c.on('close', () => (this.client = null));
+      return c;
+    });
+    let c: QmpClient;
+    try {
+      c = await this.client;
+    } catch (e) {
+      this.client = null;
+      throw e;
+    }
+    return c.execute<T>(command, args, opts);
+  }
+  async close(): Promise<void> {
+    const c = this.client;
+    this.client = null;
+    if (c) await (await c.catch(() => null))?.close().catch(() => undefined);
+  }
+}
+
+export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend {
+  readonly name = 'xen';
+  private readonly domains = new Map<string, Domain>();
+  private readonly runner: XlRunner;
+  private readonly log: Logger;
+  private readonly dumpDir: string;
+  private readonly cmdMs: number;
+  private watch: XenstoreWatch | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private reconciling: Promise<void> | null = null;
+  private reconcileAgain = false;
+  private closed = false;
+
+  constructor(private readonly opts: XenBackendOptions) {
+    super();
+    this.runner = opts.runner;
+    this.log = opts.log;
+    this.dumpDir = opts.dumpDir ?? '/var/lib/xen/dump';
+    this.cmdMs = opts.commandTimeoutMs ?? 30_000;
+  }
+
+  private files(id: string) {
+    const dir = join(this.opts.runRoot, id);
+    return {
+      dir, cfg: join(dir, `${id}.cfg`), state: join(dir, 'domain.json'), qmp: join(dir, 'qmp.sock'),
+      inputQmp: join(dir, 'input-qmp.sock'), serial: join(dir, 'serial.log'),
+    };
+  }
+
+  async accelerator(): Promise<string> {
+    return 'xen';
+  }
+
+  /** All domains xl knows (dom0 included). */
+  async listDomains(): Promise<XlDomain[]> {
+    return parseXlListJson(await xl(this.runner, ['list', '-l'], this.cmdMs));
+  }
+
+  /** Domid of a VM this backend runs, or null. */
+  domidOf(vmId: string): number | null {
+    const d = this.domains.get(vmId);
+    return d && !d.goneHandled ? d.domid : null;
+  }
+
+  async create(def: VmDefinition): Promise<void> {
+    mkdirSync(this.files(def.id).dir, { recursive: true, mode: 0o750 });
+    if (def.disks.length) await prepareDisks(def.file, def.disks);
+  }
+
+  /** The xl config this backend would write for `def` (also written to <runDir>/<id>.cfg at start). */
+  configFor(def: VmDefinition): { text: string; opts: XenGuestOptions } {
+    const opts = loadXenOptions(def);
+    return { text: generateXlConfig(def, opts, { runDir: this.files(def.id).dir }), opts };
+  }
+
+  async start(def: VmDefinition): Promise<RunningVm> {
+    if (this.domains.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs (domid ${this.domains.get(def.id)!.domid})`);
+    for (const p of [def.kernel]) if (p && !existsSync(p)) throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${p} does not exist`);
+    const { text, opts } = this.configFor(def);
+    if (opts.ramdisk && !existsSync(opts.ramdisk)) throw new BulkheadError('InvalidConfig', `${def.file}: ramdisk: ${opts.ramdisk} does not exist`);
+    await this.create(def);
+    const f = this.files(def.id);
+    const clash = (await this.listDomains()).find((d) => d.name === def.id);
+    if (clash) throw new BulkheadError('InvalidState', `a Xen domain named '${def.id}' already exists (domid ${clash.domid}) but is not tracked; destroy it or restart vm-daemon to adopt it`);
+    writeFileSync(f.cfg, text, { mode: 0o640 });
+    for (const p of [f.qmp, f.inputQmp, join(this.dumpDir, def.id)]) rmSync(p, { force: true });
+    this.ensureWatching();
+    this.log.info(`starting ${def.id} (${opts.type}): xl create ${f.cfg}`);
+    await xl(this.runner, ['create', f.cfg], this.opts.createTimeoutMs ?? 180_000);
+    const dom = (await this.listDomains()).find((d) => d.name === def.id);
+    if (!dom) throw new BulkheadError('BackendFailed', `xl create ${f.cfg} succeeded but no domain named '${def.id}' exists afterwards (it died at once?)`);
+    this.track(def, opts, dom, false, false);
+    this.log.info(`${def.id}: running as domid ${dom.domid}`);
+    return { pid: dom.domid, inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '', adopted: false, state: 'running' };
+  }
+
+  async adopt(def: VmDefinition): Promise<RunningVm | null> {
+    if (this.domains.has(def.id)) return null;
+    const dom = (await this.listDomains()).find((d) => d.name === def.id);
+    const f = this.files(def.id);
+    if (!dom) {
+      rmSync(f.state, { force: true });
+      return null;
+    }
+    let persisted: PersistedDomain | null = null;
+    try {
+      persisted = JSON.parse(readFileSync(f.state, 'utf8')) as PersistedDomain;
+    } catch {
+      /* no record: adopted with defaults */
+    }
+    if (persisted && persisted.domid !== dom.domid)
+      this.log.warn(`${def.id}: domain.json says domid ${persisted.domid}, xl has ${dom.domid}: the domain was re-created outside vm-daemon; adopting ${dom.domid}`);
+    let opts: XenGuestOptions;
+    try {
+      opts = loadXenOptions(def);
+    } catch {
+      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false };
+    }
+    // The paused flag comes from our own record: xl offers the run state only in human output.
+    const paused = persisted?.domid === dom.domid ? persisted.paused : false;
+    this.ensureWatching();
+    this.track(def, opts, dom, true, paused);
+    this.log.info(`${def.id}: re-adopted domid ${dom.domid}${paused ? ' (paused)' : ''}`);
+    return { pid: dom.domid, inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '', adopted: true, state: paused ? 'paused' : 'running' };
+  }
+
+  private track(def: VmDefinition, opts: XenGuestOptions, dom: XlDomain, adopted: boolean, paused: boolean): Domain {
+    let markGone!: () => void;
+    const gone = new Promise<void>((r) => (markGone = r));
+    const d: Domain = {
+      def, opts, domid: dom.domid, uuid: dom.uuid, paused, adopted, stopRequested: null, killedAfterTimeout: false,
+      goneHandled: false, gone, markGone, qmp: opts.type === 'hvm' ? new LazyQmp(this.files(def.id).qmp) : null,
+    };
+    this.domains.set(def.id, d);
+    this.persist(d);
+    return d;
+  }
+
+  private persist(d: Domain): void {
+    try {
+      writeFileAtomic(this.files(d.def.id).state, JSON.stringify({ domid: d.domid, uuid: d.uuid, paused: d.paused } satisfies PersistedDomain) + '\n', 0o640);
+    } catch (e) {
+      this.log.error(`${d.def.id}: cannot write ${this.files(d.def.id).state}: ${(e as Error).message}`);
+    }
+  }
+
+  // ------------------------------------------------------------ supervision
+
+  private ensureWatching(): void {
+    if (this.closed) return;
+    if (!this.watch) {
+      this.watch = this.runner.watch(
+        '@releaseDomain',
+        () => this.reconcileSoon(),
+        (why) => {
+          this.watch = null;
+          if (this.closed) return;
+          this.log.warn(`xenstore watch ended (${why}); re-arming in 1 s`);
+          setTimeout(() => this.domains.size && this.ensureWatching(), 1000).unref();
+        },
+      );
+    }
+    const pollMs = this.opts.pollMs ?? 10_000;
+    if (!this.pollTimer && pollMs > 0) {
+      this.pollTimer = setInterval(() => this.domains.size && this.reconcileSoon(), pollMs);
+      this.pollTimer.unref();
+    }
+  }
+
+  /** Compare tracked domains with xl's list; one run at a time, coalescing bursts of watch events. */
+  reconcileSoon(): Promise<void> {
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.reconcileAgain = false;
+        try {
+          await this.reconcile();
+        } catch (e) {
+          this.log.warn(`checking domains failed: ${(e as Error).message}`);
+        }
+      } while (this.reconcileAgain && !this.closed);
+    })().finally(() => (this.reconciling = null));
+    return this.reconciling;
+  }
+
+  private async reconcile(): Promise<void> {
+    if (!this.domains.size) return;
+    const live = await this.listDomains();
+    for (const d of [...this.domains.values()]) {
+      const now = live.find((l) => l.domid === d.domid);
+      if (now && now.name === d.def.id) continue;
+      this.gone(d);
+    }
+  }
+
+  private gone(d: Domain): void {
+    if (d.goneHandled) return;
+    d.goneHandled = true;
+    if (this.domains.get(d.def.id) === d) this.domains.delete(d.def.id);
+    void d.qmp?.close();
+    rmSync(this.files(d.def.id).state, { force: true });
+    const dump = join(this.dumpDir, d.def.id);
+    let state: 'stopped' | 'crashed';
+    let reason: string;
+    if (d.stopRequested) {
+      state = 'stopped';
+      reason = d.stopRequested === 'destroy' ? (d.killedAfterTimeout ? 'destroyed: the guest did not shut down in time' : 'destroyed on request') : 'shut down on request';
+    } else if (existsSync(dump)) {
+      state = 'crashed';
+      let size = 0;
+      try {
+        size = statSync(dump).size;
+      } catch {
+        /* raced with cleanup */
+      }
+      reason = `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`;
+    } else {
+      state = 'stopped';
+      reason = `domain ${d.domid} is gone without a stop request from vm-daemon (the guest powered off or rebooted, or it was destroyed outside vm-daemon)`;
+    }
+    this.log.info(`${d.def.id}: ${state}: ${reason}`);
+    d.markGone();
+    this.emit('state', d.def.id, state, reason);
+  }
+
+  private get(vmId: string): Domain {
+    const d = this.domains.get(vmId);
+    if (!d) throw new BulkheadError('InvalidState', `VM ${vmId} does not run`);
+    return d;
+  }
+
+  private async waitGone(d: Domain, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    let poll: NodeJS.Timeout | undefined;
+    // The watch normally settles it; polling covers a watch lost mid-way.
+    poll = setInterval(() => void this.reconcileSoon(), 2000);
+    const ok = await Promise.race([d.gone.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+    clearTimeout(timer);
+    clearInterval(poll);
+    poll = undefined;
+    return ok;
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  async stop(vmId: string, timeoutMs: number): Promise<{ killed: boolean }> {
+    const d = this.get(vmId);
+    d.stopRequested = 'shutdown';
+    try {
+      // -F: fall back to the ACPI power button for HVM guests without PV drivers.
+      await xl(this.runner, ['shutdown', '-F', String(d.domid)], this.cmdMs);
+    } catch (e) {
+      this.log.warn(`${vmId}: xl shutdown failed (${(e as Error).message}); destroying`);
+    }
+    if (await this.waitGone(d, timeoutMs)) return { killed: false };
+    d.stopRequested = 'destroy';
+    d.killedAfterTimeout = true;
+    await this.destroy(d);
+    return { killed: true };
+  }
+
+  async kill(vmId: string): Promise<void> {
+    const d = this.get(vmId);
+    d.stopRequested = 'destroy';
+    await this.destroy(d);
+  }
+
+  private async destroy(d: Domain): Promise<void> {
+    try {
+      await xl(this.runner, ['destroy', String(d.domid)], this.cmdMs);
+    } catch (e) {
+      // Already gone is fine: the reconcile below reports it.
+      this.log.warn(`${d.def.id}: ${(e as Error).message}`);
+    }
+    await this.reconcileSoon();
+    if (!(await this.waitGone(d, 10_000))) throw new BulkheadError('BackendFailed', `domain ${d.domid} (${d.def.id}) is still listed after xl destroy`);
+  }
+
+  async pause(vmId: string): Promise<void> {
+    const d = this.get(vmId);
+    await xl(this.runner, ['pause', String(d.domid)], this.cmdMs);
+    d.paused = true;
+    this.persist(d);
+  }
+
+  async resume(vmId: string): Promise<void> {
+    const d = this.get(vmId);
+    await xl(this.runner, ['unpause', String(d.domid)], this.cmdMs);
+    d.paused = false;
+    this.persist(d);
+  }
+
+  async screenshot(vmId: string, maxBytes: number): Promise<Buffer> {
+    const d = this.get(vmId);
+    if (!d.qmp) throw new BulkheadError('NotSupported', `${vmId} is a ${d.opts.type.toUpperCase()} guest: no emulated display to capture`);
+    const file = join(this.files(vmId).dir, `screendump-${randomBytes(6).toString('hex')}.png`);
+    try {
+      await d.qmp.execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 15_000 }).catch((e) => {
+        throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
+      });
+      const size = statSync(file).size;
+      if (size > maxBytes) throw new BulkheadError('BackendFailed', `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`);
+      return readFileSync(file);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  // ------------------------------------------------------------ USB
+
+  async attachUsb(vmId: string, req: UsbAttachRequest): Promise<string> {
+    const d = this.get(vmId);
+    if (!d.opts.usbctrl) throw new BulkheadError('NotSupported', `${vmId} has no USB controller (set "usbctrl" in ${d.def.id}.xen; it must exist when the domain is created)`);
+    if (req.port && !req.address) throw new BulkheadError('NotSupported', `xl attaches USB devices by hostbus/hostaddr; port ${req.port} alone is not enough`);
+    const before = await this.usbdevs(d);
+    await xl(this.runner, ['usbdev-attach', String(d.domid), `hostbus=${req.bus}`, `hostaddr=${req.address}`], this.cmdMs);
+    const after = await this.usbdevs(d);
+    const added = after.find((u) => u.hostbus === req.bus && u.hostaddr === req.address && !before.some((b) => b.ctrl === u.ctrl && b.port === u.port));
+    if (!added) throw new BulkheadError('BackendFailed', `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it`);
+    return `xenusb-c${added.ctrl}-p${added.port}`;
+  }
+
+  private async usbdevs(d: Domain) {
+    const dom = parseXlListJson(await xl(this.runner, ['list', '-l', String(d.domid)], this.cmdMs)).find((x) => x.domid === d.domid);
+    if (!dom) throw new BulkheadError('InvalidState', `domain ${d.domid} (${d.def.id}) is gone`);
+    return dom.usbdevs;
+  }
+
+  async detachUsb(vmId: string, handle: string): Promise<void> {
+    const d = this.get(vmId);
+    const m = USB_HANDLE_RE.exec(handle);
+    if (!m) throw new BulkheadError('NoSuchDevice', `'${handle}' is not a USB attachment handle of the Xen backend`);
+    const [ctrl, port] = [Number(m[1]), Number(m[2])];
+    if (!(await this.usbdevs(d)).some((u) => u.ctrl === ctrl && u.port === port)) throw new BulkheadError('NoSuchDevice', `${vmId} has no USB attachment ${handle}`);
+    await xl(this.runner, ['usbdev-detach', String(d.domid), String(ctrl), String(port)], this.cmdMs);
+  }
+
+  async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
+    const d = this.get(vmId);
+    return (await this.usbdevs(d)).map((u) => [`xenusb-c${u.ctrl}-p${u.port}`, u.hostbus, u.hostaddr]);
+  }
+
+  qmp(vmId: string): QmpAccess | null {
+    return this.domains.get(vmId)?.qmp ?? null;
+  }
+
+  /** Let go of every domain (they keep running; the next daemon re-adopts them from xl). */
+  async detachAll(): Promise<void> {
+    this.closed = true;
+    this.watch?.close();
+    this.watch = null;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollTimer = null;
+    for (const d of this.domains.values()) {
+      d.goneHandled = true;
+      await d.qmp?.close();
+    }
+    this.domains.clear();
+  }
+
+  async stopAll(timeoutMs: number): Promise<void> {
+    await Promise.all([...this.domains.keys()].map((id) => this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`))));
+    await this.detachAll();
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Xen-only settings of a VM. VmDefinition (config.ts) has no field for them yet, and its loader
+ * rejects unknown fields, so they live in a sidecar file next to the definition:
+ *   personal.json  →  personal.xen   (JSON, optional)
+ *   {
+ *     "type": "pv" | "pvh" | "hvm",          default: "pv" with a kernel, else "hvm"
+ *     "ramdisk": "guest.cpio.gz",            initrd for direct kernel boot (relative to the file)
+ *     "usbctrl": {"version": 2, "ports": 6} | null,
+ *                                            default for HVM: devicemodel (QEMU-emulated) controller
+ *                                            version 2, 6 ports; PV/PVH: none (qusb needs the guest's
+ *                                            CONFIG_USB_XEN_HCD, which Debian kernels lack)
+ *     "pci": ["0000:00:04.0"],               devices assigned for the whole life of the domain
+ *                                            (the GPU is NOT listed here: the hand-off moves it)
+ *     "serialLog": true                      HVM: guest serial port to <runDir>/serial.log
+ *   }
+ * TODO(config.ts owner): fold these into VmDefinition as `xen: {...}` and drop the sidecar.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, dirname, basename } from 'node:path';
+import { BulkheadError } from '@bulkhead/contract';
+import type { VmDefinition } from '../../config';
+
+export type XenGuestType = 'pv' | 'pvh' | 'hvm';
+
+export interface XenGuestOptions {
+  type: XenGuestType;
+  ramdisk: string | null;
+  usbctrl: { version: 1 | 2 | 3; ports: number } | null;
+  pci: string[];
+  serialLog: boolean;
+}
+
+const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
+const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', '$comment']);
+
+export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
+  return join(dirname(def.file), basename(def.file).replace(/\.json$/, '') + '.xen');
+}
+
+/** Defaults for a definition without a sidecar. */
+export function defaultXenOptions(def: Pick<VmDefinition, 'kernel'>, type?: XenGuestType): XenGuestOptions {
+  const t = type ?? (def.kernel ? 'pv' : 'hvm');
+  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true };
+}
+
+/** Validate a sidecar's text; errors name the file and the field, like config.ts does. */
+export function parseXenOptions(file: string, text: string, def: Pick<VmDefinition, 'kernel'>): XenGuestOptions {
+  const bad = (field: string, reason: string) => new BulkheadError('InvalidConfig', `${file}: ${field}: ${reason}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw bad('(file)', `not valid JSON: ${(e as Error).message}`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw bad('(file)', 'must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!KNOWN.has(k)) throw bad(k, 'unknown field');
+  if (o.type !== undefined && !['pv', 'pvh', 'hvm'].includes(o.type as string))
+    throw bad('type', `must be pv, pvh or hvm, got ${JSON.stringify(o.type)}`);
+  const opts = defaultXenOptions(def, o.type as XenGuestType | undefined);
+  if (o.ramdisk !== undefined && o.ramdisk !== null) {
+    if (typeof o.ramdisk !== 'string' || o.ramdisk === '' || /["\n]/.test(o.ramdisk)) throw bad('ramdisk', 'must be a path without quotes or newlines');
+    opts.ramdisk = isAbsolute(o.ramdisk) ? o.ramdisk : join(dirname(file), o.ramdisk);
+  }
+  if (o.usbctrl === null) opts.usbctrl = null;
+  else if (o.usbctrl !== undefined) {
+    const u = o.usbctrl as Record<string, unknown>;
+    if (typeof u !== 'object' || Array.isArray(u)) throw bad('usbctrl', 'must be null or {"version": 1|2|3, "ports": 1-31}');
+    const version = u.version ?? 2;
+    const ports = u.ports ?? 6;
+    if (![1, 2, 3].includes(version as number)) throw bad('usbctrl.version', `must be 1, 2 or 3, got ${JSON.stringify(version)}`);
+    if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31) throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
+    opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
+  }
+  if (o.pci !== undefined) {
+    if (!Array.isArray(o.pci)) throw bad('pci', 'must be an array of PCI addresses');
+    opts.pci = o.pci.map((p, i) => {
+      if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase())) throw bad(`pci[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
+      return p.toLowerCase();
+    });
+  }
+  if (o.serialLog !== undefined) {
+    if (typeof o.serialLog !== 'boolean') throw bad('serialLog', 'must be true or false');
+    opts.serialLog = o.serialLog;
+  }
+  return opts;
+}
+
+/** The sidecar of `def` when it exists, else the defaults. */
+export function loadXenOptions(def: Pick<VmDefinition, 'file' | 'kernel'>): XenGuestOptions {
+  const file = sidecarPath(def);
+  if (!existsSync(file)) return defaultXenOptions(def);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new BulkheadError('InvalidConfig', `${file}: (file): cannot read: ${(e as Error).message}`);
+  }
+  return parseXenOptions(file, text, def);
+}

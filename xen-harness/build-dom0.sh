@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the cached inputs of the Xen harness, keyed by the hash of this script:
+#   xen            Xen 4.17 hypervisor (Debian xen-hypervisor-4.17-amd64, gunzipped: a multiboot ELF)
+#   vmlinuz        Debian's kernel: dom0 and every guest boot it
+#   dom0.cpio.gz   dom0 userspace (mmdebstrap --variant=essential + xl, xenstore, qemu-system-xen,
+#                  dbus-daemon, busybox) with the kernel modules dom0 needs
+#   guest.cpio.gz  the guests' initrd: busybox + the modules for xen-pcifront and USB, and /init
+#                  (xen-harness/guest-init.sh) that reports PCI and USB devices on the console
+# Prints the cache directory on its last line. Everything of the project itself (node, vm-daemon)
+# goes into a second, per-run cpio (make-overlay.sh) so a code change never rebuilds this layer.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${BULKHEAD_CACHE:-/var/cache/bulkhead}
+KVER=${BULKHEAD_XEN_KVER:-6.1.0-56-amd64}
+PKGS=xen-utils-4.17,xen-utils-common,xenstore-utils,qemu-system-xen,busybox-static,kmod,pciutils,usbutils,iproute2,procps,udev,dbus-daemon,libstdc++6
+key=$( (cat "$here/build-dom0.sh" "$here/guest-init.sh"; echo "$KVER $PKGS") | sha256sum | cut -c1-16)
+out="$cache/xen-dom0-$key"
+if [ -s "$out/dom0.cpio.gz" ] && [ -s "$out/guest.cpio.gz" ] && [ -s "$out/xen" ] && [ -s "$out/vmlinuz" ]; then
+  echo "xen harness inputs cached: $out" >&2
+  echo "$out"
+  exit 0
+fi
+for t in mmdebstrap cpio apt-get dpkg-deb depmod; do command -v $t >/dev/null || { echo "need $t" >&2; exit 1; }; done
+tmp="$out.tmp.$$"
+rm -rf "$tmp"; mkdir -p "$tmp/dl"
+trap 'rm -rf "$tmp"' EXIT
+t0=$(date +%s)
+(cd "$tmp/dl" && apt-get download -q "linux-image-$KVER" xen-hypervisor-4.17-amd64 >&2)
+dpkg-deb -x "$tmp"/dl/linux-image-*.deb "$tmp/kernel"
+dpkg-deb -x "$tmp"/dl/xen-hypervisor-*.deb "$tmp/xenpkg"
+gunzip -c "$tmp"/xenpkg/boot/xen-4.17-amd64.gz > "$tmp/xen"
+cp "$tmp/kernel/boot/vmlinuz-$KVER" "$tmp/vmlinuz"
+
+echo "mmdebstrap dom0 (about 1-3 minutes)" >&2
+mmdebstrap --mode=root --variant=essential --include="$PKGS" \
+  --aptopt='APT::Install-Recommends "false"' \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' \
+  bookworm "$tmp/root" \
+  "deb http://deb.debian.org/debian bookworm main" \
+  "deb http://deb.debian.org/debian-security bookworm-security main" >&2
+
+# Kernel modules: drivers only (xen backends, pciback, USB host/HID/storage, block), not the 400 MB tree.
+mods="$tmp/kernel/lib/modules/$KVER"
+copy_mods() { # dest-root subdir...
+  local dest=$1; shift
+  mkdir -p "$dest/lib/modules/$KVER"
+  (cd "$mods" && cp --parents -r "$@" modules.order modules.builtin modules.builtin.modinfo "$dest/lib/modules/$KVER/")
+  depmod -b "$dest" "$KVER"
+}
+copy_mods "$tmp/root" kernel/drivers/xen kernel/drivers/usb kernel/drivers/hid kernel/drivers/block kernel/drivers/net/xen-netback \
+  kernel/drivers/scsi kernel/drivers/input kernel/drivers/pci kernel/drivers/gpu/drm/tiny kernel/lib kernel/fs/fuse
+rm -rf "$tmp/root/var/cache/apt" "$tmp/root/var/lib/apt/lists"
+(cd "$tmp/root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$tmp/dom0.cpio.gz"
+
+# Guest initrd: busybox + pcifront + USB host controllers/storage/HID.
+g="$tmp/guest"
+mkdir -p "$g/bin" "$g/sbin" "$g/proc" "$g/sys" "$g/dev" "$g/tmp"
+cp "$tmp/root/bin/busybox" "$g/bin/busybox"
+for a in sh mount cat ls sleep echo mkdir modprobe insmod poweroff grep sed head find readlink; do ln -s busybox "$g/bin/$a"; done
+copy_mods "$g" kernel/drivers/pci/xen-pcifront.ko kernel/drivers/usb/core kernel/drivers/usb/common kernel/drivers/usb/host \
+  kernel/drivers/usb/storage kernel/drivers/hid kernel/drivers/scsi kernel/drivers/input/input-leds.ko 2>/dev/null || true
+ls "$g/lib/modules/$KVER" >/dev/null
+cp "$here/guest-init.sh" "$g/init"; chmod 755 "$g/init"
+(cd "$g" && find . | cpio -o -H newc --quiet) | gzip -1 > "$tmp/guest.cpio.gz"
+
+mkdir -p "$out"
+mv "$tmp/xen" "$tmp/vmlinuz" "$tmp/dom0.cpio.gz" "$tmp/guest.cpio.gz" "$out/"
+echo "$KVER" > "$out/kernel-version"
+echo "built xen harness inputs in $(( $(date +%s) - t0 )) s: $(du -sh "$out" | cut -f1)" >&2
+echo "$out"
