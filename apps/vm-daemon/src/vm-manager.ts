@@ -89,7 +89,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         ensureRunning: (target, progress) => this.ensureRunning(target, progress),
         inputQmpSocket: (target) => this.entryByPath(target)?.inputQmpSocket ?? '',
         gpuOf: (target): GpuSide => ({ vm: target, pci: this.entryByPath(target)?.def.gpu?.pci ?? [] }),
-        publish: (target) => this.setActive(target),
+        publish: (target) => this.publishSwitch(target),
         progress: (target, step, detail) => this.emit('switch-progress', target, step, detail),
       },
       {
@@ -365,12 +365,55 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   /** The active VM died or was paused: the person gets the switcher (as xenmgr does). */
   private async fallBackToSwitcher(why: string): Promise<void> {
+    if (this.transaction.inProgress) {
+      // A switch is moving input right now: a SetFocus('/') from here would race with its own
+      // Freeze/SetFocus calls. settleAfterSwitch() falls back once it is over, if still needed.
+      this.log.warn(`active VM lost during a switch (${why}): settled when the switch ends`);
+      return;
+    }
     this.log.warn(`focus falls back to the switcher: ${why}`);
     this.setActive(SWITCHER_PATH);
     try {
       await this.opts.input.setFocus(SWITCHER_PATH, '');
     } catch (e) {
       this.log.error(`Input1.SetFocus('/') after a VM loss failed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * The switch's publish step. The target may have died while the earlier steps ran (its crash
+   * is seen as a state change, not as a failed step): then the switch fails and rolls back
+   * instead of making a dead VM the active one.
+   */
+  private publishSwitch(target: string): void {
+    if (target !== SWITCHER_PATH) {
+      const e = this.entryByPath(target);
+      if (!e || e.state !== 'running')
+        throw new BulkheadError(
+          'BackendFailed',
+          `${vmIdFromPath(target)} is ${e?.state ?? 'gone'} (${e?.stateReason ?? 'removed'}): it stopped running during the switch`,
+        );
+    }
+    this.setActive(target);
+  }
+
+  /**
+   * After every switch (ok or not): ActiveVm must be '/' or a running VM, and input-daemon's
+   * focus must be ActiveVm. A VM lost during the switch (its fall-back was deferred), a rollback
+   * that re-focused a source that died meanwhile, or a rollback that itself failed are repaired
+   * here by focusing the switcher (or re-sending the focus).
+   */
+  private async settleAfterSwitch(rec: SwitchRecord): Promise<void> {
+    const active = this.activeVm;
+    const e = this.entryByPath(active);
+    if (active !== SWITCHER_PATH && (!e || e.state !== 'running')) {
+      await this.fallBackToSwitcher(`${vmIdFromPath(active)} is ${e?.state ?? 'gone'} after the switch`);
+      return;
+    }
+    if (rec.outcome === 'failed') {
+      await this.opts.input
+        .setFocus(active, e?.inputQmpSocket ?? '')
+        .catch((err) => this.log.error(`re-focusing ${active} after a failed switch: ${(err as Error).message}`));
     }
   }
 
@@ -533,6 +576,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
     this.lastSwitch = rec;
     this.emit('manager-changed', ['LastSwitch']);
+    await this.settleAfterSwitch(rec);
     if (rec.outcome !== 'ok') {
       const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<
         typeof BulkheadError
