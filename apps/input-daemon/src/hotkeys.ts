@@ -119,25 +119,72 @@ export function loadHotkeysFile(path: string): Chord[] {
   return buildChords(hk as Record<string, string>, path);
 }
 
+/** What the pipeline does with one EV_KEY event. */
 export type KeyDecision =
-  | { kind: 'pass' }
+  /** Forward it — after the presses of `flushFirst` (held-back modifiers, in press order). */
+  | { kind: 'pass'; flushFirst: readonly number[] }
+  /** A modifier that could start a chord: held back, nobody gets it yet. */
+  | { kind: 'hold' }
+  /** Nobody gets it (a chord's key or modifier, a repeat of a held-back modifier). */
   | { kind: 'swallow' }
-  /** A chord matched on this press. `release`: modifier keys held now, which may already have reached the target. */
-  | { kind: 'match'; chord: Chord; release: number[] };
+  /** A chord matched on this press; this key and every modifier of the chord reach nobody. */
+  | { kind: 'match'; chord: Chord };
 
 /**
- * The hotkey state machine. Fed every EV_KEY event of every keyboard (physical state merged), it
- * decides per event: pass it on, swallow it, or report a chord. A chord matches on the press of
- * its key when exactly its modifiers are held (in any order, left or right) and no other key is
- * down: Ctrl+Shift+1 is not Ctrl+1. The chord key's press, repeats and release are swallowed.
- * The modifiers' earlier presses went to the target (they could have been Ctrl+C), so the match
- * lists them for release there; the router then drops their eventual physical release, because
- * it never hands a target a release whose press it did not deliver.
+ * Per held key (< 0x100): `pending` = a modifier held back (nobody has seen it); `sent` = handed to
+ * the router (some target may have seen it, so it can never be part of a chord); `hidden` = reaches
+ * nobody, ever (a matched chord's keys, a pending modifier dropped by a focus change).
+ */
+type HeldState = 'pending' | 'sent' | 'hidden';
+
+const NO_FLUSH: readonly number[] = Object.freeze([]);
+const MODIFIER_BIT: Record<Modifier, number> = { Ctrl: 1, Shift: 2, Alt: 4, Super: 8 };
+const maskOf = (mods: Iterable<Modifier>): number => {
+  let m = 0;
+  for (const x of mods) m |= MODIFIER_BIT[x];
+  return m;
+};
+
+/**
+ * The hotkey state machine, fed every EV_KEY event of every keyboard (physical state merged).
+ *
+ * THE RULE: neither the press, the repeats nor the release of ANY key of a matched chord — its
+ * modifiers included — reaches any target. A key logger in a VM must not even learn that a chord
+ * was pressed (before this, Ctrl went down in the VM and came back up when Ctrl+2 matched).
+ *
+ * How:
+ *  - A chord is exact: it matches on the press of its key when exactly its modifiers are held (in
+ *    any order, left or right), no other key (< 0x100) is down, and none of those modifiers has
+ *    been forwarded (`sent`). Ctrl+Shift+1 is not Ctrl+1. Mouse buttons (≥ 0x100) do not count.
+ *  - A modifier press that could start a chord (the modifiers held, itself included, are a subset
+ *    of some configured chord's modifiers, nothing else is down and nothing held was forwarded) is
+ *    HELD BACK (`hold`) — it is `pending`. Several can be pending, in press order (Ctrl, Alt of
+ *    Ctrl+Alt+Backspace).
+ *  - If the next key press completes a chord: `match`. The pending modifiers become `hidden`: they
+ *    were never sent, and their repeats and releases are swallowed. The chord key's press, repeats
+ *    and release are swallowed too.
+ *  - Anything else that will be forwarded while modifiers are pending — any other key press,
+ *    release or repeat, a mouse button, the wheel (the pipeline asks `flushPending` for non-key
+ *    events) — comes with `flushFirst`: the pending presses go out first, in order, then the event.
+ *    So Ctrl+C, Ctrl+click, Ctrl+wheel and Ctrl+Shift+1 reach the VM exactly as typed, in order.
+ *  - A pending modifier released with nothing in between (a lone Alt tap opens Windows menus, a
+ *    lone Shift switches IMEs): its press is flushed, then its release follows — a normal tap.
+ *  - Autorepeat of a pending modifier is swallowed: it stays pending.
+ *  - `destinationChanged` (Freeze, SetFocus, Lock, Unlock): pending modifiers are dropped — they
+ *    were never sent to the old target, so nothing is stuck there, and the new target is not handed
+ *    half a stroke; they become `hidden`.
+ *  - Pointer motion (REL_X/REL_Y, EV_ABS) and events the router never forwards (EV_MSC scan codes
+ *    that precede every key of a real keyboard) do NOT flush: motion may overtake a pending
+ *    modifier. Otherwise a jittering mouse or touchpad — or the MSC_SCAN in the chord key's own
+ *    frame — would spoil every hotkey and type Ctrl+2 into the VM. Nothing is lost by it: a
+ *    modifier changes nothing about motion until a click, and the click flushes it first.
  */
 export class HotkeyMatcher {
-  private readonly down = new Set<number>();
-  private readonly swallowed = new Set<number>();
+  private readonly held = new Map<number, HeldState>();
+  private pending: number[] = [];
   private byKey = new Map<number, Chord[]>();
+  /** startable[mask]: some chord's modifiers include every modifier of `mask`. */
+  private startable: boolean[] = [];
 
   constructor(private chords: Chord[]) {
     this.setChords(chords);
@@ -147,6 +194,8 @@ export class HotkeyMatcher {
     this.chords = chords;
     this.byKey = new Map();
     for (const c of chords) this.byKey.set(c.key, [...(this.byKey.get(c.key) ?? []), c]);
+    this.startable = Array.from({ length: 16 }, (_, mask) =>
+      mask !== 0 && chords.some((c) => (mask & ~maskOf(c.modifiers)) === 0));
   }
 
   list(): Chord[] {
@@ -155,35 +204,83 @@ export class HotkeyMatcher {
 
   onKey(code: number, value: number): KeyDecision {
     // Mouse and tablet buttons (BTN_* ≥ 0x100) are not keys: a held drag does not spoil a chord.
-    if (code >= 0x100) return { kind: 'pass' };
+    if (code >= 0x100) return this.pass();
+    const state = this.held.get(code);
     if (value === 0) {
-      this.down.delete(code);
-      return this.swallowed.delete(code) ? { kind: 'swallow' } : { kind: 'pass' };
+      // A pending modifier's release (a lone tap) flushes it too: its press first, then this.
+      const d: KeyDecision = state === 'hidden' ? { kind: 'swallow' } : this.pass();
+      this.held.delete(code);
+      return d;
     }
-    if (value !== 1) return this.swallowed.has(code) ? { kind: 'swallow' } : { kind: 'pass' };
-    if (this.swallowed.has(code)) return { kind: 'swallow' };
-    const wasDown = this.down.has(code);
-    this.down.add(code);
-    if (wasDown || MODIFIER_OF_KEY.has(code)) return { kind: 'pass' };
-    const candidates = this.byKey.get(code);
-    if (!candidates) return { kind: 'pass' };
-    const held = new Set<Modifier>();
-    const heldModifierKeys: number[] = [];
-    for (const k of this.down) {
-      if (k === code) continue;
-      const m = MODIFIER_OF_KEY.get(k);
-      if (!m) return { kind: 'pass' }; // another ordinary key is down: not an exact chord
-      held.add(m);
-      heldModifierKeys.push(k);
+    if (value !== 1 || state !== undefined) {
+      // Autorepeat (or a press of a key already down: treated as one).
+      return state === 'pending' || state === 'hidden' ? { kind: 'swallow' } : this.pass();
     }
-    const chord = candidates.find((c) => c.modifiers.size === held.size && [...held].every((m) => c.modifiers.has(m)));
-    if (!chord) return { kind: 'pass' };
-    this.swallowed.add(code);
-    return { kind: 'match', chord, release: heldModifierKeys };
+    const modifier = MODIFIER_OF_KEY.get(code);
+    const heldMods = this.heldModifierMask();
+    if (modifier) {
+      if (heldMods >= 0 && this.startable[heldMods | MODIFIER_BIT[modifier]]) {
+        this.held.set(code, 'pending');
+        this.pending.push(code);
+        return { kind: 'hold' };
+      }
+      return this.passPress(code);
+    }
+    const candidates = heldMods > 0 ? this.byKey.get(code) : undefined;
+    const chord = candidates?.find((c) => maskOf(c.modifiers) === heldMods);
+    if (!chord) return this.passPress(code);
+    for (const k of this.pending) this.held.set(k, 'hidden');
+    this.pending = [];
+    this.held.set(code, 'hidden');
+    return { kind: 'match', chord };
   }
 
-  /** Keys the matcher believes are down (after a device vanished, the caller reports releases). */
+  /** The pending modifiers, in press order, now forwarded (the caller sends their presses). */
+  flushPending(): readonly number[] {
+    if (!this.pending.length) return NO_FLUSH;
+    const out = this.pending;
+    this.pending = [];
+    for (const k of out) this.held.set(k, 'sent');
+    return out;
+  }
+
+  /** The destination changed: pending modifiers were never sent; drop them for good. */
+  destinationChanged(): void {
+    for (const k of this.pending) this.held.set(k, 'hidden');
+    this.pending = [];
+  }
+
+  /** Modifiers held back now, in press order (tests and diagnostics). */
+  pendingKeys(): number[] {
+    return [...this.pending];
+  }
+
+  /** Keys the matcher believes are down. */
   isDown(code: number): boolean {
-    return this.down.has(code);
+    return this.held.has(code);
+  }
+
+  /**
+   * The modifiers held, as a mask; -1 when no chord can match now: a non-modifier key is down, or
+   * a held modifier was forwarded (its target would see the chord's modifier).
+   */
+  private heldModifierMask(): number {
+    let mask = 0;
+    for (const [k, st] of this.held) {
+      const m = MODIFIER_OF_KEY.get(k);
+      if (!m || st === 'sent') return -1;
+      mask |= MODIFIER_BIT[m];
+    }
+    return mask;
+  }
+
+  private pass(): KeyDecision {
+    return { kind: 'pass', flushFirst: this.flushPending() };
+  }
+
+  private passPress(code: number): KeyDecision {
+    const d = this.pass();
+    this.held.set(code, 'sent');
+    return d;
   }
 }

@@ -1,36 +1,54 @@
-import { EV_KEY, type Frame, type InputEvent } from './input-event';
+import { EV_KEY, EV_REL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
 import type { Chord, HotkeyMatcher } from './hotkeys';
 import type { Router } from './router';
 
 /**
  * The path every frame takes, whatever the source (evdev, replay, virtual seat): the hotkey
- * matcher sees each key event first; a matched chord releases its already-forwarded modifiers in
- * the target, swallows the chord key and is reported; everything else goes to the router.
+ * matcher sees each key event first (see hotkeys.ts for THE RULE: no key of a matched chord,
+ * modifiers included, reaches any target); everything it lets through goes to the router, in
+ * order, with the presses of held-back modifiers put back just before the event that released
+ * them. A matched chord is reported and nothing of it is routed.
  */
 export class InputPipeline {
+  /** The router's destination generation the matcher's pending modifiers belong to. */
+  private generation: number;
+
   constructor(
     private readonly hotkeys: HotkeyMatcher,
     private readonly router: Router,
     private readonly onChord: (chord: Chord) => void,
-  ) {}
+  ) {
+    this.generation = router.generation;
+  }
 
   handleFrame(frame: Frame): void {
-    let pending: InputEvent[] = [];
+    let out: InputEvent[] = [];
     for (const e of frame) {
-      if (e.type !== EV_KEY) {
-        pending.push(e);
-        continue;
+      // The destination changed since the modifiers were held back (Freeze, SetFocus, Lock,
+      // Unlock — between frames or by a chord's action): they never reach the new target.
+      if (this.router.generation !== this.generation) {
+        this.generation = this.router.generation;
+        this.hotkeys.destinationChanged();
       }
-      const d = this.hotkeys.onKey(e.code, e.value);
-      if (d.kind === 'pass') pending.push(e);
-      else if (d.kind === 'match') {
-        // Events before the chord key in this frame keep their place; then the release.
-        if (pending.length) this.router.route(pending);
-        pending = [];
-        this.router.releaseHeld(d.release);
-        this.onChord(d.chord);
+      if (e.type === EV_KEY) {
+        const d = this.hotkeys.onKey(e.code, e.value);
+        if (d.kind === 'pass') {
+          for (const code of d.flushFirst) out.push(ev(EV_KEY, code, 1));
+          out.push(e);
+        } else if (d.kind === 'match') {
+          // Events before the chord key in this frame keep their place; the chord is not routed.
+          if (out.length) this.router.route(out);
+          out = [];
+          this.onChord(d.chord);
+        }
+      } else {
+        // The wheel and other relative axes flush held-back modifiers (Ctrl+wheel zooms); pointer
+        // motion and events the router never forwards (EV_MSC scan codes) do not: see hotkeys.ts.
+        if (e.type === EV_REL && e.code !== REL_X && e.code !== REL_Y)
+          for (const code of this.hotkeys.flushPending()) out.push(ev(EV_KEY, code, 1));
+        out.push(e);
       }
     }
-    if (pending.length) this.router.route(pending);
+    if (out.length) this.router.route(out);
   }
 }

@@ -23,7 +23,7 @@ function setup() {
   return { switcher, a, b, router, pipeline, chords, key, leds };
 }
 
-test('Ctrl+2: Ctrl reaches A and is released there at the match; the 2 and every later Ctrl event reach nobody', () => {
+test('Ctrl+2: no event of Ctrl or 2 reaches A, B or the switcher, before or after the switch', () => {
   const { a, b, switcher, router, chords, key } = setup();
   key(CTRL, 1);
   key(KEY_2, 1);
@@ -36,7 +36,7 @@ test('Ctrl+2: Ctrl reaches A and is released there at the match; the 2 and every
   key(CTRL, 0);
   key(B, 1);
   key(B, 0);
-  assert.deepEqual(a.events(), [ev(EV_KEY, CTRL, 1), ev(EV_KEY, CTRL, 0)]);
+  assert.deepEqual(a.events(), []);
   assert.deepEqual(b.events(), [ev(EV_KEY, B, 1), ev(EV_KEY, B, 0)]);
   assert.equal(switcher.frames.length, 0);
 });

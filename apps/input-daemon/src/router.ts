@@ -12,7 +12,9 @@ import type { InputSink } from './sinks/sink';
  *     press the CURRENT destination received. Before the destination changes (Freeze, SetFocus,
  *     Lock, Unlock) every held code is released in the old destination, so nothing stays stuck.
  *  3. A release or autorepeat whose press the destination did not receive is dropped: a target is
- *     never handed half a key stroke (the chord's modifiers, keys held across a switch).
+ *     never handed half a key stroke (keys held across a switch).
+ *  5. `generation` counts destination changes: the pipeline drops modifiers it held back for
+ *     the old destination (hotkeys.ts) instead of handing them to the new one.
  *  4. Lock-key LEDs (Caps/Num/Scroll) are tracked per target from the lock-key presses each
  *     target received, and put on the physical keyboards when that target gets the input.
  */
@@ -45,6 +47,7 @@ export class Router {
   private focusTarget: string = SWITCHER_TARGET;
   private focusSink: InputSink;
   private frozen = false;
+  private destinationChanges = 0;
   private locked = false;
   /** The sink that received the presses in `held` (always the current destination or null). */
   private heldSink: InputSink | null = null;
@@ -69,6 +72,10 @@ export class Router {
   }
   get isLocked(): boolean {
     return this.locked;
+  }
+  /** Bumped by every Freeze, SetFocus, Lock and Unlock. */
+  get generation(): number {
+    return this.destinationChanges;
   }
   /** Codes currently held in the destination (for tests and diagnostics). */
   heldCodes(): number[] {
@@ -109,17 +116,6 @@ export class Router {
     this.changeDestination(() => {
       this.locked = false;
     });
-  }
-
-  /** Release `codes` in the destination if it holds them (a chord's already-forwarded modifiers). */
-  releaseHeld(codes: readonly number[]): void {
-    const dest = this.heldSink;
-    const out: InputEvent[] = [];
-    for (const c of codes) if (this.held.delete(c)) out.push(ev(EV_KEY, c, 0));
-    if (dest && out.length) {
-      this.stats.releasesSynthesized += out.length;
-      this.deliver(dest, out);
-    }
   }
 
   /** Route one frame (events without SYN_REPORT) by the rules above. */
@@ -165,6 +161,7 @@ export class Router {
     }
     this.held.clear();
     this.heldSink = null;
+    this.destinationChanges++;
     apply();
     const after = this.destination();
     if (after && after !== before) this.ledController.setLeds({ ...this.ledsOf(after.target) });
