@@ -25,13 +25,21 @@ import { ALL_KEY_CODES, KEY_LEFTCTRL, KEY_RIGHTCTRL, KEY_SCROLLLOCK } from '../k
 import type { InputSink } from './sink';
 import type { QmpConnection } from './qmp-sink';
 
+/**
+ * USB ids of the uinput devices input-daemon itself creates (switcher sink, per-VM fast path).
+ * The evdev seat must never grab them: they are its outputs, and grabbing the switcher's would
+ * starve the kiosk compositor of all input.
+ */
+export const OWN_UINPUT_VENDOR = 0x1d6b;
+export const OWN_UINPUT_PRODUCT = 0x0b01;
+
 /** One uinput device that carries a whole keyboard + mouse + tablet. */
 export function seatDeviceSpec(name: string): UinputSpec {
   return {
     name,
     bustype: BUS_VIRTUAL,
-    vendor: 0x1d6b,
-    product: 0x0b01,
+    vendor: OWN_UINPUT_VENDOR,
+    product: OWN_UINPUT_PRODUCT,
     keys: [...ALL_KEY_CODES, BTN_LEFT, BTN_RIGHT, BTN_MIDDLE, BTN_SIDE, BTN_EXTRA],
     rels: [REL_X, REL_Y, REL_WHEEL, REL_HWHEEL],
     abs: [

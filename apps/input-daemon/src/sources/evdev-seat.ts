@@ -5,6 +5,7 @@ import { EvdevError, EvdevHandle } from '../evdev-native';
 import {
   ABS_X,
   ABS_Y,
+  BUS_VIRTUAL,
   EV_ABS,
   EV_KEY,
   EV_LED,
@@ -16,6 +17,7 @@ import {
   ev,
 } from '../input-event';
 import type { LedController, LedState } from '../router';
+import { OWN_UINPUT_PRODUCT, OWN_UINPUT_VENDOR } from '../sinks/uinput-sink';
 import {
   DeviceFramer,
   GRABBED_CLASSES,
@@ -40,6 +42,11 @@ interface OpenDevice {
  * sees them. Reads are non-blocking (libuv poll in the addon). A device vanishing mid-read
  * (ENODEV) is closed, its held keys released, and picked up again when its node comes back.
  */
+/** True for the uinput devices input-daemon creates itself (see OWN_UINPUT_VENDOR). */
+export function isOwnUinputDevice(id: { bustype: number; vendor: number; product: number }): boolean {
+  return id.bustype === BUS_VIRTUAL && id.vendor === OWN_UINPUT_VENDOR && id.product === OWN_UINPUT_PRODUCT;
+}
+
 export class EvdevSeat extends TypedEmitter<SourceEvents> implements InputSource {
   readonly seat = 'evdev' as const;
   private readonly open = new Map<string, OpenDevice>();
@@ -141,6 +148,12 @@ export class EvdevSeat extends TypedEmitter<SourceEvents> implements InputSource
       };
       const cls = classify(caps);
       const info: DeviceInfo = { name, cls, bus: busName(id.bustype), grabbed: false, node: path };
+      if (isOwnUinputDevice(id)) {
+        this.ignored.set(path, 'own');
+        h.close();
+        this.log.info(`${path} "${name}": one of input-daemon's own uinput devices, not grabbed`);
+        return false;
+      }
       if (!GRABBED_CLASSES.has(cls)) {
         this.ignored.set(path, cls);
         h.close();
