@@ -2,30 +2,41 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { buildChords, HotkeyMatcher } from './hotkeys';
-import { BTN_LEFT, BTN_RIGHT, EV_KEY, EV_REL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
+import { BTN_LEFT, BTN_RIGHT, EV_KEY, EV_MSC, EV_REL, REL_WHEEL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
 import { InputPipeline } from './pipeline';
 import { Router } from './router';
 import type { InputSink } from './sinks/sink';
 
-const CTRL = 29, RCTRL = 97, SHIFT = 42;
+const CTRL = 29, RCTRL = 97, SHIFT = 42, ALT = 56, BACKSPACE = 14, MSC_SCAN = 4;
 const LETTERS = [30, 31, 32, 48]; // a s d b
-const DIGITS = [2, 3, 4]; // 1 2 3: pressed with Ctrl (a chord) or with Ctrl+Shift (not a chord)
+const DIGITS = [2, 3, 4]; // 1 2 3: Ctrl+digit is a chord, Ctrl+Shift+digit and Ctrl+Alt+digit are not
+const MODIFIERS = [CTRL, RCTRL, SHIFT, ALT];
 const BUTTONS = [BTN_LEFT, BTN_RIGHT];
 const TARGETS = ['/', '/org/bulkhead/VmManager1/vm/a', '/org/bulkhead/VmManager1/vm/b', '/org/bulkhead/VmManager1/vm/c'];
 
-/** A sink that checks, at every write, that it IS the router's destination, and keeps the originals. */
+/** One key event a sink received, with the physical key stroke it belongs to (the seq of its press). */
+interface Received {
+  e: InputEvent;
+  stroke: number | undefined;
+  /** The router's destination generation at the write. */
+  generation: number;
+}
+
+/** A sink that checks, at every write, that it IS the router's destination, and notes each key event's stroke. */
 class ProbeSink implements InputSink {
-  readonly received: InputEvent[] = [];
+  readonly received: Received[] = [];
   readonly alive = true;
   readonly description = 'probe';
   violations: string[] = [];
   constructor(
     readonly target: string,
     private readonly isDestination: (s: ProbeSink) => boolean,
+    private readonly strokeOf: (code: number) => number | undefined,
+    private readonly generation: () => number,
   ) {}
   write(frame: Frame): void {
     if (!this.isDestination(this)) this.violations.push(`frame ${JSON.stringify(frame)} reached non-destination ${this.target}`);
-    this.received.push(...frame);
+    for (const e of frame) this.received.push({ e, stroke: e.type === EV_KEY ? this.strokeOf(e.code) : undefined, generation: this.generation() });
   }
   async close(): Promise<void> {}
 }
@@ -35,19 +46,31 @@ type Op =
   | { k: 'down'; code: number }
   | { k: 'up'; code: number }
   | { k: 'repeat'; code: number }
-  | { k: 'chord'; ctrl: number; digit: number; extraShift: boolean }
+  /** Ctrl [+ Shift | + Alt] + key; `jiggle`: the mouse moves between Ctrl and the key. */
+  | { k: 'chord'; ctrl: number; extra: 'none' | 'shift' | 'alt'; key: number; jiggle: boolean }
   | { k: 'move'; dx: number; dy: number }
+  | { k: 'wheel'; d: number }
   | { k: 'focus'; target: number }
   | { k: 'lock' }
   | { k: 'unlock' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ k: fc.constant('type' as const), code: fc.constantFrom(...LETTERS) }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('down' as const), code: fc.constantFrom(CTRL, RCTRL, SHIFT, ...LETTERS, ...BUTTONS) }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('up' as const), code: fc.constantFrom(CTRL, RCTRL, SHIFT, ...LETTERS, ...BUTTONS) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('repeat' as const), code: fc.constantFrom(CTRL, ...LETTERS) }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('chord' as const), ctrl: fc.constantFrom(CTRL, RCTRL), digit: fc.constantFrom(...DIGITS), extraShift: fc.boolean() }) },
+  { weight: 4, arbitrary: fc.record({ k: fc.constant('type' as const), code: fc.constantFrom(...LETTERS, ...MODIFIERS) }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('down' as const), code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS) }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('up' as const), code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('repeat' as const), code: fc.constantFrom(CTRL, ALT, ...LETTERS) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant('chord' as const),
+      ctrl: fc.constantFrom(CTRL, RCTRL),
+      extra: fc.constantFrom('none' as const, 'shift' as const, 'alt' as const),
+      key: fc.constantFrom(...DIGITS, BACKSPACE),
+      jiggle: fc.boolean(),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ k: fc.constant('move' as const), dx: fc.integer({ min: -20, max: 20 }), dy: fc.integer({ min: -20, max: 20 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('wheel' as const), d: fc.constantFrom(-1, 1) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('focus' as const), target: fc.integer({ min: 0, max: TARGETS.length - 1 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('lock' as const) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('unlock' as const) }) },
@@ -55,80 +78,106 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 function run(ops: Op[]): void {
   const ref: { router?: Router } = {};
-  const sinks = TARGETS.map((t) => new ProbeSink(t, (s) => ref.router!.destination() === s));
-  const router = (ref.router = new Router(sinks[0], { setLeds: () => undefined }, { info: () => undefined, warn: () => undefined }));
-  // A fast vm-daemon: a slot chord immediately freezes and refocuses (slot N → TARGETS[N]).
-  const pipeline = new InputPipeline(new HotkeyMatcher(buildChords()), router, (c) => {
-    if (c.action.kind !== 'slot') return;
-    router.freeze();
-    router.setFocus(TARGETS[c.action.slot], sinks[c.action.slot]);
-  });
+  /** Key/button events the test sent → their seq. */
   const order = new Map<InputEvent, number>();
   let seq = 0;
-  const physical = new Set<number>();
-  /** Events of a chord key whose press matched exactly (Ctrl only held): none may reach anyone. */
-  const chordEvents = new Set<InputEvent>();
-  const matchedDigits = new Set<number>();
+  /** Physically held code → the seq of its press (its stroke), while held. */
+  const stroke = new Map<number, number>();
+  const sinks = TARGETS.map((t) => new ProbeSink(t, (s) => ref.router!.destination() === s, (c) => stroke.get(c), () => ref.router!.generation));
+  const router = (ref.router = new Router(sinks[0], { setLeds: () => undefined }, { info: () => undefined, warn: () => undefined }));
+  /** Destination generation → the seq of the first key event sent after it began. */
+  const generationStart = new Map<number, number>([[router.generation, 0]]);
+  const changeDestination = (change: () => void) => {
+    change();
+    generationStart.set(router.generation, seq);
+  };
+  /** Strokes of every key (< 0x100) held when a chord matched: the chord's keys, modifiers included. */
+  const chordStrokes = new Set<number>();
+  let chordsMatched = 0;
+  // A fast vm-daemon: a slot chord immediately freezes and refocuses (slot N → TARGETS[N]).
+  const pipeline = new InputPipeline(new HotkeyMatcher(buildChords()), router, (c) => {
+    chordsMatched++;
+    for (const [code, s] of stroke) if (code < 0x100) chordStrokes.add(s);
+    const action = c.action;
+    if (action.kind === 'secure-attention') return changeDestination(() => router.lock());
+    changeDestination(() => router.freeze());
+    changeDestination(() => router.setFocus(TARGETS[action.slot], sinks[action.slot]));
+  });
   const send = (events: InputEvent[]) => {
-    for (const e of events) {
-      if (e.type !== EV_KEY || !DIGITS.includes(e.code)) continue;
-      if (e.value === 1 && [...physical].every((c) => c === e.code || c === CTRL || c === RCTRL)) matchedDigits.add(e.code);
-      if (matchedDigits.has(e.code)) chordEvents.add(e);
-      if (e.value === 0) matchedDigits.delete(e.code);
-    }
     for (const e of events) if (e.type === EV_KEY) order.set(e, seq++);
     pipeline.handleFrame(events);
   };
+  // Key frames carry the scan code first, like a real keyboard's.
+  const keyFrame = (code: number, value: number) => (code < 0x100 ? [ev(EV_MSC, MSC_SCAN, code), ev(EV_KEY, code, value)] : [ev(EV_KEY, code, value)]);
   const press = (code: number) => {
-    if (physical.has(code)) return;
-    physical.add(code);
-    send([ev(EV_KEY, code, 1)]);
+    if (stroke.has(code)) return;
+    stroke.set(code, seq);
+    send(keyFrame(code, 1));
   };
   const release = (code: number) => {
-    if (!physical.delete(code)) return;
-    send([ev(EV_KEY, code, 0)]);
+    if (!stroke.has(code)) return;
+    send(keyFrame(code, 0));
+    stroke.delete(code);
   };
+  const move = (dx: number, dy: number) => send([ev(EV_REL, REL_X, dx), ev(EV_REL, REL_Y, dy)]);
   for (const op of ops) {
     switch (op.k) {
       case 'type': press(op.code); release(op.code); break;
       case 'down': press(op.code); break;
       case 'up': release(op.code); break;
-      case 'repeat': if (physical.has(op.code)) send([ev(EV_KEY, op.code, 2)]); break;
+      case 'repeat': if (stroke.has(op.code)) send(keyFrame(op.code, 2)); break;
       case 'chord': {
-        const had = new Set(physical);
-        if (op.extraShift) press(SHIFT);
+        const had = new Set(stroke.keys());
+        const fresh = [...had].every((c) => c >= 0x100); // only mouse buttons held: nothing spoils it
+        const before = chordsMatched;
         press(op.ctrl);
-        press(op.digit);
-        send(physical.has(op.digit) ? [ev(EV_KEY, op.digit, 2)] : []);
-        release(op.digit);
-        if (!had.has(op.ctrl)) release(op.ctrl);
-        if (op.extraShift && !had.has(SHIFT)) release(SHIFT);
+        if (op.extra === 'shift') press(SHIFT);
+        if (op.extra === 'alt') press(ALT);
+        if (op.jiggle) move(1, -1);
+        press(op.key);
+        const matched = chordsMatched - before;
+        const isChord = (op.extra === 'none' && DIGITS.includes(op.key)) || (op.extra === 'alt' && op.key === BACKSPACE);
+        if (fresh) assert.equal(matched, isChord ? 1 : 0, `Ctrl${op.extra === 'none' ? '' : `+${op.extra}`}+${op.key} on a clean keyboard: ${isChord ? 'must' : 'must not'} match`);
+        else if (op.extra === 'shift') assert.equal(matched, 0, 'no chord has Shift, whatever else is held');
+        if (stroke.has(op.key)) send(keyFrame(op.key, 2));
+        release(op.key);
+        for (const m of [op.ctrl, SHIFT, ALT]) if (!had.has(m)) release(m);
         break;
       }
-      case 'move': send([ev(EV_REL, REL_X, op.dx), ev(EV_REL, REL_Y, op.dy)]); break;
-      case 'focus': router.freeze(); router.setFocus(TARGETS[op.target], sinks[op.target]); break;
-      case 'lock': router.lock(); break;
-      case 'unlock': router.unlock(); break;
+      case 'move': move(op.dx, op.dy); break;
+      case 'wheel': send([ev(EV_REL, REL_WHEEL, op.d)]); break;
+      case 'focus':
+        changeDestination(() => router.freeze());
+        changeDestination(() => router.setFocus(TARGETS[op.target], sinks[op.target]));
+        break;
+      case 'lock': changeDestination(() => router.lock()); break;
+      case 'unlock': changeDestination(() => router.unlock()); break;
     }
   }
-  for (const code of [...physical]) release(code);
+  for (const code of [...stroke.keys()]) release(code);
 
   for (const s of sinks) {
     assert.deepEqual(s.violations, [], 'leak: an event reached a target that was not the destination');
     const down = new Set<number>();
     let last = -1;
-    for (const e of s.received) {
+    for (const { e, stroke: st, generation } of s.received) {
       if (e.type !== EV_KEY) continue;
-      assert.ok(!chordEvents.has(e), `chord key ${e.code} (value ${e.value}) reached ${s.target}`);
+      // No half strokes: a key pressed before this destination began (a held-back modifier
+      // included) gets nothing here — its release in the old one came from the router.
+      if (e.value !== 0 || order.has(e))
+        assert.ok(st === undefined || st >= generationStart.get(generation)!, `${s.target} got ${e.code} (value ${e.value}) of a stroke pressed before it had the input`);
+      // THE strict rule: no event of any key of a matched chord — modifiers included — reaches anyone.
+      assert.ok(st === undefined || !chordStrokes.has(st), `key ${e.code} (value ${e.value}) of a matched chord reached ${s.target}`);
       if (e.value === 1) {
         assert.ok(!down.has(e.code), `${s.target} got a second press of ${e.code}`);
         down.add(e.code);
       } else if (e.value === 0) {
         assert.ok(down.delete(e.code), `${s.target} got a release of ${e.code} whose press it never saw`);
       } else assert.ok(down.has(e.code), `${s.target} got a repeat of ${e.code} it does not hold`);
-      const n = order.get(e);
+      // Events the test sent carry their seq; a held-back press flushed later carries its press's.
+      const n = order.get(e) ?? (e.value === 1 ? st : undefined);
       if (n !== undefined) {
-        assert.ok(n > last, `${s.target}: key/button events reordered`);
+        assert.ok(n > last, `${s.target}: key/button events reordered (${n} after ${last})`);
         last = n;
       }
     }
@@ -136,7 +185,7 @@ function run(ops: Op[]): void {
   }
 }
 
-test('property: ~2000 random interleavings leak nothing, leave nothing stuck, reorder nothing', () => {
+test('property: ~2000 random interleavings leak nothing, leave nothing stuck, reorder nothing, and no key of a matched chord reaches anyone', () => {
   fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => run(ops)), {
     seed: 20261126,
     numRuns: 2000,
