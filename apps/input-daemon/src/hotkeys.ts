@@ -1,3 +1,13 @@
+/**
+ * Hotkeys: chord parsing, the hotkeys file, and the matcher (HotkeyMatcher below).
+ *
+ * THE RULE: neither the press, the repeats nor the release of ANY key of a matched chord — the
+ * modifiers included — reaches any VM. A modifier that could start a configured chord is held
+ * back until the next key/button/wheel event decides: the chord's key → everything of the chord
+ * is swallowed; anything else → the held-back presses go out first, in order, then that event
+ * (Ctrl+C, Ctrl+click, Ctrl+wheel, lone Alt/Shift taps work as typed). A switch while a modifier
+ * is held back drops it. Details and why pointer motion does not count: HotkeyMatcher.
+ */
 import { readFileSync } from 'node:fs';
 import {
   KEY_LEFTALT,
