@@ -64,6 +64,8 @@ export interface XenGpuHandoffOptions {
   sysfs?: PciSysfs;
   /** Bound of each xl step (default 45 s: one pci-attach took 26 s under TCG). */
   stepTimeoutMs?: number;
+  /** A GPU a VM shares with others (its sidecar's sharedGpu), added to what the transaction passes. */
+  sharedGpuOf?: (vmId: string) => string[];
 }
 
 const nowUsec = () => process.hrtime.bigint() / 1000n;
@@ -102,6 +104,13 @@ export class XenGpuHandoff implements GpuHandoff {
   async handOff(from: GpuSide, to: GpuSide): Promise<GpuStepResult> {
     const report: GpuStep[] = [];
     this.lastReport = report;
+    const widen = (s: GpuSide): GpuSide => {
+      const id = s.vm === SWITCHER_PATH ? null : vmIdFromPath(s.vm);
+      const extra = id && this.opts.sharedGpuOf ? this.opts.sharedGpuOf(id) : [];
+      return { vm: s.vm, pci: [...new Set([...s.pci, ...extra])] };
+    };
+    from = widen(from);
+    to = widen(to);
     if (from.pci.length === 0 && to.pci.length === 0) return skipped('no VM in this switch has a GPU');
     const toId = to.vm === SWITCHER_PATH ? null : vmIdFromPath(to.vm);
     const doms = await this.domains();

@@ -21,6 +21,7 @@ import { loadConfigDir } from '../../config';
 import { XenBackend } from './xen-backend';
 import { XenGpuHandoff } from './gpu-handoff';
 import { ExecXlRunner } from './xl-runner';
+import { loadXenOptions } from './xen-options';
 
 async function main(): Promise<void> {
   const log = createLogger('vm-daemon');
@@ -33,9 +34,26 @@ async function main(): Promise<void> {
   }
   const runner = new ExecXlRunner();
   const backend = new XenBackend({ runRoot: args.runDir, runner, log: log.child('xen'), dumpDir: process.env.BULKHEAD_XEN_DUMP_DIR });
-  const gpu = new XenGpuHandoff({ runner, log: log.child('gpu') });
+  let manager: VmManager | null = null;
+  const sharedGpuOf = (id: string): string[] => {
+    const def = manager?.vms.get(id)?.def;
+    try {
+      return def ? loadXenOptions(def).sharedGpu : [];
+    } catch {
+      return [];
+    }
+  };
+  const gpu = new XenGpuHandoff({ runner, log: log.child('gpu'), sharedGpuOf });
   // Once at boot: every GPU named by a definition goes to pciback so dom0 holds it, assignable.
-  const gpus = loadConfigDir(args.configDir).vms.flatMap((v) => v.gpu?.pci ?? []);
+  const gpus = loadConfigDir(args.configDir).vms.flatMap((v) => {
+    let shared: string[] = [];
+    try {
+      shared = loadXenOptions(v).sharedGpu;
+    } catch {
+      /* reported when the VM starts */
+    }
+    return [...(v.gpu?.pci ?? []), ...shared];
+  });
   await gpu.prepare(gpus).catch((e) => log.error(`making the GPUs assignable failed: ${(e as Error).message}`));
 
   const bus = await connectBus(args.bus);
@@ -43,7 +61,7 @@ async function main(): Promise<void> {
   const client = new BusClient(bus, 30_000);
   const input = new InputDaemonClient(client);
   await input.start();
-  const manager = new VmManager({
+  manager = new VmManager({
     backend, input, gpu, usb: new NoUsbMover(), configDir: args.configDir,
     state: new StateStore(args.stateDir, log.child('state')), log,
   });

@@ -11,7 +11,10 @@
  *                                            CONFIG_USB_XEN_HCD, which Debian kernels lack)
  *     "pci": ["0000:00:04.0"],               devices assigned for the whole life of the domain
  *                                            (the GPU is NOT listed here: the hand-off moves it)
- *     "serialLog": true                      HVM: guest serial port to <runDir>/serial.log
+ *     "serialLog": true,                     HVM: guest serial port to <runDir>/serial.log
+ *     "sharedGpu": ["0000:00:03.0"]          a GPU several VMs share: the hand-off gives it to whichever
+ *                                            of them is active. (VmDefinition.gpu cannot say this:
+ *                                            config.ts refuses two definitions naming one PCI function.)
  *   }
  * TODO(config.ts owner): fold these into VmDefinition as `xen: {...}` and drop the sidecar.
  */
@@ -28,10 +31,11 @@ export interface XenGuestOptions {
   usbctrl: { version: 1 | 2 | 3; ports: number } | null;
   pci: string[];
   serialLog: boolean;
+  sharedGpu: string[];
 }
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', '$comment']);
+const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', 'sharedGpu', '$comment']);
 
 export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
   return join(dirname(def.file), basename(def.file).replace(/\.json$/, '') + '.xen');
@@ -40,7 +44,7 @@ export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
 /** Defaults for a definition without a sidecar. */
 export function defaultXenOptions(def: Pick<VmDefinition, 'kernel'>, type?: XenGuestType): XenGuestOptions {
   const t = type ?? (def.kernel ? 'pv' : 'hvm');
-  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true };
+  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true, sharedGpu: [] };
 }
 
 /** Validate a sidecar's text; errors name the file and the field, like config.ts does. */
@@ -72,13 +76,17 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31) throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
     opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
   }
-  if (o.pci !== undefined) {
-    if (!Array.isArray(o.pci)) throw bad('pci', 'must be an array of PCI addresses');
-    opts.pci = o.pci.map((p, i) => {
-      if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase())) throw bad(`pci[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
+  const pciList = (k: 'pci' | 'sharedGpu'): string[] => {
+    const v = o[k];
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) throw bad(k, 'must be an array of PCI addresses');
+    return v.map((p, i) => {
+      if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase())) throw bad(`${k}[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
       return p.toLowerCase();
     });
-  }
+  };
+  opts.pci = pciList('pci');
+  opts.sharedGpu = pciList('sharedGpu');
   if (o.serialLog !== undefined) {
     if (typeof o.serialLog !== 'boolean') throw bad('serialLog', 'must be true or false');
     opts.serialLog = o.serialLog;

@@ -1,0 +1,221 @@
+// Runs INSIDE the harness dom0 (started by dom0-init.sh). Starts a private dbus-daemon and
+// vm-daemon with the Xen backend, drives it over D-Bus and checks the results against xl and the
+// guests' own console output. Prints one line per result:
+//   HARNESS-RESULT {"name":..., "ok":true|false, "ms":..., "detail":...}
+// and HARNESS-INFO lines with measurements (switch steps).
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
+const dbus = require('dbus-next');
+
+const GPU = process.env.HARNESS_GPU ?? '0000:00:05.0';
+const BUS_SOCK = '/run/harness/bus.sock';
+const ADDR = `unix:path=${BUS_SOCK}`;
+const VM_DIR = '/etc/bulkhead/vms';
+const MGR = 'org.bulkhead.VmManager1';
+const MGR_PATH = '/org/bulkhead/VmManager1';
+const vmPath = (id) => `${MGR_PATH}/vm/${id}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+const log = (m) => console.log(`HARNESS-LOG +${((Date.now() - t0) / 1000).toFixed(1)}s ${m}`);
+const result = (name, ok, ms, detail) => console.log(`HARNESS-RESULT ${JSON.stringify({ name, ok, ms, detail })}`);
+const info = (o) => console.log(`HARNESS-INFO ${JSON.stringify(o, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+const sh = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+  } catch (e) {
+    return `(${cmd} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()})`;
+  }
+};
+
+mkdirSync('/run/harness', { recursive: true });
+mkdirSync(VM_DIR, { recursive: true });
+const guestDef = (id, slot, type, extra = {}) => {
+  writeFileSync(`${VM_DIR}/${id}.json`, JSON.stringify({
+    id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: type === 'hvm' ? 160 : 96, vcpus: 1,
+    network: 'none', autostart: false, display: 'none', backend: 'xen', kernel: '/opt/guest/vmlinuz',
+    append: `${type === 'hvm' ? 'console=ttyS0' : 'console=hvc0'} guestname=${id} quiet`,
+  }));
+  writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...extra }));
+};
+guestDef('personal', 1, 'pv', { sharedGpu: [GPU] });
+guestDef('business', 2, 'pv', { sharedGpu: [GPU] });
+guestDef('hvm', 3, 'hvm', { usbctrl: { version: 2, ports: 6 } });
+
+writeFileSync('/run/harness/bus.conf', `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>session</type><listen>${ADDR}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/><allow user="*"/></policy></busconfig>`);
+spawn('dbus-daemon', ['--config-file=/run/harness/bus.conf', '--nofork'], { stdio: 'inherit', detached: true }).unref();
+for (let i = 0; i < 50 && !existsSync(BUS_SOCK); i++) await sleep(100);
+
+let daemon = null;
+function startDaemon() {
+  const out = openSync('/run/harness/vm-daemon.log', 'a');
+  daemon = spawn('/usr/local/bin/node', ['apps/vm-daemon/dist/backend/xen/main-xen.js', '--config-dir', VM_DIR, '--run-dir', '/run/bulkhead/vms',
+    '--state-dir', '/var/lib/bulkhead/vm-daemon', '--bus', ADDR, '--no-autostart'], {
+    stdio: ['ignore', out, out], env: { ...process.env, PATH: `/opt/bulkhead/xen-harness/bin:${process.env.PATH}`, BULKHEAD_LOG_LEVEL: 'info' },
+  });
+}
+const daemonLogTail = (n = 12) => { try { return readFileSync('/run/harness/vm-daemon.log', 'utf8').trim().split('\n').slice(-n).join('\n'); } catch { return ''; } };
+
+const bus = dbus.sessionBus({ busAddress: ADDR });
+async function iface(path, name) {
+  const obj = await bus.getProxyObject(MGR, path);
+  return { i: obj.getInterface(name), p: obj.getInterface('org.freedesktop.DBus.Properties') };
+}
+async function waitForDaemon(ms = 90_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      const { p } = await iface(MGR_PATH, MGR);
+      await p.Get(MGR, 'ActiveVm');
+      return;
+    } catch { await sleep(500); }
+  }
+  throw new Error(`vm-daemon did not appear on the bus in ${ms} ms:\n${daemonLogTail()}`);
+}
+const prop = async (path, ifname, name) => (await iface(path, ifname)).p.Get(ifname, name).then((v) => v.value);
+const vmState = (id) => prop(vmPath(id), 'org.bulkhead.Vm1', 'State');
+const activeVm = () => prop(MGR_PATH, MGR, 'ActiveVm');
+const consoleLog = (id, type) => {
+  const f = type === 'hvm' ? `/run/bulkhead/vms/${id}/serial.log` : `/var/log/xen/console/guest-${id}.log`;
+  try { return readFileSync(f, 'utf8'); } catch { return ''; }
+};
+const lastGuestLine = (id, type = 'pv') => consoleLog(id, type).split('\n').filter((l) => l.includes(`BULKHEAD-GUEST name=${id} `)).pop() ?? '';
+async function waitFor(what, pred, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await pred();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(1000);
+  }
+}
+const gpuSeen = (id) => lastGuestLine(id).includes('1234:1111'); // bochs-display, at whatever virtual slot pcifront gives it
+const pciList = (id) => sh('xl', ['pci-list', id]);
+async function scenario(name, fn) {
+  const s = Date.now();
+  try {
+    const detail = await fn();
+    result(name, true, Date.now() - s, detail ?? '');
+  } catch (e) {
+    result(name, false, Date.now() - s, `${e.message}\n--- vm-daemon log ---\n${daemonLogTail()}`);
+  }
+}
+const callVm = async (id, method, ...args) => (await iface(vmPath(id), 'org.bulkhead.Vm1')).i[method](...args);
+const callMgr = async (method, ...args) => (await iface(MGR_PATH, MGR)).i[method](...args);
+const lastSwitch = async () => {
+  const v = await prop(MGR_PATH, MGR, 'LastSwitch');
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, x.value]));
+};
+
+startDaemon();
+await waitForDaemon();
+log('vm-daemon is on the bus');
+
+let pvUp = false;
+await scenario('1 two PV guests start through D-Bus', async () => {
+  await Promise.all([callVm('personal', 'Start', {}), callVm('business', 'Start', {})]);
+  const states = [await vmState('personal'), await vmState('business')];
+  if (states.join() !== 'running,running') throw new Error(`states after Start: ${states}`);
+  await waitFor('both guests to print their device line', () => lastGuestLine('personal') && lastGuestLine('business'), 120_000);
+  if ((await activeVm()) !== '/') throw new Error(`ActiveVm is ${await activeVm()}, want / before any switch`);
+  await callMgr('Switch', vmPath('personal'), {});
+  if ((await activeVm()) !== vmPath('personal')) throw new Error(`ActiveVm is ${await activeVm()} after Switch(personal)`);
+  pvUp = true;
+  return `states running,running; ActiveVm ${await activeVm()}; xl list:\n${sh('xl', ['list'])}`;
+});
+
+await scenario('2a switch moves the GPU personal -> business', async () => {
+  if (!pvUp) throw new Error('skipped: scenario 1 failed');
+  await waitFor(`personal to see ${GPU}`, () => gpuSeen('personal'), 60_000);
+  const before = pciList('personal');
+  if (!before.includes(GPU.replace(/^0000:/, '')) && !before.includes(GPU)) throw new Error(`xl pci-list personal before: ${before}`);
+  const s = Date.now();
+  await callMgr('Switch', vmPath('business'), {});
+  const ms = Date.now() - s;
+  const ls = await lastSwitch();
+  info({ switch: 'personal->business', ms, steps: ls.steps, outcome: ls.outcome });
+  const pb = pciList('business'), pp = pciList('personal');
+  if (!pb.includes(GPU.slice(5)) || pp.includes(GPU.slice(5))) throw new Error(`xl pci-list after: business=${pb} personal=${pp}`);
+  await waitFor('business to see the GPU and personal to lose it', () => gpuSeen('business') && !gpuSeen('personal'), 60_000);
+  return `switch took ${ms} ms; steps ${JSON.stringify(ls.steps, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}; business: ${lastGuestLine('business')}`;
+});
+
+await scenario('2b failed attach (target destroyed mid-switch) rolls the GPU back', async () => {
+  if (!pvUp) throw new Error('skipped: scenario 1 failed');
+  writeFileSync('/run/harness/destroy-before-attach', '');
+  let err = null;
+  try {
+    await callMgr('Switch', vmPath('personal'), {});
+  } catch (e) {
+    err = e;
+  }
+  if (!err) throw new Error('the switch to a destroyed target succeeded');
+  const ls = await lastSwitch();
+  info({ switch: 'business->personal (target destroyed)', error: err.type ?? err.name, message: err.text ?? err.message, steps: ls.steps, outcome: ls.outcome });
+  const pb = pciList('business');
+  if (!pb.includes(GPU.slice(5))) throw new Error(`GPU not back on business: xl pci-list business = ${pb}`);
+  if ((await activeVm()) !== vmPath('business')) throw new Error(`ActiveVm ${await activeVm()} after the failed switch`);
+  await waitFor('personal reported not running', async () => ['stopped', 'crashed'].includes(await vmState('personal')), 20_000);
+  await waitFor('business to see the GPU again', () => gpuSeen('business'), 60_000);
+  return `error ${err.type ?? err.name}: ${err.text ?? err.message}; outcome ${ls.outcome}; personal is ${await vmState('personal')}`;
+});
+
+await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
+  if (!pvUp) throw new Error('skipped: scenario 1 failed');
+  const domidBefore = sh('xl', ['domid', 'business']).trim();
+  daemon.kill('SIGTERM');
+  await new Promise((r) => daemon.once('exit', r));
+  if (!sh('xl', ['list']).includes('business')) throw new Error('business died with the daemon');
+  startDaemon();
+  await waitForDaemon();
+  const st = await vmState('business');
+  const reason = await prop(vmPath('business'), 'org.bulkhead.Vm1', 'StateReason');
+  if (st !== 'running') throw new Error(`business is ${st} after restart (${reason})`);
+  if ((await activeVm()) !== vmPath('business')) throw new Error(`ActiveVm ${await activeVm()} after restart`);
+  // Still supervised: stopping through the new daemon works and is reported.
+  await callVm('business', 'Stop', { timeout_ms: new dbus.Variant('u', 20000) });
+  await waitFor('business stopped', async () => (await vmState('business')) === 'stopped', 30_000);
+  if (sh('xl', ['list']).includes('business')) throw new Error('business still listed by xl after Stop');
+  return `domid ${domidBefore} re-adopted (${reason}), then stopped through the new daemon`;
+});
+
+await scenario('3 HVM guest with a devicemodel USB controller gets and loses a USB device', async () => {
+  const find = () => {
+    for (const d of readdirSync('/sys/bus/usb/devices')) {
+      const p = `/sys/bus/usb/devices/${d}`;
+      if (!existsSync(`${p}/idVendor`)) continue;
+      const v = readFileSync(`${p}/idVendor`, 'utf8').trim(), pr = readFileSync(`${p}/idProduct`, 'utf8').trim();
+      if (v === '0627' && pr !== '0002' && pr !== '0003') return { bus: Number(readFileSync(`${p}/busnum`, 'utf8')), addr: Number(readFileSync(`${p}/devnum`, 'utf8')), id: `${v}:${pr}` };
+    }
+    return null;
+  };
+  const dev = find();
+  if (!dev) throw new Error(`no QEMU USB device in dom0: ${sh('lsusb', [])}`);
+  let attempt = 0;
+  for (;;) {
+    attempt++;
+    await callVm('hvm', 'Start', {});
+    try {
+      await waitFor('the HVM guest to boot (watchdog)', () => lastGuestLine('hvm', 'hvm'), 240_000);
+      break;
+    } catch (e) {
+      log(`HVM attempt ${attempt} hung (${consoleLog('hvm', 'hvm').split('\n').slice(-2).join(' | ')}); destroying`);
+      await callVm('hvm', 'Kill').catch(() => undefined);
+      if (attempt >= 2) throw e;
+    }
+  }
+  const handle = await callVm('hvm', 'AttachUsbDevice', dev.bus, dev.addr, {});
+  await waitFor(`the guest to see USB ${dev.id}`, () => lastGuestLine('hvm', 'hvm').includes(dev.id), 60_000);
+  const listed = await callVm('hvm', 'ListUsbDevices');
+  await callVm('hvm', 'DetachUsbDevice', handle);
+  await waitFor(`the guest to lose USB ${dev.id}`, () => { const l = lastGuestLine('hvm', 'hvm'); return l && !l.includes(dev.id); }, 60_000);
+  return `attempts ${attempt}; device ${dev.id} bus ${dev.bus} addr ${dev.addr} → handle ${handle}; listed ${JSON.stringify(listed)}`;
+});
+
+daemon.kill('SIGTERM');
+bus.disconnect();
+log('scenarios done');
+process.exit(0);
