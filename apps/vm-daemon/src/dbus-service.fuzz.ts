@@ -1,0 +1,76 @@
+/**
+ * Fuzz target: D-Bus arguments to every method of org.bulkhead.VmManager1 and org.bulkhead.Vm1
+ * on the REAL vm-daemon (dist/main.js) on a private bus, with two test-guest VMs (one running).
+ * Replies must be successes or named errors only; the daemon stays up (see
+ * shared/dbus/src/testing/dbus-fuzz.ts). Fixed seed: dbus-service.fuzz.test.ts.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
+import { BusClient, connectBus, startPrivateBus, variant, Variant } from '@bulkhead/dbus';
+import { fuzzDaemonMethods, type FuzzCall } from '@bulkhead/dbus/dist/testing/dbus-fuzz';
+import type { FuzzRunOptions, FuzzTarget } from '@bulkhead/dbus/dist/testing/fuzz-target';
+import { spawnDaemon, waitFor } from './testing/daemon-process';
+
+const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
+const IDS = ['guest', 'idle'];
+
+/** A call may not wait long: Stop's timeout_ms (how long to wait for ACPI) is capped at 300 ms. */
+function sanitize(c: FuzzCall): FuzzCall {
+  if (c.member !== 'Stop' || c.signature !== 'a{sv}') return c;
+  const o = { ...(c.body[0] as Record<string, Variant>) };
+  const t = o.timeout_ms;
+  if (t instanceof Variant && t.signature === 'u' && (t.value as number) > 300) o.timeout_ms = variant('u', 300);
+  return { ...c, body: [o] };
+}
+
+export async function runVmDaemonDbusFuzz(opts: FuzzRunOptions) {
+  if (!existsSync(KERNEL)) throw new Error(`test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
+  const root = mkdtempSync(join(tmpdir(), 'vmd-dbusfuzz-'));
+  const configDir = join(root, 'vms');
+  const runDir = join(root, 'run');
+  mkdirSync(configDir);
+  IDS.forEach((id, i) =>
+    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color: '#336699', memoryMiB: 32, autostart: i === 0, kernel: KERNEL })),
+  );
+  const bus = await startPrivateBus({ mode: 'open' });
+  const conn = await connectBus(bus.address);
+  const client = new BusClient(conn, 30_000);
+  let daemon: Awaited<ReturnType<typeof spawnDaemon>> | null = null;
+  try {
+    daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
+    await waitFor('guest running', async () => (await client.get('org.bulkhead.VmManager1', vmPath('guest'), 'org.bulkhead.Vm1', 'State')) === 'running', 20_000);
+    return await fuzzDaemonMethods(
+      {
+        client,
+        destination: 'org.bulkhead.VmManager1',
+        objects: [
+          { path: VM_MANAGER_PATH, iface: 'org.bulkhead.VmManager1' },
+          ...IDS.map((id) => ({ path: vmPath(id), iface: 'org.bulkhead.Vm1' as const })),
+        ],
+        ctx: {
+          paths: ['/', VM_MANAGER_PATH, ...IDS.map(vmPath), vmPath('nope'), '/org/bulkhead/VmManager1/vm', '/org/bulkhead/Usb1/device/x'],
+          strings: IDS,
+        },
+        pid: daemon.child.pid!,
+        sanitize,
+      },
+      opts,
+    );
+  } finally {
+    await daemon?.stop();
+    for (const id of IDS) {
+      try {
+        process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
+      } catch {
+        /* not running */
+      }
+    }
+    conn.disconnect();
+    await bus.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export const fuzzTargets: FuzzTarget[] = [{ name: 'vm-daemon: D-Bus arguments', run: runVmDaemonDbusFuzz }];
