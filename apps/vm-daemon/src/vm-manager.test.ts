@@ -69,7 +69,11 @@ test('switching to a stopped VM starts it, then freezes, focuses with its input 
     ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish'],
   );
   assert.ok(rec.steps.every(([, d]) => typeof d === 'bigint'));
-  assert.deepEqual(t.input.calls, ['freeze', `focus ${vmPath('business')} /fake/business/input-qmp.sock`]);
+  assert.deepEqual(t.input.calls, [
+    `focus ${SWITCHER_PATH} `, // init: no active VM to restore, so input is told the switcher has it
+    'freeze',
+    `focus ${vmPath('business')} /fake/business/input-qmp.sock`,
+  ]);
   assert.deepEqual(rec.skipped, ['move-gpu', 'move-usb']);
   const saved = JSON.parse(readFileSync(t.state.path, 'utf8'));
   assert.equal(saved.activeVm, 'business');

@@ -133,6 +133,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         .catch((err) =>
           this.log.warn(`cannot restore input focus on ${restored.def.id}: ${(err as Error).message}`),
         );
+    } else {
+      // Nothing to restore (first start, lost/corrupt state file, active VM gone): input-daemon
+      // may still route to the VM it was last told, so tell it the switcher has the focus.
+      await this.opts.input
+        .setFocus(SWITCHER_PATH, '')
+        .catch((err) => this.log.warn(`cannot focus input on the switcher: ${(err as Error).message}`));
     }
     this.persist();
     if (this.opts.watchConfig !== false) this.watchConfigDir();
