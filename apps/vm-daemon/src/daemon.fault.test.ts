@@ -1,0 +1,151 @@
+/**
+ * vm-daemon SIGKILLed and restarted — during normal use, in the middle of a switch, and with its
+ * state file cut short — recovers from the system (the running QEMUs: qemu.pid + QMP), not from
+ * memory: no VM is stopped or restarted (same pids), the active VM stays active, and input-daemon
+ * is told where the focus is (the last SetFocus equals ActiveVm).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
+import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import { FakeInputDaemon } from './testing/fake-input-daemon';
+import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+
+const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
+const MGR = 'org.bulkhead.VmManager1';
+const IDS = ['alpha', 'beta'];
+
+let bus: PrivateBus;
+let conn: MessageBus;
+let client: BusClient;
+let input: FakeInputDaemon;
+let daemon: DaemonProcess;
+let root: string;
+let configDir: string;
+let runDir: string;
+let stateDir: string;
+
+const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State') as Promise<string>;
+const reason = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'StateReason') as Promise<string>;
+const activeVm = () => client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
+const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
+const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
+const lastFocus = () => input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target ?? SWITCHER_PATH;
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const start = () => spawnDaemon({ bus: bus.address, configDir, runDir, stateDir });
+
+async function killDaemon(): Promise<void> {
+  const exited = new Promise((r) => daemon.child.once('exit', r));
+  daemon.child.kill('SIGKILL');
+  await exited;
+}
+
+/** After a restart: same QEMU pids, re-adopted, ActiveVm as expected, input told so. */
+async function assertRecovered(pids: Record<string, number>, expectActive: string[]): Promise<void> {
+  for (const id of IDS) {
+    assert.ok(alive(pids[id]), `${id}'s QEMU was stopped`);
+    assert.equal(pidOf(id), pids[id], `${id} was restarted`);
+    assert.equal(await state(id), 'running');
+    assert.match(await reason(id), /re-adopted/);
+  }
+  const a = await activeVm();
+  assert.ok(expectActive.includes(a), `ActiveVm ${a}, expected one of ${expectActive.join(', ')}`);
+  // What input-daemon routes to (not only what it was last told) is the active VM.
+  await waitFor(`input focus restored (input has ${input.focused}, ActiveVm ${a})`, () => input.focused === a && lastFocus() === a, 5000);
+}
+
+before(async () => {
+  assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
+  root = mkdtempSync(join(tmpdir(), 'vmd-kill-'));
+  configDir = join(root, 'vms');
+  runDir = join(root, 'run');
+  stateDir = join(root, 'state');
+  mkdirSync(configDir);
+  IDS.forEach((id, i) =>
+    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL })),
+  );
+  bus = await startPrivateBus({ mode: 'open' });
+  conn = await connectBus(bus.address);
+  client = new BusClient(conn, 30_000);
+  input = await FakeInputDaemon.start(bus.address);
+  daemon = await start();
+  await waitFor('both running', async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running', 20_000);
+});
+
+after(async () => {
+  await daemon?.stop();
+  for (const id of IDS) {
+    try {
+      process.kill(pidOf(id), 'SIGKILL');
+    } catch {
+      /* not running */
+    }
+  }
+  input?.stop();
+  conn?.disconnect();
+  await bus?.stop();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+test('SIGKILL during normal use: VMs keep running, are re-adopted, the active VM stays active', async () => {
+  await manager().SwitchToSlot(2, {});
+  const pids = { alpha: pidOf('alpha'), beta: pidOf('beta') };
+  await killDaemon();
+  input.calls.length = 0;
+  daemon = await start();
+  await assertRecovered(pids, [vmPath('beta')]);
+});
+
+test('SIGKILL in the middle of a switch: the old or the new VM is active, consistently', async () => {
+  await manager().SwitchToSlot(1, {});
+  const pids = { alpha: pidOf('alpha'), beta: pidOf('beta') };
+  // Hold the switch at freeze-input, then kill the daemon.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const frozen = new Promise<void>((reached) => {
+    const freeze = input.Freeze.bind(input);
+    Object.assign(input, {
+      Freeze: async (...a: Parameters<typeof freeze>) => {
+        reached();
+        await held;
+        return freeze(...a);
+      },
+    });
+  });
+  const switching = manager().SwitchToSlot(2, {}).catch((e: unknown) => e);
+  await frozen;
+  await killDaemon();
+  release();
+  await switching; // no reply: the daemon died
+  delete (input as Partial<FakeInputDaemon>).Freeze; // back to the class method
+  input.calls.length = 0;
+  daemon = await start();
+  await assertRecovered(pids, [vmPath('alpha'), vmPath('beta')]);
+  // And the restarted daemon switches normally.
+  await manager().SwitchToSlot(2, {});
+  assert.equal(await activeVm(), vmPath('beta'));
+  assert.equal(lastFocus(), vmPath('beta'));
+});
+
+test('SIGKILL, then state.json cut short: reported, replaced, VMs re-adopted (none stopped)', async () => {
+  const pids = { alpha: pidOf('alpha'), beta: pidOf('beta') };
+  await killDaemon();
+  const path = join(stateDir, 'state.json');
+  writeFileSync(path, readFileSync(path, 'utf8').slice(0, 7));
+  input.calls.length = 0;
+  daemon = await start();
+  assert.match(daemon.log(), /state file unusable/);
+  assert.doesNotThrow(() => JSON.parse(readFileSync(path, 'utf8')), 'state.json replaced by a valid file');
+  // The active VM was only in the lost file: the switcher has the focus, and the VMs run on.
+  await assertRecovered(pids, [SWITCHER_PATH]);
+});
