@@ -66,7 +66,8 @@ async function waitFor<T>(what: string, f: () => Promise<T | null | undefined | 
 
 function spawnLogged(name: string, args: string[]): ChildProcess {
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, BULKHEAD_BUS: bus.address, BULKHEAD_LOG_LEVEL: 'info' },
+    // KVM on these machines passes a probe and then stops guests with internal errors: TCG.
+    env: { ...process.env, BULKHEAD_BUS: bus.address, BULKHEAD_LOG_LEVEL: 'info', BULKHEAD_ACCEL: process.env.BULKHEAD_ACCEL ?? 'tcg' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   for (const s of [child.stdout!, child.stderr!]) createInterface({ input: s }).on('line', (l) => logs.push(`[${name}] ${l}`));
@@ -160,23 +161,29 @@ test('switcher end to end with the real vm-daemon and Chromium', { skip: skip ??
   });
 
   await t.test('a VM whose definition file is broken shows its error', async () => {
-    const card = page.getByRole('group', { name: 'Invalid VM file broken.json' });
-    await card.waitFor();
-    const text = await card.innerText();
-    assert.match(text, /memoryMiB/i, `the error names the field: ${text}`);
+    // vm-daemon may list the file only in ConfigErrors (an "Invalid VM file" card) or also as a VM
+    // object whose LastError carries it (the error on that VM's tile): either way it is on screen.
+    const error = page.locator('.tile-error, .config-error').filter({ hasText: /broken\.json|memoryMiB/ }).first();
+    await error.waitFor();
+    const text = await error.innerText();
+    assert.match(text, /memoryMiB/, `the error names the field: ${text}`);
+    assert.match(text, /lots/, `the error gives the reason: ${text}`);
   });
 
   await t.test('clicking Business makes it VmManager1.ActiveVm and shows its screen', async () => {
     await page.getByRole('button', { name: /^Business,/ }).click();
     await waitFor('ActiveVm = business', async () => (await activeVm()) === vmPath('business'), 180_000);
     await page.getByRole('region', { name: 'Business display' }).waitFor();
-    await waitFor('the business guest is ready', () => serial('business').length > 0, 60_000);
+    await waitFor('the business guest is ready', () => serial('business').includes('BULKHEAD-GUEST READY'), 90_000);
     await sleep(1500);
     await shot('business-view');
   });
 
   await t.test('keys typed now reach only the business guest', { skip: inputDaemon ? false : 'input-daemon is not built: keyboard forwarding needs Input1 on a virtual seat' }, async () => {
     const before = { personal: serial('personal'), business: serial('business') };
+    // Input focus follows ActiveVm through input-daemon: wait until it names business.
+    await waitFor('input focus on business', async () =>
+      (await client.get('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'FocusedTarget')) === vmPath('business'), 30_000);
     await page.keyboard.press('KeyA');
     await waitFor('KEY down 1e in business serial.log', () => serial('business').slice(before.business.length).includes('KEY down 1e'), 30_000);
     await sleep(500);
@@ -189,25 +196,39 @@ test('switcher end to end with the real vm-daemon and Chromium', { skip: skip ??
     await waitFor('ActiveVm = /', async () => (await activeVm()) === '/', 60_000);
     const thumbs = page.locator('.tile[data-vm] img.tile-thumb');
     await waitFor('two thumbnails', async () => (await thumbs.count()) === 2, 60_000);
-    const colors = await page.evaluate(async () => {
-      const out: Record<string, [number, number, number]> = {};
-      for (const tile of Array.from(document.querySelectorAll<HTMLElement>('.tile[data-vm]'))) {
-        const img = tile.querySelector('img.tile-thumb') as HTMLImageElement | null;
-        if (!img) continue;
-        await img.decode();
-        const c = document.createElement('canvas');
-        c.width = img.naturalWidth;
-        c.height = img.naturalHeight;
-        const g = c.getContext('2d')!;
-        g.drawImage(img, 0, 0);
-        // Near a corner: the guest paints its color everywhere except the text in the middle.
-        const d = g.getImageData(Math.floor(c.width * 0.03), Math.floor(c.height * 0.5), 1, 1).data;
-        out[tile.dataset.vm!] = [d[0], d[1], d[2]];
-      }
-      return out;
-    });
+    // The dominant color of each thumbnail (the guest paints its color everywhere but its text).
+    const dominant = () =>
+      page.evaluate(async () => {
+        const out: Record<string, [number, number, number]> = {};
+        for (const tile of Array.from(document.querySelectorAll<HTMLElement>('.tile[data-vm]'))) {
+          const img = tile.querySelector('img.tile-thumb') as HTMLImageElement | null;
+          if (!img) continue;
+          await img.decode();
+          const c = document.createElement('canvas');
+          c.width = img.naturalWidth;
+          c.height = img.naturalHeight;
+          const g = c.getContext('2d')!;
+          g.drawImage(img, 0, 0);
+          const counts = new Map<string, number>();
+          for (let y = 0.05; y < 1; y += 0.1)
+            for (let x = 0.05; x < 1; x += 0.1) {
+              const d = g.getImageData(Math.floor(c.width * x), Math.floor(c.height * y), 1, 1).data;
+              const k = `${d[0]},${d[1]},${d[2]}`;
+              counts.set(k, (counts.get(k) ?? 0) + 1);
+            }
+          const best = [...counts.entries()].sort((a, b) => b[1] - a[1])[0][0];
+          out[tile.dataset.vm!] = best.split(',').map(Number) as [number, number, number];
+        }
+        return out;
+      });
     const hex = (h: string) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
-    const close = (a: number[], b: number[]) => a.every((x, i) => Math.abs(x - b[i]) <= 24);
+    const close = (a: number[] | undefined, b: number[]) => !!a && a.every((x, i) => Math.abs(x - b[i]) <= 24);
+    let colors: Record<string, [number, number, number]> = {};
+    // Thumbnails refresh every second; a guest may still be drawing its first frame.
+    await waitFor('thumbnails in the guests’ colors', async () => {
+      colors = await dominant();
+      return close(colors.personal, hex('#2a6fdb')) && close(colors.business, hex('#e07b00'));
+    }, 30_000).catch(() => undefined);
     assert.ok(close(colors.personal, hex('#2a6fdb')), `personal thumbnail color ${colors.personal}`);
     assert.ok(close(colors.business, hex('#e07b00')), `business thumbnail color ${colors.business}`);
     assert.notDeepEqual(colors.personal, colors.business);

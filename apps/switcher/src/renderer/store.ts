@@ -123,6 +123,8 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
     }
     case 'switchProgress': {
       const p = payload as PushMap['switchProgress'];
+      // Coming back to the tiles needs no progress card, only a failure does.
+      if (p.target === '/' && p.step !== 'failed' && !(s.progress?.target === '/')) return s;
       const same = s.progress && s.progress.target === p.target && s.progress.status === 'running';
       const base: SwitchProgressView = same
         ? s.progress!
@@ -132,7 +134,11 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
         ...s,
         progress: {
           ...base,
-          steps: [...base.steps, { step: p.step, detail: p.detail, at: p.at }],
+          // A step may be announced more than once (begin, then with details): keep one entry.
+          steps:
+            base.steps.at(-1)?.step === p.step
+              ? [...base.steps.slice(0, -1), { step: p.step, detail: p.detail || base.steps.at(-1)!.detail, at: p.at }]
+              : [...base.steps, { step: p.step, detail: p.detail, at: p.at }],
           status,
           error: status === 'failed' ? (base.error ?? { title: 'The switch failed', message: p.detail, detail: '' }) : base.error,
         },

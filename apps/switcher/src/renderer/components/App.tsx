@@ -41,7 +41,7 @@ export function App() {
   return (
     <div className={`app${vm ? ' in-vm' : ''}`} aria-busy={connected === 'connecting'}>
       {vm ? (
-        <VmView vm={vm} />
+        <VmView vm={vm} banner={<OutageBanner />} />
       ) : (
         <>
           <TopBar />
@@ -53,7 +53,6 @@ export function App() {
           </main>
         </>
       )}
-      {vm && <OutageBanner />}
       <SwitchProgressCard />
       <NoticeToast />
       <PromptDialog />

@@ -128,7 +128,6 @@ function moveFocus(e: KeyboardEvent<HTMLElement>) {
   if (tiles.length === 0) return;
   e.preventDefault();
   if (i < 0) return tiles[0].focus();
-  const top = tiles[i].offsetTop;
   const perRow = Math.max(1, tiles.filter((t) => t.offsetTop === tiles[0].offsetTop).length);
   let j = i;
   if (e.key === 'ArrowLeft') j = i - 1;
@@ -137,14 +136,15 @@ function moveFocus(e: KeyboardEvent<HTMLElement>) {
   if (e.key === 'ArrowDown') j = i + perRow;
   if (e.key === 'Home') j = 0;
   if (e.key === 'End') j = tiles.length - 1;
-  void top;
   tiles[Math.max(0, Math.min(tiles.length - 1, j))].focus();
 }
 
 export function TileGrid() {
   const actions = useActions();
   const vms = useUi((s) => s.snapshot.vms);
-  const errors = useUi((s) => s.snapshot.configErrors);
+  const allErrors = useUi((s) => s.snapshot.configErrors);
+  // A file vm-daemon still made a VM object of shows its error on that VM's own tile.
+  const errors = allErrors.filter((e) => !vms.some((v) => v.configFile && v.configFile === e.file));
   const vmUp = useUi((s) => s.snapshot.daemons.vmManager.up);
   const accel = useUi((s) => s.snapshot.accelerator);
   const gridRef = useRef<HTMLUListElement>(null);

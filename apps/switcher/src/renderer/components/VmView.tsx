@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type CSSProperties } from 'react';
+import { useEffect, useRef, useState, type CSSProperties, type ReactNode } from 'react';
 import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
 import { EV_KEY, EV_REL, EV_SYN, REL_WHEEL, REL_X, REL_Y, SYN_REPORT, keyFrame, mouseButton } from '../keymap';
@@ -12,7 +12,7 @@ type DisplayState = 'connecting' | 'live' | 'unavailable';
  * view-only (input reaches VMs only through input-daemon). In the demo, keyboard and mouse are
  * forwarded to Input1.InjectEvents so hotkeys behave exactly as on hardware.
  */
-export function VmView({ vm }: { vm: VmModel }) {
+export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
   const actions = useActions();
   const inject = useUi((s) => s.snapshot.features.injectInput);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
@@ -160,6 +160,7 @@ export function VmView({ vm }: { vm: VmModel }) {
               : 'Live display unavailable — showing screenshots'}
         </span>
       </div>
+      {banner}
       <div className={`vm-screen display-${display}`} ref={screenRef} tabIndex={-1}>
         <div className="vm-vnc" ref={vncRef} />
         {display !== 'live' &&
