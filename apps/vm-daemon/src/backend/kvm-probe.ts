@@ -37,7 +37,7 @@ export async function probeKvm(
     '-nodefaults',
     '-no-user-config',
     '-serial',
-    'none',
+    opts.probeKernel ? `file:${join(dir, 'serial.log')}` : 'none',
     '-chardev',
     `file,id=dbg,path=${debugLog}`,
     '-device',
@@ -47,7 +47,7 @@ export async function probeKvm(
   ];
   if (opts.probeKernel) args.push('-kernel', opts.probeKernel);
   const runMs = opts.runMs ?? 1500;
-  const timeoutMs = opts.timeoutMs ?? 4000;
+  const timeoutMs = opts.timeoutMs ?? 6000;
   const child = spawn(opts.qemu ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -72,6 +72,28 @@ export async function probeKvm(
           progressed = readFileSync(debugLog).length > 0;
         } catch {
           /* no output at all */
+        }
+        if (opts.probeKernel && m?.[1] === 'running') {
+          // The test guest must also have booted and must react to a key: seen on nested hosts,
+          // a guest that QMP calls 'running' had stopped making progress (KVM internal error
+          // a moment later). Input is what Bulkhead needs from a VM, so that is what is checked.
+          const serial = () => {
+            try {
+              return readFileSync(join(dir, 'serial.log'), 'utf8');
+            } catch {
+              return '';
+            }
+          };
+          if (!serial().includes('BULKHEAD-GUEST READY'))
+            return { accel: 'tcg', reason: 'the probe guest did not boot under KVM' };
+          child.stdin.write(
+            '{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":true,"key":{"type":"qcode","data":"a"}}}]}}\n',
+          );
+          const keyDeadline = Date.now() + 1000;
+          while (!serial().includes('KEY down 1e') && Date.now() < keyDeadline) await new Promise((r) => setTimeout(r, 20));
+          if (!serial().includes('KEY down 1e'))
+            return { accel: 'tcg', reason: 'the probe guest under KVM did not react to a key' };
+          await new Promise((r) => setTimeout(r, 300));
         }
         if (/KVM internal error|emulation failure/.test(stderr))
           return { accel: 'tcg', reason: 'KVM internal error while running a probe guest' };
