@@ -68,13 +68,16 @@ test('writeFileAtomic: a writer SIGKILLed at random moments leaves the old or th
     for (let i = 1; ; i++) {
       const body = String(i % 10).repeat(128 * 1024);
       writeFileAtomic(${JSON.stringify(path)}, JSON.stringify({ version: i, body, check: body.length }));
+      if (i === 1) process.stdout.write('writing\\n');
     }`;
   const versions: number[] = [];
   try {
     writeFileSync(path, JSON.stringify({ version: 0, body: '', check: 0 }));
     for (let round = 0; round < 25; round++) {
-      const child = spawn(process.execPath, ['-e', writer], { stdio: 'ignore' });
-      await new Promise((r) => setTimeout(r, 20 + ((round * 37) % 90)));
+      const child = spawn(process.execPath, ['-e', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
+      // Kill it at a varying moment once it is in its write loop (node's start-up time varies).
+      await new Promise((r) => child.stdout!.once('data', r));
+      await new Promise((r) => setTimeout(r, (round * 7) % 23));
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       const doc = JSON.parse(readFileSync(path, 'utf8')) as { version: number; body: string; check: number };
