@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
+  chmodSync,
+  chownSync,
   closeSync,
   existsSync,
   mkdirSync,
@@ -250,6 +252,7 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
             `QEMU for ${def.id} did not open QMP: ${(e as Error).message}; stderr: ${lastLine(f.stderr)}`,
           );
     }
+    shareDisplayWithGroup(f.dir, f.vnc, this.log);
     const inst = this.track(def, child.pid!, child, qmp, false);
     child.on('exit', (code, sig) => {
       const how = sig ? `signal ${sig}` : `code ${code}`;
@@ -524,5 +527,33 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
         this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`)),
       ),
     );
+  }
+}
+
+/** The group whose members (the switcher's web host) may open VMs' VNC displays, and nothing else. */
+export const DISPLAY_GROUP = 'bulkhead-vnc';
+
+/**
+ * Let the display group reach a VM's VNC socket: the VM's run dir becomes group-traversable and
+ * vnc.sock group-writable (connecting to a unix socket needs write permission). The QMP and HMP
+ * sockets beside it keep QEMU's mode (no group write), so the group cannot connect to them.
+ * Without the group (developer machines, tests) nothing changes.
+ */
+function shareDisplayWithGroup(dir: string, vncSocket: string, log: { warn(m: string): void }): void {
+  let gid: number | undefined;
+  try {
+    const line = readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.startsWith(`${DISPLAY_GROUP}:`));
+    gid = line ? Number(line.split(':')[2]) : undefined;
+  } catch {
+    return;
+  }
+  if (gid === undefined || !existsSync(vncSocket)) return;
+  try {
+    chownSync(dir, process.getuid?.() ?? 0, gid);
+    chmodSync(dir, 0o750);
+    chownSync(vncSocket, process.getuid?.() ?? 0, gid);
+    chmodSync(vncSocket, 0o660);
+  } catch (e) {
+    log.warn(`cannot share ${vncSocket} with group ${DISPLAY_GROUP}: ${(e as Error).message}`);
   }
 }
