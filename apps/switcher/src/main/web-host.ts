@@ -11,7 +11,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, statSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -208,8 +208,8 @@ function proxyVnc(ws: WebSocket, socketPath: string, log: (m: string) => void): 
   ws.on('error', () => sock.destroy());
 }
 
-function parseArgs(argv: string[]): WebHostOptions & { help?: boolean } {
-  const o: WebHostOptions & { help?: boolean } = {};
+function parseArgs(argv: string[]): WebHostOptions & { help?: boolean; tokenFile?: string } {
+  const o: WebHostOptions & { help?: boolean; tokenFile?: string } = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -222,6 +222,7 @@ function parseArgs(argv: string[]): WebHostOptions & { help?: boolean } {
     else if (a === '--vm-run-dir') o.vmRunDir = val();
     else if (a === '--static-dir') o.staticDir = val();
     else if (a === '--no-inject-input') o.injectInput = false;
+    else if (a === '--token-file') o.tokenFile = val();
     else if (a === '--help' || a === '-h') o.help = true;
     else throw new Error(`unknown argument ${a}`);
   }
@@ -239,11 +240,15 @@ if (require.main === module) {
     process.exit(2);
   }
   if (o.help) {
-    console.log('usage: web-host.js [--port N] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input]');
+    console.log(
+      'usage: web-host.js [--port N] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input] [--token-file FILE]',
+    );
     process.exit(0);
   }
   startWebHost(o).then(
     (h) => {
+      // The kiosk's launcher reads the per-start token from this file (mode 0600, our user's).
+      if (o.tokenFile) writeFileSync(o.tokenFile, h.token, { mode: 0o600 });
       console.log(`SWITCHER-URL ${h.url}`);
       const stop = () => void h.close().finally(() => process.exit(0));
       process.on('SIGTERM', stop);
