@@ -54,6 +54,7 @@ test('a state.json truncated to any length, or garbage, is reported and replaced
       { seed: 4242, numRuns: 300 },
     );
   } finally {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -71,15 +72,17 @@ test('writeFileAtomic: a writer SIGKILLed at random moments leaves the old or th
       if (i === 1) process.stdout.write('writing\\n');
     }`;
   const versions: number[] = [];
+  let child: ReturnType<typeof spawn> | null = null;
   try {
     writeFileSync(path, JSON.stringify({ version: 0, body: '', check: 0 }));
     for (let round = 0; round < 25; round++) {
-      const child = spawn(process.execPath, ['-e', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
+      child = spawn(process.execPath, ['-e', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
       // Kill it at a varying moment once it is in its write loop (node's start-up time varies).
-      await new Promise((r) => child.stdout!.once('data', r));
+      const c = child;
+      await new Promise((r) => c.stdout!.once('data', r));
       await new Promise((r) => setTimeout(r, (round * 7) % 23));
-      child.kill('SIGKILL');
-      await new Promise((r) => child.once('exit', r));
+      c.kill('SIGKILL');
+      if (c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once('exit', r));
       const doc = JSON.parse(readFileSync(path, 'utf8')) as { version: number; body: string; check: number };
       assert.equal(doc.body.length, doc.check, `round ${round}: torn file`);
       assert.equal(doc.body, doc.version === 0 ? '' : String(doc.version % 10).repeat(128 * 1024));
@@ -88,6 +91,7 @@ test('writeFileAtomic: a writer SIGKILLed at random moments leaves the old or th
     // The test really killed writers mid-way (versions advanced), not only between runs.
     assert.ok(versions.some((v) => v > 0), `versions seen: ${versions.join(',')}`);
   } finally {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 });
