@@ -1,7 +1,11 @@
 #!/bin/sh
 # /init of the harness dom0: bring up the Xen toolstack, then run the scenarios
 # (dom0-scenarios.mjs) and print HARNESS lines on the console (hvc0 → Xen → com1 → run.mjs).
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+# /usr/lib/xen-4.17/bin first: Debian's /usr/sbin/xl is a wrapper that needs /sys/hypervisor.
+export PATH=/usr/lib/xen-4.17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# --variant=essential has no util-linux mount: busybox provides it (and poweroff).
+mkdir -p /usr/local/bin
+for a in mount poweroff; do command -v $a >/dev/null || ln -sf /bin/busybox /usr/local/bin/$a; done
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm /run /tmp /var/run/xen /var/log/xen/console /var/lib/xen/dump
 mount -t devpts devpts /dev/pts; mount -t tmpfs run /run; mount -t tmpfs tmp /tmp

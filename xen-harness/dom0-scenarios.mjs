@@ -33,7 +33,7 @@ mkdirSync('/run/harness', { recursive: true });
 mkdirSync(VM_DIR, { recursive: true });
 const guestDef = (id, slot, type, extra = {}) => {
   writeFileSync(`${VM_DIR}/${id}.json`, JSON.stringify({
-    id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: type === 'hvm' ? 160 : 96, vcpus: 1,
+    id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: 256, vcpus: 1,
     network: 'none', autostart: false, display: 'none', backend: 'xen', kernel: '/opt/guest/vmlinuz',
     append: `${type === 'hvm' ? 'console=ttyS0' : 'console=hvc0'} guestname=${id} quiet`,
   }));
@@ -73,7 +73,7 @@ async function waitForDaemon(ms = 90_000) {
       return;
     } catch { await sleep(500); }
   }
-  throw new Error(`vm-daemon did not appear on the bus in ${ms} ms:\n${daemonLogTail()}`);
+  throw new Error(`vm-daemon did not appear on the bus in ${ms} ms; exit code ${daemon?.exitCode}; processes:\n${sh('ps', ['-eo', 'pid,stat,etime,args'])}`);
 }
 const prop = async (path, ifname, name) => (await iface(path, ifname)).p.Get(ifname, name).then((v) => v.value);
 const vmState = (id) => prop(vmPath(id), 'org.bulkhead.Vm1', 'State');
@@ -170,7 +170,7 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   await new Promise((r) => daemon.once('exit', r));
   if (!sh('xl', ['list']).includes('business')) throw new Error('business died with the daemon');
   startDaemon();
-  await waitForDaemon();
+  await waitForDaemon(180_000);
   const st = await vmState('business');
   const reason = await prop(vmPath('business'), 'org.bulkhead.Vm1', 'StateReason');
   if (st !== 'running') throw new Error(`business is ${st} after restart (${reason})`);
@@ -182,6 +182,7 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   return `domid ${domidBefore} re-adopted (${reason}), then stopped through the new daemon`;
 });
 
+if (daemon.exitCode !== null || daemon.signalCode !== null) { startDaemon(); await waitForDaemon(180_000).catch((e) => log(e.message)); }
 await scenario('3 HVM guest with a devicemodel USB controller gets and loses a USB device', async () => {
   const find = () => {
     for (const d of readdirSync('/sys/bus/usb/devices')) {

@@ -4,6 +4,6 @@
 # the real xl, which fails as it would in life.
 if [ "$1" = "pci-attach" ] && [ -e /run/harness/destroy-before-attach ]; then
   rm -f /run/harness/destroy-before-attach
-  /usr/sbin/xl destroy "$2" >&2
+  /usr/lib/xen-4.17/bin/xl destroy "$2" >&2
 fi
-exec /usr/sbin/xl "$@"
+exec /usr/lib/xen-4.17/bin/xl "$@"
