@@ -13,7 +13,7 @@ import {
   statSync,
   unlinkSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter, type Logger } from '@bulkhead/common';
@@ -549,8 +549,11 @@ function shareDisplayWithGroup(dir: string, vncSocket: string, log: { warn(m: st
   }
   if (gid === undefined || !existsSync(vncSocket)) return;
   try {
-    chownSync(dir, process.getuid?.() ?? 0, gid);
-    chmodSync(dir, 0o750);
+    // The runs root and the VM's own dir: traversable by the group, nothing more.
+    for (const d of [dirname(dir), dir]) {
+      chownSync(d, process.getuid?.() ?? 0, gid);
+      chmodSync(d, 0o750);
+    }
     chownSync(vncSocket, process.getuid?.() ?? 0, gid);
     chmodSync(vncSocket, 0o660);
   } catch (e) {
