@@ -144,3 +144,85 @@ test('3. Ctrl+0 returns to the switcher; the secure-attention chord locks and no
   await waitFor('Personal active after unlock', async () => (await activeVm()) === VM('personal'));
   await shot('unlocked-personal');
 });
+
+/** `info usb` of a nested VM, through its HMP monitor socket (root-only, in the image). */
+async function nestedInfoUsb(id: string): Promise<string> {
+  return m.serial.check(`echo 'info usb' | socat -t 2 - UNIX-CONNECT:/run/bulkhead/vms/${id}/monitor.sock`);
+}
+
+test('4. a hot-plugged USB stick appears in the USB panel, is assigned to Business, follows focus; a hot-plugged keyboard stays with input-daemon', async () => {
+  await m.keys(['ctrl', '0']);
+  await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  await m.qmp.execute('device_add', { driver: 'usb-storage', drive: 'stick', bus: 'xhci.0', id: 'stick0', serial: 'BULKHEAD0001' });
+  await page.getByRole('button', { name: /USB devices/ }).click();
+  const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
+  await row.waitFor({ timeout: 60_000 });
+  await shot('usb-stick-in-panel');
+  await row.getByRole('combobox').selectOption({ label: 'Business' });
+  await page.getByRole('listitem', { name: /HARDDRIVE.*held by Business/i }).waitFor({ timeout: 60_000 });
+  await waitFor('the stick on business\'s USB bus', async () => /HARDDRIVE|Mass Storage|usb-host/i.test(await nestedInfoUsb('business')), 60_000);
+  assert.doesNotMatch(await nestedInfoUsb('personal'), /HARDDRIVE|usb-host/i, 'never in two VMs');
+  await shot('usb-stick-on-business');
+
+  // Follow focus: a switch to Personal moves the stick there.
+  await page.getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i }).click();
+  await m.keys(['ctrl', '1']);
+  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  await waitFor('the stick moved to personal', async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')), 60_000);
+  assert.doesNotMatch(await nestedInfoUsb('business'), /HARDDRIVE|usb-host/i);
+
+  // A keyboard plugged in later is grabbed by input-daemon, not handed to a VM.
+  await m.qmp.execute('device_add', { driver: 'usb-kbd', bus: 'xhci.0', id: 'kbd2' });
+  await waitFor('input-daemon grabbed the USB keyboard', async () => {
+    const devs = await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Devices');
+    return /"QEMU QEMU USB Keyboard" "keyboard" "usb" true/.test(devs);
+  }, 60_000);
+  await m.keys(['ctrl', '0']);
+  await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  await page.getByRole('button', { name: /USB devices/ }).click();
+  await page.getByRole('listitem', { name: /Keyboard.*held by Control Domain/i }).waitFor({ timeout: 60_000 });
+  await shot('usb-keyboard-kept');
+});
+
+test('5. exclusive grab: no other reader of a grabbed keyboard sees a key', async () => {
+  const node = await m.serial.check(`grep -l 'QEMU Virtio Keyboard' /sys/class/input/event*/device/name | head -n1 | sed 's|/sys/class/input/\\(event[0-9]*\\)/.*|/dev/input/\\1|'`);
+  const dev = node.trim();
+  assert.match(dev, /^\/dev\/input\/event\d+$/);
+  await m.serial.check(`(timeout 6 evtest ${dev} > /tmp/evtest.out 2>&1 &) ; sleep 2`);
+  await m.keys(['q'], ['w']);
+  await new Promise((r) => setTimeout(r, 5000));
+  const out = await m.serial.check('cat /tmp/evtest.out');
+  assert.match(out, /Input device name/, 'evtest opened the device');
+  assert.doesNotMatch(out, /EV_KEY/, 'a second reader saw keys of a grabbed device');
+});
+
+test('6. a daemon killed inside the image: systemd restarts it, the switcher shows the outage and recovers, the active VM and devices stay', async () => {
+  await m.keys(['ctrl', '2']);
+  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  const pids = await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid');
+  const usbBefore = await nestedInfoUsb('personal');
+  await m.serial.check('systemctl kill -s SIGKILL bulkhead-vm-daemon');
+  await page.getByRole('alert').filter({ hasText: /not running/ }).waitFor({ timeout: 30_000 }).catch(() => undefined);
+  await shot('vm-daemon-killed');
+  await waitFor('vm-daemon back', async () => (await m.serial.run('systemctl is-active bulkhead-vm-daemon')).code === 0, 60_000);
+  await waitFor('the outage banner gone', async () => (await page.getByRole('alert').filter({ hasText: /not running/ }).count()) === 0, 60_000);
+  assert.equal((await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid')), pids, 'no VM restarted');
+  assert.equal(await vmState('personal'), 'running');
+  assert.equal(await vmState('business'), 'running');
+  assert.equal(await activeVm(), VM('business'), 'the active VM stayed active');
+  assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached');
+  // input-daemon and usb-daemon too.
+  for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
+    await m.serial.check(`systemctl kill -s SIGKILL ${unit}`);
+    await waitFor(`${unit} back`, async () => (await m.serial.run(`systemctl is-active ${unit}`)).code === 0, 60_000);
+  }
+  await waitFor('all services up in the switcher', async () => (await page.getByRole('alert').filter({ hasText: /not running/ }).count()) === 0, 60_000);
+  assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached by a usb-daemon restart');
+  // The seat still works: a hotkey switches and keys land in the VM.
+  await m.keys(['ctrl', '1']);
+  await waitFor('Personal active after the restarts', async () => (await activeVm()) === VM('personal'));
+  const before = (await guestInput('personal')).length;
+  await m.keys(['z']);
+  await waitFor('z reached personal', async () => (await guestInput('personal')).length >= before + 2, 20_000);
+  await shot('recovered');
+});
