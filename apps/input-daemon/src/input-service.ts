@@ -125,6 +125,10 @@ export class InputService implements Input1Service {
     this.router.lock();
     if (!was) this.exported?.propertiesChanged('Locked');
     this.exported?.emit('SecureAttention');
+    // Pull the screen back to the switcher, where the lock screen is (as OpenXT does): a VM
+    // showing its own display (a passed-through GPU) would otherwise stay visible behind the lock.
+    if (!was)
+      void this.vmManager.switchToSlot(0).catch((e) => this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`));
   }
 
   private async sinkFor(target: string, vmId: string, socket: string | undefined): Promise<InputSink> {
@@ -162,6 +166,11 @@ export class InputService implements Input1Service {
       if (action.kind === 'secure-attention') {
         await this.serial(async () => this.lockNow());
         this.setHotkeyError('');
+        return;
+      }
+      if (this.router.isLocked) {
+        // Locked: no switching until the person unlocks (the chord is still swallowed).
+        this.setHotkeyError(`${chord.text}: the seat is locked; unlock first`);
         return;
       }
       try {

@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLogger } from '@bulkhead/common';
+import type { CallContext } from '@bulkhead/contract';
+import { buildChords, HotkeyMatcher } from './hotkeys';
+import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
+import { InputService } from './input-service';
+import { VirtualSeat } from './sources/virtual-seat';
+import { FakeSink } from './testing/fake-sink';
+
+const ctx = {} as CallContext;
+const KEY_LEFTCTRL = 29;
+const KEY_LEFTALT = 56;
+const KEY_BACKSPACE = 14;
+const KEY_1 = 2;
+
+function press(seat: VirtualSeat, ...keys: number[]): void {
+  for (const k of keys) seat.inject('keyboard', [[EV_KEY, k, 1], [EV_SYN, SYN_REPORT, 0]]);
+  for (const k of [...keys].reverse()) seat.inject('keyboard', [[EV_KEY, k, 0], [EV_SYN, SYN_REPORT, 0]]);
+}
+
+test('the secure-attention chord locks, pulls the screen back to the switcher, and slot hotkeys do not switch until Unlock', async () => {
+  const seat = new VirtualSeat();
+  const switched: number[] = [];
+  const service = new InputService(seat, new HotkeyMatcher(buildChords()), new FakeSink('/'),
+    { forVm: async () => { throw new Error('no VMs in this test'); } },
+    { switchToSlot: async (slot) => { switched.push(slot); } },
+    createLogger('test', 'error'));
+  press(seat, KEY_LEFTCTRL, KEY_LEFTALT, KEY_BACKSPACE);
+  await service.settled();
+  assert.equal(service.properties().Locked, true);
+  assert.deepEqual(switched, [0], 'locking returns the screen to the switcher');
+  press(seat, KEY_LEFTCTRL, KEY_1);
+  await service.settled();
+  assert.deepEqual(switched, [0], 'Ctrl+1 did not switch while locked');
+  assert.match(service.properties().LastHotkeyError, /locked/);
+  await service.Unlock(ctx, {});
+  press(seat, KEY_LEFTCTRL, KEY_1);
+  await service.settled();
+  assert.deepEqual(switched, [0, 1], 'Ctrl+1 switches again after Unlock');
+  await service.close();
+});
