@@ -175,16 +175,22 @@ export class BusClient {
     handlers: ObjectWatchHandlers,
   ): Promise<{ objects: Record<string, Record<string, Record<string, unknown>>>; unsubscribe: Unsubscribe }> {
     const om = 'org.freedesktop.DBus.ObjectManager';
+    // Signals that arrive before the caller has the snapshot are newer than it (the bus answers
+    // GetManagedObjects before it sends them), but dbus-next can deliver them synchronously before
+    // the awaited reply resumes us. Hold them back and replay them after the caller has applied
+    // the snapshot (setImmediate runs after the caller's await continuation).
+    let held: Array<() => void> | null = [];
+    const deliver = (fn: () => void) => (held ? held.push(fn) : fn());
     const subs = await Promise.all([
       this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesAdded' }, (m) =>
-        handlers.added?.(m.body[0], unwrap(m.body[1]) as Record<string, Record<string, unknown>>),
+        deliver(() => handlers.added?.(m.body[0], unwrap(m.body[1]) as Record<string, Record<string, unknown>>)),
       ),
       this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesRemoved' }, (m) =>
-        handlers.removed?.(m.body[0], m.body[1]),
+        deliver(() => handlers.removed?.(m.body[0], m.body[1])),
       ),
       this.subscribe(
         { sender: destination, pathNamespace: managerPath, interface: 'org.freedesktop.DBus.Properties', member: 'PropertiesChanged' },
-        (m) => handlers.changed?.(m.path, m.body[0], unwrap(m.body[1]) as Record<string, unknown>, m.body[2]),
+        (m) => deliver(() => handlers.changed?.(m.path, m.body[0], unwrap(m.body[1]) as Record<string, unknown>, m.body[2])),
       ),
     ]);
     const unsubscribe = async () => {
@@ -192,8 +198,14 @@ export class BusClient {
     };
     try {
       const [objs] = await this.call(destination, managerPath, om, 'GetManagedObjects', '', []);
+      setImmediate(() => {
+        const pending = held ?? [];
+        held = null;
+        for (const fn of pending) fn();
+      });
       return { objects: unwrap(objs) as Record<string, Record<string, Record<string, unknown>>>, unsubscribe };
     } catch (e) {
+      held = null;
       await unsubscribe();
       throw e;
     }
@@ -201,16 +213,23 @@ export class BusClient {
 
   /** Calls `cb` with the current owner of `name` (null when none) and on every change. */
   async watchNameOwner(name: string, cb: (owner: string | null) => void): Promise<Unsubscribe> {
+    // A NameOwnerChanged seen after subscribing is newer than the GetNameOwner answer, even when
+    // dbus-next hands it to us before the awaited reply resumes: then the answer is stale.
+    let changed = false;
     const unsubscribe = await this.subscribe(
       { sender: 'org.freedesktop.DBus', interface: 'org.freedesktop.DBus', member: 'NameOwnerChanged', arg0: name },
-      (m) => cb(m.body[2] || null),
+      (m) => {
+        changed = true;
+        cb(m.body[2] || null);
+      },
     );
+    let owner: string | null = null;
     try {
-      const [owner] = await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetNameOwner', 's', [name]);
-      cb(owner);
+      [owner] = await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetNameOwner', 's', [name]);
     } catch {
-      cb(null);
+      owner = null;
     }
+    if (!changed) cb(owner);
     return unsubscribe;
   }
 }
