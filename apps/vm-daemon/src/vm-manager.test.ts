@@ -227,3 +227,17 @@ test('a restarted manager re-adopts surviving VMs and restores the active one', 
   m2.close();
   t.done();
 });
+
+test('a USB port named the sysfs way (bus-port, as usb-daemon names it) reaches the backend as bus + port path', async () => {
+  const t = setup();
+  await t.manager.init();
+  await t.manager.start('business');
+  const seen: Array<{ bus: number; port?: string }> = [];
+  const original = t.backend.attachUsb.bind(t.backend);
+  t.backend.attachUsb = async (id, req) => (seen.push({ bus: req.bus, port: req.port }), original(id, req));
+  await t.manager.attachUsb('business', { bus: 2, address: 3, port: '2-1.4' });
+  assert.deepEqual(seen, [{ bus: 2, port: '1.4' }]);
+  await assert.rejects(t.manager.attachUsb('business', { bus: 3, address: 3, port: '2-1' }), /not on bus 3/);
+  await assert.rejects(t.manager.attachUsb('business', { bus: 2, address: 3, port: '2-x' }), /not a host port path/);
+  t.done();
+});

@@ -532,6 +532,14 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         'InvalidArgument',
         `bus ${req.bus} / address ${req.address} out of range (bus 1-255, address 1-127)`,
       );
+    // usb-daemon names ports the sysfs way ("2-1.4": bus 2, port path 1.4); QEMU's usb-host
+    // wants the bus and the port path apart.
+    const sysfs = req.port !== undefined ? /^(\d{1,3})-(\d{1,3}(?:\.\d{1,3}){0,6})$/.exec(req.port) : null;
+    if (sysfs) {
+      if (req.bus && req.bus !== Number(sysfs[1]))
+        throw new BulkheadError('InvalidArgument', `port '${req.port}' is not on bus ${req.bus}`);
+      req = { ...req, bus: Number(sysfs[1]), port: sysfs[2] };
+    }
     if (req.port !== undefined && !/^\d{1,3}(\.\d{1,3}){0,6}$/.test(req.port))
       throw new BulkheadError('InvalidArgument', `port '${req.port}' is not a host port path like 1.2`);
     return this.backend.attachUsb(id, req);
