@@ -97,6 +97,15 @@ test('1. at boot the tiles show both VMs; clicking Personal switches to it', asy
   await shot('tiles');
   await page.getByRole('button', { name: /^Personal, slot 1/ }).click();
   await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  // The shell shows the VM's own screen (its VNC display): the test guest fills it with its color.
+  await page.getByRole('region', { name: 'Personal display' }).waitFor();
+  await waitFor('the personal screen in the VM view', async () => {
+    const px = await page.evaluate(() => {
+      const c = document.querySelector('.vm-view canvas') as HTMLCanvasElement | null;
+      return c ? [...c.getContext('2d')!.getImageData(c.width / 2, c.height - 10, 1, 1).data] : null;
+    });
+    return px && px[0] === 0x2a && px[1] === 0x6f && px[2] === 0xdb;
+  }, 30_000);
   await shot('personal-active');
 });
 
@@ -202,7 +211,8 @@ test('6. a daemon killed inside the image: systemd restarts it, the switcher sho
   await waitFor('Business active', async () => (await activeVm()) === VM('business'));
   const pids = await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid');
   const usbBefore = await nestedInfoUsb('personal');
-  await m.serial.check('systemctl kill -s SIGKILL bulkhead-vm-daemon');
+  // The daemon's main process only: its VMs (QEMU) are in the same cgroup and must survive.
+  await m.serial.check('kill -9 $(systemctl show -p MainPID --value bulkhead-vm-daemon)');
   await page.getByRole('alert').filter({ hasText: /not running/ }).waitFor({ timeout: 30_000 }).catch(() => undefined);
   await shot('vm-daemon-killed');
   await waitFor('vm-daemon back', async () => (await m.serial.run('systemctl is-active bulkhead-vm-daemon')).code === 0, 60_000);
@@ -214,7 +224,7 @@ test('6. a daemon killed inside the image: systemd restarts it, the switcher sho
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached');
   // input-daemon and usb-daemon too.
   for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
-    await m.serial.check(`systemctl kill -s SIGKILL ${unit}`);
+    await m.serial.check(`kill -9 $(systemctl show -p MainPID --value ${unit})`);
     await waitFor(`${unit} back`, async () => (await m.serial.run(`systemctl is-active ${unit}`)).code === 0, 60_000);
   }
   await waitFor('all services up in the switcher', async () => (await page.getByRole('alert').filter({ hasText: /not running/ }).count()) === 0, 60_000);
