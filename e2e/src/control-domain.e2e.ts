@@ -82,9 +82,11 @@ before(async () => {
 
 after(async () => {
   if (m) {
-    await m.serial?.run('journalctl -b --no-pager -u "bulkhead-*" > /tmp/j.txt; tail -n 300 /tmp/j.txt', { timeoutMs: 20_000 })
-      .then((r) => require('node:fs').writeFileSync(join(artifacts, 'journal-tail.txt'), r.output))
-      .catch(() => undefined);
+    const save = (cmd: string, file: string) =>
+      m.serial?.run(cmd, { timeoutMs: 30_000 }).then((r) => require('node:fs').writeFileSync(join(artifacts, file), r.output)).catch(() => undefined);
+    await save('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
+    await save('journalctl -b --no-pager -u bulkhead-kiosk | grep -v "^$" | tail -n 300', 'kiosk-journal.txt');
+    await save('dmesg | tail -n 100', 'dmesg-tail.txt');
   }
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
