@@ -67,11 +67,16 @@ execFileSync('bash', ['-c', `cd "${ov}" && find . | cpio -o -H newc --quiet | gz
 say(`overlay built (${(readFileSync(join(work, 'overlay.cpio.gz')).length >> 20) } MiB)`);
 
 // 3. Boot. One QEMU at a time: the machine is shared.
+// spec-ctrl=eager-fpu: Xen defaults to lazy FPU switching on this (AMD-looking) TCG CPU (CR0.TS
+// + #NM); under TCG that corrupts dom0 processes' FPU/SSE registers as soon as another domain
+// runs: node SIGSEGVs, xl aborts with "malloc(): corrupted top size", Date.now() returns 0.
+// Measured with a dom0 stress run (3 node workers + two PV guests): lazy 3/3 workers SIGSEGV
+// (also with -avx,-avx2), eager 0/3.
 const qemuArgs = [
   '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max,-smap', '-smp', '2', '-m', '3072',
   '-device', 'intel-iommu,intremap=on',
   '-kernel', join(cacheDir, 'xen'),
-  '-append', 'console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M loglvl=all guest_loglvl=all noreboot iommu=verbose',
+  '-append', 'console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M loglvl=all guest_loglvl=all noreboot iommu=verbose spec-ctrl=eager-fpu',
   '-initrd', `${join(cacheDir, 'vmlinuz')} console=hvc0 earlyprintk=xen,${join(work, 'initrd.cpio.gz')}`,
   '-vga', 'none', '-device', 'bochs-display,addr=05.0',
   '-device', 'qemu-xhci,id=xhci', '-device', 'usb-kbd,bus=xhci.0',
