@@ -79,6 +79,42 @@ test('each malformed file is rejected with file, field and reason; the good ones
   rmSync(dir, { recursive: true });
 });
 
+test('a GPU may be named by several VMs only when all of them share it for hand-off', () => {
+  const shared = { pci: ['0000:00:02.0', '0000:00:02.1'], handoff: true };
+  const dir = dirWith({
+    '1-personal.json': vm('personal', 1, { gpu: shared }),
+    '2-business.json': vm('business', 2, { gpu: { pci: ['0000:00:02.1', '0000:00:02.0'], handoff: true } }),
+    '3-accident.json': vm('accident', 3, { gpu: { pci: ['0000:00:02.0'] } }),
+    '4-subset.json': vm('subset', 4, { gpu: { pci: ['0000:00:02.0'], handoff: true } }),
+    '5-badflag.json': vm('badflag', 5, { gpu: { pci: ['0000:00:03.0'], handoff: 'yes' } }),
+    '6-typo.json': vm('typo', 6, { gpu: { pci: ['0000:00:03.0'], shared: true } }),
+    '7-own.json': vm('own', 7, { gpu: { pci: ['0000:00:04.0'] } }),
+    '8-late-handoff.json': vm('late', 8, { gpu: { pci: ['0000:00:04.0'], handoff: true } }),
+  });
+  const r = loadConfigDir(dir);
+  assert.deepEqual(
+    r.vms.map((v) => [v.id, v.gpu?.handoff]),
+    [
+      ['personal', true],
+      ['business', true],
+      ['own', false],
+    ],
+  );
+  const byFile = Object.fromEntries(r.errors.map((e) => [e.file.slice(dir.length + 1), [e.field, e.reason]]));
+  assert.deepEqual(byFile['3-accident.json'], [
+    'gpu',
+    'PCI device 0000:00:02.0 is already claimed by 1-personal.json; a GPU may be named by several VMs only when every one of them sets "handoff": true',
+  ]);
+  assert.equal(byFile['4-subset.json'][0], 'gpu');
+  assert.match(byFile['4-subset.json'][1], /shared for hand-off by 1-personal\.json .*list the same functions/);
+  assert.deepEqual(byFile['5-badflag.json'], ['gpu.handoff', 'must be true or false, got "yes"']);
+  assert.deepEqual(byFile['6-typo.json'], ['gpu.shared', 'unknown field']);
+  // An earlier exclusive claim is not turned into a shared one by a later file saying handoff.
+  assert.match(byFile['8-late-handoff.json'][1], /already claimed by 7-own\.json; a GPU may be named/);
+  assert.equal(r.errors.length, 5);
+  rmSync(dir, { recursive: true });
+});
+
 test('qemu-img creates and inspects qcow2 and vpc (VHD) disks; a wrong declared format is refused', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-disk-'));
   for (const format of ['qcow2', 'vpc'] as const) {

@@ -32,8 +32,12 @@ export interface VmDefinition {
   disks: DiskDefinition[];
   network: NetworkDefinition;
   autostart: boolean;
-  /** PCI functions (all functions of the device) passed through, or null. */
-  gpu: { pci: string[] } | null;
+  /**
+   * PCI functions (all functions of the device) passed through, or null. `handoff`: the GPU is
+   * shared for hand-off: several definitions may name it (each with handoff: true) and the
+   * switch gives it to whichever of them is active.
+   */
+  gpu: { pci: string[]; handoff: boolean } | null;
   usbAutoAttach: boolean;
   /** 'none' | 'vnc': how the screen is exported (always a VNC unix socket for the QEMU backend). */
   display: string;
@@ -215,8 +219,12 @@ function validate(file: string, raw: unknown): VmDefinition {
     if (typeof g !== 'object' || Array.isArray(g) || !Array.isArray(g.pci) || g.pci.length === 0)
       throw new FieldError(
         'gpu',
-        'must be null or {"pci": ["0000:00:02.0", ...]} listing every function of the device',
+        'must be null or {"pci": ["0000:00:02.0", ...], "handoff"?: boolean} listing every function of the device',
       );
+    for (const k of Object.keys(g))
+      if (k !== 'pci' && k !== 'handoff') throw new FieldError(`gpu.${k}`, 'unknown field');
+    if (g.handoff !== undefined && typeof g.handoff !== 'boolean')
+      throw new FieldError('gpu.handoff', `must be true or false, got ${JSON.stringify(g.handoff)}`);
     g.pci.forEach((p, i) => {
       if (typeof p !== 'string' || !PCI_RE.test(p))
         throw new FieldError(
@@ -224,7 +232,7 @@ function validate(file: string, raw: unknown): VmDefinition {
           `must be a PCI address like 0000:00:02.0, got ${JSON.stringify(p)}`,
         );
     });
-    gpu = { pci: (g.pci as string[]).map((p) => p.toLowerCase()) };
+    gpu = { pci: (g.pci as string[]).map((p) => p.toLowerCase()), handoff: g.handoff === true };
   }
 
   const display = str('display', 'vnc');
@@ -275,7 +283,9 @@ export interface LoadedConfig {
 /**
  * Read every *.json file of `dir`. Each file is validated on its own; then files are checked
  * against each other in file-name order, so the later of two files claiming the same id, slot or
- * GPU function is the one rejected and the earlier one keeps working.
+ * GPU function is the one rejected and the earlier one keeps working. A GPU may be named by
+ * several files only when every one of them says `"handoff": true` and lists the same functions
+ * (a GPU shared for hand-off); any other double claim is an accident and rejected.
  */
 export function loadConfigDir(dir: string): LoadedConfig {
   const errors: ConfigError[] = [];
@@ -296,7 +306,8 @@ export function loadConfigDir(dir: string): LoadedConfig {
   const vms: VmDefinition[] = [];
   const byId = new Map<string, string>();
   const bySlot = new Map<number, string>();
-  const byPci = new Map<string, string>();
+  /** Who claimed each GPU function first: file, and the whole claim (for shared hand-off GPUs). */
+  const byPci = new Map<string, { file: string; gpu: NonNullable<VmDefinition['gpu']> }>();
   for (const n of names) {
     const file = join(dir, n);
     let text: string;
@@ -331,23 +342,39 @@ export function loadConfigDir(dir: string): LoadedConfig {
       );
       continue;
     }
-    const taken = d.gpu?.pci.find((p) => byPci.has(p));
-    if (taken) {
-      reject(
-        {
-          file,
-          field: 'gpu',
-          reason: `PCI device ${taken} is already claimed by ${basename(byPci.get(taken)!)}`,
-        },
-        d.id,
-      );
+    const gpuClash = d.gpu ? gpuClaimError(d.gpu, byPci) : null;
+    if (gpuClash) {
+      reject({ file, field: 'gpu', reason: gpuClash }, d.id);
       continue;
     }
     byId.set(d.id, file);
     bySlot.set(d.slot, file);
-    d.gpu?.pci.forEach((p) => byPci.set(p, file));
+    for (const p of d.gpu?.pci ?? []) if (!byPci.has(p)) byPci.set(p, { file, gpu: d.gpu! });
     vms.push(d);
   }
   for (const id of byId.keys()) invalidIds.delete(id);
   return { vms, errors, invalidIds };
+}
+
+/** Why `gpu` may not claim its functions given the earlier claims, or null when it may. */
+function gpuClaimError(
+  gpu: NonNullable<VmDefinition['gpu']>,
+  byPci: Map<string, { file: string; gpu: NonNullable<VmDefinition['gpu']> }>,
+): string | null {
+  for (const p of gpu.pci) {
+    const earlier = byPci.get(p);
+    if (!earlier) continue;
+    const other = basename(earlier.file);
+    if (!gpu.handoff || !earlier.gpu.handoff)
+      return (
+        `PCI device ${p} is already claimed by ${other}` +
+        (gpu.handoff || earlier.gpu.handoff
+          ? '; a GPU may be named by several VMs only when every one of them sets "handoff": true'
+          : '')
+      );
+    const same = earlier.gpu.pci.length === gpu.pci.length && earlier.gpu.pci.every((q) => gpu.pci.includes(q));
+    if (!same)
+      return `PCI device ${p} is shared for hand-off by ${other} with the functions ${earlier.gpu.pci.join(', ')}; list the same functions`;
+  }
+  return null;
 }

@@ -9,7 +9,9 @@
  *   starting-vm   start the target when it is stopped (SwitchProgress while it boots)
  *   freeze-input  Input1.Freeze: held keys/buttons are released in the old VM; skipped when
  *                 input-daemon is not on the bus (demo, unit tests)
- *   move-gpu      GpuHandoff: no-op unless a VM has a GPU (the real hand-off is a later issue)
+ *   move-gpu      GpuHandoff: no-op unless a VM has a GPU; the hand-off's own sub-steps
+ *                 (gpu-detach:…, gpu-attach:…, also of a failed or undone hand-off) follow it
+ *                 in LastSwitch.steps
  *   focus-input   Input1.SetFocus(target, {qmp_socket})
  *   move-usb      UsbMover: follow-focus USB devices (no-op hook for now, see issue 5)
  *   publish       ActiveVm + PropertiesChanged, state file
@@ -20,8 +22,23 @@ import { BulkheadError, SWITCHER_PATH, type ErrorName } from '@bulkhead/contract
 import type { Logger } from '@bulkhead/common';
 
 export type StepName = 'starting-vm' | 'freeze-input' | 'move-gpu' | 'focus-input' | 'move-usb' | 'publish';
-/** 'done', or 'skipped' with why (the step had nothing to do or its peer is absent). */
-export type StepResult = { skipped: false } | { skipped: true; why: string };
+/** Parts of a step, (name, duration in µs), e.g. a GPU hand-off's gpu-detach / gpu-attach. */
+export type SubSteps = Array<[string, bigint]>;
+/**
+ * 'done' (with optional sub-steps, appended to LastSwitch.steps right after the step itself), or
+ * 'skipped' with why (the step had nothing to do or its peer is absent).
+ */
+export type StepResult = { skipped: false; substeps?: SubSteps } | { skipped: true; why: string };
+/** An error thrown by a step may carry the sub-steps done before it failed (they go to LastSwitch too). */
+export type ErrorWithSubSteps = Error & { substeps?: SubSteps };
+
+/** The well-formed (string, bigint) pairs of an untrusted `substeps` value. */
+function subStepsOf(v: unknown): SubSteps {
+  if (!Array.isArray(v)) return [];
+  return v.filter(
+    (x): x is [string, bigint] => Array.isArray(x) && typeof x[0] === 'string' && typeof x[1] === 'bigint',
+  );
+}
 export const DONE: StepResult = { skipped: false };
 export const skipped = (why: string): StepResult => ({ skipped: true, why });
 
@@ -167,17 +184,23 @@ export class SwitchTransaction {
     const steps: Array<[string, bigint]> = [];
     const skippedSteps: string[] = [];
     const undo: Array<{ step: StepName; fn: () => Promise<unknown> }> = [];
+    let currentStep: StepName = 'starting-vm';
 
     const fromSocket = from === SWITCHER_PATH ? '' : host.inputQmpSocket(from);
     const step = async (name: StepName, fn: () => Promise<StepResult>, undoFn?: () => Promise<unknown>) => {
+      currentStep = name;
       host.progress(target, name, '');
       const s = nowUsec();
       let r: StepResult;
       try {
         r = await withTimeout(fn(), this.timeouts[name], name);
-      } finally {
+      } catch (e) {
         steps.push([name, nowUsec() - s]);
+        steps.push(...subStepsOf((e as ErrorWithSubSteps | null)?.substeps));
+        throw e;
       }
+      steps.push([name, nowUsec() - s]);
+      if (!r.skipped) steps.push(...subStepsOf(r.substeps));
       if (r.skipped) {
         skippedSteps.push(name);
         host.progress(target, name, `skipped: ${r.why}`);
@@ -237,7 +260,7 @@ export class SwitchTransaction {
       );
       return rec;
     } catch (e) {
-      const failedStep = steps.length ? steps[steps.length - 1][0] : 'starting-vm';
+      const failedStep = currentStep;
       const err = asNamed(failedStep, e);
       log.warn(
         `switch ${from} -> ${target} failed at ${failedStep}: ${err.message}; rolling back ${undo.length} step(s)`,
@@ -257,8 +280,10 @@ export class SwitchTransaction {
           refocused = true;
         }
         try {
-          await withTimeout(u.fn(), 10_000, `undo ${u.step}`);
+          const r = await withTimeout(u.fn(), 10_000, `undo ${u.step}`);
+          steps.push(...subStepsOf((r as { substeps?: unknown } | undefined)?.substeps).map(([n, d]): [string, bigint] => [`rollback:${n}`, d]));
         } catch (ue) {
+          steps.push(...subStepsOf((ue as ErrorWithSubSteps | null)?.substeps).map(([n, d]): [string, bigint] => [`rollback:${n}`, d]));
           rollbackError = `undo ${u.step}: ${(ue as Error).message}`;
           log.error(`switch ${from} -> ${target}: rollback failed: ${rollbackError}`);
         }

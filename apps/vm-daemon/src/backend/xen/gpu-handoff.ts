@@ -11,8 +11,8 @@
  *   attach   xl pci-attach <target> <bdf>          for every function of the target's GPU
  * Any failure undoes the steps done so far in reverse (attach → detach again, detach → re-attach to
  * the VM that held it, if it still exists) and throws a named error: BackendFailed with xl's words,
- * or Timeout. Step durations go to `lastReport` and into the StepResult as `substeps`
- * (GpuStepResult): SwitchTransaction does not read that field yet, see the report.
+ * or Timeout. Step durations go to `lastReport` and, as `substeps` of the StepResult (or of the
+ * thrown error), into LastSwitch.steps right after move-gpu (SwitchTransaction appends them).
  *
  * Who holds a function is read from `xl list -l` (config.pcidevs, which libxl updates on hot-plug),
  * never from human output.
@@ -20,7 +20,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { BulkheadError, vmIdFromPath, SWITCHER_PATH } from '@bulkhead/contract';
 import type { Logger } from '@bulkhead/common';
-import { DONE, skipped, type GpuHandoff, type GpuSide, type StepResult } from '../../switch-transaction';
+import { DONE, skipped, type ErrorWithSubSteps, type GpuHandoff, type GpuSide, type StepResult, type SubSteps } from '../../switch-transaction';
 import type { QmpAccess } from '../backend';
 import { parseXlListJson, type XlDomain } from './xl-list';
 import { xl, type XlRunner } from './xl-runner';
@@ -35,8 +35,8 @@ export interface GpuStep {
   detail: string;
 }
 
-/** A StepResult that also carries the sub-steps (["gpu-detach:personal:0000:00:03.0", µs], ...). */
-export type GpuStepResult = StepResult & { substeps?: Array<[string, bigint]> };
+/** The sub-steps as LastSwitch lists them: ["gpu-detach:personal:0000:00:03.0", µs], ... */
+const asSubSteps = (report: GpuStep[]): SubSteps => report.map((r) => [`gpu-${r.step}:${r.domain}:${r.bdf}`, r.durationUsec]);
 
 /** sysfs access (a fake in unit tests). */
 export interface PciSysfs {
@@ -64,8 +64,6 @@ export interface XenGpuHandoffOptions {
   sysfs?: PciSysfs;
   /** Bound of each xl step (default 45 s: one pci-attach took 26 s under TCG). */
   stepTimeoutMs?: number;
-  /** A GPU a VM shares with others (its sidecar's sharedGpu), added to what the transaction passes. */
-  sharedGpuOf?: (vmId: string) => string[];
 }
 
 const nowUsec = () => process.hrtime.bigint() / 1000n;
@@ -101,16 +99,9 @@ export class XenGpuHandoff implements GpuHandoff {
     return parseXlListJson(await xl(this.opts.runner, ['list', '-l'], this.stepMs));
   }
 
-  async handOff(from: GpuSide, to: GpuSide): Promise<GpuStepResult> {
+  async handOff(from: GpuSide, to: GpuSide): Promise<StepResult> {
     const report: GpuStep[] = [];
     this.lastReport = report;
-    const widen = (s: GpuSide): GpuSide => {
-      const id = s.vm === SWITCHER_PATH ? null : vmIdFromPath(s.vm);
-      const extra = id && this.opts.sharedGpuOf ? this.opts.sharedGpuOf(id) : [];
-      return { vm: s.vm, pci: [...new Set([...s.pci, ...extra])] };
-    };
-    from = widen(from);
-    to = widen(to);
     if (from.pci.length === 0 && to.pci.length === 0) return skipped('no VM in this switch has a GPU');
     const toId = to.vm === SWITCHER_PATH ? null : vmIdFromPath(to.vm);
     const doms = await this.domains();
@@ -174,10 +165,12 @@ export class XenGpuHandoff implements GpuHandoff {
       const where = failed ? `${failed.step} ${failed.bdf} ${failed.step === 'attach' ? 'to' : 'from'} ${failed.domain}` : 'GPU hand-off';
       const back = detach.length ? `; ${detach.map((d) => d.bdf).join(', ')} ${rollbackErrors.length ? 'could NOT be returned' : 'returned'} to ${[...new Set(detach.map((d) => d.dom.name))].join(', ')}` : '';
       this.log(report);
-      throw new BulkheadError(name, `GPU hand-off failed at ${where}: ${(e as Error).message}${back}${rollbackErrors.length ? ` (rollback: ${rollbackErrors.join('; ')})` : ''}`);
+      const err: ErrorWithSubSteps = new BulkheadError(name, `GPU hand-off failed at ${where}: ${(e as Error).message}${back}${rollbackErrors.length ? ` (rollback: ${rollbackErrors.join('; ')})` : ''}`);
+      err.substeps = asSubSteps(report);
+      throw err;
     }
     this.log(report);
-    return { ...DONE, substeps: report.map((r) => [`gpu-${r.step}:${r.domain}:${r.bdf}`, r.durationUsec] as [string, bigint]) };
+    return { skipped: false, substeps: asSubSteps(report) };
   }
 
   private log(report: GpuStep[]): void {

@@ -182,7 +182,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     try {
       opts = loadXenOptions(def);
     } catch {
-      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false, sharedGpu: [] };
+      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false };
     }
     // The paused flag comes from our own record: xl offers the run state only in human output.
     const paused = persisted?.domid === dom.domid ? persisted.paused : false;

@@ -11,11 +11,10 @@
  *                                            CONFIG_USB_XEN_HCD, which Debian kernels lack)
  *     "pci": ["0000:00:04.0"],               devices assigned for the whole life of the domain
  *                                            (the GPU is NOT listed here: the hand-off moves it)
- *     "serialLog": true,                     HVM: guest serial port to <runDir>/serial.log
- *     "sharedGpu": ["0000:00:03.0"]          a GPU several VMs share: the hand-off gives it to whichever
- *                                            of them is active. (VmDefinition.gpu cannot say this:
- *                                            config.ts refuses two definitions naming one PCI function.)
+ *     "serialLog": true                      HVM: guest serial port to <runDir>/serial.log
  *   }
+ * A GPU several VMs share is not a sidecar field: it is the definition's
+ * `"gpu": {"pci": [...], "handoff": true}` (config.ts), moved by the GPU hand-off.
  * TODO(config.ts owner): fold these into VmDefinition as `xen: {...}` and drop the sidecar.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -31,11 +30,10 @@ export interface XenGuestOptions {
   usbctrl: { version: 1 | 2 | 3; ports: number } | null;
   pci: string[];
   serialLog: boolean;
-  sharedGpu: string[];
 }
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', 'sharedGpu', '$comment']);
+const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', '$comment']);
 
 export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
   return join(dirname(def.file), basename(def.file).replace(/\.json$/, '') + '.xen');
@@ -44,7 +42,7 @@ export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
 /** Defaults for a definition without a sidecar. */
 export function defaultXenOptions(def: Pick<VmDefinition, 'kernel'>, type?: XenGuestType): XenGuestOptions {
   const t = type ?? (def.kernel ? 'pv' : 'hvm');
-  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true, sharedGpu: [] };
+  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true };
 }
 
 /** Validate a sidecar's text; errors name the file and the field, like config.ts does. */
@@ -76,7 +74,7 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31) throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
     opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
   }
-  const pciList = (k: 'pci' | 'sharedGpu'): string[] => {
+  const pciList = (k: 'pci'): string[] => {
     const v = o[k];
     if (v === undefined) return [];
     if (!Array.isArray(v)) throw bad(k, 'must be an array of PCI addresses');
@@ -86,7 +84,6 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     });
   };
   opts.pci = pciList('pci');
-  opts.sharedGpu = pciList('sharedGpu');
   if (o.serialLog !== undefined) {
     if (typeof o.serialLog !== 'boolean') throw bad('serialLog', 'must be true or false');
     opts.serialLog = o.serialLog;

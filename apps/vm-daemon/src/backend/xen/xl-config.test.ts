@@ -57,7 +57,7 @@ test('disks: VHD is format=vhd on qdisk, raw stays raw, readonly is access=ro, H
 });
 
 test('pci: permanent devices go to pci=[], the GPU only enables passthrough (the hand-off moves it)', () => {
-  const d = def({ gpu: { pci: ['0000:00:03.0'] } });
+  const d = def({ gpu: { pci: ['0000:00:03.0'], handoff: false } });
   const cfg = generateXlConfig(d, { ...defaultXenOptions(d), pci: ['0000:00:04.0'] }, { runDir: '/r' });
   assert.ok(lines(cfg).includes('pci = [ "0000:00:04.0" ]'), cfg);
   assert.ok(lines(cfg).includes('passthrough = "enabled"'));
@@ -85,7 +85,7 @@ test('sidecar options: parsed, defaults by kernel presence, bad fields named', (
   assert.equal(loadXenOptions({ file, kernel: '/k' }).type, 'pv');
   writeFileSync(join(dir, 'work.xen'), JSON.stringify({ type: 'hvm', ramdisk: 'g.cpio', usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'] }));
   const o = loadXenOptions({ file, kernel: '/k' });
-  assert.deepEqual(o, { type: 'hvm', ramdisk: join(dir, 'g.cpio'), usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'], serialLog: true, sharedGpu: [] });
+  assert.deepEqual(o, { type: 'hvm', ramdisk: join(dir, 'g.cpio'), usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'], serialLog: true });
   assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"kvm"}', { kernel: null }), /\/x\/a\.xen: type: must be pv, pvh or hvm, got "kvm"/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{"typo":1}', { kernel: null }), /typo: unknown field/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{"usbctrl":{"ports":99}}', { kernel: null }), /usbctrl\.ports: must be an integer from 1 to 31/);

@@ -66,7 +66,7 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
     throw new BulkheadError('InvalidConfig', `${where('network')}: 'user' networking is QEMU-only; use none or bridge:<name> with the Xen backend`);
   if (def.network.mode === 'bridge') lines.push(`vif = [ ${xlString(where('network'), `bridge=${def.network.bridge}`)} ]`);
   if (opts.pci.length) lines.push(`pci = [ ${opts.pci.map((p) => `"${p}"`).join(', ')} ]`);
-  if (def.gpu || opts.pci.length || opts.sharedGpu.length) lines.push(`passthrough = "enabled"`);
+  if (def.gpu || opts.pci.length) lines.push(`passthrough = "enabled"`);
   if (opts.usbctrl) {
     // HVM: QEMU-emulated controller (the guest needs only its EHCI/xHCI driver); PV/PVH: qusb
     // (the pvUSB frontend, CONFIG_USB_XEN_HCD in the guest).
