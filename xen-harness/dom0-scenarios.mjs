@@ -31,17 +31,18 @@ const sh = (cmd, args) => {
 
 mkdirSync('/run/harness', { recursive: true });
 mkdirSync(VM_DIR, { recursive: true });
-const guestDef = (id, slot, type, extra = {}) => {
+const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
   writeFileSync(`${VM_DIR}/${id}.json`, JSON.stringify({
     id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: 256, vcpus: 1,
     network: 'none', autostart: false, display: 'none', backend: 'xen', kernel: '/opt/guest/vmlinuz',
-    append: `${type === 'hvm' ? 'console=ttyS0' : 'console=hvc0'} guestname=${id} quiet`,
+    append: `${type === 'hvm' ? 'console=ttyS0' : 'console=hvc0'} guestname=${id} quiet`, gpu,
   }));
-  writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...extra }));
+  writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...xen }));
 };
-guestDef('personal', 1, 'pv', { sharedGpu: [GPU] });
-guestDef('business', 2, 'pv', { sharedGpu: [GPU] });
-guestDef('hvm', 3, 'hvm', { usbctrl: { version: 2, ports: 6 } });
+// One GPU named by both PV guests: allowed because both say it is shared for hand-off.
+guestDef('personal', 1, 'pv', { gpu: { pci: [GPU], handoff: true } });
+guestDef('business', 2, 'pv', { gpu: { pci: [GPU], handoff: true } });
+guestDef('hvm', 3, 'hvm', { xen: { usbctrl: { version: 2, ports: 6 } } });
 
 writeFileSync('/run/harness/bus.conf', `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig><type>session</type><listen>${ADDR}</listen><auth>EXTERNAL</auth>
@@ -52,7 +53,7 @@ for (let i = 0; i < 50 && !existsSync(BUS_SOCK); i++) await sleep(100);
 let daemon = null;
 function startDaemon() {
   const out = openSync('/run/harness/vm-daemon.log', 'a');
-  daemon = spawn('/usr/local/bin/node', ['apps/vm-daemon/dist/backend/xen/main-xen.js', '--config-dir', VM_DIR, '--run-dir', '/run/bulkhead/vms',
+  daemon = spawn('/usr/local/bin/node', ['apps/vm-daemon/dist/main.js', '--backend', 'xen', '--config-dir', VM_DIR, '--run-dir', '/run/bulkhead/vms',
     '--state-dir', '/var/lib/bulkhead/vm-daemon', '--bus', ADDR, '--no-autostart'], {
     stdio: ['ignore', out, out], env: { ...process.env, PATH: `/opt/bulkhead/xen-harness/bin:${process.env.PATH}`, BULKHEAD_LOG_LEVEL: 'info' },
   });

@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /**
- * vm-daemon: org.bulkhead.VmManager1. Wires the pieces: bus connection, backend (QEMU), input-daemon
- * client, the core (VmManager) and its D-Bus publication.
+ * vm-daemon: org.bulkhead.VmManager1. Wires the pieces: bus connection, backend (QEMU, or Xen
+ * in dom0 with its GPU hand-off), input-daemon client, the core (VmManager) and its D-Bus
+ * publication.
  *
  *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
- *        [--bus ADDRESS] [--backend qemu] [--no-autostart] [--stop-vms-on-exit]
+ *        [--bus ADDRESS] [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]
  *
  * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
- * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL.
+ * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL,
+ * BULKHEAD_XEN_DUMP_DIR (xen: where xl writes core dumps, default /var/lib/xen/dump).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -16,10 +18,14 @@ import { createLogger } from '@bulkhead/common';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import type { VmBackend } from './backend/backend';
 import { QemuBackend } from './backend/qemu-backend';
+import { XenGpuHandoff } from './backend/xen/gpu-handoff';
+import { XenBackend } from './backend/xen/xen-backend';
+import { ExecXlRunner } from './backend/xen/xl-runner';
+import { loadConfigDir } from './config';
 import { VmManagerDbus } from './dbus-service';
 import { InputDaemonClient } from './input-daemon-client';
 import { StateStore } from './state-store';
-import { NoGpuHandoff, NoUsbMover } from './switch-transaction';
+import { NoGpuHandoff, NoUsbMover, type GpuHandoff } from './switch-transaction';
 import { VmManager } from './vm-manager';
 
 export interface DaemonArgs {
@@ -33,7 +39,7 @@ export interface DaemonArgs {
 }
 
 const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
-                          [--backend qemu] [--no-autostart] [--stop-vms-on-exit]`;
+                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   const a: DaemonArgs = {
@@ -104,6 +110,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   let backend: VmBackend & { stopAll?(ms: number): Promise<void> };
+  let gpu: GpuHandoff = new NoGpuHandoff();
   if (args.backend === 'qemu') {
     const guest = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
     backend = new QemuBackend({
@@ -112,8 +119,26 @@ async function main(): Promise<void> {
       accel: (accelEnv as 'kvm' | 'tcg' | undefined) ?? null,
       probeKernel: existsSync(guest) ? guest : null,
     });
+  } else if (args.backend === 'xen') {
+    const runner = new ExecXlRunner();
+    backend = new XenBackend({
+      runRoot: args.runDir,
+      runner,
+      log: log.child('xen'),
+      dumpDir: process.env.BULKHEAD_XEN_DUMP_DIR,
+    });
+    const handoff = new XenGpuHandoff({ runner, log: log.child('gpu') });
+    // Once at boot: every GPU a Xen VM names goes to pciback, so dom0's own drivers let go of it
+    // before the first switch asks for it.
+    const gpus = loadConfigDir(args.configDir)
+      .vms.filter((v) => v.backend === 'xen')
+      .flatMap((v) => v.gpu?.pci ?? []);
+    await handoff
+      .prepare(gpus)
+      .catch((e) => log.error(`making the GPUs assignable failed: ${(e as Error).message}`));
+    gpu = handoff;
   } else {
-    console.error(`backend '${args.backend}' is not available yet (only qemu)`);
+    console.error(`backend must be qemu or xen, got '${args.backend}'`);
     process.exit(2);
   }
 
@@ -125,7 +150,7 @@ async function main(): Promise<void> {
   const manager = new VmManager({
     backend,
     input,
-    gpu: new NoGpuHandoff(),
+    gpu,
     usb: new NoUsbMover(),
     configDir: args.configDir,
     state: new StateStore(args.stateDir, log.child('state')),
