@@ -87,6 +87,7 @@ after(async () => {
     await save('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
     await save('journalctl -b --no-pager -u bulkhead-kiosk | grep -v "^$" | tail -n 300', 'kiosk-journal.txt');
     await save('dmesg | tail -n 100', 'dmesg-tail.txt');
+    await save('journalctl -b --no-pager -o short-precise | grep -v "input-daemon/evdev" | tail -n 1500', 'journal-full-tail.txt');
   }
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
