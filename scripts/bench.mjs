@@ -3,27 +3,13 @@
 // prints their output and a summary table, and writes all numbers to bench-results.json.
 // Each benchmark prints one final line `BENCH-JSON {...}` with its numbers.
 // Usage: npm run bench [-- filter-substring ...]
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { distFiles } from './lib/dist-files.mjs';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 
 const root = new URL('..', import.meta.url).pathname;
-const found = [];
-const walk = (dir) => {
-  let entries;
-  try {
-    entries = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    const p = join(dir, e);
-    if (e === 'node_modules') continue;
-    if (statSync(p).isDirectory()) walk(p);
-    else if (e.endsWith('.bench.js') && p.includes('/bench/')) found.push(p);
-  }
-};
-for (const d of ['shared', 'apps']) for (const p of readdirSync(join(root, d))) walk(join(root, d, p, 'dist'));
+const found = distFiles((name, path) => name.endsWith('.bench.js') && path.includes('/bench/'));
 const filters = process.argv.slice(2);
 const benches = found.filter((f) => !filters.length || filters.some((x) => f.includes(x))).sort();
 

@@ -5,29 +5,13 @@
 // finding the seed + path + counterexample to replay it.
 // Usage: FUZZ_SECONDS=60 node scripts/fuzz.mjs [target-name-substring ...]
 //   replay: FUZZ_SEED=<seed> FUZZ_RUNS=<n> node scripts/fuzz.mjs <target>
-import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createRequire } from 'node:module';
+import { distFiles } from './lib/dist-files.mjs';
 
 const require = createRequire(import.meta.url);
 const root = new URL('..', import.meta.url).pathname;
-const files = [];
-const walk = (dir) => {
-  let entries;
-  try {
-    entries = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    if (e === 'node_modules') continue;
-    const p = join(dir, e);
-    if (statSync(p).isDirectory()) walk(p);
-    else if (e.endsWith('.fuzz.js')) files.push(p);
-  }
-};
-for (const d of ['shared', 'apps']) for (const p of readdirSync(join(root, d))) walk(join(root, d, p, 'dist'));
-files.sort();
+const files = distFiles((name) => name.endsWith('.fuzz.js'));
 
 const filters = process.argv.slice(2);
 const targets = [];

@@ -6,7 +6,8 @@
 // then one closing line "N passed, N failed" over all phases.
 // Usage: node scripts/run-tests.mjs [--phase unit|image|xen ...] [path-substring ...]
 // BULKHEAD_SKIP_IMAGE=1 / BULKHEAD_SKIP_XEN=1 leave a phase out.
-import { readdirSync, statSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { distFiles } from './lib/dist-files.mjs';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 
@@ -21,22 +22,7 @@ for (let i = 0; i < args.length; i++) {
 const wanted = phases.length ? phases : ['unit', 'image', 'xen'];
 
 function unitFiles() {
-  const files = [];
-  const walk = (dir) => {
-    let entries;
-    try {
-      entries = readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(dir, e);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (e.endsWith('.test.js')) files.push(p);
-    }
-  };
-  for (const d of ['shared', 'apps']) for (const p of readdirSync(join(root, d))) walk(join(root, d, p, 'dist'));
-  return files.filter((f) => filters.length === 0 || filters.some((x) => f.includes(x))).sort();
+  return distFiles((name) => name.endsWith('.test.js')).filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 }
 
 /** Run a command, echo its output, and count what its runner reported. */
