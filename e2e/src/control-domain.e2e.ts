@@ -59,7 +59,7 @@ async function shot(name: string): Promise<void> {
 
 /** Connect over CDP and find the kiosk's page; reopen it if Chromium's first navigation hung. */
 async function connectKiosk(): Promise<void> {
-  browser = await waitFor('Chromium DevTools', () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 10_000 }), 240_000);
+  browser = await waitFor('Chromium DevTools', () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }), 240_000);
   const ctx = browser.contexts()[0];
   page = await waitFor('the switcher page', async () => ctx.pages().find((p) => p.url().includes(':8080')), 120_000);
   const ok = await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 30_000 }).then(() => true, () => false);
