@@ -62,11 +62,14 @@ async function connectKiosk(): Promise<void> {
   browser = await waitFor('Chromium DevTools', () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }), 240_000);
   const ctx = browser.contexts()[0];
   page = await waitFor('the switcher page', async () => ctx.pages().find((p) => p.url().includes(':8080')), 120_000);
+  // Everything runs under TCG, twice nested for the VMs: be patient, not flaky.
+  page.setDefaultTimeout(90_000);
   const ok = await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 30_000 }).then(() => true, () => false);
   if (!ok) {
     // Seen on cold boots: the first navigation stays blank. A fresh target loads normally.
     const url = page.url();
     page = await ctx.newPage();
+    page.setDefaultTimeout(90_000);
     await page.goto(url);
     await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
   }
@@ -98,7 +101,7 @@ test('1. at boot the tiles show both VMs; clicking Personal switches to it', asy
   await page.getByRole('button', { name: /^Business, slot 2/ }).waitFor();
   await waitFor('both VMs running', async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running', 120_000);
   await shot('tiles');
-  await page.getByRole('button', { name: /^Personal, slot 1/ }).click();
+  await page.getByRole('button', { name: /^Personal, slot 1/ }).click({ noWaitAfter: true });
   await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
   // The shell shows the VM's own screen (its VNC display): the test guest fills it with its color.
   await page.getByRole('region', { name: 'Personal display' }).waitFor();
@@ -150,7 +153,7 @@ test('3. Ctrl+0 returns to the switcher; the secure-attention chord locks and no
   assert.equal(await activeVm(), '/', 'no switch while locked');
   assert.equal((await guestInput('personal')).length, p0, 'no key reached personal while locked');
   assert.equal((await guestInput('business')).length, b0, 'no key reached business while locked');
-  await page.getByRole('button', { name: 'Unlock' }).click();
+  await page.getByRole('button', { name: 'Unlock' }).click({ noWaitAfter: true });
   await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached' });
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active after unlock', async () => (await activeVm()) === VM('personal'));
@@ -166,7 +169,7 @@ test('4. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await activeVm()) === '/');
   await m.qmp.execute('device_add', { driver: 'usb-storage', drive: 'stick', bus: 'xhci.0', id: 'stick0', serial: 'BULKHEAD0001' });
-  await page.getByRole('button', { name: /USB devices/ }).click();
+  await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
   await row.waitFor({ timeout: 60_000 });
   await shot('usb-stick-in-panel');
@@ -177,7 +180,7 @@ test('4. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
   await shot('usb-stick-on-business');
 
   // Follow focus: a switch to Personal moves the stick there.
-  await page.getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i }).click();
+  await page.getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i }).click({ noWaitAfter: true });
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
   await waitFor('the stick moved to personal', async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')), 60_000);
@@ -191,7 +194,7 @@ test('4. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
   }, 60_000);
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await activeVm()) === '/');
-  await page.getByRole('button', { name: /USB devices/ }).click();
+  await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   await page.getByRole('listitem', { name: /Keyboard.*held by Control Domain/i }).waitFor({ timeout: 60_000 });
   await shot('usb-keyboard-kept');
 });
