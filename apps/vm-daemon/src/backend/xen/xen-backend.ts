@@ -182,7 +182,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     try {
       opts = loadXenOptions(def);
     } catch {
-      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false };
+      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false, deviceModelArgs: [] };
     }
     // The paused flag comes from our own record: xl offers the run state only in human output.
     const paused = persisted?.domid === dom.domid ? persisted.paused : false;
@@ -387,7 +387,8 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     await xl(this.runner, ['usbdev-attach', String(d.domid), `hostbus=${req.bus}`, `hostaddr=${req.address}`], this.cmdMs);
     const after = await this.usbdevs(d);
     const added = after.find((u) => u.hostbus === req.bus && u.hostaddr === req.address && !before.some((b) => b.ctrl === u.ctrl && b.port === u.port));
-    if (!added) throw new BulkheadError('BackendFailed', `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it`);
+    if (!added)
+      throw new BulkheadError('BackendFailed', `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it (usbdevs before ${JSON.stringify(before)}, after ${JSON.stringify(after)})`);
     return `xenusb-c${added.ctrl}-p${added.port}`;
   }
 

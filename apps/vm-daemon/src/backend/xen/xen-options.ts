@@ -11,7 +11,8 @@
  *                                            CONFIG_USB_XEN_HCD, which Debian kernels lack)
  *     "pci": ["0000:00:04.0"],               devices assigned for the whole life of the domain
  *                                            (the GPU is NOT listed here: the hand-off moves it)
- *     "serialLog": true                      HVM: guest serial port to <runDir>/serial.log
+ *     "serialLog": true,                     HVM: guest serial port to <runDir>/serial.log
+ *     "deviceModelArgs": ["-global", "x=y"]  HVM: extra arguments for the guest's QEMU (device model)
  *   }
  * A GPU several VMs share is not a sidecar field: it is the definition's
  * `"gpu": {"pci": [...], "handoff": true}` (config.ts), moved by the GPU hand-off.
@@ -30,10 +31,11 @@ export interface XenGuestOptions {
   usbctrl: { version: 1 | 2 | 3; ports: number } | null;
   pci: string[];
   serialLog: boolean;
+  deviceModelArgs: string[];
 }
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', '$comment']);
+const KNOWN = new Set(['type', 'ramdisk', 'usbctrl', 'pci', 'serialLog', 'deviceModelArgs', '$comment']);
 
 export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
   return join(dirname(def.file), basename(def.file).replace(/\.json$/, '') + '.xen');
@@ -42,7 +44,7 @@ export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
 /** Defaults for a definition without a sidecar. */
 export function defaultXenOptions(def: Pick<VmDefinition, 'kernel'>, type?: XenGuestType): XenGuestOptions {
   const t = type ?? (def.kernel ? 'pv' : 'hvm');
-  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true };
+  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true, deviceModelArgs: [] };
 }
 
 /** Validate a sidecar's text; errors name the file and the field, like config.ts does. */
@@ -84,6 +86,13 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     });
   };
   opts.pci = pciList('pci');
+  if (o.deviceModelArgs !== undefined) {
+    const a = o.deviceModelArgs;
+    if (!Array.isArray(a) || a.some((x) => typeof x !== 'string' || x === '' || /["\n\\]/.test(x)))
+      throw bad('deviceModelArgs', 'must be an array of non-empty strings without quotes, backslashes or newlines');
+    if (opts.type !== 'hvm' && a.length) throw bad('deviceModelArgs', `only HVM guests have a device model (type is ${opts.type})`);
+    opts.deviceModelArgs = a as string[];
+  }
   if (o.serialLog !== undefined) {
     if (typeof o.serialLog !== 'boolean') throw bad('serialLog', 'must be true or false');
     opts.serialLog = o.serialLog;

@@ -85,10 +85,19 @@ test('sidecar options: parsed, defaults by kernel presence, bad fields named', (
   assert.equal(loadXenOptions({ file, kernel: '/k' }).type, 'pv');
   writeFileSync(join(dir, 'work.xen'), JSON.stringify({ type: 'hvm', ramdisk: 'g.cpio', usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'] }));
   const o = loadXenOptions({ file, kernel: '/k' });
-  assert.deepEqual(o, { type: 'hvm', ramdisk: join(dir, 'g.cpio'), usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'], serialLog: true });
+  assert.deepEqual(o, { type: 'hvm', ramdisk: join(dir, 'g.cpio'), usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'], serialLog: true, deviceModelArgs: [] });
   assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"kvm"}', { kernel: null }), /\/x\/a\.xen: type: must be pv, pvh or hvm, got "kvm"/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{"typo":1}', { kernel: null }), /typo: unknown field/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{"usbctrl":{"ports":99}}', { kernel: null }), /usbctrl\.ports: must be an integer from 1 to 31/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{', { kernel: null }), /\(file\): not valid JSON/);
   assert.equal(parseXenOptions('/x/a.xen', '{"usbctrl":null}', { kernel: null }).usbctrl, null);
+});
+
+test('HVM deviceModelArgs go to the device model after the QMP monitors; refused for PV and when malformed', () => {
+  const opts = parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["-global","fw_cfg_io.dma_enabled=off"]}', { kernel: null });
+  const cfg = generateXlConfig(def({ kernel: null, append: '' }), opts, { runDir: '/r' });
+  const dm = lines(cfg).find((l) => l.startsWith('device_model_args_hvm'));
+  assert.match(dm ?? '', /"-qmp", "unix:\/r\/input-qmp\.sock,server=on,wait=off", "-global", "fw_cfg_io\.dma_enabled=off" \]$/);
+  assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-S"]}', { kernel: '/k' }), /deviceModelArgs: only HVM guests have a device model/);
+  assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["a\\"b"]}', { kernel: null }), /deviceModelArgs: must be an array of non-empty strings/);
 });

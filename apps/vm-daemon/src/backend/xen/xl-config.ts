@@ -83,7 +83,7 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
       `vga = "stdvga"`,
       `boot = "c"`,
       `device_model_version = "qemu-xen"`,
-      `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))} ]`,
+      `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
     if (opts.serialLog) lines.push(`serial = ${xlString('runDir', `file:${paths.runDir}/serial.log`)}`);
   }
