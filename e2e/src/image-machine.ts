@@ -53,13 +53,14 @@ export class ImageMachine {
     const stick = join(this.runDir, 'usb-stick.img');
     writeFileSync(stick, Buffer.alloc(16 * 1024 * 1024));
     const args = [
-      // No SVM/VMX for the image: KVM nested inside QEMU TCG ran the VMs but corrupted the Control
-      // Domain's own processes now and then (Chromium's GPU process died with SIGSEGV every few
-      // minutes; the same FPU/SSE state corruption the Xen harness saw). Without them the image's
-      // vm-daemon finds no working KVM and runs its VMs under TCG, as it would on such a host.
-      '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max,-svm,-vmx', '-smp', '2', '-m', String(this.opts.memoryMiB ?? 3072),
+      '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', String(this.opts.memoryMiB ?? 3072),
       '-kernel', join(imageDir, 'vmlinuz'), '-initrd', join(imageDir, 'initrd.img'),
-      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false',
+      // No KVM inside the image: KVM nested inside QEMU TCG ran the VMs but corrupted the Control
+      // Domain's own processes now and then (Chromium's GPU process died with SIGSEGV every few
+      // minutes; the same FPU/SSE state corruption the Xen harness saw). Without it the image's
+      // vm-daemon finds no KVM and runs its VMs under TCG, as on any host without VT-x/AMD-V.
+      // (Hiding svm from the CPU model instead broke systemd in the image under QEMU 7.2.)
+      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false modprobe.blacklist=kvm_amd,kvm_intel',
       '-drive', `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
       '-drive', `if=none,id=stick,file=${stick},format=raw`,
       '-vga', 'none', '-device', 'virtio-vga', '-display', 'none',
