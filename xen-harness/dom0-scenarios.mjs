@@ -35,7 +35,8 @@ const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
   writeFileSync(`${VM_DIR}/${id}.json`, JSON.stringify({
     id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: 256, vcpus: 1,
     network: 'none', autostart: false, display: 'none', backend: 'xen', kernel: '/opt/guest/vmlinuz',
-    append: `${type === 'hvm' ? 'console=ttyS0' : 'console=hvc0'} guestname=${id} quiet`, gpu,
+    // HVM: not quiet, so a slow boot shows where it is (the scenario logs the serial's last line).
+    append: `${type === 'hvm' ? 'console=ttyS0 earlyprintk=ttyS0 nokaslr' : 'console=hvc0 quiet'} guestname=${id}`, gpu,
   }));
   writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...xen }));
 };
@@ -95,7 +96,10 @@ async function waitFor(what, pred, ms) {
 }
 const gpuSeen = (id) => lastGuestLine(id).includes('1234:1111'); // bochs-display, at whatever virtual slot pcifront gives it
 const pciList = (id) => sh('xl', ['pci-list', id]);
+// bulkhead.only=3,... on dom0's command line (run.mjs XEN_HARNESS_ONLY): run only those scenarios.
+const only = /bulkhead\.only=(\S+)/.exec(readFileSync('/proc/cmdline', 'utf8'))?.[1].split(',') ?? null;
 async function scenario(name, fn) {
+  if (only && !only.includes(name.split(' ')[0])) return;
   const s = Date.now();
   try {
     const detail = await fn();
@@ -196,20 +200,80 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
   };
   const dev = find();
   if (!dev) throw new Error(`no QEMU USB device in dom0: ${sh('lsusb', [])}`);
+  // HVM under TCG sometimes spins forever right after SeaBIOS's "Booting from ca00:003c" (the
+  // linuxboot option ROM), before the kernel prints anything. A booting guest prints its first
+  // kernel lines within ~8 s of its own CPU time, so the watchdog counts the guest's CPU seconds
+  // (xl list), not wall time, which a loaded host stretches: no new console output for 25 CPU
+  // seconds = hung; destroy and retry (at most 3 attempts). Before destroying, `xl debug-keys d`
+  // makes Xen print the vCPU's registers on its console (serial.log): where it spins.
+  // The guest boots dom0's own kernel with nokaslr (a PV dom0 is not randomised either), so
+  // dom0's /proc/kallsyms names the function at the RIP that Xen dumped for the guest's vCPU.
+  const whereSpins = () => {
+    const domid = sh('xl', ['domid', 'hvm']).trim();
+    const dump = sh('xl', ['dmesg']).split('\n');
+    const rips = [];
+    dump.forEach((l, i) => {
+      if (!l.includes(`guest state (d${domid}v0)`)) return;
+      const m = dump.slice(i, i + 6).join(' ').match(/RIP:\s+\S+:\[<([0-9a-f]+)>\]/);
+      if (m) rips.push(BigInt(`0x${m[1]}`));
+    });
+    if (!rips.length) return 'no dump of the guest vCPU found in xl dmesg';
+    let syms = [];
+    try {
+      syms = readFileSync('/proc/kallsyms', 'utf8').split('\n').map((l) => l.split(' ')).filter((p) => p.length >= 3 && /^[tT]$/.test(p[1])).map((p) => [BigInt(`0x${p[0]}`), p[2]]);
+    } catch { /* no kallsyms */ }
+    return rips.map((rip) => {
+      let best = null;
+      for (const [a, n] of syms) if (a <= rip && (!best || a > best[0])) best = [a, n];
+      return `${rip.toString(16)}${best ? ` ${best[1]}+0x${(rip - best[0]).toString(16)}` : ''}`;
+    }).join(', ');
+  };
+  const guestCpuS = () => Number(sh('xl', ['list', 'hvm']).trim().split('\n').pop().trim().split(/\s+/).pop()) || 0;
   let attempt = 0;
   for (;;) {
     attempt++;
+    const started = Date.now();
     await callVm('hvm', 'Start', {});
-    try {
-      await waitFor('the HVM guest to boot (watchdog)', () => lastGuestLine('hvm', 'hvm'), 240_000);
+    log(`HVM attempt ${attempt}: xl create returned after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    let lastReport = 0;
+    let seen = -1;
+    let cpuAtLastOutput = 0;
+    const outcome = await waitFor('the HVM guest to boot or hang', () => {
+      const lines = consoleLog('hvm', 'hvm').trim().split('\n');
+      const cpu = guestCpuS();
+      if (lines.length !== seen) [seen, cpuAtLastOutput] = [lines.length, cpu];
+      if (Date.now() - lastReport > 20_000) {
+        lastReport = Date.now();
+        log(`HVM attempt ${attempt} +${((Date.now() - started) / 1000).toFixed(0)} s: ${lines.length} serial lines, guest cpu ${cpu} s, last: ${lines[lines.length - 1].slice(0, 160)}`);
+      }
+      if (lastGuestLine('hvm', 'hvm')) return 'booted';
+      if (cpu - cpuAtLastOutput > 25) return 'hung';
+      if (Date.now() - started > 360_000) return 'too slow';
+      return null;
+    }, 400_000);
+    if (outcome === 'booted') {
+      log(`HVM attempt ${attempt} booted in ${((Date.now() - started) / 1000).toFixed(1)} s (guest cpu ${guestCpuS()} s)`);
       break;
-    } catch (e) {
-      log(`HVM attempt ${attempt} hung (${consoleLog('hvm', 'hvm').split('\n').slice(-2).join(' | ')}); destroying`);
-      await callVm('hvm', 'Kill').catch(() => undefined);
-      if (attempt >= 2) throw e;
     }
+    log(`HVM attempt ${attempt} ${outcome} after ${((Date.now() - started) / 1000).toFixed(0)} s (guest cpu ${guestCpuS()} s); Xen dumps the vCPU state, then destroy`);
+    log(`HVM serial, last lines: ${consoleLog('hvm', 'hvm').trim().split('\n').slice(-8).join(' | ')}`);
+    // dom0 onto pCPU 0 for a moment, so the guest's vCPU is the one running on pCPU 1 when Xen dumps.
+    sh('xl', ['vcpu-pin', '0', 'all', '0']);
+    await sleep(2000);
+    for (let i = 0; i < 2; i++) { sh('xl', ['debug-keys', 'd']); await sleep(500); }
+    sh('xl', ['vcpu-pin', '0', 'all', 'all']);
+    log(`HVM vCPU where it spins: ${whereSpins()}`);
+    sh('xl', ['debug-keys', 'q']);
+    log(`qemu-dm log: ${sh('tail', ['-n', '15', '/var/log/xen/qemu-dm-hvm.log']).replace(/\n/g, ' | ')}`);
+    await callVm('hvm', 'Kill').catch(() => undefined);
+    await waitFor('hvm stopped', async () => ['stopped', 'crashed'].includes(await vmState('hvm')), 30_000).catch(() => undefined);
+    if (attempt >= 3) throw new Error(`the HVM guest did not boot in ${attempt} attempts (last: ${outcome})`);
   }
-  const handle = await callVm('hvm', 'AttachUsbDevice', dev.bus, dev.addr, {});
+  const handle = await callVm('hvm', 'AttachUsbDevice', dev.bus, dev.addr, {}).catch((e) => {
+    const cfg = sh('xl', ['list', '-l', 'hvm']);
+    const at = cfg.indexOf('"usb');
+    throw new Error(`${e.text ?? e.message}\nxl usb-list hvm:\n${sh('xl', ['usb-list', 'hvm'])}\nxl list -l hvm (usb part): ${at < 0 ? '(no usb keys)' : cfg.slice(at, at + 800)}`);
+  });
   await waitFor(`the guest to see USB ${dev.id}`, () => lastGuestLine('hvm', 'hvm').includes(dev.id), 60_000);
   const listed = await callVm('hvm', 'ListUsbDevices');
   await callVm('hvm', 'DetachUsbDevice', handle);
