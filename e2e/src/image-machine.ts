@@ -55,12 +55,12 @@ export class ImageMachine {
     const args = [
       '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', String(this.opts.memoryMiB ?? 3072),
       '-kernel', join(imageDir, 'vmlinuz'), '-initrd', join(imageDir, 'initrd.img'),
-      // No KVM inside the image: KVM nested inside QEMU TCG ran the VMs but corrupted the Control
-      // Domain's own processes now and then (Chromium's GPU process died with SIGSEGV every few
-      // minutes; the same FPU/SSE state corruption the Xen harness saw). Without it the image's
-      // vm-daemon finds no KVM and runs its VMs under TCG, as on any host without VT-x/AMD-V.
-      // (Hiding svm from the CPU model instead broke systemd in the image under QEMU 7.2.)
-      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false modprobe.blacklist=kvm_amd,kvm_intel',
+      // The image's vm-daemon runs its VMs with KVM nested inside QEMU TCG when its probe says KVM
+      // works. Seen: Chromium's GPU process in the image then dies with SIGSEGV every few minutes
+      // (Control Domain processes' FPU/SSE state corrupted, like the Xen harness saw); the kiosk
+      // lifts Chromium's GPU crash limit so the page survives. Without KVM (modules blacklisted)
+      // the busy-polling test guests starved Chromium of CPU instead.
+      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false',
       '-drive', `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
       '-drive', `if=none,id=stick,file=${stick},format=raw`,
       '-vga', 'none', '-device', 'virtio-vga', '-display', 'none',
