@@ -145,6 +145,26 @@ test('USB: attach by hostbus/hostaddr gives a ctrl/port handle; list and detach 
   await b.detachAll();
 });
 
+test('USB: a device recorded only in xenstore (Xen 4.17 devicemodel controller) is found, listed and detached', async () => {
+  const { world, root, def } = setup();
+  world.usbInXenstore = true;
+  // busid "<bus>-<addr>" in the fake; sysfs resolves the real "1-1" style ids.
+  const usbBusAddr = (busid: string) => {
+    const [bus, address] = busid.split('-').map(Number);
+    return { bus, address };
+  };
+  const b = new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir: join(root, 'dump'), pollMs: 0, usbBusAddr });
+  await b.start(def('hvm', { kernel: null }));
+  const h = await b.attachUsb('hvm', { bus: 1, address: 2 });
+  assert.equal(h, 'xenusb-c0-p1');
+  assert.deepEqual(await b.listUsb('hvm'), [['xenusb-c0-p1', 1, 2]]);
+  await b.detachUsb('hvm', h);
+  assert.ok(world.calls.includes('xl usbdev-detach 1 0 1'));
+  assert.deepEqual(await b.listUsb('hvm'), []);
+  await assert.rejects(b.detachUsb('hvm', h), (e: BulkheadError) => e.errorName === 'NoSuchDevice');
+  await b.detachAll();
+});
+
 test('operations on a VM that does not run are InvalidState', async () => {
   const { mk } = setup();
   const b = mk();

@@ -21,8 +21,8 @@ import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend }
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '../../qmp/qmp-client';
 import { generateXlConfig } from './xl-config';
-import { parseXlListJson, type XlDomain } from './xl-list';
-import { xl, type XenstoreWatch, type XlRunner } from './xl-runner';
+import { parseXlListJson, type XlDomain, type XlUsbDev } from './xl-list';
+import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';
 import { loadXenOptions, type XenGuestOptions } from './xen-options';
 
 export interface XenBackendOptions {
@@ -36,6 +36,21 @@ export interface XenBackendOptions {
   commandTimeoutMs?: number;
   /** Safety-net poll of `xl list -l` besides the xenstore watch (default 10 s; 0 = off). */
   pollMs?: number;
+  /** dom0's USB device at a sysfs bus id ("1-1"): its bus number and address (default: sysfs). */
+  usbBusAddr?: (busid: string) => { bus: number; address: number } | null;
+}
+
+/** Bus number and address of dom0's USB device `busid` from sysfs, as libxl itself does. */
+export function sysfsUsbBusAddr(busid: string): { bus: number; address: number } | null {
+  if (!/^\d+-[\d.]+$/.test(busid)) return null;
+  try {
+    const read = (f: string) => Number(readFileSync(`/sys/bus/usb/devices/${busid}/${f}`, 'utf8').trim());
+    const bus = read('busnum');
+    const address = read('devnum');
+    return Number.isInteger(bus) && Number.isInteger(address) ? { bus, address } : null;
+  } catch {
+    return null;
+  }
 }
 
 interface Domain {
@@ -392,10 +407,36 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     return `xenusb-c${added.ctrl}-p${added.port}`;
   }
 
-  private async usbdevs(d: Domain) {
+  /**
+   * The domain's USB devices: `xl list -l` (config.usbdevs) plus libxl's own record in xenstore,
+   * /libxl/<domid>/device/vusb/<ctrl>/port/<port> = dom0 bus id ("1-1"; what `xl usb-list` reads).
+   * Xen 4.17 leaves a device hot-plugged into a devicemodel controller out of `xl list -l`
+   * (seen in the harness: usb-list showed it, usbdevs was empty), so xenstore is the one to trust.
+   */
+  private async usbdevs(d: Domain): Promise<XlUsbDev[]> {
     const dom = parseXlListJson(await xl(this.runner, ['list', '-l', String(d.domid)], this.cmdMs)).find((x) => x.domid === d.domid);
     if (!dom) throw new BulkheadError('InvalidState', `domain ${d.domid} (${d.def.id}) is gone`);
-    return dom.usbdevs;
+    const all = [...dom.usbdevs];
+    const list = async (path: string) => {
+      const r = await this.runner.run('xenstore-list', [path], this.cmdMs);
+      return r.code === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter((l) => /^\d+$/.test(l)) : [];
+    };
+    const base = `/libxl/${d.domid}/device/vusb`;
+    const busAddr = this.opts.usbBusAddr ?? sysfsUsbBusAddr;
+    for (const ctrl of await list(base)) {
+      for (const port of await list(`${base}/${ctrl}/port`)) {
+        const busid = (await xenstoreRead(this.runner, `${base}/${ctrl}/port/${port}`, this.cmdMs))?.trim();
+        if (!busid) continue; // a free port
+        const at = busAddr(busid);
+        if (!at) {
+          this.log.warn(`${d.def.id}: USB port ${ctrl}/${port} holds ${busid}, which dom0's sysfs does not know (unplugged?)`);
+          continue;
+        }
+        const [c, p] = [Number(ctrl), Number(port)];
+        if (!all.some((u) => u.ctrl === c && u.port === p)) all.push({ ctrl: c, port: p, hostbus: at.bus, hostaddr: at.address });
+      }
+    }
+    return all;
   }
 
   async detachUsb(vmId: string, handle: string): Promise<void> {
