@@ -44,6 +44,7 @@ find "$dest" -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.js.map' -o -
 # --- D-Bus policy, overlay, accounts, services ---------------------------------------------------
 install -m 0644 "$repo"/shared/contract/policy/*.conf "$stage/usr/share/dbus-1/system.d/"
 cp -a "$here/overlay/." "$stage/"
+install -d -m 0755 "$stage/etc/bulkhead/vms"
 for f in "$here"/vms/*.json; do install -m 0644 "$f" "$stage/etc/bulkhead/vms/"; done
 chroot "$stage" sh -eu -c '
   getent group bulkhead-ui >/dev/null || groupadd --system bulkhead-ui
