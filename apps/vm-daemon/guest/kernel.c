@@ -15,8 +15,9 @@
  *       REL <dx> <dy>                   signed decimal, as in the PS/2 packet
  *                                       (dy > 0 means "up")
  *
- * The CPU sleeps in HLT between events; IRQ1/IRQ12 (and a 100 Hz PIT tick as
- * a safety net) only wake it up, all device reading is done by polling.
+ * The CPU sleeps in HLT between events: IRQ1/IRQ12 only wake it up, all
+ * device reading is done by polling. Nothing here is time-driven, so the PIT
+ * is stopped: an idle guest costs its host (TCG, often nested) next to nothing.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -481,15 +482,24 @@ static void pic_init(void) {
     outb(0xA1, 0x02);
     outb(0x21, 0x01); /* ICW4: 8086 mode */
     outb(0xA1, 0x01);
-    outb(0x21, (uint8_t)~((1 << 0) | (1 << 1) | (1 << 2))); /* PIT, keyboard, cascade */
-    outb(0xA1, (uint8_t)~(1 << 4));                          /* IRQ12: mouse */
+    outb(0x21, (uint8_t)~((1 << 1) | (1 << 2))); /* keyboard, cascade */
+    outb(0xA1, (uint8_t)~(1 << 4));               /* IRQ12: mouse */
 }
 
-static void pit_init(void) {
-    uint16_t div = 11932; /* ~100 Hz: only a safety net to leave HLT */
-    outb(0x43, 0x36);
-    outb(0x40, (uint8_t)div);
-    outb(0x40, (uint8_t)(div >> 8));
+/* The BIOS leaves PIT channel 0 ticking at 18.2 Hz. IRQ0 is masked anyway,
+ * but QEMU would still run a host timer for it: mode 0 (interrupt on terminal
+ * count) fires once and then leaves the channel idle. No periodic wake-up is
+ * needed: the only wake-up sources are the i8042 IRQs (see kmain's loop). */
+static void pit_stop(void) {
+    outb(0x43, 0x30); /* channel 0, lobyte/hibyte, mode 0, binary */
+    outb(0x40, 0x01);
+    outb(0x40, 0x00);
+}
+
+/* Reads a PIC's In-Service Register: a spurious IRQ7/IRQ15 leaves its bit clear. */
+static uint8_t pic_isr(uint16_t cmd_port) {
+    outb(cmd_port, 0x0B); /* OCW3: read ISR */
+    return inb(cmd_port);
 }
 
 static void idt_init(void) {
@@ -507,7 +517,13 @@ static void idt_init(void) {
 void isr_handler(struct isr_frame *f);
 void isr_handler(struct isr_frame *f) {
     if (f->vector >= 32) {
-        /* IRQs only wake the main loop out of HLT. */
+        /* IRQs only wake the main loop out of HLT. A spurious IRQ7 needs no
+         * EOI, a spurious IRQ15 only the master's (for the cascade). */
+        if (f->vector == 32 + 7 && !(pic_isr(0x20) & 0x80)) return;
+        if (f->vector == 32 + 15 && !(pic_isr(0xA0) & 0x80)) {
+            outb(0x20, 0x20);
+            return;
+        }
         if (f->vector >= 40) outb(0xA0, 0x20);
         outb(0x20, 0x20);
         return;
@@ -697,7 +713,7 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi) {
     serial_init();
     idt_init();
     pic_init();
-    pit_init();
+    pit_stop();
 
     if (magic == 0x2BADB002u && mbi && (mbi->flags & (1u << 2)) && mbi->cmdline)
         parse_cmdline((const char *)(uintptr_t)mbi->cmdline);
@@ -733,7 +749,10 @@ void kmain(uint32_t magic, const struct multiboot_info *mbi) {
             continue;
         }
         /* Nothing pending: sleep until the next IRQ. STI takes effect after
-         * the following instruction, so no wake-up can be lost in between. */
+         * the following instruction, so no wake-up can be lost in between:
+         * the i8042 raises IRQ1/IRQ12 while its output buffer is full, and we
+         * only get here with it empty (checked with interrupts off), so the
+         * next byte is a fresh edge, latched by the PIC and delivered at HLT. */
         __asm__ volatile("sti; hlt" ::: "memory");
     }
 }
