@@ -101,3 +101,9 @@ test('HVM deviceModelArgs go to the device model after the QMP monitors; refused
   assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-S"]}', { kernel: '/k' }), /deviceModelArgs: only HVM guests have a device model/);
   assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["a\\"b"]}', { kernel: null }), /deviceModelArgs: must be an array of non-empty strings/);
 });
+
+test('HVM with display none gets no emulated VGA; with vnc it keeps stdvga (screenshots)', () => {
+  const hvm = defaultXenOptions(def({ kernel: null }), 'hvm');
+  assert.ok(lines(generateXlConfig(def({ kernel: null, append: '', display: 'none' }), hvm, { runDir: '/r' })).includes('vga = "none"'));
+  assert.ok(lines(generateXlConfig(def({ kernel: null, append: '', display: 'vnc' }), hvm, { runDir: '/r' })).includes('vga = "stdvga"'));
+});
