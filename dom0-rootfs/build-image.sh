@@ -54,7 +54,7 @@ chroot "$stage" sh -eu -c '
   printf "/dev/vda / ext4 rw,relatime 0 1\n" > /etc/fstab
   passwd -d root >/dev/null
   systemctl enable systemd-networkd.service bulkhead-vm-daemon.service bulkhead-input-daemon.service bulkhead-usb-daemon.service \
-    bulkhead-switcher.service bulkhead-kiosk.service bulkhead-cdp-forward.service serial-getty@ttyS0.service >/dev/null 2>&1
+    bulkhead-switcher.service bulkhead-kiosk.service bulkhead-kiosk-watchdog.service bulkhead-cdp-forward.service serial-getty@ttyS0.service >/dev/null 2>&1
   systemctl mask getty@tty1.service systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
 '
 mkdir -p "$stage/etc/systemd/system/serial-getty@ttyS0.service.d"

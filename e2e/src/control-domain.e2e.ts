@@ -59,6 +59,14 @@ async function shot(name: string): Promise<void> {
 
 /** Connect over CDP and find the kiosk's page; reopen it if Chromium's first navigation hung. */
 async function connectKiosk(): Promise<void> {
+  // Attach only once the switcher page has loaded (its title is set): Playwright's attach waits
+  // for every target, and a page hung in its first navigation never answers. The image's kiosk
+  // watchdog replaces such a page (dom0-rootfs/overlay/usr/local/lib/bulkhead/kiosk-watchdog.js).
+  await waitFor('the kiosk showing the switcher', async () => {
+    const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, { signal: AbortSignal.timeout(10_000) });
+    const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
+    return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
+  }, 300_000);
   browser = await waitFor('Chromium DevTools', () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }), 240_000);
   const ctx = browser.contexts()[0];
   page = await waitFor('the switcher page', async () => ctx.pages().find((p) => p.url().includes(':8080')), 120_000);
