@@ -5,9 +5,9 @@
 // feeds it), usb-daemon, and the switcher's web host; opens the switcher in Chromium's app
 // window when there is a display, else prints its URL. Ctrl+C stops everything.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -18,11 +18,13 @@ const work = mkdtempSync(join(tmpdir(), 'bulkhead-demo-'));
 const dirs = { vms: join(work, 'vms'), run: join(work, 'run'), state: join(work, 'state'), logs: join(work, 'logs') };
 Object.values(dirs).forEach((d) => mkdirSync(d, { recursive: true }));
 
-// The example VM definitions point at the test guest relative to the repo; make them absolute.
+// The example VM definitions name the test guest relative to their own directory; the copies
+// live elsewhere (so the demo can be edited freely), so make that path absolute.
 const examples = join(root, 'apps/vm-daemon/examples/vms');
 for (const f of readdirSync(examples).filter((f) => f.endsWith('.json'))) {
-  const text = readFileSync(join(examples, f), 'utf8').replaceAll('${REPO}', root);
-  writeFileSync(join(dirs.vms, f), text);
+  const def = JSON.parse(readFileSync(join(examples, f), 'utf8'));
+  if (typeof def.kernel === 'string') def.kernel = resolve(examples, def.kernel);
+  writeFileSync(join(dirs.vms, f), JSON.stringify(def, null, 2));
 }
 
 const bus = await startPrivateBus({ mode: 'open' });
@@ -45,6 +47,15 @@ async function stop() {
   for (const c of children.reverse()) c.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 1500));
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  // vm-daemon powers its VMs down on exit, but a guest that ignores ACPI outlives a short grace:
+  // the demo's VMs are the demo's, so make sure none is left running.
+  for (const id of existsSync(dirs.run) ? readdirSync(dirs.run) : []) {
+    try {
+      process.kill(Number(readFileSync(join(dirs.run, id, 'qemu.pid'), 'utf8').trim()), 'SIGKILL');
+    } catch {
+      /* not running */
+    }
+  }
   await bus.stop();
   rmSync(work, { recursive: true, force: true });
   process.exit(0);
