@@ -13,10 +13,16 @@ const found = distFiles((name, path) => name.endsWith('.bench.js') && path.inclu
 const filters = process.argv.slice(2);
 const benches = found.filter((f) => !filters.length || filters.some((x) => f.includes(x))).sort();
 
-const results = { date: new Date().toISOString(), host: { cpus: (await import('node:os')).cpus().length }, benchmarks: {} };
+const results = {
+  date: new Date().toISOString(),
+  host: { cpus: (await import('node:os')).cpus().length },
+  benchmarks: {},
+};
 let failed = 0;
 for (const file of benches) {
-  const name = relative(root, file).replace(/\/dist\//, '/').replace(/\.bench\.js$/, '');
+  const name = relative(root, file)
+    .replace(/\/dist\//, '/')
+    .replace(/\.bench\.js$/, '');
   console.log(`\n=== ${name}`);
   const out = await new Promise((resolve) => {
     const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -27,7 +33,10 @@ for (const file of benches) {
     });
     child.on('exit', (code) => resolve({ code, text }));
   });
-  const line = out.text.split('\n').reverse().find((l) => l.startsWith('BENCH-JSON '));
+  const line = out.text
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('BENCH-JSON '));
   if (out.code !== 0 || !line) {
     console.log(`!!! ${name} failed (exit ${out.code})`);
     results.benchmarks[name] = { error: `exit ${out.code}` };
@@ -38,5 +47,7 @@ for (const file of benches) {
 }
 const file = join(root, 'bench-results.json');
 writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
-console.log(`\n${benches.length} benchmarks, ${failed} failed; numbers written to ${relative(process.cwd(), file) || file}`);
+console.log(
+  `\n${benches.length} benchmarks, ${failed} failed; numbers written to ${relative(process.cwd(), file) || file}`,
+);
 process.exit(failed ? 1 : 0);

@@ -5,7 +5,15 @@
 // feeds it), usb-daemon, and the switcher's web host; opens the switcher in Chromium's app
 // window when there is a display, else prints its URL. Ctrl+C stops everything.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  rmSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
@@ -15,7 +23,12 @@ const require = createRequire(import.meta.url);
 const { startPrivateBus } = require(join(root, 'shared/dbus/dist/index.js'));
 
 const work = mkdtempSync(join(tmpdir(), 'bulkhead-demo-'));
-const dirs = { vms: join(work, 'vms'), run: join(work, 'run'), state: join(work, 'state'), logs: join(work, 'logs') };
+const dirs = {
+  vms: join(work, 'vms'),
+  run: join(work, 'run'),
+  state: join(work, 'state'),
+  logs: join(work, 'logs'),
+};
 Object.values(dirs).forEach((d) => mkdirSync(d, { recursive: true }));
 
 // The example VM definitions name the test guest relative to their own directory; the copies
@@ -31,7 +44,10 @@ const bus = await startPrivateBus({ mode: 'open' });
 const env = { ...process.env, BULKHEAD_BUS: bus.address };
 const children = [];
 function daemon(name, args, opts = {}) {
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', opts.pipe ? 'pipe' : 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, args, {
+    env,
+    stdio: ['ignore', opts.pipe ? 'pipe' : 'inherit', 'inherit'],
+  });
   child.on('exit', (code, sig) => {
     if (!stopping) console.error(`demo: ${name} exited (${sig ?? code})`);
   });
@@ -65,16 +81,33 @@ process.on('SIGTERM', stop);
 
 daemon('vm-daemon', [
   join(root, 'apps/vm-daemon/dist/main.js'),
-  '--config-dir', dirs.vms, '--run-dir', dirs.run, '--state-dir', join(dirs.state, 'vm'), '--stop-vms-on-exit',
+  '--config-dir',
+  dirs.vms,
+  '--run-dir',
+  dirs.run,
+  '--state-dir',
+  join(dirs.state, 'vm'),
+  '--stop-vms-on-exit',
 ]);
 daemon('input-daemon', [join(root, 'apps/input-daemon/dist/main.js'), '--seat', 'virtual']);
 daemon('usb-daemon', [
   join(root, 'apps/usb-daemon/dist/main.js'),
-  '--rules', join(dirs.state, 'usb-rules.json'), '--state-dir', join(dirs.state, 'usb'),
+  '--rules',
+  join(dirs.state, 'usb-rules.json'),
+  '--state-dir',
+  join(dirs.state, 'usb'),
 ]);
 const host = daemon(
   'switcher',
-  [join(root, 'apps/switcher/dist/main/web-host.js'), '--port', process.env.PORT ?? '0', '--bus', bus.address, '--vm-run-dir', dirs.run],
+  [
+    join(root, 'apps/switcher/dist/main/web-host.js'),
+    '--port',
+    process.env.PORT ?? '0',
+    '--bus',
+    bus.address,
+    '--vm-run-dir',
+    dirs.run,
+  ],
   { pipe: true },
 );
 
@@ -91,7 +124,9 @@ host.stdout.on('data', (chunk) => {
 
 function openBrowser(u) {
   console.log(`\ndemo: the switcher is at ${u}`);
-  console.log('demo: click a tile to switch; in a VM, Ctrl+1 / Ctrl+2 switch VMs and Ctrl+0 returns to the tiles.');
+  console.log(
+    'demo: click a tile to switch; in a VM, Ctrl+1 / Ctrl+2 switch VMs and Ctrl+0 returns to the tiles.',
+  );
   const haveDisplay = process.env.DISPLAY || process.env.WAYLAND_DISPLAY;
   const chromium = spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim();
   if (!haveDisplay || !chromium || process.env.BULKHEAD_NO_BROWSER) {
@@ -100,9 +135,22 @@ function openBrowser(u) {
   }
   const profile = join(work, 'chromium');
   children.push(
-    spawn(chromium, [`--app=${u}`, `--user-data-dir=${profile}`, '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--start-maximized', ...(process.getuid?.() === 0 ? ['--no-sandbox'] : [])], {
-      stdio: 'ignore',
-    }),
+    spawn(
+      chromium,
+      [
+        `--app=${u}`,
+        `--user-data-dir=${profile}`,
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--start-maximized',
+        ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
+      ],
+      {
+        stdio: 'ignore',
+      },
+    ),
   );
 }
 console.log(`demo: private bus at ${bus.address}; working files in ${work}`);

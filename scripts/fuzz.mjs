@@ -18,7 +18,8 @@ const targets = [];
 for (const f of files) {
   const mod = require(f);
   for (const t of mod.fuzzTargets ?? [])
-    if (filters.length === 0 || filters.some((x) => t.name.includes(x))) targets.push({ ...t, file: relative(root, f) });
+    if (filters.length === 0 || filters.some((x) => t.name.includes(x)))
+      targets.push({ ...t, file: relative(root, f) });
 }
 if (targets.length === 0) {
   console.error('fuzz: no fuzz targets found (did the build run?)');
@@ -39,7 +40,10 @@ for (const t of targets) {
     result = await t.run(runs ? { seed, numRuns: runs } : { seed, timeLimitMs: shareMs });
   } catch (e) {
     // The target itself broke (e.g. a daemon would not start): a finding of its own kind.
-    result = { executions: 0, finding: { seed, path: '', counterexample: '(setup)', error: String(e?.stack ?? e) } };
+    result = {
+      executions: 0,
+      finding: { seed, path: '', counterexample: '(setup)', error: String(e?.stack ?? e) },
+    };
   }
   const secs = (Date.now() - started) / 1000;
   rows.push({ name: t.name, seed, secs, ...result });
@@ -49,14 +53,16 @@ for (const t of targets) {
   );
   if (result.finding) {
     const f = result.finding;
-    console.log(`    replay: FUZZ_SEED=${f.seed} node scripts/fuzz.mjs '${t.name}'  (fast-check path "${f.path}")`);
+    console.log(
+      `    replay: FUZZ_SEED=${f.seed} node scripts/fuzz.mjs '${t.name}'  (fast-check path "${f.path}")`,
+    );
     console.log(`    counterexample: ${f.counterexample}`);
     console.log(`    ${f.error.split('\n').slice(0, 8).join('\n    ')}`);
   }
 }
 const findings = rows.filter((r) => r.finding).length;
+console.log(`fuzz: ${rows.reduce((n, r) => n + r.executions, 0)} executions, ${findings} finding(s)`);
 console.log(
-  `fuzz: ${rows.reduce((n, r) => n + r.executions, 0)} executions, ${findings} finding(s)`,
+  `FUZZ-JSON ${JSON.stringify(rows.map((r) => ({ target: r.name, executions: r.executions, seconds: r.secs, findings: r.finding ? 1 : 0, seed: r.seed })))}`,
 );
-console.log(`FUZZ-JSON ${JSON.stringify(rows.map((r) => ({ target: r.name, executions: r.executions, seconds: r.secs, findings: r.finding ? 1 : 0, seed: r.seed })))}`);
 process.exit(findings ? 1 : 0);

@@ -18,8 +18,14 @@ if (build.status !== 0) {
   process.exit(1);
 }
 const dir = join(root, 'e2e/dist');
-const files = readdirSync(dir).filter((f) => f.endsWith('.e2e.js')).map((f) => join(dir, f));
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.e2e.js'))
+  .map((f) => join(dir, f));
 const filters = process.argv.slice(2);
 const selected = files.filter((f) => !filters.length || filters.some((x) => f.includes(x)));
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...selected], { stdio: 'inherit' });
+const r = spawnSync(
+  process.execPath,
+  ['--test', '--test-concurrency=1', '--test-reporter=spec', ...selected],
+  { stdio: 'inherit' },
+);
 process.exit(r.status ?? 1);

@@ -22,13 +22,18 @@ for (let i = 0; i < args.length; i++) {
 const wanted = phases.length ? phases : ['unit', 'image', 'xen'];
 
 function unitFiles() {
-  return distFiles((name) => name.endsWith('.test.js')).filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+  return distFiles((name) => name.endsWith('.test.js')).filter(
+    (f) => filters.length === 0 || filters.some((x) => f.includes(x)),
+  );
 }
 
 /** Run a command, echo its output, and count what its runner reported. */
 function run(cmd, cmdArgs, env = {}) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BULKHEAD_REPO: root, ...env } });
+    const child = spawn(cmd, cmdArgs, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, BULKHEAD_REPO: root, ...env },
+    });
     let tail = '';
     child.stdout.on('data', (d) => {
       process.stdout.write(d);
@@ -90,7 +95,9 @@ for (const phase of wanted) {
 
 console.log('\n===== summary =====');
 for (const r of results)
-  console.log(`${r.phase.padEnd(6)} ${r.code === 0 ? 'ok    ' : 'FAILED'} ${r.passed} passed, ${r.failed} failed${r.skipped ? ' (skipped)' : ''} in ${r.seconds} s`);
+  console.log(
+    `${r.phase.padEnd(6)} ${r.code === 0 ? 'ok    ' : 'FAILED'} ${r.passed} passed, ${r.failed} failed${r.skipped ? ' (skipped)' : ''} in ${r.seconds} s`,
+  );
 const passed = results.reduce((a, r) => a + r.passed, 0);
 const failed = results.reduce((a, r) => a + r.failed, 0);
 const bad = results.filter((r) => r.code !== 0);

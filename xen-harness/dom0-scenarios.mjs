@@ -19,8 +19,10 @@ const vmPath = (id) => `${MGR_PATH}/vm/${id}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 const log = (m) => console.log(`HARNESS-LOG +${((Date.now() - t0) / 1000).toFixed(1)}s ${m}`);
-const result = (name, ok, ms, detail) => console.log(`HARNESS-RESULT ${JSON.stringify({ name, ok, ms, detail })}`);
-const info = (o) => console.log(`HARNESS-INFO ${JSON.stringify(o, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+const result = (name, ok, ms, detail) =>
+  console.log(`HARNESS-RESULT ${JSON.stringify({ name, ok, ms, detail })}`);
+const info = (o) =>
+  console.log(`HARNESS-INFO ${JSON.stringify(o, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
 const sh = (cmd, args) => {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
@@ -32,12 +34,26 @@ const sh = (cmd, args) => {
 mkdirSync('/run/harness', { recursive: true });
 mkdirSync(VM_DIR, { recursive: true });
 const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
-  writeFileSync(`${VM_DIR}/${id}.json`, JSON.stringify({
-    id, name: id, slot, kind: slot === 2 ? 'business' : 'personal', color: '#336699', memoryMiB: 256, vcpus: 1,
-    network: 'none', autostart: false, display: 'none', backend: 'xen', kernel: '/opt/guest/vmlinuz',
-    // HVM: not quiet, so a slow boot shows where it is (the scenario logs the serial's last line).
-    append: `${type === 'hvm' ? 'console=ttyS0 quiet nokaslr' : 'console=hvc0 quiet'} guestname=${id}`, gpu,
-  }));
+  writeFileSync(
+    `${VM_DIR}/${id}.json`,
+    JSON.stringify({
+      id,
+      name: id,
+      slot,
+      kind: slot === 2 ? 'business' : 'personal',
+      color: '#336699',
+      memoryMiB: 256,
+      vcpus: 1,
+      network: 'none',
+      autostart: false,
+      display: 'none',
+      backend: 'xen',
+      kernel: '/opt/guest/vmlinuz',
+      // HVM: not quiet, so a slow boot shows where it is (the scenario logs the serial's last line).
+      append: `${type === 'hvm' ? 'console=ttyS0 quiet nokaslr' : 'console=hvc0 quiet'} guestname=${id}`,
+      gpu,
+    }),
+  );
   writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...xen }));
 };
 // One GPU named by both PV guests: allowed because both say it is shared for hand-off.
@@ -45,21 +61,54 @@ guestDef('personal', 1, 'pv', { gpu: { pci: [GPU], handoff: true } });
 guestDef('business', 2, 'pv', { gpu: { pci: [GPU], handoff: true } });
 guestDef('hvm', 3, 'hvm', { xen: { usbctrl: { version: 2, ports: 6 } } });
 
-writeFileSync('/run/harness/bus.conf', `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+writeFileSync(
+  '/run/harness/bus.conf',
+  `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig><type>session</type><listen>${ADDR}</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/><allow user="*"/></policy></busconfig>`);
-spawn('dbus-daemon', ['--config-file=/run/harness/bus.conf', '--nofork'], { stdio: 'inherit', detached: true }).unref();
+<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/><allow user="*"/></policy></busconfig>`,
+);
+spawn('dbus-daemon', ['--config-file=/run/harness/bus.conf', '--nofork'], {
+  stdio: 'inherit',
+  detached: true,
+}).unref();
 for (let i = 0; i < 50 && !existsSync(BUS_SOCK); i++) await sleep(100);
 
 let daemon = null;
 function startDaemon() {
   const out = openSync('/run/harness/vm-daemon.log', 'a');
-  daemon = spawn('/usr/local/bin/node', ['apps/vm-daemon/dist/main.js', '--backend', 'xen', '--config-dir', VM_DIR, '--run-dir', '/run/bulkhead/vms',
-    '--state-dir', '/var/lib/bulkhead/vm-daemon', '--bus', ADDR, '--no-autostart'], {
-    stdio: ['ignore', out, out], env: { ...process.env, PATH: `/opt/bulkhead/xen-harness/bin:${process.env.PATH}`, BULKHEAD_LOG_LEVEL: 'info' },
-  });
+  daemon = spawn(
+    '/usr/local/bin/node',
+    [
+      'apps/vm-daemon/dist/main.js',
+      '--backend',
+      'xen',
+      '--config-dir',
+      VM_DIR,
+      '--run-dir',
+      '/run/bulkhead/vms',
+      '--state-dir',
+      '/var/lib/bulkhead/vm-daemon',
+      '--bus',
+      ADDR,
+      '--no-autostart',
+    ],
+    {
+      stdio: ['ignore', out, out],
+      env: {
+        ...process.env,
+        PATH: `/opt/bulkhead/xen-harness/bin:${process.env.PATH}`,
+        BULKHEAD_LOG_LEVEL: 'info',
+      },
+    },
+  );
 }
-const daemonLogTail = (n = 12) => { try { return readFileSync('/run/harness/vm-daemon.log', 'utf8').trim().split('\n').slice(-n).join('\n'); } catch { return ''; } };
+const daemonLogTail = (n = 12) => {
+  try {
+    return readFileSync('/run/harness/vm-daemon.log', 'utf8').trim().split('\n').slice(-n).join('\n');
+  } catch {
+    return '';
+  }
+};
 
 const bus = dbus.sessionBus({ busAddress: ADDR });
 async function iface(path, name) {
@@ -73,18 +122,31 @@ async function waitForDaemon(ms = 90_000) {
       const { p } = await iface(MGR_PATH, MGR);
       await p.Get(MGR, 'ActiveVm');
       return;
-    } catch { await sleep(500); }
+    } catch {
+      await sleep(500);
+    }
   }
-  throw new Error(`vm-daemon did not appear on the bus in ${ms} ms; exit code ${daemon?.exitCode}; processes:\n${sh('ps', ['-eo', 'pid,stat,etime,args'])}`);
+  throw new Error(
+    `vm-daemon did not appear on the bus in ${ms} ms; exit code ${daemon?.exitCode}; processes:\n${sh('ps', ['-eo', 'pid,stat,etime,args'])}`,
+  );
 }
-const prop = async (path, ifname, name) => (await iface(path, ifname)).p.Get(ifname, name).then((v) => v.value);
+const prop = async (path, ifname, name) =>
+  (await iface(path, ifname)).p.Get(ifname, name).then((v) => v.value);
 const vmState = (id) => prop(vmPath(id), 'org.bulkhead.Vm1', 'State');
 const activeVm = () => prop(MGR_PATH, MGR, 'ActiveVm');
 const consoleLog = (id, type) => {
   const f = type === 'hvm' ? `/run/bulkhead/vms/${id}/serial.log` : `/var/log/xen/console/guest-${id}.log`;
-  try { return readFileSync(f, 'utf8'); } catch { return ''; }
+  try {
+    return readFileSync(f, 'utf8');
+  } catch {
+    return '';
+  }
 };
-const lastGuestLine = (id, type = 'pv') => consoleLog(id, type).split('\n').filter((l) => l.includes(`BULKHEAD-GUEST name=${id} `)).pop() ?? '';
+const lastGuestLine = (id, type = 'pv') =>
+  consoleLog(id, type)
+    .split('\n')
+    .filter((l) => l.includes(`BULKHEAD-GUEST name=${id} `))
+    .pop() ?? '';
 async function waitFor(what, pred, ms) {
   const end = Date.now() + ms;
   for (;;) {
@@ -108,7 +170,8 @@ async function scenario(name, fn) {
     result(name, false, Date.now() - s, `${e.message}\n--- vm-daemon log ---\n${daemonLogTail()}`);
   }
 }
-const callVm = async (id, method, ...args) => (await iface(vmPath(id), 'org.bulkhead.Vm1')).i[method](...args);
+const callVm = async (id, method, ...args) =>
+  (await iface(vmPath(id), 'org.bulkhead.Vm1')).i[method](...args);
 const callMgr = async (method, ...args) => (await iface(MGR_PATH, MGR)).i[method](...args);
 const lastSwitch = async () => {
   const v = await prop(MGR_PATH, MGR, 'LastSwitch');
@@ -124,10 +187,16 @@ await scenario('1 two PV guests start through D-Bus', async () => {
   await Promise.all([callVm('personal', 'Start', {}), callVm('business', 'Start', {})]);
   const states = [await vmState('personal'), await vmState('business')];
   if (states.join() !== 'running,running') throw new Error(`states after Start: ${states}`);
-  await waitFor('both guests to print their device line', () => lastGuestLine('personal') && lastGuestLine('business'), 120_000);
-  if ((await activeVm()) !== '/') throw new Error(`ActiveVm is ${await activeVm()}, want / before any switch`);
+  await waitFor(
+    'both guests to print their device line',
+    () => lastGuestLine('personal') && lastGuestLine('business'),
+    120_000,
+  );
+  if ((await activeVm()) !== '/')
+    throw new Error(`ActiveVm is ${await activeVm()}, want / before any switch`);
   await callMgr('Switch', vmPath('personal'), {});
-  if ((await activeVm()) !== vmPath('personal')) throw new Error(`ActiveVm is ${await activeVm()} after Switch(personal)`);
+  if ((await activeVm()) !== vmPath('personal'))
+    throw new Error(`ActiveVm is ${await activeVm()} after Switch(personal)`);
   pvUp = true;
   return `states running,running; ActiveVm ${await activeVm()}; xl list:\n${sh('xl', ['list'])}`;
 });
@@ -136,15 +205,22 @@ await scenario('2a switch moves the GPU personal -> business', async () => {
   if (!pvUp) throw new Error('skipped: scenario 1 failed');
   await waitFor(`personal to see ${GPU}`, () => gpuSeen('personal'), 60_000);
   const before = pciList('personal');
-  if (!before.includes(GPU.replace(/^0000:/, '')) && !before.includes(GPU)) throw new Error(`xl pci-list personal before: ${before}`);
+  if (!before.includes(GPU.replace(/^0000:/, '')) && !before.includes(GPU))
+    throw new Error(`xl pci-list personal before: ${before}`);
   const s = Date.now();
   await callMgr('Switch', vmPath('business'), {});
   const ms = Date.now() - s;
   const ls = await lastSwitch();
   info({ switch: 'personal->business', ms, steps: ls.steps, outcome: ls.outcome });
-  const pb = pciList('business'), pp = pciList('personal');
-  if (!pb.includes(GPU.slice(5)) || pp.includes(GPU.slice(5))) throw new Error(`xl pci-list after: business=${pb} personal=${pp}`);
-  await waitFor('business to see the GPU and personal to lose it', () => gpuSeen('business') && !gpuSeen('personal'), 60_000);
+  const pb = pciList('business'),
+    pp = pciList('personal');
+  if (!pb.includes(GPU.slice(5)) || pp.includes(GPU.slice(5)))
+    throw new Error(`xl pci-list after: business=${pb} personal=${pp}`);
+  await waitFor(
+    'business to see the GPU and personal to lose it',
+    () => gpuSeen('business') && !gpuSeen('personal'),
+    60_000,
+  );
   return `switch took ${ms} ms; steps ${JSON.stringify(ls.steps, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}; business: ${lastGuestLine('business')}`;
 });
 
@@ -159,11 +235,22 @@ await scenario('2b failed attach (target destroyed mid-switch) rolls the GPU bac
   }
   if (!err) throw new Error('the switch to a destroyed target succeeded');
   const ls = await lastSwitch();
-  info({ switch: 'business->personal (target destroyed)', error: err.type ?? err.name, message: err.text ?? err.message, steps: ls.steps, outcome: ls.outcome });
+  info({
+    switch: 'business->personal (target destroyed)',
+    error: err.type ?? err.name,
+    message: err.text ?? err.message,
+    steps: ls.steps,
+    outcome: ls.outcome,
+  });
   const pb = pciList('business');
   if (!pb.includes(GPU.slice(5))) throw new Error(`GPU not back on business: xl pci-list business = ${pb}`);
-  if ((await activeVm()) !== vmPath('business')) throw new Error(`ActiveVm ${await activeVm()} after the failed switch`);
-  await waitFor('personal reported not running', async () => ['stopped', 'crashed'].includes(await vmState('personal')), 20_000);
+  if ((await activeVm()) !== vmPath('business'))
+    throw new Error(`ActiveVm ${await activeVm()} after the failed switch`);
+  await waitFor(
+    'personal reported not running',
+    async () => ['stopped', 'crashed'].includes(await vmState('personal')),
+    20_000,
+  );
   await waitFor('business to see the GPU again', () => gpuSeen('business'), 60_000);
   return `error ${err.type ?? err.name}: ${err.text ?? err.message}; outcome ${ls.outcome}; personal is ${await vmState('personal')}`;
 });
@@ -179,7 +266,8 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   const st = await vmState('business');
   const reason = await prop(vmPath('business'), 'org.bulkhead.Vm1', 'StateReason');
   if (st !== 'running') throw new Error(`business is ${st} after restart (${reason})`);
-  if ((await activeVm()) !== vmPath('business')) throw new Error(`ActiveVm ${await activeVm()} after restart`);
+  if ((await activeVm()) !== vmPath('business'))
+    throw new Error(`ActiveVm ${await activeVm()} after restart`);
   // Still supervised: stopping through the new daemon works and is reported.
   await callVm('business', 'Stop', { timeout_ms: new dbus.Variant('u', 20000) });
   await waitFor('business stopped', async () => (await vmState('business')) === 'stopped', 30_000);
@@ -187,14 +275,23 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   return `domid ${domidBefore} re-adopted (${reason}), then stopped through the new daemon`;
 });
 
-if (daemon.exitCode !== null || daemon.signalCode !== null) { startDaemon(); await waitForDaemon(180_000).catch((e) => log(e.message)); }
+if (daemon.exitCode !== null || daemon.signalCode !== null) {
+  startDaemon();
+  await waitForDaemon(180_000).catch((e) => log(e.message));
+}
 await scenario('3 HVM guest with a devicemodel USB controller gets and loses a USB device', async () => {
   const find = () => {
     for (const d of readdirSync('/sys/bus/usb/devices')) {
       const p = `/sys/bus/usb/devices/${d}`;
       if (!existsSync(`${p}/idVendor`)) continue;
-      const v = readFileSync(`${p}/idVendor`, 'utf8').trim(), pr = readFileSync(`${p}/idProduct`, 'utf8').trim();
-      if (v === '0627' && pr !== '0002' && pr !== '0003') return { bus: Number(readFileSync(`${p}/busnum`, 'utf8')), addr: Number(readFileSync(`${p}/devnum`, 'utf8')), id: `${v}:${pr}` };
+      const v = readFileSync(`${p}/idVendor`, 'utf8').trim(),
+        pr = readFileSync(`${p}/idProduct`, 'utf8').trim();
+      if (v === '0627' && pr !== '0002' && pr !== '0003')
+        return {
+          bus: Number(readFileSync(`${p}/busnum`, 'utf8')),
+          addr: Number(readFileSync(`${p}/devnum`, 'utf8')),
+          id: `${v}:${pr}`,
+        };
     }
     return null;
   };
@@ -215,21 +312,33 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
     const rips = [];
     dump.forEach((l, i) => {
       if (!l.includes(`guest state (d${domid}v0)`)) return;
-      const m = dump.slice(i, i + 6).join(' ').match(/RIP:\s+\S+:\[<([0-9a-f]+)>\]/);
+      const m = dump
+        .slice(i, i + 6)
+        .join(' ')
+        .match(/RIP:\s+\S+:\[<([0-9a-f]+)>\]/);
       if (m) rips.push(BigInt(`0x${m[1]}`));
     });
     if (!rips.length) return 'no dump of the guest vCPU found in xl dmesg';
     let syms = [];
     try {
-      syms = readFileSync('/proc/kallsyms', 'utf8').split('\n').map((l) => l.split(' ')).filter((p) => p.length >= 3 && /^[tT]$/.test(p[1])).map((p) => [BigInt(`0x${p[0]}`), p[2]]);
-    } catch { /* no kallsyms */ }
-    return rips.map((rip) => {
-      let best = null;
-      for (const [a, n] of syms) if (a <= rip && (!best || a > best[0])) best = [a, n];
-      return `${rip.toString(16)}${best ? ` ${best[1]}+0x${(rip - best[0]).toString(16)}` : ''}`;
-    }).join(', ');
+      syms = readFileSync('/proc/kallsyms', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' '))
+        .filter((p) => p.length >= 3 && /^[tT]$/.test(p[1]))
+        .map((p) => [BigInt(`0x${p[0]}`), p[2]]);
+    } catch {
+      /* no kallsyms */
+    }
+    return rips
+      .map((rip) => {
+        let best = null;
+        for (const [a, n] of syms) if (a <= rip && (!best || a > best[0])) best = [a, n];
+        return `${rip.toString(16)}${best ? ` ${best[1]}+0x${(rip - best[0]).toString(16)}` : ''}`;
+      })
+      .join(', ');
   };
-  const guestCpuS = () => Number(sh('xl', ['list', 'hvm']).trim().split('\n').pop().trim().split(/\s+/).pop()) || 0;
+  const guestCpuS = () =>
+    Number(sh('xl', ['list', 'hvm']).trim().split('\n').pop().trim().split(/\s+/).pop()) || 0;
   let attempt = 0;
   for (;;) {
     attempt++;
@@ -239,50 +348,76 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
     let lastReport = 0;
     let seen = -1;
     let cpuAtLastOutput = 0;
-    const outcome = await waitFor('the HVM guest to boot or hang', () => {
-      const lines = consoleLog('hvm', 'hvm').trim().split('\n');
-      const cpu = guestCpuS();
-      if (lines.length !== seen) [seen, cpuAtLastOutput] = [lines.length, cpu];
-      if (Date.now() - lastReport > 20_000) {
-        lastReport = Date.now();
-        log(`HVM attempt ${attempt} +${((Date.now() - started) / 1000).toFixed(0)} s: ${lines.length} serial lines, guest cpu ${cpu} s, last: ${lines[lines.length - 1].slice(0, 160)}`);
-      }
-      if (lastGuestLine('hvm', 'hvm')) return 'booted';
-      // A quiet boot that got through took 8-43 CPU seconds; the kernel prints its first line
-      // (with quiet: none until /init) only when it is nearly done.
-      if (cpu > 120 && cpu - cpuAtLastOutput > 60) return 'hung';
-      // Its /init has run (the line is still being written, a character per round trip): wait on.
-      const initRan = consoleLog('hvm', 'hvm').includes('BULKHEAD-GUEST-BOOTED');
-      if (Date.now() - started > (initRan ? 390_000 : 300_000)) return 'too slow';
-      return null;
-    }, 400_000);
+    const outcome = await waitFor(
+      'the HVM guest to boot or hang',
+      () => {
+        const lines = consoleLog('hvm', 'hvm').trim().split('\n');
+        const cpu = guestCpuS();
+        if (lines.length !== seen) [seen, cpuAtLastOutput] = [lines.length, cpu];
+        if (Date.now() - lastReport > 20_000) {
+          lastReport = Date.now();
+          log(
+            `HVM attempt ${attempt} +${((Date.now() - started) / 1000).toFixed(0)} s: ${lines.length} serial lines, guest cpu ${cpu} s, last: ${lines[lines.length - 1].slice(0, 160)}`,
+          );
+        }
+        if (lastGuestLine('hvm', 'hvm')) return 'booted';
+        // A quiet boot that got through took 8-43 CPU seconds; the kernel prints its first line
+        // (with quiet: none until /init) only when it is nearly done.
+        if (cpu > 120 && cpu - cpuAtLastOutput > 60) return 'hung';
+        // Its /init has run (the line is still being written, a character per round trip): wait on.
+        const initRan = consoleLog('hvm', 'hvm').includes('BULKHEAD-GUEST-BOOTED');
+        if (Date.now() - started > (initRan ? 390_000 : 300_000)) return 'too slow';
+        return null;
+      },
+      400_000,
+    );
     if (outcome === 'booted') {
-      log(`HVM attempt ${attempt} booted in ${((Date.now() - started) / 1000).toFixed(1)} s (guest cpu ${guestCpuS()} s)`);
+      log(
+        `HVM attempt ${attempt} booted in ${((Date.now() - started) / 1000).toFixed(1)} s (guest cpu ${guestCpuS()} s)`,
+      );
       break;
     }
-    log(`HVM attempt ${attempt} ${outcome} after ${((Date.now() - started) / 1000).toFixed(0)} s (guest cpu ${guestCpuS()} s); Xen dumps the vCPU state, then destroy`);
+    log(
+      `HVM attempt ${attempt} ${outcome} after ${((Date.now() - started) / 1000).toFixed(0)} s (guest cpu ${guestCpuS()} s); Xen dumps the vCPU state, then destroy`,
+    );
     log(`HVM serial, last lines: ${consoleLog('hvm', 'hvm').trim().split('\n').slice(-8).join(' | ')}`);
     // dom0 onto pCPU 0 for a moment, so the guest's vCPU is the one running on pCPU 1 when Xen dumps.
     sh('xl', ['vcpu-pin', '0', 'all', '0']);
     await sleep(2000);
-    for (let i = 0; i < 2; i++) { sh('xl', ['debug-keys', 'd']); await sleep(500); }
+    for (let i = 0; i < 2; i++) {
+      sh('xl', ['debug-keys', 'd']);
+      await sleep(500);
+    }
     sh('xl', ['vcpu-pin', '0', 'all', 'all']);
     log(`HVM vCPU where it spins: ${whereSpins()}`);
     sh('xl', ['debug-keys', 'q']);
     log(`qemu-dm log: ${sh('tail', ['-n', '15', '/var/log/xen/qemu-dm-hvm.log']).replace(/\n/g, ' | ')}`);
     await callVm('hvm', 'Kill').catch(() => undefined);
-    await waitFor('hvm stopped', async () => ['stopped', 'crashed'].includes(await vmState('hvm')), 30_000).catch(() => undefined);
+    await waitFor(
+      'hvm stopped',
+      async () => ['stopped', 'crashed'].includes(await vmState('hvm')),
+      30_000,
+    ).catch(() => undefined);
     if (attempt >= 2) throw new Error(`the HVM guest did not boot in ${attempt} attempts (last: ${outcome})`);
   }
   const handle = await callVm('hvm', 'AttachUsbDevice', dev.bus, dev.addr, {}).catch((e) => {
     const cfg = sh('xl', ['list', '-l', 'hvm']);
     const at = cfg.indexOf('"usb');
-    throw new Error(`${e.text ?? e.message}\nxl usb-list hvm:\n${sh('xl', ['usb-list', 'hvm'])}\nxl list -l hvm (usb part): ${at < 0 ? '(no usb keys)' : cfg.slice(at, at + 800)}`);
+    throw new Error(
+      `${e.text ?? e.message}\nxl usb-list hvm:\n${sh('xl', ['usb-list', 'hvm'])}\nxl list -l hvm (usb part): ${at < 0 ? '(no usb keys)' : cfg.slice(at, at + 800)}`,
+    );
   });
   await waitFor(`the guest to see USB ${dev.id}`, () => lastGuestLine('hvm', 'hvm').includes(dev.id), 60_000);
   const listed = await callVm('hvm', 'ListUsbDevices');
   await callVm('hvm', 'DetachUsbDevice', handle);
-  await waitFor(`the guest to lose USB ${dev.id}`, () => { const l = lastGuestLine('hvm', 'hvm'); return l && !l.includes(dev.id); }, 60_000);
+  await waitFor(
+    `the guest to lose USB ${dev.id}`,
+    () => {
+      const l = lastGuestLine('hvm', 'hvm');
+      return l && !l.includes(dev.id);
+    },
+    60_000,
+  );
   return `attempts ${attempt}; device ${dev.id} bus ${dev.bus} addr ${dev.addr} → handle ${handle}; listed ${JSON.stringify(listed)}`;
 });
 

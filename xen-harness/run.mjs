@@ -9,7 +9,17 @@
 // For CI: prints "skipped: <reason>" and exits 0 when not root or when Debian's Xen packages (or
 // the tools to build dom0) cannot be fetched; otherwise runs and ends with "N passed, N failed".
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream, chmodSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  createWriteStream,
+  chmodSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,9 +31,13 @@ const t0 = Date.now();
 const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
 const say = (m) => console.log(`[xen-harness +${secs()}s] ${m}`);
 const timeoutS = Number(process.env.XEN_HARNESS_TIMEOUT_S ?? 840);
-const only = process.env.XEN_HARNESS_ONLY ? process.env.XEN_HARNESS_ONLY.split(',').map((s) => s.trim()) : null;
+const only = process.env.XEN_HARNESS_ONLY
+  ? process.env.XEN_HARNESS_ONLY.split(',').map((s) => s.trim())
+  : null;
 if (only?.some((s) => !/^[0-9][a-z]?$/.test(s))) {
-  console.error(`XEN_HARNESS_ONLY must list scenario numbers like 1,2a,3; got ${process.env.XEN_HARNESS_ONLY}`);
+  console.error(
+    `XEN_HARNESS_ONLY must list scenario numbers like 1,2a,3; got ${process.env.XEN_HARNESS_ONLY}`,
+  );
   process.exit(2);
 }
 
@@ -35,23 +49,46 @@ if (!existsSync(join(root, 'apps/vm-daemon/dist/backend/xen/xen-backend.js'))) {
   console.error('apps/vm-daemon/dist is missing or stale: run `npx tsc -b apps/vm-daemon` first');
   process.exit(2);
 }
-if (process.getuid?.() !== 0) skip('the Xen harness needs root (mmdebstrap --mode=root, cache under /var/cache)');
+if (process.getuid?.() !== 0)
+  skip('the Xen harness needs root (mmdebstrap --mode=root, cache under /var/cache)');
 
 // 0. Host tools, installed from Debian when missing (a fresh CI machine has none of them).
-const TOOLS = { 'qemu-system-x86_64': 'qemu-system-x86', mmdebstrap: 'mmdebstrap', cpio: 'cpio', depmod: 'kmod', 'dpkg-deb': 'dpkg', gzip: 'gzip' };
-const missing = Object.entries(TOOLS).filter(([t]) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
+const TOOLS = {
+  'qemu-system-x86_64': 'qemu-system-x86',
+  mmdebstrap: 'mmdebstrap',
+  cpio: 'cpio',
+  depmod: 'kmod',
+  'dpkg-deb': 'dpkg',
+  gzip: 'gzip',
+};
+const missing = Object.entries(TOOLS).filter(
+  ([t]) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0,
+);
 if (missing.length) {
   const pkgs = [...new Set(missing.map(([, p]) => p))];
   say(`installing ${pkgs.join(' ')} (missing: ${missing.map(([t]) => t).join(', ')})`);
-  const apt = (args) => spawnSync('apt-get', args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0;
-  if (!apt(['install', '-y', '-q', '--no-install-recommends', ...pkgs]) && !(apt(['update', '-q']) && apt(['install', '-y', '-q', '--no-install-recommends', ...pkgs])))
+  const apt = (args) =>
+    spawnSync('apt-get', args, {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    }).status === 0;
+  if (
+    !apt(['install', '-y', '-q', '--no-install-recommends', ...pkgs]) &&
+    !(apt(['update', '-q']) && apt(['install', '-y', '-q', '--no-install-recommends', ...pkgs]))
+  )
     skip(`cannot install ${pkgs.join(', ')} from Debian (apt-get failed: no mirror reachable?)`);
 }
 
 // 1. Cached inputs (Xen, kernel, dom0 userspace, guest initrd). Exit 75: Debian unreachable.
 say('preparing cached inputs (build-dom0.sh)');
-const build = spawnSync('bash', [join(here, 'build-dom0.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-if (build.status === 75) skip('cannot fetch the Debian Xen packages (xen-hypervisor-4.17-amd64, the kernel or the dom0 userspace): see the messages above');
+const build = spawnSync('bash', [join(here, 'build-dom0.sh')], {
+  encoding: 'utf8',
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+if (build.status === 75)
+  skip(
+    'cannot fetch the Debian Xen packages (xen-hypervisor-4.17-amd64, the kernel or the dom0 userspace): see the messages above',
+  );
 if (build.status !== 0) {
   console.error(`build-dom0.sh failed (exit ${build.status ?? build.signal})`);
   console.log('0 passed, 1 failed');
@@ -69,7 +106,12 @@ cpSync(process.execPath, join(ov, 'usr/local/bin/node'));
 cpSync(join(here, 'dom0-init.sh'), join(ov, 'init'));
 chmodSync(join(ov, 'init'), 0o755);
 const copyPkg = (rel) => {
-  for (const p of ['package.json', 'dist']) if (existsSync(join(root, rel, p))) cpSync(join(root, rel, p), join(opt, rel, p), { recursive: true, filter: (s) => !s.endsWith('.map') && !s.endsWith('.d.ts') });
+  for (const p of ['package.json', 'dist'])
+    if (existsSync(join(root, rel, p)))
+      cpSync(join(root, rel, p), join(opt, rel, p), {
+        recursive: true,
+        filter: (s) => !s.endsWith('.map') && !s.endsWith('.d.ts'),
+      });
 };
 copyPkg('apps/vm-daemon');
 for (const s of ['common', 'contract', 'dbus']) {
@@ -94,8 +136,11 @@ chmodSync(join(opt, 'xen-harness/bin/xl'), 0o755);
 mkdirSync(join(ov, 'opt/guest'), { recursive: true });
 cpSync(join(cacheDir, 'vmlinuz'), join(ov, 'opt/guest/vmlinuz'));
 cpSync(join(cacheDir, 'guest.cpio.gz'), join(ov, 'opt/guest/guest.cpio.gz'));
-execFileSync('bash', ['-c', `cd "${ov}" && find . | cpio -o -H newc --quiet | gzip -1 > "${work}/overlay.cpio.gz" && cat "${cacheDir}/dom0.cpio.gz" "${work}/overlay.cpio.gz" > "${work}/initrd.cpio.gz"`]);
-say(`overlay built (${(readFileSync(join(work, 'overlay.cpio.gz')).length >> 20) } MiB)`);
+execFileSync('bash', [
+  '-c',
+  `cd "${ov}" && find . | cpio -o -H newc --quiet | gzip -1 > "${work}/overlay.cpio.gz" && cat "${cacheDir}/dom0.cpio.gz" "${work}/overlay.cpio.gz" > "${work}/initrd.cpio.gz"`,
+]);
+say(`overlay built (${readFileSync(join(work, 'overlay.cpio.gz')).length >> 20} MiB)`);
 
 // 3. Boot. One QEMU at a time: the machine is shared.
 // spec-ctrl=eager-fpu: Xen defaults to lazy FPU switching on this (AMD-looking) TCG CPU (CR0.TS
@@ -104,14 +149,41 @@ say(`overlay built (${(readFileSync(join(work, 'overlay.cpio.gz')).length >> 20)
 // Measured with a dom0 stress run (3 node workers + two PV guests): lazy 3/3 workers SIGSEGV
 // (also with -avx,-avx2), eager 0/3.
 const qemuArgs = [
-  '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max,-smap', '-smp', '2', '-m', '3072',
-  '-device', 'intel-iommu,intremap=on',
-  '-kernel', join(cacheDir, 'xen'),
-  '-append', 'console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M loglvl=all guest_loglvl=all noreboot iommu=verbose spec-ctrl=eager-fpu',
-  '-initrd', `${join(cacheDir, 'vmlinuz')} console=hvc0 earlyprintk=xen${only ? ` bulkhead.only=${only.join(',')}` : ''},${join(work, 'initrd.cpio.gz')}`,
-  '-vga', 'none', '-device', 'bochs-display,addr=05.0',
-  '-device', 'qemu-xhci,id=xhci', '-device', 'usb-kbd,bus=xhci.0',
-  '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nic', 'none', '-no-reboot',
+  '-machine',
+  'q35',
+  '-accel',
+  'tcg,thread=multi',
+  '-cpu',
+  'max,-smap',
+  '-smp',
+  '2',
+  '-m',
+  '3072',
+  '-device',
+  'intel-iommu,intremap=on',
+  '-kernel',
+  join(cacheDir, 'xen'),
+  '-append',
+  'console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M loglvl=all guest_loglvl=all noreboot iommu=verbose spec-ctrl=eager-fpu',
+  '-initrd',
+  `${join(cacheDir, 'vmlinuz')} console=hvc0 earlyprintk=xen${only ? ` bulkhead.only=${only.join(',')}` : ''},${join(work, 'initrd.cpio.gz')}`,
+  '-vga',
+  'none',
+  '-device',
+  'bochs-display,addr=05.0',
+  '-device',
+  'qemu-xhci,id=xhci',
+  '-device',
+  'usb-kbd,bus=xhci.0',
+  '-display',
+  'none',
+  '-serial',
+  'stdio',
+  '-monitor',
+  'none',
+  '-nic',
+  'none',
+  '-no-reboot',
 ];
 say(`booting Xen: qemu-system-x86_64 ${qemuArgs.join(' ')}`);
 const serialLog = createWriteStream(join(work, 'serial.log'));
@@ -140,7 +212,9 @@ qemu.stdout.on('data', (b) => {
       try {
         const r = JSON.parse(l.slice(15));
         results.push(r);
-        say(`${r.ok ? 'PASS' : 'FAIL'} ${r.name} (${(r.ms / 1000).toFixed(1)} s)${r.ok ? '' : `\n${r.detail}`}`);
+        say(
+          `${r.ok ? 'PASS' : 'FAIL'} ${r.name} (${(r.ms / 1000).toFixed(1)} s)${r.ok ? '' : `\n${r.detail}`}`,
+        );
       } catch {
         say(`garbled result line: ${l}`);
       }
@@ -165,14 +239,29 @@ clearTimeout(timer);
 serialLog.end();
 
 // 4. Report.
-const expected = ['1 two PV guests start through D-Bus', '2a switch moves the GPU personal -> business', '2b failed attach (target destroyed mid-switch) rolls the GPU back', '4 vm-daemon restarted re-adopts running domains', '3 HVM guest with a devicemodel USB controller gets and loses a USB device']
-  .filter((n) => !only || only.includes(n.split(' ')[0]));
-for (const name of expected) if (!results.some((r) => r.name === name)) results.push({ name, ok: false, ms: 0, detail: done ? 'did not report' : 'did not run (dom0 never finished)' });
+const expected = [
+  '1 two PV guests start through D-Bus',
+  '2a switch moves the GPU personal -> business',
+  '2b failed attach (target destroyed mid-switch) rolls the GPU back',
+  '4 vm-daemon restarted re-adopts running domains',
+  '3 HVM guest with a devicemodel USB controller gets and loses a USB device',
+].filter((n) => !only || only.includes(n.split(' ')[0]));
+for (const name of expected)
+  if (!results.some((r) => r.name === name))
+    results.push({
+      name,
+      ok: false,
+      ms: 0,
+      detail: done ? 'did not report' : 'did not run (dom0 never finished)',
+    });
 console.log('\n=== Xen harness report ===');
-console.log(`dom0 /init at ${stages.init ?? '?'} s, toolstack up at ${stages.toolstack ?? '?'} s, total ${secs()} s`);
+console.log(
+  `dom0 /init at ${stages.init ?? '?'} s, toolstack up at ${stages.toolstack ?? '?'} s, total ${secs()} s`,
+);
 for (const r of results) console.log(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}  ${(r.ms / 1000).toFixed(1)} s`);
 const passed = results.filter((r) => r.ok).length;
-if (!done || passed < results.length || process.env.XEN_HARNESS_KEEP) console.log(`work dir kept: ${work} (serial.log has the whole console)`);
+if (!done || passed < results.length || process.env.XEN_HARNESS_KEEP)
+  console.log(`work dir kept: ${work} (serial.log has the whole console)`);
 else rmSync(work, { recursive: true, force: true });
 console.log(`${passed} passed, ${results.length - passed} failed`);
 process.exit(passed === results.length ? 0 : 1);

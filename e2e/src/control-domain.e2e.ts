@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ImageMachine } from './image-machine';
@@ -21,7 +21,11 @@ let browser: Browser;
 let page: Page;
 let step = 0;
 
-async function waitFor<T>(what: string, fn: () => Promise<T | false | null | undefined>, timeoutMs = 60_000): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | false | null | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -31,7 +35,8 @@ async function waitFor<T>(what: string, fn: () => Promise<T | false | null | und
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -41,13 +46,20 @@ async function prop(dest: string, path: string, iface: string, name: string): Pr
   const out = await m.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`);
   return out.trim();
 }
-const activeVm = async () => (await prop('org.bulkhead.VmManager1', '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', 'ActiveVm')).replace(/^o "|"$/g, '');
-const vmState = async (id: string) => (await prop('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'State')).replace(/^s "|"$/g, '');
+const activeVm = async () =>
+  (
+    await prop('org.bulkhead.VmManager1', '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', 'ActiveVm')
+  ).replace(/^o "|"$/g, '');
+const vmState = async (id: string) =>
+  (await prop('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'State')).replace(/^s "|"$/g, '');
 
 /** The input lines (KEY/BTN/REL) a nested test VM has printed on its serial port so far. */
 async function guestInput(id: string): Promise<string[]> {
   const out = await m.serial.check(`grep -E '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
-  return out.split('\n').map((l) => l.trim()).filter(Boolean);
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 async function shot(name: string): Promise<void> {
@@ -62,17 +74,37 @@ async function connectKiosk(): Promise<void> {
   // Attach only once the switcher page has loaded (its title is set): Playwright's attach waits
   // for every target, and a page hung in its first navigation never answers. The image's kiosk
   // watchdog replaces such a page (dom0-rootfs/overlay/usr/local/lib/bulkhead/kiosk-watchdog.js).
-  await waitFor('the kiosk showing the switcher', async () => {
-    const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, { signal: AbortSignal.timeout(10_000) });
-    const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
-    return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
-  }, 300_000);
-  browser = await waitFor('Chromium DevTools', () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }), 240_000);
+  await waitFor(
+    'the kiosk showing the switcher',
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, {
+        signal: AbortSignal.timeout(10_000),
+      });
+      const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
+      return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
+    },
+    300_000,
+  );
+  browser = await waitFor(
+    'Chromium DevTools',
+    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
+    240_000,
+  );
   const ctx = browser.contexts()[0];
-  page = await waitFor('the switcher page', async () => ctx.pages().find((p) => p.url().includes(':8080')), 120_000);
+  page = await waitFor(
+    'the switcher page',
+    async () => ctx.pages().find((p) => p.url().includes(':8080')),
+    120_000,
+  );
   // Everything runs under TCG, twice nested for the VMs: be patient, not flaky.
   page.setDefaultTimeout(90_000);
-  const ok = await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 30_000 }).then(() => true, () => false);
+  const ok = await page
+    .getByRole('list', { name: 'Machines' })
+    .waitFor({ timeout: 30_000 })
+    .then(
+      () => true,
+      () => false,
+    );
   if (!ok) {
     // Seen on cold boots: the first navigation stays blank. A fresh target loads normally.
     const url = page.url();
@@ -87,18 +119,36 @@ before(async () => {
   mkdirSync(artifacts, { recursive: true });
   m = new ImageMachine({ imageDir, artifactsDir: artifacts });
   await m.boot();
-  await waitFor('the Bulkhead services', async () => (await m.serial.run('systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk')).code === 0, 180_000);
+  await waitFor(
+    'the Bulkhead services',
+    async () =>
+      (
+        await m.serial.run(
+          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
+        )
+      ).code === 0,
+    180_000,
+  );
   await connectKiosk();
-}, );
+});
 
 after(async () => {
   if (m) {
     const save = (cmd: string, file: string) =>
-      m.serial?.run(cmd, { timeoutMs: 30_000 }).then((r) => require('node:fs').writeFileSync(join(artifacts, file), r.output)).catch(() => undefined);
+      m.serial
+        ?.run(cmd, { timeoutMs: 30_000 })
+        .then((r) => writeFileSync(join(artifacts, file), r.output))
+        .catch(() => undefined);
     await save('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
-    await save('journalctl -b --no-pager -u bulkhead-kiosk | grep -v "^$" | tail -n 300', 'kiosk-journal.txt');
+    await save(
+      'journalctl -b --no-pager -u bulkhead-kiosk | grep -v "^$" | tail -n 300',
+      'kiosk-journal.txt',
+    );
     await save('dmesg | tail -n 100', 'dmesg-tail.txt');
-    await save('journalctl -b --no-pager -o short-precise | grep -v "input-daemon/evdev" | tail -n 1500', 'journal-full-tail.txt');
+    await save(
+      'journalctl -b --no-pager -o short-precise | grep -v "input-daemon/evdev" | tail -n 1500',
+      'journal-full-tail.txt',
+    );
   }
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
@@ -107,19 +157,27 @@ after(async () => {
 test('1. at boot the tiles show both VMs; clicking Personal switches to it', async () => {
   await page.getByRole('button', { name: /^Personal, slot 1/ }).waitFor();
   await page.getByRole('button', { name: /^Business, slot 2/ }).waitFor();
-  await waitFor('both VMs running', async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running', 120_000);
+  await waitFor(
+    'both VMs running',
+    async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running',
+    120_000,
+  );
   await shot('tiles');
   await page.getByRole('button', { name: /^Personal, slot 1/ }).click({ noWaitAfter: true });
   await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
   // The shell shows the VM's own screen (its VNC display): the test guest fills it with its color.
   await page.getByRole('region', { name: 'Personal display' }).waitFor();
-  await waitFor('the personal screen in the VM view', async () => {
-    const px = await page.evaluate(() => {
-      const c = document.querySelector('.vm-view canvas') as HTMLCanvasElement | null;
-      return c ? [...c.getContext('2d')!.getImageData(c.width / 2, c.height - 10, 1, 1).data] : null;
-    });
-    return px && px[0] === 0x2a && px[1] === 0x6f && px[2] === 0xdb;
-  }, 30_000);
+  await waitFor(
+    'the personal screen in the VM view',
+    async () => {
+      const px = await page.evaluate(() => {
+        const c = document.querySelector('.vm-view canvas') as HTMLCanvasElement | null;
+        return c ? [...c.getContext('2d')!.getImageData(c.width / 2, c.height - 10, 1, 1).data] : null;
+      });
+      return px && px[0] === 0x2a && px[1] === 0x6f && px[2] === 0xdb;
+    },
+    30_000,
+  );
   await shot('personal-active');
 });
 
@@ -141,7 +199,16 @@ test('2. keys reach only the active VM; Ctrl+2 switches and reaches no VM; a hel
   const b = (await guestInput('business')).slice(b0);
   await shot('business-after-ctrl2');
   // Personal: exactly a s d, then the held button pressed and released, nothing of the chord.
-  assert.deepEqual(p, ['KEY down 1e', 'KEY up 1e', 'KEY down 1f', 'KEY up 1f', 'KEY down 20', 'KEY up 20', 'BTN down left', 'BTN up left']);
+  assert.deepEqual(p, [
+    'KEY down 1e',
+    'KEY up 1e',
+    'KEY down 1f',
+    'KEY up 1f',
+    'KEY down 20',
+    'KEY up 20',
+    'BTN down left',
+    'BTN up left',
+  ]);
   // Business: exactly j k l; no chord key, no release of a button it never saw pressed.
   assert.deepEqual(b, ['KEY down 24', 'KEY up 24', 'KEY down 25', 'KEY up 25', 'KEY down 26', 'KEY up 26']);
 });
@@ -176,39 +243,68 @@ async function nestedInfoUsb(id: string): Promise<string> {
 test('4. a hot-plugged USB stick appears in the USB panel, is assigned to Business, follows focus; a hot-plugged keyboard stays with input-daemon', async () => {
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await activeVm()) === '/');
-  await m.qmp.execute('device_add', { driver: 'usb-storage', drive: 'stick', bus: 'xhci.0', id: 'stick0', serial: 'BULKHEAD0001' });
+  await m.qmp.execute('device_add', {
+    driver: 'usb-storage',
+    drive: 'stick',
+    bus: 'xhci.0',
+    id: 'stick0',
+    serial: 'BULKHEAD0001',
+  });
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
   await row.waitFor({ timeout: 60_000 });
   await shot('usb-stick-in-panel');
   await row.getByRole('combobox').selectOption({ label: 'Business' });
   await page.getByRole('listitem', { name: /HARDDRIVE.*held by Business/i }).waitFor({ timeout: 60_000 });
-  await waitFor('the stick on business\'s USB bus', async () => /HARDDRIVE|Mass Storage|usb-host/i.test(await nestedInfoUsb('business')), 60_000);
+  await waitFor(
+    "the stick on business's USB bus",
+    async () => /HARDDRIVE|Mass Storage|usb-host/i.test(await nestedInfoUsb('business')),
+    60_000,
+  );
   assert.doesNotMatch(await nestedInfoUsb('personal'), /HARDDRIVE|usb-host/i, 'never in two VMs');
   await shot('usb-stick-on-business');
 
   // Follow focus: a switch to Personal moves the stick there.
-  await page.getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i }).click({ noWaitAfter: true });
+  await page
+    .getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i })
+    .click({ noWaitAfter: true });
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
-  await waitFor('the stick moved to personal', async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')), 60_000);
+  await waitFor(
+    'the stick moved to personal',
+    async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')),
+    60_000,
+  );
   assert.doesNotMatch(await nestedInfoUsb('business'), /HARDDRIVE|usb-host/i);
 
   // A keyboard plugged in later is grabbed by input-daemon, not handed to a VM.
   await m.qmp.execute('device_add', { driver: 'usb-kbd', bus: 'xhci.0', id: 'kbd2' });
-  await waitFor('input-daemon grabbed the USB keyboard', async () => {
-    const devs = await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Devices');
-    return /"QEMU QEMU USB Keyboard" "keyboard" "usb" true/.test(devs);
-  }, 60_000);
+  await waitFor(
+    'input-daemon grabbed the USB keyboard',
+    async () => {
+      const devs = await prop(
+        'org.bulkhead.Input1',
+        '/org/bulkhead/Input1',
+        'org.bulkhead.Input1',
+        'Devices',
+      );
+      return /"QEMU QEMU USB Keyboard" "keyboard" "usb" true/.test(devs);
+    },
+    60_000,
+  );
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await activeVm()) === '/');
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
-  await page.getByRole('listitem', { name: /Keyboard.*held by Control Domain/i }).waitFor({ timeout: 60_000 });
+  await page
+    .getByRole('listitem', { name: /Keyboard.*held by Control Domain/i })
+    .waitFor({ timeout: 60_000 });
   await shot('usb-keyboard-kept');
 });
 
 test('5. exclusive grab: no other reader of a grabbed keyboard sees a key', async () => {
-  const node = await m.serial.check(`grep -l 'QEMU Virtio Keyboard' /sys/class/input/event*/device/name | head -n1 | sed 's|/sys/class/input/\\(event[0-9]*\\)/.*|/dev/input/\\1|'`);
+  const node = await m.serial.check(
+    `grep -l 'QEMU Virtio Keyboard' /sys/class/input/event*/device/name | head -n1 | sed 's|/sys/class/input/\\(event[0-9]*\\)/.*|/dev/input/\\1|'`,
+  );
   const dev = node.trim();
   assert.match(dev, /^\/dev\/input\/event\d+$/);
   await m.serial.check(`(timeout 6 evtest ${dev} > /tmp/evtest.out 2>&1 &) ; sleep 2`);
@@ -223,15 +319,37 @@ test('5. exclusive grab: no other reader of a grabbed keyboard sees a key', asyn
 test('6. a daemon killed inside the image: systemd restarts it, the switcher shows the outage and recovers, the active VM and devices stay', async () => {
   await m.keys(['ctrl', '2']);
   await waitFor('Business active', async () => (await activeVm()) === VM('business'));
-  const pids = await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid');
+  const pids = await m.serial.check(
+    'cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid',
+  );
   const usbBefore = await nestedInfoUsb('personal');
   // The daemon's main process only: its VMs (QEMU) are in the same cgroup and must survive.
   await m.serial.check('kill -9 $(systemctl show -p MainPID --value bulkhead-vm-daemon)');
-  await page.getByRole('alert').filter({ hasText: /not running/ }).waitFor({ timeout: 30_000 }).catch(() => undefined);
+  await page
+    .getByRole('alert')
+    .filter({ hasText: /not running/ })
+    .waitFor({ timeout: 30_000 })
+    .catch(() => undefined);
   await shot('vm-daemon-killed');
-  await waitFor('vm-daemon back', async () => (await m.serial.run('systemctl is-active bulkhead-vm-daemon')).code === 0, 60_000);
-  await waitFor('the outage banner gone', async () => (await page.getByRole('alert').filter({ hasText: /not running/ }).count()) === 0, 60_000);
-  assert.equal((await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid')), pids, 'no VM restarted');
+  await waitFor(
+    'vm-daemon back',
+    async () => (await m.serial.run('systemctl is-active bulkhead-vm-daemon')).code === 0,
+    60_000,
+  );
+  await waitFor(
+    'the outage banner gone',
+    async () =>
+      (await page
+        .getByRole('alert')
+        .filter({ hasText: /not running/ })
+        .count()) === 0,
+    60_000,
+  );
+  assert.equal(
+    await m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid'),
+    pids,
+    'no VM restarted',
+  );
   assert.equal(await vmState('personal'), 'running');
   assert.equal(await vmState('business'), 'running');
   assert.equal(await activeVm(), VM('business'), 'the active VM stayed active');
@@ -239,15 +357,31 @@ test('6. a daemon killed inside the image: systemd restarts it, the switcher sho
   // input-daemon and usb-daemon too.
   for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
     await m.serial.check(`kill -9 $(systemctl show -p MainPID --value ${unit})`);
-    await waitFor(`${unit} back`, async () => (await m.serial.run(`systemctl is-active ${unit}`)).code === 0, 60_000);
+    await waitFor(
+      `${unit} back`,
+      async () => (await m.serial.run(`systemctl is-active ${unit}`)).code === 0,
+      60_000,
+    );
   }
-  await waitFor('all services up in the switcher', async () => (await page.getByRole('alert').filter({ hasText: /not running/ }).count()) === 0, 60_000);
+  await waitFor(
+    'all services up in the switcher',
+    async () =>
+      (await page
+        .getByRole('alert')
+        .filter({ hasText: /not running/ })
+        .count()) === 0,
+    60_000,
+  );
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached by a usb-daemon restart');
   // The seat still works: a hotkey switches and keys land in the VM.
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active after the restarts', async () => (await activeVm()) === VM('personal'));
   const before = (await guestInput('personal')).length;
   await m.keys(['z']);
-  await waitFor('z reached personal', async () => (await guestInput('personal')).length >= before + 2, 20_000);
+  await waitFor(
+    'z reached personal',
+    async () => (await guestInput('personal')).length >= before + 2,
+    20_000,
+  );
   await shot('recovered');
 });

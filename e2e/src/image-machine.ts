@@ -46,31 +46,63 @@ export class ImageMachine {
   async boot(): Promise<void> {
     const { imageDir } = this.opts;
     for (const f of ['vmlinuz', 'initrd.img', 'disk.img'])
-      if (!existsSync(join(imageDir, f))) throw new Error(`image: ${join(imageDir, f)} is missing (npm run image)`);
+      if (!existsSync(join(imageDir, f)))
+        throw new Error(`image: ${join(imageDir, f)} is missing (npm run image)`);
     mkdirSync(this.runDir, { recursive: true });
     this.cdpPort = await freePort();
     this.switcherPort = await freePort();
     const stick = join(this.runDir, 'usb-stick.img');
     writeFileSync(stick, Buffer.alloc(16 * 1024 * 1024));
     const args = [
-      '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', String(this.opts.memoryMiB ?? 3072),
-      '-kernel', join(imageDir, 'vmlinuz'), '-initrd', join(imageDir, 'initrd.img'),
+      '-machine',
+      'q35',
+      '-accel',
+      'tcg,thread=multi',
+      '-cpu',
+      'max',
+      '-smp',
+      '2',
+      '-m',
+      String(this.opts.memoryMiB ?? 3072),
+      '-kernel',
+      join(imageDir, 'vmlinuz'),
+      '-initrd',
+      join(imageDir, 'initrd.img'),
       // The image's vm-daemon runs its VMs with KVM nested inside QEMU TCG when its probe says KVM
       // works. Seen: Chromium's GPU process in the image then dies with SIGSEGV every few minutes
       // (Control Domain processes' FPU/SSE state corrupted, like the Xen harness saw); the kiosk
       // lifts Chromium's GPU crash limit so the page survives. Without KVM (modules blacklisted)
       // the busy-polling test guests starved Chromium of CPU instead.
-      '-append', 'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false',
-      '-drive', `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
-      '-drive', `if=none,id=stick,file=${stick},format=raw`,
-      '-vga', 'none', '-device', 'virtio-vga', '-display', 'none',
-      '-device', 'virtio-keyboard-pci,id=kbd', '-device', 'virtio-tablet-pci,id=tablet', '-device', 'virtio-mouse-pci,id=mouse',
-      '-device', 'qemu-xhci,id=xhci',
-      '-netdev', `user,id=n,hostfwd=tcp:127.0.0.1:${this.cdpPort}-:9223,hostfwd=tcp:127.0.0.1:${this.switcherPort}-:8080`,
-      '-device', 'virtio-net-pci,netdev=n',
-      '-qmp', `unix:${join(this.runDir, 'qmp.sock')},server=on,wait=off`,
-      '-chardev', `socket,id=s0,path=${join(this.runDir, 'serial.sock')},server=on,wait=off,logfile=${join(this.runDir, 'serial.log')}`,
-      '-serial', 'chardev:s0',
+      '-append',
+      'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false',
+      '-drive',
+      `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
+      '-drive',
+      `if=none,id=stick,file=${stick},format=raw`,
+      '-vga',
+      'none',
+      '-device',
+      'virtio-vga',
+      '-display',
+      'none',
+      '-device',
+      'virtio-keyboard-pci,id=kbd',
+      '-device',
+      'virtio-tablet-pci,id=tablet',
+      '-device',
+      'virtio-mouse-pci,id=mouse',
+      '-device',
+      'qemu-xhci,id=xhci',
+      '-netdev',
+      `user,id=n,hostfwd=tcp:127.0.0.1:${this.cdpPort}-:9223,hostfwd=tcp:127.0.0.1:${this.switcherPort}-:8080`,
+      '-device',
+      'virtio-net-pci,netdev=n',
+      '-qmp',
+      `unix:${join(this.runDir, 'qmp.sock')},server=on,wait=off`,
+      '-chardev',
+      `socket,id=s0,path=${join(this.runDir, 'serial.sock')},server=on,wait=off,logfile=${join(this.runDir, 'serial.log')}`,
+      '-serial',
+      'chardev:s0',
     ];
     this.proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d));

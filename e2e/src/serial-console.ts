@@ -57,7 +57,8 @@ export class SerialConsole {
   /** Run and fail unless the exit code is 0. */
   async check(command: string, opts: { timeoutMs?: number } = {}): Promise<string> {
     const r = await this.run(command, opts);
-    if (r.code !== 0) throw new Error(`in the image: '${command}' exited ${r.code}: ${r.output.slice(-2000)}`);
+    if (r.code !== 0)
+      throw new Error(`in the image: '${command}' exited ${r.code}: ${r.output.slice(-2000)}`);
     return r.output;
   }
 

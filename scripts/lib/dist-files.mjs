@@ -21,6 +21,7 @@ export function distFiles(accept) {
       else if (accept(e, p)) out.push(p);
     }
   };
-  for (const d of ['shared', 'apps']) for (const pkg of readdirSync(join(repoRoot, d))) walk(join(repoRoot, d, pkg, 'dist'));
+  for (const d of ['shared', 'apps'])
+    for (const pkg of readdirSync(join(repoRoot, d))) walk(join(repoRoot, d, pkg, 'dist'));
   return out.sort();
 }

@@ -112,7 +112,10 @@ function sys<T>(fn: (a: NativeAddon) => T, path?: string): T {
     const err = e as Error & { code?: string; errno?: number; syscall?: string; path?: string };
     if (typeof err.errno === 'number' && err.code) {
       const where = path ?? err.path ?? '';
-      const msg = path && err.path && err.path !== path ? err.message.replace(err.path, `${path} (${err.path})`) : err.message;
+      const msg =
+        path && err.path && err.path !== path
+          ? err.message.replace(err.path, `${path} (${err.path})`)
+          : err.message;
       throw new EvdevError(msg, err.code, err.errno, err.syscall ?? '?', where);
     }
     throw e;

@@ -5,7 +5,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildChords, HotkeyConfigError, HotkeyMatcher, loadHotkeysFile, parseChord } from './hotkeys';
 
-const CTRL = 29, RCTRL = 97, SHIFT = 42, ALT = 56, KEY_1 = 2, KEY_2 = 3, KEY_0 = 11, C = 46, BACKSPACE = 14, DEL = 111;
+const CTRL = 29,
+  RCTRL = 97,
+  SHIFT = 42,
+  ALT = 56,
+  KEY_1 = 2,
+  KEY_2 = 3,
+  KEY_0 = 11,
+  C = 46,
+  BACKSPACE = 14,
+  DEL = 111;
 
 const PASS = { kind: 'pass', flushFirst: [] };
 
@@ -13,7 +22,11 @@ test('Ctrl+2 (left or right Ctrl): Ctrl is held back, then the match hides Ctrl 
   for (const ctrl of [CTRL, RCTRL]) {
     const m = new HotkeyMatcher(buildChords());
     assert.deepEqual(m.onKey(ctrl, 1), { kind: 'hold' });
-    assert.deepEqual(m.onKey(ctrl, 2), { kind: 'swallow' }, 'autorepeat of a pending modifier keeps it pending');
+    assert.deepEqual(
+      m.onKey(ctrl, 2),
+      { kind: 'swallow' },
+      'autorepeat of a pending modifier keeps it pending',
+    );
     assert.deepEqual(m.pendingKeys(), [ctrl]);
     const d = m.onKey(KEY_2, 1);
     assert.equal(d.kind, 'match');
@@ -23,7 +36,11 @@ test('Ctrl+2 (left or right Ctrl): Ctrl is held back, then the match hides Ctrl 
     assert.deepEqual(m.onKey(KEY_2, 2), { kind: 'swallow' }, 'autorepeat of the chord key');
     assert.deepEqual(m.onKey(ctrl, 2), { kind: 'swallow' }, 'autorepeat of the chord modifier');
     assert.deepEqual(m.onKey(KEY_2, 0), { kind: 'swallow' });
-    assert.deepEqual(m.onKey(ctrl, 0), { kind: 'swallow' }, 'the chord modifier release reaches nobody either');
+    assert.deepEqual(
+      m.onKey(ctrl, 0),
+      { kind: 'swallow' },
+      'the chord modifier release reaches nobody either',
+    );
     assert.deepEqual(m.onKey(KEY_2, 1), PASS, 'a plain 2 afterwards is typed');
   }
 });
@@ -33,11 +50,19 @@ test('a pending modifier is flushed, in order, before whatever comes next that i
   m.onKey(CTRL, 1);
   assert.deepEqual(m.onKey(C, 1), { kind: 'pass', flushFirst: [CTRL] }, 'Ctrl+C');
   assert.deepEqual(m.onKey(C, 0), PASS);
-  assert.equal(m.onKey(KEY_2, 1).kind, 'pass', 'Ctrl already reached the VM: Ctrl+2 can no longer be a chord');
+  assert.equal(
+    m.onKey(KEY_2, 1).kind,
+    'pass',
+    'Ctrl already reached the VM: Ctrl+2 can no longer be a chord',
+  );
   m.onKey(KEY_2, 0);
   m.onKey(CTRL, 0);
   assert.deepEqual(m.onKey(ALT, 1), { kind: 'hold' });
-  assert.deepEqual(m.onKey(ALT, 0), { kind: 'pass', flushFirst: [ALT] }, 'a lone Alt tap: its press, then its release');
+  assert.deepEqual(
+    m.onKey(ALT, 0),
+    { kind: 'pass', flushFirst: [ALT] },
+    'a lone Alt tap: its press, then its release',
+  );
   assert.deepEqual(m.onKey(SHIFT, 1), PASS, 'no chord uses Shift by default: not held back');
   m.onKey(SHIFT, 0);
   m.onKey(CTRL, 1);
@@ -103,9 +128,15 @@ test('a hotkeys file overrides defaults; bad entries name the file and the chord
   assert.ok(chords.includes('Super+Esc') && chords.includes('Ctrl+1'));
   const bad = join(dir, 'bad.json');
   writeFileSync(bad, JSON.stringify({ hotkeys: { 'Ctrl+Banana': 'slot:1' } }));
-  assert.throws(() => loadHotkeysFile(bad), (e: unknown) => e instanceof HotkeyConfigError && e.message.includes(bad) && /Banana/.test(e.message));
+  assert.throws(
+    () => loadHotkeysFile(bad),
+    (e: unknown) => e instanceof HotkeyConfigError && e.message.includes(bad) && /Banana/.test(e.message),
+  );
   writeFileSync(bad, '{ nope');
-  assert.throws(() => loadHotkeysFile(bad), (e: unknown) => e instanceof HotkeyConfigError && e.message.startsWith(bad));
+  assert.throws(
+    () => loadHotkeysFile(bad),
+    (e: unknown) => e instanceof HotkeyConfigError && e.message.startsWith(bad),
+  );
   assert.throws(() => parseChord('Ctrl+1', 'slot:12', 'x'), /unknown action 'slot:12'/);
   assert.throws(() => parseChord('1', 'slot:1', 'x'), /modifiers and one key/);
 });

@@ -34,8 +34,16 @@ import {
  * get it from a stray press anyway — and it needs three keys, so nobody hits it by accident.
  */
 export const DEFAULT_HOTKEYS: Readonly<Record<string, string>> = {
-  'Ctrl+1': 'slot:1', 'Ctrl+2': 'slot:2', 'Ctrl+3': 'slot:3', 'Ctrl+4': 'slot:4', 'Ctrl+5': 'slot:5',
-  'Ctrl+6': 'slot:6', 'Ctrl+7': 'slot:7', 'Ctrl+8': 'slot:8', 'Ctrl+9': 'slot:9', 'Ctrl+0': 'slot:0',
+  'Ctrl+1': 'slot:1',
+  'Ctrl+2': 'slot:2',
+  'Ctrl+3': 'slot:3',
+  'Ctrl+4': 'slot:4',
+  'Ctrl+5': 'slot:5',
+  'Ctrl+6': 'slot:6',
+  'Ctrl+7': 'slot:7',
+  'Ctrl+8': 'slot:8',
+  'Ctrl+9': 'slot:9',
+  'Ctrl+0': 'slot:0',
   'Ctrl+Alt+Backspace': 'secure-attention',
 };
 
@@ -44,14 +52,25 @@ const MODIFIER_ORDER: Modifier[] = ['Ctrl', 'Shift', 'Alt', 'Super'];
 
 /** Left and right variants count as the same modifier. */
 export const MODIFIER_OF_KEY: ReadonlyMap<number, Modifier> = new Map<number, Modifier>([
-  [KEY_LEFTCTRL, 'Ctrl'], [KEY_RIGHTCTRL, 'Ctrl'],
-  [KEY_LEFTSHIFT, 'Shift'], [KEY_RIGHTSHIFT, 'Shift'],
-  [KEY_LEFTALT, 'Alt'], [KEY_RIGHTALT, 'Alt'],
-  [KEY_LEFTMETA, 'Super'], [KEY_RIGHTMETA, 'Super'],
+  [KEY_LEFTCTRL, 'Ctrl'],
+  [KEY_RIGHTCTRL, 'Ctrl'],
+  [KEY_LEFTSHIFT, 'Shift'],
+  [KEY_RIGHTSHIFT, 'Shift'],
+  [KEY_LEFTALT, 'Alt'],
+  [KEY_RIGHTALT, 'Alt'],
+  [KEY_LEFTMETA, 'Super'],
+  [KEY_RIGHTMETA, 'Super'],
 ]);
 
 const MODIFIER_NAMES: Record<string, Modifier> = {
-  ctrl: 'Ctrl', control: 'Ctrl', shift: 'Shift', alt: 'Alt', super: 'Super', meta: 'Super', win: 'Super', logo: 'Super',
+  ctrl: 'Ctrl',
+  control: 'Ctrl',
+  shift: 'Shift',
+  alt: 'Alt',
+  super: 'Super',
+  meta: 'Super',
+  win: 'Super',
+  logo: 'Super',
 };
 
 export type HotkeyAction = { kind: 'slot'; slot: number } | { kind: 'secure-attention' };
@@ -73,7 +92,9 @@ export function parseAction(text: string, where: string): HotkeyAction {
   const m = /^slot:([0-9])$/.exec(text);
   if (m) return { kind: 'slot', slot: Number(m[1]) };
   if (text === 'secure-attention') return { kind: 'secure-attention' };
-  throw new HotkeyConfigError(`${where}: unknown action '${text}' (expected slot:0…slot:9 or secure-attention)`);
+  throw new HotkeyConfigError(
+    `${where}: unknown action '${text}' (expected slot:0…slot:9 or secure-attention)`,
+  );
 }
 
 export function parseChord(text: string, actionText: string, where: string): Chord {
@@ -84,15 +105,25 @@ export function parseChord(text: string, actionText: string, where: string): Cho
   const modifiers = new Set<Modifier>();
   for (const p of parts.slice(0, -1)) {
     const m = MODIFIER_NAMES[p.toLowerCase()];
-    if (!m) throw new HotkeyConfigError(`${where}: '${p}' in '${text}' is not a modifier (Ctrl, Shift, Alt, Super)`);
+    if (!m)
+      throw new HotkeyConfigError(
+        `${where}: '${p}' in '${text}' is not a modifier (Ctrl, Shift, Alt, Super)`,
+      );
     if (modifiers.has(m)) throw new HotkeyConfigError(`${where}: '${text}' names ${m} twice`);
     modifiers.add(m);
   }
   const key = keyCodeByName(keyPart);
   if (key === undefined) throw new HotkeyConfigError(`${where}: unknown key '${keyPart}' in '${text}'`);
-  if (MODIFIER_OF_KEY.has(key)) throw new HotkeyConfigError(`${where}: '${text}' must end in a non-modifier key`);
+  if (MODIFIER_OF_KEY.has(key))
+    throw new HotkeyConfigError(`${where}: '${text}' must end in a non-modifier key`);
   const canonical = [...MODIFIER_ORDER.filter((m) => modifiers.has(m)), keyName(key)].join('+');
-  return { text: canonical, modifiers, key, action: parseAction(actionText, `${where} '${text}'`), actionText };
+  return {
+    text: canonical,
+    modifiers,
+    key,
+    action: parseAction(actionText, `${where} '${text}'`),
+    actionText,
+  };
 }
 
 /**
@@ -204,8 +235,10 @@ export class HotkeyMatcher {
     this.chords = chords;
     this.byKey = new Map();
     for (const c of chords) this.byKey.set(c.key, [...(this.byKey.get(c.key) ?? []), c]);
-    this.startable = Array.from({ length: 16 }, (_, mask) =>
-      mask !== 0 && chords.some((c) => (mask & ~maskOf(c.modifiers)) === 0));
+    this.startable = Array.from(
+      { length: 16 },
+      (_, mask) => mask !== 0 && chords.some((c) => (mask & ~maskOf(c.modifiers)) === 0),
+    );
   }
 
   list(): Chord[] {

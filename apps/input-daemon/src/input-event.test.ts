@@ -40,7 +40,11 @@ test('frames are grouped by SYN_REPORT and survive any split of the byte stream'
   for (const split of [1, 5, 23, 24, 25, 47, 100]) {
     const { p, frames } = collect();
     for (let i = 0; i < stream.length; i += split) p.push(stream.subarray(i, i + split));
-    assert.deepEqual(frames, [[ev(EV_KEY, 30, 1)], [ev(EV_REL, 0, 3), ev(EV_REL, 1, -2)], [ev(EV_KEY, 30, 0)]], `split ${split}`);
+    assert.deepEqual(
+      frames,
+      [[ev(EV_KEY, 30, 1)], [ev(EV_REL, 0, 3), ev(EV_REL, 1, -2)], [ev(EV_KEY, 30, 0)]],
+      `split ${split}`,
+    );
     assert.equal(p.partialBytes, 0);
   }
 });

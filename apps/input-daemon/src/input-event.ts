@@ -70,7 +70,10 @@ export type Frame = InputEvent[];
 export const ev = (type: number, code: number, value: number): InputEvent => ({ type, code, value });
 
 /** Encodes events as `struct input_event`s; a SYN_REPORT is appended unless `syn` is false. */
-export function encodeEvents(events: readonly InputEvent[], opts: { syn?: boolean; timeUs?: bigint } = {}): Buffer {
+export function encodeEvents(
+  events: readonly InputEvent[],
+  opts: { syn?: boolean; timeUs?: bigint } = {},
+): Buffer {
   const all = opts.syn === false ? events : [...events, ev(EV_SYN, SYN_REPORT, 0)];
   const buf = Buffer.alloc(all.length * INPUT_EVENT_SIZE);
   const t = opts.timeUs ?? 0n;

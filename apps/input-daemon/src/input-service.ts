@@ -104,7 +104,10 @@ export class InputService implements Input1Service {
 
   InjectEvents(_ctx: CallContext, device_class: string, events: Array<[number, number, number]>): void {
     if (!(this.source instanceof VirtualSeat))
-      throw new BulkheadError('NotSupported', `InjectEvents: this daemon runs the '${this.source.seat}' seat, not 'virtual'`);
+      throw new BulkheadError(
+        'NotSupported',
+        `InjectEvents: this daemon runs the '${this.source.seat}' seat, not 'virtual'`,
+      );
     this.source.inject(device_class, events);
   }
 
@@ -128,7 +131,9 @@ export class InputService implements Input1Service {
     // Pull the screen back to the switcher, where the lock screen is (as OpenXT does): a VM
     // showing its own display (a passed-through GPU) would otherwise stay visible behind the lock.
     if (!was)
-      void this.vmManager.switchToSlot(0).catch((e) => this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`));
+      void this.vmManager
+        .switchToSlot(0)
+        .catch((e) => this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`));
   }
 
   private async sinkFor(target: string, vmId: string, socket: string | undefined): Promise<InputSink> {
@@ -136,7 +141,10 @@ export class InputService implements Input1Service {
     if (cached && cached.sink.alive && (!socket || socket === cached.socket)) return cached.sink;
     const path = socket ?? cached?.socket;
     if (!path)
-      throw new BulkheadError('InvalidArgument', `SetFocus: no qmp_socket for ${target} and no earlier connection to it`);
+      throw new BulkheadError(
+        'InvalidArgument',
+        `SetFocus: no qmp_socket for ${target} and no earlier connection to it`,
+      );
     if (cached) {
       this.sinks.delete(target);
       await cached.sink.close().catch(() => undefined);
@@ -145,7 +153,10 @@ export class InputService implements Input1Service {
     try {
       sink = await this.sinkFactory.forVm(target, vmId, path);
     } catch (e) {
-      throw new BulkheadError('BackendFailed', `SetFocus ${target}: cannot reach its QEMU at ${path}: ${(e as Error).message}`);
+      throw new BulkheadError(
+        'BackendFailed',
+        `SetFocus ${target}: cannot reach its QEMU at ${path}: ${(e as Error).message}`,
+      );
     }
     this.sinks.set(target, { sink, socket: path });
     this.log.info(`${target}: input via ${sink.description}`);

@@ -15,7 +15,15 @@ import {
   type VmManager1Properties,
   type VmManager1Service,
 } from '@bulkhead/contract';
-import { BusClient, ServiceHost, connectBus, startPrivateBus, variant, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import {
+  BusClient,
+  ServiceHost,
+  connectBus,
+  startPrivateBus,
+  variant,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { BTN_LEFT, EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService, type VmManagerLink } from './input-service';
@@ -67,7 +75,13 @@ class FakeVmManager implements VmManager1Service {
     return 0;
   }
 }
-const managerProps = (): VmManager1Properties => ({ ActiveVm: '/', Switching: false, LastSwitch: {}, ConfigErrors: [], Accelerator: 'tcg' });
+const managerProps = (): VmManager1Properties => ({
+  ActiveVm: '/',
+  Switching: false,
+  LastSwitch: {},
+  ConfigErrors: [],
+  Accelerator: 'tcg',
+});
 
 let bus: PrivateBus;
 const conns: MessageBus[] = [];
@@ -83,25 +97,58 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): P
   }
 }
 const serial = (g: 'a' | 'b') => (existsSync(guests[g].log) ? readFileSync(guests[g].log, 'utf8') : '');
-const lines = (g: 'a' | 'b', prefix: string) => serial(g).split('\n').map((l) => l.trim()).filter((l) => l.startsWith(prefix));
+const lines = (g: 'a' | 'b', prefix: string) =>
+  serial(g)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(prefix));
 
 before(async () => {
   if (skip) return;
   for (const [name, g] of Object.entries(guests)) {
-    g.proc = spawn('qemu-system-x86_64', [
-      '-accel', 'tcg', '-m', '32', '-display', 'none', '-serial', `file:${g.log}`,
-      '-qmp', `unix:${g.qmp},server=on,wait=off`, '-qmp', `unix:${g.ctl},server=on,wait=off`, '-kernel', GUEST, '-append', `name=${name} color=#2a6fdb`,
-    ], { stdio: 'ignore' });
+    g.proc = spawn(
+      'qemu-system-x86_64',
+      [
+        '-accel',
+        'tcg',
+        '-m',
+        '32',
+        '-display',
+        'none',
+        '-serial',
+        `file:${g.log}`,
+        '-qmp',
+        `unix:${g.qmp},server=on,wait=off`,
+        '-qmp',
+        `unix:${g.ctl},server=on,wait=off`,
+        '-kernel',
+        GUEST,
+        '-append',
+        `name=${name} color=#2a6fdb`,
+      ],
+      { stdio: 'ignore' },
+    );
   }
   bus = await startPrivateBus({ mode: 'open' });
-  const [daemonConn, managerConn, testConn] = await Promise.all([connectBus(bus.address), connectBus(bus.address), connectBus(bus.address)]);
+  const [daemonConn, managerConn, testConn] = await Promise.all([
+    connectBus(bus.address),
+    connectBus(bus.address),
+    connectBus(bus.address),
+  ]);
   conns.push(daemonConn, managerConn, testConn);
 
   const log = createLogger('input-qemu-test', 'warn');
   const daemonClient = new BusClient(daemonConn, 10_000);
   const vmManagerLink: VmManagerLink = {
     switchToSlot: async (slot) => {
-      await daemonClient.call(BUS_NAMES.vmManager, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 'ua{sv}', [slot, {}]);
+      await daemonClient.call(
+        BUS_NAMES.vmManager,
+        VM_MANAGER_PATH,
+        'org.bulkhead.VmManager1',
+        'SwitchToSlot',
+        'ua{sv}',
+        [slot, {}],
+      );
     },
   };
   const connect = vmDaemonQmpConnector({ retryUntilMs: 10_000 });
@@ -123,7 +170,10 @@ before(async () => {
   await mhost.requestName(BUS_NAMES.vmManager);
   client = new BusClient(testConn, 10_000);
 
-  await waitFor('both guests READY', () => serial('a').includes('BULKHEAD-GUEST READY') && serial('b').includes('BULKHEAD-GUEST READY'));
+  await waitFor(
+    'both guests READY',
+    () => serial('a').includes('BULKHEAD-GUEST READY') && serial('b').includes('BULKHEAD-GUEST READY'),
+  );
 });
 
 after(async () => {
@@ -137,59 +187,108 @@ after(async () => {
 const SYN: [number, number, number] = [EV_SYN, SYN_REPORT, 0];
 const key = (code: number, value: number): Array<[number, number, number]> => [[EV_KEY, code, value], SYN];
 const tap = (code: number) => [...key(code, 1), ...key(code, 0)];
-const CTRL = 29, KEY_2 = 3, A = 30, S = 31, D = 32, J = 36, K = 37, L = 38, C = 46;
+const CTRL = 29,
+  KEY_2 = 3,
+  A = 30,
+  S = 31,
+  D = 32,
+  J = 36,
+  K = 37,
+  L = 38,
+  C = 46;
 /** Serial lines of Ctrl (left 1d, right e01d) or of the 2 key (03). */
 const isCtrlOr2 = (line: string) => / (e0)?1d$| 03$/.test(line);
 
-test('typing and Ctrl+C on A, Ctrl+2, typing on B: each guest sees only its own keys and NO key of the chord, not even Ctrl; A\'s held button is released', { skip }, async () => {
-  const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
-  await input.SetFocus(VM_A, { qmp_socket: variant('s', guests.a.qmp) });
-  await input.InjectEvents('keyboard', [...tap(A), ...tap(S), ...tap(D)]);
-  await input.InjectEvents('keyboard', [...key(CTRL, 1), ...tap(C), ...key(CTRL, 0)]); // Ctrl+C is A's
-  await input.InjectEvents('mouse', key(BTN_LEFT, 1)); // held across the switch
-  await input.InjectEvents('keyboard', [...key(CTRL, 1), ...key(KEY_2, 1), ...key(KEY_2, 0), ...key(CTRL, 0)]);
-  await service.settled();
-  assert.deepEqual(manager.calls, [2]);
-  assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget'), VM_B);
-  assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
-  await input.InjectEvents('keyboard', [...tap(J), ...tap(K), ...tap(L)]);
-  await input.InjectEvents('mouse', key(BTN_LEFT, 0)); // its press went to A: B must not get half a click
+test(
+  "typing and Ctrl+C on A, Ctrl+2, typing on B: each guest sees only its own keys and NO key of the chord, not even Ctrl; A's held button is released",
+  { skip },
+  async () => {
+    const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+    await input.SetFocus(VM_A, { qmp_socket: variant('s', guests.a.qmp) });
+    await input.InjectEvents('keyboard', [...tap(A), ...tap(S), ...tap(D)]);
+    await input.InjectEvents('keyboard', [...key(CTRL, 1), ...tap(C), ...key(CTRL, 0)]); // Ctrl+C is A's
+    await input.InjectEvents('mouse', key(BTN_LEFT, 1)); // held across the switch
+    await input.InjectEvents('keyboard', [
+      ...key(CTRL, 1),
+      ...key(KEY_2, 1),
+      ...key(KEY_2, 0),
+      ...key(CTRL, 0),
+    ]);
+    await service.settled();
+    assert.deepEqual(manager.calls, [2]);
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget'), VM_B);
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
+    await input.InjectEvents('keyboard', [...tap(J), ...tap(K), ...tap(L)]);
+    await input.InjectEvents('mouse', key(BTN_LEFT, 0)); // its press went to A: B must not get half a click
 
-  await waitFor('B got j k l', () => lines('b', 'KEY up 26').length > 0);
-  await waitFor('A released its button', () => lines('a', 'BTN up left').length > 0);
-  const aKeys = lines('a', 'KEY ');
-  const bKeys = lines('b', 'KEY ');
-  assert.deepEqual(aKeys, [
-    'KEY down 1e', 'KEY up 1e', 'KEY down 1f', 'KEY up 1f', 'KEY down 20', 'KEY up 20',
-    'KEY down 1d', 'KEY down 2e', 'KEY up 2e', 'KEY up 1d', // Ctrl+C, held back then flushed in order
-  ]);
-  assert.deepEqual(bKeys, ['KEY down 24', 'KEY up 24', 'KEY down 25', 'KEY up 25', 'KEY down 26', 'KEY up 26']);
-  // The strict rule: across the switch neither guest saw any event of Ctrl or 2 — a key logger in
-  // A cannot tell a chord was pressed.
-  assert.deepEqual(aKeys.slice(10).filter(isCtrlOr2), [], 'A saw part of the Ctrl+2 chord');
-  assert.deepEqual(bKeys.filter(isCtrlOr2), [], 'B saw part of the Ctrl+2 chord');
-  for (const g of ['a', 'b'] as const) assert.ok(!serial(g).includes(' 03'), `chord key 2 reached ${g}`);
-  assert.deepEqual(lines('a', 'BTN '), ['BTN down left', 'BTN up left']);
-  assert.deepEqual(lines('b', 'BTN '), []);
-});
+    await waitFor('B got j k l', () => lines('b', 'KEY up 26').length > 0);
+    await waitFor('A released its button', () => lines('a', 'BTN up left').length > 0);
+    const aKeys = lines('a', 'KEY ');
+    const bKeys = lines('b', 'KEY ');
+    assert.deepEqual(aKeys, [
+      'KEY down 1e',
+      'KEY up 1e',
+      'KEY down 1f',
+      'KEY up 1f',
+      'KEY down 20',
+      'KEY up 20',
+      'KEY down 1d',
+      'KEY down 2e',
+      'KEY up 2e',
+      'KEY up 1d', // Ctrl+C, held back then flushed in order
+    ]);
+    assert.deepEqual(bKeys, [
+      'KEY down 24',
+      'KEY up 24',
+      'KEY down 25',
+      'KEY up 25',
+      'KEY down 26',
+      'KEY up 26',
+    ]);
+    // The strict rule: across the switch neither guest saw any event of Ctrl or 2 — a key logger in
+    // A cannot tell a chord was pressed.
+    assert.deepEqual(aKeys.slice(10).filter(isCtrlOr2), [], 'A saw part of the Ctrl+2 chord');
+    assert.deepEqual(bKeys.filter(isCtrlOr2), [], 'B saw part of the Ctrl+2 chord');
+    for (const g of ['a', 'b'] as const) assert.ok(!serial(g).includes(' 03'), `chord key 2 reached ${g}`);
+    assert.deepEqual(lines('a', 'BTN '), ['BTN down left', 'BTN up left']);
+    assert.deepEqual(lines('b', 'BTN '), []);
+  },
+);
 
 test('with vm-daemon gone, a chord is still swallowed and LastHotkeyError says why', { skip }, async () => {
   const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
   await conns[1].releaseName(BUS_NAMES.vmManager);
   const before = lines('b', 'KEY ').length;
-  await input.InjectEvents('keyboard', [...key(CTRL, 1), ...key(KEY_2 + 1, 1), ...key(KEY_2 + 1, 0), ...key(CTRL, 0)]);
+  await input.InjectEvents('keyboard', [
+    ...key(CTRL, 1),
+    ...key(KEY_2 + 1, 1),
+    ...key(KEY_2 + 1, 0),
+    ...key(CTRL, 0),
+  ]);
   await service.settled();
-  const err = (await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError')) as string;
+  const err = (await client.get(
+    BUS_NAMES.input,
+    INPUT_PATH,
+    'org.bulkhead.Input1',
+    'LastHotkeyError',
+  )) as string;
   assert.match(err, /Ctrl\+3 → SwitchToSlot\(3\) failed/);
   await input.InjectEvents('keyboard', tap(J));
   await waitFor('B got the next j', () => lines('b', 'KEY ').length >= before + 2);
-  assert.deepEqual(lines('b', 'KEY ').slice(before), ['KEY down 24', 'KEY up 24'], 'no Ctrl of the failed chord, just the j');
+  assert.deepEqual(
+    lines('b', 'KEY ').slice(before),
+    ['KEY down 24', 'KEY up 24'],
+    'no Ctrl of the failed chord, just the j',
+  );
 });
 
 test('every qcode of the key table is one QEMU accepts (query-qmp-schema)', { skip }, async () => {
   // The input socket is held by the sink; the control socket (vm-daemon's, here idle) answers.
   const qmp: QmpConnection = await vmDaemonQmpConnector({ retryUntilMs: 5000 })(guests.a.ctl);
-  const schema = (await qmp.execute('query-qmp-schema', {})) as Array<{ 'meta-type': string; values?: string[] }>;
+  const schema = (await qmp.execute('query-qmp-schema', {})) as Array<{
+    'meta-type': string;
+    values?: string[];
+  }>;
   await qmp.close();
   const qcodes = schema.find((t) => t['meta-type'] === 'enum' && t.values?.includes('ctrl_r'));
   assert.ok(qcodes?.values);

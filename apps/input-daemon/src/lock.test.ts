@@ -15,17 +15,37 @@ const KEY_BACKSPACE = 14;
 const KEY_1 = 2;
 
 function press(seat: VirtualSeat, ...keys: number[]): void {
-  for (const k of keys) seat.inject('keyboard', [[EV_KEY, k, 1], [EV_SYN, SYN_REPORT, 0]]);
-  for (const k of [...keys].reverse()) seat.inject('keyboard', [[EV_KEY, k, 0], [EV_SYN, SYN_REPORT, 0]]);
+  for (const k of keys)
+    seat.inject('keyboard', [
+      [EV_KEY, k, 1],
+      [EV_SYN, SYN_REPORT, 0],
+    ]);
+  for (const k of [...keys].reverse())
+    seat.inject('keyboard', [
+      [EV_KEY, k, 0],
+      [EV_SYN, SYN_REPORT, 0],
+    ]);
 }
 
 test('the secure-attention chord locks, pulls the screen back to the switcher, and slot hotkeys do not switch until Unlock', async () => {
   const seat = new VirtualSeat();
   const switched: number[] = [];
-  const service = new InputService(seat, new HotkeyMatcher(buildChords()), new FakeSink('/'),
-    { forVm: async () => { throw new Error('no VMs in this test'); } },
-    { switchToSlot: async (slot) => { switched.push(slot); } },
-    createLogger('test', 'error'));
+  const service = new InputService(
+    seat,
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    {
+      forVm: async () => {
+        throw new Error('no VMs in this test');
+      },
+    },
+    {
+      switchToSlot: async (slot) => {
+        switched.push(slot);
+      },
+    },
+    createLogger('test', 'error'),
+  );
   press(seat, KEY_LEFTCTRL, KEY_LEFTALT, KEY_BACKSPACE);
   await service.settled();
   assert.equal(service.properties().Locked, true);

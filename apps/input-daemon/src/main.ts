@@ -49,7 +49,8 @@ async function main(): Promise<void> {
   let source: InputSource;
   if (args.seat === 'evdev') source = new EvdevSeat(log.child('evdev'));
   else if (args.seat === 'virtual') source = new VirtualSeat();
-  else if (args.seat.startsWith('replay:')) source = new ReplaySource(args.seat.slice(7), 'keyboard', { onWarning: (m) => log.warn(m) });
+  else if (args.seat.startsWith('replay:'))
+    source = new ReplaySource(args.seat.slice(7), 'keyboard', { onWarning: (m) => log.warn(m) });
   else throw new Error(`--seat '${args.seat}': expected evdev, virtual or replay:<file>\n${USAGE}`);
 
   const uinput = existsSync('/dev/uinput') && evdevAvailable();
@@ -57,7 +58,11 @@ async function main(): Promise<void> {
   let switcherSink: InputSink = new CountingSwitcherSink();
   if (uinput) {
     try {
-      switcherSink = new UinputWriterSink(SWITCHER_TARGET, UinputDevice.create(seatDeviceSpec('bulkhead-switcher')), 'uinput switcher');
+      switcherSink = new UinputWriterSink(
+        SWITCHER_TARGET,
+        UinputDevice.create(seatDeviceSpec('bulkhead-switcher')),
+        'uinput switcher',
+      );
     } catch (e) {
       log.warn(`no uinput device for the switcher (${(e as Error).message}); its input is counted only`);
     }
@@ -70,7 +75,9 @@ async function main(): Promise<void> {
         try {
           return await createVmUinputSink(target, vmId, qmp);
         } catch (e) {
-          log.warn(`${target}: uinput fast path failed (${(e as Error).message}); using QMP input-send-event`);
+          log.warn(
+            `${target}: uinput fast path failed (${(e as Error).message}); using QMP input-send-event`,
+          );
         }
       }
       return new QmpSink(target, qmp, socket, { onError: (e) => log.warn(`${target}: ${e.message}`) });
@@ -81,15 +88,31 @@ async function main(): Promise<void> {
   const client = new BusClient(bus, 10_000);
   const vmManager: VmManagerLink = {
     async switchToSlot(slot) {
-      await client.call(BUS_NAMES.vmManager, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 'ua{sv}', [slot, {}]);
+      await client.call(
+        BUS_NAMES.vmManager,
+        VM_MANAGER_PATH,
+        'org.bulkhead.VmManager1',
+        'SwitchToSlot',
+        'ua{sv}',
+        [slot, {}],
+      );
     },
   };
-  const service = new InputService(source, new HotkeyMatcher(chords), switcherSink, sinkFactory, vmManager, log);
+  const service = new InputService(
+    source,
+    new HotkeyMatcher(chords),
+    switcherSink,
+    sinkFactory,
+    vmManager,
+    log,
+  );
   const host = new ServiceHost(bus, { log: (level, msg) => log[level](msg) });
   service.attach(host.export(INPUT_PATH, 'org.bulkhead.Input1', service, () => service.properties()));
   await host.requestName(BUS_NAMES.input);
   await source.start();
-  log.info(`ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}`);
+  log.info(
+    `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}`,
+  );
 
   const stop = async (sig: string) => {
     log.info(`${sig}: stopping`);

@@ -1,7 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildChords, HotkeyMatcher } from './hotkeys';
-import { BTN_LEFT, EV_KEY, EV_MSC, EV_REL, REL_WHEEL, REL_X, REL_Y, ev, type InputEvent } from './input-event';
+import {
+  BTN_LEFT,
+  EV_KEY,
+  EV_MSC,
+  EV_REL,
+  REL_WHEEL,
+  REL_X,
+  REL_Y,
+  ev,
+  type InputEvent,
+} from './input-event';
 import { InputPipeline } from './pipeline';
 import { Router } from './router';
 import { FakeSink } from './testing/fake-sink';
@@ -10,9 +20,17 @@ import { FakeSink } from './testing/fake-sink';
  * What a VM actually receives through hotkeys + router for the everyday modifier uses, now that a
  * modifier that could start a chord is held back until the next event decides.
  */
-const CTRL = 29, RCTRL = 97, SHIFT = 42, ALT = 56, KEY_1 = 2, KEY_2 = 3, C = 46, BACKSPACE = 14;
+const CTRL = 29,
+  RCTRL = 97,
+  SHIFT = 42,
+  ALT = 56,
+  KEY_1 = 2,
+  KEY_2 = 3,
+  C = 46,
+  BACKSPACE = 14;
 const MSC_SCAN = 4;
-const VM_A = '/org/bulkhead/VmManager1/vm/a', VM_B = '/org/bulkhead/VmManager1/vm/b';
+const VM_A = '/org/bulkhead/VmManager1/vm/a',
+  VM_B = '/org/bulkhead/VmManager1/vm/b';
 const quiet = { info: () => undefined, warn: () => undefined };
 const down = (code: number) => ev(EV_KEY, code, 1);
 const up = (code: number) => ev(EV_KEY, code, 0);
@@ -26,7 +44,8 @@ function setup() {
   const pipeline = new InputPipeline(new HotkeyMatcher(buildChords()), router, (c) => chords.push(c.text));
   router.setFocus(VM_A, a);
   /** One key event per frame, preceded by its scan code like a real keyboard's frames. */
-  const key = (code: number, value: number) => pipeline.handleFrame([ev(EV_MSC, MSC_SCAN, 0x70000 + code), ev(EV_KEY, code, value)]);
+  const key = (code: number, value: number) =>
+    pipeline.handleFrame([ev(EV_MSC, MSC_SCAN, 0x70000 + code), ev(EV_KEY, code, value)]);
   const keys = (...events: InputEvent[]) => events.forEach((e) => key(e.code, e.value));
   return { switcher, a, b, router, pipeline, chords, key, keys };
 }
@@ -78,33 +97,60 @@ test('Ctrl+wheel (zoom): Ctrl goes out before the wheel; plain pointer motion do
   key(KEY_2, 0);
   key(CTRL, 0);
   assert.deepEqual(chords, ['Ctrl+2']);
-  assert.deepEqual(a.events().slice(3), [ev(EV_REL, REL_X, 1), ev(EV_REL, REL_Y, -1)], 'the motion, and no key at all');
+  assert.deepEqual(
+    a.events().slice(3),
+    [ev(EV_REL, REL_X, 1), ev(EV_REL, REL_Y, -1)],
+    'the motion, and no key at all',
+  );
 });
 
 test('Ctrl+Shift+1 is not a chord: every key reaches the VM, in the order pressed', () => {
   const { a, keys, chords } = setup();
   keys(down(CTRL), down(SHIFT), down(KEY_1), up(KEY_1), up(SHIFT), up(CTRL));
   assert.deepEqual(chords, []);
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), [down(CTRL), down(SHIFT), down(KEY_1), up(KEY_1), up(SHIFT), up(CTRL)]);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [down(CTRL), down(SHIFT), down(KEY_1), up(KEY_1), up(SHIFT), up(CTRL)],
+  );
 });
 
 test('Ctrl+Alt+Backspace: both modifiers held back in order; nothing of the chord reaches the VM', () => {
   const { a, keys, chords } = setup();
   keys(down(CTRL), down(ALT), down(BACKSPACE), ev(EV_KEY, BACKSPACE, 2), up(BACKSPACE), up(ALT), up(CTRL));
   assert.deepEqual(chords, ['Ctrl+Alt+Backspace']);
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), []);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [],
+  );
   // Ctrl+Alt+Del is the guest's: it gets Ctrl and Alt, in order, then Del.
   keys(down(CTRL), down(ALT), down(111), up(111), up(ALT), up(CTRL));
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), [down(CTRL), down(ALT), down(111), up(111), up(ALT), up(CTRL)]);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [down(CTRL), down(ALT), down(111), up(111), up(ALT), up(CTRL)],
+  );
 });
 
 test('autorepeat of a held-back Ctrl keeps it held back: Ctrl (repeating) + 2 still switches, Ctrl (repeating) + C still copies', () => {
   const { a, keys, chords } = setup();
-  keys(down(RCTRL), ev(EV_KEY, RCTRL, 2), ev(EV_KEY, RCTRL, 2), down(KEY_2), up(KEY_2), ev(EV_KEY, RCTRL, 2), up(RCTRL));
+  keys(
+    down(RCTRL),
+    ev(EV_KEY, RCTRL, 2),
+    ev(EV_KEY, RCTRL, 2),
+    down(KEY_2),
+    up(KEY_2),
+    ev(EV_KEY, RCTRL, 2),
+    up(RCTRL),
+  );
   assert.deepEqual(chords, ['Ctrl+2']);
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), []);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [],
+  );
   keys(down(CTRL), ev(EV_KEY, CTRL, 2), down(C), ev(EV_KEY, CTRL, 2), up(C), up(CTRL));
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), [down(CTRL), down(C), ev(EV_KEY, CTRL, 2), up(C), up(CTRL)]);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [down(CTRL), down(C), ev(EV_KEY, CTRL, 2), up(C), up(CTRL)],
+  );
 });
 
 test('a switch while Ctrl is held back: A never saw it, B gets no half stroke, and B types normally', () => {
@@ -114,7 +160,10 @@ test('a switch while Ctrl is held back: A never saw it, B gets no half stroke, a
   router.setFocus(VM_B, b);
   keys(down(C), up(C), up(CTRL), down(C), up(C));
   assert.deepEqual(a.events(), []);
-  assert.deepEqual(b.events().filter((e) => e.type === EV_KEY), [down(C), up(C), down(C), up(C)]);
+  assert.deepEqual(
+    b.events().filter((e) => e.type === EV_KEY),
+    [down(C), up(C), down(C), up(C)],
+  );
 });
 
 test('after a chord, the still-held Ctrl can switch again but never reaches the new target', () => {
@@ -125,5 +174,8 @@ test('after a chord, the still-held Ctrl can switch again but never reaches the 
   keys(down(C), up(C), down(KEY_1), up(KEY_1), up(CTRL));
   assert.deepEqual(chords, ['Ctrl+2', 'Ctrl+1'], 'Ctrl+C in between is a plain c to B');
   assert.deepEqual(a.events(), []);
-  assert.deepEqual(b.events().filter((e) => e.type === EV_KEY), [down(C), up(C)]);
+  assert.deepEqual(
+    b.events().filter((e) => e.type === EV_KEY),
+    [down(C), up(C)],
+  );
 });

@@ -6,8 +6,13 @@ import { InputPipeline } from './pipeline';
 import { Router, type LedState } from './router';
 import { FakeSink } from './testing/fake-sink';
 
-const CTRL = 29, KEY_2 = 3, A = 30, B = 48, CAPS = 58;
-const VM_A = '/org/bulkhead/VmManager1/vm/a', VM_B = '/org/bulkhead/VmManager1/vm/b';
+const CTRL = 29,
+  KEY_2 = 3,
+  A = 30,
+  B = 48,
+  CAPS = 58;
+const VM_A = '/org/bulkhead/VmManager1/vm/a',
+  VM_B = '/org/bulkhead/VmManager1/vm/b';
 const quiet = { info: () => undefined, warn: () => undefined };
 
 function setup() {
@@ -51,9 +56,10 @@ test('Freeze releases held keys AND mouse buttons (BTN_LEFT = 0x110) in the old 
   key(A, 2);
   key(A, 0);
   pipeline.handleFrame([ev(EV_KEY, BTN_LEFT, 0)]);
-  assert.deepEqual(a.events().filter((e) => e.type === EV_KEY), [
-    ev(EV_KEY, A, 1), ev(EV_KEY, BTN_LEFT, 1), ev(EV_KEY, A, 0), ev(EV_KEY, BTN_LEFT, 0),
-  ]);
+  assert.deepEqual(
+    a.events().filter((e) => e.type === EV_KEY),
+    [ev(EV_KEY, A, 1), ev(EV_KEY, BTN_LEFT, 1), ev(EV_KEY, A, 0), ev(EV_KEY, BTN_LEFT, 0)],
+  );
   assert.deepEqual(b.events(), []);
   assert.deepEqual(router.heldCodes(), []);
 });

@@ -166,7 +166,9 @@ export class Router {
     const after = this.destination();
     if (after && after !== before) this.ledController.setLeds({ ...this.ledsOf(after.target) });
     if (before?.target !== after?.target)
-      this.log.info(`input now goes to ${after ? `${after.target} (${after.description})` : 'nobody (frozen)'}`);
+      this.log.info(
+        `input now goes to ${after ? `${after.target} (${after.description})` : 'nobody (frozen)'}`,
+      );
   }
 
   private trackLockKey(target: string, code: number): void {

@@ -2,17 +2,39 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { buildChords, HotkeyMatcher } from './hotkeys';
-import { BTN_LEFT, BTN_RIGHT, EV_KEY, EV_MSC, EV_REL, REL_WHEEL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
+import {
+  BTN_LEFT,
+  BTN_RIGHT,
+  EV_KEY,
+  EV_MSC,
+  EV_REL,
+  REL_WHEEL,
+  REL_X,
+  REL_Y,
+  ev,
+  type Frame,
+  type InputEvent,
+} from './input-event';
 import { InputPipeline } from './pipeline';
 import { Router } from './router';
 import type { InputSink } from './sinks/sink';
 
-const CTRL = 29, RCTRL = 97, SHIFT = 42, ALT = 56, BACKSPACE = 14, MSC_SCAN = 4;
+const CTRL = 29,
+  RCTRL = 97,
+  SHIFT = 42,
+  ALT = 56,
+  BACKSPACE = 14,
+  MSC_SCAN = 4;
 const LETTERS = [30, 31, 32, 48]; // a s d b
 const DIGITS = [2, 3, 4]; // 1 2 3: Ctrl+digit is a chord, Ctrl+Shift+digit and Ctrl+Alt+digit are not
 const MODIFIERS = [CTRL, RCTRL, SHIFT, ALT];
 const BUTTONS = [BTN_LEFT, BTN_RIGHT];
-const TARGETS = ['/', '/org/bulkhead/VmManager1/vm/a', '/org/bulkhead/VmManager1/vm/b', '/org/bulkhead/VmManager1/vm/c'];
+const TARGETS = [
+  '/',
+  '/org/bulkhead/VmManager1/vm/a',
+  '/org/bulkhead/VmManager1/vm/b',
+  '/org/bulkhead/VmManager1/vm/c',
+];
 
 /** One key event a sink received, with the physical key stroke it belongs to (the seq of its press). */
 interface Received {
@@ -35,8 +57,14 @@ class ProbeSink implements InputSink {
     private readonly generation: () => number,
   ) {}
   write(frame: Frame): void {
-    if (!this.isDestination(this)) this.violations.push(`frame ${JSON.stringify(frame)} reached non-destination ${this.target}`);
-    for (const e of frame) this.received.push({ e, stroke: e.type === EV_KEY ? this.strokeOf(e.code) : undefined, generation: this.generation() });
+    if (!this.isDestination(this))
+      this.violations.push(`frame ${JSON.stringify(frame)} reached non-destination ${this.target}`);
+    for (const e of frame)
+      this.received.push({
+        e,
+        stroke: e.type === EV_KEY ? this.strokeOf(e.code) : undefined,
+        generation: this.generation(),
+      });
   }
   async close(): Promise<void> {}
 }
@@ -55,10 +83,31 @@ type Op =
   | { k: 'unlock' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ k: fc.constant('type' as const), code: fc.constantFrom(...LETTERS, ...MODIFIERS) }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('down' as const), code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS) }) },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('up' as const), code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('repeat' as const), code: fc.constantFrom(CTRL, ALT, ...LETTERS) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      k: fc.constant('type' as const),
+      code: fc.constantFrom(...LETTERS, ...MODIFIERS),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant('down' as const),
+      code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant('up' as const),
+      code: fc.constantFrom(...MODIFIERS, ...LETTERS, ...BUTTONS),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant('repeat' as const), code: fc.constantFrom(CTRL, ALT, ...LETTERS) }),
+  },
   {
     weight: 3,
     arbitrary: fc.record({
@@ -69,9 +118,22 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       jiggle: fc.boolean(),
     }),
   },
-  { weight: 3, arbitrary: fc.record({ k: fc.constant('move' as const), dx: fc.integer({ min: -20, max: 20 }), dy: fc.integer({ min: -20, max: 20 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant('move' as const),
+      dx: fc.integer({ min: -20, max: 20 }),
+      dy: fc.integer({ min: -20, max: 20 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('wheel' as const), d: fc.constantFrom(-1, 1) }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('focus' as const), target: fc.integer({ min: 0, max: TARGETS.length - 1 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant('focus' as const),
+      target: fc.integer({ min: 0, max: TARGETS.length - 1 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('lock' as const) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('unlock' as const) }) },
 );
@@ -83,8 +145,20 @@ function run(ops: Op[]): void {
   let seq = 0;
   /** Physically held code → the seq of its press (its stroke), while held. */
   const stroke = new Map<number, number>();
-  const sinks = TARGETS.map((t) => new ProbeSink(t, (s) => ref.router!.destination() === s, (c) => stroke.get(c), () => ref.router!.generation));
-  const router = (ref.router = new Router(sinks[0], { setLeds: () => undefined }, { info: () => undefined, warn: () => undefined }));
+  const sinks = TARGETS.map(
+    (t) =>
+      new ProbeSink(
+        t,
+        (s) => ref.router!.destination() === s,
+        (c) => stroke.get(c),
+        () => ref.router!.generation,
+      ),
+  );
+  const router = (ref.router = new Router(
+    sinks[0],
+    { setLeds: () => undefined },
+    { info: () => undefined, warn: () => undefined },
+  ));
   /** Destination generation → the seq of the first key event sent after it began. */
   const generationStart = new Map<number, number>([[router.generation, 0]]);
   const changeDestination = (change: () => void) => {
@@ -108,7 +182,8 @@ function run(ops: Op[]): void {
     pipeline.handleFrame(events);
   };
   // Key frames carry the scan code first, like a real keyboard's.
-  const keyFrame = (code: number, value: number) => (code < 0x100 ? [ev(EV_MSC, MSC_SCAN, code), ev(EV_KEY, code, value)] : [ev(EV_KEY, code, value)]);
+  const keyFrame = (code: number, value: number) =>
+    code < 0x100 ? [ev(EV_MSC, MSC_SCAN, code), ev(EV_KEY, code, value)] : [ev(EV_KEY, code, value)];
   const press = (code: number) => {
     if (stroke.has(code)) return;
     stroke.set(code, seq);
@@ -122,10 +197,19 @@ function run(ops: Op[]): void {
   const move = (dx: number, dy: number) => send([ev(EV_REL, REL_X, dx), ev(EV_REL, REL_Y, dy)]);
   for (const op of ops) {
     switch (op.k) {
-      case 'type': press(op.code); release(op.code); break;
-      case 'down': press(op.code); break;
-      case 'up': release(op.code); break;
-      case 'repeat': if (stroke.has(op.code)) send(keyFrame(op.code, 2)); break;
+      case 'type':
+        press(op.code);
+        release(op.code);
+        break;
+      case 'down':
+        press(op.code);
+        break;
+      case 'up':
+        release(op.code);
+        break;
+      case 'repeat':
+        if (stroke.has(op.code)) send(keyFrame(op.code, 2));
+        break;
       case 'chord': {
         const had = new Set(stroke.keys());
         const fresh = [...had].every((c) => c >= 0x100); // only mouse buttons held: nothing spoils it
@@ -136,22 +220,36 @@ function run(ops: Op[]): void {
         if (op.jiggle) move(1, -1);
         press(op.key);
         const matched = chordsMatched - before;
-        const isChord = (op.extra === 'none' && DIGITS.includes(op.key)) || (op.extra === 'alt' && op.key === BACKSPACE);
-        if (fresh) assert.equal(matched, isChord ? 1 : 0, `Ctrl${op.extra === 'none' ? '' : `+${op.extra}`}+${op.key} on a clean keyboard: ${isChord ? 'must' : 'must not'} match`);
+        const isChord =
+          (op.extra === 'none' && DIGITS.includes(op.key)) || (op.extra === 'alt' && op.key === BACKSPACE);
+        if (fresh)
+          assert.equal(
+            matched,
+            isChord ? 1 : 0,
+            `Ctrl${op.extra === 'none' ? '' : `+${op.extra}`}+${op.key} on a clean keyboard: ${isChord ? 'must' : 'must not'} match`,
+          );
         else if (op.extra === 'shift') assert.equal(matched, 0, 'no chord has Shift, whatever else is held');
         if (stroke.has(op.key)) send(keyFrame(op.key, 2));
         release(op.key);
         for (const m of [op.ctrl, SHIFT, ALT]) if (!had.has(m)) release(m);
         break;
       }
-      case 'move': move(op.dx, op.dy); break;
-      case 'wheel': send([ev(EV_REL, REL_WHEEL, op.d)]); break;
+      case 'move':
+        move(op.dx, op.dy);
+        break;
+      case 'wheel':
+        send([ev(EV_REL, REL_WHEEL, op.d)]);
+        break;
       case 'focus':
         changeDestination(() => router.freeze());
         changeDestination(() => router.setFocus(TARGETS[op.target], sinks[op.target]));
         break;
-      case 'lock': changeDestination(() => router.lock()); break;
-      case 'unlock': changeDestination(() => router.unlock()); break;
+      case 'lock':
+        changeDestination(() => router.lock());
+        break;
+      case 'unlock':
+        changeDestination(() => router.unlock());
+        break;
     }
   }
   for (const code of [...stroke.keys()]) release(code);
@@ -165,9 +263,15 @@ function run(ops: Op[]): void {
       // No half strokes: a key pressed before this destination began (a held-back modifier
       // included) gets nothing here — its release in the old one came from the router.
       if (e.value !== 0 || order.has(e))
-        assert.ok(st === undefined || st >= generationStart.get(generation)!, `${s.target} got ${e.code} (value ${e.value}) of a stroke pressed before it had the input`);
+        assert.ok(
+          st === undefined || st >= generationStart.get(generation)!,
+          `${s.target} got ${e.code} (value ${e.value}) of a stroke pressed before it had the input`,
+        );
       // THE strict rule: no event of any key of a matched chord — modifiers included — reaches anyone.
-      assert.ok(st === undefined || !chordStrokes.has(st), `key ${e.code} (value ${e.value}) of a matched chord reached ${s.target}`);
+      assert.ok(
+        st === undefined || !chordStrokes.has(st),
+        `key ${e.code} (value ${e.value}) of a matched chord reached ${s.target}`,
+      );
       if (e.value === 1) {
         assert.ok(!down.has(e.code), `${s.target} got a second press of ${e.code}`);
         down.add(e.code);
@@ -186,8 +290,11 @@ function run(ops: Op[]): void {
 }
 
 test('property: ~2000 random interleavings leak nothing, leave nothing stuck, reorder nothing, and no key of a matched chord reaches anyone', () => {
-  fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => run(ops)), {
-    seed: 20261126,
-    numRuns: 2000,
-  });
+  fc.assert(
+    fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => run(ops)),
+    {
+      seed: 20261126,
+      numRuns: 2000,
+    },
+  );
 });

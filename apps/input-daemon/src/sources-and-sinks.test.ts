@@ -7,7 +7,20 @@ import { createLogger } from '@bulkhead/common';
 import { BulkheadError, type CallContext } from '@bulkhead/contract';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import {
-  ABS_X, BTN_LEFT, BTN_TOOL_FINGER, BTN_TOUCH, EV_ABS, EV_KEY, EV_REL, EV_SYN, REL_X, REL_Y, SYN_REPORT, encodeEvents, ev, type Frame,
+  ABS_X,
+  BTN_LEFT,
+  BTN_TOOL_FINGER,
+  BTN_TOUCH,
+  EV_ABS,
+  EV_KEY,
+  EV_REL,
+  EV_SYN,
+  REL_X,
+  REL_Y,
+  SYN_REPORT,
+  encodeEvents,
+  ev,
+  type Frame,
 } from './input-event';
 import { InputService } from './input-service';
 import { FrameQueue, frameToQmpEvents } from './sinks/qmp-sink';
@@ -35,7 +48,14 @@ test('under backlog, motion-only frames are summed; key and button frames keep t
 });
 
 test('a frame becomes one input-send-event with qcodes, buttons, axes and wheel clicks', () => {
-  const events = frameToQmpEvents([ev(EV_KEY, 29, 1), ev(EV_KEY, 30, 2), ev(EV_KEY, BTN_LEFT, 0), ev(EV_REL, REL_X, -3), ev(EV_REL, 8, -1), ev(EV_ABS, ABS_X, 100)]);
+  const events = frameToQmpEvents([
+    ev(EV_KEY, 29, 1),
+    ev(EV_KEY, 30, 2),
+    ev(EV_KEY, BTN_LEFT, 0),
+    ev(EV_REL, REL_X, -3),
+    ev(EV_REL, 8, -1),
+    ev(EV_ABS, ABS_X, 100),
+  ]);
   assert.deepEqual(events, [
     { type: 'key', data: { down: true, key: { type: 'qcode', data: 'ctrl' } } },
     { type: 'key', data: { down: true, key: { type: 'qcode', data: 'a' } } },
@@ -48,12 +68,19 @@ test('a frame becomes one input-send-event with qcodes, buttons, axes and wheel 
 });
 
 test('devices are classified by capabilities, whatever the bus', () => {
-  const caps = (types: number[], keys: number[], rels: number[] = [], abs: number[] = []) =>
-    ({ types: new Set(types), keys: new Set(keys), rels: new Set(rels), abs: new Set(abs) });
+  const caps = (types: number[], keys: number[], rels: number[] = [], abs: number[] = []) => ({
+    types: new Set(types),
+    keys: new Set(keys),
+    rels: new Set(rels),
+    abs: new Set(abs),
+  });
   const letters = [16, 17, 18, 19, 20, 30, 31, 32, 44, 45, 46, 57];
   assert.equal(classify(caps([EV_KEY], letters)), 'keyboard');
   assert.equal(classify(caps([EV_KEY, EV_REL], [BTN_LEFT], [REL_X, REL_Y])), 'mouse');
-  assert.equal(classify(caps([EV_KEY, EV_ABS], [BTN_LEFT, BTN_TOUCH, BTN_TOOL_FINGER], [], [0, 1])), 'touchpad');
+  assert.equal(
+    classify(caps([EV_KEY, EV_ABS], [BTN_LEFT, BTN_TOUCH, BTN_TOOL_FINGER], [], [0, 1])),
+    'touchpad',
+  );
   assert.equal(classify(caps([EV_KEY, EV_ABS], [BTN_LEFT], [], [0, 1])), 'tablet');
   assert.equal(classify(caps([EV_KEY], [116])), 'other'); // power button
 });
@@ -69,7 +96,9 @@ test('a vanished device releases what it held; tablet axes are scaled to 0…327
 
 test('a replay file goes through the same parser; a truncated tail is reported', async () => {
   const file = join(mkdtempSync(join(tmpdir(), 'replay-')), 'rec.bin');
-  const body = Buffer.concat(Array.from({ length: 300 }, (_, i) => encodeEvents([ev(EV_KEY, 30, i % 2 ? 0 : 1)])));
+  const body = Buffer.concat(
+    Array.from({ length: 300 }, (_, i) => encodeEvents([ev(EV_KEY, 30, i % 2 ? 0 : 1)])),
+  );
   writeFileSync(file, Buffer.concat([body, Buffer.alloc(10)]));
   const warnings: string[] = [];
   const src = new ReplaySource(file, 'keyboard', { chunkBytes: 100, onWarning: (m) => warnings.push(m) });
@@ -95,18 +124,56 @@ test('the evdev seat survives a directory of non-devices and a missing directory
 });
 
 test('Input1 rejects bad arguments with named errors and never throws into the daemon', async () => {
-  const service = new InputService(new VirtualSeat(), new HotkeyMatcher(buildChords()), new FakeSink('/'),
-    { forVm: async () => { throw new Error('connection refused'); } }, { switchToSlot: async () => undefined }, log);
-  assert.throws(() => service.InjectEvents(ctx, 'joystick', []), (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidArgument' && /joystick/.test(e.message));
-  assert.throws(() => service.SetFocus(ctx, '/org/other', {}), (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidArgument');
-  await assert.rejects(service.SetFocus(ctx, '/org/bulkhead/VmManager1/vm/x', {}), (e: unknown) => e instanceof BulkheadError && /no qmp_socket/.test(e.message));
+  const service = new InputService(
+    new VirtualSeat(),
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    {
+      forVm: async () => {
+        throw new Error('connection refused');
+      },
+    },
+    { switchToSlot: async () => undefined },
+    log,
+  );
+  assert.throws(
+    () => service.InjectEvents(ctx, 'joystick', []),
+    (e: unknown) =>
+      e instanceof BulkheadError && e.errorName === 'InvalidArgument' && /joystick/.test(e.message),
+  );
+  assert.throws(
+    () => service.SetFocus(ctx, '/org/other', {}),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidArgument',
+  );
+  await assert.rejects(
+    service.SetFocus(ctx, '/org/bulkhead/VmManager1/vm/x', {}),
+    (e: unknown) => e instanceof BulkheadError && /no qmp_socket/.test(e.message),
+  );
   const { Variant } = await import('dbus-next');
-  await assert.rejects(service.SetFocus(ctx, '/org/bulkhead/VmManager1/vm/x', { qmp_socket: new Variant('s', '/nope') }),
-    (e: unknown) => e instanceof BulkheadError && e.errorName === 'BackendFailed' && /\/nope/.test(e.message));
+  await assert.rejects(
+    service.SetFocus(ctx, '/org/bulkhead/VmManager1/vm/x', { qmp_socket: new Variant('s', '/nope') }),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'BackendFailed' && /\/nope/.test(e.message),
+  );
   assert.equal(service.properties().FocusedTarget, '/');
-  service.InjectEvents(ctx, 'keyboard', [[EV_KEY, 30, 1], [EV_SYN, SYN_REPORT, 0]]);
+  service.InjectEvents(ctx, 'keyboard', [
+    [EV_KEY, 30, 1],
+    [EV_SYN, SYN_REPORT, 0],
+  ]);
 
-  const replay = new InputService(new ReplaySource('/dev/null'), new HotkeyMatcher(buildChords()), new FakeSink('/'),
-    { forVm: async () => { throw new Error('x'); } }, { switchToSlot: async () => undefined }, log);
-  assert.throws(() => replay.InjectEvents(ctx, 'keyboard', []), (e: unknown) => e instanceof BulkheadError && e.errorName === 'NotSupported');
+  const replay = new InputService(
+    new ReplaySource('/dev/null'),
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    {
+      forVm: async () => {
+        throw new Error('x');
+      },
+    },
+    { switchToSlot: async () => undefined },
+    log,
+  );
+  assert.throws(
+    () => replay.InjectEvents(ctx, 'keyboard', []),
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'NotSupported',
+  );
 });

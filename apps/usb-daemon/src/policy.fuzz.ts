@@ -21,7 +21,12 @@ import {
 
 const VALID = {
   rules: [
-    { match: { vid: '0781', pid: '5567', serial: '4C530001' }, action: 'always', vm: 'work', comment: 'stick' },
+    {
+      match: { vid: '0781', pid: '5567', serial: '4C530001' },
+      action: 'always',
+      vm: 'work',
+      comment: 'stick',
+    },
     { match: { classes: ['storage'], vm: 'banking' }, action: 'deny' },
     { match: { classes: ['video', 'audio'] }, action: 'ask' },
     { match: { interfaceClasses: ['keyboard'], port: '1-4' }, action: 'allow' },
@@ -33,8 +38,29 @@ const MATCH_FIELDS = ['classes', 'interfaceClasses', 'vid', 'pid', 'serial', 'po
 
 const edgy: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(
-    null, '', 'ABCD', '0781', '781', 'zzzz', '1-2.3', '1-', '-1', 'work', 'a b', '/', '.', [], ['storage'],
-    ['keyboard'], ['nope'], {}, 0, true, 'x'.repeat(300), ...RULE_ACTIONS, ...USB_CLASSES,
+    null,
+    '',
+    'ABCD',
+    '0781',
+    '781',
+    'zzzz',
+    '1-2.3',
+    '1-',
+    '-1',
+    'work',
+    'a b',
+    '/',
+    '.',
+    [],
+    ['storage'],
+    ['keyboard'],
+    ['nope'],
+    {},
+    0,
+    true,
+    'x'.repeat(300),
+    ...RULE_ACTIONS,
+    ...USB_CLASSES,
   ),
   fc.jsonValue({ maxDepth: 2 }),
 );
@@ -65,7 +91,10 @@ function applyEdits(edits: Edit[]): unknown {
 }
 
 export const rulesText: fc.Arbitrary<string> = fc.oneof(
-  { weight: 5, arbitrary: fc.array(edit, { minLength: 1, maxLength: 5 }).map((es) => JSON.stringify(applyEdits(es))) },
+  {
+    weight: 5,
+    arbitrary: fc.array(edit, { minLength: 1, maxLength: 5 }).map((es) => JSON.stringify(applyEdits(es))),
+  },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v) ?? 'null') },
   { weight: 1, arbitrary: fc.string({ maxLength: 100 }) },
   {
@@ -86,32 +115,43 @@ const device: fc.Arbitrary<PolicyDevice> = fc.record({
   interfaceClasses: fc.subarray([...USB_CLASSES] as UsbClass[]),
 });
 
-export const rulesProperty = fc.property(rulesText, device, fc.constantFrom(null, 'work', 'banking'), (text, dev, focused) => {
-  let rules;
-  try {
-    rules = parseRules(text);
-  } catch (e) {
-    if (!(e instanceof RulesError)) throw new Error(`parseRules threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    if (!e.field) throw new Error(`RulesError without a field: ${e.message}`);
-    if (!/^(rules document|rule \d+), field '/.test(e.message)) throw new Error(`unclear message: ${e.message}`);
-    return;
-  }
-  const again = parseRules(formatRules(rules));
-  if (JSON.stringify(again) !== JSON.stringify(rules)) throw new Error('rules do not survive the file round trip');
-  const vms = new Map([
-    ['work', { running: true, usbAutoAttach: true }],
-    ['banking', { running: true, usbAutoAttach: false }],
-  ]);
-  const d = decideNewDevice(dev, rules, { focusedVm: focused, vms });
-  if (d.kind === 'attach' || d.kind === 'ask') {
-    if (d.vm === '/' || d.vm === '') throw new Error(`device given to the switcher: ${JSON.stringify(d)}`);
-    if (!vms.get(d.vm)?.running) throw new Error(`device given to a VM that is not running: ${JSON.stringify(d)}`);
-  }
-  const input = dev.classes.includes('keyboard') || dev.classes.includes('mouse');
-  if (input && (d.kind === 'attach' || d.kind === 'ask') && d.rule === null)
-    throw new Error('a keyboard/mouse left input-daemon without a rule naming it');
-  if (input && rules.length === 0 && assignRefusal(dev, 'work', rules) === null)
-    throw new Error('Assign of a keyboard/mouse allowed with no rules');
-});
+export const rulesProperty = fc.property(
+  rulesText,
+  device,
+  fc.constantFrom(null, 'work', 'banking'),
+  (text, dev, focused) => {
+    let rules;
+    try {
+      rules = parseRules(text);
+    } catch (e) {
+      if (!(e instanceof RulesError))
+        throw new Error(`parseRules threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
+      if (!e.field) throw new Error(`RulesError without a field: ${e.message}`);
+      if (!/^(rules document|rule \d+), field '/.test(e.message))
+        throw new Error(`unclear message: ${e.message}`);
+      return;
+    }
+    const again = parseRules(formatRules(rules));
+    if (JSON.stringify(again) !== JSON.stringify(rules))
+      throw new Error('rules do not survive the file round trip');
+    const vms = new Map([
+      ['work', { running: true, usbAutoAttach: true }],
+      ['banking', { running: true, usbAutoAttach: false }],
+    ]);
+    const d = decideNewDevice(dev, rules, { focusedVm: focused, vms });
+    if (d.kind === 'attach' || d.kind === 'ask') {
+      if (d.vm === '/' || d.vm === '') throw new Error(`device given to the switcher: ${JSON.stringify(d)}`);
+      if (!vms.get(d.vm)?.running)
+        throw new Error(`device given to a VM that is not running: ${JSON.stringify(d)}`);
+    }
+    const input = dev.classes.includes('keyboard') || dev.classes.includes('mouse');
+    if (input && (d.kind === 'attach' || d.kind === 'ask') && d.rule === null)
+      throw new Error('a keyboard/mouse left input-daemon without a rule naming it');
+    if (input && rules.length === 0 && assignRefusal(dev, 'work', rules) === null)
+      throw new Error('Assign of a keyboard/mouse allowed with no rules');
+  },
+);
 
-export const fuzzTargets: FuzzTarget[] = [{ name: 'usb-daemon: rules file', run: (o) => checkProperty(rulesProperty, o) }];
+export const fuzzTargets: FuzzTarget[] = [
+  { name: 'usb-daemon: rules file', run: (o) => checkProperty(rulesProperty, o) },
+];

@@ -301,7 +301,11 @@ function validateRule(index: number, raw: unknown): Rule {
     const m = o.match as Record<string, unknown>;
     for (const k of Object.keys(m))
       if (!MATCH_KEYS.includes(k))
-        throw new RulesError(index, `match.${fieldName(k)}`, `unknown field (known: ${MATCH_KEYS.join(', ')})`);
+        throw new RulesError(
+          index,
+          `match.${fieldName(k)}`,
+          `unknown field (known: ${MATCH_KEYS.join(', ')})`,
+        );
     if (m.classes !== undefined) rule.match.classes = classList(index, 'match.classes', m.classes);
     if (m.interfaceClasses !== undefined)
       rule.match.interfaceClasses = classList(index, 'match.interfaceClasses', m.interfaceClasses);

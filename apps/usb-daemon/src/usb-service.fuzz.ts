@@ -16,17 +16,31 @@ import type { FuzzRunOptions, FuzzTarget } from '@bulkhead/dbus/dist/testing/fuz
 import { formatRules, parseRules } from './policy';
 
 /** Run dist/main.js as its own process; resolves once it serves its bus name. */
-export async function spawnUsbDaemon(bus: string, rules: string, stateDir: string): Promise<{ child: ChildProcess; log: () => string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [join(__dirname, 'main.js'), '--rules', rules, '--state-dir', stateDir, '--enumerator', 'none'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, BULKHEAD_BUS: bus },
-  });
+export async function spawnUsbDaemon(
+  bus: string,
+  rules: string,
+  stateDir: string,
+): Promise<{ child: ChildProcess; log: () => string; stop: () => Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    [join(__dirname, 'main.js'), '--rules', rules, '--state-dir', stateDir, '--enumerator', 'none'],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, BULKHEAD_BUS: bus },
+    },
+  );
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`usb-daemon not ready:\n${log}`)), 20_000);
-    child.stderr!.on('data', () => log.includes('serving org.bulkhead.Usb1') && (clearTimeout(timer), resolve()));
-    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`usb-daemon exited with ${code}:\n${log}`))));
+    child.stderr!.on(
+      'data',
+      () => log.includes('serving org.bulkhead.Usb1') && (clearTimeout(timer), resolve()),
+    );
+    child.once(
+      'exit',
+      (code) => (clearTimeout(timer), reject(new Error(`usb-daemon exited with ${code}:\n${log}`))),
+    );
   });
   const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
   return {
@@ -45,7 +59,8 @@ export async function runUsbDaemonDbusFuzz(opts: FuzzRunOptions) {
   const conn = await connectBus(bus.address);
   const client = new BusClient(conn, 30_000);
   let daemon: Awaited<ReturnType<typeof spawnUsbDaemon>> | null = null;
-  const rulesNow = async () => (await client.get('org.bulkhead.Usb1', USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string;
+  const rulesNow = async () =>
+    (await client.get('org.bulkhead.Usb1', USB_PATH, 'org.bulkhead.Usb1', 'Rules')) as string;
   try {
     daemon = await spawnUsbDaemon(bus.address, join(root, 'usb-rules.json'), join(root, 'state'));
     let rules = await rulesNow();
@@ -58,7 +73,13 @@ export async function runUsbDaemonDbusFuzz(opts: FuzzRunOptions) {
           { path: usbDevicePath('0781:5567:4C530001'), iface: 'org.bulkhead.UsbDevice1' },
         ],
         ctx: {
-          paths: ['/', USB_PATH, usbDevicePath('nope'), '/org/bulkhead/VmManager1/vm/work', '/org/bulkhead/VmManager1'],
+          paths: [
+            '/',
+            USB_PATH,
+            usbDevicePath('nope'),
+            '/org/bulkhead/VmManager1/vm/work',
+            '/org/bulkhead/VmManager1',
+          ],
           strings: [
             formatRules([{ match: { classes: ['storage'] }, action: 'deny' }]),
             '{"rules":[{"action":"always"}]}',
@@ -70,11 +91,13 @@ export async function runUsbDaemonDbusFuzz(opts: FuzzRunOptions) {
           if (call.member !== 'SetRules' || call.iface !== 'org.bulkhead.Usb1') return;
           const now = await rulesNow();
           if (error) {
-            if (now !== rules) throw new Error(`afterCall: a rejected SetRules changed Rules (${error.message})`);
+            if (now !== rules)
+              throw new Error(`afterCall: a rejected SetRules changed Rules (${error.message})`);
             return;
           }
           const want = formatRules(parseRules(call.body[0] as string));
-          if (now !== want) throw new Error(`afterCall: accepted SetRules shows other rules:\n${now}\nwanted\n${want}`);
+          if (now !== want)
+            throw new Error(`afterCall: accepted SetRules shows other rules:\n${now}\nwanted\n${want}`);
           rules = now;
         },
       },

@@ -83,14 +83,25 @@ function mutate(base: Record<string, unknown>, ms: Mutation[]): Record<string, u
   const o: Record<string, unknown> = JSON.parse(JSON.stringify(base));
   for (const m of ms) {
     if (m.op === 'delete') delete o[m.field];
-    else Object.defineProperty(o, m.field, { value: m.value, enumerable: true, writable: true, configurable: true });
+    else
+      Object.defineProperty(o, m.field, {
+        value: m.value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
   }
   return o;
 }
 
 /** A definition file's text: a mutated example, arbitrary JSON, or text cut/garbled. */
 export const definitionText: fc.Arbitrary<string> = fc.oneof(
-  { weight: 5, arbitrary: fc.tuple(fc.constantFrom(...examples), fc.array(mutation, { minLength: 1, maxLength: 4 })).map(([b, ms]) => JSON.stringify(mutate(b, ms))) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...examples), fc.array(mutation, { minLength: 1, maxLength: 4 }))
+      .map(([b, ms]) => JSON.stringify(mutate(b, ms))),
+  },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v) ?? 'null') },
   { weight: 1, arbitrary: fc.string({ maxLength: 200 }) },
   {
@@ -118,7 +129,10 @@ function checkDefinition(d: VmDefinition, file: string): void {
   if (!/^#[0-9a-f]{6}$/.test(d.color)) fail('color');
   if (!Number.isInteger(d.memoryMiB) || d.memoryMiB < 16) fail('memoryMiB');
   if (!Number.isInteger(d.vcpus) || d.vcpus < 1 || d.vcpus > 64) fail('vcpus');
-  if (!Array.isArray(d.disks) || d.disks.some((k) => !k.path.startsWith('/') || !DISK_FORMATS.includes(k.format)))
+  if (
+    !Array.isArray(d.disks) ||
+    d.disks.some((k) => !k.path.startsWith('/') || !DISK_FORMATS.includes(k.format))
+  )
     fail('disks');
   if (typeof d.autostart !== 'boolean' || typeof d.usbAutoAttach !== 'boolean') fail('booleans');
   if (d.gpu !== null && (!Array.isArray(d.gpu.pci) || d.gpu.pci.length === 0)) fail('gpu');
@@ -133,7 +147,8 @@ export const parseProperty = fc.property(definitionText, (text) => {
   const r = parseVmDefinition(file, text);
   if (r.ok) return checkDefinition(r.def, file);
   if (r.error.file !== file) throw new Error(`error names file ${r.error.file}`);
-  if (!r.error.field || !r.error.reason) throw new Error(`error without field/reason: ${JSON.stringify(r.error)}`);
+  if (!r.error.field || !r.error.reason)
+    throw new Error(`error without field/reason: ${JSON.stringify(r.error)}`);
   if (r.id !== null && !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(r.id)) throw new Error(`bad id ${r.id}`);
 });
 
@@ -172,17 +187,21 @@ export const dirProperty = fc.property(definitionText, (text) => {
     const loaded = loadConfigDir(configDir);
     if (!loaded.vms.some((v) => v.id === 'good')) throw new Error('the good file did not load');
     m.reload();
-    if (JSON.stringify(m.get('good').def) !== JSON.stringify(loaded.vms.find((v) => v.id === 'good'))) throw new Error('good VM changed');
+    if (JSON.stringify(m.get('good').def) !== JSON.stringify(loaded.vms.find((v) => v.id === 'good')))
+      throw new Error('good VM changed');
     const parsed = parseVmDefinition(edited, text);
     if (parsed.ok && parsed.def.id !== 'good' && parsed.def.slot !== GOOD.slot) {
       // The new definition is applied whole.
       const e = m.get(parsed.def.id);
-      if (JSON.stringify(e.def) !== JSON.stringify(parsed.def)) throw new Error('new definition applied partially');
+      if (JSON.stringify(e.def) !== JSON.stringify(parsed.def))
+        throw new Error('new definition applied partially');
     } else if (!parsed.ok && parsed.id === oldId) {
       // An invalid edit keeps the whole old definition, with the error shown.
       const e = m.get(oldId);
-      if (JSON.stringify(e.def) !== old) throw new Error(`old definition changed by an invalid edit: ${JSON.stringify(e.def)}`);
-      if (!e.configError.includes(edited)) throw new Error(`LastError does not name the file: ${e.configError}`);
+      if (JSON.stringify(e.def) !== old)
+        throw new Error(`old definition changed by an invalid edit: ${JSON.stringify(e.def)}`);
+      if (!e.configError.includes(edited))
+        throw new Error(`LastError does not name the file: ${e.configError}`);
     }
     // Every VM the manager holds is a whole definition from one file version.
     for (const e of m.vms.values()) if (!e.placeholder) checkDefinition(e.def, e.def.file);

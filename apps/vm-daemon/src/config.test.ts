@@ -106,7 +106,10 @@ test('a GPU may be named by several VMs only when all of them share it for hand-
     'PCI device 0000:00:02.0 is already claimed by 1-personal.json; a GPU may be named by several VMs only when every one of them sets "handoff": true',
   ]);
   assert.equal(byFile['4-subset.json'][0], 'gpu');
-  assert.match(byFile['4-subset.json'][1], /shared for hand-off by 1-personal\.json .*list the same functions/);
+  assert.match(
+    byFile['4-subset.json'][1],
+    /shared for hand-off by 1-personal\.json .*list the same functions/,
+  );
   assert.deepEqual(byFile['5-badflag.json'], ['gpu.handoff', 'must be true or false, got "yes"']);
   assert.deepEqual(byFile['6-typo.json'], ['gpu.shared', 'unknown field']);
   // An earlier exclusive claim is not turned into a shared one by a later file saying handoff.

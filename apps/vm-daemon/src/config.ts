@@ -372,7 +372,8 @@ function gpuClaimError(
           ? '; a GPU may be named by several VMs only when every one of them sets "handoff": true'
           : '')
       );
-    const same = earlier.gpu.pci.length === gpu.pci.length && earlier.gpu.pci.every((q) => gpu.pci.includes(q));
+    const same =
+      earlier.gpu.pci.length === gpu.pci.length && earlier.gpu.pci.every((q) => gpu.pci.includes(q));
     if (!same)
       return `PCI device ${p} is shared for hand-off by ${other} with the functions ${earlier.gpu.pci.join(', ')}; list the same functions`;
   }

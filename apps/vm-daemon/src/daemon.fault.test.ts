@@ -29,8 +29,10 @@ let runDir: string;
 let stateDir: string;
 
 const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State') as Promise<string>;
-const reason = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'StateReason') as Promise<string>;
-const activeVm = () => client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
+const reason = (id: string) =>
+  client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'StateReason') as Promise<string>;
+const activeVm = () =>
+  client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
 const lastFocus = () => input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target ?? SWITCHER_PATH;
@@ -61,7 +63,11 @@ async function assertRecovered(pids: Record<string, number>, expectActive: strin
   const a = await activeVm();
   assert.ok(expectActive.includes(a), `ActiveVm ${a}, expected one of ${expectActive.join(', ')}`);
   // What input-daemon routes to (not only what it was last told) is the active VM.
-  await waitFor(`input focus restored (input has ${input.focused}, ActiveVm ${a})`, () => input.focused === a && lastFocus() === a, 5000);
+  await waitFor(
+    `input focus restored (input has ${input.focused}, ActiveVm ${a})`,
+    () => input.focused === a && lastFocus() === a,
+    5000,
+  );
 }
 
 before(async () => {
@@ -72,14 +78,21 @@ before(async () => {
   stateDir = join(root, 'state');
   mkdirSync(configDir);
   IDS.forEach((id, i) =>
-    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL })),
+    writeFileSync(
+      join(configDir, `${id}.json`),
+      JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL }),
+    ),
   );
   bus = await startPrivateBus({ mode: 'open' });
   conn = await connectBus(bus.address);
   client = new BusClient(conn, 30_000);
   input = await FakeInputDaemon.start(bus.address);
   daemon = await start();
-  await waitFor('both running', async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running', 20_000);
+  await waitFor(
+    'both running',
+    async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running',
+    20_000,
+  );
 });
 
 after(async () => {
@@ -122,7 +135,9 @@ test('SIGKILL in the middle of a switch: the old or the new VM is active, consis
       },
     });
   });
-  const switching = manager().SwitchToSlot(2, {}).catch((e: unknown) => e);
+  const switching = manager()
+    .SwitchToSlot(2, {})
+    .catch((e: unknown) => e);
   await frozen;
   await killDaemon();
   release();

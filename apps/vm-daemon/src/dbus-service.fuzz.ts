@@ -21,7 +21,8 @@ function sanitize(c: FuzzCall): FuzzCall {
   if (c.member !== 'Stop' || c.signature !== 'a{sv}') return c;
   const o = { ...(c.body[0] as Record<string, Variant>) };
   const t = o.timeout_ms;
-  if (t instanceof Variant && t.signature === 'u' && (t.value as number) > 300) o.timeout_ms = variant('u', 300);
+  if (t instanceof Variant && t.signature === 'u' && (t.value as number) > 300)
+    o.timeout_ms = variant('u', 300);
   return { ...c, body: [o] };
 }
 
@@ -32,7 +33,17 @@ export async function runVmDaemonDbusFuzz(opts: FuzzRunOptions) {
   const runDir = join(root, 'run');
   mkdirSync(configDir);
   IDS.forEach((id, i) =>
-    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color: '#336699', memoryMiB: 32, autostart: i === 0, kernel: KERNEL })),
+    writeFileSync(
+      join(configDir, `${id}.json`),
+      JSON.stringify({
+        id,
+        slot: i + 1,
+        color: '#336699',
+        memoryMiB: 32,
+        autostart: i === 0,
+        kernel: KERNEL,
+      }),
+    ),
   );
   const bus = await startPrivateBus({ mode: 'open' });
   const conn = await connectBus(bus.address);
@@ -40,7 +51,13 @@ export async function runVmDaemonDbusFuzz(opts: FuzzRunOptions) {
   let daemon: Awaited<ReturnType<typeof spawnDaemon>> | null = null;
   try {
     daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
-    await waitFor('guest running', async () => (await client.get('org.bulkhead.VmManager1', vmPath('guest'), 'org.bulkhead.Vm1', 'State')) === 'running', 20_000);
+    await waitFor(
+      'guest running',
+      async () =>
+        (await client.get('org.bulkhead.VmManager1', vmPath('guest'), 'org.bulkhead.Vm1', 'State')) ===
+        'running',
+      20_000,
+    );
     return await fuzzDaemonMethods(
       {
         client,
@@ -50,7 +67,14 @@ export async function runVmDaemonDbusFuzz(opts: FuzzRunOptions) {
           ...IDS.map((id) => ({ path: vmPath(id), iface: 'org.bulkhead.Vm1' as const })),
         ],
         ctx: {
-          paths: ['/', VM_MANAGER_PATH, ...IDS.map(vmPath), vmPath('nope'), '/org/bulkhead/VmManager1/vm', '/org/bulkhead/Usb1/device/x'],
+          paths: [
+            '/',
+            VM_MANAGER_PATH,
+            ...IDS.map(vmPath),
+            vmPath('nope'),
+            '/org/bulkhead/VmManager1/vm',
+            '/org/bulkhead/Usb1/device/x',
+          ],
           strings: IDS,
         },
         pid: daemon.child.pid!,

@@ -25,7 +25,8 @@ const log: Logger = {
 test('a state.json truncated to any length, or garbage, is reported and replaced by a valid file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmd-state-'));
   try {
-    const good = JSON.stringify({ activeVm: 'personal', slots: { personal: 1, business: 2 } }, null, 2) + '\n';
+    const good =
+      JSON.stringify({ activeVm: 'personal', slots: { personal: 1, business: 2 } }, null, 2) + '\n';
     fc.assert(
       fc.property(
         fc.oneof(
@@ -88,7 +89,10 @@ test('writeFileAtomic: a writer SIGKILLed at random moments leaves the old or th
       versions.push(doc.version);
     }
     // The test really killed writers mid-way (versions advanced), not only between runs.
-    assert.ok(versions.some((v) => v > 0), `versions seen: ${versions.join(',')}`);
+    assert.ok(
+      versions.some((v) => v > 0),
+      `versions seen: ${versions.join(',')}`,
+    );
   } finally {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });

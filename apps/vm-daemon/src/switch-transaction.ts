@@ -281,9 +281,18 @@ export class SwitchTransaction {
         }
         try {
           const r = await withTimeout(u.fn(), 10_000, `undo ${u.step}`);
-          steps.push(...subStepsOf((r as { substeps?: unknown } | undefined)?.substeps).map(([n, d]): [string, bigint] => [`rollback:${n}`, d]));
+          steps.push(
+            ...subStepsOf((r as { substeps?: unknown } | undefined)?.substeps).map(
+              ([n, d]): [string, bigint] => [`rollback:${n}`, d],
+            ),
+          );
         } catch (ue) {
-          steps.push(...subStepsOf((ue as ErrorWithSubSteps | null)?.substeps).map(([n, d]): [string, bigint] => [`rollback:${n}`, d]));
+          steps.push(
+            ...subStepsOf((ue as ErrorWithSubSteps | null)?.substeps).map(([n, d]): [string, bigint] => [
+              `rollback:${n}`,
+              d,
+            ]),
+          );
           rollbackError = `undo ${u.step}: ${(ue as Error).message}`;
           log.error(`switch ${from} -> ${target}: rollback failed: ${rollbackError}`);
         }

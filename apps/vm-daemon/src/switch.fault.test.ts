@@ -9,7 +9,15 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BulkheadError, SWITCHER_PATH, VM_MANAGER_PATH, vmIdFromPath, vmPath, type CallContext, type VariantDict } from '@bulkhead/contract';
+import {
+  BulkheadError,
+  SWITCHER_PATH,
+  VM_MANAGER_PATH,
+  vmIdFromPath,
+  vmPath,
+  type CallContext,
+  type VariantDict,
+} from '@bulkhead/contract';
 import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
@@ -27,7 +35,8 @@ let root: string;
 let runDir: string;
 
 const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State') as Promise<string>;
-const activeVm = () => client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
+const activeVm = () =>
+  client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const vm = (id: string) => client.proxy(MGR, vmPath(id), 'org.bulkhead.Vm1');
 const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
@@ -53,7 +62,8 @@ async function assertConsistent(what: string): Promise<void> {
   await waitFor(
     `${what}: ActiveVm and input focus agree`,
     async () => {
-      if ((await client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'Switching')) === true) return false;
+      if ((await client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'Switching')) === true)
+        return false;
       const a = await activeVm();
       return a === lastFocus() && (a === SWITCHER_PATH || (await state(vmIdFromPath(a)!)) === 'running');
     },
@@ -69,7 +79,8 @@ async function assertConsistent(what: string): Promise<void> {
   await new Promise((r) => setTimeout(r, 300));
   const a = await activeVm();
   assert.equal(lastFocus(), a, `${what}: input focus moved away from ActiveVm afterwards`);
-  if (a !== SWITCHER_PATH) assert.equal(await state(vmIdFromPath(a)!), 'running', `${what}: active VM not running`);
+  if (a !== SWITCHER_PATH)
+    assert.equal(await state(vmIdFromPath(a)!), 'running', `${what}: active VM not running`);
 }
 
 before(async () => {
@@ -81,7 +92,15 @@ before(async () => {
   IDS.forEach((id, i) =>
     writeFileSync(
       join(configDir, `${id}.json`),
-      JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: i < 2, kernel: KERNEL, append: `name=${id}` }),
+      JSON.stringify({
+        id,
+        slot: i + 1,
+        color: '#2a6fdb',
+        memoryMiB: 32,
+        autostart: i < 2,
+        kernel: KERNEL,
+        append: `name=${id}`,
+      }),
     ),
   );
   bus = await startPrivateBus({ mode: 'open' });
@@ -105,7 +124,11 @@ before(async () => {
     },
   });
   daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
-  await waitFor('alpha and beta running', async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running', 20_000);
+  await waitFor(
+    'alpha and beta running',
+    async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running',
+    20_000,
+  );
 });
 
 after(async () => {
@@ -133,7 +156,12 @@ test('the target QEMU killed while the switch focuses input on it: no switch to 
     onSetFocus = null;
     await killAndWait('beta'); // the daemon has seen it die before the switch goes on
   };
-  const r = await manager().SwitchToSlot(2, {}).then(() => null, (e: unknown) => e);
+  const r = await manager()
+    .SwitchToSlot(2, {})
+    .then(
+      () => null,
+      (e: unknown) => e,
+    );
   assert.ok(r === null || r instanceof BulkheadError, `switch answered ${String(r)}`);
   await assertConsistent('target killed at focus-input');
   assert.notEqual(await activeVm(), vmPath('beta'));
@@ -142,9 +170,19 @@ test('the target QEMU killed while the switch focuses input on it: no switch to 
 test('the target QEMU killed while it is being started by the switch', async () => {
   await ensureRunning('alpha');
   await manager().SwitchToSlot(1, {});
-  const switching = manager().SwitchToSlot(3, {}).then(() => null, (e: unknown) => e);
+  const switching = manager()
+    .SwitchToSlot(3, {})
+    .then(
+      () => null,
+      (e: unknown) => e,
+    );
   // Kill gamma's QEMU as soon as it exists (during the starting-vm step).
-  const pid = await waitFor('gamma qemu.pid', () => (existsSync(join(runDir, 'gamma', 'qemu.pid')) ? pidOf('gamma') : 0), 10_000, 2);
+  const pid = await waitFor(
+    'gamma qemu.pid',
+    () => (existsSync(join(runDir, 'gamma', 'qemu.pid')) ? pidOf('gamma') : 0),
+    10_000,
+    2,
+  );
   try {
     process.kill(pid, 'SIGKILL');
   } catch {

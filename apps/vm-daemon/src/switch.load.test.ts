@@ -11,7 +11,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BulkheadError, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus, unwrap, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import {
+  BusClient,
+  connectBus,
+  startPrivateBus,
+  unwrap,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
 
@@ -23,14 +30,15 @@ const CONNECTIONS = 4;
 const IN_FLIGHT = 24;
 
 let bus: PrivateBus;
-let conns: MessageBus[] = [];
-let clients: BusClient[] = [];
+const conns: MessageBus[] = [];
+const clients: BusClient[] = [];
 let input: FakeInputDaemon;
 let daemon: DaemonProcess;
 let root: string;
 let runDir: string;
 
-const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+const rssKiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
@@ -39,7 +47,10 @@ before(async () => {
   runDir = join(root, 'run');
   mkdirSync(configDir);
   IDS.forEach((id, i) =>
-    writeFileSync(join(configDir, `${id}.json`), JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL })),
+    writeFileSync(
+      join(configDir, `${id}.json`),
+      JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL }),
+    ),
   );
   bus = await startPrivateBus({ mode: 'open' });
   for (let i = 0; i < CONNECTIONS; i++) {
@@ -92,7 +103,10 @@ test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered,
         counts.ok++;
         okTargets.add(target);
       } catch (e) {
-        assert.ok(e instanceof BulkheadError && e.errorName === 'SwitchInProgress', `request ${n}: ${(e as Error).message}`);
+        assert.ok(
+          e instanceof BulkheadError && e.errorName === 'SwitchInProgress',
+          `request ${n}: ${(e as Error).message}`,
+        );
         counts.inProgress++;
       }
     }
@@ -105,7 +119,9 @@ test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered,
   const props = clients[0];
   assert.equal(await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'Switching'), false);
   const active = (await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm')) as string;
-  const last = unwrap(await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'LastSwitch')) as Record<string, unknown>;
+  const last = unwrap(
+    await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'LastSwitch'),
+  ) as Record<string, unknown>;
   assert.equal(last.outcome, 'ok');
   assert.equal(active, last.target, 'ActiveVm is the last successful switch target');
   assert.ok(okTargets.has(active));

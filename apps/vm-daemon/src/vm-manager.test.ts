@@ -238,6 +238,9 @@ test('a USB port named the sysfs way (bus-port, as usb-daemon names it) reaches 
   await t.manager.attachUsb('business', { bus: 2, address: 3, port: '2-1.4' });
   assert.deepEqual(seen, [{ bus: 2, port: '1.4' }]);
   await assert.rejects(t.manager.attachUsb('business', { bus: 3, address: 3, port: '2-1' }), /not on bus 3/);
-  await assert.rejects(t.manager.attachUsb('business', { bus: 2, address: 3, port: '2-x' }), /not a host port path/);
+  await assert.rejects(
+    t.manager.attachUsb('business', { bus: 2, address: 3, port: '2-x' }),
+    /not a host port path/,
+  );
   t.done();
 });

@@ -419,7 +419,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (rec.outcome === 'failed') {
       await this.opts.input
         .setFocus(active, e?.inputQmpSocket ?? '')
-        .catch((err) => this.log.error(`re-focusing ${active} after a failed switch: ${(err as Error).message}`));
+        .catch((err) =>
+          this.log.error(`re-focusing ${active} after a failed switch: ${(err as Error).message}`),
+        );
     }
   }
 

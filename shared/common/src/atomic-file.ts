@@ -1,4 +1,13 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, unlinkSync, existsSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+  unlinkSync,
+  existsSync,
+} from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /**
@@ -34,9 +43,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
   }
 }
 
-export type JsonFileResult<T> =
-  | { ok: true; value: T }
-  | { ok: false; missing: boolean; error: string };
+export type JsonFileResult<T> = { ok: true; value: T } | { ok: false; missing: boolean; error: string };
 
 /** Read and parse a JSON state file; a missing or corrupt file is reported, never thrown. */
 export function readJsonFile<T>(path: string, validate: (v: unknown) => T): JsonFileResult<T> {

@@ -10,5 +10,12 @@ export const SWITCHER_SLOT = 0;
 export const MAX_SLOT = 9;
 
 /** Steps of a switch transaction, in order, as recorded in LastSwitch and SwitchProgress. */
-export const SWITCH_STEPS = ['starting-vm', 'freeze-input', 'move-gpu', 'focus-input', 'move-usb', 'publish'] as const;
+export const SWITCH_STEPS = [
+  'starting-vm',
+  'freeze-input',
+  'move-gpu',
+  'focus-input',
+  'move-usb',
+  'publish',
+] as const;
 export type SwitchStep = (typeof SWITCH_STEPS)[number];

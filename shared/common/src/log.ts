@@ -13,7 +13,10 @@ export interface Logger {
  * Line-oriented logs on stderr, which journald captures under systemd. Level from
  * $BULKHEAD_LOG_LEVEL (default info).
  */
-export function createLogger(component: string, level: LogLevel = (process.env.BULKHEAD_LOG_LEVEL as LogLevel) ?? 'info'): Logger {
+export function createLogger(
+  component: string,
+  level: LogLevel = (process.env.BULKHEAD_LOG_LEVEL as LogLevel) ?? 'info',
+): Logger {
   const min = ORDER[level] ?? ORDER.info;
   const line = (l: LogLevel, msg: string) => {
     if (ORDER[l] >= min) process.stderr.write(`${new Date().toISOString()} ${component} ${l}: ${msg}\n`);

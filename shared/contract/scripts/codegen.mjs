@@ -13,7 +13,8 @@ import { renderGenerated, renderPolicies } from './render.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ifaces = loadContractDir(join(root, 'xml'));
 const outputs = [[join(root, 'src/generated.ts'), renderGenerated(ifaces)]];
-for (const [name, text] of Object.entries(renderPolicies(ifaces))) outputs.push([join(root, 'policy', name), text]);
+for (const [name, text] of Object.entries(renderPolicies(ifaces)))
+  outputs.push([join(root, 'policy', name), text]);
 
 const check = process.argv.includes('--check');
 let stale = 0;

@@ -62,7 +62,9 @@ export function parseContractXml(xml, file = '<xml>') {
 
 /** Every interface of every XML file in dir, with the file it came from. */
 export function loadContractDir(dir) {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.xml')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.xml'))
+    .sort();
   return files.flatMap((f) => {
     const xml = readFileSync(join(dir, f), 'utf8');
     return parseContractXml(xml, f).map((iface) => ({ ...iface, file: f, xml }));

@@ -33,13 +33,22 @@ export function splitSignature(sig) {
 /** The TypeScript type dbus-next uses for a complete D-Bus type. */
 export function tsType(t) {
   switch (t[0]) {
-    case 'y': case 'n': case 'q': case 'i': case 'u': case 'd': case 'h':
+    case 'y':
+    case 'n':
+    case 'q':
+    case 'i':
+    case 'u':
+    case 'd':
+    case 'h':
       return 'number';
-    case 'x': case 't':
+    case 'x':
+    case 't':
       return 'bigint';
     case 'b':
       return 'boolean';
-    case 's': case 'o': case 'g':
+    case 's':
+    case 'o':
+    case 'g':
       return 'string';
     case 'v':
       return 'Variant';
@@ -63,7 +72,11 @@ export function tsType(t) {
 const short = (iface) => iface.split('.').pop();
 const doc = (text, indent = '') => (text ? `${indent}/** ${text.replace(/\*\//g, '* /')} */\n` : '');
 const ret = (outs) =>
-  outs.length === 0 ? 'void' : outs.length === 1 ? tsType(outs[0].type) : `[${outs.map((a) => `${a.name}: ${tsType(a.type)}`).join(', ')}]`;
+  outs.length === 0
+    ? 'void'
+    : outs.length === 1
+      ? tsType(outs[0].type)
+      : `[${outs.map((a) => `${a.name}: ${tsType(a.type)}`).join(', ')}]`;
 const params = (args) => args.map((a) => `${a.name}: ${tsType(a.type)}`).join(', ');
 
 export function renderGenerated(ifaces) {
@@ -91,7 +104,8 @@ export type VariantDict = Record<string, Variant>;
     out += `}\n\nexport interface ${n}Signals {\n`;
     for (const s of i.signals) out += doc(s.doc, '  ') + `  ${s.name}: [${params(s.args)}];\n`;
     out += `}\n\n/** Client view of ${i.name}: its methods as promises. */\nexport interface ${n}Client {\n`;
-    for (const m of i.methods) out += doc(m.doc, '  ') + `  ${m.name}(${params(m.inArgs)}): Promise<${ret(m.outArgs)}>;\n`;
+    for (const m of i.methods)
+      out += doc(m.doc, '  ') + `  ${m.name}(${params(m.inArgs)}): Promise<${ret(m.outArgs)}>;\n`;
     out += `}\n\n`;
   }
   const model = Object.fromEntries(
@@ -114,9 +128,14 @@ export type VariantDict = Record<string, Variant>;
             },
           ]),
         ),
-        properties: Object.fromEntries(i.properties.map((p) => [p.name, { type: p.type, access: p.access, doc: p.doc }])),
+        properties: Object.fromEntries(
+          i.properties.map((p) => [p.name, { type: p.type, access: p.access, doc: p.doc }]),
+        ),
         signals: Object.fromEntries(
-          i.signals.map((s) => [s.name, { doc: s.doc, args: s.args, signature: s.args.map((a) => a.type).join('') }]),
+          i.signals.map((s) => [
+            s.name,
+            { doc: s.doc, args: s.args, signature: s.args.map((a) => a.type).join('') },
+          ]),
         ),
       },
     ]),

@@ -7,7 +7,8 @@ export const ERRORS = {
   NoSuchVm: 'No VM with that object path, id or slot exists.',
   NoSuchDevice: 'No device or attachment with that id exists (or it vanished).',
   InvalidState: 'The entity is not in a state that allows the operation (e.g. Start on a running VM).',
-  InvalidConfig: 'A definition or rules file is invalid; the message names the file, the field and the reason.',
+  InvalidConfig:
+    'A definition or rules file is invalid; the message names the file, the field and the reason.',
   SwitchInProgress: 'Another switch is running; only one switch runs at a time.',
   Locked: 'The seat is locked; unlock first.',
   PolicyDenied: 'The USB policy refuses this.',

@@ -10,8 +10,23 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BUS_NAMES, INPUT_PATH, USB_PATH, VM_MANAGER_PATH, usbDevicePath, vmPath } from '@bulkhead/contract';
-import { accountIds, connectBus, ensureUiAccount, startPrivateBus, BusClient, type PrivateBus } from './index';
+import {
+  BUS_NAMES,
+  CONTRACT,
+  INPUT_PATH,
+  USB_PATH,
+  VM_MANAGER_PATH,
+  usbDevicePath,
+  vmPath,
+} from '@bulkhead/contract';
+import {
+  accountIds,
+  connectBus,
+  ensureUiAccount,
+  startPrivateBus,
+  BusClient,
+  type PrivateBus,
+} from './index';
 
 const repo = join(__dirname, '..', '..', '..');
 const isRoot = process.getuid?.() === 0;
@@ -26,8 +41,15 @@ function readTable(): Row[] {
   const text = readFileSync(join(repo, 'shared/contract/ACCESS.md'), 'utf8');
   const rows: Row[] = [];
   for (const line of text.split('\n')) {
-    const m = /^\| (org\.bulkhead\.\w+) \| (\w+) \| (allow|deny) \| (allow|deny) \| (allow|deny) \|$/.exec(line.trim());
-    if (m) rows.push({ iface: m[1], member: m[2], expect: { root: m[3], ui: m[4], nobody: m[5] } as Row['expect'] });
+    const m = /^\| (org\.bulkhead\.\w+) \| (\w+) \| (allow|deny) \| (allow|deny) \| (allow|deny) \|$/.exec(
+      line.trim(),
+    );
+    if (m)
+      rows.push({
+        iface: m[1],
+        member: m[2],
+        expect: { root: m[3], ui: m[4], nobody: m[5] } as Row['expect'],
+      });
   }
   return rows;
 }
@@ -61,12 +83,20 @@ const destination: Record<string, [string, string]> = {
   'org.bulkhead.UsbDevice1': [BUS_NAMES.usb, usbDevicePath('1234:5678:SERIAL')],
 };
 
-function runBatchAs(ids: { uid: number; gid: number } | null, address: string, calls: unknown[]): Promise<Array<{ ok: boolean; error?: string }>> {
+function runBatchAs(
+  ids: { uid: number; gid: number } | null,
+  address: string,
+  calls: unknown[],
+): Promise<Array<{ ok: boolean; error?: string }>> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(__dirname, 'testing', 'call-batch-as.js'), address, JSON.stringify(calls)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
-    });
+    const child = spawn(
+      process.execPath,
+      [join(__dirname, 'testing', 'call-batch-as.js'), address, JSON.stringify(calls)],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
+      },
+    );
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -84,11 +114,29 @@ function runBatchAs(ids: { uid: number; gid: number } | null, address: string, c
 async function startDaemons(bus: PrivateBus, dir: string): Promise<ChildProcess[]> {
   mkdirSync(join(dir, 'vms'), { recursive: true });
   const env = { ...process.env, BULKHEAD_BUS: bus.address, BULKHEAD_ACCEL: 'tcg' };
-  const start = (args: string[]) => spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const start = (args: string[]) =>
+    spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   const children = [
-    start([join(repo, 'apps/vm-daemon/dist/main.js'), '--config-dir', join(dir, 'vms'), '--run-dir', join(dir, 'run'), '--state-dir', join(dir, 'vmstate'), '--no-autostart']),
+    start([
+      join(repo, 'apps/vm-daemon/dist/main.js'),
+      '--config-dir',
+      join(dir, 'vms'),
+      '--run-dir',
+      join(dir, 'run'),
+      '--state-dir',
+      join(dir, 'vmstate'),
+      '--no-autostart',
+    ]),
     start([join(repo, 'apps/input-daemon/dist/main.js'), '--seat', 'virtual']),
-    start([join(repo, 'apps/usb-daemon/dist/main.js'), '--enumerator', 'none', '--rules', join(dir, 'rules.json'), '--state-dir', join(dir, 'usbstate')]),
+    start([
+      join(repo, 'apps/usb-daemon/dist/main.js'),
+      '--enumerator',
+      'none',
+      '--rules',
+      join(dir, 'rules.json'),
+      '--state-dir',
+      join(dir, 'usbstate'),
+    ]),
   ];
   for (const c of children) c.stderr!.on('data', () => undefined);
   const conn = await connectBus(bus.address);
@@ -96,7 +144,14 @@ async function startDaemons(bus: PrivateBus, dir: string): Promise<ChildProcess[
   const deadline = Date.now() + 30_000;
   for (const name of Object.values(BUS_NAMES)) {
     for (;;) {
-      const [has] = await client.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', [name]);
+      const [has] = await client.call(
+        'org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus',
+        'NameHasOwner',
+        's',
+        [name],
+      );
       if (has) break;
       if (Date.now() > deadline) throw new Error(`${name} did not appear on the bus`);
       await new Promise((r) => setTimeout(r, 100));
@@ -115,54 +170,94 @@ before(() => {
 after(() => rmSync(work, { recursive: true, force: true }));
 
 test('ACCESS.md lists every method of the contract exactly once', () => {
-  const { CONTRACT } = require('@bulkhead/contract') as typeof import('@bulkhead/contract');
-  const want = Object.entries(CONTRACT).flatMap(([i, c]) => Object.keys(c.methods).map((m) => `${i}.${m}`)).sort();
+  const want = Object.entries(CONTRACT)
+    .flatMap(([i, c]) => Object.keys(c.methods).map((m) => `${i}.${m}`))
+    .sort();
   assert.deepEqual(rows.map((r) => `${r.iface}.${r.member}`).sort(), want);
 });
 
 for (const mode of ['system', 'open'] as const) {
-  test(`every method as root, ui and nobody matches ACCESS.md (${mode === 'system' ? 'real bus policy' : 'permissive bus: the daemons alone'})`, { skip: !isRoot && 'needs root to act as other users' }, async () => {
-    const ui = ensureUiAccount();
-    const nobody = accountIds('nobody');
-    assert.ok(ui && nobody);
-    const bus = await startPrivateBus({ mode });
-    const daemons = await startDaemons(bus, join(work, mode));
-    try {
-      const calls = rows.map((r) => {
-        const [dest, path] = destination[r.iface];
-        const { CONTRACT } = require('@bulkhead/contract') as typeof import('@bulkhead/contract');
-        const sig = (CONTRACT as any)[r.iface].methods[r.member].inSignature as string;
-        return { destination: dest, path, interface: r.iface, member: r.member, signature: sig, body: defaults(sig) };
-      });
-      // Reading state: allowed to root and ui, denied to nobody.
-      calls.push({ destination: BUS_NAMES.vmManager, path: VM_MANAGER_PATH, interface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.bulkhead.VmManager1'] });
-      calls.push({ destination: BUS_NAMES.usb, path: USB_PATH, interface: 'org.freedesktop.DBus.ObjectManager', member: 'GetManagedObjects', signature: '', body: [] });
-      const who = { root: null, ui, nobody } as const;
-      const mismatches: string[] = [];
-      for (const [caller, ids] of Object.entries(who) as Array<['root' | 'ui' | 'nobody', { uid: number; gid: number } | null]>) {
-        const results = await runBatchAs(ids, bus.address, calls);
-        results.forEach((r, i) => {
-          const denied = !r.ok && /AccessDenied/.test(r.error ?? '');
-          const expected = i < rows.length ? rows[i].expect[caller] : caller === 'nobody' ? 'deny' : 'allow';
-          const what = i < rows.length ? `${rows[i].iface}.${rows[i].member}` : `${calls[i].interface}.${calls[i].member}`;
-          if ((expected === 'deny') !== denied)
-            mismatches.push(`${caller} ${what}: expected ${expected}, got ${r.ok ? 'ok' : r.error}`);
+  test(
+    `every method as root, ui and nobody matches ACCESS.md (${mode === 'system' ? 'real bus policy' : 'permissive bus: the daemons alone'})`,
+    { skip: !isRoot && 'needs root to act as other users' },
+    async () => {
+      const ui = ensureUiAccount();
+      const nobody = accountIds('nobody');
+      assert.ok(ui && nobody);
+      const bus = await startPrivateBus({ mode });
+      const daemons = await startDaemons(bus, join(work, mode));
+      try {
+        const calls = rows.map((r) => {
+          const [dest, path] = destination[r.iface];
+          const sig = (CONTRACT as any)[r.iface].methods[r.member].inSignature as string;
+          return {
+            destination: dest,
+            path,
+            interface: r.iface,
+            member: r.member,
+            signature: sig,
+            body: defaults(sig),
+          };
         });
+        // Reading state: allowed to root and ui, denied to nobody.
+        calls.push({
+          destination: BUS_NAMES.vmManager,
+          path: VM_MANAGER_PATH,
+          interface: 'org.freedesktop.DBus.Properties',
+          member: 'GetAll',
+          signature: 's',
+          body: ['org.bulkhead.VmManager1'],
+        });
+        calls.push({
+          destination: BUS_NAMES.usb,
+          path: USB_PATH,
+          interface: 'org.freedesktop.DBus.ObjectManager',
+          member: 'GetManagedObjects',
+          signature: '',
+          body: [],
+        });
+        const who = { root: null, ui, nobody } as const;
+        const mismatches: string[] = [];
+        for (const [caller, ids] of Object.entries(who) as Array<
+          ['root' | 'ui' | 'nobody', { uid: number; gid: number } | null]
+        >) {
+          const results = await runBatchAs(ids, bus.address, calls);
+          results.forEach((r, i) => {
+            const denied = !r.ok && /AccessDenied/.test(r.error ?? '');
+            const expected =
+              i < rows.length ? rows[i].expect[caller] : caller === 'nobody' ? 'deny' : 'allow';
+            const what =
+              i < rows.length
+                ? `${rows[i].iface}.${rows[i].member}`
+                : `${calls[i].interface}.${calls[i].member}`;
+            if ((expected === 'deny') !== denied)
+              mismatches.push(`${caller} ${what}: expected ${expected}, got ${r.ok ? 'ok' : r.error}`);
+          });
+        }
+        assert.deepEqual(mismatches, []);
+        // Every daemon survived the whole matrix.
+        for (const d of daemons) assert.equal(d.exitCode, null, 'a daemon exited during the matrix');
+        // Nobody may take over a daemon's name on the real policy.
+        if (mode === 'system') {
+          const [r] = await runBatchAs(nobody, bus.address, [
+            {
+              destination: 'org.freedesktop.DBus',
+              path: '/org/freedesktop/DBus',
+              interface: 'org.freedesktop.DBus',
+              member: 'RequestName',
+              signature: 'su',
+              body: ['org.bulkhead.Input1', 2],
+            },
+          ]);
+          assert.equal(r.ok, false);
+        }
+      } finally {
+        for (const d of daemons) d.kill('SIGTERM');
+        await Promise.all(
+          daemons.map((d) => (d.exitCode === null ? new Promise((r) => d.once('exit', r)) : null)),
+        );
+        await bus.stop();
       }
-      assert.deepEqual(mismatches, []);
-      // Every daemon survived the whole matrix.
-      for (const d of daemons) assert.equal(d.exitCode, null, 'a daemon exited during the matrix');
-      // Nobody may take over a daemon's name on the real policy.
-      if (mode === 'system') {
-        const [r] = await runBatchAs(nobody, bus.address, [
-          { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'RequestName', signature: 'su', body: ['org.bulkhead.Input1', 2] },
-        ]);
-        assert.equal(r.ok, false);
-      }
-    } finally {
-      for (const d of daemons) d.kill('SIGTERM');
-      await Promise.all(daemons.map((d) => (d.exitCode === null ? new Promise((r) => d.once('exit', r)) : null)));
-      await bus.stop();
-    }
-  });
+    },
+  );
 }

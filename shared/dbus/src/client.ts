@@ -1,5 +1,10 @@
 import * as dbus from 'dbus-next';
-import { CONTRACT, type InterfaceContract, type InterfaceName, type InterfaceTypes } from '@bulkhead/contract';
+import {
+  CONTRACT,
+  type InterfaceContract,
+  type InterfaceName,
+  type InterfaceTypes,
+} from '@bulkhead/contract';
 import { fromDBusError } from './errors';
 import { unwrap } from './variants';
 
@@ -32,7 +37,8 @@ function matches(r: MatchRule, msg: dbus.Message): boolean {
   // A well-known sender was already filtered by the bus daemon (signals carry unique names).
   if (r.sender && r.sender.startsWith(':') && msg.sender !== r.sender) return false;
   if (r.path && msg.path !== r.path) return false;
-  if (r.pathNamespace && !(msg.path === r.pathNamespace || msg.path.startsWith(r.pathNamespace + '/'))) return false;
+  if (r.pathNamespace && !(msg.path === r.pathNamespace || msg.path.startsWith(r.pathNamespace + '/')))
+    return false;
   if (r.interface && msg.interface !== r.interface) return false;
   if (r.member && msg.member !== r.member) return false;
   if (r.arg0 !== undefined && msg.body[0] !== r.arg0) return false;
@@ -75,10 +81,7 @@ export class BusClient {
       const reply = await Promise.race([
         this.bus.call(new Message({ destination, path, interface: iface, member, signature, body })),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`${what}: no reply within ${timeoutMs} ms`)),
-            timeoutMs,
-          );
+          timer = setTimeout(() => reject(new Error(`${what}: no reply within ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
       return reply?.body ?? [];
@@ -108,8 +111,14 @@ export class BusClient {
   }
 
   /** All properties of an interface, unwrapped. */
-  async getAll<I extends InterfaceName>(destination: string, path: string, iface: I): Promise<InterfaceTypes[I]['properties']> {
-    const [dict] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'GetAll', 's', [iface]);
+  async getAll<I extends InterfaceName>(
+    destination: string,
+    path: string,
+    iface: I,
+  ): Promise<InterfaceTypes[I]['properties']> {
+    const [dict] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'GetAll', 's', [
+      iface,
+    ]);
     return unwrap(dict) as InterfaceTypes[I]['properties'];
   }
 
@@ -119,7 +128,10 @@ export class BusClient {
     iface: I,
     prop: P,
   ): Promise<InterfaceTypes[I]['properties'][P]> {
-    const [v] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [iface, prop]);
+    const [v] = await this.call(destination, path, 'org.freedesktop.DBus.Properties', 'Get', 'ss', [
+      iface,
+      prop,
+    ]);
     return unwrap(v) as InterfaceTypes[I]['properties'][P];
   }
 
@@ -133,22 +145,36 @@ export class BusClient {
       try {
         handler(msg);
       } catch (e) {
-        console.error(`[dbus] signal handler for ${msg.interface}.${msg.member} threw: ${(e as Error).stack}`);
+        console.error(
+          `[dbus] signal handler for ${msg.interface}.${msg.member} threw: ${(e as Error).stack}`,
+        );
       }
     };
     this.bus.on('message', listener);
     const r = ruleString(rule);
     try {
-      await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [r]);
+      await this.call(
+        'org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus',
+        'AddMatch',
+        's',
+        [r],
+      );
     } catch (e) {
       this.bus.off('message', listener);
       throw e;
     }
     return async () => {
       this.bus.off('message', listener);
-      await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'RemoveMatch', 's', [r]).catch(
-        () => undefined,
-      );
+      await this.call(
+        'org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus',
+        'RemoveMatch',
+        's',
+        [r],
+      ).catch(() => undefined);
     };
   }
 
@@ -182,15 +208,28 @@ export class BusClient {
     let held: Array<() => void> | null = [];
     const deliver = (fn: () => void) => (held ? held.push(fn) : fn());
     const subs = await Promise.all([
-      this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesAdded' }, (m) =>
-        deliver(() => handlers.added?.(m.body[0], unwrap(m.body[1]) as Record<string, Record<string, unknown>>)),
-      ),
-      this.subscribe({ sender: destination, path: managerPath, interface: om, member: 'InterfacesRemoved' }, (m) =>
-        deliver(() => handlers.removed?.(m.body[0], m.body[1])),
+      this.subscribe(
+        { sender: destination, path: managerPath, interface: om, member: 'InterfacesAdded' },
+        (m) =>
+          deliver(() =>
+            handlers.added?.(m.body[0], unwrap(m.body[1]) as Record<string, Record<string, unknown>>),
+          ),
       ),
       this.subscribe(
-        { sender: destination, pathNamespace: managerPath, interface: 'org.freedesktop.DBus.Properties', member: 'PropertiesChanged' },
-        (m) => deliver(() => handlers.changed?.(m.path, m.body[0], unwrap(m.body[1]) as Record<string, unknown>, m.body[2])),
+        { sender: destination, path: managerPath, interface: om, member: 'InterfacesRemoved' },
+        (m) => deliver(() => handlers.removed?.(m.body[0], m.body[1])),
+      ),
+      this.subscribe(
+        {
+          sender: destination,
+          pathNamespace: managerPath,
+          interface: 'org.freedesktop.DBus.Properties',
+          member: 'PropertiesChanged',
+        },
+        (m) =>
+          deliver(() =>
+            handlers.changed?.(m.path, m.body[0], unwrap(m.body[1]) as Record<string, unknown>, m.body[2]),
+          ),
       ),
     ]);
     const unsubscribe = async () => {
@@ -203,7 +242,10 @@ export class BusClient {
         held = null;
         for (const fn of pending) fn();
       });
-      return { objects: unwrap(objs) as Record<string, Record<string, Record<string, unknown>>>, unsubscribe };
+      return {
+        objects: unwrap(objs) as Record<string, Record<string, Record<string, unknown>>>,
+        unsubscribe,
+      };
     } catch (e) {
       held = null;
       await unsubscribe();
@@ -217,7 +259,12 @@ export class BusClient {
     // dbus-next hands it to us before the awaited reply resumes: then the answer is stale.
     let changed = false;
     const unsubscribe = await this.subscribe(
-      { sender: 'org.freedesktop.DBus', interface: 'org.freedesktop.DBus', member: 'NameOwnerChanged', arg0: name },
+      {
+        sender: 'org.freedesktop.DBus',
+        interface: 'org.freedesktop.DBus',
+        member: 'NameOwnerChanged',
+        arg0: name,
+      },
       (m) => {
         changed = true;
         cb(m.body[2] || null);
@@ -225,7 +272,14 @@ export class BusClient {
     );
     let owner: string | null = null;
     try {
-      [owner] = await this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetNameOwner', 's', [name]);
+      [owner] = await this.call(
+        'org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus',
+        'GetNameOwner',
+        's',
+        [name],
+      );
     } catch {
       owner = null;
     }

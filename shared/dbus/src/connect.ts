@@ -11,10 +11,17 @@ export function resolveBusSpec(spec?: BusSpec): BusSpec {
 }
 
 /** Connect and wait until the bus said Hello, so `bus.name` (our unique name) is known. */
-export async function connectBus(spec?: BusSpec, opts: { timeoutMs?: number } = {}): Promise<dbus.MessageBus> {
+export async function connectBus(
+  spec?: BusSpec,
+  opts: { timeoutMs?: number } = {},
+): Promise<dbus.MessageBus> {
   const s = resolveBusSpec(spec);
   const bus =
-    s === 'system' ? dbus.systemBus() : s === 'session' ? dbus.sessionBus() : dbus.sessionBus({ busAddress: s });
+    s === 'system'
+      ? dbus.systemBus()
+      : s === 'session'
+        ? dbus.sessionBus()
+        : dbus.sessionBus({ busAddress: s });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       cleanup();

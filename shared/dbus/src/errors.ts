@@ -31,6 +31,7 @@ export function fromDBusError(e: unknown, what: string): Error {
  */
 export function toReplyError(e: unknown): { name: string; message: string; internal: boolean } {
   if (e instanceof BulkheadError) return { name: e.dbusName, message: e.message, internal: false };
-  if (e instanceof DBusError && e.type.startsWith(ERROR_PREFIX)) return { name: e.type, message: e.text, internal: false };
+  if (e instanceof DBusError && e.type.startsWith(ERROR_PREFIX))
+    return { name: e.type, message: e.text, internal: false };
   return { name: `${ERROR_PREFIX}Failed`, message: 'internal error (see the daemon log)', internal: true };
 }

@@ -14,7 +14,9 @@ const UI: ReadonlySet<Role> = new Set<Role>(['ui']);
 const NONE: ReadonlySet<Role> = new Set<Role>();
 
 /** Reads /etc/passwd and /etc/group (re-read at most every few seconds) to find UI group members. */
-export function systemRoleResolver(opts: { uiGroup?: string; passwd?: string; group?: string } = {}): RoleResolver {
+export function systemRoleResolver(
+  opts: { uiGroup?: string; passwd?: string; group?: string } = {},
+): RoleResolver {
   const uiGroup = opts.uiGroup ?? UI_GROUP;
   let cache: { at: number; uiUids: Set<number> } | null = null;
   const load = (): Set<number> => {

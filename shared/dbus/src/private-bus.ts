@@ -73,7 +73,8 @@ export async function startPrivateBus(opts: PrivateBusOptions = {}): Promise<Pri
     const pdir = join(dir, 'system.d');
     mkdirSync(pdir);
     const src = opts.policyDir ?? POLICY_DIR;
-    for (const f of readdirSync(src).filter((f) => f.endsWith('.conf'))) copyFileSync(join(src, f), join(pdir, f));
+    for (const f of readdirSync(src).filter((f) => f.endsWith('.conf')))
+      copyFileSync(join(src, f), join(pdir, f));
     include = `  <includedir>${pdir}</includedir>\n`;
   }
   const config = join(dir, 'bus.conf');
@@ -89,11 +90,15 @@ ${mode === 'system' ? SYSTEM_DEFAULTS : OPEN_DEFAULTS}
 ${include}</busconfig>
 `,
   );
-  const child: ChildProcess = spawn('dbus-daemon', [`--config-file=${config}`, '--nofork', '--print-address=1', '--nopidfile'], {
-    // The bus's own log (e.g. every rejected message) is kept, not printed: tests that expect
-    // denials would otherwise flood the output. BULKHEAD_BUS_LOG=1 prints it.
-    stdio: ['ignore', 'pipe', process.env.BULKHEAD_BUS_LOG ? 'inherit' : 'pipe'],
-  });
+  const child: ChildProcess = spawn(
+    'dbus-daemon',
+    [`--config-file=${config}`, '--nofork', '--print-address=1', '--nopidfile'],
+    {
+      // The bus's own log (e.g. every rejected message) is kept, not printed: tests that expect
+      // denials would otherwise flood the output. BULKHEAD_BUS_LOG=1 prints it.
+      stdio: ['ignore', 'pipe', process.env.BULKHEAD_BUS_LOG ? 'inherit' : 'pipe'],
+    },
+  );
   let busLog = '';
   child.stderr?.on('data', (d: Buffer) => {
     busLog = (busLog + d.toString()).slice(-64 * 1024);
@@ -146,6 +151,14 @@ export function ensureUiAccount(): { uid: number; gid: number } | null {
   if (have) return have;
   if (process.getuid?.() !== 0) return null;
   spawnSync('groupadd', ['--system', 'bulkhead-ui']);
-  spawnSync('useradd', ['--system', '--gid', 'bulkhead-ui', '--no-create-home', '--shell', '/usr/sbin/nologin', 'bulkhead-ui']);
+  spawnSync('useradd', [
+    '--system',
+    '--gid',
+    'bulkhead-ui',
+    '--no-create-home',
+    '--shell',
+    '/usr/sbin/nologin',
+    'bulkhead-ui',
+  ]);
   return accountIds('bulkhead-ui');
 }

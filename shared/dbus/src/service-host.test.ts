@@ -45,27 +45,53 @@ class FakeVmManager implements VmManager1Service {
 
 function fakeVmProps(name: string): Vm1Properties {
   return {
-    Id: name, Name: name, Slot: 1, Kind: 'personal', Color: '#2a6fdb', Icon: '', State: 'stopped', StateReason: '',
-    LastError: '', HasGpu: false, Autostart: false, UsbAutoAttach: true, MemoryMiB: 64, Vcpus: 1, Backend: 'qemu',
-    ConfigFile: `/etc/bulkhead/vms/${name}.json`, InputQmpSocket: '',
+    Id: name,
+    Name: name,
+    Slot: 1,
+    Kind: 'personal',
+    Color: '#2a6fdb',
+    Icon: '',
+    State: 'stopped',
+    StateReason: '',
+    LastError: '',
+    HasGpu: false,
+    Autostart: false,
+    UsbAutoAttach: true,
+    MemoryMiB: 64,
+    Vcpus: 1,
+    Backend: 'qemu',
+    ConfigFile: `/etc/bulkhead/vms/${name}.json`,
+    InputQmpSocket: '',
   };
 }
 
 class FakeVm implements Vm1Service {
   constructor(public props: Vm1Properties) {}
-  Start(): void { this.props.State = 'running'; }
+  Start(): void {
+    this.props.State = 'running';
+  }
   Stop(): void {}
   Kill(): void {}
   Pause(): void {}
   Resume(): void {}
-  Screenshot(): Buffer { return Buffer.from('png'); }
-  AttachUsbDevice(): string { return 'usb1'; }
+  Screenshot(): Buffer {
+    return Buffer.from('png');
+  }
+  AttachUsbDevice(): string {
+    return 'usb1';
+  }
   DetachUsbDevice(): void {}
-  ListUsbDevices(): Array<[string, number, number]> { return []; }
+  ListUsbDevices(): Array<[string, number, number]> {
+    return [];
+  }
 }
 
 const managerProps = (): VmManager1Properties => ({
-  ActiveVm: '/', Switching: false, LastSwitch: {}, ConfigErrors: [], Accelerator: 'tcg',
+  ActiveVm: '/',
+  Switching: false,
+  LastSwitch: {},
+  ConfigErrors: [],
+  Accelerator: 'tcg',
 });
 
 let bus: PrivateBus;
@@ -112,13 +138,17 @@ test('PropertiesChanged carries the new value', async () => {
   const exported = host.export(vmPath('business'), 'org.bulkhead.Vm1', vm, () => vm.props);
   const seen: Array<Record<string, unknown>> = [];
   const watch = await client.watchObjects('org.bulkhead.VmManager1', VM_MANAGER_PATH, {
-    changed: (path, iface, changed) => path === vmPath('business') && iface === 'org.bulkhead.Vm1' && seen.push(changed),
+    changed: (path, iface, changed) =>
+      path === vmPath('business') && iface === 'org.bulkhead.Vm1' && seen.push(changed),
   });
   vm.props.State = 'running';
   exported.propertiesChanged('State');
   await waitFor(() => seen.length > 0);
   assert.deepEqual(seen[0], { State: 'running' });
-  assert.equal(await client.get('org.bulkhead.VmManager1', vmPath('business'), 'org.bulkhead.Vm1', 'State'), 'running');
+  assert.equal(
+    await client.get('org.bulkhead.VmManager1', vmPath('business'), 'org.bulkhead.Vm1', 'State'),
+    'running',
+  );
   await watch.unsubscribe();
 });
 
@@ -146,14 +176,26 @@ test('an unexpected exception reaches the client as Failed, without its stack', 
 
 test('a call with the wrong argument types gets InvalidArgument and the daemon stays up', async () => {
   await assert.rejects(
-    client.call('org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 's', ['one']),
-    (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidArgument' && /takes \(ua\{sv\}\)/.test(e.message),
+    client.call('org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'SwitchToSlot', 's', [
+      'one',
+    ]),
+    (e: unknown) =>
+      e instanceof BulkheadError && e.errorName === 'InvalidArgument' && /takes \(ua\{sv\}\)/.test(e.message),
   );
-  await client.proxy('org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1').SwitchToSlot(1, { x: variant('s', 'y') });
+  await client
+    .proxy('org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1')
+    .SwitchToSlot(1, { x: variant('s', 'y') });
 });
 
 test('Introspect returns the contract of the object and its children', async () => {
-  const [xml] = await client.call('org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.freedesktop.DBus.Introspectable', 'Introspect', '', []);
+  const [xml] = await client.call(
+    'org.bulkhead.VmManager1',
+    VM_MANAGER_PATH,
+    'org.freedesktop.DBus.Introspectable',
+    'Introspect',
+    '',
+    [],
+  );
   assert.match(xml, /<interface name="org.bulkhead.VmManager1">/);
   assert.match(xml, /<method name="SwitchToSlot">/);
   assert.match(xml, /<node name="vm"\/>/);
@@ -164,7 +206,9 @@ test('unexport announces InterfacesRemoved', async () => {
   const removed: string[] = [];
   const vm = new FakeVm(fakeVmProps('temp'));
   host.export(vmPath('temp'), 'org.bulkhead.Vm1', vm, () => vm.props);
-  const watch = await client.watchObjects('org.bulkhead.VmManager1', VM_MANAGER_PATH, { removed: (p) => removed.push(p) });
+  const watch = await client.watchObjects('org.bulkhead.VmManager1', VM_MANAGER_PATH, {
+    removed: (p) => removed.push(p),
+  });
   host.unexport(vmPath('temp'));
   await waitFor(() => removed.includes(vmPath('temp')));
   await watch.unsubscribe();
@@ -172,15 +216,23 @@ test('unexport announces InterfacesRemoved', async () => {
 
 test('the XML-vs-code check fails when a member is removed from either side', () => {
   const contract = CONTRACT['org.bulkhead.VmManager1'] as InterfaceContract;
-  assert.deepEqual(checkImplementation(contract, new FakeVmManager(), managerProps() as unknown as Record<string, unknown>), []);
+  assert.deepEqual(
+    checkImplementation(contract, new FakeVmManager(), managerProps() as unknown as Record<string, unknown>),
+    [],
+  );
   // Removed from the code: an implementation without SwitchToSlot.
   const partial = { Switch: () => undefined, Reload: () => 0 };
-  assert.deepEqual(checkImplementation(contract, partial, managerProps() as unknown as Record<string, unknown>), [
-    'org.bulkhead.VmManager1.SwitchToSlot: in the XML, missing in the code',
-  ]);
+  assert.deepEqual(
+    checkImplementation(contract, partial, managerProps() as unknown as Record<string, unknown>),
+    ['org.bulkhead.VmManager1.SwitchToSlot: in the XML, missing in the code'],
+  );
   // Removed from the XML: a contract without Reload.
   const { Reload: _gone, ...methods } = contract.methods;
-  const problems = checkImplementation({ ...contract, methods }, new FakeVmManager(), managerProps() as unknown as Record<string, unknown>);
+  const problems = checkImplementation(
+    { ...contract, methods },
+    new FakeVmManager(),
+    managerProps() as unknown as Record<string, unknown>,
+  );
   assert.deepEqual(problems, ['org.bulkhead.VmManager1.Reload: in the code, missing in the XML']);
   // A property dropped from the code.
   const { Accelerator: _a, ...props } = managerProps();
@@ -189,14 +241,22 @@ test('the XML-vs-code check fails when a member is removed from either side', ()
   ]);
   // And export() refuses such an implementation outright.
   assert.throws(
-    () => host.export('/org/bulkhead/Broken', 'org.bulkhead.VmManager1', partial as unknown as VmManager1Service, managerProps),
+    () =>
+      host.export(
+        '/org/bulkhead/Broken',
+        'org.bulkhead.VmManager1',
+        partial as unknown as VmManager1Service,
+        managerProps,
+      ),
     /code and contract disagree/,
   );
 });
 
 test('the generated TypeScript and policy files match the XML (npm run codegen is not stale)', () => {
   const repo = join(__dirname, '..', '..', '..');
-  const r = spawnSync(process.execPath, [join(repo, 'shared/contract/scripts/codegen.mjs'), '--check'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(repo, 'shared/contract/scripts/codegen.mjs'), '--check'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
 });
 
@@ -210,61 +270,96 @@ async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
 
 // --- Access control on a bus with the real (generated) policy files -----------------------------
 const isRoot = process.getuid?.() === 0;
-test('with the real policy: root may call everything, the UI user only Access=ui members, nobody nothing', { skip: !isRoot && 'needs root to run clients as other users' }, async () => {
-  const ui = ensureUiAccount();
-  const nobody = accountIds('nobody');
-  assert.ok(ui && nobody, 'accounts bulkhead-ui and nobody exist');
-  const sys = await startPrivateBus({ mode: 'system' });
-  const conn = await connectBus(sys.address);
-  try {
-    const h = new ServiceHost(conn, { log: () => undefined });
-    const m = new FakeVmManager();
-    h.addObjectManager(VM_MANAGER_PATH);
-    h.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', m, managerProps);
-    await h.requestName('org.bulkhead.VmManager1');
-    const call = (ids: { uid: number; gid: number } | null, member: string, sig: string, body: unknown[]) =>
-      callAs(ids, sys.address, 'org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1', member, sig, body);
+test(
+  'with the real policy: root may call everything, the UI user only Access=ui members, nobody nothing',
+  { skip: !isRoot && 'needs root to run clients as other users' },
+  async () => {
+    const ui = ensureUiAccount();
+    const nobody = accountIds('nobody');
+    assert.ok(ui && nobody, 'accounts bulkhead-ui and nobody exist');
+    const sys = await startPrivateBus({ mode: 'system' });
+    const conn = await connectBus(sys.address);
+    try {
+      const h = new ServiceHost(conn, { log: () => undefined });
+      const m = new FakeVmManager();
+      h.addObjectManager(VM_MANAGER_PATH);
+      h.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', m, managerProps);
+      await h.requestName('org.bulkhead.VmManager1');
+      const call = (ids: { uid: number; gid: number } | null, member: string, sig: string, body: unknown[]) =>
+        callAs(
+          ids,
+          sys.address,
+          'org.bulkhead.VmManager1',
+          VM_MANAGER_PATH,
+          'org.bulkhead.VmManager1',
+          member,
+          sig,
+          body,
+        );
 
-    // Switch is Access=ui: root and the UI user may, nobody may not.
-    assert.equal((await call(null, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
-    assert.equal((await call(ui, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
-    const denied = await call(nobody, 'Switch', 'oa{sv}', ['/', {}]);
-    assert.equal(denied.ok, false);
-    assert.equal(denied.error, 'org.freedesktop.DBus.Error.AccessDenied');
-    // Reload is Access=root: the UI user is refused by the bus policy.
-    const uiReload = await call(ui, 'Reload', '', []);
-    assert.equal(uiReload.error, 'org.freedesktop.DBus.Error.AccessDenied');
-    // Reading properties: UI yes, nobody no.
-    const get = (ids: { uid: number; gid: number } | null) =>
-      callAs(ids, sys.address, 'org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', ['org.bulkhead.VmManager1', 'ActiveVm']);
-    assert.equal((await get(ui)).ok, true);
-    assert.equal((await get(nobody)).ok, false);
-    // nobody may not own our names.
-    assert.equal(m.switched.length, 2);
-  } finally {
-    conn.disconnect();
-    await sys.stop();
-  }
-});
+      // Switch is Access=ui: root and the UI user may, nobody may not.
+      assert.equal((await call(null, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
+      assert.equal((await call(ui, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
+      const denied = await call(nobody, 'Switch', 'oa{sv}', ['/', {}]);
+      assert.equal(denied.ok, false);
+      assert.equal(denied.error, 'org.freedesktop.DBus.Error.AccessDenied');
+      // Reload is Access=root: the UI user is refused by the bus policy.
+      const uiReload = await call(ui, 'Reload', '', []);
+      assert.equal(uiReload.error, 'org.freedesktop.DBus.Error.AccessDenied');
+      // Reading properties: UI yes, nobody no.
+      const get = (ids: { uid: number; gid: number } | null) =>
+        callAs(
+          ids,
+          sys.address,
+          'org.bulkhead.VmManager1',
+          VM_MANAGER_PATH,
+          'org.freedesktop.DBus.Properties',
+          'Get',
+          'ss',
+          ['org.bulkhead.VmManager1', 'ActiveVm'],
+        );
+      assert.equal((await get(ui)).ok, true);
+      assert.equal((await get(nobody)).ok, false);
+      // nobody may not own our names.
+      assert.equal(m.switched.length, 2);
+    } finally {
+      conn.disconnect();
+      await sys.stop();
+    }
+  },
+);
 
-test('defence in depth: with a permissive bus, the daemon itself refuses nobody and the UI user where Access says so', { skip: !isRoot && 'needs root' }, async () => {
-  const ui = ensureUiAccount();
-  const nobody = accountIds('nobody');
-  const open = await startPrivateBus({ mode: 'open' });
-  const conn = await connectBus(open.address);
-  try {
-    const h = new ServiceHost(conn, { log: () => undefined });
-    h.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', new FakeVmManager(), managerProps);
-    await h.requestName('org.bulkhead.VmManager1');
-    const call = (ids: { uid: number; gid: number } | null, member: string, sig: string, body: unknown[]) =>
-      callAs(ids, open.address, 'org.bulkhead.VmManager1', VM_MANAGER_PATH, 'org.bulkhead.VmManager1', member, sig, body);
-    const r1 = await call(nobody, 'Switch', 'oa{sv}', ['/', {}]);
-    assert.equal(r1.error, 'org.bulkhead.Error.AccessDenied');
-    const r2 = await call(ui, 'Reload', '', []);
-    assert.equal(r2.error, 'org.bulkhead.Error.AccessDenied');
-    assert.equal((await call(ui, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
-  } finally {
-    conn.disconnect();
-    await open.stop();
-  }
-});
+test(
+  'defence in depth: with a permissive bus, the daemon itself refuses nobody and the UI user where Access says so',
+  { skip: !isRoot && 'needs root' },
+  async () => {
+    const ui = ensureUiAccount();
+    const nobody = accountIds('nobody');
+    const open = await startPrivateBus({ mode: 'open' });
+    const conn = await connectBus(open.address);
+    try {
+      const h = new ServiceHost(conn, { log: () => undefined });
+      h.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', new FakeVmManager(), managerProps);
+      await h.requestName('org.bulkhead.VmManager1');
+      const call = (ids: { uid: number; gid: number } | null, member: string, sig: string, body: unknown[]) =>
+        callAs(
+          ids,
+          open.address,
+          'org.bulkhead.VmManager1',
+          VM_MANAGER_PATH,
+          'org.bulkhead.VmManager1',
+          member,
+          sig,
+          body,
+        );
+      const r1 = await call(nobody, 'Switch', 'oa{sv}', ['/', {}]);
+      assert.equal(r1.error, 'org.bulkhead.Error.AccessDenied');
+      const r2 = await call(ui, 'Reload', '', []);
+      assert.equal(r2.error, 'org.bulkhead.Error.AccessDenied');
+      assert.equal((await call(ui, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
+    } finally {
+      conn.disconnect();
+      await open.stop();
+    }
+  },
+);

@@ -35,16 +35,19 @@ export function checkImplementation(
   const implMethods = new Set<string>();
   for (let o: object | null = implementation; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
     for (const k of Object.getOwnPropertyNames(o))
-      if (/^[A-Z]/.test(k) && typeof (implementation as Record<string, unknown>)[k] === 'function') implMethods.add(k);
+      if (/^[A-Z]/.test(k) && typeof (implementation as Record<string, unknown>)[k] === 'function')
+        implMethods.add(k);
   }
   for (const m of Object.keys(contract.methods))
     if (!implMethods.has(m)) problems.push(`${contract.name}.${m}: in the XML, missing in the code`);
   for (const m of implMethods)
     if (!(m in contract.methods)) problems.push(`${contract.name}.${m}: in the code, missing in the XML`);
   for (const p of Object.keys(contract.properties))
-    if (!(p in properties)) problems.push(`${contract.name}.${p} (property): in the XML, missing in the code`);
+    if (!(p in properties))
+      problems.push(`${contract.name}.${p} (property): in the XML, missing in the code`);
   for (const p of Object.keys(properties))
-    if (!(p in contract.properties)) problems.push(`${contract.name}.${p} (property): in the code, missing in the XML`);
+    if (!(p in contract.properties))
+      problems.push(`${contract.name}.${p} (property): in the code, missing in the XML`);
   return problems;
 }
 
@@ -98,7 +101,9 @@ export class ServiceHost {
   ) {
     this.identity = new CallerIdentity(bus);
     this.roles = opts.roles ?? systemRoleResolver();
-    this.log = opts.log ?? ((level, msg) => (level === 'debug' ? undefined : console.error(`[dbus] ${level}: ${msg}`)));
+    this.log =
+      opts.log ??
+      ((level, msg) => (level === 'debug' ? undefined : console.error(`[dbus] ${level}: ${msg}`)));
     bus.addMethodHandler(this.handler);
   }
 
@@ -125,8 +130,13 @@ export class ServiceHost {
     properties: () => InterfaceTypes[I]['properties'],
   ): ExportedInterface<I> {
     const contract = CONTRACT[iface] as InterfaceContract;
-    const problems = checkImplementation(contract, implementation as object, properties() as unknown as Record<string, unknown>);
-    if (problems.length) throw new Error(`code and contract disagree at ${path}:\n  ${problems.join('\n  ')}`);
+    const problems = checkImplementation(
+      contract,
+      implementation as object,
+      properties() as unknown as Record<string, unknown>,
+    );
+    if (problems.length)
+      throw new Error(`code and contract disagree at ${path}:\n  ${problems.join('\n  ')}`);
     let node = this.objects.get(path);
     if (!node) this.objects.set(path, (node = new Map()));
     node.set(iface, {
@@ -153,7 +163,8 @@ export class ServiceHost {
     const removed = iface ? (node.delete(iface) ? [iface] : []) : [...node.keys()];
     if (!iface || node.size === 0) this.objects.delete(path);
     const manager = this.managerOf(path);
-    if (manager && removed.length) this.send(Message.newSignal(manager, OM, 'InterfacesRemoved', 'oas', [path, removed]));
+    if (manager && removed.length)
+      this.send(Message.newSignal(manager, OM, 'InterfacesRemoved', 'oas', [path, removed]));
   }
 
   isExported(path: string): boolean {
@@ -191,13 +202,16 @@ export class ServiceHost {
   private propertyVariants(e: Exported): Record<string, dbus.Variant> {
     const values = e.properties();
     const out: Record<string, dbus.Variant> = {};
-    for (const [name, p] of Object.entries(e.contract.properties)) out[name] = new Variant(p.type, values[name]);
+    for (const [name, p] of Object.entries(e.contract.properties))
+      out[name] = new Variant(p.type, values[name]);
     return out;
   }
 
   private onMessage(msg: dbus.Message): boolean {
     if (msg.type !== METHOD_CALL || this.closed) return false;
-    void this.dispatch(msg).catch((e) => this.log('error', `dispatch of ${msg.member} failed: ${(e as Error).stack}`));
+    void this.dispatch(msg).catch((e) =>
+      this.log('error', `dispatch of ${msg.member} failed: ${(e as Error).stack}`),
+    );
     return true;
   }
 
@@ -223,7 +237,10 @@ export class ServiceHost {
     try {
       if (iface === PEER) {
         if (member === 'Ping') return this.reply(msg, '', []);
-        throw new DispatchError('org.freedesktop.DBus.Error.UnknownMethod', `Peer.${member} is not supported`);
+        throw new DispatchError(
+          'org.freedesktop.DBus.Error.UnknownMethod',
+          `Peer.${member} is not supported`,
+        );
       }
       const ctx = await this.context(msg);
       if (iface === INTROSPECTABLE && member === 'Introspect') {
@@ -232,7 +249,9 @@ export class ServiceHost {
       }
       // Authorise before looking the object up, so an unauthorised caller learns nothing about
       // which objects exist.
-      const declared = iface ? (CONTRACT as Record<string, InterfaceContract>)[iface]?.methods[member] : undefined;
+      const declared = iface
+        ? (CONTRACT as Record<string, InterfaceContract>)[iface]?.methods[member]
+        : undefined;
       if (declared && !ctx.roles.has(declared.access) && !ctx.roles.has('root'))
         throw new BulkheadError('AccessDenied', `uid ${ctx.uid} may not call ${iface}.${member}`);
       const node = this.objects.get(path);
@@ -242,14 +261,23 @@ export class ServiceHost {
       }
       if (!node) throw new DispatchError('org.freedesktop.DBus.Error.UnknownObject', `no object at ${path}`);
       if (iface === PROPS) return this.properties(msg, node, ctx);
-      const target = iface
-        ? node.get(iface)
-        : [...node.values()].find((e) => member in e.contract.methods);
-      if (!target) throw new DispatchError('org.freedesktop.DBus.Error.UnknownInterface', `no interface ${iface} at ${path}`);
+      const target = iface ? node.get(iface) : [...node.values()].find((e) => member in e.contract.methods);
+      if (!target)
+        throw new DispatchError(
+          'org.freedesktop.DBus.Error.UnknownInterface',
+          `no interface ${iface} at ${path}`,
+        );
       const m = target.contract.methods[member];
-      if (!m) throw new DispatchError('org.freedesktop.DBus.Error.UnknownMethod', `${target.contract.name}.${member} does not exist`);
+      if (!m)
+        throw new DispatchError(
+          'org.freedesktop.DBus.Error.UnknownMethod',
+          `${target.contract.name}.${member} does not exist`,
+        );
       if (!ctx.roles.has(m.access) && !ctx.roles.has('root'))
-        throw new BulkheadError('AccessDenied', `uid ${ctx.uid} may not call ${target.contract.name}.${member}`);
+        throw new BulkheadError(
+          'AccessDenied',
+          `uid ${ctx.uid} may not call ${target.contract.name}.${member}`,
+        );
       if (sig !== m.inSignature)
         throw new BulkheadError('InvalidArgument', `${member} takes (${m.inSignature}), got (${sig})`);
       const result = await target.implementation[member].call(target.implementation, ctx, ...msg.body);
@@ -257,7 +285,10 @@ export class ServiceHost {
       try {
         this.reply(msg, m.outSignature, body);
       } catch (e) {
-        this.log('error', `${member} returned a value that does not fit (${m.outSignature}): ${(e as Error).message}`);
+        this.log(
+          'error',
+          `${member} returned a value that does not fit (${m.outSignature}): ${(e as Error).message}`,
+        );
         this.replyError(msg, `${ERROR_PREFIX}Failed`, 'internal error (see the daemon log)');
       }
     } catch (e) {
@@ -278,18 +309,30 @@ export class ServiceHost {
     const [ifaceName, prop] = msg.body as [string, string];
     const e = node.get(ifaceName);
     if (msg.member === 'GetAll' && msg.signature === 's') {
-      if (!e) throw new DispatchError('org.freedesktop.DBus.Error.UnknownInterface', `no interface ${ifaceName}`);
+      if (!e)
+        throw new DispatchError('org.freedesktop.DBus.Error.UnknownInterface', `no interface ${ifaceName}`);
       return this.reply(msg, 'a{sv}', [this.propertyVariants(e)]);
     }
     if (msg.member === 'Get' && msg.signature === 'ss') {
-      if (!e) throw new DispatchError('org.freedesktop.DBus.Error.UnknownInterface', `no interface ${ifaceName}`);
+      if (!e)
+        throw new DispatchError('org.freedesktop.DBus.Error.UnknownInterface', `no interface ${ifaceName}`);
       const p = e.contract.properties[prop];
-      if (!p) throw new DispatchError('org.freedesktop.DBus.Error.UnknownProperty', `no property ${ifaceName}.${prop}`);
+      if (!p)
+        throw new DispatchError(
+          'org.freedesktop.DBus.Error.UnknownProperty',
+          `no property ${ifaceName}.${prop}`,
+        );
       return this.reply(msg, 'v', [new Variant(p.type, e.properties()[prop])]);
     }
     if (msg.member === 'Set')
-      throw new DispatchError('org.freedesktop.DBus.Error.PropertyReadOnly', 'properties are read-only; use the methods');
-    throw new DispatchError('org.freedesktop.DBus.Error.InvalidArgs', `Properties.${msg.member}(${msg.signature})`);
+      throw new DispatchError(
+        'org.freedesktop.DBus.Error.PropertyReadOnly',
+        'properties are read-only; use the methods',
+      );
+    throw new DispatchError(
+      'org.freedesktop.DBus.Error.InvalidArgs',
+      `Properties.${msg.member}(${msg.signature})`,
+    );
   }
 
   private managedObjects(managerPath: string): Record<string, Record<string, Record<string, dbus.Variant>>> {

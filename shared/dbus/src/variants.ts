@@ -15,7 +15,13 @@ export const variant = (signature: string, value: unknown): Variant => new Varia
 
 type OptionSpec = Record<string, string>;
 type OptionValues<S extends OptionSpec> = {
-  [K in keyof S]?: S[K] extends 's' | 'o' ? string : S[K] extends 'b' ? boolean : S[K] extends 'x' | 't' ? bigint : number;
+  [K in keyof S]?: S[K] extends 's' | 'o'
+    ? string
+    : S[K] extends 'b'
+      ? boolean
+      : S[K] extends 'x' | 't'
+        ? bigint
+        : number;
 };
 
 /**
@@ -23,7 +29,11 @@ type OptionValues<S extends OptionSpec> = {
  * Unknown keys and wrong types are rejected with InvalidArgument naming the key, so that a typo in
  * a caller never silently does nothing.
  */
-export function parseOptions<S extends OptionSpec>(method: string, options: VariantDict, spec: S): OptionValues<S> {
+export function parseOptions<S extends OptionSpec>(
+  method: string,
+  options: VariantDict,
+  spec: S,
+): OptionValues<S> {
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(options ?? {})) {
     const want = spec[key];

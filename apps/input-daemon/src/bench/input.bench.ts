@@ -48,12 +48,16 @@ function inMemory(): { eventsPerSec: number; p50us: number; p99us: number } {
   let t0 = 0;
   const lat: number[] = [];
   const sink: InputSink = {
-    target: '/', description: 'memory', alive: true,
+    target: '/',
+    description: 'memory',
+    alive: true,
     write: () => void lat.push(nowUs() - t0),
     close: async () => undefined,
   };
   const feed = pipelineInto(sink);
-  const frames = Array.from({ length: 100_000 }, (_, i) => encodeEvents(i % 3 ? keyFrame(i) : [ev(EV_REL, REL_X, 1), ev(EV_REL, REL_Y, -1)]));
+  const frames = Array.from({ length: 100_000 }, (_, i) =>
+    encodeEvents(i % 3 ? keyFrame(i) : [ev(EV_REL, REL_X, 1), ev(EV_REL, REL_Y, -1)]),
+  );
   const start = nowUs();
   for (const b of frames) {
     t0 = nowUs();
@@ -97,12 +101,18 @@ async function qmpBench(socket: string) {
   // Raw baseline
   const raw = await rawQmp(socket);
   let start = nowUs();
-  await Promise.all(Array.from({ length: N }, (_, i) => raw.exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } })));
+  await Promise.all(
+    Array.from({ length: N }, (_, i) =>
+      raw.exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } }),
+    ),
+  );
   out.rawFramesPerSec = Math.round(N / ((nowUs() - start) / 1e6));
   const rawLat: number[] = [];
   for (let i = 0; i < 500; i++) {
     const t = nowUs();
-    void raw.exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } }).then(() => rawLat.push(nowUs() - t));
+    void raw
+      .exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } })
+      .then(() => rawLat.push(nowUs() - t));
     await sleep(2);
   }
   await sleep(200);
@@ -163,14 +173,35 @@ async function main(): Promise<void> {
     memP50us: Math.round(mem.p50us * 10) / 10,
     memP99us: Math.round(mem.p99us * 10) / 10,
   };
-  const canQemu = existsSync(GUEST) && existsSync(QMP_CLIENT) && spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+  const canQemu =
+    existsSync(GUEST) &&
+    existsSync(QMP_CLIENT) &&
+    spawnSync('qemu-system-x86_64', ['--version']).status === 0;
   let qemu: ChildProcess | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'input-bench-'));
   try {
     if (canQemu) {
       const sock = join(dir, 'input.qmp');
-      qemu = spawn('qemu-system-x86_64', ['-accel', 'tcg', '-m', '32', '-display', 'none', '-serial', 'null',
-        '-qmp', `unix:${sock},server=on,wait=off`, '-kernel', GUEST, '-append', 'name=bench color=#2a6fdb'], { stdio: 'ignore' });
+      qemu = spawn(
+        'qemu-system-x86_64',
+        [
+          '-accel',
+          'tcg',
+          '-m',
+          '32',
+          '-display',
+          'none',
+          '-serial',
+          'null',
+          '-qmp',
+          `unix:${sock},server=on,wait=off`,
+          '-kernel',
+          GUEST,
+          '-append',
+          'name=bench color=#2a6fdb',
+        ],
+        { stdio: 'ignore' },
+      );
       for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50);
       await sleep(500);
       Object.assign(result, await qmpBench(sock));
@@ -190,7 +221,10 @@ async function main(): Promise<void> {
       ['raw QMP loop: write→reply p50 / p99 (µs) @500 Hz', `${result.rawP50us} / ${result.rawP99us}`],
       ['QMP sink: parse→reply p50 / p99 (µs) @500 Hz', `${result.sinkP50us} / ${result.sinkP99us}`],
       ['8 kHz flood: frames in / QMP commands', `${result.floodFramesIn} / ${result.floodCommandsSent}`],
-      ['8 kHz flood: coalesced / max backlog / drain ms', `${result.floodCoalesced} / ${result.floodMaxBacklog} / ${result.floodDrainMs}`],
+      [
+        '8 kHz flood: coalesced / max backlog / drain ms',
+        `${result.floodCoalesced} / ${result.floodMaxBacklog} / ${result.floodDrainMs}`,
+      ],
     );
   } else rows.push(['QMP', String(result.qmp)]);
   const w = Math.max(...rows.map((r) => r[0].length));

@@ -67,8 +67,10 @@ export function frameToQmpEvents(frame: Frame, unmapped?: { count: number }): Qm
     } else if (e.type === EV_REL) {
       if (e.code === REL_X) out.push({ type: 'rel', data: { axis: 'x', value: e.value } });
       else if (e.code === REL_Y) out.push({ type: 'rel', data: { axis: 'y', value: e.value } });
-      else if (e.code === REL_WHEEL) click(e.value > 0 ? 'wheel-up' : 'wheel-down', Math.min(Math.abs(e.value), 16));
-      else if (e.code === REL_HWHEEL) click(e.value > 0 ? 'wheel-right' : 'wheel-left', Math.min(Math.abs(e.value), 16));
+      else if (e.code === REL_WHEEL)
+        click(e.value > 0 ? 'wheel-up' : 'wheel-down', Math.min(Math.abs(e.value), 16));
+      else if (e.code === REL_HWHEEL)
+        click(e.value > 0 ? 'wheel-right' : 'wheel-left', Math.min(Math.abs(e.value), 16));
     } else if (e.type === EV_ABS) {
       if (e.code === ABS_X) out.push({ type: 'abs', data: { axis: 'x', value: e.value } });
       else if (e.code === ABS_Y) out.push({ type: 'abs', data: { axis: 'y', value: e.value } });

@@ -57,7 +57,8 @@ export async function eventNodeOf(sysname: string, timeoutMs = 2000): Promise<st
   for (;;) {
     const ev = existsSync(dir) ? readdirSync(dir).find((e) => /^event\d+$/.test(e)) : undefined;
     if (ev && existsSync(join('/dev/input', ev))) return join('/dev/input', ev);
-    if (Date.now() > deadline) throw new Error(`uinput device ${sysname}: no /dev/input/event* node after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`uinput device ${sysname}: no /dev/input/event* node after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -129,7 +130,7 @@ export async function createVmUinputSink(
       evdev: node,
       'grab-toggle': 'ctrl-scrolllock',
       repeat: false,
-      'grab_all': false,
+      grab_all: false,
     });
     return new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true);
   } catch (e) {

@@ -168,13 +168,18 @@ export class EvdevSeat extends TypedEmitter<SourceEvents> implements InputSource
       const absRange = { x: range(ABS_X), y: range(ABS_Y) };
       h.grab(true);
       info.grabbed = true;
-      const framer = new DeviceFramer(info, (f) => this.emit('frame', f, info), absRange, () => {
-        try {
-          return h.state(EV_KEY);
-        } catch {
-          return null;
-        }
-      });
+      const framer = new DeviceFramer(
+        info,
+        (f) => this.emit('frame', f, info),
+        absRange,
+        () => {
+          try {
+            return h.state(EV_KEY);
+          } catch {
+            return null;
+          }
+        },
+      );
       this.open.set(path, { handle: h, framer, info });
       h.watch((err) => (err ? this.onReadError(path, err) : this.drain(path)));
       if (cls === 'keyboard') this.writeLeds(h, this.ledState);
@@ -184,7 +189,8 @@ export class EvdevSeat extends TypedEmitter<SourceEvents> implements InputSource
       handle?.close();
       const err = e as EvdevError;
       // EACCES right after hotplug: udev has not set permissions yet; the next change event retries.
-      if (!(err instanceof EvdevError && err.code === 'EACCES')) this.ignored.set(path, `error ${err.message}`);
+      if (!(err instanceof EvdevError && err.code === 'EACCES'))
+        this.ignored.set(path, `error ${err.message}`);
       this.log.warn(`cannot use ${path}: ${err.message}`);
       return false;
     }
@@ -228,7 +234,11 @@ export class EvdevSeat extends TypedEmitter<SourceEvents> implements InputSource
   private writeLeds(h: EvdevHandle, s: LedState): void {
     try {
       h.write(
-        encodeEvents([ev(EV_LED, LED_NUML, s.num ? 1 : 0), ev(EV_LED, LED_CAPSL, s.caps ? 1 : 0), ev(EV_LED, LED_SCROLLL, s.scroll ? 1 : 0)]),
+        encodeEvents([
+          ev(EV_LED, LED_NUML, s.num ? 1 : 0),
+          ev(EV_LED, LED_CAPSL, s.caps ? 1 : 0),
+          ev(EV_LED, LED_SCROLLL, s.scroll ? 1 : 0),
+        ]),
       );
     } catch (e) {
       this.log.warn(`setting LEDs on ${h.path}: ${(e as Error).message}`);

@@ -1,7 +1,13 @@
 import { open } from 'node:fs/promises';
 import { TypedEmitter } from '@bulkhead/common';
 import type { LedController, LedState } from '../router';
-import { DeviceFramer, type DeviceClass, type DeviceInfo, type InputSource, type SourceEvents } from './source';
+import {
+  DeviceFramer,
+  type DeviceClass,
+  type DeviceInfo,
+  type InputSource,
+  type SourceEvents,
+} from './source';
 
 export class ReplayError extends Error {
   override name = 'ReplayError';
@@ -53,7 +59,9 @@ export class ReplaySource extends TypedEmitter<SourceEvents> implements InputSou
           framer.parser.push(buf.subarray(0, bytesRead));
         }
         if (framer.parser.partialBytes)
-          this.opts.onWarning?.(`replay ${this.file}: ${framer.parser.partialBytes} trailing bytes are not a whole input_event (24 bytes); ignored`);
+          this.opts.onWarning?.(
+            `replay ${this.file}: ${framer.parser.partialBytes} trailing bytes are not a whole input_event (24 bytes); ignored`,
+          );
       } finally {
         await fh.close();
       }

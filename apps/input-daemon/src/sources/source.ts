@@ -92,15 +92,24 @@ export const GRABBED_CLASSES: ReadonlySet<DeviceClass> = new Set(['keyboard', 'm
 
 export function busName(bustype: number): string {
   switch (bustype) {
-    case BUS_USB: return 'usb';
-    case BUS_I8042: return 'i8042';
-    case BUS_BLUETOOTH: return 'bluetooth';
-    case BUS_VIRTUAL: return 'virtual';
-    case BUS_I2C: return 'i2c';
-    case BUS_RS232: return 'rs232';
-    case BUS_HOST: return 'host';
-    case BUS_PCI: return 'pci';
-    default: return `bus-0x${bustype.toString(16)}`;
+    case BUS_USB:
+      return 'usb';
+    case BUS_I8042:
+      return 'i8042';
+    case BUS_BLUETOOTH:
+      return 'bluetooth';
+    case BUS_VIRTUAL:
+      return 'virtual';
+    case BUS_I2C:
+      return 'i2c';
+    case BUS_RS232:
+      return 'rs232';
+    case BUS_HOST:
+      return 'host';
+    case BUS_PCI:
+      return 'pci';
+    default:
+      return `bus-0x${bustype.toString(16)}`;
   }
 }
 
@@ -174,7 +183,10 @@ export class DeviceFramer {
         if (touchpad) {
           if (e.code === ABS_X) nx = e.value;
           else ny = e.value;
-        } else out.push(ev(EV_ABS, e.code, this.scale(e.value, e.code === ABS_X ? this.absRange.x : this.absRange.y)));
+        } else
+          out.push(
+            ev(EV_ABS, e.code, this.scale(e.value, e.code === ABS_X ? this.absRange.x : this.absRange.y)),
+          );
       } else out.push(e);
     }
     // Touchpads drive a relative pointer: the finger's movement between frames while touching.

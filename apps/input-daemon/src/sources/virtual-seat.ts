@@ -38,11 +38,17 @@ export class VirtualSeat extends TypedEmitter<SourceEvents> implements InputSour
   inject(deviceClass: string, events: Array<[number, number, number]>): void {
     const framer = this.framers.get(deviceClass as VirtualClass);
     if (!framer)
-      throw new BulkheadError('InvalidArgument', `InjectEvents: device_class '${deviceClass}' is not one of ${VIRTUAL_CLASSES.join(', ')}`);
+      throw new BulkheadError(
+        'InvalidArgument',
+        `InjectEvents: device_class '${deviceClass}' is not one of ${VIRTUAL_CLASSES.join(', ')}`,
+      );
     const decoded: InputEvent[] = [];
     events.forEach(([type, code, value], i) => {
       if (type > 0x1f)
-        throw new BulkheadError('InvalidArgument', `InjectEvents: event ${i} has type ${type}, beyond EV_MAX (0x1f)`);
+        throw new BulkheadError(
+          'InvalidArgument',
+          `InjectEvents: event ${i} has type ${type}, beyond EV_MAX (0x1f)`,
+        );
       decoded.push({ type, code, value });
     });
     framer.parser.pushEvents(decoded);

@@ -82,9 +82,15 @@ const events: Check = (v) =>
     (e) =>
       Array.isArray(e) &&
       e.length === 3 &&
-      Number.isInteger(e[0]) && e[0] >= 0 && e[0] <= 0xffff &&
-      Number.isInteger(e[1]) && e[1] >= 0 && e[1] <= 0xffff &&
-      Number.isInteger(e[2]) && e[2] >= -0x80000000 && e[2] <= 0x7fffffff,
+      Number.isInteger(e[0]) &&
+      e[0] >= 0 &&
+      e[0] <= 0xffff &&
+      Number.isInteger(e[1]) &&
+      e[1] >= 0 &&
+      e[1] <= 0xffff &&
+      Number.isInteger(e[2]) &&
+      e[2] >= -0x80000000 &&
+      e[2] <= 0x7fffffff,
   );
 
 /** Argument shape of every request: the one place both transports validate against. */
@@ -127,14 +133,20 @@ export const isPushChannel = (c: unknown): c is PushChannel =>
  * Checks a request coming from the renderer (never trusted: in the web host it comes from a
  * socket). Throws ChannelError naming the channel and the bad field.
  */
-export function validateRequest(channel: unknown, args: unknown): { channel: RequestChannel; args: RequestArgs<RequestChannel> } {
-  if (!isRequestChannel(channel)) throw new ChannelError('UnknownChannel', `unknown channel '${String(channel)}'`);
+export function validateRequest(
+  channel: unknown,
+  args: unknown,
+): { channel: RequestChannel; args: RequestArgs<RequestChannel> } {
+  if (!isRequestChannel(channel))
+    throw new ChannelError('UnknownChannel', `unknown channel '${String(channel)}'`);
   const schema = REQUEST_SCHEMA[channel] as Record<string, Check>;
   const a = (args ?? {}) as Record<string, unknown>;
-  if (typeof a !== 'object' || Array.isArray(a)) throw new ChannelError('InvalidArgument', `${channel}: arguments must be an object`);
+  if (typeof a !== 'object' || Array.isArray(a))
+    throw new ChannelError('InvalidArgument', `${channel}: arguments must be an object`);
   for (const k of Object.keys(a))
     if (!(k in schema)) throw new ChannelError('InvalidArgument', `${channel}: unknown argument '${k}'`);
   for (const [k, check] of Object.entries(schema))
-    if (!check(a[k])) throw new ChannelError('InvalidArgument', `${channel}: argument '${k}' is missing or invalid`);
+    if (!check(a[k]))
+      throw new ChannelError('InvalidArgument', `${channel}: argument '${k}' is missing or invalid`);
   return { channel, args: a as RequestArgs<RequestChannel> };
 }

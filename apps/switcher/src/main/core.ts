@@ -29,7 +29,9 @@ export interface CoreOptions {
   log?: (msg: string) => void;
 }
 
-type Handlers = { [C in RequestChannel]: (args: RequestArgs<C>, client: string) => Promise<RequestResult<C>> };
+type Handlers = {
+  [C in RequestChannel]: (args: RequestArgs<C>, client: string) => Promise<RequestResult<C>>;
+};
 
 /** Long enough for a switch that has to boot the VM first (TCG is slow). */
 const SWITCH_TIMEOUT_MS = 180_000;
@@ -50,7 +52,9 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     this.state.on('changed', () => this.scheduleSnapshot());
     this.state.on('vmPatch', (path, patch) => this.push('vmPatch', { path, patch }));
     this.state.on('daemon', (name, status) => this.push('daemon', { name, status }));
-    this.state.on('switchProgress', (target, step, detail) => this.push('switchProgress', { target, step, detail, at: Date.now() }));
+    this.state.on('switchProgress', (target, step, detail) =>
+      this.push('switchProgress', { target, step, detail, at: Date.now() }),
+    );
     this.state.on('secureAttention', () => this.push('secureAttention', { at: Date.now() }));
     this.state.on('prompt', (p) => this.push('prompt', p));
     this.state.on('hotkey', (chord, action) => this.push('hotkey', { chord, action }));
@@ -96,7 +100,8 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
           const png = (await this.client
             .proxy(BUS_NAMES.vmManager, vm.path, 'org.bulkhead.Vm1', { timeoutMs: 5000 })
             .Screenshot({})) as unknown as Buffer;
-          if (png?.length) this.push('thumbnail', { vm: vm.path, png: Buffer.from(png).toString('base64'), at: Date.now() });
+          if (png?.length)
+            this.push('thumbnail', { vm: vm.path, png: Buffer.from(png).toString('base64'), at: Date.now() });
         } catch (e) {
           this.opts.log?.(`screenshot of ${vm.id}: ${(e as Error).message}`);
         }
@@ -115,7 +120,9 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     },
     startVm: async ({ vm }) => {
       this.requireUp('vmManager');
-      await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1', { timeoutMs: SWITCH_TIMEOUT_MS }).Start({});
+      await this.client
+        .proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1', { timeoutMs: SWITCH_TIMEOUT_MS })
+        .Start({});
       return null;
     },
     stopVm: async ({ vm }) => {
@@ -177,7 +184,11 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
    * Carry out one (already validated) request from renderer `client`. Failures come back as the
    * daemon's named error (short name + message), never as a stack trace.
    */
-  async handle<C extends RequestChannel>(channel: C, args: RequestArgs<C>, client = 'main'): Promise<RequestResult<C>> {
+  async handle<C extends RequestChannel>(
+    channel: C,
+    args: RequestArgs<C>,
+    client = 'main',
+  ): Promise<RequestResult<C>> {
     const h = this.handlers[channel] as (a: RequestArgs<C>, c: string) => Promise<RequestResult<C>>;
     return h(args, client);
   }
@@ -190,7 +201,9 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
   }
 
   private vmManager(timeoutMs?: number) {
-    return this.client.proxy(BUS_NAMES.vmManager, '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', { timeoutMs });
+    return this.client.proxy(BUS_NAMES.vmManager, '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', {
+      timeoutMs,
+    });
   }
   private input() {
     return this.client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');

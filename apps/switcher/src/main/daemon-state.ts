@@ -131,7 +131,9 @@ export function lastSwitchFromDict(d: unknown): LastSwitchModel | null {
   const r = d as Record<string, unknown>;
   const us = (v: unknown) => (typeof v === 'bigint' || typeof v === 'number' ? Number(v) / 1000 : 0);
   const steps = Array.isArray(r.steps)
-    ? (r.steps as unknown[]).filter(Array.isArray).map((s) => [String((s as unknown[])[0]), us((s as unknown[])[1])] as [string, number])
+    ? (r.steps as unknown[])
+        .filter(Array.isArray)
+        .map((s) => [String((s as unknown[])[0]), us((s as unknown[])[1])] as [string, number])
     : [];
   return {
     from: String(r.from ?? ''),
@@ -173,7 +175,11 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
   }
 
   async start(): Promise<void> {
-    const names: Record<DaemonName, string> = { vmManager: BUS_NAMES.vmManager, input: BUS_NAMES.input, usb: BUS_NAMES.usb };
+    const names: Record<DaemonName, string> = {
+      vmManager: BUS_NAMES.vmManager,
+      input: BUS_NAMES.input,
+      usb: BUS_NAMES.usb,
+    };
     for (const d of Object.keys(names) as DaemonName[])
       this.nameWatches.push(await this.client.watchNameOwner(names[d], (owner) => this.onOwner(d, owner)));
   }
@@ -187,8 +193,12 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
   snapshot(): SwitcherSnapshot {
     return {
       ...this.model,
-      vms: [...this.vms.values()].sort((a, b) => (a.slot || 99) - (b.slot || 99) || a.name.localeCompare(b.name)),
-      usbDevices: [...this.usb.values()].sort((a, b) => a.port.localeCompare(b.port) || a.path.localeCompare(b.path)),
+      vms: [...this.vms.values()].sort(
+        (a, b) => (a.slot || 99) - (b.slot || 99) || a.name.localeCompare(b.name),
+      ),
+      usbDevices: [...this.usb.values()].sort(
+        (a, b) => a.port.localeCompare(b.port) || a.path.localeCompare(b.path),
+      ),
       features: { injectInput: !!this.opts.injectInput && this.model.input?.seat === 'virtual' },
     };
   }
@@ -247,15 +257,22 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
       this.clear(d);
       this.setStatus(d, false, `not answering: ${(e as Error).message}`);
       this.log(`${d}: ${(e as Error).message}; retrying`);
-      t.retry = setTimeout(() => gen === t.generation && void this.connect(d, gen), this.opts.retryMs ?? 1000);
+      t.retry = setTimeout(
+        () => gen === t.generation && void this.connect(d, gen),
+        this.opts.retryMs ?? 1000,
+      );
     }
   }
 
   private async connectVmManager(subs: Unsubscribe[]): Promise<void> {
     const dest = BUS_NAMES.vmManager;
     subs.push(
-      await this.client.onSignal(dest, { path: VM_MANAGER_PATH }, VMM1, 'SwitchProgress', ([target, step, detail]) =>
-        this.emit('switchProgress', target, step, detail),
+      await this.client.onSignal(
+        dest,
+        { path: VM_MANAGER_PATH },
+        VMM1,
+        'SwitchProgress',
+        ([target, step, detail]) => this.emit('switchProgress', target, step, detail),
       ),
     );
     const watch = await this.client.watchObjects(dest, VM_MANAGER_PATH, {
@@ -304,12 +321,19 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
   private async connectInput(subs: Unsubscribe[]): Promise<void> {
     const dest = BUS_NAMES.input;
     subs.push(
-      await this.client.onSignal(dest, { path: INPUT_PATH }, INPUT1, 'SecureAttention', () => this.emit('secureAttention')),
+      await this.client.onSignal(dest, { path: INPUT_PATH }, INPUT1, 'SecureAttention', () =>
+        this.emit('secureAttention'),
+      ),
       await this.client.onSignal(dest, { path: INPUT_PATH }, INPUT1, 'HotkeyPressed', ([chord, action]) =>
         this.emit('hotkey', chord, action),
       ),
       await this.client.subscribe(
-        { sender: dest, path: INPUT_PATH, interface: 'org.freedesktop.DBus.Properties', member: 'PropertiesChanged' },
+        {
+          sender: dest,
+          path: INPUT_PATH,
+          interface: 'org.freedesktop.DBus.Properties',
+          member: 'PropertiesChanged',
+        },
         (m) => {
           if (m.body[0] !== INPUT1 || !this.model.input) return;
           this.applyInputProps(unwrap(m.body[1]) as Props);
@@ -318,7 +342,14 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
       ),
     );
     const props = (await this.client.getAll(dest, INPUT_PATH, INPUT1)) as unknown as Props;
-    this.model.input = { focusedTarget: '/', locked: false, frozen: false, seat: '', hotkeys: [], lastHotkeyError: '' };
+    this.model.input = {
+      focusedTarget: '/',
+      locked: false,
+      frozen: false,
+      seat: '',
+      hotkeys: [],
+      lastHotkeyError: '',
+    };
     this.applyInputProps(props);
   }
 

@@ -57,16 +57,21 @@ async function main(): Promise<void> {
   win.webContents.on('will-navigate', (e) => e.preventDefault());
   win.webContents.setWindowOpenHandler(() => ({ action: 'deny' }));
 
-  const fromOurPage = (e: IpcMainInvokeEvent) => !!e.senderFrame?.url.startsWith(origin) && e.sender === win.webContents;
-  ipcMain.handle(IPC_REQUEST, async (e, channel: unknown, args: unknown): Promise<RequestOutcome<unknown>> => {
-    if (!fromOurPage(e)) return { ok: false, error: { name: 'AccessDenied', message: 'not the switcher page' } };
-    try {
-      const v = validateRequest(channel, args);
-      return { ok: true, result: await host.core.handle(v.channel, v.args, 'electron') };
-    } catch (err) {
-      return { ok: false, error: toFailure(err) };
-    }
-  });
+  const fromOurPage = (e: IpcMainInvokeEvent) =>
+    !!e.senderFrame?.url.startsWith(origin) && e.sender === win.webContents;
+  ipcMain.handle(
+    IPC_REQUEST,
+    async (e, channel: unknown, args: unknown): Promise<RequestOutcome<unknown>> => {
+      if (!fromOurPage(e))
+        return { ok: false, error: { name: 'AccessDenied', message: 'not the switcher page' } };
+      try {
+        const v = validateRequest(channel, args);
+        return { ok: true, result: await host.core.handle(v.channel, v.args, 'electron') };
+      } catch (err) {
+        return { ok: false, error: toFailure(err) };
+      }
+    },
+  );
   host.core.on('push', (channel: PushChannel, payload: unknown) => {
     if (!win.isDestroyed()) win.webContents.send(IPC_PUSH, channel, payload);
   });

@@ -48,7 +48,10 @@ class Client {
       ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
     });
   }
-  async request(channel: string, args: unknown): Promise<{ id: number; ok: boolean; result?: unknown; error?: { name: string; message: string } }> {
+  async request(
+    channel: string,
+    args: unknown,
+  ): Promise<{ id: number; ok: boolean; result?: unknown; error?: { name: string; message: string } }> {
     const id = this.nextId++;
     this.ws.send(JSON.stringify({ id, channel, args }));
     await waitFor(() => this.replies.has(id));
@@ -62,7 +65,8 @@ class Client {
   }
 }
 
-const wsUrl = (token?: string) => `ws://127.0.0.1:${host.port}/ws${token === undefined ? '' : `?token=${token}`}`;
+const wsUrl = (token?: string) =>
+  `ws://127.0.0.1:${host.port}/ws${token === undefined ? '' : `?token=${token}`}`;
 
 async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -90,7 +94,11 @@ test('unknown channels and malformed arguments are rejected with a named error',
   const c = await Client.open(wsUrl(host.token));
   try {
     const r = await c.request('rm -rf', {});
-    assert.deepEqual(r, { id: 1, ok: false, error: { name: 'UnknownChannel', message: "unknown channel 'rm -rf'" } });
+    assert.deepEqual(r, {
+      id: 1,
+      ok: false,
+      error: { name: 'UnknownChannel', message: "unknown channel 'rm -rf'" },
+    });
     const bad = await c.request('switchTo', { vm: 42 });
     assert.equal(bad.ok, false);
     assert.match((bad as { error: { message: string } }).error.message, /switchTo: argument 'vm'/);
@@ -106,9 +114,20 @@ test('the first push is a snapshot of the daemons: VMs, config errors, USB devic
   try {
     await waitFor(() => (c.lastSnapshot()?.vms.length ?? 0) === 2 && !!c.lastSnapshot()?.daemons.usb.up);
     const s = c.lastSnapshot() as SwitcherSnapshot;
-    assert.deepEqual(s.vms.map((v) => [v.name, v.slot, v.color]), [['Personal', 1, '#2a6fdb'], ['Business', 2, '#d9822b']]);
-    assert.deepEqual(s.configErrors, [{ file: '/etc/bulkhead/vms/broken.json', field: 'memory_mib', reason: 'must be a number' }]);
-    assert.deepEqual(s.usbDevices.map((d) => d.path), [usbDevicePath('stick')]);
+    assert.deepEqual(
+      s.vms.map((v) => [v.name, v.slot, v.color]),
+      [
+        ['Personal', 1, '#2a6fdb'],
+        ['Business', 2, '#d9822b'],
+      ],
+    );
+    assert.deepEqual(s.configErrors, [
+      { file: '/etc/bulkhead/vms/broken.json', field: 'memory_mib', reason: 'must be a number' },
+    ]);
+    assert.deepEqual(
+      s.usbDevices.map((d) => d.path),
+      [usbDevicePath('stick')],
+    );
     assert.equal(s.input?.seat, 'virtual');
     assert.equal(s.features.injectInput, true);
   } finally {
@@ -123,7 +142,9 @@ test('switchTo reaches VmManager1.Switch; progress and the new ActiveVm come bac
     assert.deepEqual(r, { id: 1, ok: true, result: null });
     assert.deepEqual(fakes.vmManager.switchCalls.at(-1), vmPath('business'));
     await waitFor(() => c.lastSnapshot()?.activeVm === vmPath('business'));
-    const steps = c.pushes.filter((p) => p.push === 'switchProgress').map((p) => (p.payload as { step: string }).step);
+    const steps = c.pushes
+      .filter((p) => p.push === 'switchProgress')
+      .map((p) => (p.payload as { step: string }).step);
     assert.deepEqual(steps, ['starting-vm', 'freeze-input', 'focus-input', 'publish', 'done']);
     await waitFor(() => c.lastSnapshot()?.lastSwitch?.outcome === 'ok');
     assert.deepEqual(c.lastSnapshot()?.lastSwitch?.steps[0], ['freeze-input', 0.3]);
@@ -135,9 +156,16 @@ test('switchTo reaches VmManager1.Switch; progress and the new ActiveVm come bac
 test('a named D-Bus error reaches the renderer by name with its message', async () => {
   const c = await Client.open(wsUrl(host.token));
   try {
-    fakes.vmManager.failNextSwitch = new BulkheadError('InvalidConfig', '/etc/bulkhead/vms/x.json: memory_mib: must be a number');
+    fakes.vmManager.failNextSwitch = new BulkheadError(
+      'InvalidConfig',
+      '/etc/bulkhead/vms/x.json: memory_mib: must be a number',
+    );
     const r = await c.request('switchTo', { vm: vmPath('personal') });
-    assert.deepEqual(r, { id: 1, ok: false, error: { name: 'InvalidConfig', message: '/etc/bulkhead/vms/x.json: memory_mib: must be a number' } });
+    assert.deepEqual(r, {
+      id: 1,
+      ok: false,
+      error: { name: 'InvalidConfig', message: '/etc/bulkhead/vms/x.json: memory_mib: must be a number' },
+    });
     const missing = await c.request('switchTo', { vm: vmPath('nope') });
     assert.equal((missing as { error: { name: string } }).error.name, 'NoSuchVm');
   } finally {
@@ -148,7 +176,10 @@ test('a named D-Bus error reaches the renderer by name with its message', async 
 test('USB, lock and input requests reach their daemons', async () => {
   const c = await Client.open(wsUrl(host.token));
   try {
-    assert.equal((await c.request('assignUsb', { device: usbDevicePath('stick'), vm: vmPath('personal') })).ok, true);
+    assert.equal(
+      (await c.request('assignUsb', { device: usbDevicePath('stick'), vm: vmPath('personal') })).ok,
+      true,
+    );
     assert.equal(fakes.usbDevices.get(usbDevicePath('stick'))?.props.AssignedVm, vmPath('personal'));
     assert.equal((await c.request('setSticky', { device: usbDevicePath('stick'), sticky: true })).ok, true);
     assert.equal(fakes.usbDevices.get(usbDevicePath('stick'))?.props.Sticky, true);
@@ -158,10 +189,15 @@ test('USB, lock and input requests reach their daemons', async () => {
     assert.equal((await c.request('answerPrompt', { promptId: 9, answer: 'deny' })).ok, true);
     assert.deepEqual(fakes.usb.answers, [[9, 'deny']]);
     assert.equal((await c.request('lock', {})).ok, true);
-    await waitFor(() => c.pushes.some((p) => p.push === 'secureAttention') && c.lastSnapshot()?.input?.locked === true);
+    await waitFor(
+      () => c.pushes.some((p) => p.push === 'secureAttention') && c.lastSnapshot()?.input?.locked === true,
+    );
     assert.equal((await c.request('unlock', {})).ok, true);
     await waitFor(() => c.lastSnapshot()?.input?.locked === false);
-    const ev = [[1, 30, 1], [0, 0, 0]];
+    const ev = [
+      [1, 30, 1],
+      [0, 0, 0],
+    ];
     assert.equal((await c.request('injectInput', { deviceClass: 'keyboard', events: ev })).ok, true);
     assert.deepEqual(fakes.input.injected.at(-1), ['keyboard', ev]);
   } finally {
@@ -196,7 +232,9 @@ test('vm-daemon going away is shown as down with no VMs; it recovers by itself w
     const r = await c.request('switchTo', { vm: vmPath('personal') });
     assert.equal((r as { error: { name: string } }).error.name, 'ServiceDown');
     await fakes.start('vmManager');
-    await waitFor(() => c.lastSnapshot()?.daemons.vmManager.up === true && c.lastSnapshot()?.vms.length === 2);
+    await waitFor(
+      () => c.lastSnapshot()?.daemons.vmManager.up === true && c.lastSnapshot()?.vms.length === 2,
+    );
     assert.equal((await c.request('switchTo', { vm: '/' })).ok, true);
   } finally {
     c.close();

@@ -129,13 +129,15 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
       let id = -1;
       try {
         const frame = JSON.parse(String(data)) as { id?: unknown; channel?: unknown; args?: unknown };
-        if (!Number.isInteger(frame.id)) throw new ChannelError('InvalidArgument', 'a request needs an integer id');
+        if (!Number.isInteger(frame.id))
+          throw new ChannelError('InvalidArgument', 'a request needs an integer id');
         id = frame.id as number;
         const { channel, args } = validateRequest(frame.channel, frame.args);
         const result = await core.handle(channel, args, clientId);
         send({ id, ok: true, result });
       } catch (e) {
-        if (e instanceof SyntaxError) send({ id, ok: false, error: { name: 'InvalidArgument', message: 'not JSON' } });
+        if (e instanceof SyntaxError)
+          send({ id, ok: false, error: { name: 'InvalidArgument', message: 'not JSON' } });
         else send({ id, ok: false, error: toFailure(e) });
       }
     });

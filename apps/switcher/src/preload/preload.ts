@@ -22,7 +22,10 @@ const bridge: BulkheadBridge = {
   vncBase,
   request(channel: RequestChannel, args: unknown): Promise<RequestOutcome<unknown>> {
     if (!isRequestChannel(channel))
-      return Promise.resolve({ ok: false, error: { name: 'UnknownChannel', message: `unknown channel '${String(channel)}'` } });
+      return Promise.resolve({
+        ok: false,
+        error: { name: 'UnknownChannel', message: `unknown channel '${String(channel)}'` },
+      });
     return ipcRenderer.invoke(IPC_REQUEST, channel, args);
   },
   onPush(listener: (channel: PushChannel, payload: unknown) => void): () => void {

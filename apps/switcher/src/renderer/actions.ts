@@ -1,7 +1,15 @@
 /** What the UI can do: requests on the transport, with their outcome folded into the store. */
 import type { EvdevEvent, InputDeviceClass } from '../common/channels';
 import type { Transport } from './transport';
-import { beginSwitch, failSwitch, finishSwitch, isLocked, showFailure, type Panel, type UiStore } from './store';
+import {
+  beginSwitch,
+  failSwitch,
+  finishSwitch,
+  isLocked,
+  showFailure,
+  type Panel,
+  type UiStore,
+} from './store';
 
 export interface Actions {
   switchTo(vm: string): Promise<void>;
@@ -23,8 +31,12 @@ export interface Actions {
 }
 
 export function createActions(store: UiStore, transport: Transport): Actions {
-  const set = (f: (s: ReturnType<UiStore['getState']>) => ReturnType<UiStore['getState']>) => store.setState(f(store.getState()), true);
-  const simple = async (what: string, p: Promise<{ ok: boolean; error?: { name: string; message: string } }>) => {
+  const set = (f: (s: ReturnType<UiStore['getState']>) => ReturnType<UiStore['getState']>) =>
+    store.setState(f(store.getState()), true);
+  const simple = async (
+    what: string,
+    p: Promise<{ ok: boolean; error?: { name: string; message: string } }>,
+  ) => {
     const r = await p;
     if (!r.ok && r.error) set((s) => showFailure(s, r.error!, what));
   };
@@ -40,8 +52,10 @@ export function createActions(store: UiStore, transport: Transport): Actions {
     stopVm: (vm) => simple('shut the machine down', transport.request('stopVm', { vm })),
     assignUsb: (device, vm) => simple('attach the device', transport.request('assignUsb', { device, vm })),
     releaseUsb: (device) => simple('release the device', transport.request('releaseUsb', { device })),
-    setSticky: (device, sticky) => simple('change the device rule', transport.request('setSticky', { device, sticky })),
-    setFollowFocus: (device, follow) => simple('change the device rule', transport.request('setFollowFocus', { device, follow })),
+    setSticky: (device, sticky) =>
+      simple('change the device rule', transport.request('setSticky', { device, sticky })),
+    setFollowFocus: (device, follow) =>
+      simple('change the device rule', transport.request('setFollowFocus', { device, follow })),
     async answerPrompt(promptId, answer) {
       set((s) => ({ ...s, prompts: s.prompts.filter((p) => p.id !== promptId) }));
       await simple('answer the request', transport.request('answerPrompt', { promptId, answer }));

@@ -14,16 +14,43 @@ import { createUiStore, type UiState } from './store';
 
 const noop = async () => undefined;
 const actions: Actions = {
-  switchTo: noop, startVm: noop, stopVm: noop, assignUsb: noop, releaseUsb: noop, setSticky: noop, setFollowFocus: noop,
-  answerPrompt: noop, lock: noop, unlock: noop, injectInput: () => undefined, setThumbnailsVisible: () => undefined,
-  vncUrl: async () => '', showPanel: () => undefined, dismissProgress: () => undefined, dismissNotice: () => undefined,
+  switchTo: noop,
+  startVm: noop,
+  stopVm: noop,
+  assignUsb: noop,
+  releaseUsb: noop,
+  setSticky: noop,
+  setFollowFocus: noop,
+  answerPrompt: noop,
+  lock: noop,
+  unlock: noop,
+  injectInput: () => undefined,
+  setThumbnailsVisible: () => undefined,
+  vncUrl: async () => '',
+  showPanel: () => undefined,
+  dismissProgress: () => undefined,
+  dismissNotice: () => undefined,
 };
 
 function vm(id: string, over: Partial<VmModel> = {}): VmModel {
   return {
-    path: `/org/bulkhead/VmManager1/vm/${id}`, id, name: id[0].toUpperCase() + id.slice(1), slot: 1, kind: 'personal',
-    color: '#2a6fdb', icon: '', state: 'running', stateReason: '', lastError: '', hasGpu: false, autostart: false,
-    memoryMiB: 64, vcpus: 1, backend: 'qemu', configFile: '', ...over,
+    path: `/org/bulkhead/VmManager1/vm/${id}`,
+    id,
+    name: id[0].toUpperCase() + id.slice(1),
+    slot: 1,
+    kind: 'personal',
+    color: '#2a6fdb',
+    icon: '',
+    state: 'running',
+    stateReason: '',
+    lastError: '',
+    hasGpu: false,
+    autostart: false,
+    memoryMiB: 64,
+    vcpus: 1,
+    backend: 'qemu',
+    configFile: '',
+    ...over,
   };
 }
 
@@ -32,8 +59,18 @@ function snap(over: Partial<SwitcherSnapshot> = {}): SwitcherSnapshot {
   for (const d of ['vmManager', 'input', 'usb'] as const) s.daemons[d] = { up: true, since: 1, detail: '' };
   return {
     ...s,
-    vms: [vm('personal'), vm('business', { slot: 2, kind: 'business', color: '#d9822b', state: 'stopped', hasGpu: true })],
-    input: { focusedTarget: '/', locked: false, frozen: false, seat: 'virtual', hotkeys: [], lastHotkeyError: '' },
+    vms: [
+      vm('personal'),
+      vm('business', { slot: 2, kind: 'business', color: '#d9822b', state: 'stopped', hasGpu: true }),
+    ],
+    input: {
+      focusedTarget: '/',
+      locked: false,
+      frozen: false,
+      seat: 'virtual',
+      hotkeys: [],
+      lastHotkeyError: '',
+    },
     ...over,
   };
 }
@@ -49,16 +86,27 @@ function render(state: Partial<UiState>): string {
   );
 }
 
-const decode = (html: string) => html.replace(/<!-- -->/g, '').replace(/&amp;/g, '&').replace(/&#x27;/g, "'").replace(/&quot;/g, '"');
+const decode = (html: string) =>
+  html
+    .replace(/<!-- -->/g, '')
+    .replace(/&amp;/g, '&')
+    .replace(/&#x27;/g, "'")
+    .replace(/&quot;/g, '"');
 
 test('every VM is a button named by its name, slot hotkey and state; the active one is marked', () => {
   const html = decode(render({ snapshot: snap({ activeVm: '/' }) }));
-  assert.match(html, /<button[^>]*class="tile state-running"[^>]*aria-label="Personal, slot 1 \(Ctrl\+1\), Running"/);
+  assert.match(
+    html,
+    /<button[^>]*class="tile state-running"[^>]*aria-label="Personal, slot 1 \(Ctrl\+1\), Running"/,
+  );
   assert.match(html, /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, graphics card"/);
   assert.match(html, /<kbd class="tile-hotkey">Ctrl\+2<\/kbd>/);
   // The GPU VM is active: it is on its own display, so the tiles stay, Business marked active.
   const active = decode(render({ snapshot: snap({ activeVm: '/org/bulkhead/VmManager1/vm/business' }) }));
-  assert.match(active, /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, active, graphics card"[^>]*aria-current="true"/);
+  assert.match(
+    active,
+    /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, active, graphics card"[^>]*aria-current="true"/,
+  );
 });
 
 test('tile labels count attached USB devices', () => {
@@ -66,7 +114,15 @@ test('tile labels count attached USB devices', () => {
 });
 
 test('an invalid VM file is shown with its file, field and reason', () => {
-  const html = decode(render({ snapshot: snap({ configErrors: [{ file: '/etc/bulkhead/vms/broken.json', field: 'memory_mib', reason: 'must be a number' }] }) }));
+  const html = decode(
+    render({
+      snapshot: snap({
+        configErrors: [
+          { file: '/etc/bulkhead/vms/broken.json', field: 'memory_mib', reason: 'must be a number' },
+        ],
+      }),
+    }),
+  );
   assert.match(html, /role="group" aria-label="Invalid VM file broken.json"/);
   assert.match(html, /Field <code>memory_mib<\/code>: must be a number/);
 });
@@ -97,9 +153,32 @@ test('the lock screen is a modal dialog with an Unlock button and says authentic
 
 test('an "ask" USB prompt is an alert dialog with Allow and Deny', () => {
   const s = snap({
-    usbDevices: [{ path: '/org/bulkhead/Usb1/device/cam', name: 'Webcam', vendor: '', product: '', vendorId: 1, productId: 2, serial: '', classes: ['video'], port: '1-2', assignedVm: '/', sticky: false, followFocus: false, state: 'available' }],
+    usbDevices: [
+      {
+        path: '/org/bulkhead/Usb1/device/cam',
+        name: 'Webcam',
+        vendor: '',
+        product: '',
+        vendorId: 1,
+        productId: 2,
+        serial: '',
+        classes: ['video'],
+        port: '1-2',
+        assignedVm: '/',
+        sticky: false,
+        followFocus: false,
+        state: 'available',
+      },
+    ],
   });
-  const html = decode(render({ snapshot: s, prompts: [{ id: 1, device: '/org/bulkhead/Usb1/device/cam', vm: '/org/bulkhead/VmManager1/vm/personal' }] }));
+  const html = decode(
+    render({
+      snapshot: s,
+      prompts: [
+        { id: 1, device: '/org/bulkhead/Usb1/device/cam', vm: '/org/bulkhead/VmManager1/vm/personal' },
+      ],
+    }),
+  );
   assert.match(html, /role="alertdialog"/);
   assert.match(html, /Connect Webcam\?/);
   assert.match(html, />Deny<\/button>/);
@@ -108,7 +187,23 @@ test('an "ask" USB prompt is an alert dialog with Allow and Deny', () => {
 
 test('the USB panel lists every device with its holder and switch-role toggles', () => {
   const s = snap({
-    usbDevices: [{ path: '/org/bulkhead/Usb1/device/stick', name: 'Stick', vendor: '', product: '', vendorId: 0x781, productId: 0x5581, serial: 'S1', classes: ['storage'], port: '1-2', assignedVm: '/org/bulkhead/VmManager1/vm/personal', sticky: true, followFocus: false, state: 'attached' }],
+    usbDevices: [
+      {
+        path: '/org/bulkhead/Usb1/device/stick',
+        name: 'Stick',
+        vendor: '',
+        product: '',
+        vendorId: 0x781,
+        productId: 0x5581,
+        serial: 'S1',
+        classes: ['storage'],
+        port: '1-2',
+        assignedVm: '/org/bulkhead/VmManager1/vm/personal',
+        sticky: true,
+        followFocus: false,
+        state: 'attached',
+      },
+    ],
   });
   const html = decode(render({ snapshot: s, panel: 'usb' }));
   assert.match(html, /aria-label="Stick, held by Personal"/);
@@ -121,7 +216,20 @@ test('diagnostics show the last switch steps and every service', () => {
   const html = decode(
     render({
       panel: 'diagnostics',
-      snapshot: snap({ lastSwitch: { from: '/', target: '/org/bulkhead/VmManager1/vm/personal', outcome: 'ok', error: '', startedMs: 1, durationMs: 42, steps: [['freeze-input', 2], ['focus-input', 30]] } }),
+      snapshot: snap({
+        lastSwitch: {
+          from: '/',
+          target: '/org/bulkhead/VmManager1/vm/personal',
+          outcome: 'ok',
+          error: '',
+          startedMs: 1,
+          durationMs: 42,
+          steps: [
+            ['freeze-input', 2],
+            ['focus-input', 30],
+          ],
+        },
+      }),
     }),
   );
   assert.match(html, /Holding keyboard and mouse/);
@@ -134,7 +242,13 @@ test('a failed switch shows the error title, advice and the daemon words', () =>
   const html = decode(
     render({
       snapshot: snap(),
-      progress: { target: '/org/bulkhead/VmManager1/vm/business', steps: [], status: 'failed', startedAt: 1, error: { title: 'It took too long', message: 'Try again', detail: 'Timeout: qemu' } },
+      progress: {
+        target: '/org/bulkhead/VmManager1/vm/business',
+        steps: [],
+        status: 'failed',
+        startedAt: 1,
+        error: { title: 'It took too long', message: 'Try again', detail: 'Timeout: qemu' },
+      },
     }),
   );
   assert.match(html, /role="alert"/);

@@ -10,7 +10,9 @@ const store = createUiStore();
 const transport = pickTransport();
 const actions = createActions(store, transport);
 
-transport.onPush((channel, payload) => store.setState(applyPush(store.getState(), channel, payload as never), true));
+transport.onPush((channel, payload) =>
+  store.setState(applyPush(store.getState(), channel, payload as never), true),
+);
 transport.onConnection((connection) => store.setState({ ...store.getState(), connection }, true));
 
 createRoot(document.getElementById('root')!).render(

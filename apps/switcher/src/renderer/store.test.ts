@@ -8,19 +8,46 @@ const B = '/org/bulkhead/VmManager1/vm/business';
 
 function vm(id: string, over: Partial<VmModel> = {}): VmModel {
   return {
-    path: `/org/bulkhead/VmManager1/vm/${id}`, id, name: id, slot: 1, kind: 'personal', color: '#112233', icon: '',
-    state: 'running', stateReason: '', lastError: '', hasGpu: false, autostart: false, memoryMiB: 64, vcpus: 1,
-    backend: 'qemu', configFile: '', ...over,
+    path: `/org/bulkhead/VmManager1/vm/${id}`,
+    id,
+    name: id,
+    slot: 1,
+    kind: 'personal',
+    color: '#112233',
+    icon: '',
+    state: 'running',
+    stateReason: '',
+    lastError: '',
+    hasGpu: false,
+    autostart: false,
+    memoryMiB: 64,
+    vcpus: 1,
+    backend: 'qemu',
+    configFile: '',
+    ...over,
   };
 }
 
 function liveSnapshot(over: Partial<SwitcherSnapshot> = {}): SwitcherSnapshot {
   const s = emptySnapshot(1);
   for (const d of ['vmManager', 'input', 'usb'] as const) s.daemons[d] = { up: true, since: 1, detail: '' };
-  return { ...s, vms: [vm('personal'), vm('business', { slot: 2 })], input: { focusedTarget: '/', locked: false, frozen: false, seat: 'virtual', hotkeys: [], lastHotkeyError: '' }, ...over };
+  return {
+    ...s,
+    vms: [vm('personal'), vm('business', { slot: 2 })],
+    input: {
+      focusedTarget: '/',
+      locked: false,
+      frozen: false,
+      seat: 'virtual',
+      hotkeys: [],
+      lastHotkeyError: '',
+    },
+    ...over,
+  };
 }
 
-const withSnap = (over: Partial<SwitcherSnapshot> = {}): UiState => applyPush(initialUiState(), 'snapshot', liveSnapshot(over));
+const withSnap = (over: Partial<SwitcherSnapshot> = {}): UiState =>
+  applyPush(initialUiState(), 'snapshot', liveSnapshot(over));
 
 test('a snapshot replaces the model; the active VM is shown full screen', () => {
   const s = withSnap({ activeVm: B });
@@ -46,7 +73,11 @@ test('vmPatch changes one VM only; a VM that stops loses its thumbnail', () => {
 });
 
 test('a thumbnail of a VM that is not running is ignored', () => {
-  const s = applyPush(withSnap({ vms: [vm('personal', { state: 'stopped' })] }), 'thumbnail', { vm: P, png: 'AAAA', at: 1 });
+  const s = applyPush(withSnap({ vms: [vm('personal', { state: 'stopped' })] }), 'thumbnail', {
+    vm: P,
+    png: 'AAAA',
+    at: 1,
+  });
   assert.deepEqual(s.thumbnails, {});
 });
 
@@ -76,7 +107,10 @@ test('switch progress accumulates steps and ends with done', () => {
   for (const step of ['starting-vm', 'freeze-input', 'focus-input', 'publish'])
     s = applyPush(s, 'switchProgress', { target: B, step, detail: '', at: 11 });
   assert.equal(s.progress?.status, 'running');
-  assert.deepEqual(s.progress?.steps.map((x) => x.step), ['starting-vm', 'freeze-input', 'focus-input', 'publish']);
+  assert.deepEqual(
+    s.progress?.steps.map((x) => x.step),
+    ['starting-vm', 'freeze-input', 'focus-input', 'publish'],
+  );
   s = applyPush(s, 'switchProgress', { target: B, step: 'done', detail: '', at: 12 });
   assert.equal(s.progress?.status, 'done');
 });
@@ -86,7 +120,12 @@ test('a failed Switch call shows the named error in words, InvalidConfig naming 
   assert.equal(s.progress?.status, 'failed');
   assert.equal(s.progress?.error?.title, 'That virtual machine no longer exists');
   assert.equal(s.progress?.error?.detail, 'no VM at /x');
-  s = failSwitch(withSnap(), B, { name: 'InvalidConfig', message: '/etc/bulkhead/vms/business.json: memory_mib: must be a number' }, 1);
+  s = failSwitch(
+    withSnap(),
+    B,
+    { name: 'InvalidConfig', message: '/etc/bulkhead/vms/business.json: memory_mib: must be a number' },
+    1,
+  );
   assert.equal(s.progress?.error?.title, 'The VM definition is invalid');
   assert.match(s.progress?.error?.message ?? '', /business\.json.*memory_mib.*must be a number/);
 });

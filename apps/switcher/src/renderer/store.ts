@@ -78,7 +78,10 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       // Prompts: the daemon's list is the truth; ones it no longer has were answered or expired.
       const open = new Set(snap.prompts.map((p) => p.id));
       const prompts = snap.daemons.usb.up
-        ? mergePrompts(s.prompts.filter((p) => open.has(p.id)), snap.prompts)
+        ? mergePrompts(
+            s.prompts.filter((p) => open.has(p.id)),
+            snap.prompts,
+          )
         : [];
       const locked = snap.input?.locked ?? false;
       return {
@@ -101,7 +104,8 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       let snapshot: SwitcherSnapshot = { ...s.snapshot, daemons: { ...s.snapshot.daemons, [name]: status } };
       if (!status.up) {
         // Whatever that daemon told us is no longer true.
-        if (name === 'vmManager') snapshot = { ...snapshot, vms: [], activeVm: '/', switching: false, configErrors: [] };
+        if (name === 'vmManager')
+          snapshot = { ...snapshot, vms: [], activeVm: '/', switching: false, configErrors: [] };
         if (name === 'input') snapshot = { ...snapshot, input: null, features: { injectInput: false } };
         if (name === 'usb') snapshot = { ...snapshot, usbDevices: [], prompts: [] };
       }
@@ -110,7 +114,10 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
           ? {
               ...s.progress,
               status: 'failed' as const,
-              error: describeFailure({ name: 'ServiceDown', message: 'The VM manager stopped during the switch' }),
+              error: describeFailure({
+                name: 'ServiceDown',
+                message: 'The VM manager stopped during the switch',
+              }),
             }
           : s.progress;
       return {
@@ -137,10 +144,16 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
           // A step may be announced more than once (begin, then with details): keep one entry.
           steps:
             base.steps.at(-1)?.step === p.step
-              ? [...base.steps.slice(0, -1), { step: p.step, detail: p.detail || base.steps.at(-1)!.detail, at: p.at }]
+              ? [
+                  ...base.steps.slice(0, -1),
+                  { step: p.step, detail: p.detail || base.steps.at(-1)!.detail, at: p.at },
+                ]
               : [...base.steps, { step: p.step, detail: p.detail, at: p.at }],
           status,
-          error: status === 'failed' ? (base.error ?? { title: 'The switch failed', message: p.detail, detail: '' }) : base.error,
+          error:
+            status === 'failed'
+              ? (base.error ?? { title: 'The switch failed', message: p.detail, detail: '' })
+              : base.error,
         },
       };
     }
@@ -159,7 +172,13 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       const dev = s.snapshot.usbDevices.find((d) => d.path === r.device);
       return {
         ...s,
-        notice: { id: ++noticeIds, kind: 'error', title: `USB device refused: ${dev?.name || r.device}`, message: r.reason, detail: '' },
+        notice: {
+          id: ++noticeIds,
+          kind: 'error',
+          title: `USB device refused: ${dev?.name || r.device}`,
+          message: r.reason,
+          detail: '',
+        },
       };
     }
     case 'hotkey':
@@ -177,7 +196,10 @@ export function beginSwitch(s: UiState, target: string, now: number): UiState {
 /** The Switch call itself failed: the named D-Bus error, in words. */
 export function failSwitch(s: UiState, target: string, failure: RequestFailure, now: number): UiState {
   const error = describeFailure(failure, 'switch');
-  const base = s.progress && s.progress.target === target ? s.progress : { target, steps: [], startedAt: now, error: null };
+  const base =
+    s.progress && s.progress.target === target
+      ? s.progress
+      : { target, steps: [], startedAt: now, error: null };
   return { ...s, progress: { ...base, status: 'failed', error } };
 }
 

@@ -14,7 +14,10 @@ import type {
 import type { ConnectionState } from './store';
 
 export interface Transport {
-  request<C extends RequestChannel>(channel: C, args: RequestArgs<C>): Promise<RequestOutcome<RequestResult<C>>>;
+  request<C extends RequestChannel>(
+    channel: C,
+    args: RequestArgs<C>,
+  ): Promise<RequestOutcome<RequestResult<C>>>;
   onPush(listener: (channel: PushChannel, payload: unknown) => void): () => void;
   onConnection(listener: (s: ConnectionState) => void): void;
   /** Absolute ws: URL for a URL the core gave (relative ones are relative to this host). */
@@ -80,7 +83,11 @@ export class WebSocketTransport implements Transport {
     };
     ws.onclose = () => {
       this.ws = null;
-      for (const [, done] of this.pending) done({ ok: false, error: { name: 'Disconnected', message: 'connection to the Control Domain lost' } });
+      for (const [, done] of this.pending)
+        done({
+          ok: false,
+          error: { name: 'Disconnected', message: 'connection to the Control Domain lost' },
+        });
       this.pending.clear();
       this.setState('closed');
       setTimeout(() => this.open(), this.backoff);
@@ -88,10 +95,16 @@ export class WebSocketTransport implements Transport {
     };
   }
 
-  request<C extends RequestChannel>(channel: C, args: RequestArgs<C>): Promise<RequestOutcome<RequestResult<C>>> {
+  request<C extends RequestChannel>(
+    channel: C,
+    args: RequestArgs<C>,
+  ): Promise<RequestOutcome<RequestResult<C>>> {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN)
-      return Promise.resolve({ ok: false, error: { name: 'Disconnected', message: 'not connected to the Control Domain' } });
+      return Promise.resolve({
+        ok: false,
+        error: { name: 'Disconnected', message: 'not connected to the Control Domain' },
+      });
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.pending.set(id, resolve as (o: RequestOutcome<unknown>) => void);

@@ -83,11 +83,13 @@ export class FakeVm implements Vm1Service {
     this.handle?.propertiesChanged(...(Object.keys(p) as Array<keyof Vm1Properties>));
   }
   Start(): void {
-    if (this.props.State === 'running') throw new BulkheadError('InvalidState', `${this.props.Id} is already running`);
+    if (this.props.State === 'running')
+      throw new BulkheadError('InvalidState', `${this.props.Id} is already running`);
     this.set({ State: 'running' });
   }
   Stop(): void {
-    if (this.props.State !== 'running') throw new BulkheadError('InvalidState', `${this.props.Id} is not running`);
+    if (this.props.State !== 'running')
+      throw new BulkheadError('InvalidState', `${this.props.Id} is not running`);
     this.set({ State: 'stopped' });
   }
   Kill(): void {
@@ -96,7 +98,8 @@ export class FakeVm implements Vm1Service {
   Pause(): void {}
   Resume(): void {}
   Screenshot(): Buffer {
-    if (this.props.State !== 'running') throw new BulkheadError('InvalidState', `${this.props.Id} is not running`);
+    if (this.props.State !== 'running')
+      throw new BulkheadError('InvalidState', `${this.props.Id} is not running`);
     return solidPng(64, 40, this.props.Color);
   }
   AttachUsbDevice(): string {
@@ -109,7 +112,13 @@ export class FakeVm implements Vm1Service {
 }
 
 export class FakeVmManager implements VmManager1Service {
-  readonly props: VmManager1Properties = { ActiveVm: '/', Switching: false, LastSwitch: {}, ConfigErrors: [], Accelerator: 'tcg' };
+  readonly props: VmManager1Properties = {
+    ActiveVm: '/',
+    Switching: false,
+    LastSwitch: {},
+    ConfigErrors: [],
+    Accelerator: 'tcg',
+  };
   readonly vms = new Map<string, FakeVm>();
   readonly switchCalls: string[] = [];
   handle!: ExportedInterface<'org.bulkhead.VmManager1'>;
@@ -131,7 +140,8 @@ export class FakeVmManager implements VmManager1Service {
       this.handle.emit('SwitchProgress', vm, 'starting-vm', `Starting ${target.props.Name}`);
       target.set({ State: 'running' });
     }
-    for (const step of ['freeze-input', 'focus-input', 'publish']) this.handle.emit('SwitchProgress', vm, step, '');
+    for (const step of ['freeze-input', 'focus-input', 'publish'])
+      this.handle.emit('SwitchProgress', vm, step, '');
     this.props.ActiveVm = vm;
     this.props.LastSwitch = {
       from: variant('o', from),
@@ -140,7 +150,11 @@ export class FakeVmManager implements VmManager1Service {
       error: variant('s', ''),
       started_usec: variant('t', BigInt(t0) * 1000n),
       duration_usec: variant('t', 1500n),
-      steps: variant('a(st)', [['freeze-input', 300n], ['focus-input', 900n], ['publish', 300n]]),
+      steps: variant('a(st)', [
+        ['freeze-input', 300n],
+        ['focus-input', 900n],
+        ['publish', 300n],
+      ]),
     };
     this.handle.propertiesChanged('ActiveVm', 'LastSwitch');
     this.handle.emit('SwitchProgress', vm, 'done', '');
@@ -163,7 +177,10 @@ export class FakeInput implements Input1Service {
     Locked: false,
     Seat: 'virtual',
     Devices: [],
-    Hotkeys: [['Ctrl+1', 'slot:1'], ['Ctrl+0', 'slot:0']],
+    Hotkeys: [
+      ['Ctrl+1', 'slot:1'],
+      ['Ctrl+0', 'slot:0'],
+    ],
     LastHotkeyError: '',
   };
   readonly injected: Array<[string, Array<[number, number, number]>]> = [];
@@ -213,7 +230,8 @@ export class FakeUsb implements Usb1Service {
   readonly answers: Array<[number, string]> = [];
   handle!: ExportedInterface<'org.bulkhead.Usb1'>;
   AnswerPrompt(_ctx: CallContext, id: number, answer: string): void {
-    if (!this.props.PendingPrompts.some((p) => p[0] === id)) throw new BulkheadError('NoSuchDevice', `no prompt ${id}`);
+    if (!this.props.PendingPrompts.some((p) => p[0] === id))
+      throw new BulkheadError('NoSuchDevice', `no prompt ${id}`);
     this.answers.push([id, answer]);
     this.props.PendingPrompts = this.props.PendingPrompts.filter((p) => p[0] !== id);
     this.handle.propertiesChanged('PendingPrompts');
@@ -291,27 +309,53 @@ export interface FakeSetup {
 export async function startFakeDaemons(address: string, setup: FakeSetup = {}): Promise<FakeDaemons> {
   const vmManager = new FakeVmManager();
   vmManager.props.ConfigErrors = setup.configErrors ?? [];
-  for (const p of setup.vms ?? [fakeVmProps('personal', { Slot: 1, Color: '#2a6fdb' }), fakeVmProps('business', { Slot: 2, Kind: 'business', Color: '#d9822b' })])
+  for (const p of setup.vms ?? [
+    fakeVmProps('personal', { Slot: 1, Color: '#2a6fdb' }),
+    fakeVmProps('business', { Slot: 2, Kind: 'business', Color: '#d9822b' }),
+  ])
     vmManager.vms.set(vmPath(p.Id), new FakeVm({ ...p }));
   const input = new FakeInput();
   const usb = new FakeUsb();
   const usbDevices = new Map<string, FakeUsbDevice>();
-  for (const [id, p] of setup.usbDevices ?? []) usbDevices.set(usbDevicePath(id), new FakeUsbDevice({ ...p }));
+  for (const [id, p] of setup.usbDevices ?? [])
+    usbDevices.set(usbDevicePath(id), new FakeUsbDevice({ ...p }));
 
   const services = {
-    vmManager: new FakeService(address, 'org.bulkhead.VmManager1', (h) => {
-      h.addObjectManager(VM_MANAGER_PATH);
-      vmManager.handle = h.export(VM_MANAGER_PATH, 'org.bulkhead.VmManager1', vmManager, () => vmManager.props);
-      for (const [path, vm] of vmManager.vms) vm.handle = h.export(path, 'org.bulkhead.Vm1', vm, () => vm.props);
-    }, vmManager),
-    input: new FakeService(address, 'org.bulkhead.Input1', (h) => {
-      input.handle = h.export(INPUT_PATH, 'org.bulkhead.Input1', input, () => input.props);
-    }, input),
-    usb: new FakeService(address, 'org.bulkhead.Usb1', (h) => {
-      h.addObjectManager(USB_PATH);
-      usb.handle = h.export(USB_PATH, 'org.bulkhead.Usb1', usb, () => usb.props);
-      for (const [path, d] of usbDevices) d.handle = h.export(path, 'org.bulkhead.UsbDevice1', d, () => d.props);
-    }, usb),
+    vmManager: new FakeService(
+      address,
+      'org.bulkhead.VmManager1',
+      (h) => {
+        h.addObjectManager(VM_MANAGER_PATH);
+        vmManager.handle = h.export(
+          VM_MANAGER_PATH,
+          'org.bulkhead.VmManager1',
+          vmManager,
+          () => vmManager.props,
+        );
+        for (const [path, vm] of vmManager.vms)
+          vm.handle = h.export(path, 'org.bulkhead.Vm1', vm, () => vm.props);
+      },
+      vmManager,
+    ),
+    input: new FakeService(
+      address,
+      'org.bulkhead.Input1',
+      (h) => {
+        input.handle = h.export(INPUT_PATH, 'org.bulkhead.Input1', input, () => input.props);
+      },
+      input,
+    ),
+    usb: new FakeService(
+      address,
+      'org.bulkhead.Usb1',
+      (h) => {
+        h.addObjectManager(USB_PATH);
+        usb.handle = h.export(USB_PATH, 'org.bulkhead.Usb1', usb, () => usb.props);
+        for (const [path, d] of usbDevices)
+          d.handle = h.export(path, 'org.bulkhead.UsbDevice1', d, () => d.props);
+      },
+      usb,
+    ),
   };
   for (const d of setup.start ?? (['vmManager', 'input', 'usb'] as const)) await services[d].up();
   return {

@@ -20,25 +20,90 @@ async function main() {
   const fakes = await startFakeDaemons(bus.address, {
     vms: [
       fakeVmProps('personal', { Name: 'Personal', Slot: 1, Color: '#2a6fdb', State: 'running' }),
-      fakeVmProps('business', { Name: 'Business', Slot: 2, Kind: 'business', Color: '#d9822b', State: 'running', HasGpu: false }),
-      fakeVmProps('banking', { Name: 'Banking', Slot: 3, Kind: 'personal', Color: '#2ea043', State: 'stopped' }),
-      fakeVmProps('gaming', { Name: 'Gaming', Slot: 4, Color: '#a371f7', State: 'starting', HasGpu: true, Autostart: true }),
-      fakeVmProps('netvm', { Name: 'Network', Slot: 5, Kind: 'service', Color: '#6e7781', State: 'crashed', StateReason: 'qemu exited with signal SIGKILL', LastError: 'BackendFailed: qemu exited with signal SIGKILL' }),
+      fakeVmProps('business', {
+        Name: 'Business',
+        Slot: 2,
+        Kind: 'business',
+        Color: '#d9822b',
+        State: 'running',
+        HasGpu: false,
+      }),
+      fakeVmProps('banking', {
+        Name: 'Banking',
+        Slot: 3,
+        Kind: 'personal',
+        Color: '#2ea043',
+        State: 'stopped',
+      }),
+      fakeVmProps('gaming', {
+        Name: 'Gaming',
+        Slot: 4,
+        Color: '#a371f7',
+        State: 'starting',
+        HasGpu: true,
+        Autostart: true,
+      }),
+      fakeVmProps('netvm', {
+        Name: 'Network',
+        Slot: 5,
+        Kind: 'service',
+        Color: '#6e7781',
+        State: 'crashed',
+        StateReason: 'qemu exited with signal SIGKILL',
+        LastError: 'BackendFailed: qemu exited with signal SIGKILL',
+      }),
     ],
-    configErrors: [['/etc/bulkhead/vms/broken.json', 'memory_mib', 'must be an integer between 64 and 65536, got "lots"']],
+    configErrors: [
+      ['/etc/bulkhead/vms/broken.json', 'memory_mib', 'must be an integer between 64 and 65536, got "lots"'],
+    ],
     usbDevices: [
-      ['stick', fakeUsbProps('stick', { Name: 'SanDisk Ultra', Vendor: 'SanDisk', VendorId: 0x0781, ProductId: 0x5581, Port: '1-2', Serial: '4C530001', AssignedVm: vmPath('business'), State: 'attached', Sticky: true })],
-      ['cam', fakeUsbProps('cam', { Name: 'Logitech C920', Vendor: 'Logitech', VendorId: 0x046d, ProductId: 0x082d, Classes: ['video', 'audio'], Port: '1-3', FollowFocus: true })],
-      ['kbd', fakeUsbProps('kbd', { Name: 'Keyboard', Classes: ['hid', 'keyboard'], Port: '1-1', State: 'input' })],
+      [
+        'stick',
+        fakeUsbProps('stick', {
+          Name: 'SanDisk Ultra',
+          Vendor: 'SanDisk',
+          VendorId: 0x0781,
+          ProductId: 0x5581,
+          Port: '1-2',
+          Serial: '4C530001',
+          AssignedVm: vmPath('business'),
+          State: 'attached',
+          Sticky: true,
+        }),
+      ],
+      [
+        'cam',
+        fakeUsbProps('cam', {
+          Name: 'Logitech C920',
+          Vendor: 'Logitech',
+          VendorId: 0x046d,
+          ProductId: 0x082d,
+          Classes: ['video', 'audio'],
+          Port: '1-3',
+          FollowFocus: true,
+        }),
+      ],
+      [
+        'kbd',
+        fakeUsbProps('kbd', { Name: 'Keyboard', Classes: ['hid', 'keyboard'], Port: '1-1', State: 'input' }),
+      ],
     ],
   });
-  const host = await startWebHost({ busAddress: bus.address, staticDir: undefined, vmRunDir: '/nonexistent', log: () => undefined });
+  const host = await startWebHost({
+    busAddress: bus.address,
+    staticDir: undefined,
+    vmRunDir: '/nonexistent',
+    log: () => undefined,
+  });
   console.log(`SWITCHER-URL ${host.url}`);
   if (!shotDir) return;
   mkdirSync(shotDir, { recursive: true });
   const browser = await launchChromium();
   try {
-    for (const [w, h] of [[1280, 800], [1920, 1080]] as const) {
+    for (const [w, h] of [
+      [1280, 800],
+      [1920, 1080],
+    ] as const) {
       const page = await browser.newPage({ viewport: { width: w, height: h } });
       await page.goto(host.url);
       await page.getByRole('button', { name: /^Personal,/ }).waitFor();
@@ -60,7 +125,10 @@ async function main() {
         await page.getByRole('alertdialog').waitFor();
         await page.screenshot({ path: join(shotDir, `preview-prompt-${w}.png`) });
         await page.getByRole('button', { name: 'Deny' }).click();
-        fakes.vmManager.failNextSwitch = new BulkheadError('BackendFailed', 'qemu: could not open disk image /var/lib/bulkhead/banking.qcow2: No such file or directory');
+        fakes.vmManager.failNextSwitch = new BulkheadError(
+          'BackendFailed',
+          'qemu: could not open disk image /var/lib/bulkhead/banking.qcow2: No such file or directory',
+        );
         await page.getByRole('button', { name: 'Machines' }).click();
         await page.getByRole('button', { name: /^Banking,/ }).click();
         await page.getByRole('alert').first().waitFor();

@@ -90,7 +90,8 @@ export async function probeKvm(
             '{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":true,"key":{"type":"qcode","data":"a"}}}]}}\n',
           );
           const keyDeadline = Date.now() + 1000;
-          while (!serial().includes('KEY down 1e') && Date.now() < keyDeadline) await new Promise((r) => setTimeout(r, 20));
+          while (!serial().includes('KEY down 1e') && Date.now() < keyDeadline)
+            await new Promise((r) => setTimeout(r, 20));
           if (!serial().includes('KEY down 1e'))
             return { accel: 'tcg', reason: 'the probe guest under KVM did not react to a key' };
           await new Promise((r) => setTimeout(r, 300));

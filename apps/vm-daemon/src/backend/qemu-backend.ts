@@ -542,7 +542,9 @@ export const DISPLAY_GROUP = 'bulkhead-vnc';
 function shareDisplayWithGroup(dir: string, vncSocket: string, log: { warn(m: string): void }): void {
   let gid: number | undefined;
   try {
-    const line = readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.startsWith(`${DISPLAY_GROUP}:`));
+    const line = readFileSync('/etc/group', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${DISPLAY_GROUP}:`));
     gid = line ? Number(line.split(':')[2]) : undefined;
   } catch {
     return;

@@ -38,14 +38,18 @@ async function main(): Promise<void> {
   const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
   const mean = overheads.reduce((s, x) => s + x, 0) / overheads.length;
   const meanTotal = totals.reduce((s, x) => s + x, 0) / totals.length;
-  console.log(`GPU hand-off orchestration overhead (FakeXenWorld, ${delayMs} ms per xl call, ${xlCalls} xl calls per switch, ${switches} switches)`);
+  console.log(
+    `GPU hand-off orchestration overhead (FakeXenWorld, ${delayMs} ms per xl call, ${xlCalls} xl calls per switch, ${switches} switches)`,
+  );
   console.log('metric                 ms');
   console.log(`mean total        ${meanTotal.toFixed(3).padStart(10)}`);
   console.log(`overhead mean     ${mean.toFixed(3).padStart(10)}`);
   console.log(`overhead p50      ${pct(50).toFixed(3).padStart(10)}`);
   console.log(`overhead p95      ${pct(95).toFixed(3).padStart(10)}`);
   console.log(`overhead max      ${sorted[sorted.length - 1].toFixed(3).padStart(10)}`);
-  console.log(`BENCH-JSON ${JSON.stringify({ bench: 'gpu-handoff', switches, xlDelayMs: delayMs, xlCallsPerSwitch: xlCalls, meanTotalMs: +meanTotal.toFixed(3), overheadMeanMs: +mean.toFixed(3), overheadP50Ms: +pct(50).toFixed(3), overheadP95Ms: +pct(95).toFixed(3), overheadMaxMs: +sorted[sorted.length - 1].toFixed(3) })}`);
+  console.log(
+    `BENCH-JSON ${JSON.stringify({ bench: 'gpu-handoff', switches, xlDelayMs: delayMs, xlCallsPerSwitch: xlCalls, meanTotalMs: +meanTotal.toFixed(3), overheadMeanMs: +mean.toFixed(3), overheadP50Ms: +pct(50).toFixed(3), overheadP95Ms: +pct(95).toFixed(3), overheadMaxMs: +sorted[sorted.length - 1].toFixed(3) })}`,
+  );
 }
 
 main().catch((e) => {

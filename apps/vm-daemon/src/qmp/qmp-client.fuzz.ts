@@ -31,21 +31,45 @@ type Action =
 
 export const action: fc.Arbitrary<Action> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ kind: 'ok' as const }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('error' as const), cls: fc.string(), desc: fc.string() }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('error' as const), cls: fc.string(), desc: fc.string() }),
+  },
   {
     weight: 2,
     arbitrary: fc.record({
       kind: fc.constant('events' as const),
       events: fc.array(
-        fc.record({ name: fc.oneof(fc.constantFrom('SHUTDOWN', 'STOP', 'RESUME', 'X_UNKNOWN'), fc.string()), data: fc.jsonValue({ maxDepth: 2 }) }),
+        fc.record({
+          name: fc.oneof(fc.constantFrom('SHUTDOWN', 'STOP', 'RESUME', 'X_UNKNOWN'), fc.string()),
+          data: fc.jsonValue({ maxDepth: 2 }),
+        }),
         { minLength: 1, maxLength: 3 },
       ),
     }),
   },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('garbage' as const), text: fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v) ?? '')) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('bytes' as const), bytes: fc.uint8Array({ maxLength: 64 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('garbage' as const),
+      text: fc.oneof(
+        fc.string(),
+        fc.jsonValue().map((v) => JSON.stringify(v) ?? ''),
+      ),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('bytes' as const), bytes: fc.uint8Array({ maxLength: 64 }) }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('truncated' as const), cut: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('unknown-id' as const), id: fc.oneof(fc.constant(null), fc.string(), fc.integer()) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('unknown-id' as const),
+      id: fc.oneof(fc.constant(null), fc.string(), fc.integer()),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ kind: 'huge' as const }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('close-mid-reply' as const), cut: fc.nat() }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'late' as const }) },
@@ -73,7 +97,11 @@ function trapUncaught(): { problems: unknown[]; release(): void } {
 }
 
 async function runScript(server: FakeQmpServer, actions: Action[]): Promise<void> {
-  const client = await QmpClient.connect(server.socketPath, { timeoutMs: 2000, maxLineBytes: MAX_LINE, commandTimeoutMs: 3000 });
+  const client = await QmpClient.connect(server.socketPath, {
+    timeoutMs: 2000,
+    maxLineBytes: MAX_LINE,
+    commandTimeoutMs: 3000,
+  });
   let protocolErrors = 0;
   client.on('protocol-error', () => protocolErrors++);
   client.on('event', () => undefined);
@@ -81,7 +109,10 @@ async function runScript(server: FakeQmpServer, actions: Action[]): Promise<void
     for (const a of actions) {
       const pending = client
         .execute('query-status', undefined, { timeoutMs: a.kind === 'late' ? 30 : 3000 })
-        .then((v) => ({ ok: true as const, v }), (e: unknown) => ({ ok: false as const, e }));
+        .then(
+          (v) => ({ ok: true as const, v }),
+          (e: unknown) => ({ ok: false as const, e }),
+        );
       const cmd = await server.nextCommand('query-status');
       const good = JSON.stringify({ return: STATUS, id: cmd.id });
       const conn = cmd.conn;
@@ -95,7 +126,8 @@ async function runScript(server: FakeQmpServer, actions: Action[]): Promise<void
           expect = 'QmpError';
           break;
         case 'events':
-          for (const ev of a.events) server.writeRaw(JSON.stringify({ event: ev.name, data: ev.data, timestamp: 'x' }) + '\n', conn);
+          for (const ev of a.events)
+            server.writeRaw(JSON.stringify({ event: ev.name, data: ev.data, timestamp: 'x' }) + '\n', conn);
           server.reply(cmd, { return: STATUS });
           break;
         case 'garbage':
@@ -131,18 +163,28 @@ async function runScript(server: FakeQmpServer, actions: Action[]): Promise<void
       if (a.kind === 'late') server.reply(cmd, { return: STATUS }); // dropped quietly
       if (r.ok && expect !== 'value') throw new Error(`${a.kind}: resolved, expected ${expect}`);
       if (!r.ok) {
-        if (!isQmpError(r.e)) throw new Error(`${a.kind}: rejected with a non-QMP error: ${(r.e as Error)?.stack ?? r.e}`);
-        if (expect === 'value') throw new Error(`${a.kind}: rejected (${(r.e as Error).message}), expected the value`);
-        if (expect === 'QmpError' && !(r.e instanceof QmpError)) throw new Error(`${a.kind}: ${(r.e as Error).name}`);
-        if (expect === 'closed' && !(r.e instanceof QmpClosedError)) throw new Error(`${a.kind}: ${(r.e as Error).name}`);
-        if (expect === 'timeout' && !(r.e instanceof QmpTimeoutError)) throw new Error(`${a.kind}: ${(r.e as Error).name}`);
-      } else if (JSON.stringify(r.v) !== JSON.stringify(STATUS)) throw new Error(`${a.kind}: wrong value ${JSON.stringify(r.v)}`);
+        if (!isQmpError(r.e))
+          throw new Error(`${a.kind}: rejected with a non-QMP error: ${(r.e as Error)?.stack ?? r.e}`);
+        if (expect === 'value')
+          throw new Error(`${a.kind}: rejected (${(r.e as Error).message}), expected the value`);
+        if (expect === 'QmpError' && !(r.e instanceof QmpError))
+          throw new Error(`${a.kind}: ${(r.e as Error).name}`);
+        if (expect === 'closed' && !(r.e instanceof QmpClosedError))
+          throw new Error(`${a.kind}: ${(r.e as Error).name}`);
+        if (expect === 'timeout' && !(r.e instanceof QmpTimeoutError))
+          throw new Error(`${a.kind}: ${(r.e as Error).name}`);
+      } else if (JSON.stringify(r.v) !== JSON.stringify(STATUS))
+        throw new Error(`${a.kind}: wrong value ${JSON.stringify(r.v)}`);
       if (expect === 'closed') {
         // Closed cleanly: the state says so and every later command fails at once.
         await new Promise((res) => setImmediate(res));
         if (!client.isClosed) throw new Error(`${a.kind}: client not closed`);
-        const after = await client.execute('query-status').then(() => null, (e: unknown) => e);
-        if (!(after instanceof QmpClosedError)) throw new Error(`${a.kind}: command after close: ${String(after)}`);
+        const after = await client.execute('query-status').then(
+          () => null,
+          (e: unknown) => e,
+        );
+        if (!(after instanceof QmpClosedError))
+          throw new Error(`${a.kind}: command after close: ${String(after)}`);
         return;
       }
       if (client.isClosed) throw new Error(`${a.kind}: client closed unexpectedly`);
@@ -177,7 +219,11 @@ export const greetingProperty = fc.asyncProperty(
   fc.oneof(
     fc.jsonValue({ maxDepth: 3 }).map((v) => (JSON.stringify(v) ?? '') + '\r\n'),
     fc.string().map((s) => s + '\n'),
-    fc.record({ QMP: fc.record({ version: fc.jsonValue(), capabilities: fc.jsonValue() }, { requiredKeys: [] }) }).map((g) => JSON.stringify(g) + '\n'),
+    fc
+      .record({
+        QMP: fc.record({ version: fc.jsonValue(), capabilities: fc.jsonValue() }, { requiredKeys: [] }),
+      })
+      .map((g) => JSON.stringify(g) + '\n'),
     fc.string(), // no newline: nothing complete ever arrives
   ),
   async (greeting) => {

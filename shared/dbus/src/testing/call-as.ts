@@ -15,7 +15,10 @@ async function main(): Promise<void> {
   const client = new BusClient(bus, 10_000);
   try {
     const body = await client.call(dest, path, iface, member, signature, JSON.parse(json ?? '[]'));
-    process.stdout.write(JSON.stringify({ ok: true, body: unwrap(body) }, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) + '\n');
+    process.stdout.write(
+      JSON.stringify({ ok: true, body: unwrap(body) }, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) +
+        '\n',
+    );
   } catch (e) {
     const err = e as Error & { dbusName?: string; errorName?: string };
     process.stdout.write(JSON.stringify({ ok: false, error: err.name, message: err.message }) + '\n');

@@ -46,7 +46,13 @@ export function parseSignature(sig: string): Sig[] {
 }
 
 const render = (s: Sig): string =>
-  s.t === 'a{}' ? `a{${render(s.elems![0])}${render(s.elems![1])}}` : s.t === 'a' ? `a${render(s.elems![0])}` : s.t === '()' ? `(${s.elems!.map(render).join('')})` : s.t;
+  s.t === 'a{}'
+    ? `a{${render(s.elems![0])}${render(s.elems![1])}}`
+    : s.t === 'a'
+      ? `a${render(s.elems![0])}`
+      : s.t === '()'
+        ? `(${s.elems!.map(render).join('')})`
+        : s.t;
 
 export interface DbusFuzzContext {
   /** Object paths to use for 'o' arguments: known ones and unknown ones. */
@@ -60,7 +66,19 @@ function valueOf(s: Sig, ctx: DbusFuzzContext, depth = 0): fc.Arbitrary<unknown>
     case 's':
       return fc.oneof(
         { weight: 4, arbitrary: fc.string({ maxLength: 40 }) },
-        { weight: 3, arbitrary: fc.constantFrom('', 'allow', 'deny', '/', 'usbhost-b1-a5', '{}', '{"rules":[]}', ...(ctx.strings ?? [])) },
+        {
+          weight: 3,
+          arbitrary: fc.constantFrom(
+            '',
+            'allow',
+            'deny',
+            '/',
+            'usbhost-b1-a5',
+            '{}',
+            '{"rules":[]}',
+            ...(ctx.strings ?? []),
+          ),
+        },
         { weight: 1, arbitrary: fc.constant(MIB_STRING) },
       );
     case 'o':
@@ -89,7 +107,9 @@ function valueOf(s: Sig, ctx: DbusFuzzContext, depth = 0): fc.Arbitrary<unknown>
       return fc.array(valueOf(s.elems![0], ctx, depth + 1), { maxLength: depth > 1 ? 1 : 4 });
     case 'a{}':
       return fc
-        .array(fc.tuple(valueOf(s.elems![0], ctx, depth + 1), valueOf(s.elems![1], ctx, depth + 1)), { maxLength: 4 })
+        .array(fc.tuple(valueOf(s.elems![0], ctx, depth + 1), valueOf(s.elems![1], ctx, depth + 1)), {
+          maxLength: 4,
+        })
         .map((entries) => Object.fromEntries(entries.map(([k, v]) => [String(k), v])));
     case '()':
       return fc.tuple(...s.elems!.map((e) => valueOf(e, ctx, depth + 1)));
@@ -101,7 +121,9 @@ function valueOf(s: Sig, ctx: DbusFuzzContext, depth = 0): fc.Arbitrary<unknown>
 /** An a{sv} value: plausible option names with right and wrong types, and nonsense. */
 function variantValue(ctx: DbusFuzzContext, depth: number): fc.Arbitrary<Variant> {
   const sigs = depth > 1 ? ['s', 'u', 'b', 'i', 't'] : ['s', 'u', 'b', 'i', 't', 'as', 'a{sv}', 'o', 'd'];
-  return fc.constantFrom(...sigs).chain((sig) => valueOf(parseSignature(sig)[0], ctx, depth + 1).map((v) => new Variant(sig, v)));
+  return fc
+    .constantFrom(...sigs)
+    .chain((sig) => valueOf(parseSignature(sig)[0], ctx, depth + 1).map((v) => new Variant(sig, v)));
 }
 
 export interface FuzzCall {
@@ -127,13 +149,29 @@ export interface DaemonFuzzSpec {
   callTimeoutMs?: number;
 }
 
-const WRONG_SIGNATURES = ['', 's', 'u', 'b', 'o', 'a{sv}', 'oa{sv}', 'ua{sv}', 'uua{sv}', 'sa(qqi)', 'as', 'i', 'us', 'ss'];
+const WRONG_SIGNATURES = [
+  '',
+  's',
+  'u',
+  'b',
+  'o',
+  'a{sv}',
+  'oa{sv}',
+  'ua{sv}',
+  'uua{sv}',
+  'sa(qqi)',
+  'as',
+  'i',
+  'us',
+  'ss',
+];
 
 export function callArbitrary(spec: DaemonFuzzSpec): fc.Arbitrary<FuzzCall> {
   const members: Array<{ path: string; iface: string; member: string; sig: string }> = [];
   for (const o of spec.objects) {
     const c = CONTRACT[o.iface] as InterfaceContract;
-    for (const [member, m] of Object.entries(c.methods)) members.push({ path: o.path, iface: o.iface, member, sig: m.inSignature });
+    for (const [member, m] of Object.entries(c.methods))
+      members.push({ path: o.path, iface: o.iface, member, sig: m.inSignature });
     members.push({ path: o.path, iface: 'org.freedesktop.DBus.Properties', member: 'Get', sig: 'ss' });
     members.push({ path: o.path, iface: 'org.freedesktop.DBus.Properties', member: 'Set', sig: 'ssv' });
     members.push({ path: o.path, iface: o.iface, member: 'NoSuchMethod', sig: '' });
@@ -150,9 +188,15 @@ export function callArbitrary(spec: DaemonFuzzSpec): fc.Arbitrary<FuzzCall> {
       const path = dice === 0 ? otherPath : m.path;
       const sig = dice === 1 ? wrongSig : m.sig;
       const types = parseSignature(sig);
-      return (types.length ? fc.tuple(...types.map((t) => valueOf(t, spec.ctx))) : fc.constant([] as unknown[])).map(
-        (body): FuzzCall => ({ path, iface: m.iface, member: m.member, signature: types.map(render).join(''), body: body as unknown[] }),
-      );
+      return (
+        types.length ? fc.tuple(...types.map((t) => valueOf(t, spec.ctx))) : fc.constant([] as unknown[])
+      ).map((body): FuzzCall => ({
+        path,
+        iface: m.iface,
+        member: m.member,
+        signature: types.map(render).join(''),
+        body: body as unknown[],
+      }));
     });
 }
 
@@ -168,16 +212,23 @@ export async function checkCall(spec: DaemonFuzzSpec, raw: FuzzCall): Promise<vo
   const c = spec.sanitize ? spec.sanitize(raw) : raw;
   const verbose = process.env.FUZZ_VERBOSE === '1';
   try {
-    await spec.client.call(spec.destination, c.path, c.iface, c.member, c.signature, c.body, { timeoutMs: spec.callTimeoutMs ?? 20_000 });
+    await spec.client.call(spec.destination, c.path, c.iface, c.member, c.signature, c.body, {
+      timeoutMs: spec.callTimeoutMs ?? 20_000,
+    });
     if (verbose) console.log(`ok    ${describeCall(c).slice(0, 200)}`);
     await spec.afterCall?.(c, null);
   } catch (e) {
     if ((e as Error).message.startsWith('afterCall:')) throw e;
-    if (verbose) console.log(`error ${describeCall(c).slice(0, 160)} -> ${(e as { dbusName?: string }).dbusName}: ${(e as Error).message.slice(0, 80)}`);
-    const name = (e as { dbusName?: string }).dbusName ?? (e instanceof BusCallError ? e.dbusName : undefined);
+    if (verbose)
+      console.log(
+        `error ${describeCall(c).slice(0, 160)} -> ${(e as { dbusName?: string }).dbusName}: ${(e as Error).message.slice(0, 80)}`,
+      );
+    const name =
+      (e as { dbusName?: string }).dbusName ?? (e instanceof BusCallError ? e.dbusName : undefined);
     if (!name) throw new Error(`${describeCall(c)}: not a D-Bus error reply: ${(e as Error).message}`);
     if (!ALLOWED.test(name)) throw new Error(`${describeCall(c)}: error ${name} is not a named error`);
-    if (name === 'org.bulkhead.Error.Failed') throw new Error(`${describeCall(c)}: internal error in the daemon: ${(e as Error).message}`);
+    if (name === 'org.bulkhead.Error.Failed')
+      throw new Error(`${describeCall(c)}: internal error in the daemon: ${(e as Error).message}`);
     await spec.afterCall?.(c, e as Error);
   }
 }
@@ -185,21 +236,40 @@ export async function checkCall(spec: DaemonFuzzSpec, raw: FuzzCall): Promise<vo
 /** Is the daemon still up and answering? Throws if not. */
 export async function checkAlive(spec: DaemonFuzzSpec): Promise<void> {
   process.kill(spec.pid, 0);
-  await spec.client.call(spec.destination, spec.objects[0].path, 'org.freedesktop.DBus.Properties', 'GetAll', 's', [spec.objects[0].iface], {
-    timeoutMs: 10_000,
-  });
+  await spec.client.call(
+    spec.destination,
+    spec.objects[0].path,
+    'org.freedesktop.DBus.Properties',
+    'GetAll',
+    's',
+    [spec.objects[0].iface],
+    {
+      timeoutMs: 10_000,
+    },
+  );
 }
 
 export async function fuzzDaemonMethods(spec: DaemonFuzzSpec, opts: FuzzRunOptions): Promise<FuzzResult> {
-  const property = fc.asyncProperty(fc.array(callArbitrary(spec), { minLength: 1, maxLength: 5 }), async (calls) => {
-    for (const c of calls) await checkCall(spec, c);
-  });
+  const property = fc.asyncProperty(
+    fc.array(callArbitrary(spec), { minLength: 1, maxLength: 5 }),
+    async (calls) => {
+      for (const c of calls) await checkCall(spec, c);
+    },
+  );
   const r = await checkProperty(property, opts);
   if (r.finding) return r;
   try {
     await checkAlive(spec);
   } catch (e) {
-    return { executions: r.executions, finding: { seed: opts.seed, path: '', counterexample: '(whole run)', error: `daemon not alive/answering after the run: ${(e as Error).message}` } };
+    return {
+      executions: r.executions,
+      finding: {
+        seed: opts.seed,
+        path: '',
+        counterexample: '(whole run)',
+        error: `daemon not alive/answering after the run: ${(e as Error).message}`,
+      },
+    };
   }
   return r;
 }

@@ -51,7 +51,7 @@ export async function checkProperty<Ts extends [unknown, ...unknown[]]>(
   };
   const details = await fc.check(property as fc.IAsyncProperty<Ts>, params);
   const executions = details.numRuns;
-  if (!details.failed || details.interrupted && details.counterexample === null)
+  if (!details.failed || (details.interrupted && details.counterexample === null))
     return { executions, finding: null };
   return {
     executions,

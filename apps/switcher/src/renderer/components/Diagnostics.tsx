@@ -2,14 +2,16 @@ import { DAEMON_LABELS, DAEMON_NAMES } from '../../common/model';
 import { stepLabel } from '../../common/messages';
 import { useUi } from './context';
 
-const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 1 : 0)} ms`);
+const fmtMs = (ms: number) =>
+  ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 1 : 0)} ms`;
 const fmtTime = (ms: number) => (ms ? new Date(ms).toLocaleTimeString() : '—');
 
 export function Diagnostics() {
   const snap = useUi((s) => s.snapshot);
   const connection = useUi((s) => s.connection);
   const last = snap.lastSwitch;
-  const nameOf = (p: string) => (p === '/' ? 'Switcher' : snap.vms.find((v) => v.path === p)?.name ?? p.split('/').pop());
+  const nameOf = (p: string) =>
+    p === '/' ? 'Switcher' : (snap.vms.find((v) => v.path === p)?.name ?? p.split('/').pop());
   const total = last ? Math.max(1, ...last.steps.map((s) => s[1])) : 1;
   return (
     <section className="panel diagnostics" aria-labelledby="diag-title">
@@ -31,7 +33,8 @@ export function Diagnostics() {
                 <span className={`dot ${snap.daemons[d].up ? 'up' : 'down'}`} aria-hidden="true" />
                 <span>{DAEMON_LABELS[d]}</span>
                 <span className="muted">
-                  {snap.daemons[d].up ? 'reachable' : snap.daemons[d].detail || 'down'} · since {fmtTime(snap.daemons[d].since)}
+                  {snap.daemons[d].up ? 'reachable' : snap.daemons[d].detail || 'down'} · since{' '}
+                  {fmtTime(snap.daemons[d].since)}
                 </span>
               </li>
             ))}
@@ -59,7 +62,8 @@ export function Diagnostics() {
             <>
               <p>
                 {nameOf(last.from)} → {nameOf(last.target)}:{' '}
-                <strong className={last.outcome === 'ok' ? 'ok-text' : 'error-text'}>{last.outcome}</strong> in {fmtMs(last.durationMs)}
+                <strong className={last.outcome === 'ok' ? 'ok-text' : 'error-text'}>{last.outcome}</strong>{' '}
+                in {fmtMs(last.durationMs)}
                 {last.error && <span className="error-text"> ({last.error})</span>}
                 <span className="muted"> · {fmtTime(last.startedMs)}</span>
               </p>
@@ -83,7 +87,11 @@ export function Diagnostics() {
         <article className="card wide" aria-labelledby="diag-config">
           <h2 id="diag-config">Machine definitions</h2>
           {snap.configErrors.length === 0 ? (
-            <p className="muted">{snap.daemons.vmManager.up ? 'Every VM file is valid.' : 'Unknown while the VM manager is down.'}</p>
+            <p className="muted">
+              {snap.daemons.vmManager.up
+                ? 'Every VM file is valid.'
+                : 'Unknown while the VM manager is down.'}
+            </p>
           ) : (
             <table className="config-errors">
               <thead>

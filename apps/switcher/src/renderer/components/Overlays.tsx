@@ -50,7 +50,13 @@ export function PromptDialog() {
   const vmName = vm?.name || prompt.vm.split('/').pop();
   return (
     <div className="modal-backdrop">
-      <div className="modal" role="alertdialog" aria-modal="true" aria-labelledby="prompt-title" aria-describedby="prompt-desc">
+      <div
+        className="modal"
+        role="alertdialog"
+        aria-modal="true"
+        aria-labelledby="prompt-title"
+        aria-describedby="prompt-desc"
+      >
         <h2 id="prompt-title">
           <Icon name="usb" size={20} /> Connect {devName}?
         </h2>
@@ -59,10 +65,19 @@ export function PromptDialog() {
           {dev && dev.classes.length > 0 && <> ({dev.classes.join(', ')})</>}.
         </p>
         <div className="modal-actions">
-          <button type="button" className="ghost" onClick={() => void actions.answerPrompt(prompt.id, 'deny')}>
+          <button
+            type="button"
+            className="ghost"
+            onClick={() => void actions.answerPrompt(prompt.id, 'deny')}
+          >
             Deny
           </button>
-          <button ref={ref} type="button" className="primary" onClick={() => void actions.answerPrompt(prompt.id, 'allow')}>
+          <button
+            ref={ref}
+            type="button"
+            className="primary"
+            onClick={() => void actions.answerPrompt(prompt.id, 'allow')}
+          >
             Allow for {vmName}
           </button>
         </div>
@@ -83,7 +98,7 @@ export function SwitchProgressCard() {
   }, [actions, p?.status]);
   if (!p) return null;
   const vm = vms.find((v) => v.path === p.target);
-  const name = p.target === '/' ? 'the switcher' : vm?.name ?? p.target.split('/').pop();
+  const name = p.target === '/' ? 'the switcher' : (vm?.name ?? p.target.split('/').pop());
   const steps = p.steps.filter((s) => s.step !== 'done' && s.step !== 'failed');
   const current = steps[steps.length - 1];
   return (
@@ -98,10 +113,16 @@ export function SwitchProgressCard() {
         {p.status === 'done' && <Icon name="check" size={20} />}
         {p.status === 'failed' && <Icon name="warn" size={20} />}
         <strong>
-          {p.status === 'failed' ? `Could not switch to ${name}` : p.status === 'done' ? `Switched to ${name}` : `Switching to ${name}…`}
+          {p.status === 'failed'
+            ? `Could not switch to ${name}`
+            : p.status === 'done'
+              ? `Switched to ${name}`
+              : `Switching to ${name}…`}
         </strong>
       </div>
-      {p.status === 'running' && current && <div className="progress-step">{current.detail || stepLabel(current.step)}</div>}
+      {p.status === 'running' && current && (
+        <div className="progress-step">{current.detail || stepLabel(current.step)}</div>
+      )}
       {steps.length > 0 && p.status !== 'failed' && (
         <ol className="progress-steps" aria-label="Steps">
           {steps.map((s, i) => (
@@ -142,7 +163,12 @@ export function NoticeToast() {
         {n.message && <div>{n.message}</div>}
         {n.detail && <div className="error-detail">{n.detail}</div>}
       </div>
-      <button type="button" className="icon-button" aria-label="Dismiss" onClick={() => actions.dismissNotice()}>
+      <button
+        type="button"
+        className="icon-button"
+        aria-label="Dismiss"
+        onClick={() => actions.dismissNotice()}
+      >
         <Icon name="x" size={16} />
       </button>
     </div>
@@ -164,8 +190,8 @@ export function OutageBanner() {
   if (down.length === 0) return null;
   return (
     <div className="outage" role="alert" data-testid="outage">
-      <Icon name="warn" size={16} /> {down.map((d) => DAEMON_LABELS[d]).join(', ')} {down.length > 1 ? 'are' : 'is'} not
-      running — reconnecting automatically.
+      <Icon name="warn" size={16} /> {down.map((d) => DAEMON_LABELS[d]).join(', ')}{' '}
+      {down.length > 1 ? 'are' : 'is'} not running — reconnecting automatically.
     </div>
   );
 }

@@ -46,7 +46,11 @@ function Tile({ vm }: { vm: VmModel }) {
             <span className="tile-placeholder">
               <span className="tile-initial">{(vm.name || vm.id).slice(0, 1).toUpperCase()}</span>
               <span className="tile-placeholder-text">
-                {vm.state === 'running' ? 'Waiting for the screen…' : vm.state === 'stopped' ? 'Select to start' : stateLabel(vm.state)}
+                {vm.state === 'running'
+                  ? 'Waiting for the screen…'
+                  : vm.state === 'stopped'
+                    ? 'Select to start'
+                    : stateLabel(vm.state)}
               </span>
             </span>
           )}
@@ -73,16 +77,30 @@ function Tile({ vm }: { vm: VmModel }) {
           )}
         </span>
         {(vm.lastError || vm.state === 'crashed') && (
-          <span className="tile-error">{vm.lastError || vm.stateReason || 'The machine stopped unexpectedly'}</span>
+          <span className="tile-error">
+            {vm.lastError || vm.stateReason || 'The machine stopped unexpectedly'}
+          </span>
         )}
       </button>
       <span className="tile-actions">
         {vm.state === 'running' || vm.state === 'paused' ? (
-          <button type="button" className="ghost small" onClick={() => void actions.stopVm(vm.path)} aria-label={`Shut down ${vm.name}`} disabled={locked}>
+          <button
+            type="button"
+            className="ghost small"
+            onClick={() => void actions.stopVm(vm.path)}
+            aria-label={`Shut down ${vm.name}`}
+            disabled={locked}
+          >
             <Icon name="power" size={14} /> Shut down
           </button>
         ) : vm.state === 'stopped' || vm.state === 'crashed' ? (
-          <button type="button" className="ghost small" onClick={() => void actions.startVm(vm.path)} aria-label={`Start ${vm.name} in the background`} disabled={locked}>
+          <button
+            type="button"
+            className="ghost small"
+            onClick={() => void actions.startVm(vm.path)}
+            aria-label={`Start ${vm.name} in the background`}
+            disabled={locked}
+          >
             <Icon name="play" size={14} /> Start in background
           </button>
         ) : null}
@@ -156,7 +174,8 @@ export function TileGrid() {
 
   useEffect(() => {
     // Start with the keyboard on the first tile, so Enter works right away.
-    if (!gridRef.current?.contains(document.activeElement)) gridRef.current?.querySelector<HTMLElement>('.tile[data-vm]')?.focus();
+    if (!gridRef.current?.contains(document.activeElement))
+      gridRef.current?.querySelector<HTMLElement>('.tile[data-vm]')?.focus();
   }, [vms.length]);
 
   return (

@@ -28,7 +28,9 @@ export function TopBar() {
   const actions = useActions();
   const panel = useUi((s) => s.panel);
   const usbCount = useUi((s) => s.snapshot.usbDevices.length);
-  const healthy = useUi((s) => s.connection === 'open' && DAEMON_NAMES.every((d) => s.snapshot.daemons[d].up));
+  const healthy = useUi(
+    (s) => s.connection === 'open' && DAEMON_NAMES.every((d) => s.snapshot.daemons[d].up),
+  );
   const locked = useUi(isLocked);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
   return (
@@ -58,10 +60,17 @@ export function TopBar() {
           onClick={() => actions.showPanel('diagnostics')}
           aria-label={healthy ? 'All services running' : 'Some services are not running'}
         >
-          <span className={`dot ${healthy ? 'up' : 'down'}`} aria-hidden="true" /> {healthy ? 'All services running' : 'Service problem'}
+          <span className={`dot ${healthy ? 'up' : 'down'}`} aria-hidden="true" />{' '}
+          {healthy ? 'All services running' : 'Service problem'}
         </button>
         <Clock />
-        <button type="button" className="ghost" onClick={() => void actions.lock()} disabled={locked || !inputUp} aria-label="Lock the screen">
+        <button
+          type="button"
+          className="ghost"
+          onClick={() => void actions.lock()}
+          disabled={locked || !inputUp}
+          aria-label="Lock the screen"
+        >
           <Icon name="lock" size={16} /> Lock
         </button>
       </div>

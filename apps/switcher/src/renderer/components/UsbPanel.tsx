@@ -13,7 +13,8 @@ function holderName(path: string, vms: VmModel[]): string {
 function DeviceRow({ dev, vms }: { dev: UsbDeviceModel; vms: VmModel[] }) {
   const actions = useActions();
   const locked = useUi(isLocked);
-  const title = dev.name || `${dev.vendor} ${dev.product}`.trim() || `${hex4(dev.vendorId)}:${hex4(dev.productId)}`;
+  const title =
+    dev.name || `${dev.vendor} ${dev.product}`.trim() || `${hex4(dev.vendorId)}:${hex4(dev.productId)}`;
   const inputOwned = dev.state === 'input';
   const assignable = vms.filter((v) => v.state === 'running' || v.state === 'paused');
   return (
@@ -36,7 +37,9 @@ function DeviceRow({ dev, vms }: { dev: UsbDeviceModel; vms: VmModel[] }) {
           value={dev.assignedVm || '/'}
           disabled={locked || inputOwned || dev.state === 'attaching' || dev.state === 'detaching'}
           onChange={(e) =>
-            void (e.target.value === '/' ? actions.releaseUsb(dev.path) : actions.assignUsb(dev.path, e.target.value))
+            void (e.target.value === '/'
+              ? actions.releaseUsb(dev.path)
+              : actions.assignUsb(dev.path, e.target.value))
           }
         >
           <option value="/">Control Domain</option>
@@ -84,7 +87,9 @@ export function UsbPanel() {
     <section className="panel" aria-labelledby="usb-title">
       <header className="section-head">
         <h1 id="usb-title">USB devices</h1>
-        <p className="section-sub">Each device belongs to one machine at a time. Sticky devices always go back to their machine.</p>
+        <p className="section-sub">
+          Each device belongs to one machine at a time. Sticky devices always go back to their machine.
+        </p>
       </header>
       {!up ? (
         <div className="empty outage-empty" role="status">

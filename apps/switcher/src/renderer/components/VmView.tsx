@@ -1,7 +1,17 @@
 import { useEffect, useRef, useState, type CSSProperties, type ReactNode } from 'react';
 import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
-import { EV_KEY, EV_REL, EV_SYN, REL_WHEEL, REL_X, REL_Y, SYN_REPORT, keyFrame, mouseButton } from '../keymap';
+import {
+  EV_KEY,
+  EV_REL,
+  EV_SYN,
+  REL_WHEEL,
+  REL_X,
+  REL_Y,
+  SYN_REPORT,
+  keyFrame,
+  mouseButton,
+} from '../keymap';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
 
@@ -142,7 +152,12 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
   return (
     <section className="vm-view" style={style} aria-label={`${vm.name} display`} data-vm={vm.id}>
       <div className="vm-bar">
-        <button type="button" className="ghost" onClick={() => void actions.switchTo('/')} aria-label="Back to machines (Ctrl+0)">
+        <button
+          type="button"
+          className="ghost"
+          onClick={() => void actions.switchTo('/')}
+          aria-label="Back to machines (Ctrl+0)"
+        >
           <Icon name="back" size={16} /> Machines <kbd>Ctrl+0</kbd>
         </button>
         <span className="vm-bar-title">
@@ -165,7 +180,12 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
         <div className="vm-vnc" ref={vncRef} />
         {display !== 'live' &&
           (thumb ? (
-            <img className="vm-fallback" alt={`${vm.name} screen`} src={`data:image/png;base64,${thumb}`} draggable={false} />
+            <img
+              className="vm-fallback"
+              alt={`${vm.name} screen`}
+              src={`data:image/png;base64,${thumb}`}
+              draggable={false}
+            />
           ) : (
             <div className="vm-fallback-empty">Waiting for {vm.name}’s screen…</div>
           ))}

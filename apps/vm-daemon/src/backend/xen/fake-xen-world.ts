@@ -22,63 +22,101 @@ export class FakeXenWorld extends FakeXlRunner {
     this.on(/^xl list -l( \d+)?$/, (line) => {
       const m = / (\d+)$/.exec(line);
       const doms = m ? this.domains.filter((d) => d.domid === Number(m[1])) : this.domains;
-      if (m && !doms.length) return { code: 1, stderr: `libxl: error: libxl_domain.c:332:libxl_domain_info: Domain ${m[1]}:Domain not found` };
+      if (m && !doms.length)
+        return {
+          code: 1,
+          stderr: `libxl: error: libxl_domain.c:332:libxl_domain_info: Domain ${m[1]}:Domain not found`,
+        };
       return { stdout: xlListJson(doms, !m) };
     });
-    this.on(/^xl create /, (line) => this.guard(line, () => {
-      const name = /\/([^/]+)\.cfg$/.exec(line)?.[1] ?? 'guest';
-      this.domains.push({ domid: this.nextDomid++, name, usbctrl: true });
-    }));
-    this.on(/^xl (destroy|shutdown -F) \d+$/, (line) => this.guard(line, () => {
-      const id = Number(line.split(' ').pop());
-      this.domains = this.domains.filter((d) => d.domid !== id);
-    }));
+    this.on(/^xl create /, (line) =>
+      this.guard(line, () => {
+        const name = /\/([^/]+)\.cfg$/.exec(line)?.[1] ?? 'guest';
+        this.domains.push({ domid: this.nextDomid++, name, usbctrl: true });
+      }),
+    );
+    this.on(/^xl (destroy|shutdown -F) \d+$/, (line) =>
+      this.guard(line, () => {
+        const id = Number(line.split(' ').pop());
+        this.domains = this.domains.filter((d) => d.domid !== id);
+      }),
+    );
     this.on(/^xl (pause|unpause) \d+$/, (line) => this.guard(line, () => undefined));
     this.on(/^xl pci-assignable-add /, (line) => this.guard(line, () => undefined));
-    this.on(/^xl pci-(attach|detach) \d+ \S+$/, (line) => this.guard(line, () => {
-      const [, op, id, bdf] = line.split(' ');
-      const d = this.dom(Number(id));
-      d.pci = op === 'pci-attach' ? [...(d.pci ?? []), bdf] : (d.pci ?? []).filter((p) => p !== bdf);
-    }));
+    this.on(/^xl pci-(attach|detach) \d+ \S+$/, (line) =>
+      this.guard(line, () => {
+        const [, op, id, bdf] = line.split(' ');
+        const d = this.dom(Number(id));
+        d.pci = op === 'pci-attach' ? [...(d.pci ?? []), bdf] : (d.pci ?? []).filter((p) => p !== bdf);
+      }),
+    );
     this.on(/^xenstore-list \S+$/, (line) => {
       const dir = line.split(' ')[1] + '/';
-      const kids = new Set([...this.xenstore.keys()].filter((k) => k.startsWith(dir)).map((k) => k.slice(dir.length).split('/')[0]));
-      return kids.size ? { stdout: [...kids].join('\n') + '\n' } : { code: 1, stderr: `xenstore-list: could not list path ${dir.slice(0, -1)}` };
+      const kids = new Set(
+        [...this.xenstore.keys()]
+          .filter((k) => k.startsWith(dir))
+          .map((k) => k.slice(dir.length).split('/')[0]),
+      );
+      return kids.size
+        ? { stdout: [...kids].join('\n') + '\n' }
+        : { code: 1, stderr: `xenstore-list: could not list path ${dir.slice(0, -1)}` };
     });
     this.on(/^xenstore-read \S+$/, (line) => {
       const v = this.xenstore.get(line.split(' ')[1]);
       return v === undefined ? { code: 1, stderr: '' } : { stdout: v + '\n' };
     });
-    this.on(/^xl usbdev-attach \d+ hostbus=\d+ hostaddr=\d+$/, (line) => this.guard(line, () => {
-      const [, , id, b, a] = line.split(' ');
-      const d = this.dom(Number(id));
-      if (this.usbInXenstore) {
-        const port = (p: number) => `/libxl/${id}/device/vusb/0/port/${p}`;
-        for (let p = 1; p <= 6; p++) if (!this.xenstore.has(port(p))) this.xenstore.set(port(p), '');
-        const free = [1, 2, 3, 4, 5, 6].find((p) => this.xenstore.get(port(p)) === '');
-        if (!free) throw new FakeXlError('libxl: error: libxl_usb.c:1049:libxl__device_usbdev_setdefault: No available port');
-        this.xenstore.set(port(free), `${b.split('=')[1]}-${a.split('=')[1]}`);
-        return;
-      }
-      const port = (d.usbdevs?.length ?? 0) + 1;
-      d.usbdevs = [...(d.usbdevs ?? []), { ctrl: 0, port, hostbus: Number(b.split('=')[1]), hostaddr: Number(a.split('=')[1]) }];
-    }));
-    this.on(/^xl usbdev-detach \d+ \d+ \d+$/, (line) => this.guard(line, () => {
-      const [, , id, c, p] = line.split(' ').map((x, i) => (i >= 2 ? Number(x) : x)) as [string, string, number, number, number];
-      const d = this.dom(id);
-      const key = `/libxl/${id}/device/vusb/${c}/port/${p}`;
-      if (this.usbInXenstore) {
-        if (!this.xenstore.get(key)) throw new FakeXlError(`libxl: error: libxl_usb.c:1700:libxl_ctrlport_to_device_usbdev: Unable to find USB device at ${c}/${p}`);
-        this.xenstore.set(key, '');
-        return;
-      }
-      d.usbdevs = (d.usbdevs ?? []).filter((u) => !(u.ctrl === c && u.port === p));
-    }));
+    this.on(/^xl usbdev-attach \d+ hostbus=\d+ hostaddr=\d+$/, (line) =>
+      this.guard(line, () => {
+        const [, , id, b, a] = line.split(' ');
+        const d = this.dom(Number(id));
+        if (this.usbInXenstore) {
+          const port = (p: number) => `/libxl/${id}/device/vusb/0/port/${p}`;
+          for (let p = 1; p <= 6; p++) if (!this.xenstore.has(port(p))) this.xenstore.set(port(p), '');
+          const free = [1, 2, 3, 4, 5, 6].find((p) => this.xenstore.get(port(p)) === '');
+          if (!free)
+            throw new FakeXlError(
+              'libxl: error: libxl_usb.c:1049:libxl__device_usbdev_setdefault: No available port',
+            );
+          this.xenstore.set(port(free), `${b.split('=')[1]}-${a.split('=')[1]}`);
+          return;
+        }
+        const port = (d.usbdevs?.length ?? 0) + 1;
+        d.usbdevs = [
+          ...(d.usbdevs ?? []),
+          { ctrl: 0, port, hostbus: Number(b.split('=')[1]), hostaddr: Number(a.split('=')[1]) },
+        ];
+      }),
+    );
+    this.on(/^xl usbdev-detach \d+ \d+ \d+$/, (line) =>
+      this.guard(line, () => {
+        const [, , id, c, p] = line.split(' ').map((x, i) => (i >= 2 ? Number(x) : x)) as [
+          string,
+          string,
+          number,
+          number,
+          number,
+        ];
+        const d = this.dom(id);
+        const key = `/libxl/${id}/device/vusb/${c}/port/${p}`;
+        if (this.usbInXenstore) {
+          if (!this.xenstore.get(key))
+            throw new FakeXlError(
+              `libxl: error: libxl_usb.c:1700:libxl_ctrlport_to_device_usbdev: Unable to find USB device at ${c}/${p}`,
+            );
+          this.xenstore.set(key, '');
+          return;
+        }
+        d.usbdevs = (d.usbdevs ?? []).filter((u) => !(u.ctrl === c && u.port === p));
+      }),
+    );
   }
 
   private dom(domid: number): FixtureDomain {
     const d = this.domains.find((x) => x.domid === domid);
-    if (!d) throw new FakeXlError(`libxl: error: libxl_domain.c:1640:libxl__get_domid: Domain ${domid} does not exist`);
+    if (!d)
+      throw new FakeXlError(
+        `libxl: error: libxl_domain.c:1640:libxl__get_domid: Domain ${domid} does not exist`,
+      );
     return d;
   }
 

@@ -36,7 +36,9 @@ export class FakeXlRunner implements XlRunner {
       await new Promise((r) => setTimeout(r, this.delayMs));
       this.busyMs += performance.now() - t;
     }
-    const rule = this.rules.find((r) => (typeof r.match === 'string' ? line === r.match : r.match.test(line)));
+    const rule = this.rules.find((r) =>
+      typeof r.match === 'string' ? line === r.match : r.match.test(line),
+    );
     if (!rule) return { code: 1, stdout: '', stderr: `FakeXlRunner: no scripted answer for '${line}'` };
     if (rule.times !== undefined && --rule.times <= 0) this.rules = this.rules.filter((r) => r !== rule);
     const res = typeof rule.result === 'function' ? await rule.result(line) : rule.result;

@@ -42,10 +42,23 @@ test('switch personal → business: detach from personal, reset, attach to busin
   personal.pci = [...GPU];
   const r = await h.handOff(side('personal'), side('business'));
   assert.equal(r.skipped, false);
-  assert.deepEqual(world.callsMatching(/^xl pci-/), [`xl pci-detach ${personal.domid} 0000:00:03.0`, `xl pci-attach ${business.domid} 0000:00:03.0`]);
+  assert.deepEqual(world.callsMatching(/^xl pci-/), [
+    `xl pci-detach ${personal.domid} 0000:00:03.0`,
+    `xl pci-attach ${business.domid} 0000:00:03.0`,
+  ]);
   assert.deepEqual(sysfs.resets, GPU);
-  assert.deepEqual(h.lastReport.map((s) => `${s.step}:${s.domain}:${s.outcome}`), ['detach:personal:ok', 'reset:Domain-0:ok', 'attach:business:ok']);
-  assert.deepEqual((r.skipped ? [] : r.substeps ?? []).map(([n]) => n), ['gpu-detach:personal:0000:00:03.0', 'gpu-reset:Domain-0:0000:00:03.0', 'gpu-attach:business:0000:00:03.0']);
+  assert.deepEqual(
+    h.lastReport.map((s) => `${s.step}:${s.domain}:${s.outcome}`),
+    ['detach:personal:ok', 'reset:Domain-0:ok', 'attach:business:ok'],
+  );
+  assert.deepEqual(
+    (r.skipped ? [] : (r.substeps ?? [])).map(([n]) => n),
+    [
+      'gpu-detach:personal:0000:00:03.0',
+      'gpu-reset:Domain-0:0000:00:03.0',
+      'gpu-attach:business:0000:00:03.0',
+    ],
+  );
   assert.deepEqual(business.pci, GPU);
   assert.deepEqual(personal.pci, []);
 });
@@ -62,7 +75,10 @@ test('switcher active: dom0 holds it; switching to the switcher detaches only', 
 
 test('nothing to move is skipped with a reason; a target already holding it too', async () => {
   const { business, h } = setup();
-  assert.deepEqual(await h.handOff(side(null), { vm: vmPath('x'), pci: [] }), { skipped: true, why: 'no VM in this switch has a GPU' });
+  assert.deepEqual(await h.handOff(side(null), { vm: vmPath('x'), pci: [] }), {
+    skipped: true,
+    why: 'no VM in this switch has a GPU',
+  });
   business.pci = [...GPU];
   const r = await h.handOff(side(null), side('business'));
   assert.equal(r.skipped, true);
@@ -71,37 +87,64 @@ test('nothing to move is skipped with a reason; a target already holding it too'
 test('a failed attach (target destroyed mid-switch) rolls the GPU back to the old VM and names the error', async () => {
   const { world, personal, business, h } = setup();
   personal.pci = [...GPU];
-  world.failOn(/^xl pci-attach \d+ /, `libxl: error: libxl_domain.c:1640:libxl__get_domid: Domain ${business.domid} does not exist`, () => {
-    world.domains = world.domains.filter((d) => d.name !== 'business');
-  });
-  await assert.rejects(h.handOff(side('personal'), side('business')), (e: BulkheadError) =>
-    e.errorName === 'BackendFailed' && /failed at attach 0000:00:03.0 to business: xl pci-attach .* does not exist; 0000:00:03.0 returned to personal/.test(e.message));
+  world.failOn(
+    /^xl pci-attach \d+ /,
+    `libxl: error: libxl_domain.c:1640:libxl__get_domid: Domain ${business.domid} does not exist`,
+    () => {
+      world.domains = world.domains.filter((d) => d.name !== 'business');
+    },
+  );
+  await assert.rejects(
+    h.handOff(side('personal'), side('business')),
+    (e: BulkheadError) =>
+      e.errorName === 'BackendFailed' &&
+      /failed at attach 0000:00:03.0 to business: xl pci-attach .* does not exist; 0000:00:03.0 returned to personal/.test(
+        e.message,
+      ),
+  );
   assert.deepEqual(world.callsMatching(/^xl pci-/), [
-    `xl pci-detach ${personal.domid} 0000:00:03.0`, `xl pci-attach ${business.domid} 0000:00:03.0`, `xl pci-attach ${personal.domid} 0000:00:03.0`,
+    `xl pci-detach ${personal.domid} 0000:00:03.0`,
+    `xl pci-attach ${business.domid} 0000:00:03.0`,
+    `xl pci-attach ${personal.domid} 0000:00:03.0`,
   ]);
   assert.deepEqual(personal.pci, GPU, 'the old VM has its GPU again');
-  assert.deepEqual(h.lastReport.map((s) => `${s.step}:${s.outcome}`), ['detach:ok', 'reset:ok', 'attach:failed', 'rollback-attach:ok']);
+  assert.deepEqual(
+    h.lastReport.map((s) => `${s.step}:${s.outcome}`),
+    ['detach:ok', 'reset:ok', 'attach:failed', 'rollback-attach:ok'],
+  );
 });
 
 test('a failed detach leaves everything in place; a failed rollback is said loudly', async () => {
   const { world, personal, h } = setup();
   personal.pci = [...GPU];
   world.failOn(/^xl pci-detach/, 'libxl: error: timed out waiting for pciback');
-  await assert.rejects(h.handOff(side('personal'), side('business')), /failed at detach 0000:00:03.0 from personal: .*timed out waiting for pciback/);
+  await assert.rejects(
+    h.handOff(side('personal'), side('business')),
+    /failed at detach 0000:00:03.0 from personal: .*timed out waiting for pciback/,
+  );
   assert.deepEqual(personal.pci, GPU);
   world.failOn(/^xl pci-attach \d+ /, 'libxl: error: attach failed');
   world.failOn(/^xl pci-attach \d+ /, 'libxl: error: re-attach failed too');
-  await assert.rejects(h.handOff(side('personal'), side('business')), /could NOT be returned to personal \(rollback: .*re-attach failed too\)/);
+  await assert.rejects(
+    h.handOff(side('personal'), side('business')),
+    /could NOT be returned to personal \(rollback: .*re-attach failed too\)/,
+  );
 });
 
 test('the target must be running to receive the GPU', async () => {
   const { h } = setup();
-  await assert.rejects(h.handOff(side(null), side('ghost')), (e: BulkheadError) => e.errorName === 'InvalidState' && /ghost has no running domain/.test(e.message));
+  await assert.rejects(
+    h.handOff(side(null), side('ghost')),
+    (e: BulkheadError) => e.errorName === 'InvalidState' && /ghost has no running domain/.test(e.message),
+  );
 });
 
 test('a GPU found on a third VM (stale after a crash or restart) is taken from it', async () => {
   const { world, business, h } = setup();
   const other = world.add({ name: 'other', pci: [...GPU] });
   await h.handOff(side(null), side('business'));
-  assert.deepEqual(world.callsMatching(/^xl pci-/), [`xl pci-detach ${other.domid} 0000:00:03.0`, `xl pci-attach ${business.domid} 0000:00:03.0`]);
+  assert.deepEqual(world.callsMatching(/^xl pci-/), [
+    `xl pci-detach ${other.domid} 0000:00:03.0`,
+    `xl pci-attach ${business.domid} 0000:00:03.0`,
+  ]);
 });

@@ -20,7 +20,15 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { BulkheadError, vmIdFromPath, SWITCHER_PATH } from '@bulkhead/contract';
 import type { Logger } from '@bulkhead/common';
-import { DONE, skipped, type ErrorWithSubSteps, type GpuHandoff, type GpuSide, type StepResult, type SubSteps } from '../../switch-transaction';
+import {
+  DONE,
+  skipped,
+  type ErrorWithSubSteps,
+  type GpuHandoff,
+  type GpuSide,
+  type StepResult,
+  type SubSteps,
+} from '../../switch-transaction';
 import type { QmpAccess } from '../backend';
 import { parseXlListJson, type XlDomain } from './xl-list';
 import { xl, type XlRunner } from './xl-runner';
@@ -36,7 +44,8 @@ export interface GpuStep {
 }
 
 /** The sub-steps as LastSwitch lists them: ["gpu-detach:personal:0000:00:03.0", µs], ... */
-const asSubSteps = (report: GpuStep[]): SubSteps => report.map((r) => [`gpu-${r.step}:${r.domain}:${r.bdf}`, r.durationUsec]);
+const asSubSteps = (report: GpuStep[]): SubSteps =>
+  report.map((r) => [`gpu-${r.step}:${r.domain}:${r.bdf}`, r.durationUsec]);
 
 /** sysfs access (a fake in unit tests). */
 export interface PciSysfs {
@@ -89,7 +98,14 @@ export class XenGpuHandoff implements GpuHandoff {
       if (this.sysfs.isAssignable(bdf)) continue;
       const s = nowUsec();
       await xl(this.opts.runner, ['pci-assignable-add', bdf], this.stepMs);
-      steps.push({ step: 'assignable-add', bdf, domain: 'Domain-0', durationUsec: nowUsec() - s, outcome: 'ok', detail: '' });
+      steps.push({
+        step: 'assignable-add',
+        bdf,
+        domain: 'Domain-0',
+        durationUsec: nowUsec() - s,
+        outcome: 'ok',
+        detail: '',
+      });
       this.opts.log.info(`${bdf} is assignable (pciback)`);
     }
     return steps;
@@ -106,8 +122,12 @@ export class XenGpuHandoff implements GpuHandoff {
     const toId = to.vm === SWITCHER_PATH ? null : vmIdFromPath(to.vm);
     const doms = await this.domains();
     const holderOf = (bdf: string) => doms.find((d) => d.domid !== 0 && d.pci.includes(bdf)) ?? null;
-    const target = toId ? doms.find((d) => d.name === toId) ?? null : null;
-    if (toId && to.pci.length && !target) throw new BulkheadError('InvalidState', `GPU hand-off: ${toId} has no running domain to receive ${to.pci.join(', ')}`);
+    const target = toId ? (doms.find((d) => d.name === toId) ?? null) : null;
+    if (toId && to.pci.length && !target)
+      throw new BulkheadError(
+        'InvalidState',
+        `GPU hand-off: ${toId} has no running domain to receive ${to.pci.join(', ')}`,
+      );
 
     // Functions to take away: whatever of either GPU a domain other than the target holds.
     const detach: Array<{ bdf: string; dom: XlDomain }> = [];
@@ -116,7 +136,8 @@ export class XenGpuHandoff implements GpuHandoff {
       if (h && h.name !== toId) detach.push({ bdf, dom: h });
     }
     const attach = target ? to.pci.filter((bdf) => !target.pci.includes(bdf)) : [];
-    if (!detach.length && !attach.length) return skipped(toId ? `${toId} already holds its GPU` : 'no VM holds a GPU: dom0 has it');
+    if (!detach.length && !attach.length)
+      return skipped(toId ? `${toId} already holds its GPU` : 'no VM holds a GPU: dom0 has it');
 
     const done: Array<() => Promise<void>> = [];
     const run = async (step: GpuStep['step'], bdf: string, dom: XlDomain, args: string[]) => {
@@ -125,7 +146,14 @@ export class XenGpuHandoff implements GpuHandoff {
         await xl(this.opts.runner, args, this.stepMs);
         report.push({ step, bdf, domain: dom.name, durationUsec: nowUsec() - s, outcome: 'ok', detail: '' });
       } catch (e) {
-        report.push({ step, bdf, domain: dom.name, durationUsec: nowUsec() - s, outcome: 'failed', detail: (e as Error).message });
+        report.push({
+          step,
+          bdf,
+          domain: dom.name,
+          durationUsec: nowUsec() - s,
+          outcome: 'failed',
+          detail: (e as Error).message,
+        });
         throw e;
       }
     };
@@ -143,7 +171,9 @@ export class XenGpuHandoff implements GpuHandoff {
         } catch (e) {
           outcome = 'failed';
           detail = (e as Error).message;
-          this.opts.log.warn(`reset of ${bdf} failed (${detail}); going on: pciback reset it on detach where it could`);
+          this.opts.log.warn(
+            `reset of ${bdf} failed (${detail}); going on: pciback reset it on detach where it could`,
+          );
         }
         report.push({ step: 'reset', bdf, domain: 'Domain-0', durationUsec: nowUsec() - s, outcome, detail });
       }
@@ -162,10 +192,17 @@ export class XenGpuHandoff implements GpuHandoff {
         }
       }
       const name = e instanceof BulkheadError && e.errorName === 'Timeout' ? 'Timeout' : 'BackendFailed';
-      const where = failed ? `${failed.step} ${failed.bdf} ${failed.step === 'attach' ? 'to' : 'from'} ${failed.domain}` : 'GPU hand-off';
-      const back = detach.length ? `; ${detach.map((d) => d.bdf).join(', ')} ${rollbackErrors.length ? 'could NOT be returned' : 'returned'} to ${[...new Set(detach.map((d) => d.dom.name))].join(', ')}` : '';
+      const where = failed
+        ? `${failed.step} ${failed.bdf} ${failed.step === 'attach' ? 'to' : 'from'} ${failed.domain}`
+        : 'GPU hand-off';
+      const back = detach.length
+        ? `; ${detach.map((d) => d.bdf).join(', ')} ${rollbackErrors.length ? 'could NOT be returned' : 'returned'} to ${[...new Set(detach.map((d) => d.dom.name))].join(', ')}`
+        : '';
       this.log(report);
-      const err: ErrorWithSubSteps = new BulkheadError(name, `GPU hand-off failed at ${where}: ${(e as Error).message}${back}${rollbackErrors.length ? ` (rollback: ${rollbackErrors.join('; ')})` : ''}`);
+      const err: ErrorWithSubSteps = new BulkheadError(
+        name,
+        `GPU hand-off failed at ${where}: ${(e as Error).message}${back}${rollbackErrors.length ? ` (rollback: ${rollbackErrors.join('; ')})` : ''}`,
+      );
       err.substeps = asSubSteps(report);
       throw err;
     }
@@ -174,7 +211,9 @@ export class XenGpuHandoff implements GpuHandoff {
   }
 
   private log(report: GpuStep[]): void {
-    this.opts.log.info(`GPU hand-off: ${report.map((r) => `${r.step} ${r.bdf} ${r.domain} ${r.outcome} ${Number(r.durationUsec) / 1000}ms`).join(', ')}`);
+    this.opts.log.info(
+      `GPU hand-off: ${report.map((r) => `${r.step} ${r.bdf} ${r.domain} ${r.outcome} ${Number(r.durationUsec) / 1000}ms`).join(', ')}`,
+    );
   }
 }
 
@@ -203,25 +242,40 @@ export class VfioGpuHandoff implements GpuHandoff {
     const removed: string[] = [];
     const added: string[] = [];
     try {
-      if (fromQmp) for (const bdf of from.pci) {
-        await fromQmp.execute('device_del', { id: VfioGpuHandoff.id(bdf) }, { timeoutMs: ms });
-        const deadline = Date.now() + ms;
-        // device_del only requests the unplug; the guest must let go (DEVICE_DELETED).
-        for (;;) {
-          const list = await fromQmp.execute<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' }, { timeoutMs: ms });
-          if (!list.some((e) => e.name === VfioGpuHandoff.id(bdf))) break;
-          if (Date.now() > deadline) throw new BulkheadError('Timeout', `${from.vm} did not release ${bdf} within ${ms} ms`);
-          await new Promise((r) => setTimeout(r, 100));
+      if (fromQmp)
+        for (const bdf of from.pci) {
+          await fromQmp.execute('device_del', { id: VfioGpuHandoff.id(bdf) }, { timeoutMs: ms });
+          const deadline = Date.now() + ms;
+          // device_del only requests the unplug; the guest must let go (DEVICE_DELETED).
+          for (;;) {
+            const list = await fromQmp.execute<Array<{ name: string }>>(
+              'qom-list',
+              { path: '/machine/peripheral' },
+              { timeoutMs: ms },
+            );
+            if (!list.some((e) => e.name === VfioGpuHandoff.id(bdf))) break;
+            if (Date.now() > deadline)
+              throw new BulkheadError('Timeout', `${from.vm} did not release ${bdf} within ${ms} ms`);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          removed.push(bdf);
         }
-        removed.push(bdf);
-      }
-      if (toQmp) for (const bdf of to.pci) {
-        await toQmp.execute('device_add', { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) }, { timeoutMs: ms });
-        added.push(bdf);
-      }
+      if (toQmp)
+        for (const bdf of to.pci) {
+          await toQmp.execute(
+            'device_add',
+            { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) },
+            { timeoutMs: ms },
+          );
+          added.push(bdf);
+        }
     } catch (e) {
-      for (const bdf of added) await toQmp?.execute('device_del', { id: VfioGpuHandoff.id(bdf) }).catch(() => undefined);
-      for (const bdf of removed) await fromQmp?.execute('device_add', { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) }).catch(() => undefined);
+      for (const bdf of added)
+        await toQmp?.execute('device_del', { id: VfioGpuHandoff.id(bdf) }).catch(() => undefined);
+      for (const bdf of removed)
+        await fromQmp
+          ?.execute('device_add', { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) })
+          .catch(() => undefined);
       if (e instanceof BulkheadError) throw e;
       throw new BulkheadError('BackendFailed', `vfio GPU hand-off: ${(e as Error).message}`);
     }

@@ -39,8 +39,14 @@ function setup() {
   const configDir = join(root, 'vms');
   mkdirSync(configDir);
   const gpu = { pci: [GPU], handoff: true };
-  writeFileSync(join(configDir, 'a.json'), JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32, gpu }));
-  writeFileSync(join(configDir, 'b.json'), JSON.stringify({ id: 'business', slot: 2, color: '#e07b00', memoryMiB: 32, gpu }));
+  writeFileSync(
+    join(configDir, 'a.json'),
+    JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32, gpu }),
+  );
+  writeFileSync(
+    join(configDir, 'b.json'),
+    JSON.stringify({ id: 'business', slot: 2, color: '#e07b00', memoryMiB: 32, gpu }),
+  );
   const world = new FakeXenWorld();
   const personal = world.add({ name: 'personal', pci: [GPU] });
   const business = world.add({ name: 'business' });
@@ -53,7 +59,13 @@ function setup() {
     log,
     watchConfig: false,
   });
-  return { world, personal, business, manager, done: () => (manager.close(), rmSync(root, { recursive: true })) };
+  return {
+    world,
+    personal,
+    business,
+    manager,
+    done: () => (manager.close(), rmSync(root, { recursive: true })),
+  };
 }
 
 test('LastSwitch lists the GPU hand-off sub-steps (gpu-detach, gpu-reset, gpu-attach) right after move-gpu', async () => {
@@ -81,14 +93,23 @@ test('a failed hand-off still lists its sub-steps, including the rollback re-att
   const t = setup();
   await t.manager.init();
   await t.manager.switchTo(vmPath('personal'));
-  t.world.failOn(/^xl pci-attach \d+ /, 'libxl: error: libxl_pci.c:1500:do_pci_add: Domain 2:xc_assign_device failed: No such device');
+  t.world.failOn(
+    /^xl pci-attach \d+ /,
+    'libxl: error: libxl_pci.c:1500:do_pci_add: Domain 2:xc_assign_device failed: No such device',
+  );
   await assert.rejects(t.manager.switchTo(vmPath('business')), { name: 'org.bulkhead.Error.BackendFailed' });
   const rec = t.manager.lastSwitch!;
   assert.equal(rec.outcome, 'rolled-back');
   assert.match(rec.message, /move-gpu: GPU hand-off failed at attach 0000:00:05\.0 to business/);
   assert.deepEqual(
     rec.steps.map(([n]) => n).filter((n) => n.startsWith('gpu-') || n === 'move-gpu'),
-    ['move-gpu', `gpu-detach:personal:${GPU}`, `gpu-reset:Domain-0:${GPU}`, `gpu-attach:business:${GPU}`, `gpu-rollback-attach:personal:${GPU}`],
+    [
+      'move-gpu',
+      `gpu-detach:personal:${GPU}`,
+      `gpu-reset:Domain-0:${GPU}`,
+      `gpu-attach:business:${GPU}`,
+      `gpu-rollback-attach:personal:${GPU}`,
+    ],
   );
   assert.deepEqual(t.personal.pci, [GPU], 'the GPU is back on personal');
   assert.equal(t.manager.activeVm, vmPath('personal'));

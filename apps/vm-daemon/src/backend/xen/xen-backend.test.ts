@@ -22,8 +22,25 @@ function setup() {
     const file = join(root, `${id}.json`);
     writeFileSync(join(root, 'vmlinuz'), 'k');
     return {
-      id, name: id, slot: 1, kind: 'personal', color: '#000000', icon: '', memoryMiB: 64, vcpus: 1, disks: [], network: { mode: 'none' },
-      autostart: false, gpu: null, usbAutoAttach: false, display: 'none', backend: 'xen', kernel: join(root, 'vmlinuz'), append: '', file, ...over,
+      id,
+      name: id,
+      slot: 1,
+      kind: 'personal',
+      color: '#000000',
+      icon: '',
+      memoryMiB: 64,
+      vcpus: 1,
+      disks: [],
+      network: { mode: 'none' },
+      autostart: false,
+      gpu: null,
+      usbAutoAttach: false,
+      display: 'none',
+      backend: 'xen',
+      kernel: join(root, 'vmlinuz'),
+      append: '',
+      file,
+      ...over,
     };
   };
   return { root, world, dumpDir, mk, def };
@@ -75,12 +92,19 @@ test('a domain destroyed behind our back is reported on @releaseDomain; a core d
   await b.detachAll();
 });
 
-test('xl failures come back as BackendFailed with xl\'s own words', async () => {
+test("xl failures come back as BackendFailed with xl's own words", async () => {
   const { world, mk, def } = setup();
   const b = mk();
-  world.failOn(/^xl create/, 'Parsing config from x.cfg\nlibxl: error: libxl_create.c:689:libxl__domain_make: Domain 5:domain creation fail: Cannot allocate memory\n');
-  await assert.rejects(b.start(def('big')), (e: BulkheadError) =>
-    e.errorName === 'BackendFailed' && /^xl create .*failed \(exit 1\): libxl: error: .*Cannot allocate memory/.test(e.message));
+  world.failOn(
+    /^xl create/,
+    'Parsing config from x.cfg\nlibxl: error: libxl_create.c:689:libxl__domain_make: Domain 5:domain creation fail: Cannot allocate memory\n',
+  );
+  await assert.rejects(
+    b.start(def('big')),
+    (e: BulkheadError) =>
+      e.errorName === 'BackendFailed' &&
+      /^xl create .*failed \(exit 1\): libxl: error: .*Cannot allocate memory/.test(e.message),
+  );
   const r = new FakeXlRunner().on(/^xl list -l$/, { stdout: 'not json' });
   const b2 = new XenBackend({ runRoot: '/nonexistent', runner: r, log, pollMs: 0 });
   await assert.rejects(b2.listDomains(), /output is not JSON/);
@@ -89,7 +113,10 @@ test('xl failures come back as BackendFailed with xl\'s own words', async () => 
 test('a domain already named like the VM is refused, not duplicated', async () => {
   const { world, mk, def } = setup();
   world.add({ name: 'personal' });
-  await assert.rejects(mk().start(def('personal')), (e: BulkheadError) => e.errorName === 'InvalidState' && /already exists \(domid 1\)/.test(e.message));
+  await assert.rejects(
+    mk().start(def('personal')),
+    (e: BulkheadError) => e.errorName === 'InvalidState' && /already exists \(domid 1\)/.test(e.message),
+  );
 });
 
 test('a restarted daemon re-adopts running domains with their domid and paused flag', async () => {
@@ -109,7 +136,10 @@ test('a restarted daemon re-adopts running domains with their domid and paused f
   world.domains = world.domains.filter((d) => d.name !== 'personal');
   world.fire('@releaseDomain');
   await second.reconcileSoon();
-  assert.deepEqual(seen.map((s) => s.slice(0, 2)), [['personal', 'stopped']]);
+  assert.deepEqual(
+    seen.map((s) => s.slice(0, 2)),
+    [['personal', 'stopped']],
+  );
   await second.detachAll();
 });
 
@@ -138,9 +168,15 @@ test('USB: attach by hostbus/hostaddr gives a ctrl/port handle; list and detach 
   assert.ok(world.calls.includes('xl usbdev-detach 1 0 1'));
   assert.deepEqual(await b.listUsb('hvm'), []);
   await assert.rejects(b.detachUsb('hvm', h), (e: BulkheadError) => e.errorName === 'NoSuchDevice');
-  await assert.rejects(b.detachUsb('hvm', 'usbhost-b1-a2'), (e: BulkheadError) => e.errorName === 'NoSuchDevice');
+  await assert.rejects(
+    b.detachUsb('hvm', 'usbhost-b1-a2'),
+    (e: BulkheadError) => e.errorName === 'NoSuchDevice',
+  );
   await b.start(def('pv'));
-  await assert.rejects(b.attachUsb('pv', { bus: 1, address: 2 }), (e: BulkheadError) => e.errorName === 'NotSupported' && /no USB controller/.test(e.message));
+  await assert.rejects(
+    b.attachUsb('pv', { bus: 1, address: 2 }),
+    (e: BulkheadError) => e.errorName === 'NotSupported' && /no USB controller/.test(e.message),
+  );
   await assert.rejects(b.screenshot('pv', 1000), (e: BulkheadError) => e.errorName === 'NotSupported');
   await b.detachAll();
 });
@@ -153,7 +189,14 @@ test('USB: a device recorded only in xenstore (Xen 4.17 devicemodel controller) 
     const [bus, address] = busid.split('-').map(Number);
     return { bus, address };
   };
-  const b = new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir: join(root, 'dump'), pollMs: 0, usbBusAddr });
+  const b = new XenBackend({
+    runRoot: join(root, 'run'),
+    runner: world,
+    log,
+    dumpDir: join(root, 'dump'),
+    pollMs: 0,
+    usbBusAddr,
+  });
   await b.start(def('hvm', { kernel: null }));
   const h = await b.attachUsb('hvm', { bus: 1, address: 2 });
   assert.equal(h, 'xenusb-c0-p1');

@@ -80,8 +80,16 @@ const USB_HANDLE_RE = /^xenusb-c(\d{1,3})-p(\d{1,3})$/;
 class LazyQmp implements QmpAccess {
   private client: Promise<QmpClient> | null = null;
   constructor(private readonly path: string) {}
-  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
-    this.client ??= QmpClient.connect(this.path, { retryUntilMs: 5000, timeoutMs: 5000, commandTimeoutMs: 15_000 }).then((c) => {
+  async execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts?: { timeoutMs?: number },
+  ): Promise<T> {
+    this.client ??= QmpClient.connect(this.path, {
+      retryUntilMs: 5000,
+      timeoutMs: 5000,
+      commandTimeoutMs: 15_000,
+    }).then((c) => {
       c.on('close', () => (this.client = null));
       return c;
     });
@@ -125,8 +133,12 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   private files(id: string) {
     const dir = join(this.opts.runRoot, id);
     return {
-      dir, cfg: join(dir, `${id}.cfg`), state: join(dir, 'domain.json'), qmp: join(dir, 'qmp.sock'),
-      inputQmp: join(dir, 'input-qmp.sock'), serial: join(dir, 'serial.log'),
+      dir,
+      cfg: join(dir, `${id}.cfg`),
+      state: join(dir, 'domain.json'),
+      qmp: join(dir, 'qmp.sock'),
+      inputQmp: join(dir, 'input-qmp.sock'),
+      serial: join(dir, 'serial.log'),
     };
   }
 
@@ -157,24 +169,44 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   async start(def: VmDefinition): Promise<RunningVm> {
-    if (this.domains.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs (domid ${this.domains.get(def.id)!.domid})`);
-    for (const p of [def.kernel]) if (p && !existsSync(p)) throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${p} does not exist`);
+    if (this.domains.has(def.id))
+      throw new BulkheadError(
+        'InvalidState',
+        `VM ${def.id} already runs (domid ${this.domains.get(def.id)!.domid})`,
+      );
+    for (const p of [def.kernel])
+      if (p && !existsSync(p))
+        throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${p} does not exist`);
     const { text, opts } = this.configFor(def);
-    if (opts.ramdisk && !existsSync(opts.ramdisk)) throw new BulkheadError('InvalidConfig', `${def.file}: ramdisk: ${opts.ramdisk} does not exist`);
+    if (opts.ramdisk && !existsSync(opts.ramdisk))
+      throw new BulkheadError('InvalidConfig', `${def.file}: ramdisk: ${opts.ramdisk} does not exist`);
     await this.create(def);
     const f = this.files(def.id);
     const clash = (await this.listDomains()).find((d) => d.name === def.id);
-    if (clash) throw new BulkheadError('InvalidState', `a Xen domain named '${def.id}' already exists (domid ${clash.domid}) but is not tracked; destroy it or restart vm-daemon to adopt it`);
+    if (clash)
+      throw new BulkheadError(
+        'InvalidState',
+        `a Xen domain named '${def.id}' already exists (domid ${clash.domid}) but is not tracked; destroy it or restart vm-daemon to adopt it`,
+      );
     writeFileSync(f.cfg, text, { mode: 0o640 });
     for (const p of [f.qmp, f.inputQmp, join(this.dumpDir, def.id)]) rmSync(p, { force: true });
     this.ensureWatching();
     this.log.info(`starting ${def.id} (${opts.type}): xl create ${f.cfg}`);
     await xl(this.runner, ['create', f.cfg], this.opts.createTimeoutMs ?? 180_000);
     const dom = (await this.listDomains()).find((d) => d.name === def.id);
-    if (!dom) throw new BulkheadError('BackendFailed', `xl create ${f.cfg} succeeded but no domain named '${def.id}' exists afterwards (it died at once?)`);
+    if (!dom)
+      throw new BulkheadError(
+        'BackendFailed',
+        `xl create ${f.cfg} succeeded but no domain named '${def.id}' exists afterwards (it died at once?)`,
+      );
     this.track(def, opts, dom, false, false);
     this.log.info(`${def.id}: running as domid ${dom.domid}`);
-    return { pid: dom.domid, inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '', adopted: false, state: 'running' };
+    return {
+      pid: dom.domid,
+      inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
+      adopted: false,
+      state: 'running',
+    };
   }
 
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
@@ -192,27 +224,57 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
       /* no record: adopted with defaults */
     }
     if (persisted && persisted.domid !== dom.domid)
-      this.log.warn(`${def.id}: domain.json says domid ${persisted.domid}, xl has ${dom.domid}: the domain was re-created outside vm-daemon; adopting ${dom.domid}`);
+      this.log.warn(
+        `${def.id}: domain.json says domid ${persisted.domid}, xl has ${dom.domid}: the domain was re-created outside vm-daemon; adopting ${dom.domid}`,
+      );
     let opts: XenGuestOptions;
     try {
       opts = loadXenOptions(def);
     } catch {
-      opts = { type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv', ramdisk: null, usbctrl: null, pci: [], serialLog: false, deviceModelArgs: [] };
+      opts = {
+        type: dom.type === 'hvm' || dom.type === 'pvh' ? dom.type : 'pv',
+        ramdisk: null,
+        usbctrl: null,
+        pci: [],
+        serialLog: false,
+        deviceModelArgs: [],
+      };
     }
     // The paused flag comes from our own record: xl offers the run state only in human output.
     const paused = persisted?.domid === dom.domid ? persisted.paused : false;
     this.ensureWatching();
     this.track(def, opts, dom, true, paused);
     this.log.info(`${def.id}: re-adopted domid ${dom.domid}${paused ? ' (paused)' : ''}`);
-    return { pid: dom.domid, inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '', adopted: true, state: paused ? 'paused' : 'running' };
+    return {
+      pid: dom.domid,
+      inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
+      adopted: true,
+      state: paused ? 'paused' : 'running',
+    };
   }
 
-  private track(def: VmDefinition, opts: XenGuestOptions, dom: XlDomain, adopted: boolean, paused: boolean): Domain {
+  private track(
+    def: VmDefinition,
+    opts: XenGuestOptions,
+    dom: XlDomain,
+    adopted: boolean,
+    paused: boolean,
+  ): Domain {
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
     const d: Domain = {
-      def, opts, domid: dom.domid, uuid: dom.uuid, paused, adopted, stopRequested: null, killedAfterTimeout: false,
-      goneHandled: false, gone, markGone, qmp: opts.type === 'hvm' ? new LazyQmp(this.files(def.id).qmp) : null,
+      def,
+      opts,
+      domid: dom.domid,
+      uuid: dom.uuid,
+      paused,
+      adopted,
+      stopRequested: null,
+      killedAfterTimeout: false,
+      goneHandled: false,
+      gone,
+      markGone,
+      qmp: opts.type === 'hvm' ? new LazyQmp(this.files(def.id).qmp) : null,
     };
     this.domains.set(def.id, d);
     this.persist(d);
@@ -221,7 +283,11 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
 
   private persist(d: Domain): void {
     try {
-      writeFileAtomic(this.files(d.def.id).state, JSON.stringify({ domid: d.domid, uuid: d.uuid, paused: d.paused } satisfies PersistedDomain) + '\n', 0o640);
+      writeFileAtomic(
+        this.files(d.def.id).state,
+        JSON.stringify({ domid: d.domid, uuid: d.uuid, paused: d.paused } satisfies PersistedDomain) + '\n',
+        0o640,
+      );
     } catch (e) {
       this.log.error(`${d.def.id}: cannot write ${this.files(d.def.id).state}: ${(e as Error).message}`);
     }
@@ -290,7 +356,12 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     let reason: string;
     if (d.stopRequested) {
       state = 'stopped';
-      reason = d.stopRequested === 'destroy' ? (d.killedAfterTimeout ? 'destroyed: the guest did not shut down in time' : 'destroyed on request') : 'shut down on request';
+      reason =
+        d.stopRequested === 'destroy'
+          ? d.killedAfterTimeout
+            ? 'destroyed: the guest did not shut down in time'
+            : 'destroyed on request'
+          : 'shut down on request';
     } else if (existsSync(dump)) {
       state = 'crashed';
       let size = 0;
@@ -320,7 +391,10 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     let poll: NodeJS.Timeout | undefined;
     // The watch normally settles it; polling covers a watch lost mid-way.
     poll = setInterval(() => void this.reconcileSoon(), 2000);
-    const ok = await Promise.race([d.gone.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+    const ok = await Promise.race([
+      d.gone.then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+    ]);
     clearTimeout(timer);
     clearInterval(poll);
     poll = undefined;
@@ -359,7 +433,11 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
       this.log.warn(`${d.def.id}: ${(e as Error).message}`);
     }
     await this.reconcileSoon();
-    if (!(await this.waitGone(d, 10_000))) throw new BulkheadError('BackendFailed', `domain ${d.domid} (${d.def.id}) is still listed after xl destroy`);
+    if (!(await this.waitGone(d, 10_000)))
+      throw new BulkheadError(
+        'BackendFailed',
+        `domain ${d.domid} (${d.def.id}) is still listed after xl destroy`,
+      );
   }
 
   async pause(vmId: string): Promise<void> {
@@ -378,14 +456,24 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
 
   async screenshot(vmId: string, maxBytes: number): Promise<Buffer> {
     const d = this.get(vmId);
-    if (!d.qmp) throw new BulkheadError('NotSupported', `${vmId} is a ${d.opts.type.toUpperCase()} guest: no emulated display to capture`);
+    if (!d.qmp)
+      throw new BulkheadError(
+        'NotSupported',
+        `${vmId} is a ${d.opts.type.toUpperCase()} guest: no emulated display to capture`,
+      );
     const file = join(this.files(vmId).dir, `screendump-${randomBytes(6).toString('hex')}.png`);
     try {
-      await d.qmp.execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 15_000 }).catch((e) => {
-        throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
-      });
+      await d.qmp
+        .execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 15_000 })
+        .catch((e) => {
+          throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
+        });
       const size = statSync(file).size;
-      if (size > maxBytes) throw new BulkheadError('BackendFailed', `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`);
+      if (size > maxBytes)
+        throw new BulkheadError(
+          'BackendFailed',
+          `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`,
+        );
       return readFileSync(file);
     } finally {
       rmSync(file, { force: true });
@@ -396,14 +484,34 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
 
   async attachUsb(vmId: string, req: UsbAttachRequest): Promise<string> {
     const d = this.get(vmId);
-    if (!d.opts.usbctrl) throw new BulkheadError('NotSupported', `${vmId} has no USB controller (set "usbctrl" in ${d.def.id}.xen; it must exist when the domain is created)`);
-    if (req.port && !req.address) throw new BulkheadError('NotSupported', `xl attaches USB devices by hostbus/hostaddr; port ${req.port} alone is not enough`);
+    if (!d.opts.usbctrl)
+      throw new BulkheadError(
+        'NotSupported',
+        `${vmId} has no USB controller (set "usbctrl" in ${d.def.id}.xen; it must exist when the domain is created)`,
+      );
+    if (req.port && !req.address)
+      throw new BulkheadError(
+        'NotSupported',
+        `xl attaches USB devices by hostbus/hostaddr; port ${req.port} alone is not enough`,
+      );
     const before = await this.usbdevs(d);
-    await xl(this.runner, ['usbdev-attach', String(d.domid), `hostbus=${req.bus}`, `hostaddr=${req.address}`], this.cmdMs);
+    await xl(
+      this.runner,
+      ['usbdev-attach', String(d.domid), `hostbus=${req.bus}`, `hostaddr=${req.address}`],
+      this.cmdMs,
+    );
     const after = await this.usbdevs(d);
-    const added = after.find((u) => u.hostbus === req.bus && u.hostaddr === req.address && !before.some((b) => b.ctrl === u.ctrl && b.port === u.port));
+    const added = after.find(
+      (u) =>
+        u.hostbus === req.bus &&
+        u.hostaddr === req.address &&
+        !before.some((b) => b.ctrl === u.ctrl && b.port === u.port),
+    );
     if (!added)
-      throw new BulkheadError('BackendFailed', `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it (usbdevs before ${JSON.stringify(before)}, after ${JSON.stringify(after)})`);
+      throw new BulkheadError(
+        'BackendFailed',
+        `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it (usbdevs before ${JSON.stringify(before)}, after ${JSON.stringify(after)})`,
+      );
     return `xenusb-c${added.ctrl}-p${added.port}`;
   }
 
@@ -414,12 +522,19 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
    * (seen in the harness: usb-list showed it, usbdevs was empty), so xenstore is the one to trust.
    */
   private async usbdevs(d: Domain): Promise<XlUsbDev[]> {
-    const dom = parseXlListJson(await xl(this.runner, ['list', '-l', String(d.domid)], this.cmdMs)).find((x) => x.domid === d.domid);
+    const dom = parseXlListJson(await xl(this.runner, ['list', '-l', String(d.domid)], this.cmdMs)).find(
+      (x) => x.domid === d.domid,
+    );
     if (!dom) throw new BulkheadError('InvalidState', `domain ${d.domid} (${d.def.id}) is gone`);
     const all = [...dom.usbdevs];
     const list = async (path: string) => {
       const r = await this.runner.run('xenstore-list', [path], this.cmdMs);
-      return r.code === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter((l) => /^\d+$/.test(l)) : [];
+      return r.code === 0
+        ? r.stdout
+            .split('\n')
+            .map((l) => l.trim())
+            .filter((l) => /^\d+$/.test(l))
+        : [];
     };
     const base = `/libxl/${d.domid}/device/vusb`;
     const busAddr = this.opts.usbBusAddr ?? sysfsUsbBusAddr;
@@ -429,11 +544,14 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
         if (!busid) continue; // a free port
         const at = busAddr(busid);
         if (!at) {
-          this.log.warn(`${d.def.id}: USB port ${ctrl}/${port} holds ${busid}, which dom0's sysfs does not know (unplugged?)`);
+          this.log.warn(
+            `${d.def.id}: USB port ${ctrl}/${port} holds ${busid}, which dom0's sysfs does not know (unplugged?)`,
+          );
           continue;
         }
         const [c, p] = [Number(ctrl), Number(port)];
-        if (!all.some((u) => u.ctrl === c && u.port === p)) all.push({ ctrl: c, port: p, hostbus: at.bus, hostaddr: at.address });
+        if (!all.some((u) => u.ctrl === c && u.port === p))
+          all.push({ ctrl: c, port: p, hostbus: at.bus, hostaddr: at.address });
       }
     }
     return all;
@@ -442,9 +560,14 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   async detachUsb(vmId: string, handle: string): Promise<void> {
     const d = this.get(vmId);
     const m = USB_HANDLE_RE.exec(handle);
-    if (!m) throw new BulkheadError('NoSuchDevice', `'${handle}' is not a USB attachment handle of the Xen backend`);
+    if (!m)
+      throw new BulkheadError(
+        'NoSuchDevice',
+        `'${handle}' is not a USB attachment handle of the Xen backend`,
+      );
     const [ctrl, port] = [Number(m[1]), Number(m[2])];
-    if (!(await this.usbdevs(d)).some((u) => u.ctrl === ctrl && u.port === port)) throw new BulkheadError('NoSuchDevice', `${vmId} has no USB attachment ${handle}`);
+    if (!(await this.usbdevs(d)).some((u) => u.ctrl === ctrl && u.port === port))
+      throw new BulkheadError('NoSuchDevice', `${vmId} has no USB attachment ${handle}`);
     await xl(this.runner, ['usbdev-detach', String(d.domid), String(ctrl), String(port)], this.cmdMs);
   }
 
@@ -472,7 +595,11 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   async stopAll(timeoutMs: number): Promise<void> {
-    await Promise.all([...this.domains.keys()].map((id) => this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`))));
+    await Promise.all(
+      [...this.domains.keys()].map((id) =>
+        this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`)),
+      ),
+    );
     await this.detachAll();
   }
 }

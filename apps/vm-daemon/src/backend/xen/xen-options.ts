@@ -44,12 +44,24 @@ export function sidecarPath(def: Pick<VmDefinition, 'file'>): string {
 /** Defaults for a definition without a sidecar. */
 export function defaultXenOptions(def: Pick<VmDefinition, 'kernel'>, type?: XenGuestType): XenGuestOptions {
   const t = type ?? (def.kernel ? 'pv' : 'hvm');
-  return { type: t, ramdisk: null, usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null, pci: [], serialLog: true, deviceModelArgs: [] };
+  return {
+    type: t,
+    ramdisk: null,
+    usbctrl: t === 'hvm' ? { version: 2, ports: 6 } : null,
+    pci: [],
+    serialLog: true,
+    deviceModelArgs: [],
+  };
 }
 
 /** Validate a sidecar's text; errors name the file and the field, like config.ts does. */
-export function parseXenOptions(file: string, text: string, def: Pick<VmDefinition, 'kernel'>): XenGuestOptions {
-  const bad = (field: string, reason: string) => new BulkheadError('InvalidConfig', `${file}: ${field}: ${reason}`);
+export function parseXenOptions(
+  file: string,
+  text: string,
+  def: Pick<VmDefinition, 'kernel'>,
+): XenGuestOptions {
+  const bad = (field: string, reason: string) =>
+    new BulkheadError('InvalidConfig', `${file}: ${field}: ${reason}`);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -63,17 +75,21 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     throw bad('type', `must be pv, pvh or hvm, got ${JSON.stringify(o.type)}`);
   const opts = defaultXenOptions(def, o.type as XenGuestType | undefined);
   if (o.ramdisk !== undefined && o.ramdisk !== null) {
-    if (typeof o.ramdisk !== 'string' || o.ramdisk === '' || /["\n]/.test(o.ramdisk)) throw bad('ramdisk', 'must be a path without quotes or newlines');
+    if (typeof o.ramdisk !== 'string' || o.ramdisk === '' || /["\n]/.test(o.ramdisk))
+      throw bad('ramdisk', 'must be a path without quotes or newlines');
     opts.ramdisk = isAbsolute(o.ramdisk) ? o.ramdisk : join(dirname(file), o.ramdisk);
   }
   if (o.usbctrl === null) opts.usbctrl = null;
   else if (o.usbctrl !== undefined) {
     const u = o.usbctrl as Record<string, unknown>;
-    if (typeof u !== 'object' || Array.isArray(u)) throw bad('usbctrl', 'must be null or {"version": 1|2|3, "ports": 1-31}');
+    if (typeof u !== 'object' || Array.isArray(u))
+      throw bad('usbctrl', 'must be null or {"version": 1|2|3, "ports": 1-31}');
     const version = u.version ?? 2;
     const ports = u.ports ?? 6;
-    if (![1, 2, 3].includes(version as number)) throw bad('usbctrl.version', `must be 1, 2 or 3, got ${JSON.stringify(version)}`);
-    if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31) throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
+    if (![1, 2, 3].includes(version as number))
+      throw bad('usbctrl.version', `must be 1, 2 or 3, got ${JSON.stringify(version)}`);
+    if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31)
+      throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
     opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
   }
   const pciList = (k: 'pci'): string[] => {
@@ -81,7 +97,8 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
     if (v === undefined) return [];
     if (!Array.isArray(v)) throw bad(k, 'must be an array of PCI addresses');
     return v.map((p, i) => {
-      if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase())) throw bad(`${k}[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
+      if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase()))
+        throw bad(`${k}[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
       return p.toLowerCase();
     });
   };
@@ -89,8 +106,12 @@ export function parseXenOptions(file: string, text: string, def: Pick<VmDefiniti
   if (o.deviceModelArgs !== undefined) {
     const a = o.deviceModelArgs;
     if (!Array.isArray(a) || a.some((x) => typeof x !== 'string' || x === '' || /["\n\\]/.test(x)))
-      throw bad('deviceModelArgs', 'must be an array of non-empty strings without quotes, backslashes or newlines');
-    if (opts.type !== 'hvm' && a.length) throw bad('deviceModelArgs', `only HVM guests have a device model (type is ${opts.type})`);
+      throw bad(
+        'deviceModelArgs',
+        'must be an array of non-empty strings without quotes, backslashes or newlines',
+      );
+    if (opts.type !== 'hvm' && a.length)
+      throw bad('deviceModelArgs', `only HVM guests have a device model (type is ${opts.type})`);
     opts.deviceModelArgs = a as string[];
   }
   if (o.serialLog !== undefined) {

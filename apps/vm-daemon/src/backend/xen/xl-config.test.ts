@@ -9,17 +9,43 @@ import { generateXlConfig } from './xl-config';
 import { defaultXenOptions, loadXenOptions, parseXenOptions } from './xen-options';
 
 const def = (over: Partial<VmDefinition> = {}): VmDefinition => ({
-  id: 'personal', name: 'Personal', slot: 1, kind: 'personal', color: '#2a6fdb', icon: '', memoryMiB: 128, vcpus: 2,
-  disks: [], network: { mode: 'none' }, autostart: false, gpu: null, usbAutoAttach: false, display: 'none', backend: 'xen',
-  kernel: '/boot/vmlinuz', append: 'console=hvc0 guestname=personal', file: '/etc/bulkhead/vms/personal.json', ...over,
+  id: 'personal',
+  name: 'Personal',
+  slot: 1,
+  kind: 'personal',
+  color: '#2a6fdb',
+  icon: '',
+  memoryMiB: 128,
+  vcpus: 2,
+  disks: [],
+  network: { mode: 'none' },
+  autostart: false,
+  gpu: null,
+  usbAutoAttach: false,
+  display: 'none',
+  backend: 'xen',
+  kernel: '/boot/vmlinuz',
+  append: 'console=hvc0 guestname=personal',
+  file: '/etc/bulkhead/vms/personal.json',
+  ...over,
 });
 const lines = (cfg: string) => cfg.split('\n');
 
 test('PV config: kernel, ramdisk, cmdline, memory, vcpus, lifecycle actions', () => {
   const opts = { ...defaultXenOptions(def()), ramdisk: '/boot/guest.cpio.gz' };
   const cfg = generateXlConfig(def(), opts, { runDir: '/run/bulkhead/vms/personal' });
-  for (const l of ['name = "personal"', 'type = "pv"', 'memory = 128', 'maxmem = 128', 'vcpus = 2', 'kernel = "/boot/vmlinuz"',
-    'ramdisk = "/boot/guest.cpio.gz"', 'cmdline = "console=hvc0 guestname=personal"', 'on_crash = "coredump-destroy"', 'on_poweroff = "destroy"'])
+  for (const l of [
+    'name = "personal"',
+    'type = "pv"',
+    'memory = 128',
+    'maxmem = 128',
+    'vcpus = 2',
+    'kernel = "/boot/vmlinuz"',
+    'ramdisk = "/boot/guest.cpio.gz"',
+    'cmdline = "console=hvc0 guestname=personal"',
+    'on_crash = "coredump-destroy"',
+    'on_poweroff = "destroy"',
+  ])
     assert.ok(lines(cfg).includes(l), `missing '${l}' in\n${cfg}`);
   assert.ok(!cfg.includes('usbctrl'), 'PV gets no USB controller by default');
   assert.ok(!cfg.includes('tsc_mode'), 'tsc_mode is for HVM');
@@ -29,15 +55,25 @@ test('PV config: kernel, ramdisk, cmdline, memory, vcpus, lifecycle actions', ()
 test('PVH config and a PV/PVH definition without kernel is refused with file and field', () => {
   const cfg = generateXlConfig(def(), defaultXenOptions(def(), 'pvh'), { runDir: '/r' });
   assert.ok(lines(cfg).includes('type = "pvh"'));
-  assert.throws(() => generateXlConfig(def({ kernel: null, append: '' }), defaultXenOptions(def(), 'pvh'), { runDir: '/r' }),
-    (e: BulkheadError) => e.errorName === 'InvalidConfig' && /personal\.json: kernel: a PVH guest needs a kernel/.test(e.message));
+  assert.throws(
+    () =>
+      generateXlConfig(def({ kernel: null, append: '' }), defaultXenOptions(def(), 'pvh'), { runDir: '/r' }),
+    (e: BulkheadError) =>
+      e.errorName === 'InvalidConfig' && /personal\.json: kernel: a PVH guest needs a kernel/.test(e.message),
+  );
 });
 
 test('HVM config: TCG needs (tsc_mode native), devicemodel usbctrl, our own QMP sockets, serial log', () => {
   const d = def({ kernel: null, append: '' });
   const cfg = generateXlConfig(d, defaultXenOptions(d), { runDir: '/run/vms/personal' });
-  for (const l of ['type = "hvm"', 'tsc_mode = "native"', 'acpi = 1', 'usbctrl = [ "type=devicemodel,version=2,ports=6" ]', 'serial = "file:/run/vms/personal/serial.log"',
-    'device_model_args_hvm = [ "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]'])
+  for (const l of [
+    'type = "hvm"',
+    'tsc_mode = "native"',
+    'acpi = 1',
+    'usbctrl = [ "type=devicemodel,version=2,ports=6" ]',
+    'serial = "file:/run/vms/personal/serial.log"',
+    'device_model_args_hvm = [ "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
+  ])
     assert.ok(lines(cfg).includes(l), `missing '${l}' in\n${cfg}`);
   assert.ok(!cfg.includes('kernel ='));
 });
@@ -49,11 +85,28 @@ test('disks: VHD is format=vhd on qdisk, raw stays raw, readonly is access=ro, H
     { path: '/vm/q.qcow2', format: 'qcow2', readonly: false, sizeMiB: null },
   ];
   const cfg = generateXlConfig(def({ disks }), defaultXenOptions(def()), { runDir: '/r' });
-  assert.ok(cfg.includes('disk = [ "format=vhd,vdev=xvda,access=rw,backendtype=qdisk,target=/vm/sys.vhd", "format=raw,vdev=xvdb,access=ro,target=/vm/data.img", "format=qcow2,vdev=xvdc,access=rw,backendtype=qdisk,target=/vm/q.qcow2" ]'), cfg);
-  const hvm = generateXlConfig(def({ disks: disks.slice(0, 1), kernel: null, append: '' }), defaultXenOptions(def({ kernel: null })), { runDir: '/r' });
+  assert.ok(
+    cfg.includes(
+      'disk = [ "format=vhd,vdev=xvda,access=rw,backendtype=qdisk,target=/vm/sys.vhd", "format=raw,vdev=xvdb,access=ro,target=/vm/data.img", "format=qcow2,vdev=xvdc,access=rw,backendtype=qdisk,target=/vm/q.qcow2" ]',
+    ),
+    cfg,
+  );
+  const hvm = generateXlConfig(
+    def({ disks: disks.slice(0, 1), kernel: null, append: '' }),
+    defaultXenOptions(def({ kernel: null })),
+    { runDir: '/r' },
+  );
   assert.ok(hvm.includes('vdev=hda'));
-  assert.throws(() => generateXlConfig(def({ disks: [{ path: '/vm/x.vhdx', format: 'vhdx', readonly: false, sizeMiB: null }] }), defaultXenOptions(def()), { runDir: '/r' }),
-    (e: BulkheadError) => e.errorName === 'InvalidConfig' && /disks\[0\]\.format: vhdx is not supported by xl/.test(e.message));
+  assert.throws(
+    () =>
+      generateXlConfig(
+        def({ disks: [{ path: '/vm/x.vhdx', format: 'vhdx', readonly: false, sizeMiB: null }] }),
+        defaultXenOptions(def()),
+        { runDir: '/r' },
+      ),
+    (e: BulkheadError) =>
+      e.errorName === 'InvalidConfig' && /disks\[0\]\.format: vhdx is not supported by xl/.test(e.message),
+  );
 });
 
 test('pci: permanent devices go to pci=[], the GPU only enables passthrough (the hand-off moves it)', () => {
@@ -66,16 +119,26 @@ test('pci: permanent devices go to pci=[], the GPU only enables passthrough (the
 
 test('usbctrl on PV is qusb; bridge networking is a vif; user networking is refused', () => {
   const d = def({ network: { mode: 'bridge', bridge: 'xenbr0' } });
-  const cfg = generateXlConfig(d, { ...defaultXenOptions(d), usbctrl: { version: 2, ports: 4 } }, { runDir: '/r' });
+  const cfg = generateXlConfig(
+    d,
+    { ...defaultXenOptions(d), usbctrl: { version: 2, ports: 4 } },
+    { runDir: '/r' },
+  );
   assert.ok(lines(cfg).includes('usbctrl = [ "type=qusb,version=2,ports=4" ]'));
   assert.ok(lines(cfg).includes('vif = [ "bridge=xenbr0" ]'));
-  assert.throws(() => generateXlConfig(def({ network: { mode: 'user' } }), defaultXenOptions(def()), { runDir: '/r' }), /network: 'user' networking is QEMU-only/);
+  assert.throws(
+    () => generateXlConfig(def({ network: { mode: 'user' } }), defaultXenOptions(def()), { runDir: '/r' }),
+    /network: 'user' networking is QEMU-only/,
+  );
 });
 
 test('strings are quoted for xl; newlines are refused', () => {
   const cfg = generateXlConfig(def({ append: 'a="b c" d\\e' }), defaultXenOptions(def()), { runDir: '/r' });
   assert.ok(lines(cfg).includes('cmdline = "a=\\"b c\\" d\\\\e"'), cfg);
-  assert.throws(() => generateXlConfig(def({ append: 'x\ny' }), defaultXenOptions(def()), { runDir: '/r' }), /append: must not contain a newline/);
+  assert.throws(
+    () => generateXlConfig(def({ append: 'x\ny' }), defaultXenOptions(def()), { runDir: '/r' }),
+    /append: must not contain a newline/,
+  );
 });
 
 test('sidecar options: parsed, defaults by kernel presence, bad fields named', () => {
@@ -83,27 +146,69 @@ test('sidecar options: parsed, defaults by kernel presence, bad fields named', (
   const file = join(dir, 'work.json');
   assert.equal(loadXenOptions({ file, kernel: null }).type, 'hvm');
   assert.equal(loadXenOptions({ file, kernel: '/k' }).type, 'pv');
-  writeFileSync(join(dir, 'work.xen'), JSON.stringify({ type: 'hvm', ramdisk: 'g.cpio', usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'] }));
+  writeFileSync(
+    join(dir, 'work.xen'),
+    JSON.stringify({
+      type: 'hvm',
+      ramdisk: 'g.cpio',
+      usbctrl: { version: 3, ports: 8 },
+      pci: ['0000:00:04.0'],
+    }),
+  );
   const o = loadXenOptions({ file, kernel: '/k' });
-  assert.deepEqual(o, { type: 'hvm', ramdisk: join(dir, 'g.cpio'), usbctrl: { version: 3, ports: 8 }, pci: ['0000:00:04.0'], serialLog: true, deviceModelArgs: [] });
-  assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"kvm"}', { kernel: null }), /\/x\/a\.xen: type: must be pv, pvh or hvm, got "kvm"/);
+  assert.deepEqual(o, {
+    type: 'hvm',
+    ramdisk: join(dir, 'g.cpio'),
+    usbctrl: { version: 3, ports: 8 },
+    pci: ['0000:00:04.0'],
+    serialLog: true,
+    deviceModelArgs: [],
+  });
+  assert.throws(
+    () => parseXenOptions('/x/a.xen', '{"type":"kvm"}', { kernel: null }),
+    /\/x\/a\.xen: type: must be pv, pvh or hvm, got "kvm"/,
+  );
   assert.throws(() => parseXenOptions('/x/a.xen', '{"typo":1}', { kernel: null }), /typo: unknown field/);
-  assert.throws(() => parseXenOptions('/x/a.xen', '{"usbctrl":{"ports":99}}', { kernel: null }), /usbctrl\.ports: must be an integer from 1 to 31/);
+  assert.throws(
+    () => parseXenOptions('/x/a.xen', '{"usbctrl":{"ports":99}}', { kernel: null }),
+    /usbctrl\.ports: must be an integer from 1 to 31/,
+  );
   assert.throws(() => parseXenOptions('/x/a.xen', '{', { kernel: null }), /\(file\): not valid JSON/);
   assert.equal(parseXenOptions('/x/a.xen', '{"usbctrl":null}', { kernel: null }).usbctrl, null);
 });
 
 test('HVM deviceModelArgs go to the device model after the QMP monitors; refused for PV and when malformed', () => {
-  const opts = parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["-global","fw_cfg_io.dma_enabled=off"]}', { kernel: null });
+  const opts = parseXenOptions(
+    '/x/a.xen',
+    '{"type":"hvm","deviceModelArgs":["-global","fw_cfg_io.dma_enabled=off"]}',
+    { kernel: null },
+  );
   const cfg = generateXlConfig(def({ kernel: null, append: '' }), opts, { runDir: '/r' });
   const dm = lines(cfg).find((l) => l.startsWith('device_model_args_hvm'));
-  assert.match(dm ?? '', /"-qmp", "unix:\/r\/input-qmp\.sock,server=on,wait=off", "-global", "fw_cfg_io\.dma_enabled=off" \]$/);
-  assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-S"]}', { kernel: '/k' }), /deviceModelArgs: only HVM guests have a device model/);
-  assert.throws(() => parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["a\\"b"]}', { kernel: null }), /deviceModelArgs: must be an array of non-empty strings/);
+  assert.match(
+    dm ?? '',
+    /"-qmp", "unix:\/r\/input-qmp\.sock,server=on,wait=off", "-global", "fw_cfg_io\.dma_enabled=off" \]$/,
+  );
+  assert.throws(
+    () => parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-S"]}', { kernel: '/k' }),
+    /deviceModelArgs: only HVM guests have a device model/,
+  );
+  assert.throws(
+    () => parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["a\\"b"]}', { kernel: null }),
+    /deviceModelArgs: must be an array of non-empty strings/,
+  );
 });
 
 test('HVM with display none gets no emulated VGA; with vnc it keeps stdvga (screenshots)', () => {
   const hvm = defaultXenOptions(def({ kernel: null }), 'hvm');
-  assert.ok(lines(generateXlConfig(def({ kernel: null, append: '', display: 'none' }), hvm, { runDir: '/r' })).includes('vga = "none"'));
-  assert.ok(lines(generateXlConfig(def({ kernel: null, append: '', display: 'vnc' }), hvm, { runDir: '/r' })).includes('vga = "stdvga"'));
+  assert.ok(
+    lines(
+      generateXlConfig(def({ kernel: null, append: '', display: 'none' }), hvm, { runDir: '/r' }),
+    ).includes('vga = "none"'),
+  );
+  assert.ok(
+    lines(
+      generateXlConfig(def({ kernel: null, append: '', display: 'vnc' }), hvm, { runDir: '/r' }),
+    ).includes('vga = "stdvga"'),
+  );
 });

@@ -31,7 +31,8 @@ export function pciBdf(p: unknown, where: string): string {
   const b = (o.bdf && typeof o.bdf === 'object' ? o.bdf : o) as Record<string, unknown>;
   const num = (k: string) => {
     const v = b[k] ?? 0;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Error(`${where}.${k} is not a non-negative integer: ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+      throw new Error(`${where}.${k} is not a non-negative integer: ${JSON.stringify(v)}`);
     return v;
   };
   return `${hex(num('domain'), 4)}:${hex(num('bus'), 2)}:${hex(num('dev'), 2)}.${num('func')}`;
@@ -43,10 +44,16 @@ function usbdev(u: unknown, where: string): XlUsbDev {
   // A keyed union: libxl writes the member as "type.hostdev": {...}; accept "u" and flat too.
   const h = (o['type.hostdev'] ?? o.u ?? o) as Record<string, unknown>;
   const n = (v: unknown, k: string) => {
-    if (typeof v !== 'number' || !Number.isInteger(v)) throw new Error(`${where}.${k} is not an integer: ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v))
+      throw new Error(`${where}.${k} is not an integer: ${JSON.stringify(v)}`);
     return v;
   };
-  return { ctrl: n(o.ctrl ?? 0, 'ctrl'), port: n(o.port ?? 0, 'port'), hostbus: n(h.hostbus, 'hostbus'), hostaddr: n(h.hostaddr, 'hostaddr') };
+  return {
+    ctrl: n(o.ctrl ?? 0, 'ctrl'),
+    port: n(o.port ?? 0, 'port'),
+    hostbus: n(h.hostbus, 'hostbus'),
+    hostaddr: n(h.hostaddr, 'hostaddr'),
+  };
 }
 
 /** Parse the output of `xl list -l` (all domains, or one). */
@@ -55,7 +62,10 @@ export function parseXlListJson(text: string): XlDomain[] {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new BulkheadError('BackendFailed', `xl list -l: output is not JSON (${(e as Error).message}): ${text.slice(0, 120)}`);
+    throw new BulkheadError(
+      'BackendFailed',
+      `xl list -l: output is not JSON (${(e as Error).message}): ${text.slice(0, 120)}`,
+    );
   }
   // One domain (`xl list -l <dom>`) is still printed as an array; tolerate a bare object too.
   const arr = Array.isArray(raw) ? raw : [raw];
@@ -64,7 +74,8 @@ export function parseXlListJson(text: string): XlDomain[] {
     try {
       if (!entry || typeof entry !== 'object') throw new Error('is not an object');
       const e = entry as Record<string, unknown>;
-      if (typeof e.domid !== 'number' || !Number.isInteger(e.domid) || e.domid < 0) throw new Error(`domid is not a domain id: ${JSON.stringify(e.domid)}`);
+      if (typeof e.domid !== 'number' || !Number.isInteger(e.domid) || e.domid < 0)
+        throw new Error(`domid is not a domain id: ${JSON.stringify(e.domid)}`);
       const cfg = (e.config ?? {}) as Record<string, unknown>;
       const cinfo = (cfg.c_info ?? {}) as Record<string, unknown>;
       if (typeof cinfo.name !== 'string') throw new Error('config.c_info.name is missing');
@@ -82,7 +93,12 @@ export function parseXlListJson(text: string): XlDomain[] {
         pci: list('pcidevs').map((p, j) => pciBdf(p, `config.pcidevs[${j}]`)),
         usbctrls: list('usbctrls').map((c) => {
           const o = (c ?? {}) as Record<string, unknown>;
-          return { devid: Number(o.devid ?? 0), type: String(o.type ?? ''), version: Number(o.version ?? 0), ports: Number(o.ports ?? 0) };
+          return {
+            devid: Number(o.devid ?? 0),
+            type: String(o.type ?? ''),
+            version: Number(o.version ?? 0),
+            ports: Number(o.ports ?? 0),
+          };
         }),
         usbdevs: list('usbdevs').map((u, j) => usbdev(u, `config.usbdevs[${j}]`)),
       };

@@ -8,7 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { BulkheadError } from '@bulkhead/contract';
 
-export type XenTool = 'xl' | 'xenstore-read' | 'xenstore-list' | 'xenstore-write' | 'xenstore-rm' | 'xenstore-exists';
+export type XenTool =
+  'xl' | 'xenstore-read' | 'xenstore-list' | 'xenstore-write' | 'xenstore-rm' | 'xenstore-exists';
 
 export interface ToolResult {
   code: number;
@@ -62,7 +63,12 @@ export class ExecXlRunner implements XlRunner {
       });
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new BulkheadError('Timeout', `${tool} ${args.join(' ')} did not finish within ${timeoutMs} ms (killed)`));
+        reject(
+          new BulkheadError(
+            'Timeout',
+            `${tool} ${args.join(' ')} did not finish within ${timeoutMs} ms (killed)`,
+          ),
+        );
       }, timeoutMs);
       child.once('error', (e) => {
         clearTimeout(timer);
@@ -89,7 +95,11 @@ export class ExecXlRunner implements XlRunner {
       if (!closed && l.trim()) onFire(l.trim().split(/\s+/)[0]);
     });
     child.once('error', (e) => !closed && onEnd(`cannot run xenstore-watch: ${e.message}`));
-    child.once('exit', (code, sig) => !closed && onEnd(`xenstore-watch ${path} exited (${sig ?? code})${lastErr ? `: ${lastErr}` : ''}`));
+    child.once(
+      'exit',
+      (code, sig) =>
+        !closed && onEnd(`xenstore-watch ${path} exited (${sig ?? code})${lastErr ? `: ${lastErr}` : ''}`),
+    );
     return {
       close: () => {
         closed = true;
@@ -101,8 +111,13 @@ export class ExecXlRunner implements XlRunner {
 
 /** The lines xl prints that carry its reason (libxl errors), or its whole stderr when none match. */
 export function xlMessage(stderr: string, stdout = ''): string {
-  const lines = (stderr + '\n' + stdout).split('\n').map((l) => l.trim()).filter(Boolean);
-  const meaningful = lines.filter((l) => !/^(Parsing config from|libxl: debug|xl: debug|Waiting for domain)/.test(l));
+  const lines = (stderr + '\n' + stdout)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const meaningful = lines.filter(
+    (l) => !/^(Parsing config from|libxl: debug|xl: debug|Waiting for domain)/.test(l),
+  );
   const errors = meaningful.filter((l) => /error|fail|cannot|can't|invalid|not |unable|no such/i.test(l));
   const chosen = (errors.length ? errors : meaningful).slice(-6);
   const text = chosen.join(' | ');
@@ -115,7 +130,11 @@ export function xlMessage(stderr: string, stdout = ''): string {
  */
 export async function xl(runner: XlRunner, args: string[], timeoutMs: number): Promise<string> {
   const r = await runner.run('xl', args, timeoutMs);
-  if (r.code !== 0) throw new BulkheadError('BackendFailed', `xl ${args.join(' ')} failed (exit ${r.code}): ${xlMessage(r.stderr, r.stdout)}`);
+  if (r.code !== 0)
+    throw new BulkheadError(
+      'BackendFailed',
+      `xl ${args.join(' ')} failed (exit ${r.code}): ${xlMessage(r.stderr, r.stdout)}`,
+    );
   return r.stdout;
 }
 
@@ -124,7 +143,10 @@ export async function xenstoreRead(runner: XlRunner, path: string, timeoutMs = 5
   const r = await runner.run('xenstore-read', [path], timeoutMs);
   if (r.code !== 0) {
     if (/not found|No such file|ENOENT/i.test(r.stderr) || r.stderr.trim() === '') return null;
-    throw new BulkheadError('BackendFailed', `xenstore-read ${path} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    throw new BulkheadError(
+      'BackendFailed',
+      `xenstore-read ${path} failed (exit ${r.code}): ${r.stderr.trim()}`,
+    );
   }
   return r.stdout.replace(/\n$/, '');
 }
@@ -134,7 +156,13 @@ export async function xenstoreList(runner: XlRunner, path: string, timeoutMs = 5
   const r = await runner.run('xenstore-list', [path], timeoutMs);
   if (r.code !== 0) {
     if (/not found|No such file|ENOENT/i.test(r.stderr) || r.stderr.trim() === '') return [];
-    throw new BulkheadError('BackendFailed', `xenstore-list ${path} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    throw new BulkheadError(
+      'BackendFailed',
+      `xenstore-list ${path} failed (exit ${r.code}): ${r.stderr.trim()}`,
+    );
   }
-  return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
 }

@@ -27,7 +27,9 @@ function request(method, path) {
 async function tick() {
   let pages;
   try {
-    pages = JSON.parse(await request('GET', '/json/list')).filter((t) => t.type === 'page' && /:8080\//.test(t.url));
+    pages = JSON.parse(await request('GET', '/json/list')).filter(
+      (t) => t.type === 'page' && /:8080\//.test(t.url),
+    );
   } catch {
     return; // Chromium not up yet (or restarting): nothing to watch.
   }
@@ -39,7 +41,9 @@ async function tick() {
     }
     if (!firstSeen.has(p.id)) firstSeen.set(p.id, now);
     if (now - firstSeen.get(p.id) < GRACE_MS) continue;
-    console.error(`kiosk-watchdog: page ${p.id} still '${p.title}' after ${GRACE_MS} ms: opening a fresh one`);
+    console.error(
+      `kiosk-watchdog: page ${p.id} still '${p.title}' after ${GRACE_MS} ms: opening a fresh one`,
+    );
     firstSeen.delete(p.id);
     try {
       await request('PUT', `/json/new?${p.url}`);
