@@ -68,12 +68,11 @@ export class ImageMachine {
       join(imageDir, 'vmlinuz'),
       '-initrd',
       join(imageDir, 'initrd.img'),
-      // No KVM inside the image (its modules are blacklisted): KVM nested inside QEMU TCG runs the
-      // VMs but corrupts the FPU/SSE state of the Control Domain's own processes now and then —
-      // Chromium's GPU process and renderer died with SIGSEGV every few minutes, the same
-      // corruption the Xen harness found. Without it the image's vm-daemon finds no KVM and runs
-      // its VMs under TCG, as on any host without VT-x/AMD-V. (Hiding svm from the CPU model
-      // instead broke systemd in the image under QEMU 7.2.)
+      // No KVM inside the image (its modules are blacklisted): with -cpu max the image's KVM probe
+      // passes and the VMs run nested under TCG, and in that set-up the kiosk's renderer crashed
+      // once. Without it the image's vm-daemon runs its VMs under TCG, as on any host without
+      // VT-x/AMD-V. (Chromium's GPU process still dies now and then under TCG either way; the
+      // kiosk lifts Chromium's GPU crash limit. Hiding svm from the CPU model broke systemd.)
       '-append',
       'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false modprobe.blacklist=kvm_amd,kvm_intel',
       '-drive',
