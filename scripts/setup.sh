@@ -25,6 +25,8 @@ missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# Headers the native addons compile against (input-daemon's PAM check for Unlock).
+[ -f /usr/include/security/pam_appl.h ] || missing+=(libpam0g-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"

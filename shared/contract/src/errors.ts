@@ -11,6 +11,8 @@ export const ERRORS = {
     'A definition or rules file is invalid; the message names the file, the field and the reason.',
   SwitchInProgress: 'Another switch is running; only one switch runs at a time.',
   Locked: 'The seat is locked; unlock first.',
+  AuthenticationFailed: 'The password was not accepted; the message says when the next try is allowed.',
+  TryAgainLater: 'Too many failed attempts: the message says how many seconds to wait before the next one.',
   PolicyDenied: 'The USB policy refuses this.',
   AccessDenied: 'The caller may not call this method.',
   BackendFailed: 'The hypervisor backend (QEMU, xl) failed; the message carries its own words.',

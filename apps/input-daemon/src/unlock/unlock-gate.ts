@@ -1,0 +1,106 @@
+import type { Logger } from '@bulkhead/common';
+import { BulkheadError } from '@bulkhead/contract';
+import type { PasswordChecker } from './pam-native';
+
+/** Longest password accepted (bytes of UTF-8): PAM's own response limit is 512. */
+export const MAX_PASSWORD_BYTES = 512;
+
+export interface UnlockGateOptions {
+  /** The account whose password unlocks the seat. */
+  user: string;
+  /** Wait after the first failure; doubled after each further one (1 s, 2 s, 4 s, …). */
+  firstDelayMs?: number;
+  /** The wait never grows past this. */
+  maxDelayMs?: number;
+  /** Clock (tests). */
+  now?: () => number;
+}
+
+/**
+ * Decides whether a password unlocks the seat: checks it with PAM and slows down guessing.
+ * After n consecutive failures the next attempt is refused with TryAgainLater until
+ * min(first·2^(n-1), max) has passed since the last failure; a success resets the count.
+ * Failures go to the log (the journal) with the account, PAM's verdict and the wait — never the
+ * password, its length or any part of it. One attempt runs at a time: a second one arriving while
+ * PAM is still deciding is refused, so parallel calls cannot bypass the back-off.
+ */
+export class UnlockGate {
+  private failures = 0;
+  private lastFailureAt = 0;
+  private busy = false;
+  private readonly firstDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly checker: PasswordChecker,
+    private readonly opts: UnlockGateOptions,
+    private readonly log: Logger,
+  ) {
+    this.firstDelayMs = opts.firstDelayMs ?? 1000;
+    this.maxDelayMs = opts.maxDelayMs ?? 30_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Consecutive failures so far. */
+  get failureCount(): number {
+    return this.failures;
+  }
+
+  /** Milliseconds until the next attempt is accepted (0 = now). */
+  waitMs(): number {
+    if (this.failures === 0) return 0;
+    const delay = Math.min(this.firstDelayMs * 2 ** (this.failures - 1), this.maxDelayMs);
+    return Math.max(0, this.lastFailureAt + delay - this.now());
+  }
+
+  /** Resolves when `password` is right; otherwise throws a named BulkheadError. */
+  async attempt(password: unknown): Promise<void> {
+    if (typeof password !== 'string' || password.length === 0)
+      throw new BulkheadError(
+        'InvalidArgument',
+        "Unlock: option 'password' (a non-empty string) is required",
+      );
+    if (password.includes('\0'))
+      throw new BulkheadError('InvalidArgument', "Unlock: option 'password' contains a NUL character");
+    if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES)
+      throw new BulkheadError(
+        'InvalidArgument',
+        `Unlock: option 'password' is longer than ${MAX_PASSWORD_BYTES} bytes`,
+      );
+    const wait = this.waitMs();
+    if (wait > 0 || this.busy)
+      throw new BulkheadError(
+        'TryAgainLater',
+        `Unlock: ${this.failures} failed attempt(s); try again in ${Math.max(1, Math.ceil(wait / 1000))} s`,
+      );
+    this.busy = true;
+    let verdict: string;
+    try {
+      const r = await this.checker.check(this.opts.user, password);
+      if (r.ok) {
+        if (this.failures)
+          this.log.info(`unlock: accepted for ${this.opts.user} after ${this.failures} failure(s)`);
+        this.failures = 0;
+        return;
+      }
+      verdict = `PAM ${r.step}: ${r.name}`;
+    } catch (e) {
+      // The addon or PAM itself failed: count it as a failure too, so an error path is no way
+      // around the back-off.
+      verdict = `PAM unavailable: ${(e as Error).message}`;
+    } finally {
+      this.busy = false;
+    }
+    this.failures++;
+    this.lastFailureAt = this.now();
+    const next = Math.ceil(this.waitMs() / 1000);
+    this.log.warn(
+      `unlock: refused for ${this.opts.user} (${verdict}); ${this.failures} consecutive failure(s); next attempt in ${next} s`,
+    );
+    throw new BulkheadError(
+      'AuthenticationFailed',
+      `Unlock: wrong password; the next attempt is allowed in ${next} s`,
+    );
+  }
+}
