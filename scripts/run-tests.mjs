@@ -46,12 +46,20 @@ function run(cmd, cmdArgs, env = {}) {
       };
       let passed = num(/^ℹ pass (\d+)$/gm);
       let failed = num(/^ℹ fail (\d+)$/gm);
-      const plain = [...tail.matchAll(/^(?:\w+: )?(\d+) passed, (\d+) failed/gm)].pop();
+      let skippedTests = num(/^ℹ skipped (\d+)$/gm);
+      const plain = [...tail.matchAll(/^(?:\w+: )?(\d+) passed, (\d+) failed(?:, (\d+) skipped)?/gm)].pop();
       if (plain && passed + failed === 0) {
         passed = Number(plain[1]);
         failed = Number(plain[2]);
+        skippedTests = Number(plain[3] ?? 0);
       }
-      resolve({ code: code ?? 1, passed, failed, skipped: /skipped/.test(tail) && passed + failed === 0 });
+      resolve({
+        code: code ?? 1,
+        passed,
+        failed,
+        skippedTests,
+        skipped: /skipped/.test(tail) && passed + failed === 0,
+      });
     });
   });
 }
@@ -96,11 +104,14 @@ for (const phase of wanted) {
 console.log('\n===== summary =====');
 for (const r of results)
   console.log(
-    `${r.phase.padEnd(6)} ${r.code === 0 ? 'ok    ' : 'FAILED'} ${r.passed} passed, ${r.failed} failed${r.skipped ? ' (skipped)' : ''} in ${r.seconds} s`,
+    `${r.phase.padEnd(6)} ${r.code === 0 ? 'ok    ' : 'FAILED'} ${r.passed} passed, ${r.failed} failed, ${r.skippedTests} skipped${r.skipped ? ' (whole phase skipped)' : ''} in ${r.seconds} s`,
   );
 const passed = results.reduce((a, r) => a + r.passed, 0);
 const failed = results.reduce((a, r) => a + r.failed, 0);
+const skipped = results.reduce((a, r) => a + r.skippedTests, 0);
 const bad = results.filter((r) => r.code !== 0);
 // A phase that exited non-zero without a failing test (a crash, a build error) still fails the run.
-console.log(`${passed} passed, ${failed + (bad.length && failed === 0 ? bad.length : 0)} failed`);
+console.log(
+  `${passed} passed, ${failed + (bad.length && failed === 0 ? bad.length : 0)} failed, ${skipped} skipped`,
+);
 process.exit(bad.length ? 1 : 0);
