@@ -45,12 +45,19 @@ export function parseContractXml(xml, file = '<xml>') {
         outArgs: args.filter((x) => x.direction === 'out').map(({ name, type }) => ({ name, type })),
       };
     });
-    const properties = asArray(iface.property).map((p) => ({
-      name: p['@_name'],
-      type: p['@_type'],
-      access: p['@_access'],
-      doc: annotations(p)['org.bulkhead.Doc'] ?? '',
-    }));
+    const properties = asArray(iface.property).map((p) => {
+      const a = annotations(p);
+      const max = a['org.bulkhead.MaxLength'];
+      if (max !== undefined && !/^[1-9][0-9]{0,8}$/.test(max))
+        throw new Error(`${file}: ${name}.${p['@_name']}: org.bulkhead.MaxLength must be a positive integer`);
+      return {
+        name: p['@_name'],
+        type: p['@_type'],
+        access: p['@_access'],
+        doc: a['org.bulkhead.Doc'] ?? '',
+        ...(max !== undefined ? { maxLength: Number(max) } : {}),
+      };
+    });
     const signals = asArray(iface.signal).map((s) => ({
       name: s['@_name'],
       doc: annotations(s)['org.bulkhead.Doc'] ?? '',

@@ -211,9 +211,9 @@ export interface Vm1Client {
 
 /** Registry of VMs, their lifecycle and the switch transaction. */
 export interface VmManager1Service {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   Switch(ctx: CallContext, vm: string, options: VariantDict): Promise<void> | void;
-  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   SwitchToSlot(ctx: CallContext, slot: number, options: VariantDict): Promise<void> | void;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. Errors: BackendFailed. Access: root. */
   Reload(ctx: CallContext): Promise<number> | number;
@@ -444,7 +444,8 @@ export const CONTRACT = {
       "Rules": {
         "type": "s",
         "access": "read",
-        "doc": "The policy rules in force, as the rules file's JSON."
+        "doc": "The policy rules in force, as the rules file's JSON.",
+        "maxLength": 1048576
       },
       "PendingPrompts": {
         "type": "a(uoo)",
@@ -908,6 +909,7 @@ export const CONTRACT = {
         "errors": [
           "NoSuchVm",
           "InvalidState",
+          "InvalidConfig",
           "SwitchInProgress",
           "Locked",
           "BackendFailed",
@@ -934,6 +936,7 @@ export const CONTRACT = {
         "errors": [
           "NoSuchVm",
           "InvalidState",
+          "InvalidConfig",
           "SwitchInProgress",
           "Locked",
           "BackendFailed",

@@ -28,6 +28,11 @@ export interface PropertyContract {
   readonly type: string;
   readonly access: string;
   readonly doc: string;
+  /**
+   * Longest string (UTF-16 code units) of this property's value on the bus, from the XML's
+   * org.bulkhead.MaxLength annotation; when absent, the toolkit's cap for free text (4096) applies.
+   */
+  readonly maxLength?: number;
 }
 export interface SignalContract {
   readonly doc: string;

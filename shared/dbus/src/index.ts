@@ -2,6 +2,7 @@ export * from './connect';
 export * from './identity';
 export * from './errors';
 export * from './variants';
+export * from './bus-values';
 export * from './service-host';
 export * from './client';
 export * from './introspect';

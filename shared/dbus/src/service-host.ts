@@ -11,6 +11,14 @@ import {
 import { CallerIdentity, systemRoleResolver, type RoleResolver } from './identity';
 import { toReplyError } from './errors';
 import { renderInterfaceXml } from './introspect';
+import {
+  REPLY_MAX_CHARS,
+  TEXT_MAX_CHARS,
+  busBody,
+  busString,
+  busValue,
+  isValidObjectPath,
+} from './bus-values';
 
 const { Message, Variant } = dbus;
 const METHOD_CALL = 1;
@@ -21,6 +29,46 @@ const INTROSPECTABLE = 'org.freedesktop.DBus.Introspectable';
 const PEER = 'org.freedesktop.DBus.Peer';
 
 export type Logger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
+
+/**
+ * Whether a named error that a method's XML does not declare (org.bulkhead.Errors) is a failure.
+ * On by default under test: with BULKHEAD_STRICT_CONTRACT=1, and in every process started by
+ * node's test runner (it sets NODE_TEST_CONTEXT, which the daemons a test spawns inherit), so the
+ * whole test suite, fuzzers and fault tests included, proves the contract's error lists. Off in
+ * production, where the error still reaches the caller and is logged.
+ */
+export function strictContractFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.BULKHEAD_STRICT_CONTRACT !== undefined) return env.BULKHEAD_STRICT_CONTRACT === '1';
+  return env.NODE_TEST_CONTEXT !== undefined;
+}
+
+export interface ServiceHostOptions {
+  roles?: RoleResolver;
+  log?: Logger;
+  /**
+   * true: a method raising a named error its XML does not declare answers
+   * org.bulkhead.Error.Failed ("undeclared error ...") and logs an error, so the test that caused
+   * it fails. false: the error is answered as raised and a warning is logged. Default:
+   * strictContractFromEnv().
+   */
+  strictContract?: boolean;
+}
+
+/** A named error a method raised although its XML does not list it. */
+export interface ContractViolation {
+  iface: string;
+  member: string;
+  error: string;
+  message: string;
+}
+
+/**
+ * Errors every method may return without declaring them, because the host itself raises them
+ * before or instead of the implementation: AccessDenied (per-uid check), InvalidArgument (argument
+ * signature check) and Failed (an internal error). An implementation raising AccessDenied or
+ * InvalidArgument itself must still declare it.
+ */
+const HOST_ERRORS = new Set(['Failed']);
 
 /**
  * Differences between an implementation and its contract: methods the XML has and the code lacks,
@@ -75,7 +123,7 @@ export class ExportedInterface<I extends InterfaceName> {
     ...args: InterfaceTypes[I]['signals'][S] extends unknown[] ? InterfaceTypes[I]['signals'][S] : never
   ): void {
     const s = (CONTRACT[this.iface] as InterfaceContract).signals[signal];
-    this.host.send(Message.newSignal(this.path, this.iface, signal, s.signature, args as unknown[]));
+    this.host.sendSignal(this.path, this.iface, signal, s.signature, args as unknown[]);
   }
 }
 
@@ -94,16 +142,26 @@ export class ServiceHost {
   private readonly log: Logger;
   private readonly handler = (msg: dbus.Message): boolean => this.onMessage(msg);
   private closed = false;
+  /**
+   * Signals are held back until the host owns its well-known name: the bus policy restricts who
+   * receives signals by the sender's well-known name (receive_sender), so a signal sent before
+   * would reach every uid with a broad match rule.
+   */
+  private ownsName = false;
+  readonly strictContract: boolean;
+  /** Every undeclared named error seen (see ServiceHostOptions.strictContract). */
+  readonly contractViolations: ContractViolation[] = [];
 
   constructor(
     readonly bus: dbus.MessageBus,
-    opts: { roles?: RoleResolver; log?: Logger } = {},
+    opts: ServiceHostOptions = {},
   ) {
     this.identity = new CallerIdentity(bus);
     this.roles = opts.roles ?? systemRoleResolver();
     this.log =
       opts.log ??
       ((level, msg) => (level === 'debug' ? undefined : console.error(`[dbus] ${level}: ${msg}`)));
+    this.strictContract = opts.strictContract ?? strictContractFromEnv();
     bus.addMethodHandler(this.handler);
   }
 
@@ -112,6 +170,7 @@ export class ServiceHost {
     const reply = await this.bus.requestName(name, dbus.NameFlag.DO_NOT_QUEUE);
     if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameReply.ALREADY_OWNER)
       throw new Error(`D-Bus name ${name} is already owned by another process`);
+    this.ownsName = true;
   }
 
   /** Mark `path` as an ObjectManager for every object exported below it. */
@@ -129,6 +188,12 @@ export class ServiceHost {
     implementation: InterfaceTypes[I]['service'],
     properties: () => InterfaceTypes[I]['properties'],
   ): ExportedInterface<I> {
+    // An invalid path (e.g. built from a hostile id without escaping) would make every message
+    // about the object invalid; refuse it here, where the bug is.
+    if (!isValidObjectPath(path))
+      throw new Error(
+        `cannot export ${iface}: ${JSON.stringify(busString(path, 200))} is not a valid object path`,
+      );
     const contract = CONTRACT[iface] as InterfaceContract;
     const problems = checkImplementation(
       contract,
@@ -146,12 +211,11 @@ export class ServiceHost {
     });
     const manager = this.managerOf(path);
     if (manager) {
-      this.send(
-        Message.newSignal(manager, OM, 'InterfacesAdded', 'oa{sa{sv}}', [
-          path,
-          { [iface]: this.propertyVariants(node.get(iface)!) },
-        ]),
-      );
+      const e = node.get(iface)!;
+      this.sendSignal(manager, OM, 'InterfacesAdded', 'oa{sa{sv}}', () => [
+        path,
+        { [iface]: this.propertyVariants(e) },
+      ]);
     }
     return new ExportedInterface(this, path, iface);
   }
@@ -163,8 +227,7 @@ export class ServiceHost {
     const removed = iface ? (node.delete(iface) ? [iface] : []) : [...node.keys()];
     if (!iface || node.size === 0) this.objects.delete(path);
     const manager = this.managerOf(path);
-    if (manager && removed.length)
-      this.send(Message.newSignal(manager, OM, 'InterfacesRemoved', 'oas', [path, removed]));
+    if (manager && removed.length) this.sendSignal(manager, OM, 'InterfacesRemoved', 'oas', [path, removed]);
   }
 
   isExported(path: string): boolean {
@@ -174,12 +237,44 @@ export class ServiceHost {
   emitPropertiesChanged(path: string, iface: string, names: string[]): void {
     const e = this.objects.get(path)?.get(iface);
     if (!e || this.closed) return;
-    const values = e.properties();
-    const changed: Record<string, dbus.Variant> = {};
-    for (const n of names) changed[n] = new Variant(e.contract.properties[n].type, values[n]);
-    this.send(Message.newSignal(path, PROPS, 'PropertiesChanged', 'sa{sv}as', [iface, changed, []]));
+    this.sendSignal(path, PROPS, 'PropertiesChanged', 'sa{sv}as', () => {
+      const values = e.properties();
+      const changed: Record<string, dbus.Variant> = {};
+      for (const n of names) changed[n] = this.propertyVariant(e, n, values[n]);
+      return [iface, changed, []];
+    });
   }
 
+  /**
+   * Emit a signal: its arguments pass the bus boundary (bus-values.ts) first. `body` may be a
+   * function, so that no property is read for a signal that is not sent. Failures are logged:
+   * a signal has nobody to answer.
+   */
+  sendSignal(
+    path: string,
+    iface: string,
+    member: string,
+    signature: string,
+    body: unknown[] | (() => unknown[]),
+  ): void {
+    if (this.closed) return;
+    if (!this.ownsName) {
+      this.log('debug', `${iface}.${member} on ${path} not sent: no well-known name owned yet`);
+      return;
+    }
+    try {
+      const args = busBody(
+        signature,
+        typeof body === 'function' ? body() : body,
+        this.valueOptions(`signal ${iface}.${member} on ${path}`, TEXT_MAX_CHARS),
+      );
+      this.bus.send(Message.newSignal(path, iface, member, signature, args));
+    } catch (e) {
+      this.log('error', `cannot send ${iface}.${member} on ${path}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Send a message built elsewhere as it is (no boundary checks); failures are logged. */
   send(msg: dbus.Message): void {
     if (this.closed) return;
     try {
@@ -202,27 +297,79 @@ export class ServiceHost {
   private propertyVariants(e: Exported): Record<string, dbus.Variant> {
     const values = e.properties();
     const out: Record<string, dbus.Variant> = {};
-    for (const [name, p] of Object.entries(e.contract.properties))
-      out[name] = new Variant(p.type, values[name]);
+    for (const name of Object.keys(e.contract.properties))
+      out[name] = this.propertyVariant(e, name, values[name]);
     return out;
+  }
+
+  /** One property's value as a Variant, through the bus boundary with the property's own cap. */
+  private propertyVariant(e: Exported, name: string, value: unknown): dbus.Variant {
+    const p = e.contract.properties[name];
+    const where = `property ${e.contract.name}.${name}`;
+    return new Variant(
+      p.type,
+      busValue(p.type, value, this.valueOptions(where, p.maxLength ?? TEXT_MAX_CHARS)),
+    );
+  }
+
+  private valueOptions(where: string, maxChars: number) {
+    return {
+      maxChars,
+      onChange: (what: string) => this.log('warn', `${where}: ${what} made valid for the bus`),
+    };
   }
 
   private onMessage(msg: dbus.Message): boolean {
     if (msg.type !== METHOD_CALL || this.closed) return false;
-    void this.dispatch(msg).catch((e) =>
-      this.log('error', `dispatch of ${msg.member} failed: ${(e as Error).stack}`),
-    );
+    void this.dispatch(msg).catch((e) => {
+      // Last resort: whatever failed, the caller gets an answer rather than a timeout.
+      this.log('error', `dispatch of ${msg.member} failed: ${(e as Error).stack}`);
+      this.replyError(msg, `${ERROR_PREFIX}Failed`, 'internal error (see the daemon log)');
+    });
     return true;
   }
 
-  private reply(call: dbus.Message, signature: string, body: unknown[]): void {
-    if ((call.flags & NO_REPLY_EXPECTED) !== 0) return;
-    this.send(Message.newMethodReturn(call, signature, body));
+  /**
+   * Answer a call. The body passes the bus boundary; if it still cannot be marshalled, this throws
+   * (the dispatcher then answers org.bulkhead.Error.Failed) instead of leaving the caller waiting.
+   */
+  private reply(call: dbus.Message, signature: string, body: unknown[], maxChars = REPLY_MAX_CHARS): void {
+    if ((call.flags & NO_REPLY_EXPECTED) !== 0 || this.closed) return;
+    const safe = busBody(
+      signature,
+      body,
+      this.valueOptions(`reply of ${call.interface}.${call.member}`, maxChars),
+    );
+    this.bus.send(Message.newMethodReturn(call, signature, safe));
   }
 
   private replyError(call: dbus.Message, name: string, text: string): void {
     if ((call.flags & NO_REPLY_EXPECTED) !== 0) return;
-    this.send(Message.newError(call as unknown as string, name, text));
+    this.send(Message.newError(call as unknown as string, name, busString(String(text), TEXT_MAX_CHARS)));
+  }
+
+  /**
+   * A named error raised by an implementation that its method does not declare: recorded and
+   * logged; under strictContract it becomes Failed so that the caller (a test) sees it.
+   */
+  private checkDeclared(
+    iface: string,
+    member: string,
+    m: { errors: readonly string[] },
+    e: unknown,
+  ): unknown {
+    const r = toReplyError(e);
+    if (r.internal || !r.name.startsWith(ERROR_PREFIX)) return e;
+    const short = r.name.slice(ERROR_PREFIX.length);
+    if (m.errors.includes(short) || HOST_ERRORS.has(short)) return e;
+    this.contractViolations.push({ iface, member, error: short, message: r.message });
+    const text = `${iface}.${member} raised ${short}, which its org.bulkhead.Errors annotation does not declare (${busString(r.message, 500)})`;
+    if (!this.strictContract) {
+      this.log('warn', text);
+      return e;
+    }
+    this.log('error', `contract violation: ${text}`);
+    return new BulkheadError('Failed', `undeclared error: ${text}`);
   }
 
   private async context(msg: dbus.Message): Promise<CallContext> {
@@ -280,17 +427,14 @@ export class ServiceHost {
         );
       if (sig !== m.inSignature)
         throw new BulkheadError('InvalidArgument', `${member} takes (${m.inSignature}), got (${sig})`);
-      const result = await target.implementation[member].call(target.implementation, ctx, ...msg.body);
-      const body = m.outArgs.length === 0 ? [] : m.outArgs.length === 1 ? [result] : (result as unknown[]);
+      let result: unknown;
       try {
-        this.reply(msg, m.outSignature, body);
+        result = await target.implementation[member].call(target.implementation, ctx, ...msg.body);
       } catch (e) {
-        this.log(
-          'error',
-          `${member} returned a value that does not fit (${m.outSignature}): ${(e as Error).message}`,
-        );
-        this.replyError(msg, `${ERROR_PREFIX}Failed`, 'internal error (see the daemon log)');
+        throw this.checkDeclared(target.contract.name, member, m, e);
       }
+      const body = m.outArgs.length === 0 ? [] : m.outArgs.length === 1 ? [result] : (result as unknown[]);
+      this.reply(msg, m.outSignature, body);
     } catch (e) {
       if (e instanceof DispatchError) return this.replyError(msg, e.dbusName, e.message);
       const r = toReplyError(e);
@@ -322,7 +466,7 @@ export class ServiceHost {
           'org.freedesktop.DBus.Error.UnknownProperty',
           `no property ${ifaceName}.${prop}`,
         );
-      return this.reply(msg, 'v', [new Variant(p.type, e.properties()[prop])]);
+      return this.reply(msg, 'v', [this.propertyVariant(e, prop, e.properties()[prop])]);
     }
     if (msg.member === 'Set')
       throw new DispatchError(
