@@ -11,6 +11,7 @@ import { MAX_SLOT, TypedEmitter, type Logger, type VmState } from '@bulkhead/com
 import { formatConfigError, loadConfigDir, type ConfigError, type VmDefinition } from './config';
 import type { UsbAttachRequest, VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
+import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
 import {
   DONE,
   NoGpuHandoff,
@@ -53,7 +54,8 @@ export interface VmManagerEvents {
 
 export interface VmManagerOptions {
   backend: VmBackend;
-  input: InputFocus;
+  /** input-daemon; when it also reports restarts (InputPeerWatch), the focus is re-asserted on each. */
+  input: InputFocus & Partial<InputPeerWatch>;
   gpu?: GpuHandoff;
   usb?: UsbMover;
   configDir: string;
@@ -79,11 +81,15 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Every Freeze/SetFocus vm-daemon sends, in order (see SerialInputFocus). */
+  private readonly focus: SerialInputFocus;
 
   constructor(private readonly opts: VmManagerOptions) {
     super();
     this.backend = opts.backend;
     this.log = opts.log;
+    this.focus = new SerialInputFocus(opts.input);
+    opts.input.onNewInstance?.(() => this.reassertFocus());
     this.transaction = new SwitchTransaction(
       {
         ensureRunning: (target, progress) => this.ensureRunning(target, progress),
@@ -93,7 +99,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         progress: (target, step, detail) => this.emit('switch-progress', target, step, detail),
       },
       {
-        input: opts.input,
+        input: this.focus,
         gpu: opts.gpu ?? new NoGpuHandoff(),
         usb: opts.usb ?? new NoUsbMover(),
         log: opts.log.child('switch'),
@@ -128,7 +134,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       this.activeVm = vmPath(restored.def.id);
       this.emit('manager-changed', ['ActiveVm']);
       // input-daemon may have restarted too: tell it where input goes (best effort).
-      await this.opts.input
+      await this.focus
         .setFocus(this.activeVm, restored.inputQmpSocket)
         .catch((err) =>
           this.log.warn(`cannot restore input focus on ${restored.def.id}: ${(err as Error).message}`),
@@ -136,7 +142,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     } else {
       // Nothing to restore (first start, lost/corrupt state file, active VM gone): input-daemon
       // may still route to the VM it was last told, so tell it the switcher has the focus.
-      await this.opts.input
+      await this.focus
         .setFocus(SWITCHER_PATH, '')
         .catch((err) => this.log.warn(`cannot focus input on the switcher: ${(err as Error).message}`));
     }
@@ -380,7 +386,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.log.warn(`focus falls back to the switcher: ${why}`);
     this.setActive(SWITCHER_PATH);
     try {
-      await this.opts.input.setFocus(SWITCHER_PATH, '');
+      await this.focus.setFocus(SWITCHER_PATH, '');
     } catch (e) {
       this.log.error(`Input1.SetFocus('/') after a VM loss failed: ${(e as Error).message}`);
     }
@@ -409,20 +415,47 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
    * that re-focused a source that died meanwhile, or a rollback that itself failed are repaired
    * here by focusing the switcher (or re-sending the focus).
    */
-  private async settleAfterSwitch(rec: SwitchRecord): Promise<void> {
+  private async settleAfterSwitch(
+    rec: SwitchRecord,
+    inputInstanceAtStart: number | undefined,
+  ): Promise<void> {
     const active = this.activeVm;
     const e = this.entryByPath(active);
     if (active !== SWITCHER_PATH && (!e || e.state !== 'running')) {
       await this.fallBackToSwitcher(`${vmIdFromPath(active)} is ${e?.state ?? 'gone'} after the switch`);
       return;
     }
-    if (rec.outcome === 'failed') {
-      await this.opts.input
+    // A new input-daemon took the name during the switch: its re-assert was held back (it could
+    // have named the VM being left), so the focus is told here, once ActiveVm is final.
+    const restarted = this.opts.input.instance !== inputInstanceAtStart;
+    if (rec.outcome === 'failed' || restarted) {
+      await this.focus
         .setFocus(active, e?.inputQmpSocket ?? '')
         .catch((err) =>
-          this.log.error(`re-focusing ${active} after a failed switch: ${(err as Error).message}`),
+          this.log.error(
+            `re-focusing ${active} after ${restarted ? 'an input-daemon restart during a switch' : 'a failed switch'}: ${(err as Error).message}`,
+          ),
         );
     }
+  }
+
+  /**
+   * A new input-daemon instance appeared (restart): it routes to nobody's VM until told, so tell
+   * it ActiveVm — read when the call's turn comes, so it is never older than a SetFocus before it.
+   * During a switch nothing is sent: the switch's own SetFocus, or settleAfterSwitch, does it.
+   */
+  private reassertFocus(): void {
+    if (this.closed) return;
+    this.log.info('input-daemon (re)appeared on the bus: re-asserting the input focus');
+    void this.focus
+      .setFocusLatest(() => {
+        if (this.transaction.inProgress) return null;
+        const active = this.activeVm;
+        return [active, active === SWITCHER_PATH ? '' : (this.entryByPath(active)?.inputQmpSocket ?? '')];
+      })
+      .catch((err) =>
+        this.log.error(`re-asserting the input focus on ${this.activeVm}: ${(err as Error).message}`),
+      );
   }
 
   private setActive(target: string): void {
@@ -583,6 +616,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     }
     this.transaction.begin(target);
+    const inputInstanceAtStart = this.opts.input.instance;
     this.emit('manager-changed', ['Switching']);
     let rec: SwitchRecord;
     try {
@@ -592,7 +626,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
     this.lastSwitch = rec;
     this.emit('manager-changed', ['LastSwitch']);
-    await this.settleAfterSwitch(rec);
+    await this.settleAfterSwitch(rec, inputInstanceAtStart);
     if (rec.outcome !== 'ok') {
       const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<
         typeof BulkheadError
