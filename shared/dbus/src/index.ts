@@ -7,5 +7,5 @@ export * from './service-host';
 export * from './client';
 export * from './introspect';
 export * from './private-bus';
-export { Variant } from 'dbus-next';
-export type { MessageBus, Message } from 'dbus-next';
+export { Variant, Message } from 'dbus-next';
+export type { MessageBus } from 'dbus-next';

@@ -39,3 +39,83 @@ export function callAs(
     });
   });
 }
+
+export interface SeenSignal {
+  sender: string;
+  path: string;
+  interface: string;
+  member: string;
+  /** The signal's string arguments (nested ones included). */
+  strings: string[];
+}
+
+export interface SignalWatcher {
+  /** Every signal received so far (bus daemon's own signals left out). */
+  signals: SeenSignal[];
+  /** Resolves once a received signal satisfies `pred`; rejects when the watcher exits first. */
+  until(pred: (s: SeenSignal) => boolean): Promise<SeenSignal>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Watch every signal on the bus from a child process with the given uid/gid (needs root to
+ * switch; null = this process's uid). Resolves once the child's match rule is installed.
+ */
+export async function watchSignalsAs(
+  ids: { uid: number; gid: number } | null,
+  address: string,
+): Promise<SignalWatcher> {
+  const child = spawn(process.execPath, [join(__dirname, 'watch-signals-as.js'), address], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
+  });
+  const signals: SeenSignal[] = [];
+  const waiters: Array<() => void> = [];
+  let err = '';
+  let buf = '';
+  let ready!: () => void;
+  let exited = false;
+  const readyP = new Promise<void>((resolve) => (ready = resolve));
+  child.stderr.on('data', (d) => (err += d));
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line === 'READY') ready();
+      else if (line) signals.push(JSON.parse(line) as SeenSignal);
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      for (const w of waiters.splice(0)) w();
+      resolve();
+    }),
+  );
+  await Promise.race([
+    readyP,
+    exit.then(() => {
+      throw new Error(`signal watcher exited before it was ready: ${err}`);
+    }),
+  ]);
+  return {
+    signals,
+    until: (pred) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const hit = signals.find(pred);
+          if (hit) return resolve(hit);
+          if (exited) return reject(new Error(`signal watcher exited: ${err}`));
+          waiters.push(check);
+        };
+        check();
+      }),
+    stop: async () => {
+      if (!exited) child.kill('SIGTERM');
+      await exit;
+    },
+  };
+}
