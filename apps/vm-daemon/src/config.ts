@@ -1,6 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { basename, isAbsolute, join, resolve } from 'node:path';
+import { readdirSync } from 'node:fs';
+import { basename, join, resolve, sep } from 'node:path';
 import { MAX_SLOT, VM_KINDS, type VmKind } from '@bulkhead/common';
+import { defaultFileRules, readDefinitionFile, type FileRules } from './config-files';
+import { boundedReason, describeValue, excerpt, fieldName, firstUnsafeChar, pathText } from './config-text';
 
 /** Disk image formats qemu-img and QEMU understand under these names ('vpc' is VHD). */
 export const DISK_FORMATS = ['qcow2', 'raw', 'vpc', 'vhdx'] as const;
@@ -58,6 +60,39 @@ export interface ConfigError {
 
 export const formatConfigError = (e: ConfigError): string => `${e.file}: ${e.field}: ${e.reason}`;
 
+/**
+ * Deepest nesting of arrays/objects a definition file may have. The schema needs 3 (disks[i] is
+ * an object); `$comment` may hold some structure. Checked on the text before JSON.parse, so no
+ * walker (validation, error formatting, comparison) ever meets a deeper value.
+ */
+export const MAX_NESTING = 16;
+/** Most definition files read from the config dir (there are only MAX_SLOT slots). */
+export const MAX_DEFINITION_FILES = 64;
+/** Longest `name` (code units), `icon`, `append` and path fields. */
+export const MAX_NAME_CHARS = 64;
+export const MAX_APPEND_CHARS = 1024;
+export const MAX_PATH_CHARS = 1024;
+/** The default directory of VM disk images (kernels, ISOs, ...) besides the config dir. */
+export const DEFAULT_IMAGE_DIR = '/var/lib/bulkhead/images';
+/** The test guest shipped with vm-daemon (the examples, the demo and the image boot it). */
+export const TEST_GUEST_DIR = resolve(__dirname, '..', 'guest', 'build');
+
+/** How definition files are read and where the paths they name may point. */
+export interface ConfigOptions {
+  /**
+   * Directories every path field (`disks[].path`, `kernel`) must resolve into (after `..` is
+   * applied). Default: defaultImageDirs(the config dir).
+   */
+  imageDirs?: string[];
+  /** Owner and size rules of the files themselves (default: defaultFileRules()). */
+  fileRules?: FileRules;
+}
+
+/** The config dir (images next to their definition), DEFAULT_IMAGE_DIR and the test guest's dir. */
+export function defaultImageDirs(configDir: string): string[] {
+  return [resolve(configDir), DEFAULT_IMAGE_DIR, TEST_GUEST_DIR];
+}
+
 const KNOWN_FIELDS = new Set([
   'id',
   'name',
@@ -82,6 +117,7 @@ const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
 const PCI_RE = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/;
 const BRIDGE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+const ICON_RE = /^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$/;
 
 class FieldError extends Error {
   constructor(
@@ -100,16 +136,23 @@ export type ParsedFile =
  * Validate one definition file's text. Every field is checked for type and range; unknown fields
  * are rejected so that a typo ("memoryMib") never silently falls back to a default.
  */
-export function parseVmDefinition(file: string, text: string): ParsedFile {
+export function parseVmDefinition(file: string, text: string, opts: ConfigOptions = {}): ParsedFile {
+  const fail = (field: string, reason: string): ParsedFile => ({
+    ok: false,
+    error: { file, field, reason: boundedReason(reason) },
+    id: null,
+  });
+  const tooDeep = nestingBeyond(text, MAX_NESTING);
+  if (tooDeep)
+    return fail(
+      tooDeep.field === null ? '(file)' : fieldName(tooDeep.field),
+      `nested deeper than ${MAX_NESTING} levels (arrays/objects inside each other)`,
+    );
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    return {
-      ok: false,
-      error: { file, field: '(file)', reason: `not valid JSON: ${(e as Error).message}` },
-      id: null,
-    };
+    return fail('(file)', `not valid JSON: ${jsonErrorText(text, (e as Error).message)}`);
   }
   const id =
     raw &&
@@ -119,38 +162,127 @@ export function parseVmDefinition(file: string, text: string): ParsedFile {
       ? (raw as { id: string }).id
       : null;
   try {
-    return { ok: true, def: validate(file, raw) };
+    return { ok: true, def: validate(file, raw, opts.imageDirs ?? defaultImageDirs(resolve(file, '..'))) };
   } catch (e) {
-    if (e instanceof FieldError) return { ok: false, error: { file, field: e.field, reason: e.message }, id };
+    if (e instanceof FieldError)
+      return { ok: false, error: { file, field: e.field, reason: boundedReason(e.message) }, id };
     throw e;
   }
 }
 
-function validate(file: string, raw: unknown): VmDefinition {
+/**
+ * Whether `text` nests arrays/objects deeper than `limit`, and under which top-level key. A
+ * linear scan with a counter (no recursion, no parse), so a 100,000-level value costs nothing
+ * more than its length; strings are skipped so brackets inside them do not count.
+ */
+export function nestingBeyond(text: string, limit: number): { field: string | null } | null {
+  let depth = 0;
+  let key: string | null = null;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const start = i + 1;
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      // A key of the top-level object: the field a too-deep value is reported under.
+      if (depth === 1 && expectKey) {
+        key = text.slice(start, Math.min(i, start + 200));
+        expectKey = false;
+      }
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      depth++;
+      if (depth === 1) expectKey = c === 0x7b;
+      if (depth > limit) return { field: key };
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    } else if (c === 0x2c /* , */ && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
+}
+
+/**
+ * JSON.parse's message without the excerpt of the input V8 puts in it ('Unexpected token 'r',
+ * "root:$y$j9"... is not valid JSON': the first bytes of whatever the file is), with the
+ * position as line and column.
+ */
+function jsonErrorText(text: string, message: string): string {
+  const at = /at position (\d+)/.exec(message);
+  const what = message
+    .replace(/, ".*" is not valid JSON$/s, '')
+    .replace(/ in JSON at position \d+.*$/s, '')
+    .replace(/^Unexpected token '(.+?)'$/su, (_m, t: string) => `unexpected character ${describeValue(t)}`)
+    .slice(0, 120);
+  if (!at) return excerpt(what, 120);
+  const pos = Math.min(Number(at[1]), text.length);
+  const before = text.slice(0, pos);
+  const line = before.split('\n').length;
+  const column = pos - before.lastIndexOf('\n');
+  return `${excerpt(what, 120)} at line ${line}, column ${column}`;
+}
+
+/**
+ * `v` as text shown to a person or handed to QEMU: no control, format (bidi, zero-width) or other
+ * invisible characters, at most `max` code units.
+ */
+function checkText(field: string, v: string, max: number): string {
+  if (v.length > max) throw new FieldError(field, `must be at most ${max} characters, got ${v.length}`);
+  const bad = firstUnsafeChar(v);
+  if (bad)
+    throw new FieldError(
+      field,
+      `must not contain control, bidi or invisible characters, got ${bad.char} at character ${bad.at + 1}`,
+    );
+  return v;
+}
+
+/**
+ * A path field: absolute, or relative to the definition file's directory; after `..` is applied
+ * it must lie inside one of `imageDirs` (a disk of '../../etc/shadow' or '/dev/sda' would hand a
+ * host file to a VM).
+ */
+function checkPath(field: string, v: string, dir: string, imageDirs: string[]): string {
+  checkText(field, v, MAX_PATH_CHARS);
+  const abs = resolve(dir, v);
+  const inside = imageDirs.some((d) => {
+    const root = resolve(d);
+    return abs.startsWith(root.endsWith(sep) ? root : root + sep);
+  });
+  if (!inside)
+    throw new FieldError(
+      field,
+      `resolves to ${pathText(abs)}, outside the VM image directories (${imageDirs.map(pathText).join(', ')})`,
+    );
+  return abs;
+}
+
+function validate(file: string, raw: unknown, imageDirs: string[]): VmDefinition {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
     throw new FieldError('(file)', 'must be a JSON object');
   const o = raw as Record<string, unknown>;
-  // An empty key is shown as "" so the error still names a field.
-  for (const k of Object.keys(o)) if (!KNOWN_FIELDS.has(k)) throw new FieldError(k || '""', 'unknown field');
+  // The key is from the file: shown escaped and cut (an empty key as "").
+  for (const k of Object.keys(o))
+    if (!KNOWN_FIELDS.has(k)) throw new FieldError(fieldName(k), 'unknown field');
   const dir = resolve(file, '..');
   const str = (k: string, dflt?: string): string => {
     const v = o[k];
     if (v === undefined && dflt !== undefined) return dflt;
     if (typeof v !== 'string')
-      throw new FieldError(k, v === undefined ? 'is required' : `must be a string, got ${JSON.stringify(v)}`);
+      throw new FieldError(k, v === undefined ? 'is required' : `must be a string, got ${describeValue(v)}`);
     return v;
   };
   const bool = (k: string, dflt: boolean): boolean => {
     const v = o[k];
     if (v === undefined) return dflt;
-    if (typeof v !== 'boolean') throw new FieldError(k, `must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') throw new FieldError(k, `must be true or false, got ${describeValue(v)}`);
     return v;
   };
   const int = (k: string, min: number, max: number, dflt?: number): number => {
     const v = o[k];
     if (v === undefined && dflt !== undefined) return dflt;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-      throw new FieldError(k, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+      throw new FieldError(k, `must be an integer from ${min} to ${max}, got ${describeValue(v)}`);
     return v;
   };
 
@@ -158,17 +290,23 @@ function validate(file: string, raw: unknown): VmDefinition {
   if (!ID_RE.test(id))
     throw new FieldError(
       'id',
-      `must match ${ID_RE} (lowercase letters, digits, '-', '_'), got ${JSON.stringify(id)}`,
+      `must match ${ID_RE} (lowercase letters, digits, '-', '_'), got ${describeValue(id)}`,
     );
-  const name = str('name', id);
-  if (name.length === 0 || name.length > 64) throw new FieldError('name', 'must be 1-64 characters');
+  const name = checkText('name', str('name', id), MAX_NAME_CHARS);
+  // A tile must show something: a blank name would hide which VM it is.
+  if (!/\S/u.test(name)) throw new FieldError('name', 'must have a visible character');
   const slot = int('slot', 1, MAX_SLOT);
   const kind = str('kind', 'personal');
   if (!(VM_KINDS as readonly string[]).includes(kind))
-    throw new FieldError('kind', `must be one of ${VM_KINDS.join(', ')}, got ${JSON.stringify(kind)}`);
+    throw new FieldError('kind', `must be one of ${VM_KINDS.join(', ')}, got ${describeValue(kind)}`);
   const color = str('color');
-  if (!COLOR_RE.test(color)) throw new FieldError('color', `must be #rrggbb, got ${JSON.stringify(color)}`);
+  if (!COLOR_RE.test(color)) throw new FieldError('color', `must be #rrggbb, got ${describeValue(color)}`);
   const icon = str('icon', '');
+  if (!ICON_RE.test(icon))
+    throw new FieldError(
+      'icon',
+      `must be an icon name (letters, digits, '_', '.', '-'), got ${describeValue(icon)}`,
+    );
   const memoryMiB = int('memoryMiB', 16, 1024 * 1024);
   const vcpus = int('vcpus', 1, 64, 1);
 
@@ -182,13 +320,13 @@ function validate(file: string, raw: unknown): VmDefinition {
     const dd = d as Record<string, unknown>;
     for (const k of Object.keys(dd))
       if (!['path', 'format', 'readonly', 'sizeMiB'].includes(k))
-        throw new FieldError(`${f}.${k}`, 'unknown field');
+        throw new FieldError(`${f}.${fieldName(k)}`, 'unknown field');
     if (typeof dd.path !== 'string' || dd.path === '')
       throw new FieldError(`${f}.path`, 'must be a non-empty string');
     if (typeof dd.format !== 'string' || !(DISK_FORMATS as readonly string[]).includes(dd.format))
       throw new FieldError(
         `${f}.format`,
-        `must be one of ${DISK_FORMATS.join(', ')} (vpc = VHD), got ${JSON.stringify(dd.format)}`,
+        `must be one of ${DISK_FORMATS.join(', ')} (vpc = VHD), got ${describeValue(dd.format)}`,
       );
     if (dd.readonly !== undefined && typeof dd.readonly !== 'boolean')
       throw new FieldError(`${f}.readonly`, 'must be true or false');
@@ -197,9 +335,10 @@ function validate(file: string, raw: unknown): VmDefinition {
       (typeof dd.sizeMiB !== 'number' || !Number.isInteger(dd.sizeMiB) || dd.sizeMiB < 1)
     )
       throw new FieldError(`${f}.sizeMiB`, 'must be a positive integer');
-    if (/[,\n]/.test(dd.path)) throw new FieldError(`${f}.path`, "must not contain ',' or a newline");
+    // QEMU's -drive splits its value at ','.
+    if (dd.path.includes(',')) throw new FieldError(`${f}.path`, "must not contain ','");
     disks.push({
-      path: isAbsolute(dd.path) ? dd.path : join(dir, dd.path),
+      path: checkPath(`${f}.path`, dd.path, dir, imageDirs),
       format: dd.format as DiskFormat,
       readonly: (dd.readonly as boolean | undefined) ?? false,
       sizeMiB: (dd.sizeMiB as number | undefined) ?? null,
@@ -211,7 +350,7 @@ function validate(file: string, raw: unknown): VmDefinition {
   if (netText === 'none' || netText === 'user') network = { mode: netText };
   else if (netText.startsWith('bridge:') && BRIDGE_RE.test(netText.slice(7)))
     network = { mode: 'bridge', bridge: netText.slice(7) };
-  else throw new FieldError('network', `must be none, user or bridge:<name>, got ${JSON.stringify(netText)}`);
+  else throw new FieldError('network', `must be none, user or bridge:<name>, got ${describeValue(netText)}`);
 
   let gpu: VmDefinition['gpu'] = null;
   if (o.gpu !== undefined && o.gpu !== null) {
@@ -222,14 +361,14 @@ function validate(file: string, raw: unknown): VmDefinition {
         'must be null or {"pci": ["0000:00:02.0", ...], "handoff"?: boolean} listing every function of the device',
       );
     for (const k of Object.keys(g))
-      if (k !== 'pci' && k !== 'handoff') throw new FieldError(`gpu.${k}`, 'unknown field');
+      if (k !== 'pci' && k !== 'handoff') throw new FieldError(`gpu.${fieldName(k)}`, 'unknown field');
     if (g.handoff !== undefined && typeof g.handoff !== 'boolean')
-      throw new FieldError('gpu.handoff', `must be true or false, got ${JSON.stringify(g.handoff)}`);
+      throw new FieldError('gpu.handoff', `must be true or false, got ${describeValue(g.handoff)}`);
     g.pci.forEach((p, i) => {
       if (typeof p !== 'string' || !PCI_RE.test(p))
         throw new FieldError(
           `gpu.pci[${i}]`,
-          `must be a PCI address like 0000:00:02.0, got ${JSON.stringify(p)}`,
+          `must be a PCI address like 0000:00:02.0, got ${describeValue(p)}`,
         );
     });
     gpu = { pci: (g.pci as string[]).map((p) => p.toLowerCase()), handoff: g.handoff === true };
@@ -237,17 +376,16 @@ function validate(file: string, raw: unknown): VmDefinition {
 
   const display = str('display', 'vnc');
   if (!['vnc', 'none'].includes(display))
-    throw new FieldError('display', `must be vnc or none, got ${JSON.stringify(display)}`);
+    throw new FieldError('display', `must be vnc or none, got ${describeValue(display)}`);
   const backend = str('backend', 'qemu');
   if (!(BACKENDS as readonly string[]).includes(backend))
-    throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`);
+    throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${describeValue(backend)}`);
 
   let kernel: string | null = null;
   if (o.kernel !== undefined && o.kernel !== null) {
-    const k = str('kernel');
-    kernel = isAbsolute(k) ? k : join(dir, k);
+    kernel = checkPath('kernel', str('kernel'), dir, imageDirs);
   }
-  const append = str('append', '');
+  const append = checkText('append', str('append', ''), MAX_APPEND_CHARS);
   if (append && !kernel) throw new FieldError('append', "needs 'kernel' (it is the kernel command line)");
 
   return {
@@ -287,9 +425,11 @@ export interface LoadedConfig {
  * several files only when every one of them says `"handoff": true` and lists the same functions
  * (a GPU shared for hand-off); any other double claim is an accident and rejected.
  */
-export function loadConfigDir(dir: string): LoadedConfig {
+export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConfig {
   const errors: ConfigError[] = [];
   const invalidIds = new Map<string, ConfigError>();
+  const imageDirs = opts.imageDirs ?? defaultImageDirs(dir);
+  const fileRules = opts.fileRules ?? defaultFileRules();
   let names: string[];
   try {
     names = readdirSync(dir)
@@ -299,9 +439,19 @@ export function loadConfigDir(dir: string): LoadedConfig {
     errors.push({
       file: dir,
       field: '(directory)',
-      reason: `cannot read the VM directory: ${(e as Error).message}`,
+      reason: boundedReason(
+        `cannot read the VM directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      ),
     });
     return { vms: [], errors, invalidIds };
+  }
+  if (names.length > MAX_DEFINITION_FILES) {
+    errors.push({
+      file: dir,
+      field: '(directory)',
+      reason: `${names.length} definition files; only the first ${MAX_DEFINITION_FILES} in file-name order are read`,
+    });
+    names = names.slice(0, MAX_DEFINITION_FILES);
   }
   const vms: VmDefinition[] = [];
   const byId = new Map<string, string>();
@@ -309,15 +459,24 @@ export function loadConfigDir(dir: string): LoadedConfig {
   /** Who claimed each GPU function first: file, and the whole claim (for shared hand-off GPUs). */
   const byPci = new Map<string, { file: string; gpu: NonNullable<VmDefinition['gpu']> }>();
   for (const n of names) {
-    const file = join(dir, n);
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      errors.push({ file, field: '(file)', reason: `cannot read: ${(e as Error).message}` });
+    // The name is shown (ConfigFile, ConfigErrors): one with control or bidi characters could
+    // pass for another file's, so it is refused, and named escaped.
+    const badName = firstUnsafeChar(n);
+    if (badName) {
+      errors.push({
+        file: join(dir, excerpt(n)),
+        field: '(file)',
+        reason: `the file name contains a control, bidi or invisible character (${badName.char}); rename it`,
+      });
       continue;
     }
-    const parsed = parseVmDefinition(file, text);
+    const file = join(dir, n);
+    const read = readDefinitionFile(file, fileRules);
+    if (!read.ok) {
+      errors.push({ file, field: '(file)', reason: boundedReason(read.reason) });
+      continue;
+    }
+    const parsed = parseVmDefinition(file, read.text, { imageDirs });
     const reject = (error: ConfigError, id: string | null) => {
       errors.push(error);
       if (id && !byId.has(id) && !invalidIds.has(id)) invalidIds.set(id, error);

@@ -6,8 +6,10 @@
  *
  *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
  *        [--bus ADDRESS] [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]
+ *        [--image-dir DIR]...
  *
  * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
+ * BULKHEAD_IMAGE_DIRS (':'-separated, added to the --image-dir list),
  * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL,
  * BULKHEAD_XEN_DUMP_DIR (xen: where xl writes core dumps, default /var/lib/xen/dump).
  */
@@ -21,7 +23,7 @@ import { QemuBackend } from './backend/qemu-backend';
 import { XenGpuHandoff } from './backend/xen/gpu-handoff';
 import { XenBackend } from './backend/xen/xen-backend';
 import { ExecXlRunner } from './backend/xen/xl-runner';
-import { loadConfigDir } from './config';
+import { defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
 import { VmManagerDbus } from './dbus-service';
 import { InputDaemonClient } from './input-daemon-client';
 import { StateStore } from './state-store';
@@ -36,10 +38,12 @@ export interface DaemonArgs {
   backend: string;
   autostart: boolean;
   stopVmsOnExit: boolean;
+  /** Extra directories VM files may name disks/kernels in (besides defaultImageDirs). */
+  imageDirs: string[];
 }
 
 const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
-                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]`;
+                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   const a: DaemonArgs = {
@@ -50,6 +54,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
     backend: 'qemu',
     autostart: true,
     stopVmsOnExit: false,
+    imageDirs: (env.BULKHEAD_IMAGE_DIRS ?? '').split(':').filter((d) => d !== ''),
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -74,6 +79,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
       case '--backend':
         a.backend = value();
         break;
+      case '--image-dir':
+        a.imageDirs.push(value());
+        break;
       case '--no-autostart':
         a.autostart = false;
         break;
@@ -92,6 +100,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   a.configDir = resolve(a.configDir);
   a.runDir = resolve(a.runDir);
   a.stateDir = resolve(a.stateDir);
+  a.imageDirs = a.imageDirs.map((d) => resolve(d));
   return a;
 }
 
@@ -109,6 +118,7 @@ async function main(): Promise<void> {
     console.error(`BULKHEAD_ACCEL must be kvm or tcg, got '${accelEnv}'`);
     process.exit(2);
   }
+  const config: ConfigOptions = { imageDirs: [...defaultImageDirs(args.configDir), ...args.imageDirs] };
   let backend: VmBackend & { stopAll?(ms: number): Promise<void> };
   let gpu: GpuHandoff = new NoGpuHandoff();
   if (args.backend === 'qemu') {
@@ -130,7 +140,7 @@ async function main(): Promise<void> {
     const handoff = new XenGpuHandoff({ runner, log: log.child('gpu') });
     // Once at boot: every GPU a Xen VM names goes to pciback, so dom0's own drivers let go of it
     // before the first switch asks for it.
-    const gpus = loadConfigDir(args.configDir)
+    const gpus = loadConfigDir(args.configDir, config)
       .vms.filter((v) => v.backend === 'xen')
       .flatMap((v) => v.gpu?.pci ?? []);
     await handoff
@@ -153,6 +163,7 @@ async function main(): Promise<void> {
     gpu,
     usb: new NoUsbMover(),
     configDir: args.configDir,
+    config,
     state: new StateStore(args.stateDir, log.child('state')),
     log,
   });

@@ -8,7 +8,13 @@ import {
   type VmManager1Properties,
 } from '@bulkhead/contract';
 import { MAX_SLOT, TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
-import { formatConfigError, loadConfigDir, type ConfigError, type VmDefinition } from './config';
+import {
+  formatConfigError,
+  loadConfigDir,
+  type ConfigError,
+  type ConfigOptions,
+  type VmDefinition,
+} from './config';
 import type { UsbAttachRequest, VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
@@ -59,6 +65,8 @@ export interface VmManagerOptions {
   gpu?: GpuHandoff;
   usb?: UsbMover;
   configDir: string;
+  /** Where path fields may point and who must own the files (default: see ConfigOptions). */
+  config?: ConfigOptions;
   state: StateStore;
   log: Logger;
   /** Watch the config dir and reload on edits (default true). */
@@ -200,7 +208,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
    * removed running VMs stay until they stop. Returns the number of valid definitions.
    */
   reload(): number {
-    const loaded = loadConfigDir(this.opts.configDir);
+    const loaded = loadConfigDir(this.opts.configDir, this.opts.config);
     for (const e of loaded.errors) this.log.warn(`config: ${formatConfigError(e)}`);
     const seen = new Set<string>();
     for (const def of loaded.vms) {
