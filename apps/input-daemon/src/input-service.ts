@@ -9,7 +9,10 @@ import {
   type VariantDict,
 } from '@bulkhead/contract';
 import { parseOptions, type ExportedInterface } from '@bulkhead/dbus';
+import { existsSync } from 'node:fs';
 import type { Chord, HotkeyMatcher } from './hotkeys';
+import type { HeldEntry, HeldKeysJournal } from './held-keys';
+import { EV_KEY, ev } from './input-event';
 import { InputPipeline } from './pipeline';
 import { Router } from './router';
 import type { InputSink } from './sinks/sink';
@@ -24,6 +27,18 @@ export interface VmManagerLink {
 /** Makes the sink of a VM target (uinput fast path or QMP), given its input QMP socket. */
 export interface SinkFactory {
   forVm(target: string, vmId: string, qmpSocket: string): Promise<InputSink>;
+}
+
+export interface InputServiceOptions {
+  /** Records what each VM may hold, for the next daemon after a crash (held-keys.ts). */
+  journal?: HeldKeysJournal | null;
+  /**
+   * Longest a switch hotkey holds input back when vm-daemon neither switches nor answers (then
+   * what was held is dropped and input flows to wherever the focus is). Default 2000 ms: a switch
+   * takes tens of ms; one that boots its VM first can take longer, and meanwhile the screen still
+   * shows the old VM.
+   */
+  holdTimeoutMs?: number;
 }
 
 /**
@@ -47,8 +62,9 @@ export class InputService implements Input1Service {
     private readonly sinkFactory: SinkFactory,
     private readonly vmManager: VmManagerLink,
     private readonly log: Logger,
+    private readonly options: InputServiceOptions = {},
   ) {
-    this.router = new Router(switcherSink, source.leds, log.child('router'));
+    this.router = new Router(switcherSink, source.leds, log.child('router'), options.journal ?? null);
     this.pipeline = new InputPipeline(hotkeys, this.router, (c) => this.onChord(c));
     source.on('frame', (frame) => this.pipeline.handleFrame(frame));
     source.on('devices', () => this.exported?.propertiesChanged('Devices'));
@@ -111,6 +127,38 @@ export class InputService implements Input1Service {
     this.source.inject(device_class, events);
   }
 
+  /**
+   * At start: release, in each VM, the keys and buttons an earlier daemon (SIGKILLed, crashed) may
+   * have left down there — whether or not that VM gets the focus. Queued before any focus call, so
+   * a VM never gets new presses before its leftovers are released. A VM whose socket is gone has
+   * stopped: nothing to release.
+   */
+  releaseLeftovers(entries: HeldEntry[]): Promise<void> {
+    this.options.journal?.adopt(entries);
+    return this.serial(async () => {
+      for (const e of entries) {
+        const vmId = vmIdFromPath(e.target);
+        if (vmId === null || !e.codes.length) continue;
+        if (!existsSync(e.socket)) {
+          this.log.info(`${e.target}: ${e.socket} is gone (VM stopped): no held keys to release`);
+          continue;
+        }
+        try {
+          const sink = await this.sinkFor(e.target, vmId, e.socket);
+          const releases = e.codes.map((c) => ev(EV_KEY, c, 0));
+          sink.write(releases);
+          this.options.journal?.released(sink, e.codes);
+          await sink.delivered?.();
+          this.log.info(
+            `${e.target}: released ${e.codes.length} key(s)/button(s) left down by the previous daemon`,
+          );
+        } catch (err) {
+          this.log.warn(`${e.target}: cannot release the keys left down there: ${(err as Error).message}`);
+        }
+      }
+    });
+  }
+
   /** Waits until hotkey actions started so far have finished (tests). */
   async settled(): Promise<void> {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
@@ -159,6 +207,7 @@ export class InputService implements Input1Service {
       );
     }
     this.sinks.set(target, { sink, socket: path });
+    this.options.journal?.setSocket(target, path);
     this.log.info(`${target}: input via ${sink.description}`);
     return sink;
   }
@@ -184,17 +233,35 @@ export class InputService implements Input1Service {
         this.setHotkeyError(`${chord.text}: the seat is locked; unlock first`);
         return;
       }
+      // From this instant nothing typed reaches the VM being left (Router rule 6): what follows
+      // the chord waits for the switch, then goes to where it lands — or nowhere if it fails.
+      const hold = this.router.holdForSwitch();
+      const timer = setTimeout(() => {
+        this.log.warn(
+          `${chord.text}: no switch within ${this.holdTimeout} ms; input held meanwhile is dropped`,
+        );
+        this.router.endHold(hold, 'timeout');
+      }, this.holdTimeout);
+      timer.unref?.();
       try {
         await this.vmManager.switchToSlot(action.slot);
+        this.router.endHold(hold, 'switched');
         this.setHotkeyError('');
       } catch (e) {
+        this.router.endHold(hold, 'failed');
         const msg = `${chord.text} → SwitchToSlot(${action.slot}) failed: ${(e as Error).message}`;
         this.log.warn(msg);
         this.setHotkeyError(msg);
+      } finally {
+        clearTimeout(timer);
       }
     })();
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
+  }
+
+  private get holdTimeout(): number {
+    return this.options.holdTimeoutMs ?? 2000;
   }
 
   private setHotkeyError(msg: string): void {

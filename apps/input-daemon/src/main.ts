@@ -4,6 +4,7 @@ import { createLogger } from '@bulkhead/common';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH } from '@bulkhead/contract';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { evdevAvailable, UinputDevice } from './evdev-native';
+import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
 import { buildChords, HotkeyMatcher, loadHotkeysFile } from './hotkeys';
 import { InputService, type SinkFactory, type VmManagerLink } from './input-service';
 import { vmDaemonQmpConnector } from './qmp-wiring';
@@ -17,11 +18,16 @@ import type { InputSource } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
 import { SWITCHER_TARGET } from './router';
 
-const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>]
+/** Survives a restart of the daemon (systemd: RuntimeDirectory=, RuntimeDirectoryPreserve=restart). */
+const DEFAULT_RUN_DIR = '/run/bulkhead-input';
+
+const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>] [--run-dir <dir>]
+  --run-dir: where the keys held in each VM are recorded (default ${DEFAULT_RUN_DIR}), so that the
+             next daemon after a crash releases them
   env BULKHEAD_BUS: D-Bus address (default: the system bus); BULKHEAD_LOG_LEVEL: debug|info|warn|error`;
 
-function parseArgs(argv: string[]): { seat: string; hotkeys?: string } {
-  const out: { seat: string; hotkeys?: string } = { seat: 'evdev' };
+function parseArgs(argv: string[]): { seat: string; hotkeys?: string; runDir: string } {
+  const out: { seat: string; hotkeys?: string; runDir: string } = { seat: 'evdev', runDir: DEFAULT_RUN_DIR };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -33,6 +39,8 @@ function parseArgs(argv: string[]): { seat: string; hotkeys?: string } {
     else if (a.startsWith('--seat=')) out.seat = a.slice(7);
     else if (a === '--hotkeys') out.hotkeys = value();
     else if (a.startsWith('--hotkeys=')) out.hotkeys = a.slice(10);
+    else if (a === '--run-dir') out.runDir = value();
+    else if (a.startsWith('--run-dir=')) out.runDir = a.slice(10);
     else if (a === '--help' || a === '-h') {
       console.log(USAGE);
       process.exit(0);
@@ -98,6 +106,9 @@ async function main(): Promise<void> {
       );
     },
   };
+  const journalLog = log.child('held-keys');
+  const leftovers = readHeldKeys(`${args.runDir}/${HELD_KEYS_FILE}`, journalLog);
+  const journal = new HeldKeysJournal(args.runDir, journalLog);
   const service = new InputService(
     source,
     new HotkeyMatcher(chords),
@@ -105,7 +116,10 @@ async function main(): Promise<void> {
     sinkFactory,
     vmManager,
     log,
+    { journal },
   );
+  // First in the focus queue: no SetFocus is served before the leftovers are released.
+  void service.releaseLeftovers(leftovers);
   const host = new ServiceHost(bus, { log: (level, msg) => log[level](msg) });
   service.attach(host.export(INPUT_PATH, 'org.bulkhead.Input1', service, () => service.properties()));
   await host.requestName(BUS_NAMES.input);

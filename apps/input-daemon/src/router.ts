@@ -1,4 +1,4 @@
-import { EV_ABS, EV_KEY, EV_REL, ev, type Frame, type InputEvent } from './input-event';
+import { EV_ABS, EV_KEY, EV_REL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
 import { KEY_CAPSLOCK, KEY_NUMLOCK, KEY_SCROLLLOCK } from './keycodes';
 import type { InputSink } from './sinks/sink';
 
@@ -17,7 +17,40 @@ import type { InputSink } from './sinks/sink';
  *     the old destination (hotkeys.ts) instead of handing them to the new one.
  *  4. Lock-key LEDs (Caps/Num/Scroll) are tracked per target from the lock-key presses each
  *     target received, and put on the physical keyboards when that target gets the input.
+ *  6. A switch hotkey HOLDS input (holdForSwitch) from the instant it is recognised until the switch
+ *     resolves: nothing typed after Ctrl+N reaches the VM being left. The target the hold began on
+ *     is its `origin`. Held frames go, in order and by the rules above, to the new destination when
+ *     a SetFocus names a target other than the origin, or when the switch is reported done
+ *     (endHold 'switched': the person asked for where input now goes, e.g. Ctrl+1 while in VM 1).
+ *     They are DROPPED when the switch fails or times out (the focus stays on — or returns to — the
+ *     origin, which must not get them), on Lock, on a newer hotkey, and all of them when they
+ *     exceed MAX_HELD_EVENTS (never half of what was typed). Pure pointer motion is not held.
+ *  7. `recorder` (HeldKeysJournal) is told of every press BEFORE the frame carrying it is handed to
+ *     a sink, and of releases after: a SIGKILLed daemon's successor can release what a VM holds.
  */
+
+/** Bound on events held back during one switch (about 250 keystrokes); beyond it all are dropped. */
+export const MAX_HELD_EVENTS = 512;
+
+/** How a switch hotkey's hold ended (see rule 6). */
+export type HoldOutcome = 'switched' | 'failed' | 'timeout';
+
+/** Told of the key/button presses and releases each sink gets (rule 7). */
+export interface PressRecorder {
+  /** Called before `codes` are pressed in `sink`: must be recorded when it returns. */
+  willPress(sink: InputSink, codes: readonly number[]): void;
+  /** Called once releases of `codes` were handed to `sink`. */
+  released(sink: InputSink, codes: readonly number[]): void;
+}
+
+interface Hold {
+  token: number;
+  /** Focus target when the hotkey was recognised: never gets what is held. */
+  origin: string;
+  frames: Frame[];
+  events: number;
+  overflowed: boolean;
+}
 
 export interface LedState {
   caps: boolean;
@@ -41,6 +74,9 @@ export interface RouterStats {
   framesRouted: number;
   eventsDropped: number;
   releasesSynthesized: number;
+  /** Frames held back after a switch hotkey and then delivered / dropped. */
+  heldDelivered: number;
+  heldDropped: number;
 }
 
 export class Router {
@@ -54,12 +90,21 @@ export class Router {
   private readonly held = new Set<number>();
   private readonly leds = new Map<string, LedState>();
   private readonly deadSinksLogged = new WeakSet<InputSink>();
-  readonly stats: RouterStats = { framesRouted: 0, eventsDropped: 0, releasesSynthesized: 0 };
+  private hold: Hold | null = null;
+  private holdTokens = 0;
+  readonly stats: RouterStats = {
+    framesRouted: 0,
+    eventsDropped: 0,
+    releasesSynthesized: 0,
+    heldDelivered: 0,
+    heldDropped: 0,
+  };
 
   constructor(
     private readonly switcherSink: InputSink,
     private readonly ledController: LedController,
     private readonly log: RouterLogger,
+    private readonly recorder: PressRecorder | null = null,
   ) {
     this.focusSink = switcherSink;
   }
@@ -77,6 +122,10 @@ export class Router {
   get generation(): number {
     return this.destinationChanges;
   }
+  /** True while a switch hotkey holds input back (rule 6). */
+  get isHolding(): boolean {
+    return this.hold !== null;
+  }
   /** Codes currently held in the destination (for tests and diagnostics). */
   heldCodes(): number[] {
     return [...this.held];
@@ -85,7 +134,7 @@ export class Router {
   /** Where frames go now, or null (frozen). */
   destination(): InputSink | null {
     if (this.locked) return this.switcherSink;
-    if (this.frozen) return null;
+    if (this.frozen || this.hold) return null;
     return this.focusSink;
   }
 
@@ -104,12 +153,37 @@ export class Router {
       this.focusSink = sink;
       this.frozen = false;
     });
+    // The switch moved the focus away from where the hotkey was pressed: what was typed since
+    // goes here. A SetFocus naming the origin (a re-assert, a rollback) keeps holding.
+    if (this.hold && target !== this.hold.origin) this.releaseHold('deliver', `focus moved to ${target}`);
   }
 
   lock(): void {
+    if (this.hold) this.releaseHold('drop', 'the seat was locked');
     this.changeDestination(() => {
       this.locked = true;
     });
+  }
+
+  /**
+   * A switch hotkey was recognised: from now on nothing reaches the focused target (its held keys
+   * and buttons are released in it now) until the switch resolves (rule 6). A hold still pending
+   * from an earlier hotkey is dropped. Returns the token to pass to endHold.
+   */
+  holdForSwitch(): number {
+    if (this.hold) this.releaseHold('drop', 'a newer hotkey');
+    const token = ++this.holdTokens;
+    const origin = this.focusTarget;
+    this.changeDestination(() => {
+      this.hold = { token, origin, frames: [], events: 0, overflowed: false };
+    });
+    return token;
+  }
+
+  /** The switch of hotkey `token` resolved (ignored when its hold already ended). */
+  endHold(token: number, outcome: HoldOutcome): void {
+    if (this.hold?.token !== token) return;
+    this.releaseHold(outcome === 'switched' ? 'deliver' : 'drop', `switch ${outcome}`);
   }
 
   unlock(): void {
@@ -120,6 +194,10 @@ export class Router {
 
   /** Route one frame (events without SYN_REPORT) by the rules above. */
   route(frame: Frame): void {
+    if (this.hold && !this.locked) {
+      this.holdBack(frame);
+      return;
+    }
     const dest = this.destination();
     const out: InputEvent[] = [];
     for (const e of frame) {
@@ -141,8 +219,57 @@ export class Router {
     this.stats.eventsDropped += frame.length - out.length;
     if (dest && out.length) {
       this.stats.framesRouted++;
+      if (this.recorder) {
+        const pressed = out.filter((e) => e.type === EV_KEY && e.value === 1).map((e) => e.code);
+        if (pressed.length) this.recorder.willPress(dest, pressed);
+      }
       this.deliver(dest, out);
+      if (this.recorder) {
+        const released = out.filter((e) => e.type === EV_KEY && e.value === 0).map((e) => e.code);
+        if (released.length) this.recorder.released(dest, released);
+      }
     }
+  }
+
+  private holdBack(frame: Frame): void {
+    const hold = this.hold!;
+    // Pointer motion is not worth holding (the pointer moves on from wherever it is); clicks,
+    // wheel and keys are, with the positions of their own frame.
+    const worthHolding = frame.some(
+      (e) => e.type === EV_KEY || (e.type === EV_REL && e.code !== REL_X && e.code !== REL_Y),
+    );
+    if (!worthHolding || hold.overflowed) {
+      this.stats.eventsDropped += frame.length;
+      return;
+    }
+    if (hold.events + frame.length > MAX_HELD_EVENTS) {
+      // Never deliver half of what was typed: all of it goes.
+      this.log.warn(
+        `more than ${MAX_HELD_EVENTS} input events during a switch: dropping all of them (${hold.frames.length} frames held)`,
+      );
+      this.stats.heldDropped += hold.frames.length + 1;
+      this.stats.eventsDropped += hold.events + frame.length;
+      hold.frames = [];
+      hold.events = 0;
+      hold.overflowed = true;
+      return;
+    }
+    hold.frames.push(frame.slice());
+    hold.events += frame.length;
+  }
+
+  private releaseHold(how: 'deliver' | 'drop', why: string): void {
+    const hold = this.hold!;
+    this.hold = null;
+    if (how === 'drop' || !this.destination()) {
+      if (hold.frames.length)
+        this.log.info(`dropping ${hold.frames.length} frame(s) held in a switch: ${why}`);
+      this.stats.heldDropped += hold.frames.length;
+      this.stats.eventsDropped += hold.events;
+      return;
+    }
+    this.stats.heldDelivered += hold.frames.length;
+    for (const f of hold.frames) this.route(f);
   }
 
   /** The LED state the router believes `target` has. */
@@ -158,6 +285,7 @@ export class Router {
       const releases = [...this.held].map((c) => ev(EV_KEY, c, 0));
       this.stats.releasesSynthesized += releases.length;
       this.deliver(this.heldSink, releases);
+      this.recorder?.released(this.heldSink, [...this.held]);
     }
     this.held.clear();
     this.heldSink = null;

@@ -104,6 +104,10 @@ function sumMotion(a: Frame, b: Frame): Frame {
  */
 export class FrameQueue {
   private readonly q: Frame[] = [];
+  /** weights[i]: how many pushed frames q[i] stands for (merged motion counts each). */
+  private readonly weights: number[] = [];
+  /** Pushed frames the last shift() took out of the queue. */
+  lastShiftWeight = 0;
   readonly stats: SinkStats = { framesIn: 0, framesOut: 0, coalesced: 0, maxQueue: 0, errors: 0 };
 
   push(frame: Frame): void {
@@ -111,14 +115,17 @@ export class FrameQueue {
     const last = this.q[this.q.length - 1];
     if (last && isMotionOnly(last) && isMotionOnly(frame)) {
       this.q[this.q.length - 1] = sumMotion(last, frame);
+      this.weights[this.weights.length - 1]++;
       this.stats.coalesced++;
       return;
     }
     this.q.push(frame);
+    this.weights.push(1);
     if (this.q.length > this.stats.maxQueue) this.stats.maxQueue = this.q.length;
   }
   shift(): Frame | undefined {
     const f = this.q.shift();
+    this.lastShiftWeight = this.weights.shift() ?? 0;
     if (f) this.stats.framesOut++;
     return f;
   }
@@ -146,6 +153,10 @@ export class QmpSink implements InputSink {
   private closed = false;
   private readonly maxInFlight: number;
   readonly unmapped = { count: 0 };
+  /** Frames written / answered by QEMU (or with nothing to send), for delivered(). */
+  private framesWritten = 0;
+  private framesAnswered = 0;
+  private waiters: Array<{ upTo: number; resolve: (ok: boolean) => void }> = [];
 
   constructor(
     readonly target: string,
@@ -158,6 +169,7 @@ export class QmpSink implements InputSink {
     conn.on('close', (err) => {
       if (!this.closed) opts.onError?.(new Error(`QMP ${socketPath} closed${err ? `: ${err.message}` : ''}`));
       this.closed = true;
+      this.settleWaiters();
     });
   }
 
@@ -174,8 +186,31 @@ export class QmpSink implements InputSink {
 
   write(frame: Frame): void {
     if (this.closed) return;
+    this.framesWritten++;
     this.queue.push(frame);
     this.pump();
+  }
+
+  delivered(): Promise<boolean> {
+    if (this.framesAnswered >= this.framesWritten) return Promise.resolve(true);
+    if (this.closed) return Promise.resolve(false);
+    return new Promise((resolve) => this.waiters.push({ upTo: this.framesWritten, resolve }));
+  }
+
+  private answered(frames: number): void {
+    this.framesAnswered += frames;
+    this.settleWaiters();
+  }
+
+  private settleWaiters(): void {
+    if (!this.waiters.length) return;
+    const still: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (this.framesAnswered >= w.upTo) w.resolve(true);
+      else if (this.closed) w.resolve(false);
+      else still.push(w);
+    }
+    this.waiters = still;
   }
 
   /** Resolves once every queued frame has been answered by QEMU. */
@@ -187,24 +222,32 @@ export class QmpSink implements InputSink {
     if (this.closed) return;
     await this.drain();
     this.closed = true;
+    this.settleWaiters();
     await this.conn.close();
   }
 
   private pump(): void {
     while (this.inFlight < this.maxInFlight && this.queue.length > 0 && !this.closed) {
       const frame = this.queue.shift()!;
+      const weight = this.queue.lastShiftWeight;
       const events = frameToQmpEvents(frame, this.unmapped);
-      if (events.length === 0) continue;
+      if (events.length === 0) {
+        this.answered(weight);
+        continue;
+      }
       this.inFlight++;
       this.conn.execute('input-send-event', { events }).then(
         () => {
           this.inFlight--;
+          this.answered(weight);
           this.opts.onWritten?.();
           this.pump();
         },
         (err: Error) => {
+          // QEMU answered (with an error): nothing more will come of this frame.
           this.inFlight--;
           this.queue.stats.errors++;
+          this.answered(weight);
           this.opts.onError?.(err);
           this.pump();
         },

@@ -14,6 +14,11 @@ export interface InputSink {
   /** False once the backend went away (QEMU exited); the router then drops and logs. */
   readonly alive: boolean;
   write(frame: Frame): void;
+  /**
+   * Resolves true once every frame written so far has reached the VM (QEMU answered), false when
+   * the sink closed first. Absent: a write() that returned has already reached it (uinput).
+   */
+  delivered?(): Promise<boolean>;
   close(): Promise<void>;
 }
 
