@@ -61,10 +61,13 @@ const guests: Record<'a' | 'b', { proc?: ChildProcess; log: string; qmp: string;
 /** Stands in for vm-daemon: a hotkey's SwitchToSlot freezes input, then focuses the slot's VM. */
 class FakeVmManager implements VmManager1Service {
   calls: number[] = [];
+  /** When set, a switch waits for it before Freeze: a slow vm-daemon (a busy machine, a GPU step). */
+  gate: Promise<void> | null = null;
   constructor(private readonly client: BusClient) {}
   Switch(): void {}
   async SwitchToSlot(_ctx: CallContext, slot: number, _options: VariantDict): Promise<void> {
     this.calls.push(slot);
+    if (this.gate) await this.gate;
     const vm = slot === 1 ? 'a' : slot === 2 ? 'b' : null;
     const input = this.client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
     await input.Freeze({});
@@ -252,6 +255,61 @@ test(
     for (const g of ['a', 'b'] as const) assert.ok(!serial(g).includes(' 03'), `chord key 2 reached ${g}`);
     assert.deepEqual(lines('a', 'BTN '), ['BTN down left', 'BTN up left']);
     assert.deepEqual(lines('b', 'BTN '), []);
+  },
+);
+
+test(
+  'Ctrl+2 and typing on at once while vm-daemon is slow to switch: none of the keys typed after the chord reach A; B gets them all, in order',
+  { skip },
+  async () => {
+    const input = client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1');
+    await input.SetFocus(VM_A, { qmp_socket: variant('s', guests.a.qmp) });
+    const aBefore = lines('a', 'KEY ').length;
+    const bBefore = lines('b', 'KEY ').length;
+    let openGate!: () => void;
+    manager.gate = new Promise<void>((r) => (openGate = r));
+    const Q = 16,
+      W = 17,
+      E = 18;
+    // The chord and the next keys in one go, as fast typing does.
+    await input.InjectEvents('keyboard', [
+      ...key(CTRL, 1),
+      ...key(KEY_2, 1),
+      ...key(KEY_2, 0),
+      ...key(CTRL, 0),
+      ...tap(Q),
+      ...tap(W),
+    ]);
+    await waitFor(
+      'vm-daemon got SwitchToSlot(2)',
+      () => manager.calls.at(-1) === 2 && manager.calls.length >= 2,
+    );
+    await input.InjectEvents('keyboard', tap(E));
+    openGate();
+    await service.settled();
+    manager.gate = null;
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget'), VM_B);
+    await waitFor('B got q w e', () => lines('b', 'KEY ').length >= bBefore + 6);
+    assert.deepEqual(lines('b', 'KEY ').slice(bBefore), [
+      'KEY down 10',
+      'KEY up 10',
+      'KEY down 11',
+      'KEY up 11',
+      'KEY down 12',
+      'KEY up 12',
+    ]);
+    // A marker typed into A afterwards: A's input is one ordered QMP pipeline, so once the marker
+    // is on A's console anything sent to A before it is too.
+    const Z = 44;
+    await input.SetFocus(VM_A, { qmp_socket: variant('s', guests.a.qmp) });
+    await input.InjectEvents('keyboard', tap(Z));
+    await waitFor('A got the marker z', () => lines('a', 'KEY up 2c').length > 0);
+    assert.deepEqual(
+      lines('a', 'KEY ').slice(aBefore),
+      ['KEY down 2c', 'KEY up 2c'],
+      'A got keys typed after Ctrl+2',
+    );
+    await input.SetFocus(VM_B, { qmp_socket: variant('s', guests.b.qmp) });
   },
 );
 
