@@ -134,15 +134,18 @@ export class InputService implements Input1Service {
    * stopped: nothing to release.
    */
   releaseLeftovers(entries: HeldEntry[]): Promise<void> {
-    this.options.journal?.adopt(entries);
+    const live = entries.filter((e) => {
+      if (vmIdFromPath(e.target) === null || !e.codes.length) return false;
+      if (existsSync(e.socket)) return true;
+      this.log.info(`${e.target}: ${e.socket} is gone (VM stopped): no held keys to release`);
+      return false;
+    });
+    // Kept in this daemon's journal until each VM confirms its releases: dying again before that
+    // leaves them for the next one.
+    this.options.journal?.adopt(live);
     return this.serial(async () => {
-      for (const e of entries) {
-        const vmId = vmIdFromPath(e.target);
-        if (vmId === null || !e.codes.length) continue;
-        if (!existsSync(e.socket)) {
-          this.log.info(`${e.target}: ${e.socket} is gone (VM stopped): no held keys to release`);
-          continue;
-        }
+      for (const e of live) {
+        const vmId = vmIdFromPath(e.target)!;
         try {
           const sink = await this.sinkFor(e.target, vmId, e.socket);
           const releases = e.codes.map((c) => ev(EV_KEY, c, 0));

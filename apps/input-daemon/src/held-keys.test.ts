@@ -1,0 +1,156 @@
+/**
+ * The held-keys journal (issue 12 item 2): whatever instant input-daemon is SIGKILLed at, every
+ * key a VM has seen go down is in the journal file, so the next daemon can release it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '@bulkhead/common';
+import { buildChords, HotkeyMatcher } from './hotkeys';
+import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
+import { BTN_LEFT, EV_KEY, ev, type Frame } from './input-event';
+import { InputService } from './input-service';
+import { Router } from './router';
+import { VirtualSeat } from './sources/virtual-seat';
+import { FakeSink } from './testing/fake-sink';
+
+const VM_A = '/org/bulkhead/VmManager1/vm/a';
+const VM_B = '/org/bulkhead/VmManager1/vm/b';
+const quiet = { info: () => undefined, warn: () => undefined };
+
+/** What the journal file says `target` may hold, read from disk. */
+const onDisk = (dir: string, target: string): number[] => {
+  const f = join(dir, HELD_KEYS_FILE);
+  if (!existsSync(f)) return [];
+  return (JSON.parse(readFileSync(f, 'utf8')).vms[target]?.codes ?? []) as number[];
+};
+
+/** A QMP-like sink: at every write it looks at the journal on disk; QEMU's answers come on demand. */
+class FakeCheckingSink extends FakeSink {
+  unrecordedPresses: number[] = [];
+  private answers: Array<() => void> = [];
+  constructor(
+    target: string,
+    private readonly dir: string,
+  ) {
+    super(target);
+  }
+  override write(frame: Frame): void {
+    const recorded = onDisk(this.dir, this.target);
+    for (const e of frame)
+      if (e.type === EV_KEY && e.value === 1 && !recorded.includes(e.code))
+        this.unrecordedPresses.push(e.code);
+    super.write(frame);
+  }
+  delivered(): Promise<boolean> {
+    return new Promise((r) => this.answers.push(() => r(true)));
+  }
+  answerAll(): void {
+    for (const a of this.answers.splice(0)) a();
+  }
+}
+
+test('every press is in the journal file before the sink gets it; a release leaves it only once the VM confirmed it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const journal = new HeldKeysJournal(dir, quiet);
+  const a = new FakeCheckingSink(VM_A, dir);
+  const b = new FakeCheckingSink(VM_B, dir);
+  const router = new Router(new FakeSink('/'), { setLeds: () => undefined }, quiet, journal);
+  journal.setSocket(VM_A, '/run/a.sock');
+  journal.setSocket(VM_B, '/run/b.sock');
+  router.setFocus(VM_A, a);
+  router.route([ev(EV_KEY, 30, 1)]);
+  router.route([ev(EV_KEY, BTN_LEFT, 1), ev(EV_KEY, 31, 1)]);
+  router.route([ev(EV_KEY, 30, 2)]);
+  assert.deepEqual(a.unrecordedPresses, []);
+  assert.deepEqual(onDisk(dir, VM_A).sort(), [30, 31, BTN_LEFT].sort());
+  router.route([ev(EV_KEY, 30, 0)]);
+  assert.deepEqual(onDisk(dir, VM_A).sort(), [30, 31, BTN_LEFT].sort(), 'released before QEMU answered');
+  a.answerAll();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(onDisk(dir, VM_A).sort(), [31, BTN_LEFT].sort());
+  // A focus change releases the rest in A (synthesised releases follow the same rule).
+  router.setFocus(VM_B, b);
+  router.route([ev(EV_KEY, 32, 1)]);
+  assert.deepEqual(b.unrecordedPresses, []);
+  a.answerAll();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(onDisk(dir, VM_A), []);
+  assert.deepEqual(onDisk(dir, VM_B), [32]);
+  const entries = readHeldKeys(join(dir, HELD_KEYS_FILE), quiet);
+  assert.deepEqual(entries, [{ target: VM_B, socket: '/run/b.sock', codes: [32] }]);
+  rmSync(dir, { recursive: true });
+});
+
+test('a key pressed again before its release was confirmed stays in the journal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const journal = new HeldKeysJournal(dir, quiet);
+  const a = new FakeCheckingSink(VM_A, dir);
+  const router = new Router(new FakeSink('/'), { setLeds: () => undefined }, quiet, journal);
+  journal.setSocket(VM_A, '/run/a.sock');
+  router.setFocus(VM_A, a);
+  router.route([ev(EV_KEY, 30, 1)]);
+  router.route([ev(EV_KEY, 30, 0)]);
+  router.route([ev(EV_KEY, 30, 1)]);
+  a.answerAll();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(onDisk(dir, VM_A), [30]);
+  rmSync(dir, { recursive: true });
+});
+
+test('a corrupt journal is reported with its path, kept aside, and read as empty', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const f = join(dir, HELD_KEYS_FILE);
+  const warnings: string[] = [];
+  const log = { info: () => undefined, warn: (m: string) => warnings.push(m) };
+  writeFileSync(f, '{"version":1,"vms":{"/org/bulkhead/VmManager1/vm/a":{"socket":"/s","codes":[30, "x"]}}}');
+  assert.deepEqual(readHeldKeys(f, log), []);
+  assert.equal(warnings.length, 1);
+  assert.ok(warnings[0].startsWith(`${f}: vms['/org/bulkhead/VmManager1/vm/a'].codes`), warnings[0]);
+  assert.ok(existsSync(`${f}.corrupt`));
+  writeFileSync(f, '{"version":1,"vms":{');
+  assert.deepEqual(readHeldKeys(f, log), []);
+  assert.match(warnings[1], new RegExp(`^${f}: .*JSON`));
+  rmSync(dir, { recursive: true });
+});
+
+test('at start the leftovers are released in every VM whose QEMU still runs, focused or not, before any SetFocus', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const socketB = join(dir, 'b-input.sock'); // stands in for a live QEMU's socket
+  writeFileSync(socketB, '');
+  writeFileSync(
+    join(dir, HELD_KEYS_FILE),
+    JSON.stringify({
+      version: 1,
+      vms: {
+        [VM_A]: { socket: join(dir, 'gone.sock'), codes: [30] },
+        [VM_B]: { socket: socketB, codes: [31, BTN_LEFT] },
+      },
+    }),
+  );
+  const journal = new HeldKeysJournal(dir, quiet);
+  const b = new FakeSink(VM_B);
+  const opened: string[] = [];
+  const service = new InputService(
+    new VirtualSeat(),
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    {
+      forVm: async (target, _id, socket) => {
+        opened.push(`${target} ${socket}`);
+        return b;
+      },
+    },
+    { switchToSlot: async () => undefined },
+    createLogger('held-keys-test', 'error'),
+    { journal },
+  );
+  await service.releaseLeftovers(readHeldKeys(join(dir, HELD_KEYS_FILE), quiet));
+  assert.deepEqual(opened, [`${VM_B} ${socketB}`], 'only the VM whose socket exists is reached');
+  assert.deepEqual(b.frames, [[ev(EV_KEY, 31, 0), ev(EV_KEY, BTN_LEFT, 0)]]);
+  assert.deepEqual(onDisk(dir, VM_B), []);
+  assert.deepEqual(onDisk(dir, VM_A), [], 'the stopped VM is forgotten');
+  rmSync(dir, { recursive: true });
+});
