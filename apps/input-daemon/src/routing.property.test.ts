@@ -80,7 +80,11 @@ type Op =
   | { k: 'wheel'; d: number }
   | { k: 'focus'; target: number }
   | { k: 'lock' }
-  | { k: 'unlock' };
+  | { k: 'unlock' }
+  /** A slow vm-daemon (second property) answers the oldest pending hotkey switch. */
+  | { k: 'switch-done' }
+  | { k: 'switch-refused' }
+  | { k: 'switch-rolled-back' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -138,7 +142,25 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('unlock' as const) }) },
 );
 
-function run(ops: Op[]): void {
+/** The ops of a slow vm-daemon: a hotkey's switch resolves only when one of these comes. */
+const slowOpArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 12, arbitrary: opArb },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom<Op>(
+      { k: 'switch-done' },
+      { k: 'switch-done' },
+      { k: 'switch-refused' },
+      { k: 'switch-rolled-back' },
+    ),
+  },
+);
+
+/**
+ * `slowSwitches`: a chord's switch does not happen at once; the router holds input (holdForSwitch)
+ * until a switch-* op resolves it, as InputService does with a real vm-daemon.
+ */
+function run(ops: Op[], slowSwitches = false): void {
   const ref: { router?: Router } = {};
   /** Key/button events the test sent → their seq. */
   const order = new Map<InputEvent, number>();
@@ -161,10 +183,25 @@ function run(ops: Op[]): void {
   ));
   /** Destination generation → the seq of the first key event sent after it began. */
   const generationStart = new Map<number, number>([[router.generation, 0]]);
+  /** The hold of the pending hotkey switch: its origin, and the seq typing began to be held at. */
+  let hold: { token: number; origin: string; startSeq: number } | null = null;
+  /** Key events sent while a hold was on → that hold (they must never reach its origin...). */
+  const heldUnder = new Map<InputEvent, { token: number; origin: string }>();
+  /** ...unless that switch succeeded onto the origin itself (Ctrl+1 while in VM 1). */
+  const switchedToOrigin = new Set<number>();
   const changeDestination = (change: () => void) => {
+    const holdBefore = hold;
+    const delivered = router.stats.heldDelivered;
+    const generation = router.generation;
     change();
-    generationStart.set(router.generation, seq);
+    if (router.generation !== generation) generationStart.set(router.generation, seq);
+    // What a hold kept back was typed from its start on: it belongs to where it was delivered.
+    if (holdBefore && router.stats.heldDelivered > delivered)
+      generationStart.set(router.generation, holdBefore.startSeq);
+    if (!router.isHolding) hold = null;
   };
+  /** Switches asked by hotkeys, oldest first, that the slow vm-daemon has not answered yet. */
+  const pendingSwitches: Array<{ token: number; slot: number; origin: string }> = [];
   /** Strokes of every key (< 0x100) held when a chord matched: the chord's keys, modifiers included. */
   const chordStrokes = new Set<number>();
   let chordsMatched = 0;
@@ -174,12 +211,27 @@ function run(ops: Op[]): void {
     for (const [code, s] of stroke) if (code < 0x100) chordStrokes.add(s);
     const action = c.action;
     if (action.kind === 'secure-attention') return changeDestination(() => router.lock());
+    if (slowSwitches) {
+      if (router.isLocked) return; // InputService: no switching while locked
+      const origin = router.focusedTarget;
+      changeDestination(() => {
+        const token = router.holdForSwitch();
+        hold = { token, origin, startSeq: seq };
+        pendingSwitches.push({ token, slot: action.slot, origin });
+      });
+      return;
+    }
     changeDestination(() => router.freeze());
     changeDestination(() => router.setFocus(TARGETS[action.slot], sinks[action.slot]));
   });
   const send = (events: InputEvent[]) => {
-    for (const e of events) if (e.type === EV_KEY) order.set(e, seq++);
+    for (const e of events)
+      if (e.type === EV_KEY) {
+        order.set(e, seq++);
+        if (hold) heldUnder.set(e, hold);
+      }
     pipeline.handleFrame(events);
+    if (!router.isHolding) hold = null;
   };
   // Key frames carry the scan code first, like a real keyboard's.
   const keyFrame = (code: number, value: number) =>
@@ -250,6 +302,29 @@ function run(ops: Op[]): void {
       case 'unlock':
         changeDestination(() => router.unlock());
         break;
+      case 'switch-done': {
+        const sw = pendingSwitches.shift();
+        if (!sw) break;
+        changeDestination(() => router.freeze());
+        changeDestination(() => router.setFocus(TARGETS[sw.slot], sinks[sw.slot]));
+        if (router.focusedTarget === sw.origin) switchedToOrigin.add(sw.token);
+        changeDestination(() => router.endHold(sw.token, 'switched'));
+        break;
+      }
+      case 'switch-refused': {
+        const sw = pendingSwitches.shift();
+        if (sw) changeDestination(() => router.endHold(sw.token, 'failed'));
+        break;
+      }
+      case 'switch-rolled-back': {
+        const sw = pendingSwitches.shift();
+        if (!sw) break;
+        const back = TARGETS.indexOf(sw.origin);
+        changeDestination(() => router.freeze());
+        changeDestination(() => router.setFocus(sw.origin, sinks[back]));
+        changeDestination(() => router.endHold(sw.token, 'failed'));
+        break;
+      }
     }
   }
   for (const code of [...stroke.keys()]) release(code);
@@ -260,6 +335,12 @@ function run(ops: Op[]): void {
     let last = -1;
     for (const { e, stroke: st, generation } of s.received) {
       if (e.type !== EV_KEY) continue;
+      // Typed after a switch hotkey: never in the VM being left (unless the person asked for it).
+      const h = heldUnder.get(e);
+      assert.ok(
+        !h || h.origin !== s.target || switchedToOrigin.has(h.token),
+        `${s.target} got ${e.code} (value ${e.value}), typed after a hotkey switching away from it`,
+      );
       // No half strokes: a key pressed before this destination began (a held-back modifier
       // included) gets nothing here — its release in the old one came from the router.
       if (e.value !== 0 || order.has(e))
@@ -296,5 +377,12 @@ test('property: ~2000 random interleavings leak nothing, leave nothing stuck, re
       seed: 20261126,
       numRuns: 2000,
     },
+  );
+});
+
+test('property: with a slow vm-daemon, ~1000 interleavings of typing across hotkeys, switches done, refused and rolled back: nothing typed after a hotkey reaches the VM being left, and all of the above still holds', () => {
+  fc.assert(
+    fc.property(fc.array(slowOpArb, { minLength: 1, maxLength: 60 }), (ops) => run(ops, true)),
+    { seed: 20261201, numRuns: 1000 },
   );
 });
