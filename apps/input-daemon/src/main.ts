@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogger } from '@bulkhead/common';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH } from '@bulkhead/contract';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
@@ -21,13 +24,25 @@ import { SWITCHER_TARGET } from './router';
 /** Survives a restart of the daemon (systemd: RuntimeDirectory=, RuntimeDirectoryPreserve=restart). */
 const DEFAULT_RUN_DIR = '/run/bulkhead-input';
 
+/**
+ * The run dir when --run-dir is not given: DEFAULT_RUN_DIR on the system bus; on any other bus
+ * (demo, tests) one per bus address under the temp dir, so that daemons on different private
+ * buses never release keys in each other's VMs, while a restart on the same bus finds its file.
+ */
+function defaultRunDir(): string {
+  const bus = process.env.BULKHEAD_BUS ?? 'system';
+  if (bus === 'system') return DEFAULT_RUN_DIR;
+  return join(tmpdir(), `bulkhead-input-${createHash('sha256').update(bus).digest('hex').slice(0, 16)}`);
+}
+
 const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>] [--run-dir <dir>]
-  --run-dir: where the keys held in each VM are recorded (default ${DEFAULT_RUN_DIR}), so that the
-             next daemon after a crash releases them
+  --run-dir: where the keys held in each VM are recorded, so that the next daemon after a crash
+             releases them (default ${DEFAULT_RUN_DIR} on the system bus, else one per bus address
+             under the temp dir)
   env BULKHEAD_BUS: D-Bus address (default: the system bus); BULKHEAD_LOG_LEVEL: debug|info|warn|error`;
 
 function parseArgs(argv: string[]): { seat: string; hotkeys?: string; runDir: string } {
-  const out: { seat: string; hotkeys?: string; runDir: string } = { seat: 'evdev', runDir: DEFAULT_RUN_DIR };
+  const out: { seat: string; hotkeys?: string; runDir: string } = { seat: 'evdev', runDir: defaultRunDir() };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -107,7 +122,7 @@ async function main(): Promise<void> {
     },
   };
   const journalLog = log.child('held-keys');
-  const leftovers = readHeldKeys(`${args.runDir}/${HELD_KEYS_FILE}`, journalLog);
+  const leftovers = readHeldKeys(join(args.runDir, HELD_KEYS_FILE), journalLog);
   const journal = new HeldKeysJournal(args.runDir, journalLog);
   const service = new InputService(
     source,
@@ -125,7 +140,7 @@ async function main(): Promise<void> {
   await host.requestName(BUS_NAMES.input);
   await source.start();
   log.info(
-    `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}`,
+    `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}, held keys recorded in ${journal.path}`,
   );
 
   const stop = async (sig: string) => {
