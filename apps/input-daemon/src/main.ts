@@ -26,19 +26,22 @@ const DEFAULT_RUN_DIR = '/run/bulkhead-input';
 
 /**
  * The run dir when --run-dir is not given: DEFAULT_RUN_DIR on the system bus; on any other bus
- * (demo, tests) one per bus address under the temp dir, so that daemons on different private
- * buses never release keys in each other's VMs, while a restart on the same bus finds its file.
+ * (demo, tests) one per bus address under /dev/shm (or the temp dir), so that daemons on
+ * different private buses never release keys in each other's VMs, while a restart on the same bus
+ * finds its file.
  */
 function defaultRunDir(): string {
   const bus = process.env.BULKHEAD_BUS ?? 'system';
   if (bus === 'system') return DEFAULT_RUN_DIR;
-  return join(tmpdir(), `bulkhead-input-${createHash('sha256').update(bus).digest('hex').slice(0, 16)}`);
+  // A tmpfs like /run when there is one: a rename on a loaded disk file system takes ms.
+  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  return join(base, `bulkhead-input-${createHash('sha256').update(bus).digest('hex').slice(0, 16)}`);
 }
 
 const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>] [--run-dir <dir>]
   --run-dir: where the keys held in each VM are recorded, so that the next daemon after a crash
              releases them (default ${DEFAULT_RUN_DIR} on the system bus, else one per bus address
-             under the temp dir)
+             under /dev/shm or the temp dir)
   env BULKHEAD_BUS: D-Bus address (default: the system bus); BULKHEAD_LOG_LEVEL: debug|info|warn|error`;
 
 function parseArgs(argv: string[]): { seat: string; hotkeys?: string; runDir: string } {

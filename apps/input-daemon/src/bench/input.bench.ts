@@ -1,6 +1,8 @@
 /**
  * Input path benchmark. Prints a table and a final `BENCH-JSON {...}` line.
- *  - in-memory sink: events/s and parse→sink.write latency through parser + hotkeys + router.
+ *  - in-memory sink: events/s and parse→sink.write latency through parser + hotkeys + router;
+ *    the same into a VM target with the held-keys journal (a file write + rename before each press
+ *    and after each release of a key: the cost of surviving a SIGKILL without stuck keys).
  *  - QMP sink vs raw baseline (a bare loop writing the same input-send-event commands to the same
  *    QMP socket of a real QEMU test guest): frames/s flat out, and latency p50/p99 from parse to
  *    QEMU's reply at a steady 500 frames/s.
@@ -13,6 +15,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HeldKeysJournal } from '../held-keys';
 import { buildChords, HotkeyMatcher } from '../hotkeys';
 import { EV_KEY, EV_REL, InputEventParser, REL_X, REL_Y, encodeEvents, ev, type Frame } from '../input-event';
 import { InputPipeline } from '../pipeline';
@@ -35,8 +38,12 @@ function pct(xs: number[], p: number): number {
 const nowUs = () => Number(process.hrtime.bigint()) / 1000;
 
 /** parser → hotkeys → router → `sink`, as in the daemon. Returns a feed(bytes) function. */
-function pipelineInto(sink: InputSink): (bytes: Buffer) => void {
-  const router = new Router(sink, { setLeds: () => undefined }, quiet);
+function pipelineInto(sink: InputSink, journal: HeldKeysJournal | null = null): (bytes: Buffer) => void {
+  const router = new Router(sink, { setLeds: () => undefined }, quiet, journal);
+  if (journal) {
+    journal.setSocket(sink.target, '/bench/input.sock');
+    router.setFocus(sink.target, sink);
+  }
   const pipeline = new InputPipeline(new HotkeyMatcher(buildChords()), router, () => undefined);
   const parser = new InputEventParser({ frame: (f) => pipeline.handleFrame(f) });
   return (b) => parser.push(b);
@@ -44,18 +51,18 @@ function pipelineInto(sink: InputSink): (bytes: Buffer) => void {
 
 const keyFrame = (i: number): Frame => [ev(EV_KEY, 30 + (Math.floor(i / 2) % 9), i % 2 === 0 ? 1 : 0)];
 
-function inMemory(): { eventsPerSec: number; p50us: number; p99us: number } {
+function inMemory(journalDir: string | null = null): { eventsPerSec: number; p50us: number; p99us: number } {
   let t0 = 0;
   const lat: number[] = [];
   const sink: InputSink = {
-    target: '/',
+    target: journalDir ? '/org/bulkhead/VmManager1/vm/bench' : '/',
     description: 'memory',
     alive: true,
     write: () => void lat.push(nowUs() - t0),
     close: async () => undefined,
   };
-  const feed = pipelineInto(sink);
-  const frames = Array.from({ length: 100_000 }, (_, i) =>
+  const feed = pipelineInto(sink, journalDir ? new HeldKeysJournal(journalDir, quiet) : null);
+  const frames = Array.from({ length: journalDir ? 20_000 : 100_000 }, (_, i) =>
     encodeEvents(i % 3 ? keyFrame(i) : [ev(EV_REL, REL_X, 1), ev(EV_REL, REL_Y, -1)]),
   );
   const start = nowUs();
@@ -168,10 +175,19 @@ async function qmpBench(socket: string) {
 
 async function main(): Promise<void> {
   const mem = inMemory();
+  // On a tmpfs, as /run is in the Control Domain (on a loaded ext4 a rename costs ~0.15-4 ms).
+  const journalDir = mkdtempSync(
+    join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'input-bench-journal-'),
+  );
+  const journaled = inMemory(journalDir);
+  rmSync(journalDir, { recursive: true, force: true });
   const result: Record<string, number | string> = {
     memEventsPerSec: mem.eventsPerSec,
     memP50us: Math.round(mem.p50us * 10) / 10,
     memP99us: Math.round(mem.p99us * 10) / 10,
+    journalEventsPerSec: journaled.eventsPerSec,
+    journalP50us: Math.round(journaled.p50us * 10) / 10,
+    journalP99us: Math.round(journaled.p99us * 10) / 10,
   };
   const canQemu =
     existsSync(GUEST) &&
@@ -213,6 +229,8 @@ async function main(): Promise<void> {
   const rows: Array<[string, string]> = [
     ['in-memory sink: events/s', String(result.memEventsPerSec)],
     ['in-memory sink: parse→write p50 / p99 (µs)', `${result.memP50us} / ${result.memP99us}`],
+    ['+ held-keys journal (VM target): events/s', String(result.journalEventsPerSec)],
+    ['+ held-keys journal: parse→write p50 / p99 (µs)', `${result.journalP50us} / ${result.journalP99us}`],
   ];
   if (canQemu) {
     rows.push(
