@@ -51,6 +51,7 @@ need mformat mtools
 need grub-mkrescue grub-common
 need /usr/lib/grub/i386-pc/boot.img grub-pc-bin
 need /usr/lib/grub/x86_64-efi/linux.mod grub-efi-amd64-bin
+need /usr/share/OVMF/OVMF_CODE_4M.fd ovmf # UEFI firmware: what the ISO's UEFI boot is tested with
 if [ ${#missing[@]} -gt 0 ]; then
   echo "linux guest: installing ${missing[*]}" >&2
   apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
