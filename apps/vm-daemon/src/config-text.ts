@@ -32,16 +32,22 @@ export function firstUnsafeChar(s: string): { char: string; at: number } | null 
   return { char: codePoint(m[0]), at: [...s.slice(0, m.index)].length };
 }
 
+/** `\u0000` (as JSON writes it) for a BMP character, `\u{e0001}` beyond. */
+const escapeChar = (c: string): string => {
+  const cp = c.codePointAt(0)!;
+  return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+};
+
 /**
  * `s` cut to `max` code points (never inside a surrogate pair) with every unsafe character
- * written as `\u{XXXX}`; a cut says how long the whole was.
+ * escaped (`\u202e`); a cut says how long the whole was.
  */
 export function excerpt(s: string, max = MAX_EXCERPT_CHARS): string {
   // Look at no more of a huge string than the excerpt can show.
   const head = s.length > max * 2 + 2 ? s.slice(0, max * 2 + 2) : s;
   const points = [...head];
   const shown = points.slice(0, max).join('');
-  const escaped = shown.replace(UNSAFE_CHARS, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
+  const escaped = shown.replace(UNSAFE_CHARS, escapeChar);
   return points.length > max || head.length < s.length ? `${escaped}… (${s.length} characters)` : escaped;
 }
 

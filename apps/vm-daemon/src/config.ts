@@ -209,11 +209,13 @@ export function nestingBeyond(text: string, limit: number): { field: string | nu
  */
 function jsonErrorText(text: string, message: string): string {
   const at = /at position (\d+)/.exec(message);
-  const what = message
-    .replace(/, ".*" is not valid JSON$/s, '')
-    .replace(/ in JSON at position \d+.*$/s, '')
-    .replace(/^Unexpected token '(.+?)'$/su, (_m, t: string) => `unexpected character ${describeValue(t)}`)
-    .slice(0, 120);
+  // Whatever V8 quotes of the input starts at a double quote: keep only the words before it.
+  const quote = message.indexOf('"');
+  const what = (quote >= 0 ? message.slice(0, quote) : message)
+    .replace(/ at position \d+.*$/s, '')
+    .replace(/ in JSON$/, '')
+    .replace(/[\s,:]+$/, '')
+    .replace(/^Unexpected token '(.+)'$/su, (_m, t: string) => `unexpected character ${describeValue(t)}`);
   if (!at) return excerpt(what, 120);
   const pos = Math.min(Number(at[1]), text.length);
   const before = text.slice(0, pos);
@@ -232,7 +234,7 @@ function checkText(field: string, v: string, max: number): string {
   if (bad)
     throw new FieldError(
       field,
-      `must not contain control, bidi or invisible characters, got ${bad.char} at character ${bad.at + 1}`,
+      `must not contain control, bidi or invisible characters, got ${describeValue(v)} (${bad.char} at character ${bad.at + 1})`,
     );
   return v;
 }
