@@ -1,20 +1,45 @@
 /**
  * Fuzz targets for VM definition files (used by config.fuzz.test.ts with a fixed seed and by
- * `npm run fuzz` with random seeds). Inputs: arbitrary JSON, arbitrary text, and mutations of the
- * shipped examples (examples/vms/*.json). Properties:
- *  - parseVmDefinition never throws; it answers a definition that satisfies the schema, or an
- *    error naming the file and a field;
+ * `npm run fuzz` with random seeds). Inputs: arbitrary JSON, arbitrary text, mutations of the
+ * shipped examples (examples/vms/*.json) with hostile values (NUL, bidi and zero-width
+ * characters, 100,000-character strings, `..` paths, values nested up to 40,000 levels), and
+ * config dirs holding special files (FIFO, socket, directory, symlinks in and out, group-writable
+ * and oversized files). Properties:
+ *  - parseVmDefinition never throws; it answers a definition that satisfies the schema (no
+ *    invisible characters in shown text, every path inside the image directories), or an error
+ *    naming the file and a field, short and with nothing unescaped;
  *  - a config dir with one mutated file and one good file loads the good VM, and a VmManager
- *    reloading the mutated file holds either the old definition or the new one, never a mix.
+ *    reloading the mutated file holds either the old definition or the new one, never a mix;
+ *  - a config dir with special files loads (never blocks), loads the good VM, refuses each
+ *    special file as such and quotes nothing of a file it must not read.
  */
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { SWITCHER_PATH } from '@bulkhead/contract';
 import { MAX_SLOT, VM_KINDS, createLogger } from '@bulkhead/common';
 import { checkProperty, type FuzzTarget } from '@bulkhead/dbus/dist/testing/fuzz-target';
-import { BACKENDS, DISK_FORMATS, loadConfigDir, parseVmDefinition, type VmDefinition } from './config';
+import {
+  BACKENDS,
+  DISK_FORMATS,
+  defaultImageDirs,
+  loadConfigDir,
+  parseVmDefinition,
+  type ConfigError,
+  type VmDefinition,
+} from './config';
 import { FakeBackend } from './backend/fake-backend';
 import { StateStore } from './state-store';
 import { DONE, type InputFocus } from './switch-transaction';
@@ -58,6 +83,26 @@ const edgyValue: fc.Arbitrary<unknown> = fc.oneof(
     [{ path: 'x', format: 'vmdk' }],
     [{ path: 'x', format: 'raw', sizeMiB: 0 }],
     '__proto__',
+    // Hostile text: NUL and other controls, bidi overrides/isolates, zero-width, huge.
+    'a\u0000b',
+    'Personal\u202e',
+    '\u2066Business\u2069',
+    'Per\u200bsonal',
+    'x\u061c',
+    '\u001b[31m',
+    '\ud800',
+    '\u3164',
+    ' ',
+    'x'.repeat(100_000),
+    'é'.repeat(70),
+    // Paths out of the image directories.
+    '/etc/shadow',
+    '../../../../etc/shadow',
+    '../../guest/build/bulkhead-guest.elf',
+    [{ path: '../../../../etc/shadow', format: 'raw' }],
+    [{ path: '/dev/sda', format: 'raw' }],
+    [{ path: 'sub/../../x.raw', format: 'raw' }],
+    [{ path: 'ok.raw', format: 'raw', sizeMiB: 1 }],
     ...VM_KINDS,
     ...DISK_FORMATS,
     ...BACKENDS,
@@ -94,8 +139,25 @@ function mutate(base: Record<string, unknown>, ms: Mutation[]): Record<string, u
   return o;
 }
 
+/** An example with one field (or $comment) set to arrays or objects nested `depth` levels. */
+const deeplyNested: fc.Arbitrary<string> = fc
+  .tuple(
+    fc.constantFrom(...examples),
+    fc.constantFrom(...FIELDS, '$comment'),
+    fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1000, max: 40_000 })),
+    fc.constantFrom('[', '{"a":'),
+  )
+  .map(([b, field, depth, open]) => {
+    const o: Record<string, unknown> = { ...b };
+    delete o[field];
+    const base = JSON.stringify(o);
+    const deep = open.repeat(depth) + (open === '[' ? '' : '1') + (open === '[' ? ']' : '}').repeat(depth);
+    return `${base.slice(0, -1)}${base.length > 2 ? ',' : ''}${JSON.stringify(field)}:${deep}}`;
+  });
+
 /** A definition file's text: a mutated example, arbitrary JSON, or text cut/garbled. */
 export const definitionText: fc.Arbitrary<string> = fc.oneof(
+  { weight: 1, arbitrary: deeplyNested },
   {
     weight: 5,
     arbitrary: fc
@@ -116,11 +178,40 @@ export const definitionText: fc.Arbitrary<string> = fc.oneof(
   },
 );
 
-/** What a definition that parseVmDefinition accepted must satisfy (the README's schema). */
-function checkDefinition(d: VmDefinition, file: string): void {
-  const fail = (why: string) => {
-    throw new Error(`accepted an invalid definition (${why}): ${JSON.stringify(d)}`);
+/**
+ * Characters no shown text may hold (written out here, apart from the implementation's class):
+ * C0/C1 controls, bidi marks/embeddings/overrides/isolates, zero-width characters, the BOM,
+ * lone surrogates.
+ */
+const INVISIBLE =
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\u3164]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** An error as ConfigErrors shows it: names the file, short, nothing unescaped. */
+function checkError(e: ConfigError, file: string): void {
+  const bad = (why: string) => {
+    throw new Error(`${why}: ${JSON.stringify(e).slice(0, 600)}`);
   };
+  if (e.file !== file) bad(`error names file ${e.file}, not ${file}`);
+  if (!e.field || !e.reason) bad('error without field/reason');
+  if (e.reason.length > 500 || e.field.length > 100) bad('error too long');
+  if (INVISIBLE.test(e.field) || INVISIBLE.test(e.reason)) bad('unescaped invisible character in the error');
+}
+
+/** What a definition that parseVmDefinition accepted must satisfy (the README's schema). */
+function checkDefinition(
+  d: VmDefinition,
+  file: string,
+  imageDirs = defaultImageDirs(join(file, '..')),
+): void {
+  const fail = (why: string) => {
+    throw new Error(`accepted an invalid definition (${why}): ${JSON.stringify(d).slice(0, 600)}`);
+  };
+  if (INVISIBLE.test(d.name) || !/\S/.test(d.name)) fail('invisible name');
+  if (INVISIBLE.test(d.icon) || INVISIBLE.test(d.append)) fail('invisible icon/append');
+  const inImageDir = (p: string) =>
+    imageDirs.some((dir) => p.startsWith(`${dir}/`)) && !p.split('/').includes('..');
+  if (d.disks.some((k) => !inImageDir(k.path))) fail('disk outside the image directories');
+  if (d.kernel !== null && !inImageDir(d.kernel)) fail('kernel outside the image directories');
   if (d.file !== file) fail('file');
   if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(d.id)) fail('id');
   if (typeof d.name !== 'string' || d.name.length < 1 || d.name.length > 64) fail('name');
@@ -146,9 +237,7 @@ export const parseProperty = fc.property(definitionText, (text) => {
   const file = '/etc/bulkhead/vms/fuzz.json';
   const r = parseVmDefinition(file, text);
   if (r.ok) return checkDefinition(r.def, file);
-  if (r.error.file !== file) throw new Error(`error names file ${r.error.file}`);
-  if (!r.error.field || !r.error.reason)
-    throw new Error(`error without field/reason: ${JSON.stringify(r.error)}`);
+  checkError(r.error, file);
   if (r.id !== null && !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(r.id)) throw new Error(`bad id ${r.id}`);
 });
 
@@ -212,7 +301,89 @@ export const dirProperty = fc.property(definitionText, (text) => {
   }
 });
 
+const SECRET = 'root:$y$j9T$FUZZSECRET:19000:0:99999:7:::';
+const SPECIAL_KINDS = [
+  'definition',
+  'fifo',
+  'socket',
+  'directory',
+  'symlink-outside',
+  'symlink-dangling',
+  'symlink-inside',
+  'group-writable',
+  'oversized',
+] as const;
+type SpecialKind = (typeof SPECIAL_KINDS)[number];
+/** What loading must say of each kind of entry (null: whatever its text deserves). */
+const EXPECTED: Record<SpecialKind, RegExp | null> = {
+  definition: null,
+  fifo: /^not a regular file \(fifo\)$/,
+  socket: /^not a regular file \(socket\)$/,
+  directory: /^not a regular file \(directory\)$/,
+  'symlink-outside': /^not a regular file \(symlink\)$/,
+  'symlink-dangling': /^not a regular file \(symlink\)$/,
+  'symlink-inside': /^not a regular file \(symlink\)$/,
+  'group-writable': /^writable by group/,
+  oversized: /^the file is \d+ bytes, larger than the \d+-byte limit/,
+};
+
+/**
+ * A config dir with a good file and special entries named *.json: loading never blocks, loads the
+ * good VM, refuses each special entry as what it is, and quotes nothing of the secret a symlink
+ * points to.
+ */
+export const specialFilesProperty = fc.asyncProperty(
+  fc.array(fc.record({ kind: fc.constantFrom(...SPECIAL_KINDS), text: definitionText }), {
+    minLength: 1,
+    maxLength: 5,
+  }),
+  async (entries) => {
+    const root = mkdtempSync(join(tmpdir(), 'vmd-fuzz-special-'));
+    const servers: Array<ReturnType<typeof createServer>> = [];
+    try {
+      const dir = join(root, 'vms');
+      mkdirSync(dir);
+      writeFileSync(join(root, 'shadow'), SECRET, { mode: 0o600 });
+      writeFileSync(join(dir, 'a-good.json'), JSON.stringify(GOOD));
+      for (const [i, { kind, text }] of entries.entries()) {
+        const path = join(dir, `e-${i}.json`);
+        if (kind === 'definition') writeFileSync(path, text);
+        else if (kind === 'fifo') execFileSync('mkfifo', [path]);
+        else if (kind === 'socket') {
+          const server = createServer();
+          servers.push(server);
+          await new Promise<void>((r) => server.listen(path, r));
+        } else if (kind === 'directory') mkdirSync(path);
+        else if (kind === 'symlink-outside') symlinkSync(join(root, 'shadow'), path);
+        else if (kind === 'symlink-dangling') symlinkSync(join(root, 'gone'), path);
+        else if (kind === 'symlink-inside') symlinkSync('a-good.json', path);
+        else if (kind === 'group-writable') {
+          writeFileSync(path, text);
+          chmodSync(path, 0o664);
+        } else writeFileSync(path, text.padEnd(1 << 20, ' '));
+      }
+      const loaded = loadConfigDir(dir);
+      if (!loaded.vms.some((v) => v.id === 'good')) throw new Error('the good file did not load');
+      for (const v of loaded.vms) checkDefinition(v, v.file, defaultImageDirs(dir));
+      for (const [i, { kind }] of entries.entries()) {
+        const file = join(dir, `e-${i}.json`);
+        const errors = loaded.errors.filter((e) => e.file === file);
+        for (const e of errors) checkError(e, file);
+        const want = EXPECTED[kind];
+        if (want && !(errors.length === 1 && errors[0].field === '(file)' && want.test(errors[0].reason)))
+          throw new Error(`${kind} e-${i}.json: expected ${want}, got ${JSON.stringify(errors)}`);
+      }
+      const all = JSON.stringify(loaded.errors);
+      if (all.includes('FUZZSECRET') || all.includes('root:')) throw new Error(`secret quoted: ${all}`);
+    } finally {
+      for (const s of servers) s.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  },
+);
+
 export const fuzzTargets: FuzzTarget[] = [
   { name: 'vm-daemon: definition file', run: (o) => checkProperty(parseProperty, o) },
   { name: 'vm-daemon: config dir reload', run: (o) => checkProperty(dirProperty, o) },
+  { name: 'vm-daemon: config dir special files', run: (o) => checkProperty(specialFilesProperty, o) },
 ];
