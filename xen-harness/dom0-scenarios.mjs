@@ -91,6 +91,9 @@ function startDaemon() {
       '--bus',
       ADDR,
       '--no-autostart',
+      // The guests' kernel lives here (vm-daemon refuses paths outside its image directories).
+      '--image-dir',
+      '/opt/guest',
     ],
     {
       stdio: ['ignore', out, out],
