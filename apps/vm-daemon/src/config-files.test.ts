@@ -29,6 +29,8 @@ import {
   type ConfigError,
 } from './config';
 import { MAX_FILE_BYTES, readDefinitionFile } from './config-files';
+import { loadXenOptions } from './backend/xen/xen-options';
+import { BulkheadError } from '@bulkhead/contract';
 
 const vm = (id: string, slot: number, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ id, slot, color: '#112233', memoryMiB: 32, ...extra });
@@ -310,5 +312,20 @@ test('a file that is not UTF-8 is refused as such, its bytes not quoted', () => 
     ok: false,
     reason: 'cannot read: ENOENT (lstat)',
   });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a Xen sidecar (<id>.xen) is read by the same rules: a FIFO is refused, not waited on', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-sidecar-'));
+  execFileSync('mkfifo', [join(dir, 'x.xen')]);
+  assert.throws(
+    () => loadXenOptions({ file: join(dir, 'x.json'), kernel: null }),
+    (e: unknown) =>
+      e instanceof BulkheadError &&
+      e.errorName === 'InvalidConfig' &&
+      e.message === `${join(dir, 'x.xen')}: (file): not a regular file (fifo)`,
+  );
+  // No sidecar: the defaults.
+  assert.equal(loadXenOptions({ file: join(dir, 'y.json'), kernel: null }).type, 'hvm');
   rmSync(dir, { recursive: true, force: true });
 });

@@ -18,10 +18,10 @@
  * `"gpu": {"pci": [...], "handoff": true}` (config.ts), moved by the GPU hand-off.
  * TODO(config.ts owner): fold these into VmDefinition as `xen: {...}` and drop the sidecar.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, dirname, basename } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import type { VmDefinition } from '../../config';
+import { readDefinitionFile } from '../../config-files';
 
 export type XenGuestType = 'pv' | 'pvh' | 'hvm';
 
@@ -124,12 +124,10 @@ export function parseXenOptions(
 /** The sidecar of `def` when it exists, else the defaults. */
 export function loadXenOptions(def: Pick<VmDefinition, 'file' | 'kernel'>): XenGuestOptions {
   const file = sidecarPath(def);
-  if (!existsSync(file)) return defaultXenOptions(def);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new BulkheadError('InvalidConfig', `${file}: (file): cannot read: ${(e as Error).message}`);
-  }
-  return parseXenOptions(file, text, def);
+  // Read by the same rules as the definition files (a FIFO or symlink is refused, never waited on
+  // or followed; root-owned, not group/other-writable, size-capped).
+  const read = readDefinitionFile(file);
+  if (!read.ok && read.reason.startsWith('cannot read: ENOENT')) return defaultXenOptions(def);
+  if (!read.ok) throw new BulkheadError('InvalidConfig', `${file}: (file): ${read.reason}`);
+  return parseXenOptions(file, read.text, def);
 }
