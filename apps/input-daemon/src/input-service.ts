@@ -1,6 +1,7 @@
 import type { Logger } from '@bulkhead/common';
 import {
   BulkheadError,
+  isBulkheadError,
   SWITCHER_PATH,
   vmIdFromPath,
   type CallContext,
@@ -18,6 +19,8 @@ import { Router } from './router';
 import type { InputSink } from './sinks/sink';
 import type { InputSource } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
+import { IdleLock } from './unlock/idle-lock';
+import type { UnlockCheck } from './unlock/unlock-check';
 
 /** How a hotkey asks vm-daemon to switch (org.bulkhead.VmManager1.SwitchToSlot). */
 export interface VmManagerLink {
@@ -39,6 +42,15 @@ export interface InputServiceOptions {
    * shows the old VM.
    */
   holdTimeoutMs?: number;
+  /**
+   * What Unlock checks (the PAM gate on a hardware seat). Without one, Unlock fails with
+   * NotSupported: a seat never unlocks by default.
+   */
+  unlock?: UnlockCheck | null;
+  /** Lock the seat after this long without any input (0 or absent = never). */
+  idleLockMs?: number;
+  /** How often, and how far apart, a lock retries pulling the screen home while a switch runs. */
+  lockRetry?: { attempts: number; delayMs: number };
 }
 
 /**
@@ -54,6 +66,7 @@ export class InputService implements Input1Service {
   private queue: Promise<unknown> = Promise.resolve();
   /** Hotkey actions in progress (tests wait for them). */
   private readonly inflight = new Set<Promise<void>>();
+  private readonly idleLock: IdleLock | null;
 
   constructor(
     private readonly source: InputSource,
@@ -66,7 +79,18 @@ export class InputService implements Input1Service {
   ) {
     this.router = new Router(switcherSink, source.leds, log.child('router'), options.journal ?? null);
     this.pipeline = new InputPipeline(hotkeys, this.router, (c) => this.onChord(c));
-    source.on('frame', (frame) => this.pipeline.handleFrame(frame));
+    this.idleLock = options.idleLockMs
+      ? new IdleLock(options.idleLockMs, () => {
+          if (this.router.isLocked) return;
+          this.log.info(`no input for ${options.idleLockMs! / 1000} s: locking the seat`);
+          void this.Lock();
+        })
+      : null;
+    this.idleLock?.start();
+    source.on('frame', (frame) => {
+      this.idleLock?.activity();
+      this.pipeline.handleFrame(frame);
+    });
     source.on('devices', () => this.exported?.propertiesChanged('Devices'));
   }
 
@@ -87,8 +111,15 @@ export class InputService implements Input1Service {
   }
 
   Freeze(_ctx: CallContext, options: VariantDict): Promise<void> {
-    parseOptions('Freeze', options, {});
+    const opts = parseOptions('Freeze', options, { target: 'o' } as const);
     return this.serial(async () => {
+      // Decided in the same queue as Lock: a switch cannot slip between the lock and vm-daemon
+      // hearing of it. Going home ('/', the lock screen) is always allowed.
+      if (this.router.isLocked && opts.target !== undefined && opts.target !== SWITCHER_PATH)
+        throw new BulkheadError(
+          'Locked',
+          `Freeze for a switch to ${opts.target}: the seat is locked; unlock first`,
+        );
       this.router.freeze();
       this.exported?.propertiesChanged('Frozen');
     });
@@ -110,8 +141,18 @@ export class InputService implements Input1Service {
     return this.serial(async () => this.lockNow());
   }
 
-  Unlock(_ctx: CallContext, options: VariantDict): Promise<void> {
-    parseOptions('Unlock', options, {});
+  async Unlock(_ctx: CallContext, options: VariantDict): Promise<void> {
+    const opts = parseOptions('Unlock', options, { password: 's' } as const);
+    if (!this.options.unlock)
+      throw new BulkheadError(
+        'NotSupported',
+        'Unlock: this daemon has no unlock method configured (--unlock-user)',
+      );
+    // Not locked: nothing to do, and no password is checked (no guessing oracle while unlocked).
+    if (!this.router.isLocked) return;
+    // The check runs outside the focus queue: PAM may sleep seconds after a failure, and
+    // Freeze/SetFocus/Lock must not wait for it.
+    await this.options.unlock.attempt(opts.password);
     return this.serial(async () => {
       this.router.unlock();
       this.exported?.propertiesChanged('Locked');
@@ -169,6 +210,7 @@ export class InputService implements Input1Service {
   }
 
   async close(): Promise<void> {
+    this.idleLock?.stop();
     await this.settled();
     for (const { sink } of this.sinks.values()) await sink.close().catch(() => undefined);
     this.sinks.clear();
@@ -181,10 +223,29 @@ export class InputService implements Input1Service {
     this.exported?.emit('SecureAttention');
     // Pull the screen back to the switcher, where the lock screen is (as OpenXT does): a VM
     // showing its own display (a passed-through GPU) would otherwise stay visible behind the lock.
-    if (!was)
-      void this.vmManager
-        .switchToSlot(0)
-        .catch((e) => this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`));
+    if (!was) void this.returnHome();
+  }
+
+  /**
+   * SwitchToSlot(0) for a lock. A switch already running (started before the lock) makes
+   * vm-daemon answer SwitchInProgress: then try again once it is over, or a VM could stay on the
+   * screen behind the lock.
+   */
+  private async returnHome(): Promise<void> {
+    const { attempts, delayMs } = this.options.lockRetry ?? { attempts: 20, delayMs: 250 };
+    for (let i = 1; ; i++) {
+      try {
+        await this.vmManager.switchToSlot(0);
+        return;
+      } catch (e) {
+        const busy = isBulkheadError(e, 'SwitchInProgress');
+        if (!busy || i >= attempts || !this.router.isLocked) {
+          this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
+    }
   }
 
   private async sinkFor(target: string, vmId: string, socket: string | undefined): Promise<InputSink> {

@@ -7,6 +7,7 @@ import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService } from './input-service';
 import { VirtualSeat } from './sources/virtual-seat';
 import { FakeSink } from './testing/fake-sink';
+import { PasswordlessUnlock } from './unlock/unlock-check';
 
 const ctx = {} as CallContext;
 const KEY_LEFTCTRL = 29;
@@ -45,6 +46,7 @@ test('the secure-attention chord locks, pulls the screen back to the switcher, a
       },
     },
     createLogger('test', 'error'),
+    { unlock: new PasswordlessUnlock() },
   );
   press(seat, KEY_LEFTCTRL, KEY_LEFTALT, KEY_BACKSPACE);
   await service.settled();

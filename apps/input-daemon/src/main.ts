@@ -20,6 +20,9 @@ import { ReplaySource } from './sources/replay-source';
 import type { InputSource } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
 import { SWITCHER_TARGET } from './router';
+import { PamPasswordChecker } from './unlock/pam-native';
+import { PasswordlessUnlock, type UnlockCheck } from './unlock/unlock-check';
+import { UnlockGate } from './unlock/unlock-gate';
 
 /** Survives a restart of the daemon (systemd: RuntimeDirectory=, RuntimeDirectoryPreserve=restart). */
 const DEFAULT_RUN_DIR = '/run/bulkhead-input';
@@ -38,14 +41,39 @@ function defaultRunDir(): string {
   return join(base, `bulkhead-input-${createHash('sha256').update(bus).digest('hex').slice(0, 16)}`);
 }
 
+/** The account whose password unlocks a hardware seat, unless --unlock-user names another. */
+const DEFAULT_UNLOCK_USER = 'owner';
+
 const USAGE = `usage: bulkhead-input-daemon [--seat evdev|virtual|replay:<file>] [--hotkeys <file>] [--run-dir <dir>]
+       [--unlock-user <account>] [--pam-service <name>] [--unlock-without-password] [--idle-lock <seconds>]
+  --unlock-user: whose password Unlock checks with PAM (default '${DEFAULT_UNLOCK_USER}'; PAM service
+             --pam-service, default 'bulkhead-unlock' = /etc/pam.d/bulkhead-unlock)
+  --unlock-without-password: Unlock needs no password (virtual seat only: the demo and tests; this is
+             the default there unless --unlock-user is given)
+  --idle-lock: lock the seat after this many seconds without input (default 0: never)
   --run-dir: where the keys held in each VM are recorded, so that the next daemon after a crash
              releases them (default ${DEFAULT_RUN_DIR} on the system bus, else one per bus address
              under /dev/shm or the temp dir)
   env BULKHEAD_BUS: D-Bus address (default: the system bus); BULKHEAD_LOG_LEVEL: debug|info|warn|error`;
 
-function parseArgs(argv: string[]): { seat: string; hotkeys?: string; runDir: string } {
-  const out: { seat: string; hotkeys?: string; runDir: string } = { seat: 'evdev', runDir: defaultRunDir() };
+interface Args {
+  seat: string;
+  hotkeys?: string;
+  runDir: string;
+  unlockUser?: string;
+  pamService: string;
+  unlockWithoutPassword: boolean;
+  idleLockSeconds: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const out: Args = {
+    seat: 'evdev',
+    runDir: defaultRunDir(),
+    pamService: 'bulkhead-unlock',
+    unlockWithoutPassword: false,
+    idleLockSeconds: 0,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -59,12 +87,37 @@ function parseArgs(argv: string[]): { seat: string; hotkeys?: string; runDir: st
     else if (a.startsWith('--hotkeys=')) out.hotkeys = a.slice(10);
     else if (a === '--run-dir') out.runDir = value();
     else if (a.startsWith('--run-dir=')) out.runDir = a.slice(10);
-    else if (a === '--help' || a === '-h') {
+    else if (a === '--unlock-user') out.unlockUser = value();
+    else if (a === '--pam-service') out.pamService = value();
+    else if (a === '--unlock-without-password') out.unlockWithoutPassword = true;
+    else if (a === '--idle-lock') {
+      const v = value();
+      out.idleLockSeconds = Number(v);
+      if (!/^\d+$/.test(v) || out.idleLockSeconds > 86_400)
+        throw new Error(`--idle-lock '${v}': expected whole seconds from 0 to 86400\n${USAGE}`);
+    } else if (a === '--help' || a === '-h') {
       console.log(USAGE);
       process.exit(0);
     } else throw new Error(`unknown argument '${a}'\n${USAGE}`);
   }
   return out;
+}
+
+/**
+ * What Unlock checks. A hardware seat always checks a password with PAM; only the virtual seat
+ * (a browser window on a developer's machine) may unlock without one.
+ */
+function unlockCheck(args: Args, log: ReturnType<typeof createLogger>): UnlockCheck {
+  const virtual = args.seat === 'virtual';
+  if (args.unlockWithoutPassword && !virtual)
+    throw new Error(`--unlock-without-password is only for --seat virtual, not '${args.seat}'\n${USAGE}`);
+  if (args.unlockWithoutPassword || (virtual && !args.unlockUser)) {
+    log.warn('Unlock needs no password (virtual seat)');
+    return new PasswordlessUnlock();
+  }
+  const user = args.unlockUser ?? DEFAULT_UNLOCK_USER;
+  log.info(`Unlock checks the password of '${user}' with PAM service '${args.pamService}'`);
+  return new UnlockGate(new PamPasswordChecker(args.pamService), { user }, log.child('unlock'));
 }
 
 async function main(): Promise<void> {
@@ -134,7 +187,7 @@ async function main(): Promise<void> {
     sinkFactory,
     vmManager,
     log,
-    { journal },
+    { journal, unlock: unlockCheck(args, log), idleLockMs: args.idleLockSeconds * 1000 },
   );
   // First in the focus queue: no SetFocus is served before the leftovers are released.
   void service.releaseLeftovers(leftovers);

@@ -1,4 +1,4 @@
-import { BUS_NAMES, INPUT_PATH } from '@bulkhead/contract';
+import { BulkheadError, BUS_NAMES, INPUT_PATH } from '@bulkhead/contract';
 import { BusCallError, BusClient, variant, type Unsubscribe } from '@bulkhead/dbus';
 import { DONE, skipped, type InputFocus, type StepResult } from './switch-transaction';
 
@@ -67,8 +67,16 @@ export class InputDaemonClient implements InputFocus, InputPeerWatch {
     return this.owner !== null;
   }
 
-  async freeze(): Promise<StepResult> {
-    return this.focusCall('Freeze', 'a{sv}', [{}]);
+  async freeze(target?: string): Promise<StepResult> {
+    return this.focusCall('Freeze', 'a{sv}', [target ? { target: variant('o', target) } : {}]);
+  }
+
+  async assertUnlocked(): Promise<void> {
+    if (!this.owner) return;
+    const locked = await this.client
+      .get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'Locked')
+      .catch(() => false); // input-daemon gone: Freeze decides (and is skipped) as usual
+    if (locked) throw new BulkheadError('Locked', 'the seat is locked; unlock first');
   }
 
   async setFocus(target: string, qmpSocket: string): Promise<StepResult> {
@@ -107,8 +115,12 @@ export class SerialInputFocus implements InputFocus {
 
   constructor(readonly inner: InputFocus) {}
 
-  freeze(): Promise<StepResult> {
-    return this.serial(() => this.inner.freeze());
+  freeze(target?: string): Promise<StepResult> {
+    return this.serial(() => this.inner.freeze(target));
+  }
+
+  assertUnlocked(): Promise<void> {
+    return this.inner.assertUnlocked?.() ?? Promise.resolve();
   }
 
   setFocus(target: string, qmpSocket: string): Promise<StepResult> {

@@ -44,7 +44,16 @@ export const skipped = (why: string): StepResult => ({ skipped: true, why });
 
 /** input-daemon as the switch sees it. `target` is a VM object path or '/' (the switcher). */
 export interface InputFocus {
-  freeze(): Promise<StepResult>;
+  /**
+   * Freeze input for a switch to `target`. input-daemon refuses it with Locked when the seat is
+   * locked and `target` is a VM: decided there, in the same queue as Lock, so no switch slips in.
+   */
+  freeze(target?: string): Promise<StepResult>;
+  /**
+   * Throws Locked when the seat is locked (one round trip). Asked before a switch starts a
+   * stopped VM, so that a refused switch does not boot anything.
+   */
+  assertUnlocked?(): Promise<void>;
   setFocus(target: string, qmpSocket: string): Promise<StepResult>;
 }
 
@@ -87,7 +96,11 @@ export class NoUsbMover implements UsbMover {
 /** What the transaction needs from the VM manager. */
 export interface SwitchHost {
   /** Starts `target` when stopped; returns skipped when it already runs. Throws InvalidState when it cannot (crashed/paused?). */
-  ensureRunning(target: string, progress: (detail: string) => void): Promise<StepResult>;
+  ensureRunning(
+    target: string,
+    progress: (detail: string) => void,
+    beforeStart?: () => Promise<void>,
+  ): Promise<StepResult>;
   inputQmpSocket(target: string): string;
   gpuOf(target: string): GpuSide;
   publish(target: string): void;
@@ -225,11 +238,15 @@ export class SwitchTransaction {
       await step('starting-vm', () =>
         target === SWITCHER_PATH
           ? Promise.resolve(skipped('the switcher always runs'))
-          : host.ensureRunning(target, (d) => host.progress(target, 'starting-vm', d)),
+          : host.ensureRunning(
+              target,
+              (d) => host.progress(target, 'starting-vm', d),
+              () => input.assertUnlocked?.() ?? Promise.resolve(),
+            ),
       );
       await step(
         'freeze-input',
-        () => input.freeze(),
+        () => input.freeze(target),
         () => input.setFocus(from, fromSocket),
       );
       const gFrom = host.gpuOf(from);

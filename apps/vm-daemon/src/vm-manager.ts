@@ -100,7 +100,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     opts.input.onNewInstance?.(() => this.reassertFocus());
     this.transaction = new SwitchTransaction(
       {
-        ensureRunning: (target, progress) => this.ensureRunning(target, progress),
+        ensureRunning: (target, progress, beforeStart) => this.ensureRunning(target, progress, beforeStart),
         inputQmpSocket: (target) => this.entryByPath(target)?.inputQmpSocket ?? '',
         gpuOf: (target): GpuSide => ({ vm: target, pci: this.entryByPath(target)?.def.gpu?.pci ?? [] }),
         publish: (target) => this.publishSwitch(target),
@@ -600,10 +600,15 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   // ---------------------------------------------------------------- switch
 
-  private async ensureRunning(target: string, progress: (d: string) => void): Promise<StepResult> {
+  private async ensureRunning(
+    target: string,
+    progress: (d: string) => void,
+    beforeStart?: () => Promise<void>,
+  ): Promise<StepResult> {
     const e = this.entryByPath(target);
     if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
     if (e.state === 'running') return skipped('already running');
+    await beforeStart?.();
     if (e.state === 'paused') {
       progress(`resuming ${e.def.id}`);
       await this.resume(e.def.id);

@@ -7,13 +7,13 @@ export type VariantDict = Record<string, Variant>;
 
 /** Owns every keyboard and pointer; recognises hotkeys; routes input to the focused target only. */
 export interface Input1Service {
-  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Errors: InvalidArgument. Access: root. */
+  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it). Errors: InvalidArgument, Locked. Access: root. */
   Freeze(ctx: CallContext, options: VariantDict): Promise<void> | void;
   /** Route input to 'target' from now on and unfreeze. Called by vm-daemon as part of a switch. Options: qmp_socket (s, the target VM's input QMP socket when known). Errors: InvalidArgument, BackendFailed. Access: root. */
   SetFocus(ctx: CallContext, target: string, options: VariantDict): Promise<void> | void;
   /** Lock: input goes only to the switcher until Unlock; emits SecureAttention. Errors: none. Access: ui. */
   Lock(ctx: CallContext): Promise<void> | void;
-  /** Unlock after the switcher has authenticated the person. Options: none defined yet. Errors: InvalidArgument. Access: ui. */
+  /** Unlock the seat when the person's password is right. input-daemon checks it with PAM (service bulkhead-unlock, the account given by --unlock-user); the UI never decides. Options: password (s, required; at most 512 bytes, no NUL). A wrong password fails with AuthenticationFailed, and each further failure doubles the wait (1 s, 2 s, 4 s ... 30 s) during which attempts fail with TryAgainLater. No-op when not locked. NotSupported when the daemon has no unlock method (only a virtual seat may run without a password). Errors: InvalidArgument, AuthenticationFailed, TryAgainLater, NotSupported. Access: ui. */
   Unlock(ctx: CallContext, options: VariantDict): Promise<void> | void;
   /** Virtual seat only (demo and tests): feed raw evdev events (type, code, value) of a virtual device of class 'device_class' (keyboard | mouse | tablet) as if read from hardware. They go through the same hotkey and routing code. Fails with NotSupported on a hardware seat. Errors: NotSupported, InvalidArgument. Access: ui. */
   InjectEvents(ctx: CallContext, device_class: string, events: Array<[number, number, number]>): Promise<void> | void;
@@ -43,13 +43,13 @@ export interface Input1Signals {
 
 /** Client view of org.bulkhead.Input1: its methods as promises. */
 export interface Input1Client {
-  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. */
+  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it). */
   Freeze(options: VariantDict): Promise<void>;
   /** Route input to 'target' from now on and unfreeze. Called by vm-daemon as part of a switch. Options: qmp_socket (s, the target VM's input QMP socket when known). */
   SetFocus(target: string, options: VariantDict): Promise<void>;
   /** Lock: input goes only to the switcher until Unlock; emits SecureAttention. */
   Lock(): Promise<void>;
-  /** Unlock after the switcher has authenticated the person. Options: none defined yet. */
+  /** Unlock the seat when the person's password is right. input-daemon checks it with PAM (service bulkhead-unlock, the account given by --unlock-user); the UI never decides. Options: password (s, required; at most 512 bytes, no NUL). A wrong password fails with AuthenticationFailed, and each further failure doubles the wait (1 s, 2 s, 4 s ... 30 s) during which attempts fail with TryAgainLater. No-op when not locked. NotSupported when the daemon has no unlock method (only a virtual seat may run without a password). */
   Unlock(options: VariantDict): Promise<void>;
   /** Virtual seat only (demo and tests): feed raw evdev events (type, code, value) of a virtual device of class 'device_class' (keyboard | mouse | tablet) as if read from hardware. They go through the same hotkey and routing code. Fails with NotSupported on a hardware seat. */
   InjectEvents(device_class: string, events: Array<[number, number, number]>): Promise<void>;
@@ -254,10 +254,11 @@ export const CONTRACT = {
     "doc": "Owns every keyboard and pointer; recognises hotkeys; routes input to the focused target only.",
     "methods": {
       "Freeze": {
-        "doc": "Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon.",
+        "doc": "Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it).",
         "access": "root",
         "errors": [
-          "InvalidArgument"
+          "InvalidArgument",
+          "Locked"
         ],
         "inArgs": [
           {
@@ -300,10 +301,13 @@ export const CONTRACT = {
         "outSignature": ""
       },
       "Unlock": {
-        "doc": "Unlock after the switcher has authenticated the person. Options: none defined yet.",
+        "doc": "Unlock the seat when the person's password is right. input-daemon checks it with PAM (service bulkhead-unlock, the account given by --unlock-user); the UI never decides. Options: password (s, required; at most 512 bytes, no NUL). A wrong password fails with AuthenticationFailed, and each further failure doubles the wait (1 s, 2 s, 4 s ... 30 s) during which attempts fail with TryAgainLater. No-op when not locked. NotSupported when the daemon has no unlock method (only a virtual seat may run without a password).",
         "access": "ui",
         "errors": [
-          "InvalidArgument"
+          "InvalidArgument",
+          "AuthenticationFailed",
+          "TryAgainLater",
+          "NotSupported"
         ],
         "inArgs": [
           {
@@ -1025,7 +1029,7 @@ export const CONTRACT = {
 } as const satisfies Record<string, InterfaceContract>;
 
 export type InterfaceName = keyof typeof CONTRACT;
-export const ERROR_NAMES_USED = ["BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","SwitchInProgress","Timeout"] as const;
+export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","SwitchInProgress","Timeout","TryAgainLater"] as const;
 export const SERVICES = {
   "org.bulkhead.VmManager1": [
     "org.bulkhead.VmManager1",

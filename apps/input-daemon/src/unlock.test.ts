@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { mock, test } from 'node:test';
+import { createLogger } from '@bulkhead/common';
+import { BulkheadError, isBulkheadError, vmPath, type CallContext } from '@bulkhead/contract';
+import { variant } from '@bulkhead/dbus';
+import { buildChords, HotkeyMatcher } from './hotkeys';
+import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
+import { InputService, type InputServiceOptions, type VmManagerLink } from './input-service';
+import { VirtualSeat } from './sources/virtual-seat';
+import { FakeSink } from './testing/fake-sink';
+import type { PamResult, PasswordChecker } from './unlock/pam-native';
+import { UnlockGate } from './unlock/unlock-gate';
+
+const ctx = {} as CallContext;
+const log = createLogger('test', 'error');
+
+/** A fake PAM that knows one password. */
+class FakePam implements PasswordChecker {
+  async check(_user: string, password: string): Promise<PamResult> {
+    const ok = password === 'hunter2!';
+    return { ok, code: ok ? 0 : 7, name: ok ? 'Success' : 'Authentication failure', step: 'authenticate' };
+  }
+}
+
+function service(opts: InputServiceOptions, vmManager?: VmManagerLink) {
+  const seat = new VirtualSeat();
+  const switched: number[] = [];
+  const svc = new InputService(
+    seat,
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    { forVm: async (target) => new FakeSink(target) },
+    vmManager ?? {
+      switchToSlot: async (slot) => {
+        switched.push(slot);
+      },
+    },
+    log,
+    opts,
+  );
+  return { seat, svc, switched };
+}
+
+test('Unlock asks for the password: none, a wrong one and a NUL-cut one keep the seat locked; the right one unlocks', async () => {
+  const { svc } = service({ unlock: new UnlockGate(new FakePam(), { user: 'owner', firstDelayMs: 0 }, log) });
+  await svc.Lock();
+  await assert.rejects(svc.Unlock(ctx, {}), (e) => isBulkheadError(e, 'InvalidArgument'));
+  await assert.rejects(svc.Unlock(ctx, { password: variant('s', 'hunter2') }), (e) =>
+    isBulkheadError(e, 'AuthenticationFailed'),
+  );
+  await assert.rejects(svc.Unlock(ctx, { password: variant('s', 'hunter2!\0x') }), (e) =>
+    isBulkheadError(e, 'InvalidArgument'),
+  );
+  assert.equal(svc.properties().Locked, true);
+  await svc.Unlock(ctx, { password: variant('s', 'hunter2!') });
+  assert.equal(svc.properties().Locked, false);
+  await svc.close();
+});
+
+test('a daemon with no unlock method never unlocks (NotSupported), it does not fall open', async () => {
+  const { svc } = service({});
+  await svc.Lock();
+  await assert.rejects(svc.Unlock(ctx, { password: variant('s', 'anything') }), (e) =>
+    isBulkheadError(e, 'NotSupported'),
+  );
+  assert.equal(svc.properties().Locked, true);
+  await svc.close();
+});
+
+test('while locked, Freeze for a switch to a VM is refused with Locked; a switch home is allowed', async () => {
+  const { svc } = service({ unlock: new UnlockGate(new FakePam(), { user: 'owner' }, log) });
+  await svc.Freeze(ctx, { target: variant('o', vmPath('business')) });
+  await svc.SetFocus(ctx, '/', {});
+  await svc.Lock();
+  await assert.rejects(svc.Freeze(ctx, { target: variant('o', vmPath('business')) }), (e) =>
+    isBulkheadError(e, 'Locked'),
+  );
+  assert.equal(svc.properties().Frozen, false, 'a refused Freeze changes nothing');
+  await svc.Freeze(ctx, { target: variant('o', '/') });
+  await svc.close();
+});
+
+test('a lock during a running switch still brings the screen home once that switch is over', async () => {
+  let busy = 2;
+  const calls: number[] = [];
+  const { svc } = service(
+    { unlock: null, lockRetry: { attempts: 5, delayMs: 5 } },
+    {
+      switchToSlot: async (slot) => {
+        calls.push(slot);
+        if (busy-- > 0) throw new BulkheadError('SwitchInProgress', 'a switch is running');
+      },
+    },
+  );
+  await svc.Lock();
+  for (let i = 0; i < 100 && calls.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(calls, [0, 0, 0], 'SwitchToSlot(0) retried until the running switch was over');
+  await svc.close();
+});
+
+test('no input for the idle time locks the seat and brings the screen home; typing keeps it unlocked', async () => {
+  mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  try {
+    const { svc, seat, switched } = service({ unlock: null, idleLockMs: 300_000 });
+    mock.timers.tick(299_000);
+    seat.inject('keyboard', [
+      [EV_KEY, 30, 1],
+      [EV_SYN, SYN_REPORT, 0],
+      [EV_KEY, 30, 0],
+      [EV_SYN, SYN_REPORT, 0],
+    ]);
+    mock.timers.tick(299_000);
+    assert.equal(svc.properties().Locked, false, 'a key restarted the idle time');
+    mock.timers.tick(1_000);
+    await svc.settled();
+    assert.equal(svc.properties().Locked, true);
+    assert.deepEqual(switched, [0]);
+    await svc.close();
+  } finally {
+    mock.timers.reset();
+  }
+});
