@@ -73,6 +73,11 @@ if ! download; then
     [ -n "$KVER" ] || cannot_fetch "no linux-image-amd64 in the package lists"
     echo "linux guest: using kernel $KVER" >&2
     out=$(cache_dir)
+    if [ -s "$out/guest.iso" ] && [ -s "$out/initrd.img" ] && [ -s "$out/vmlinuz" ]; then
+      echo "linux guest cached: $out" >&2
+      deliver "$out"
+      exit 0
+    fi
     download || cannot_fetch "apt-get download linux-image-$KVER busybox-static"
   fi
 fi

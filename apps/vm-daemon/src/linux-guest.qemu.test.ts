@@ -249,6 +249,39 @@ describe('the Linux test guest under QEMU TCG (-kernel/-initrd)', { skip, timeou
     await guest.qmp.execute('device_del', { id: 'stick0' });
     await guest.line(/BULKHEAD-USB none\r?\n/, from);
   });
+
+  test('a hot-plugged USB keyboard is opened, its keys reported, and its removal', async () => {
+    assert.ok(guest?.qmp);
+    let from = guest.serial().length;
+    await guest.qmp.execute('device_add', { driver: 'usb-kbd', id: 'usbkbd', bus: 'xhci.0' });
+    const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const added = await guest.line(
+      /BULKHEAD-INPUT-DEV added node=(event\d+) dev="([^"]*USB Keyboard[^"]*)"\r?\n/,
+      from,
+    );
+    // QEMU's USB keyboard is 0627:0001
+    await guest.line(/BULKHEAD-USB 0627:0001\r?\n/, from);
+    from = guest.serial().length;
+    const key = (down: boolean) => ({ type: 'key', data: { down, key: { type: 'qcode', data: 'b' } } });
+    await guest.qmp.execute('input-send-event', { events: [key(true)] });
+    await guest.qmp.execute('input-send-event', { events: [key(false)] });
+    // KEY_B (48), from the keyboard plugged in last (QEMU sends keys to the newest keyboard)
+    await guest.line(
+      new RegExp(`BULKHEAD-INPUT dev="${escape(added[2])}" type=1 code=48 value=1\\r?\\n`),
+      from,
+    );
+    await guest.line(
+      new RegExp(`BULKHEAD-INPUT dev="${escape(added[2])}" type=1 code=48 value=0\\r?\\n`),
+      from,
+    );
+    from = guest.serial().length;
+    await guest.qmp.execute('device_del', { id: 'usbkbd' });
+    await guest.line(
+      new RegExp(`BULKHEAD-INPUT-DEV removed node=${added[1]} dev="${escape(added[2])}"\\r?\\n`),
+      from,
+    );
+    await guest.line(/BULKHEAD-USB none\r?\n/, from);
+  });
 });
 
 describe(
