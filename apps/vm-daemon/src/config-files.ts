@@ -47,8 +47,12 @@ function refusal(st: Stats, rules: FileRules): string | null {
   if (!st.isFile()) return `not a regular file (${fileKind(st)})`;
   if (st.uid !== rules.ownerUid)
     return `owned by uid ${st.uid}, must be owned by uid ${rules.ownerUid}${rules.ownerUid === 0 ? ' (root)' : ''}`;
-  if ((st.mode & 0o022) !== 0)
-    return `writable by ${st.mode & 0o020 ? 'group' : 'others'} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}); chmod go-w it`;
+  if ((st.mode & 0o022) !== 0) {
+    const who = [st.mode & 0o020 ? 'group' : '', st.mode & 0o002 ? 'others' : '']
+      .filter(Boolean)
+      .join(' and ');
+    return `writable by ${who} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}); chmod go-w it`;
+  }
   if (st.size > rules.maxBytes)
     return `the file is ${st.size} bytes, larger than the ${rules.maxBytes}-byte limit for a VM definition`;
   return null;
