@@ -117,6 +117,7 @@ files=$(
   done | grep . | sort -u
 )
 mkdir -p "$root/lib/modules/$KVER"
+# shellcheck disable=SC2086 # $files is a list of module paths (no spaces), split on purpose
 (cd "$mods" && cp --parents $files modules.order modules.builtin modules.builtin.modinfo "$root/lib/modules/$KVER/")
 depmod -b "$root" "$KVER"
 echo "$wanted" >"$root/lib/modules/bulkhead-modules"
