@@ -114,7 +114,7 @@ const copyPkg = (rel) => {
       });
 };
 copyPkg('apps/vm-daemon');
-for (const s of ['common', 'contract', 'dbus']) {
+for (const s of ['common', 'contract', 'dbus', 'qmp']) {
   copyPkg(`shared/${s}`);
   cpSync(join(opt, 'shared', s), join(opt, 'node_modules/@bulkhead', s), { recursive: true });
 }

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { QmpClient } from '@bulkhead/vm-daemon/dist/qmp/qmp-client';
+import { QmpClient } from '@bulkhead/qmp';
 import { SerialConsole } from './serial-console';
 
 export interface ImageMachineOptions {

@@ -27,7 +27,7 @@ import {
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { BTN_LEFT, EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService, type VmManagerLink } from './input-service';
-import { vmDaemonQmpConnector } from './qmp-wiring';
+import { qmpConnector } from './qmp-wiring';
 import { QmpSink, type QmpConnection } from './sinks/qmp-sink';
 import { CountingSwitcherSink } from './sinks/switcher-sink';
 import { VirtualSeat } from './sources/virtual-seat';
@@ -42,10 +42,8 @@ import { KEY_QCODES } from './keycodes';
 
 const REPO = join(__dirname, '..', '..', '..');
 const GUEST = join(REPO, 'apps', 'vm-daemon', 'guest', 'build', 'bulkhead-guest.elf');
-const QMP_CLIENT = join(REPO, 'apps', 'vm-daemon', 'dist', 'qmp', 'qmp-client.js');
 const missing = [
   !existsSync(GUEST) && `${GUEST} (make -C apps/vm-daemon/guest)`,
-  !existsSync(QMP_CLIENT) && `${QMP_CLIENT} (npx tsc -b apps/vm-daemon)`,
   spawnSync('qemu-system-x86_64', ['--version']).status !== 0 && 'qemu-system-x86_64',
 ].filter(Boolean);
 const skip = missing.length ? `needs ${missing.join(', ')}` : false;
@@ -154,7 +152,7 @@ before(async () => {
       );
     },
   };
-  const connect = vmDaemonQmpConnector({ retryUntilMs: 10_000 });
+  const connect = qmpConnector({ retryUntilMs: 10_000 });
   service = new InputService(
     new VirtualSeat(),
     new HotkeyMatcher(buildChords()),
@@ -342,7 +340,7 @@ test('with vm-daemon gone, a chord is still swallowed and LastHotkeyError says w
 
 test('every qcode of the key table is one QEMU accepts (query-qmp-schema)', { skip }, async () => {
   // The input socket is held by the sink; the control socket (vm-daemon's, here idle) answers.
-  const qmp: QmpConnection = await vmDaemonQmpConnector({ retryUntilMs: 5000 })(guests.a.ctl);
+  const qmp: QmpConnection = await qmpConnector({ retryUntilMs: 5000 })(guests.a.ctl);
   const schema = (await qmp.execute('query-qmp-schema', {})) as Array<{
     'meta-type': string;
     values?: string[];

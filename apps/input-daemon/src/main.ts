@@ -10,7 +10,7 @@ import { evdevAvailable, UinputDevice } from './evdev-native';
 import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
 import { buildChords, HotkeyMatcher, loadHotkeysFile } from './hotkeys';
 import { InputService, type SinkFactory, type VmManagerLink } from './input-service';
-import { vmDaemonQmpConnector } from './qmp-wiring';
+import { qmpConnector } from './qmp-wiring';
 import { QmpSink } from './sinks/qmp-sink';
 import type { InputSink } from './sinks/sink';
 import { CountingSwitcherSink } from './sinks/switcher-sink';
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
       log.warn(`no uinput device for the switcher (${(e as Error).message}); its input is counted only`);
     }
   }
-  const connectQmp = vmDaemonQmpConnector();
+  const connectQmp = qmpConnector();
   const sinkFactory: SinkFactory = {
     async forVm(target, vmId, socket) {
       const qmp = await connectQmp(socket);

@@ -1,14 +1,10 @@
-import type { QmpConnection, QmpConnector } from './sinks/qmp-sink';
+import { QmpClient } from '@bulkhead/qmp';
+import type { QmpConnector } from './sinks/qmp-sink';
 
 /**
- * Wires the QmpConnector to vm-daemon's QmpClient. TEMPORARY AND UGLY ON PURPOSE: a relative
- * require into another app's build output, until the QMP client moves to a shared package. Only
- * this file knows where it lives; everything else sees the QmpConnection interface.
+ * The QmpConnector input-daemon uses: @bulkhead/qmp's QmpClient, retried while QEMU is still
+ * creating its socket. Everything else in input-daemon sees only the QmpConnection interface.
  */
-export function vmDaemonQmpConnector(opts: { retryUntilMs?: number } = {}): QmpConnector {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require('../../vm-daemon/dist/qmp/qmp-client') as {
-    QmpClient: { connect(path: string, o: { retryUntilMs?: number }): Promise<QmpConnection> };
-  };
-  return (socketPath) => mod.QmpClient.connect(socketPath, { retryUntilMs: opts.retryUntilMs ?? 2000 });
+export function qmpConnector(opts: { retryUntilMs?: number } = {}): QmpConnector {
+  return (socketPath) => QmpClient.connect(socketPath, { retryUntilMs: opts.retryUntilMs ?? 2000 });
 }

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 
-import { QmpClient } from './qmp/qmp-client';
+import { QmpClient } from '@bulkhead/qmp';
 import { decodePng, pixelAt } from './testing/png';
 
 const QEMU = 'qemu-system-x86_64';

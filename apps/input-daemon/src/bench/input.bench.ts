@@ -3,30 +3,28 @@
  *  - in-memory sink: events/s and parse→sink.write latency through parser + hotkeys + router;
  *    the same into a VM target with the held-keys journal (a file write + rename before each press
  *    and after each release of a key: the cost of surviving a SIGKILL without stuck keys).
- *  - QMP sink vs raw baseline (a bare loop writing the same input-send-event commands to the same
- *    QMP socket of a real QEMU test guest): frames/s flat out, and latency p50/p99 from parse to
- *    QEMU's reply at a steady 500 frames/s.
+ *  - QMP sink vs a bare client baseline (@bulkhead/qmp's QmpClient alone, pipelining the same
+ *    input-send-event commands to the same QMP socket of a real QEMU test guest): frames/s flat
+ *    out, and latency p50/p99 from parse to QEMU's reply at a steady 500 frames/s.
  *  - 8 kHz mouse flood into the QMP sink: frames coalesced, longest queue, time to drain.
- * Needs qemu-system-x86_64, the test guest and vm-daemon's built QMP client; without them only
- * the in-memory part runs.
+ * Needs qemu-system-x86_64 and the test guest; without them only the in-memory part runs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { QmpClient } from '@bulkhead/qmp';
 import { HeldKeysJournal } from '../held-keys';
 import { buildChords, HotkeyMatcher } from '../hotkeys';
 import { EV_KEY, EV_REL, InputEventParser, REL_X, REL_Y, encodeEvents, ev, type Frame } from '../input-event';
 import { InputPipeline } from '../pipeline';
 import { Router } from '../router';
-import { vmDaemonQmpConnector } from '../qmp-wiring';
+import { qmpConnector } from '../qmp-wiring';
 import { QmpSink, frameToQmpEvents } from '../sinks/qmp-sink';
 import type { InputSink } from '../sinks/sink';
 
 const REPO = join(__dirname, '..', '..', '..', '..');
 const GUEST = join(REPO, 'apps', 'vm-daemon', 'guest', 'build', 'bulkhead-guest.elf');
-const QMP_CLIENT = join(REPO, 'apps', 'vm-daemon', 'dist', 'qmp', 'qmp-client.js');
 const quiet = { info: () => undefined, warn: () => undefined };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,61 +73,33 @@ function inMemory(journalDir: string | null = null): { eventsPerSec: number; p50
   return { eventsPerSec: Math.round(events / secs), p50us: pct(lat, 50), p99us: pct(lat, 99) };
 }
 
-/** A bare QMP loop: raw socket, pipelined commands, replies counted. */
-async function rawQmp(path: string) {
-  const sock = net.connect(path);
-  sock.setNoDelay(true);
-  let buf = '';
-  const waiters: Array<() => void> = [];
-  sock.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.includes('"return"') || line.includes('"error"')) waiters.shift()?.();
-    }
-  });
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  const exec = (cmd: object) =>
-    new Promise<void>((r) => {
-      waiters.push(r);
-      sock.write(JSON.stringify(cmd) + '\n');
-    });
-  await sleep(50); // greeting
-  buf = '';
-  await exec({ execute: 'qmp_capabilities' });
-  return { exec, close: () => sock.destroy() };
-}
-
 async function qmpBench(socket: string) {
   const N = 2000;
   const out: Record<string, number> = {};
-  // Raw baseline
-  const raw = await rawQmp(socket);
+  // Baseline: the QMP client alone, pipelined commands, no parser/router/sink in front of it.
+  const client = await QmpClient.connect(socket, { retryUntilMs: 5000 });
+  const sendFrame = (i: number) =>
+    client.execute('input-send-event', { events: frameToQmpEvents(keyFrame(i)) }).then(
+      () => undefined,
+      () => undefined,
+    );
   let start = nowUs();
-  await Promise.all(
-    Array.from({ length: N }, (_, i) =>
-      raw.exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } }),
-    ),
-  );
-  out.rawFramesPerSec = Math.round(N / ((nowUs() - start) / 1e6));
-  const rawLat: number[] = [];
+  await Promise.all(Array.from({ length: N }, (_, i) => sendFrame(i)));
+  out.clientFramesPerSec = Math.round(N / ((nowUs() - start) / 1e6));
+  const clientLat: number[] = [];
   for (let i = 0; i < 500; i++) {
     const t = nowUs();
-    void raw
-      .exec({ execute: 'input-send-event', arguments: { events: frameToQmpEvents(keyFrame(i)) } })
-      .then(() => rawLat.push(nowUs() - t));
+    void sendFrame(i).then(() => clientLat.push(nowUs() - t));
     await sleep(2);
   }
   await sleep(200);
-  raw.close();
-  out.rawP50us = Math.round(pct(rawLat, 50));
-  out.rawP99us = Math.round(pct(rawLat, 99));
+  await client.close();
+  out.clientP50us = Math.round(pct(clientLat, 50));
+  out.clientP99us = Math.round(pct(clientLat, 99));
   await sleep(200);
 
-  // The daemon's path: parser → hotkeys → router → QmpSink (vm-daemon's QmpClient)
-  const conn = await vmDaemonQmpConnector({ retryUntilMs: 5000 })(socket);
+  // The daemon's path: parser → hotkeys → router → QmpSink (the same QmpClient underneath)
+  const conn = await qmpConnector({ retryUntilMs: 5000 })(socket);
   const sends: number[] = [];
   const lat: number[] = [];
   const sink = new QmpSink('/org/bulkhead/VmManager1/vm/bench', conn, socket, {
@@ -189,10 +159,7 @@ async function main(): Promise<void> {
     journalP50us: Math.round(journaled.p50us * 10) / 10,
     journalP99us: Math.round(journaled.p99us * 10) / 10,
   };
-  const canQemu =
-    existsSync(GUEST) &&
-    existsSync(QMP_CLIENT) &&
-    spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+  const canQemu = existsSync(GUEST) && spawnSync('qemu-system-x86_64', ['--version']).status === 0;
   let qemu: ChildProcess | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'input-bench-'));
   try {
@@ -234,9 +201,12 @@ async function main(): Promise<void> {
   ];
   if (canQemu) {
     rows.push(
-      ['raw QMP loop: frames/s (flat out)', String(result.rawFramesPerSec)],
+      ['QmpClient alone: frames/s (flat out)', String(result.clientFramesPerSec)],
       ['QMP sink: frames/s (flat out)', String(result.sinkFramesPerSec)],
-      ['raw QMP loop: write→reply p50 / p99 (µs) @500 Hz', `${result.rawP50us} / ${result.rawP99us}`],
+      [
+        'QmpClient alone: write→reply p50 / p99 (µs) @500 Hz',
+        `${result.clientP50us} / ${result.clientP99us}`,
+      ],
       ['QMP sink: parse→reply p50 / p99 (µs) @500 Hz', `${result.sinkP50us} / ${result.sinkP99us}`],
       ['8 kHz flood: frames in / QMP commands', `${result.floodFramesIn} / ${result.floodCommandsSent}`],
       [

@@ -16,9 +16,9 @@ import { BUTTON_QNAMES, KEY_QCODES } from '../keycodes';
 import type { InputSink, SinkStats } from './sink';
 
 /**
- * A QMP connection as the input daemon needs it. Implemented today by vm-daemon's QmpClient
- * (wired in main.ts / qmp-wiring.ts); kept as an interface so input-daemon does not depend on
- * vm-daemon's code. execute() may be called again before earlier calls settle (pipelined).
+ * A QMP connection as the input daemon needs it. Implemented by @bulkhead/qmp's QmpClient (wired
+ * in qmp-wiring.ts); kept as an interface so the sinks can be tested with an in-memory fake.
+ * execute() may be called again before earlier calls settle (pipelined).
  */
 export interface QmpConnection {
   send(cmd: string, args?: Record<string, unknown>): void;

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { QmpClient } from '@bulkhead/qmp';
 
 export interface KvmProbeResult {
   accel: 'kvm' | 'tcg';
@@ -25,6 +26,7 @@ export async function probeKvm(
   }
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-kvm-probe-'));
   const debugLog = join(dir, 'debugcon.log');
+  const qmpSocket = join(dir, 'qmp.sock');
   const args = [
     '-accel',
     'kvm',
@@ -43,37 +45,55 @@ export async function probeKvm(
     '-device',
     'isa-debugcon,iobase=0x402,chardev=dbg',
     '-qmp',
-    'stdio',
+    `unix:${qmpSocket},server=on,wait=off`,
   ];
   if (opts.probeKernel) args.push('-kernel', opts.probeKernel);
   const runMs = opts.runMs ?? 1500;
   const timeoutMs = opts.timeoutMs ?? 6000;
-  const child = spawn(opts.qemu ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
+  const child = spawn(opts.qemu ?? 'qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<void>((r) => child.once('close', () => r()));
+  let gone = false;
+  const exited = new Promise<void>((r) =>
+    child.once('close', () => {
+      gone = true;
+      r();
+    }),
+  );
   child.once('error', () => undefined);
+  let qmp: QmpClient | null = null;
+  const qemuExited = (): KvmProbeResult => ({
+    accel: 'tcg',
+    reason: `qemu -accel kvm exited: ${stderr.trim().split('\n').pop()}`,
+  });
   try {
     const result = await Promise.race([
       (async (): Promise<KvmProbeResult> => {
-        child.stdin.write('{"execute":"qmp_capabilities"}\n');
+        // The same QMP client as everywhere else; retried only while this QEMU still runs, so a
+        // QEMU that dies at once (no binary, KVM refused) is reported as such, not as a hang.
+        const deadline = Date.now() + timeoutMs;
+        while (!qmp) {
+          if (gone) return qemuExited();
+          try {
+            qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 1000, commandTimeoutMs: 1000 });
+          } catch {
+            if (Date.now() >= deadline) return { accel: 'tcg', reason: 'no QMP from qemu -accel kvm' };
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
         await new Promise((r) => setTimeout(r, runMs));
-        if (child.exitCode !== null)
-          return { accel: 'tcg', reason: `qemu -accel kvm exited: ${stderr.trim().split('\n').pop()}` };
-        child.stdin.write('{"execute":"query-status"}\n');
-        const deadline = Date.now() + 1000;
-        while (!/"status":/.test(stdout) && Date.now() < deadline)
-          await new Promise((r) => setTimeout(r, 20));
-        const m = /"status":\s*"([a-z-]+)"/.exec(stdout);
+        if (gone || child.exitCode !== null) return qemuExited();
+        const status = await qmp
+          .execute<{ status?: unknown }>('query-status')
+          .then((r) => (typeof r?.status === 'string' ? r.status : null))
+          .catch(() => null);
         let progressed = false;
         try {
           progressed = readFileSync(debugLog).length > 0;
         } catch {
           /* no output at all */
         }
-        if (opts.probeKernel && m?.[1] === 'running') {
+        if (opts.probeKernel && status === 'running') {
           // The test guest must also have booted and must react to a key: seen on nested hosts,
           // a guest that QMP calls 'running' had stopped making progress (KVM internal error
           // a moment later). Input is what Bulkhead needs from a VM, so that is what is checked.
@@ -86,9 +106,11 @@ export async function probeKvm(
           };
           if (!serial().includes('BULKHEAD-GUEST READY'))
             return { accel: 'tcg', reason: 'the probe guest did not boot under KVM' };
-          child.stdin.write(
-            '{"execute":"input-send-event","arguments":{"events":[{"type":"key","data":{"down":true,"key":{"type":"qcode","data":"a"}}}]}}\n',
-          );
+          await qmp
+            .execute('input-send-event', {
+              events: [{ type: 'key', data: { down: true, key: { type: 'qcode', data: 'a' } } }],
+            })
+            .catch(() => undefined);
           const keyDeadline = Date.now() + 1000;
           while (!serial().includes('KEY down 1e') && Date.now() < keyDeadline)
             await new Promise((r) => setTimeout(r, 20));
@@ -98,9 +120,9 @@ export async function probeKvm(
         }
         if (/KVM internal error|emulation failure/.test(stderr))
           return { accel: 'tcg', reason: 'KVM internal error while running a probe guest' };
-        if (!m) return { accel: 'tcg', reason: 'QEMU under KVM did not answer query-status' };
-        if (m[1] !== 'running')
-          return { accel: 'tcg', reason: `probe guest under KVM is '${m[1]}', not running` };
+        if (status === null) return { accel: 'tcg', reason: 'QEMU under KVM did not answer query-status' };
+        if (status !== 'running')
+          return { accel: 'tcg', reason: `probe guest under KVM is '${status}', not running` };
         if (!progressed && !opts.probeKernel)
           return { accel: 'tcg', reason: 'the firmware printed nothing under KVM' };
         return { accel: 'kvm', reason: 'a probe guest ran under KVM' };
@@ -114,7 +136,9 @@ export async function probeKvm(
     ]);
     return result;
   } finally {
+    gone = true;
     child.kill('SIGKILL');
+    await (qmp as QmpClient | null)?.close().catch(() => undefined);
     await Promise.race([exited, new Promise((r) => setTimeout(r, 1000))]);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
-import { QmpClient, QmpClosedError, QmpError, QmpTimeoutError } from '../qmp/qmp-client';
+import { QmpClient, QmpClosedError, QmpError, QmpTimeoutError } from '@bulkhead/qmp';
 import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
 import { prepareDisks } from './disk-images';
 import { probeKvm } from './kvm-probe';

@@ -19,7 +19,7 @@ import { TypedEmitter, writeFileAtomic, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
 import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
 import { prepareDisks } from '../disk-images';
-import { QmpClient } from '../../qmp/qmp-client';
+import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
 import { parseXlListJson, type XlDomain, type XlUsbDev } from './xl-list';
 import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';

@@ -11,7 +11,7 @@
  */
 import fc from 'fast-check';
 import { checkProperty, type FuzzTarget } from '@bulkhead/dbus/dist/testing/fuzz-target';
-import { FakeQmpServer, NO_REPLY } from './fake-qmp-server';
+import { FakeQmpServer, NO_REPLY } from './testing/fake-qmp-server';
 import { QmpClient, QmpClosedError, QmpError, QmpProtocolError, QmpTimeoutError } from './qmp-client';
 
 const MAX_LINE = 4096;

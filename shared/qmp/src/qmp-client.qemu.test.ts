@@ -11,7 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { QmpClient, QmpError, QmpEvent } from './qmp-client';
 
 const QEMU = 'qemu-system-x86_64';
-const GUEST_DIR = path.resolve(__dirname, '../../guest');
+// The test guest is vm-daemon's (it is what vm-daemon runs); this package only borrows it.
+const GUEST_DIR = path.resolve(__dirname, '../../../apps/vm-daemon/guest');
 const GUEST = path.join(GUEST_DIR, 'build', 'bulkhead-guest.elf');
 const COLOR = '#c0392b';
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 
-import { FakeQmpServer, NO_REPLY } from './fake-qmp-server';
+import { FakeQmpServer, NO_REPLY } from './testing/fake-qmp-server';
 import {
   QmpClient,
   QmpClosedError,
