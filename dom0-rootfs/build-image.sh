@@ -38,8 +38,11 @@ rsync -a "$repo/node_modules/" "$dest/node_modules/" \
   --exclude='/playwright-core' --exclude='/eslint*' --exclude='/@eslint*' --exclude='/prettier' \
   --exclude='/@typescript-eslint' --exclude='/typescript-eslint' --exclude='/@types' --exclude='/fast-check' \
   --exclude='/.cache'
-# Test and benchmark files stay out of the image.
+# Test, fuzz and benchmark files, and every dist/**/testing/ (fakes, test helpers), stay out of the
+# image (apps/vm-daemon/src/image-files.test.ts runs these find lines and checks what is left).
 find "$dest" -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.js.map' -o -name '*.test.d.ts' \) -delete
+find "$dest/shared" "$dest/apps" -path '*/dist/*' \( -name '*.fuzz.*' -o -name '*.bench.*' \) -delete
+find "$dest/shared" "$dest/apps" -type d -path '*/dist/*' -name testing -prune -exec rm -rf {} +
 
 # --- D-Bus policy, overlay, accounts, services ---------------------------------------------------
 install -m 0644 "$repo"/shared/contract/policy/*.conf "$stage/usr/share/dbus-1/system.d/"

@@ -40,7 +40,7 @@ import {
   type ConfigError,
   type VmDefinition,
 } from './config';
-import { FakeBackend } from './backend/fake-backend';
+import { FakeBackend } from './testing/fake-backend';
 import { StateStore } from './state-store';
 import { DONE, type InputFocus } from './switch-transaction';
 import { VmManager } from './vm-manager';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SWITCHER_PATH, vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
-import { FakeBackend } from './backend/fake-backend';
+import { FakeBackend } from './testing/fake-backend';
 import type { InputPeerWatch } from './input-daemon-client';
 import { StateStore } from './state-store';
 import {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH, vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
-import { FakeBackend } from './backend/fake-backend';
+import { FakeBackend } from './testing/fake-backend';
 import { StateStore } from './state-store';
 import { DONE, skipped, type InputFocus, type StepResult } from './switch-transaction';
 import { VmManager } from './vm-manager';

@@ -8,7 +8,7 @@
 import { vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
 import { XenGpuHandoff, type PciSysfs } from '../backend/xen/gpu-handoff';
-import { FakeXenWorld } from '../backend/xen/fake-xen-world';
+import { FakeXenWorld } from '../testing/fake-xen-world';
 
 async function main(): Promise<void> {
   const switches = Number(process.argv[2] ?? 40);

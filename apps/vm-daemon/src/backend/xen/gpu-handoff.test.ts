@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { BulkheadError, SWITCHER_PATH, vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
 import { XenGpuHandoff, type PciSysfs } from './gpu-handoff';
-import { FakeXenWorld } from './fake-xen-world';
+import { FakeXenWorld } from '../../testing/fake-xen-world';
 
 const log = createLogger('test', 'error');
 const GPU = ['0000:00:03.0'];

@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
-import { FakeBackend } from '../fake-backend';
+import { FakeBackend } from '../../testing/fake-backend';
 import { StateStore } from '../../state-store';
 import { skipped, type InputFocus, type StepResult } from '../../switch-transaction';
 import { VmManager } from '../../vm-manager';
 import { XenGpuHandoff, type PciSysfs } from './gpu-handoff';
-import { FakeXenWorld } from './fake-xen-world';
+import { FakeXenWorld } from '../../testing/fake-xen-world';
 
 const log = createLogger('test', 'error');
 const GPU = '0000:00:05.0';

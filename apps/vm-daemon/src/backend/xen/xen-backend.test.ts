@@ -7,8 +7,8 @@ import { BulkheadError } from '@bulkhead/contract';
 import { createLogger, type VmState } from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
 import { XenBackend } from './xen-backend';
-import { FakeXenWorld } from './fake-xen-world';
-import { FakeXlRunner } from './fake-xl-runner';
+import { FakeXenWorld } from '../../testing/fake-xen-world';
+import { FakeXlRunner } from '../../testing/fake-xl-runner';
 
 const log = createLogger('test', 'error');
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BulkheadError } from '@bulkhead/contract';
 import { parseXlListJson } from './xl-list';
-import { xlListJson } from './xl-fixtures';
+import { xlListJson } from '../../testing/xl-fixtures';
 import { xlMessage } from './xl-runner';
 
 test('xl list -l: domids, names, types, PCI functions and USB devices', () => {

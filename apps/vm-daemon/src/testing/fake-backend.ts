@@ -2,7 +2,7 @@ import { deflateSync } from 'node:zlib';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
-import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
+import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend/backend';
 
 interface FakeVm {
   def: VmDefinition;

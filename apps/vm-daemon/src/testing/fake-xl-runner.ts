@@ -1,4 +1,4 @@
-import type { ToolResult, XenTool, XenstoreWatch, XlRunner } from './xl-runner';
+import type { ToolResult, XenTool, XenstoreWatch, XlRunner } from '../backend/xen/xl-runner';
 
 /** One scripted answer: a matcher on "tool arg arg..." and the result (or a function making it). */
 export interface FakeXlRule {
