@@ -20,6 +20,7 @@ import { vmIdFromPath, vmPath } from '@bulkhead/contract';
 import { BusClient, connectBus, type MessageBus } from '@bulkhead/dbus';
 import { validateRequest, ChannelError, type PushChannel, type ServerFrame } from '../common/channels';
 import { SwitcherCore, toFailure } from './core';
+import { RfbClientFilter, RfbProtocolError } from './rfb-filter';
 
 export interface WebHostOptions {
   /** D-Bus address (or 'system'); ignored when `bus` is given. */
@@ -196,16 +197,37 @@ function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): vo
   else createReadStream(file).pipe(res);
 }
 
-/** Bytes both ways between a noVNC WebSocket and the VM's VNC unix socket. */
+/**
+ * A noVNC WebSocket relayed to the VM's VNC unix socket. The server's bytes pass as they are; the
+ * client's pass through RfbClientFilter: the display only, never input (no key, pointer or
+ * clipboard message reaches the VM this way), and a connection that sends anything else is closed.
+ */
 function proxyVnc(ws: WebSocket, socketPath: string, log: (m: string) => void): void {
   const sock = netConnect(socketPath);
+  const filter = new RfbClientFilter();
+  let dropLogged = false; // once per connection: a page spamming input must not flood the log
   sock.on('data', (d) => ws.readyState === ws.OPEN && ws.send(d));
   sock.on('error', (e) => {
     log(`VNC ${socketPath}: ${e.message}`);
     ws.close(1011, 'VNC display unavailable');
   });
   sock.on('close', () => ws.readyState === ws.OPEN && ws.close(1000, 'VNC display closed'));
-  ws.on('message', (d) => sock.write(d as Buffer));
+  ws.on('message', (d: Buffer | ArrayBuffer | Buffer[]) => {
+    const chunk = Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d);
+    try {
+      const { forward, dropped } = filter.push(chunk);
+      if (dropped.length && !dropLogged) {
+        dropLogged = true;
+        log(`VNC ${socketPath}: dropping input messages from the viewer (types ${dropped.join(', ')})`);
+      }
+      if (forward.length) sock.write(forward);
+    } catch (e) {
+      if (!(e instanceof RfbProtocolError)) throw e;
+      log(`VNC ${socketPath}: ${e.message}; closing the connection`);
+      sock.destroy();
+      ws.close(1008, 'RFB message not allowed');
+    }
+  });
   ws.on('close', () => sock.destroy());
   ws.on('error', () => sock.destroy());
 }
