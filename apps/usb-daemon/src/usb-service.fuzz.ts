@@ -9,11 +9,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { USB_PATH, usbDevicePath } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus } from '@bulkhead/dbus';
+import { CONTRACT, USB_PATH, usbDevicePath } from '@bulkhead/contract';
+import { BusClient, busString, connectBus, startPrivateBus } from '@bulkhead/dbus';
 import { fuzzDaemonMethods } from '@bulkhead/dbus/dist/testing/dbus-fuzz';
 import type { FuzzRunOptions, FuzzTarget } from '@bulkhead/dbus/dist/testing/fuzz-target';
 import { formatRules, parseRules } from './policy';
+
+const RULES_MAX_CHARS = CONTRACT['org.bulkhead.Usb1'].properties.Rules.maxLength;
 
 /** Run dist/main.js as its own process; resolves once it serves its bus name. */
 export async function spawnUsbDaemon(
@@ -26,7 +28,8 @@ export async function spawnUsbDaemon(
     [join(__dirname, 'main.js'), '--rules', rules, '--state-dir', stateDir, '--enumerator', 'none'],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, BULKHEAD_BUS: bus },
+      // Strict contract checking also under `npm run fuzz` (not only under node's test runner).
+      env: { ...process.env, BULKHEAD_BUS: bus, BULKHEAD_STRICT_CONTRACT: '1' },
     },
   );
   let log = '';
@@ -95,7 +98,8 @@ export async function runUsbDaemonDbusFuzz(opts: FuzzRunOptions) {
               throw new Error(`afterCall: a rejected SetRules changed Rules (${error.message})`);
             return;
           }
-          const want = formatRules(parseRules(call.body[0] as string));
+          // Rules as the bus shows them: NUL and unpaired surrogates as U+FFFD (the bus boundary).
+          const want = busString(formatRules(parseRules(call.body[0] as string)), RULES_MAX_CHARS);
           if (now !== want)
             throw new Error(`afterCall: accepted SetRules shows other rules:\n${now}\nwanted\n${want}`);
           rules = now;

@@ -50,7 +50,14 @@ export async function runVmDaemonDbusFuzz(opts: FuzzRunOptions) {
   const client = new BusClient(conn, 30_000);
   let daemon: Awaited<ReturnType<typeof spawnDaemon>> | null = null;
   try {
-    daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
+    daemon = await spawnDaemon({
+      bus: bus.address,
+      configDir,
+      runDir,
+      stateDir: join(root, 'state'),
+      // Strict contract checking also under `npm run fuzz` (not only under node's test runner).
+      env: { BULKHEAD_STRICT_CONTRACT: '1' },
+    });
     await waitFor(
       'guest running',
       async () =>

@@ -4,7 +4,16 @@
  * paths, 1 MiB strings, odd a{sv} options) or with a wrong signature. Each reply must be a
  * success or a named error (org.bulkhead.Error.* / org.freedesktop.DBus.Error.*), never the
  * internal "Failed" (an exception the daemon did not expect), never silence; at the end the
- * daemon's pid is alive and it still answers.
+ * daemon's pid is alive and it still answers. After every sequence of calls each object's
+ * properties must still be readable (GetAll answers): a value the calls put into a property
+ * (e.g. a NUL from a JSON escape in SetRules) must not make reading it hang.
+ *
+ * Hostile strings: unpaired surrogates, bidi and control characters, 64 Ki multibyte characters,
+ * 1 MiB strings, and NUL / unpaired surrogates as JSON escapes inside documents the daemons parse.
+ * A raw NUL is not generated for a string argument: a D-Bus string cannot carry one (dbus-next
+ * refuses to marshal it and dbus-daemon drops such a message), so a NUL reaches a daemon only
+ * through what it parses or reads, which the escapes cover. Daemons run with
+ * BULKHEAD_STRICT_CONTRACT=1 so an undeclared error is answered as Failed, a finding.
  */
 import fc from 'fast-check';
 import { CONTRACT, type InterfaceContract } from '@bulkhead/contract';
@@ -14,6 +23,19 @@ import { BusCallError } from '../errors';
 import { checkProperty, type FuzzResult, type FuzzRunOptions } from './fuzz-target';
 
 const MIB_STRING = 'x'.repeat(1 << 20);
+/** Strings that break naive handling: each must come back in a valid answer. */
+export const HOSTILE_STRINGS = [
+  'lone \uD800 high surrogate',
+  '\uDC00',
+  'bidi \u202Eevil\u202C',
+  'control \u0001\u001b[31m\u007f',
+  '\uFFFD\uFEFF',
+  '€'.repeat(1 << 16),
+  // JSON documents with a NUL and an unpaired surrogate as escapes (SetRules and the like).
+  '{"rules":[{"match":{"classes":["storage"]},"action":"deny","comment":"nul \\u0000 and \\ud800"}]}',
+  '{"rules":[{"match":{"vid":"\\u0000"},"action":"allow"}]}',
+  '{"\\u0000":1}',
+];
 
 type Sig = { t: string; elems?: Sig[] };
 
@@ -80,6 +102,12 @@ function valueOf(s: Sig, ctx: DbusFuzzContext, depth = 0): fc.Arbitrary<unknown>
           ),
         },
         { weight: 1, arbitrary: fc.constant(MIB_STRING) },
+        { weight: 2, arbitrary: fc.constantFrom(...HOSTILE_STRINGS) },
+        {
+          weight: 1,
+          // Any code point, unpaired surrogates included; NUL left out (see the header).
+          arbitrary: fc.string({ unit: 'binary', maxLength: 40 }).map((x) => x.replace(/\0/g, '')),
+        },
       );
     case 'o':
       return fc.constantFrom(...ctx.paths);
@@ -249,11 +277,35 @@ export async function checkAlive(spec: DaemonFuzzSpec): Promise<void> {
   );
 }
 
+/** Every object's properties still answer GetAll (a named error is an answer too). Throws if not. */
+export async function checkReadable(spec: DaemonFuzzSpec): Promise<void> {
+  for (const o of spec.objects) {
+    try {
+      await spec.client.call(
+        spec.destination,
+        o.path,
+        'org.freedesktop.DBus.Properties',
+        'GetAll',
+        's',
+        [o.iface],
+        {
+          timeoutMs: spec.callTimeoutMs ?? 20_000,
+        },
+      );
+    } catch (e) {
+      const name = (e as { dbusName?: string }).dbusName;
+      if (!name || !ALLOWED.test(name) || name === 'org.bulkhead.Error.Failed')
+        throw new Error(`GetAll ${o.iface} on ${o.path} after the calls: ${(e as Error).message}`);
+    }
+  }
+}
+
 export async function fuzzDaemonMethods(spec: DaemonFuzzSpec, opts: FuzzRunOptions): Promise<FuzzResult> {
   const property = fc.asyncProperty(
     fc.array(callArbitrary(spec), { minLength: 1, maxLength: 5 }),
     async (calls) => {
       for (const c of calls) await checkCall(spec, c);
+      await checkReadable(spec);
     },
   );
   const r = await checkProperty(property, opts);
