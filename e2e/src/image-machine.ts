@@ -11,7 +11,20 @@ export interface ImageMachineOptions {
   /** Where the serial log and screendumps go. */
   artifactsDir: string;
   memoryMiB?: number;
+  /** QEMU -cpu model (default: DEFAULT_CPU, or $BULKHEAD_E2E_CPU). */
+  cpu?: string;
 }
+
+/**
+ * The CPU model of the Control Domain machine under TCG: `max` without AVX/AVX2 (and the features
+ * that come with them). With them, Chromium's GPU process in the image died of SIGSEGV in 3 of 3
+ * boots by the 7th hotkey switch, always at the same instruction — an AVX2 `vpgatherdd` (Skia's
+ * image sampling; chromium 156, text offset 0x4db7f1, vaddr 0x326f7f1) reading at the start of an
+ * unmapped page — and the kiosk showed "Aw, Snap!" for good. QEMU 7.2 is the first QEMU that
+ * emulates AVX2 under TCG; the same code runs on real CPUs everywhere. Without AVX Chromium takes
+ * its SSE paths and did not crash in any boot since.
+ */
+export const DEFAULT_CPU = 'max,avx=off,avx2=off,fma=off,f16c=off';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -59,7 +72,7 @@ export class ImageMachine {
       '-accel',
       'tcg,thread=multi',
       '-cpu',
-      'max',
+      this.opts.cpu ?? process.env.BULKHEAD_E2E_CPU ?? DEFAULT_CPU,
       '-smp',
       '2',
       '-m',

@@ -143,6 +143,27 @@ test('the active VM without GPU is shown full screen with a way back', () => {
   assert.doesNotMatch(html, /class="tile /);
 });
 
+test('a running VM keeps its (hidden) display while the tiles or another VM are shown, so a switch shows it at once', () => {
+  const vms = [vm('personal'), vm('business', { slot: 2, kind: 'business', color: '#d9822b' })];
+  const tiles = decode(render({ snapshot: snap({ vms }) }));
+  assert.match(tiles, /class="tile /, 'the tiles are shown');
+  for (const name of ['Personal', 'Business'])
+    assert.match(
+      tiles,
+      new RegExp(
+        `<section class="vm-view vm-view-hidden"[^>]*aria-label="${name} display"[^>]*aria-hidden="true"`,
+      ),
+    );
+  const inBusiness = decode(
+    render({ snapshot: snap({ vms, activeVm: '/org/bulkhead/VmManager1/vm/business' }) }),
+  );
+  assert.match(inBusiness, /<section class="vm-view"[^>]*aria-label="Business display"/);
+  assert.match(inBusiness, /<section class="vm-view vm-view-hidden"[^>]*aria-label="Personal display"/);
+  // The order of the views does not depend on which one is shown (React keeps each one mounted).
+  const order = (html: string) => [...html.matchAll(/aria-label="(\w+) display"/g)].map((m) => m[1]);
+  assert.deepEqual(order(tiles), order(inBusiness));
+});
+
 test('the lock screen is a modal dialog with an Unlock button and says authentication is out of scope', () => {
   const html = decode(render({ snapshot: snap(), secureAttention: true }));
   assert.match(html, /role="dialog" aria-modal="true" aria-labelledby="lock-title"/);

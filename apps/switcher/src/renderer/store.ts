@@ -3,7 +3,7 @@
  */
 import { createStore, type StoreApi } from 'zustand/vanilla';
 import type { PushChannel, PushMap, RequestFailure } from '../common/channels';
-import { emptySnapshot, type PromptModel, type SwitcherSnapshot } from '../common/model';
+import { emptySnapshot, type PromptModel, type SwitcherSnapshot, type VmModel } from '../common/model';
 import { describeFailure, type HumanError } from '../common/messages';
 
 export type Panel = 'machines' | 'usb' | 'diagnostics';
@@ -224,6 +224,21 @@ export function shownVm(s: UiState) {
   if (a === '/' || !s.snapshot.daemons.vmManager.up) return null;
   const vm = s.snapshot.vms.find((v) => v.path === a);
   return vm && !vm.hasGpu ? vm : null;
+}
+
+/**
+ * The VMs whose display the shell keeps connected: every running VM without a GPU, and the shown
+ * one. Each keeps one VNC connection for as long as it runs, so a switch only changes which view
+ * is visible — no reconnect, no fresh noVNC, no first full frame to wait for (issue 12, item 10:
+ * under TCG that reconnect took seconds and the new view could stay black). Sorted by path so the
+ * list's order, and so each view's place in the page, never changes with a switch.
+ */
+export function displayedVms(s: UiState): VmModel[] {
+  if (!s.snapshot.daemons.vmManager.up) return [];
+  const a = s.snapshot.activeVm;
+  return s.snapshot.vms
+    .filter((v) => !v.hasGpu && (v.state === 'running' || v.path === a))
+    .sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }
 
 export const isLocked = (s: UiState): boolean => s.secureAttention || !!s.snapshot.input?.locked;

@@ -1,5 +1,6 @@
 import { useEffect } from 'react';
-import { isLocked, shownVm } from '../store';
+import { useShallow } from 'zustand/react/shallow';
+import { displayedVms, isLocked, shownVm } from '../store';
 import { useActions, useUi } from './context';
 import { Diagnostics } from './Diagnostics';
 import { LockScreen, NoticeToast, OutageBanner, PromptDialog, SwitchProgressCard } from './Overlays';
@@ -36,13 +37,22 @@ export function App() {
   const locked = useUi(isLocked);
   const modal = useUi((s) => s.prompts.length > 0);
   const connected = useUi((s) => s.connection);
+  const displayed = useUi(useShallow(displayedVms));
   useSlotKeys(!vm && panel === 'machines' && !locked && !modal);
 
   return (
     <div className={`app${vm ? ' in-vm' : ''}`} aria-busy={connected === 'connecting'}>
-      {vm ? (
-        <VmView vm={vm} banner={<OutageBanner />} />
-      ) : (
+      {/* One view per displayed VM, mounted for as long as the VM runs; only the shown one is
+          visible (see displayedVms). */}
+      {displayed.map((d) => (
+        <VmView
+          key={d.path}
+          vm={d}
+          shown={d.path === vm?.path}
+          banner={d.path === vm?.path ? <OutageBanner /> : undefined}
+        />
+      ))}
+      {vm ? null : (
         <>
           <TopBar />
           <OutageBanner />

@@ -17,12 +17,19 @@ import { Icon } from './icons';
 
 type DisplayState = 'connecting' | 'live' | 'unavailable';
 
+/** How long a lost display waits before connecting again (a VM restarting, a relay hiccup). */
+const RECONNECT_MS = 2000;
+
 /**
  * A VM without a passed-through GPU, full screen inside the shell: its VNC display through noVNC,
  * view-only (input reaches VMs only through input-daemon). In the demo, keyboard and mouse are
  * forwarded to Input1.InjectEvents so hotkeys behave exactly as on hardware.
+ *
+ * The view stays mounted, and its display connected, while the VM runs, also when another VM or
+ * the tiles are shown (`shown` false: hidden, inert, no input, no thumbnails): a switch makes an
+ * already painted view visible instead of connecting a new noVNC and waiting for a first frame.
  */
-export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
+export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: boolean; banner?: ReactNode }) {
   const actions = useActions();
   const inject = useUi((s) => s.snapshot.features.injectInput);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
@@ -30,11 +37,19 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
   const screenRef = useRef<HTMLDivElement>(null);
   const vncRef = useRef<HTMLDivElement>(null);
   const [display, setDisplay] = useState<DisplayState>('connecting');
+  // Bumped to connect again after the display was lost: a view now lives as long as its VM.
+  const [attempt, setAttempt] = useState(0);
 
   // The VNC display.
   useEffect(() => {
     let rfb: { disconnect(): void } | null = null;
     let cancelled = false;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    const lost = () => {
+      if (cancelled) return;
+      setDisplay('unavailable');
+      retry = setTimeout(() => setAttempt((n) => n + 1), RECONNECT_MS);
+    };
     setDisplay('connecting');
     (async () => {
       const url = await actions.vncUrl(vm.path);
@@ -49,27 +64,29 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
         r.focusOnClick = false;
         r.background = '#05070a';
         r.addEventListener('connect', () => !cancelled && setDisplay('live'));
-        r.addEventListener('disconnect', () => !cancelled && setDisplay('unavailable'));
+        r.addEventListener('disconnect', lost);
         rfb = r;
       } catch {
-        if (!cancelled) setDisplay('unavailable');
+        lost();
       }
     })();
     return () => {
       cancelled = true;
+      clearTimeout(retry);
       rfb?.disconnect();
     };
-  }, [actions, vm.path]);
+  }, [actions, vm.path, attempt]);
 
-  // Screenshots stand in while there is no live display.
+  // Screenshots stand in while the shown view has no live display.
   useEffect(() => {
-    if (display === 'live') return;
+    if (!shown || display === 'live') return;
     actions.setThumbnailsVisible(true);
     return () => actions.setThumbnailsVisible(false);
-  }, [actions, display]);
+  }, [actions, display, shown]);
 
   // Keyboard: forwarded as evdev events (demo), or only Ctrl+0 handled here when input is elsewhere.
   useEffect(() => {
+    if (!shown) return; // a hidden view's VM is not the one being talked to
     const forward = inject && inputUp;
     const onKey = (e: KeyboardEvent) => {
       if ((e.target as HTMLElement)?.closest?.('.vm-bar')) return; // the bar's own buttons
@@ -92,12 +109,12 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
       window.removeEventListener('keydown', onKey, true);
       window.removeEventListener('keyup', onKey, true);
     };
-  }, [actions, inject, inputUp]);
+  }, [actions, inject, inputUp, shown]);
 
   // Mouse: relative motion batched per frame, buttons and wheel at once.
   useEffect(() => {
     const el = screenRef.current;
-    if (!el || !inject || !inputUp) return;
+    if (!el || !shown || !inject || !inputUp) return;
     let dx = 0;
     let dy = 0;
     let raf = 0;
@@ -146,11 +163,18 @@ export function VmView({ vm, banner }: { vm: VmModel; banner?: ReactNode }) {
       el.removeEventListener('wheel', onWheel);
       el.removeEventListener('contextmenu', noMenu);
     };
-  }, [actions, inject, inputUp]);
+  }, [actions, inject, inputUp, shown]);
 
   const style = { '--vm-color': vm.color || '#6e7781' } as CSSProperties;
   return (
-    <section className="vm-view" style={style} aria-label={`${vm.name} display`} data-vm={vm.id}>
+    <section
+      className={`vm-view${shown ? '' : ' vm-view-hidden'}`}
+      style={style}
+      aria-label={`${vm.name} display`}
+      aria-hidden={shown ? undefined : true}
+      inert={shown ? undefined : true}
+      data-vm={vm.id}
+    >
       <div className="vm-bar">
         <button
           type="button"
