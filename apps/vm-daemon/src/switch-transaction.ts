@@ -19,9 +19,10 @@
  * target) and the caller gets the step's named error. Each step's duration goes to LastSwitch.
  */
 import { BulkheadError, SWITCHER_PATH, type ErrorName } from '@bulkhead/contract';
-import type { Logger } from '@bulkhead/common';
+import type { Logger, SwitchProgressStep, SwitchStep } from '@bulkhead/common';
 
-export type StepName = 'starting-vm' | 'freeze-input' | 'move-gpu' | 'focus-input' | 'move-usb' | 'publish';
+/** A step of the transaction: defined once, in @bulkhead/common's SWITCH_STEPS. */
+export type StepName = SwitchStep;
 /** Parts of a step, (name, duration in µs), e.g. a GPU hand-off's gpu-detach / gpu-attach. */
 export type SubSteps = Array<[string, bigint]>;
 /**
@@ -104,7 +105,7 @@ export interface SwitchHost {
   inputQmpSocket(target: string): string;
   gpuOf(target: string): GpuSide;
   publish(target: string): void;
-  progress(target: string, step: string, detail: string): void;
+  progress(target: string, step: SwitchProgressStep, detail: string): void;
 }
 
 export interface SwitchRecord {

@@ -1,4 +1,3 @@
-import { watch, type FSWatcher } from 'node:fs';
 import {
   BulkheadError,
   SWITCHER_PATH,
@@ -7,14 +6,9 @@ import {
   type Vm1Properties,
   type VmManager1Properties,
 } from '@bulkhead/contract';
-import { MAX_SLOT, TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
-import {
-  formatConfigError,
-  loadConfigDir,
-  type ConfigError,
-  type ConfigOptions,
-  type VmDefinition,
-} from './config';
+import { MAX_SLOT, TypedEmitter, type Logger, type SwitchProgressStep, type VmState } from '@bulkhead/common';
+import type { ConfigError, ConfigOptions } from './config';
+import { VmRegistry, type VmEntry } from './vm-registry';
 import type { UsbAttachRequest, VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
@@ -35,27 +29,14 @@ import {
 /** Screenshots larger than this are refused (the contract's bound). */
 export const MAX_SCREENSHOT_BYTES = 8 << 20;
 
-export interface VmEntry {
-  def: VmDefinition;
-  /** True when the definition file is invalid and no valid version was ever loaded: cannot start. */
-  placeholder: boolean;
-  state: VmState;
-  stateReason: string;
-  /** Error of the definition file ('' when valid); shown in LastError before opError. */
-  configError: string;
-  opError: string;
-  pid: number | null;
-  inputQmpSocket: string;
-  /** Resolves when a running start() finishes (so a switch can wait for a Start in flight). */
-  starting: Promise<void> | null;
-}
+export { VmEntry } from './vm-registry';
 
 export interface VmManagerEvents {
   'vm-added': [id: string];
   'vm-removed': [id: string];
   'vm-changed': [id: string, props: Array<keyof Vm1Properties>];
   'manager-changed': [props: Array<keyof VmManager1Properties>];
-  'switch-progress': [target: string, step: string, detail: string];
+  'switch-progress': [target: string, step: SwitchProgressStep, detail: string];
 }
 
 export interface VmManagerOptions {
@@ -74,20 +55,18 @@ export interface VmManagerOptions {
 }
 
 /**
- * The core of vm-daemon: VM definitions, their lifecycle through a backend, the active VM and
- * the switch transaction. Knows nothing of D-Bus (dbus-service.ts publishes it).
+ * The core of vm-daemon: the lifecycle of the registry's VMs through a backend, the active VM,
+ * the input focus and the switch transaction. Which VMs exist is the registry's business
+ * (vm-registry.ts); D-Bus is dbus-service.ts's.
  */
 export class VmManager extends TypedEmitter<VmManagerEvents> {
-  readonly vms = new Map<string, VmEntry>();
-  configErrors: ConfigError[] = [];
+  readonly registry: VmRegistry;
   activeVm: string = SWITCHER_PATH;
   lastSwitch: SwitchRecord | null = null;
   accelerator = '';
   readonly transaction: SwitchTransaction;
   private readonly backend: VmBackend;
   private readonly log: Logger;
-  private watcher: FSWatcher | null = null;
-  private reloadTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Every Freeze/SetFocus vm-daemon sends, in order (see SerialInputFocus). */
   private readonly focus: SerialInputFocus;
@@ -96,6 +75,11 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     super();
     this.backend = opts.backend;
     this.log = opts.log;
+    this.registry = new VmRegistry({ configDir: opts.configDir, config: opts.config, log: opts.log });
+    this.registry.on('vm-added', (id) => this.emit('vm-added', id));
+    this.registry.on('vm-removed', (id) => this.emit('vm-removed', id));
+    this.registry.on('vm-changed', (id, props) => this.emit('vm-changed', id, props));
+    this.registry.on('config-errors-changed', () => this.emit('manager-changed', ['ConfigErrors']));
     this.focus = new SerialInputFocus(opts.input);
     opts.input.onNewInstance?.(() => this.reassertFocus());
     this.transaction = new SwitchTransaction(
@@ -155,7 +139,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         .catch((err) => this.log.warn(`cannot focus input on the switcher: ${(err as Error).message}`));
     }
     this.persist();
-    if (this.opts.watchConfig !== false) this.watchConfigDir();
+    if (this.opts.watchConfig !== false) this.registry.watch();
   }
 
   /** Start every autostart VM that is stopped, in slot order, one after the other. */
@@ -172,157 +156,43 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   close(): void {
     this.closed = true;
-    this.watcher?.close();
-    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    this.registry.close();
+  }
+
+  /** The registry's VMs, by id. */
+  get vms(): ReadonlyMap<string, VmEntry> {
+    return this.registry.vms;
+  }
+
+  get configErrors(): ConfigError[] {
+    return this.registry.configErrors;
   }
 
   private sortedEntries(): VmEntry[] {
-    return [...this.vms.values()].sort((a, b) => a.def.slot - b.def.slot || a.def.id.localeCompare(b.def.id));
+    return this.registry.sorted();
   }
 
   // ---------------------------------------------------------------- config
 
-  private watchConfigDir(): void {
-    try {
-      this.watcher = watch(this.opts.configDir, () => {
-        if (this.reloadTimer) clearTimeout(this.reloadTimer);
-        // Editors write in several steps (truncate, write, rename): reload once they are done.
-        this.reloadTimer = setTimeout(() => {
-          if (this.closed) return;
-          try {
-            this.reload();
-          } catch (e) {
-            this.log.error(`reload after an edit failed: ${(e as Error).message}`);
-          }
-        }, 150);
-      });
-      this.watcher.on('error', (e) => this.log.warn(`watching ${this.opts.configDir} stopped: ${e.message}`));
-    } catch (e) {
-      this.log.warn(`cannot watch ${this.opts.configDir} (use Reload): ${(e as Error).message}`);
-    }
-  }
-
-  /**
-   * Re-read the config dir. Valid files are applied; an invalid file leaves its VM (if one was
-   * loaded from it before) as it was, with the error in LastError; removed stopped VMs go away,
-   * removed running VMs stay until they stop. Returns the number of valid definitions.
-   */
+  /** Re-read the config dir (see VmRegistry.reload) and save the slots. */
   reload(): number {
-    const loaded = loadConfigDir(this.opts.configDir, this.opts.config);
-    for (const e of loaded.errors) this.log.warn(`config: ${formatConfigError(e)}`);
-    const seen = new Set<string>();
-    for (const def of loaded.vms) {
-      seen.add(def.id);
-      const e = this.vms.get(def.id);
-      if (!e) {
-        this.vms.set(def.id, this.newEntry(def, false, ''));
-        this.emit('vm-added', def.id);
-        continue;
-      }
-      const changed = JSON.stringify(e.def) !== JSON.stringify(def) || e.placeholder || e.configError !== '';
-      e.def = def;
-      e.placeholder = false;
-      e.configError = '';
-      if (changed)
-        this.emit('vm-changed', def.id, [
-          'Name',
-          'Slot',
-          'Kind',
-          'Color',
-          'Icon',
-          'LastError',
-          'HasGpu',
-          'Autostart',
-          'UsbAutoAttach',
-          'MemoryMiB',
-          'Vcpus',
-          'Backend',
-          'ConfigFile',
-        ]);
-    }
-    for (const [id, err] of loaded.invalidIds) {
-      seen.add(id);
-      const text = formatConfigError(err);
-      const e = this.vms.get(id);
-      if (e) {
-        if (e.configError !== text) {
-          e.configError = text;
-          this.emit('vm-changed', id, ['LastError']);
-        }
-        continue;
-      }
-      // A VM object that says what is wrong with its file, so the switcher can show it.
-      const placeholder: VmDefinition = {
-        id,
-        name: id,
-        slot: 0,
-        kind: 'personal',
-        color: '#808080',
-        icon: '',
-        memoryMiB: 0,
-        vcpus: 0,
-        disks: [],
-        network: { mode: 'none' },
-        autostart: false,
-        gpu: null,
-        usbAutoAttach: false,
-        display: 'none',
-        backend: 'qemu',
-        kernel: null,
-        append: '',
-        file: err.file,
-      };
-      this.vms.set(id, this.newEntry(placeholder, true, text));
-      this.emit('vm-added', id);
-    }
-    for (const [id, e] of [...this.vms]) {
-      if (seen.has(id)) continue;
-      if (e.state === 'stopped' || e.state === 'crashed') {
-        this.vms.delete(id);
-        this.emit('vm-removed', id);
-      } else if (!e.configError) {
-        e.configError = `${e.def.file}: (file): the definition file was removed; the VM keeps running and disappears once it stops`;
-        this.emit('vm-changed', id, ['LastError']);
-      }
-    }
-    const before = JSON.stringify(this.configErrors);
-    this.configErrors = loaded.errors;
-    if (JSON.stringify(this.configErrors) !== before) this.emit('manager-changed', ['ConfigErrors']);
+    const valid = this.registry.reload();
     this.persist();
-    return loaded.vms.length;
-  }
-
-  private newEntry(def: VmDefinition, placeholder: boolean, configError: string): VmEntry {
-    return {
-      def,
-      placeholder,
-      state: 'stopped',
-      stateReason: 'defined',
-      configError,
-      opError: '',
-      pid: null,
-      inputQmpSocket: '',
-      starting: null,
-    };
+    return valid;
   }
 
   // ---------------------------------------------------------------- lookup
 
   get(id: string): VmEntry {
-    const e = this.vms.get(id);
-    if (!e) throw new BulkheadError('NoSuchVm', `no VM with id '${id}'`);
-    return e;
+    return this.registry.get(id);
   }
 
   entryByPath(path: string): VmEntry | undefined {
-    const id = vmIdFromPath(path);
-    return id === null ? undefined : this.vms.get(id);
+    return this.registry.entryByPath(path);
   }
 
   bySlot(slot: number): VmEntry | undefined {
-    return [...this.vms.values()].find(
-      (e) => !e.placeholder && e.def.slot === slot && !e.configError.includes('was removed'),
-    );
+    return this.registry.bySlot(slot);
   }
 
   vmProperties(id: string): Vm1Properties {
@@ -365,10 +235,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     ) {
       void this.fallBackToSwitcher(`${e.def.id} is ${state}: ${reason}`);
     }
-    if ((state === 'stopped' || state === 'crashed') && e.configError.includes('was removed')) {
-      this.vms.delete(e.def.id);
-      this.emit('vm-removed', e.def.id);
-    }
+    if (state === 'stopped' || state === 'crashed') this.registry.stopped(e);
   }
 
   private setOpError(e: VmEntry, msg: string): void {

@@ -19,3 +19,10 @@ export const SWITCH_STEPS = [
   'publish',
 ] as const;
 export type SwitchStep = (typeof SWITCH_STEPS)[number];
+
+/**
+ * Every step name SwitchProgress may report: the steps above, then how the switch ended (or that
+ * it is being rolled back). The one definition vm-daemon and the switcher's labels are typed by.
+ */
+export const SWITCH_PROGRESS_STEPS = [...SWITCH_STEPS, 'rollback', 'done', 'failed'] as const;
+export type SwitchProgressStep = (typeof SWITCH_PROGRESS_STEPS)[number];

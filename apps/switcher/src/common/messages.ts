@@ -1,4 +1,5 @@
 /** Human wording for errors and switch steps, shared by renderer and tests. */
+import type { SwitchProgressStep } from '@bulkhead/common';
 import type { RequestFailure } from './channels';
 
 export interface HumanError {
@@ -54,7 +55,7 @@ export function describeFailure(e: RequestFailure, action?: string): HumanError 
   return { title, message, detail: e.message };
 }
 
-export const STEP_LABELS: Record<string, string> = {
+export const STEP_LABELS: Record<SwitchProgressStep, string> = {
   'starting-vm': 'Starting the machine',
   'freeze-input': 'Holding keyboard and mouse',
   'move-gpu': 'Handing over the graphics card',
@@ -66,7 +67,9 @@ export const STEP_LABELS: Record<string, string> = {
   failed: 'Failed',
 };
 
-export const stepLabel = (step: string): string => STEP_LABELS[step] ?? step;
+/** Sub-steps (gpu-detach:…) and names from a newer vm-daemon have no label: shown as they are. */
+export const stepLabel = (step: string): string =>
+  (STEP_LABELS as Partial<Record<string, string>>)[step] ?? step;
 
 export const STATE_LABELS: Record<string, string> = {
   stopped: 'Stopped',
