@@ -320,3 +320,24 @@ async function waitFor(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(cond(), 'condition not reached');
 }
+
+test('no signal leaves the host before it owns its name (the policy can only restrict a named sender)', async () => {
+  const conn = await connectBus(bus.address);
+  const seen: string[] = [];
+  const unsubscribe = await client.subscribe({}, (msg) => {
+    if (msg.sender === (conn as unknown as { name: string }).name) seen.push(`${msg.member} ${msg.body[0]}`);
+  });
+  try {
+    const h = new ServiceHost(conn, { log: () => undefined });
+    h.addObjectManager('/org/bulkhead/Early');
+    h.export('/org/bulkhead/Early/before', 'org.bulkhead.Vm1', noVm(), fakeHostileVmProps);
+    await h.requestName('org.bulkhead.Usb1');
+    h.export('/org/bulkhead/Early/after', 'org.bulkhead.Vm1', noVm(), fakeHostileVmProps);
+    // Signals of one sender arrive in order: once 'after' is here, 'before' would have been too.
+    await waitFor(() => seen.includes('InterfacesAdded /org/bulkhead/Early/after'));
+    assert.deepEqual(seen, ['InterfacesAdded /org/bulkhead/Early/after']);
+  } finally {
+    await unsubscribe();
+    conn.disconnect();
+  }
+});
