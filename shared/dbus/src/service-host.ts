@@ -133,6 +133,9 @@ export class ExportedInterface<I extends InterfaceName> {
  * decorators do not compile under current tsc. Here every call is checked against the XML's
  * signature, authorised by the caller's uid as the bus daemon reports it, and answered with a
  * named error on failure. Introspection, Properties, ObjectManager and Peer are served here too.
+ * Everything it sends passes one boundary (bus-values.ts), so no value a daemon hands over can
+ * make a message invalid or a call go unanswered; errors a method does not declare are caught
+ * (strictContract).
  */
 export class ServiceHost {
   private readonly objects = new Map<string, Map<string, Exported>>();
