@@ -341,3 +341,27 @@ test('no signal leaves the host before it owns its name (the policy can only res
     conn.disconnect();
   }
 });
+
+test('a property that declares a longer org.bulkhead.MaxLength (Usb1.Rules) is not cut to the free-text cap', async () => {
+  const rules = `{"rules":[${'{"action":"deny","comment":"x"},'.repeat(400)}{"action":"deny"}]}`;
+  assert.ok(rules.length > TEXT_MAX_CHARS);
+  const usb = host.export(
+    '/org/bulkhead/RulesTest',
+    'org.bulkhead.Usb1',
+    { AnswerPrompt() {}, SetRules() {} },
+    () => ({ Rules: rules, PendingPrompts: [] }),
+  );
+  const seen: unknown[] = [];
+  const unsubscribe = await client.subscribe({ sender: NAME, path: '/org/bulkhead/RulesTest' }, (msg) =>
+    seen.push(unwrap(msg.body[1])),
+  );
+  try {
+    usb.propertiesChanged('Rules');
+    await waitFor(() => seen.length > 0);
+    assert.deepEqual(seen[0], { Rules: rules });
+    assert.equal(await client.get(NAME, '/org/bulkhead/RulesTest', 'org.bulkhead.Usb1', 'Rules'), rules);
+  } finally {
+    await unsubscribe();
+    host.unexport('/org/bulkhead/RulesTest');
+  }
+});

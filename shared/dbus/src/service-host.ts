@@ -71,6 +71,12 @@ export interface ContractViolation {
 const HOST_ERRORS = new Set(['Failed']);
 
 /**
+ * The cap for a signal that carries property values: each value was already capped by its own
+ * property's limit (org.bulkhead.MaxLength), which must not be cut again to the free-text cap.
+ */
+const PROPERTIES_CAPPED = REPLY_MAX_CHARS;
+
+/**
  * Differences between an implementation and its contract: methods the XML has and the code lacks,
  * and public (PascalCase) methods or properties the code has and the XML lacks. Empty = they agree.
  */
@@ -215,10 +221,14 @@ export class ServiceHost {
     const manager = this.managerOf(path);
     if (manager) {
       const e = node.get(iface)!;
-      this.sendSignal(manager, OM, 'InterfacesAdded', 'oa{sa{sv}}', () => [
-        path,
-        { [iface]: this.propertyVariants(e) },
-      ]);
+      this.sendSignal(
+        manager,
+        OM,
+        'InterfacesAdded',
+        'oa{sa{sv}}',
+        () => [path, { [iface]: this.propertyVariants(e) }],
+        PROPERTIES_CAPPED,
+      );
     }
     return new ExportedInterface(this, path, iface);
   }
@@ -240,18 +250,25 @@ export class ServiceHost {
   emitPropertiesChanged(path: string, iface: string, names: string[]): void {
     const e = this.objects.get(path)?.get(iface);
     if (!e || this.closed) return;
-    this.sendSignal(path, PROPS, 'PropertiesChanged', 'sa{sv}as', () => {
-      const values = e.properties();
-      const changed: Record<string, dbus.Variant> = {};
-      for (const n of names) changed[n] = this.propertyVariant(e, n, values[n]);
-      return [iface, changed, []];
-    });
+    this.sendSignal(
+      path,
+      PROPS,
+      'PropertiesChanged',
+      'sa{sv}as',
+      () => {
+        const values = e.properties();
+        const changed: Record<string, dbus.Variant> = {};
+        for (const n of names) changed[n] = this.propertyVariant(e, n, values[n]);
+        return [iface, changed, []];
+      },
+      PROPERTIES_CAPPED,
+    );
   }
 
   /**
    * Emit a signal: its arguments pass the bus boundary (bus-values.ts) first. `body` may be a
-   * function, so that no property is read for a signal that is not sent. Failures are logged:
-   * a signal has nobody to answer.
+   * function, so that no property is read for a signal that is not sent. `maxChars` caps each
+   * string (default: free text). Failures are logged: a signal has nobody to answer.
    */
   sendSignal(
     path: string,
@@ -259,6 +276,7 @@ export class ServiceHost {
     member: string,
     signature: string,
     body: unknown[] | (() => unknown[]),
+    maxChars = TEXT_MAX_CHARS,
   ): void {
     if (this.closed) return;
     if (!this.ownsName) {
@@ -269,7 +287,7 @@ export class ServiceHost {
       const args = busBody(
         signature,
         typeof body === 'function' ? body() : body,
-        this.valueOptions(`signal ${iface}.${member} on ${path}`, TEXT_MAX_CHARS),
+        this.valueOptions(`signal ${iface}.${member} on ${path}`, maxChars),
       );
       this.bus.send(Message.newSignal(path, iface, member, signature, args));
     } catch (e) {
