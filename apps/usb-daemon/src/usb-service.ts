@@ -1,12 +1,9 @@
 /**
- * usb-daemon's core: the table of USB devices, who holds each one, and the org.bulkhead.Usb1 /
- * org.bulkhead.UsbDevice1 objects. Every device belongs to the Control Domain ('/') unless it is
- * attached to exactly one VM through that VM's Vm1.AttachUsbDevice.
+ * usb-daemon's bus adapter: exports org.bulkhead.Usb1 (with its ObjectManager) and one
+ * org.bulkhead.UsbDevice1 object per device, and maps them onto the assignment core
+ * (assignment.ts), which decides everything and knows nothing of D-Bus.
  */
-import { join } from 'node:path';
 import {
-  BulkheadError,
-  SWITCHER_PATH,
   USB_PATH,
   usbDevicePath,
   type CallContext,
@@ -15,672 +12,86 @@ import {
   type Usb1Service,
   type VariantDict,
 } from '@bulkhead/contract';
-import { readJsonFile, writeFileAtomic, type Logger } from '@bulkhead/common';
 import { parseOptions, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
-import { allClasses, deviceId, displayName, type UsbDeviceInfo } from './device';
-import type { UsbDeviceKey, UsbEnumerator } from './enumerators/enumerator';
-import {
-  assignRefusal,
-  decideNewDevice,
-  formatRules,
-  isInputDevice,
-  isStickyRuleFor,
-  parseRules,
-  policyDeviceOf,
-  stickyRefusal,
-  stickyRule,
-  stickyTarget,
-  RulesError,
-  type Decision,
-  type PolicyContext,
-  type PolicyDevice,
-  type PolicyVm,
-  type Rule,
-} from './policy';
-import type { VmControl } from './vm-directory';
+import { UsbAssignment, type UsbAssignmentOptions } from './assignment';
+import { allClasses, displayName } from './device';
+import type { DeviceEntry } from './device-table';
 
-export type DeviceState =
-  'available' | 'attaching' | 'attached' | 'detaching' | 'input' | 'rejected' | 'gone';
-
-interface DeviceEntry {
-  id: string;
-  path: string;
-  info: UsbDeviceInfo;
-  policy: PolicyDevice;
-  /** VM object path, or '/' = the Control Domain. */
-  assignedVm: string;
-  /** The backend's attachment handle while assignedVm is a VM. */
-  handle: string | null;
-  state: DeviceState;
-  /** Refused by policy (or by the person at a prompt) since it appeared. */
-  rejected: boolean;
-  gone: boolean;
-  object: ExportedInterface<'org.bulkhead.UsbDevice1'> | null;
-  /** Operations on one device run one after another (attach, detach, cleanup). */
-  queue: Promise<unknown>;
-}
-
-interface Prompt {
-  id: number;
-  deviceId: string;
-  vm: string;
-  timer: NodeJS.Timeout;
-}
-
-export interface UsbServiceOptions {
+export interface UsbServiceOptions extends UsbAssignmentOptions {
   host: ServiceHost;
-  enumerator: UsbEnumerator;
-  vms: VmControl;
-  log: Logger;
-  /** Rules file (JSON); missing = no rules (the defaults apply). */
-  rulesFile: string;
-  /** Directory of usb-daemon's state file (follow-focus flags). */
-  stateDir: string;
-  /** How long an 'ask' prompt waits for AnswerPrompt before it counts as deny. */
-  promptTimeoutMs?: number;
 }
-
-interface StateFile {
-  version: 1;
-  followFocus: string[];
-}
-
-const CONTROL_DOMAIN = SWITCHER_PATH;
 
 export class UsbService {
+  readonly core: UsbAssignment;
   private readonly host: ServiceHost;
-  private readonly log: Logger;
-  private readonly devices = new Map<string, DeviceEntry>();
-  private readonly byKey = new Map<string, string>();
-  private readonly prompts = new Map<number, Prompt>();
-  private readonly followFocus = new Set<string>();
-  private rules: Rule[] = [];
-  /** Set when the rules file on disk is invalid: nothing is auto-attached until SetRules. */
-  private rulesProblem: string | null = null;
-  private nextPromptId = 1;
   private usbObject: ExportedInterface<'org.bulkhead.Usb1'> | null = null;
-  private stopWatching: (() => void) | null = null;
-  private started = false;
-  private stopped = false;
-  private readonly promptTimeoutMs: number;
-  private readonly stateFile: string;
+  private readonly deviceObjects = new Map<string, ExportedInterface<'org.bulkhead.UsbDevice1'>>();
 
-  constructor(private readonly opts: UsbServiceOptions) {
+  constructor(opts: UsbServiceOptions) {
     this.host = opts.host;
-    this.log = opts.log;
-    this.promptTimeoutMs = opts.promptTimeoutMs ?? 60_000;
-    this.stateFile = join(opts.stateDir, 'usb-daemon.json');
+    const core = (this.core = new UsbAssignment(opts));
+    core.events.on('deviceAdded', (entry) => this.exportDevice(entry));
+    core.events.on('deviceForgotten', (entry) => {
+      this.deviceObjects.delete(entry.id);
+      this.host.unexport(usbDevicePath(entry.id));
+    });
+    core.events.on('deviceChanged', (entry, changed) =>
+      this.deviceObjects.get(entry.id)?.propertiesChanged(...changed),
+    );
+    core.events.on('deviceRejected', (entry, reason) =>
+      this.usbObject?.emit('DeviceRejected', usbDevicePath(entry.id), reason),
+    );
+    core.events.on('attachRequested', (id, entry, vm) =>
+      this.usbObject?.emit('AttachRequested', id, usbDevicePath(entry.id), vm),
+    );
+    core.events.on('rulesChanged', () => this.usbObject?.propertiesChanged('Rules'));
+    core.events.on('promptsChanged', () => this.usbObject?.propertiesChanged('PendingPrompts'));
   }
 
-  // ---------------------------------------------------------------------------------------------
-  // Start and stop
-
-  /**
-   * Load rules and state, export Usb1, enumerate devices, learn what running VMs already hold
-   * (a restarted usb-daemon detaches nothing), then place the remaining devices by policy.
-   */
+  /** Export Usb1, then start the core (which enumerates devices and rebuilds assignments). */
   async start(): Promise<void> {
-    this.loadRules();
-    this.loadState();
+    const core = this.core;
     this.host.addObjectManager(USB_PATH);
     const service: Usb1Service = {
-      AnswerPrompt: (ctx, id, answer) => this.answerPrompt(ctx, id, answer),
-      SetRules: (ctx, text) => this.setRules(ctx, text),
+      AnswerPrompt: (_ctx, id, answer) => core.answerPrompt(id, answer),
+      SetRules: (_ctx, text) => core.setRules(text),
     };
     this.usbObject = this.host.export(USB_PATH, 'org.bulkhead.Usb1', service, () => ({
-      Rules: formatRules(this.rules),
-      PendingPrompts: [...this.prompts.values()].map(
-        (p) => [p.id, this.devices.get(p.deviceId)?.path ?? '/', p.vm] as [number, string, string],
-      ),
+      Rules: core.rulesText(),
+      PendingPrompts: core
+        .pendingPrompts()
+        .map(
+          (p) =>
+            [p.id, core.devices.get(p.deviceId) ? usbDevicePath(p.deviceId) : '/', p.vm] as [
+              number,
+              string,
+              string,
+            ],
+        ),
     }));
-
-    // Hotplug events that arrive while starting are queued and replayed afterwards.
-    const early: Array<() => void> = [];
-    const onEvent = (fn: () => void) => (this.started ? fn() : early.push(fn));
-    this.stopWatching = this.opts.enumerator.watch({
-      added: (info) => onEvent(() => this.deviceAdded(info, true)),
-      removed: (key) => onEvent(() => this.deviceRemoved(key)),
-      error: (msg) => this.log.warn(msg),
-    });
-    let initial: UsbDeviceInfo[] = [];
-    try {
-      initial = await this.opts.enumerator.list();
-    } catch (e) {
-      this.log.error(`${this.opts.enumerator.name}: cannot list USB devices: ${(e as Error).message}`);
-    }
-    for (const info of initial) this.deviceAdded(info, false);
-
-    const vms = this.opts.vms;
-    vms.events.on(
-      'synced',
-      () => void this.reconcile().catch((e) => this.log.error(`reconcile: ${(e as Error).message}`)),
-    );
-    vms.events.on('vmState', (path, state, previous) => this.vmStateChanged(path, state, previous));
-    vms.events.on('vmRemoved', (path) => this.vmGone(path, 'was removed'));
-    vms.events.on('activeVm', (path) => this.focusChanged(path));
-    await vms.start();
-    await this.reconcile();
-
-    this.started = true;
-    // Devices present at start are not new: a restart must not move a device the person took
-    // back. Only sticky rules, deny rules and the input default apply to them; auto-attach to the
-    // focused VM and 'ask' happen on hotplug.
-    for (const e of this.devices.values()) if (e.assignedVm === CONTROL_DOMAIN) this.place(e, 'start');
-    for (const fn of early.splice(0)) fn();
-    this.log.info(
-      `started: ${this.devices.size} device(s), ${this.rules.length} rule(s), enumerator ${this.opts.enumerator.name}`,
-    );
+    await core.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.stopWatching?.();
-    for (const p of this.prompts.values()) clearTimeout(p.timer);
-    this.prompts.clear();
-    await this.opts.vms.stop();
+  stop(): Promise<void> {
+    return this.core.stop();
   }
 
-  // ---------------------------------------------------------------------------------------------
-  // Rules and state files
-
-  private loadRules(): void {
-    const r = readJsonFile(this.opts.rulesFile, (v) => v);
-    if (!r.ok) {
-      if (r.missing) this.log.info(`no rules file at ${this.opts.rulesFile}: default policy`);
-      else this.rulesBroken(`${r.error}`);
-      return;
-    }
-    try {
-      this.rules = parseRules(JSON.stringify(r.value));
-    } catch (e) {
-      this.rulesBroken(`${this.opts.rulesFile}: ${(e as Error).message}`);
-    }
-  }
-
-  private rulesBroken(problem: string): void {
-    // Running with an unreadable rules file must not hand devices out that a deny rule may have
-    // kept: nothing is attached automatically until SetRules installs valid rules.
-    this.rulesProblem = problem;
-    this.log.error(`invalid rules file, no device is attached automatically until SetRules: ${problem}`);
-  }
-
-  private loadState(): void {
-    const r = readJsonFile<StateFile>(this.stateFile, (v) => {
-      const o = v as Partial<StateFile>;
-      if (
-        !o ||
-        o.version !== 1 ||
-        !Array.isArray(o.followFocus) ||
-        !o.followFocus.every((x) => typeof x === 'string')
-      )
-        throw new Error('expected {version: 1, followFocus: [device ids]}');
-      return o as StateFile;
-    });
-    if (r.ok) r.value.followFocus.forEach((id) => this.followFocus.add(id));
-    else if (!r.missing) this.log.warn(`ignoring state file: ${r.error}`);
-  }
-
-  private saveState(): void {
-    const s: StateFile = { version: 1, followFocus: [...this.followFocus].sort() };
-    writeFileAtomic(this.stateFile, JSON.stringify(s, null, 2) + '\n');
-  }
-
-  private saveRules(rules: Rule[]): void {
-    try {
-      writeFileAtomic(this.opts.rulesFile, formatRules(rules));
-    } catch (e) {
-      throw new BulkheadError(
-        'Failed',
-        `cannot write the rules file ${this.opts.rulesFile}: ${(e as Error).message}`,
-      );
-    }
-    this.rules = rules;
-    this.rulesProblem = null;
-    this.usbObject?.propertiesChanged('Rules');
-    for (const e of this.devices.values()) e.object?.propertiesChanged('Sticky');
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Devices appearing and vanishing
-
-  private deviceAdded(info: UsbDeviceInfo, place: boolean): void {
-    if (this.stopped) return;
-    const key = keyOf(info);
-    if (this.byKey.has(key)) return; // already known (listed and hotplugged at start)
-    let id = deviceId(info);
-    if (this.devices.has(id)) id = `${id}@${info.port}`; // two devices claiming one serial
-    const policy = policyDeviceOf(info);
-    const entry: DeviceEntry = {
-      id,
-      path: usbDevicePath(id),
-      info,
-      policy,
-      assignedVm: CONTROL_DOMAIN,
-      handle: null,
-      state: isInputDevice(policy) ? 'input' : 'available',
-      rejected: false,
-      gone: false,
-      object: null,
-      queue: Promise.resolve(),
+  private exportDevice(entry: DeviceEntry): void {
+    const core = this.core;
+    const id = entry.id;
+    const methods: UsbDevice1Service = {
+      Assign: (_ctx: CallContext, vm: string, options: VariantDict) => {
+        parseOptions('Assign', options, {});
+        return core.assign(id, vm);
+      },
+      Release: () => core.release(id),
+      SetSticky: (_ctx: CallContext, sticky: boolean) => core.setSticky(id, sticky),
+      SetFollowFocus: (_ctx: CallContext, follow: boolean) => core.setFollowFocus(id, follow),
     };
-    this.devices.set(id, entry);
-    this.byKey.set(key, id);
-    entry.object = this.host.export(entry.path, 'org.bulkhead.UsbDevice1', new DeviceObject(this, id), () =>
+    const object = this.host.export(usbDevicePath(id), 'org.bulkhead.UsbDevice1', methods, () =>
       this.deviceProps(entry),
     );
-    this.log.info(
-      `device ${id} (${displayName(info)}) at bus ${info.bus} address ${info.address} port ${info.port}: ${policy.classes.join(',')}`,
-    );
-    if (place) this.place(entry);
-  }
-
-  private deviceRemoved(key: UsbDeviceKey): void {
-    const id = this.byKey.get(keyOf(key));
-    const entry = id === undefined ? undefined : this.devices.get(id);
-    if (!entry) return;
-    this.byKey.delete(keyOf(key));
-    entry.gone = true;
-    if (entry.state !== 'attaching' && entry.state !== 'detaching') this.setState(entry, 'gone');
-    this.cancelPromptsFor((p) => p.deviceId === entry.id);
-    this.log.info(
-      `device ${entry.id} vanished${entry.assignedVm !== CONTROL_DOMAIN ? ` while assigned to ${entry.assignedVm}` : ''}`,
-    );
-    // After any running attach/detach finished: detach from the VM if it still lists the
-    // attachment (QEMU may keep a usb-host device whose host side vanished), then remove it.
-    void this.enqueue(entry, async () => {
-      if (entry.assignedVm !== CONTROL_DOMAIN && entry.handle)
-        await this.detachIfListed(entry.assignedVm, entry.handle, entry.id);
-      entry.assignedVm = CONTROL_DOMAIN;
-      entry.handle = null;
-      entry.state = 'gone';
-      this.devices.delete(entry.id);
-      this.host.unexport(entry.path);
-      entry.object = null;
-    }).catch((e) => this.log.error(`cleanup of ${entry.id}: ${(e as Error).message}`));
-  }
-
-  private async detachIfListed(vm: string, handle: string, what: string): Promise<void> {
-    try {
-      const held = await this.opts.vms.list(vm);
-      if (!held.some((h) => h.handle === handle)) return;
-      await this.opts.vms.detach(vm, handle);
-      this.log.info(`detached vanished ${what} (handle ${handle}) from ${vm}`);
-    } catch (e) {
-      this.log.warn(`cannot detach vanished ${what} (handle ${handle}) from ${vm}: ${(e as Error).message}`);
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Policy
-
-  private policyContext(): PolicyContext {
-    const vms = new Map<string, PolicyVm>();
-    for (const vm of this.opts.vms.vms().values())
-      vms.set(vm.id, { running: vm.state === 'running', usbAutoAttach: vm.usbAutoAttach });
-    const active = this.opts.vms.activeVm();
-    return {
-      focusedVm: active === SWITCHER_PATH ? null : (this.opts.vms.vms().get(active)?.id ?? null),
-      vms,
-    };
-  }
-
-  private vmPathOf(id: string): string | null {
-    for (const vm of this.opts.vms.vms().values()) if (vm.id === id) return vm.path;
-    return null;
-  }
-
-  /** Place a device that is in the Control Domain by policy (new device, or after start). */
-  private place(entry: DeviceEntry, when: 'hotplug' | 'start' = 'hotplug'): void {
-    if (entry.gone || this.stopped) return;
-    let d: Decision = this.rulesProblem
-      ? { kind: 'wait', reason: `the rules file is invalid (${this.rulesProblem})` }
-      : decideNewDevice(entry.policy, this.rules, this.policyContext());
-    if (when === 'start' && (d.kind === 'ask' || (d.kind === 'attach' && !d.sticky)))
-      d = { kind: 'wait', reason: `present at start (${d.reason}): only sticky rules move it` };
-    this.log.info(`device ${entry.id}: ${d.kind}: ${d.reason}`);
-    switch (d.kind) {
-      case 'input':
-        return this.setState(entry, 'input');
-      case 'wait':
-        return;
-      case 'reject':
-        return this.reject(entry, d.reason);
-      case 'ask': {
-        const vm = this.vmPathOf(d.vm);
-        if (vm) this.openPrompt(entry, vm);
-        return;
-      }
-      case 'attach': {
-        const vm = this.vmPathOf(d.vm);
-        if (vm) void this.attachTo(entry, vm).catch(() => undefined); // failures are logged and signalled
-        return;
-      }
-    }
-  }
-
-  private reject(entry: DeviceEntry, reason: string): void {
-    entry.rejected = true;
-    if (entry.assignedVm === CONTROL_DOMAIN) this.setState(entry, 'rejected');
-    this.usbObject?.emit('DeviceRejected', entry.path, reason);
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Attaching and detaching (always through the VM's Vm1 methods)
-
-  private enqueue<T>(entry: DeviceEntry, op: () => Promise<T>): Promise<T> {
-    const run = entry.queue.then(op, op);
-    entry.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private restingState(entry: DeviceEntry): DeviceState {
-    if (entry.gone) return 'gone';
-    if (entry.rejected) return 'rejected';
-    return isInputDevice(entry.policy) ? 'input' : 'available';
-  }
-
-  private setState(entry: DeviceEntry, state: DeviceState): void {
-    if (entry.state === state) return;
-    entry.state = state;
-    entry.object?.propertiesChanged('State');
-  }
-
-  private setAssigned(entry: DeviceEntry, vm: string, handle: string | null, state: DeviceState): void {
-    const changed = entry.assignedVm !== vm;
-    entry.assignedVm = vm;
-    entry.handle = handle;
-    entry.state = state;
-    entry.object?.propertiesChanged(
-      ...(changed ? (['AssignedVm', 'State', 'Sticky'] as const) : (['State'] as const)),
-    );
-  }
-
-  /** Give `entry` to `vm`, detaching it from any other VM first. Rejects with a named error. */
-  private attachTo(entry: DeviceEntry, vm: string): Promise<void> {
-    return this.enqueue(entry, async () => {
-      if (entry.gone) throw new BulkheadError('NoSuchDevice', `device ${entry.id} vanished`);
-      if (entry.assignedVm === vm && entry.state === 'attached') return;
-      if (entry.assignedVm !== CONTROL_DOMAIN) await this.detachNow(entry);
-      const view = this.opts.vms.vms().get(vm);
-      if (!view || view.state !== 'running')
-        throw new BulkheadError('InvalidState', `VM ${vm} is not running`);
-      this.setState(entry, 'attaching');
-      let handle: string;
-      try {
-        handle = await this.opts.vms.attach(vm, entry.info.bus, entry.info.address, entry.info.port);
-      } catch (e) {
-        const reason = `attach to ${vm} failed: ${(e as Error).message}`;
-        this.log.warn(`device ${entry.id}: ${reason}`);
-        this.setState(entry, this.restingState(entry));
-        if (!entry.gone) this.usbObject?.emit('DeviceRejected', entry.path, reason);
-        throw new BulkheadError(entry.gone ? 'NoSuchDevice' : 'BackendFailed', reason);
-      }
-      if (entry.gone) {
-        // Vanished while attaching: the VM may hold a dead attachment; remove it.
-        await this.detachIfListed(vm, handle, entry.id);
-        throw new BulkheadError('NoSuchDevice', `device ${entry.id} vanished while attaching to ${vm}`);
-      }
-      if (this.opts.vms.vms().get(vm)?.state !== 'running') {
-        // The VM stopped while attaching: its device model, and the attachment, are gone.
-        this.setAssigned(entry, CONTROL_DOMAIN, null, this.restingState(entry));
-        throw new BulkheadError('InvalidState', `VM ${vm} stopped while ${entry.id} was being attached`);
-      }
-      entry.rejected = false;
-      this.setAssigned(entry, vm, handle, 'attached');
-      this.log.info(`device ${entry.id} attached to ${vm} (handle ${handle})`);
-    });
-  }
-
-  /** Inside the device's queue: take it back from its VM. */
-  private async detachNow(entry: DeviceEntry): Promise<void> {
-    const vm = entry.assignedVm;
-    const handle = entry.handle;
-    if (vm === CONTROL_DOMAIN) return;
-    this.setState(entry, 'detaching');
-    if (handle) {
-      try {
-        await this.opts.vms.detach(vm, handle);
-      } catch (e) {
-        // If the VM no longer holds it, the device is back anyway; otherwise it stays attached.
-        const still = await this.opts.vms.list(vm).then(
-          (held) => held.some((h) => h.handle === handle),
-          () => this.opts.vms.vms().get(vm)?.state === 'running',
-        );
-        if (still) {
-          this.setState(entry, 'attached');
-          throw new BulkheadError(
-            'BackendFailed',
-            `detach of ${entry.id} from ${vm} failed: ${(e as Error).message}`,
-          );
-        }
-      }
-    }
-    this.setAssigned(entry, CONTROL_DOMAIN, null, this.restingState(entry));
-    this.log.info(`device ${entry.id} detached from ${vm}`);
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // VMs: restart reconciliation, stop/crash, start, focus
-
-  /**
-   * Ask every running VM which host USB devices it holds and take that as the truth: devices it
-   * lists are assigned to it (matched by bus/address), devices we thought it held and it does
-   * not list return to the Control Domain. Nothing is detached.
-   */
-  private async reconcile(): Promise<void> {
-    const holders = new Map<string, { vm: string; handle: string }>();
-    const asked = new Set<string>();
-    for (const vm of this.opts.vms.vms().values()) {
-      if (vm.state !== 'running' && vm.state !== 'paused') continue;
-      try {
-        for (const a of await this.opts.vms.list(vm.path))
-          holders.set(`${a.bus}/${a.address}`, { vm: vm.path, handle: a.handle });
-        asked.add(vm.path);
-      } catch (e) {
-        this.log.warn(`cannot ask ${vm.path} which USB devices it holds: ${(e as Error).message}`);
-      }
-    }
-    for (const [key, h] of holders) {
-      const id = this.byKey.get(key);
-      const entry = id === undefined ? undefined : this.devices.get(id);
-      if (!entry) {
-        this.log.warn(
-          `${h.vm} holds USB bus/address ${key} (handle ${h.handle}), which is not present on the host`,
-        );
-        continue;
-      }
-      if (entry.state === 'attaching' || entry.state === 'detaching') continue;
-      if (entry.assignedVm !== h.vm || entry.handle !== h.handle) {
-        this.log.info(`device ${entry.id} is held by ${h.vm} (handle ${h.handle}): recorded`);
-        this.setAssigned(entry, h.vm, h.handle, 'attached');
-      }
-    }
-    for (const entry of this.devices.values()) {
-      if (entry.state !== 'attached' || !asked.has(entry.assignedVm)) continue;
-      if (holders.get(keyOf(entry.info))?.vm !== entry.assignedVm) {
-        this.log.info(
-          `device ${entry.id}: ${entry.assignedVm} no longer holds it: back to the Control Domain`,
-        );
-        this.setAssigned(entry, CONTROL_DOMAIN, null, this.restingState(entry));
-      }
-    }
-    for (const entry of this.devices.values())
-      if (entry.state === 'attached' && !this.opts.vms.vms().has(entry.assignedVm))
-        this.returnToControlDomain(entry, 'its VM is gone');
-  }
-
-  private returnToControlDomain(entry: DeviceEntry, why: string): void {
-    this.log.info(`device ${entry.id} returns to the Control Domain: ${why}`);
-    this.setAssigned(entry, CONTROL_DOMAIN, null, this.restingState(entry));
-  }
-
-  private vmGone(path: string, why: string): void {
-    this.cancelPromptsFor((p) => p.vm === path);
-    for (const entry of this.devices.values())
-      if (entry.assignedVm === path && entry.state !== 'attaching')
-        this.returnToControlDomain(entry, `${path} ${why}`);
-  }
-
-  private vmStateChanged(path: string, state: string, previous: string): void {
-    if (state === 'stopped' || state === 'crashed')
-      return this.vmGone(path, state === 'crashed' ? 'crashed' : 'stopped');
-    if (state === 'running' && previous !== 'paused' && this.started && !this.rulesProblem) {
-      // Sticky devices waiting in the Control Domain follow their VM when it starts.
-      const id = this.opts.vms.vms().get(path)?.id;
-      for (const entry of this.devices.values()) {
-        if (entry.gone || entry.assignedVm !== CONTROL_DOMAIN || entry.state === 'attaching') continue;
-        if (stickyTarget(entry.policy, this.rules)?.vm === id)
-          void this.attachTo(entry, path).catch(() => undefined);
-      }
-    }
-  }
-
-  /**
-   * FollowFocus: runs when VmManager1.ActiveVm changes, i.e. right after vm-daemon published the
-   * switch (the contract has no synchronous hook into the switch transaction yet), so the device
-   * arrives in the new VM a moment after the screen did. Never moves a device to the switcher.
-   */
-  private focusChanged(active: string): void {
-    if (!this.started || active === SWITCHER_PATH) return;
-    const vm = this.opts.vms.vms().get(active);
-    if (!vm || vm.state !== 'running') return;
-    for (const entry of this.devices.values()) {
-      if (!this.followFocus.has(entry.id) || entry.gone || entry.assignedVm === active) continue;
-      const refusal = assignRefusal(entry.policy, vm.id, this.rules);
-      if (refusal) {
-        this.log.info(`follow-focus: ${entry.id} stays: ${refusal}`);
-        continue;
-      }
-      void this.attachTo(entry, active).catch((e) =>
-        this.log.warn(`follow-focus: ${entry.id}: ${(e as Error).message}`),
-      );
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Prompts ('ask' rules)
-
-  private openPrompt(entry: DeviceEntry, vm: string): void {
-    const id = this.nextPromptId++;
-    const timer = setTimeout(() => {
-      if (!this.prompts.delete(id)) return;
-      this.usbObject?.propertiesChanged('PendingPrompts');
-      this.log.info(`prompt ${id} for ${entry.id} timed out: deny`);
-      if (!entry.gone)
-        this.reject(entry, `nobody answered prompt ${id} within ${this.promptTimeoutMs / 1000} s`);
-    }, this.promptTimeoutMs);
-    timer.unref();
-    this.prompts.set(id, { id, deviceId: entry.id, vm, timer });
-    this.usbObject?.propertiesChanged('PendingPrompts');
-    this.usbObject?.emit('AttachRequested', id, entry.path, vm);
-  }
-
-  private cancelPromptsFor(pred: (p: Prompt) => boolean): void {
-    let any = false;
-    for (const p of [...this.prompts.values()])
-      if (pred(p)) {
-        clearTimeout(p.timer);
-        this.prompts.delete(p.id);
-        any = true;
-      }
-    if (any) this.usbObject?.propertiesChanged('PendingPrompts');
-  }
-
-  private async answerPrompt(_ctx: CallContext, id: number, answer: string): Promise<void> {
-    if (answer !== 'allow' && answer !== 'deny')
-      throw new BulkheadError('InvalidArgument', `answer must be 'allow' or 'deny', got '${answer}'`);
-    const p = this.prompts.get(id);
-    if (!p)
-      throw new BulkheadError(
-        'InvalidState',
-        `prompt ${id} is not open (answered, timed out, or never asked)`,
-      );
-    this.cancelPromptsFor((x) => x.id === id);
-    const entry = this.devices.get(p.deviceId);
-    if (!entry || entry.gone) throw new BulkheadError('NoSuchDevice', `the device of prompt ${id} vanished`);
-    if (answer === 'deny') return this.reject(entry, `the person denied prompt ${id}`);
-    await this.attachTo(entry, p.vm);
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Methods
-
-  private async setRules(_ctx: CallContext, text: string): Promise<void> {
-    let rules: Rule[];
-    try {
-      rules = parseRules(text);
-    } catch (e) {
-      if (e instanceof RulesError) throw new BulkheadError('InvalidConfig', `SetRules: ${e.message}`);
-      throw e;
-    }
-    this.saveRules(rules);
-    this.log.info(`rules replaced: ${rules.length} rule(s)`);
-  }
-
-  private entry(id: string): DeviceEntry {
-    const e = this.devices.get(id);
-    if (!e || e.gone) throw new BulkheadError('NoSuchDevice', `device ${id} is not present`);
-    return e;
-  }
-
-  async assign(id: string, vm: string, options: VariantDict): Promise<void> {
-    parseOptions('Assign', options, {});
-    const entry = this.entry(id);
-    if (vm === SWITCHER_PATH) {
-      if (entry.assignedVm !== CONTROL_DOMAIN) await this.release(id);
-      return;
-    }
-    const view = this.opts.vms.vms().get(vm);
-    if (!view) throw new BulkheadError('NoSuchVm', `no VM at ${vm}`);
-    if (view.state !== 'running')
-      throw new BulkheadError('InvalidState', `VM ${view.id} is ${view.state}, not running`);
-    const refusal = assignRefusal(entry.policy, view.id, this.rules);
-    if (refusal) throw new BulkheadError('PolicyDenied', refusal);
-    this.cancelPromptsFor((p) => p.deviceId === id);
-    await this.attachTo(entry, vm);
-  }
-
-  async release(id: string): Promise<void> {
-    const entry = this.entry(id);
-    if (entry.assignedVm === CONTROL_DOMAIN && entry.state !== 'attaching')
-      throw new BulkheadError('InvalidState', `device ${id} is not assigned to a VM`);
-    await this.enqueue(entry, () => this.detachNow(entry));
-  }
-
-  setSticky(id: string, sticky: boolean): void {
-    const entry = this.entry(id);
-    const others = this.rules.filter((r) => !isStickyRuleFor(r, entry.policy));
-    if (sticky) {
-      if (entry.assignedVm === CONTROL_DOMAIN)
-        throw new BulkheadError('InvalidState', `device ${id} is not assigned to a VM; assign it first`);
-      const present = [...this.devices.values()].filter((e) => !e.gone).map((e) => e.policy);
-      const refusal = stickyRefusal(entry.policy, present);
-      if (refusal) throw new BulkheadError('PolicyDenied', refusal);
-      const vmId = this.opts.vms.vms().get(entry.assignedVm)?.id;
-      if (!vmId) throw new BulkheadError('InvalidState', `the VM holding ${id} is unknown`);
-      this.saveRules([stickyRule(entry.policy, vmId), ...others]);
-    } else {
-      if (others.length !== this.rules.length) this.saveRules(others);
-      const still = stickyTarget(entry.policy, this.rules);
-      if (still)
-        throw new BulkheadError(
-          'InvalidState',
-          `rule ${still.rule} still sends ${id} to ${still.vm}; edit the rules to change it`,
-        );
-    }
-  }
-
-  setFollowFocus(id: string, follow: boolean): void {
-    const entry = this.entry(id);
-    if (follow && isInputDevice(entry.policy)) {
-      const refusal = assignRefusal(entry.policy, '*', this.rules);
-      if (refusal) throw new BulkheadError('PolicyDenied', refusal);
-    }
-    if (follow === this.followFocus.has(id)) return;
-    if (follow) this.followFocus.add(id);
-    else this.followFocus.delete(id);
-    this.saveState();
-    entry.object?.propertiesChanged('FollowFocus');
+    this.deviceObjects.set(id, object);
   }
 
   private deviceProps(e: DeviceEntry): UsbDevice1Properties {
@@ -696,31 +107,9 @@ export class UsbService {
       Address: e.info.address,
       Port: e.info.port,
       AssignedVm: e.assignedVm,
-      Sticky: stickyTarget(e.policy, this.rules) !== null,
-      FollowFocus: this.followFocus.has(e.id),
+      Sticky: this.core.isSticky(e),
+      FollowFocus: this.core.followsFocus(e.id),
       State: e.state,
     };
   }
 }
-
-/** The org.bulkhead.UsbDevice1 methods of one device object. */
-class DeviceObject implements UsbDevice1Service {
-  constructor(
-    private readonly service: UsbService,
-    private readonly id: string,
-  ) {}
-  Assign(_ctx: CallContext, vm: string, options: VariantDict): Promise<void> {
-    return this.service.assign(this.id, vm, options);
-  }
-  Release(): Promise<void> {
-    return this.service.release(this.id);
-  }
-  SetSticky(_ctx: CallContext, sticky: boolean): void {
-    this.service.setSticky(this.id, sticky);
-  }
-  SetFollowFocus(_ctx: CallContext, follow: boolean): void {
-    this.service.setFollowFocus(this.id, follow);
-  }
-}
-
-const keyOf = (k: UsbDeviceKey): string => `${k.bus}/${k.address}`;
