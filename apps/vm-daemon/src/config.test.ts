@@ -80,16 +80,21 @@ test('each malformed file is rejected with file, field and reason; the good ones
 });
 
 test('a GPU may be named by several VMs only when all of them share it for hand-off', () => {
+  // GPU hand-off is the Xen backend's (a QEMU definition asking for it is refused, next test).
+  const xenVm = (id: string, slot: number, extra: Record<string, unknown>) =>
+    vm(id, slot, { backend: 'xen', ...extra });
   const shared = { pci: ['0000:00:02.0', '0000:00:02.1'], handoff: true };
   const dir = dirWith({
-    '1-personal.json': vm('personal', 1, { gpu: shared }),
-    '2-business.json': vm('business', 2, { gpu: { pci: ['0000:00:02.1', '0000:00:02.0'], handoff: true } }),
-    '3-accident.json': vm('accident', 3, { gpu: { pci: ['0000:00:02.0'] } }),
-    '4-subset.json': vm('subset', 4, { gpu: { pci: ['0000:00:02.0'], handoff: true } }),
-    '5-badflag.json': vm('badflag', 5, { gpu: { pci: ['0000:00:03.0'], handoff: 'yes' } }),
-    '6-typo.json': vm('typo', 6, { gpu: { pci: ['0000:00:03.0'], shared: true } }),
-    '7-own.json': vm('own', 7, { gpu: { pci: ['0000:00:04.0'] } }),
-    '8-late-handoff.json': vm('late', 8, { gpu: { pci: ['0000:00:04.0'], handoff: true } }),
+    '1-personal.json': xenVm('personal', 1, { gpu: shared }),
+    '2-business.json': xenVm('business', 2, {
+      gpu: { pci: ['0000:00:02.1', '0000:00:02.0'], handoff: true },
+    }),
+    '3-accident.json': xenVm('accident', 3, { gpu: { pci: ['0000:00:02.0'] } }),
+    '4-subset.json': xenVm('subset', 4, { gpu: { pci: ['0000:00:02.0'], handoff: true } }),
+    '5-badflag.json': xenVm('badflag', 5, { gpu: { pci: ['0000:00:03.0'], handoff: 'yes' } }),
+    '6-typo.json': xenVm('typo', 6, { gpu: { pci: ['0000:00:03.0'], shared: true } }),
+    '7-own.json': xenVm('own', 7, { gpu: { pci: ['0000:00:04.0'] } }),
+    '8-late-handoff.json': xenVm('late', 8, { gpu: { pci: ['0000:00:04.0'], handoff: true } }),
   });
   const r = loadConfigDir(dir);
   assert.deepEqual(
@@ -116,6 +121,35 @@ test('a GPU may be named by several VMs only when all of them share it for hand-
   assert.match(byFile['8-late-handoff.json'][1], /already claimed by 7-own\.json; a GPU may be named/);
   assert.equal(r.errors.length, 5);
   rmSync(dir, { recursive: true });
+});
+
+test('GPU hand-off on the QEMU backend is refused at load, saying why and what to use instead', () => {
+  const dir = dirWith({
+    '1-qemu.json': vm('personal', 1, { gpu: { pci: ['0000:00:02.0'], handoff: true } }),
+    '2-default.json': vm('business', 2, { backend: 'qemu', gpu: { pci: ['0000:00:03.0'], handoff: true } }),
+    '3-passthrough.json': vm('own', 3, { gpu: { pci: ['0000:00:04.0'] } }),
+  });
+  try {
+    const r = loadConfigDir(dir);
+    // A GPU given to one QEMU VM for good (no hand-off) is still fine.
+    assert.deepEqual(
+      r.vms.map((v) => v.id),
+      ['own'],
+    );
+    const reason =
+      'GPU hand-off is not supported on the QEMU/KVM backend yet: use the Xen backend ("backend": "xen")';
+    assert.deepEqual(
+      r.errors.map((e) => [e.file.slice(dir.length + 1), e.field, e.reason]),
+      [
+        ['1-qemu.json', 'gpu.handoff', reason],
+        ['2-default.json', 'gpu.handoff', reason],
+      ],
+    );
+    // The VMs of the refused files still appear, with the error, so the switcher can show it.
+    assert.deepEqual([...r.invalidIds.keys()].sort(), ['business', 'personal']);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
 });
 
 test('qemu-img creates and inspects qcow2 and vpc (VHD) disks; a wrong declared format is refused', async () => {

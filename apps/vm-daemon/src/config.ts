@@ -382,6 +382,13 @@ function validate(file: string, raw: unknown, imageDirs: string[]): VmDefinition
   const backend = str('backend', 'qemu');
   if (!(BACKENDS as readonly string[]).includes(backend))
     throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${describeValue(backend)}`);
+  // A QEMU switch moves no GPU (only the Xen backend has a hand-off): accepting the flag would
+  // promise a hand-off that never happens, so the file is refused where its author sees why.
+  if (gpu?.handoff && backend === 'qemu')
+    throw new FieldError(
+      'gpu.handoff',
+      'GPU hand-off is not supported on the QEMU/KVM backend yet: use the Xen backend ("backend": "xen")',
+    );
 
   let kernel: string | null = null;
   if (o.kernel !== undefined && o.kernel !== null) {

@@ -119,7 +119,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const config: ConfigOptions = { imageDirs: [...defaultImageDirs(args.configDir), ...args.imageDirs] };
-  let backend: VmBackend & { stopAll?(ms: number): Promise<void> };
+  let backend: VmBackend;
   let gpu: GpuHandoff = new NoGpuHandoff();
   if (args.backend === 'qemu') {
     const guest = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
     );
     manager.close();
     try {
-      if (args.stopVmsOnExit && backend.stopAll) await backend.stopAll(10_000);
+      if (args.stopVmsOnExit) await backend.stopAll(10_000);
       else await backend.detachAll();
     } finally {
       await input.close().catch(() => undefined);

@@ -9,7 +9,7 @@ import {
 import { MAX_SLOT, TypedEmitter, type Logger, type SwitchProgressStep, type VmState } from '@bulkhead/common';
 import type { ConfigError, ConfigOptions } from './config';
 import { VmRegistry, type VmEntry } from './vm-registry';
-import type { UsbAttachRequest, VmBackend } from './backend/backend';
+import { describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
 import {
@@ -112,8 +112,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       try {
         const r = await this.backend.adopt(e.def);
         if (r) {
-          this.setState(e, r.state, `re-adopted running QEMU (pid ${r.pid}) after a daemon restart`);
-          e.pid = r.pid;
+          this.setState(
+            e,
+            r.state,
+            `re-adopted running VM (${describeHandle(r.handle)}) after a daemon restart`,
+          );
+          e.handle = r.handle;
           e.inputQmpSocket = r.inputQmpSocket;
           this.emit('vm-changed', e.def.id, ['InputQmpSocket']);
         }
@@ -227,7 +231,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.stateReason !== reason) changed.push('StateReason');
     e.state = state;
     e.stateReason = reason;
-    if (state === 'stopped' || state === 'crashed') e.pid = null;
+    if (state === 'stopped' || state === 'crashed') e.handle = null;
     if (changed.length) this.emit('vm-changed', e.def.id, changed);
     if (
       (state === 'crashed' || state === 'stopped' || state === 'paused') &&
@@ -352,7 +356,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const e = this.get(id);
     if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     if (e.state === 'starting' && e.starting) return e.starting;
-    if (e.def.backend !== this.backend.name && this.backend.name !== 'fake')
+    if (!this.backend.runs.includes(e.def.backend))
       throw new BulkheadError(
         'InvalidConfig',
         `${e.def.file}: backend: '${e.def.backend}' is not available in this daemon (it runs '${this.backend.name}')`,
@@ -364,13 +368,13 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     e.starting = (async () => {
       try {
         const r = await this.backend.start(e.def);
-        e.pid = r.pid;
+        e.handle = r.handle;
         e.inputQmpSocket = r.inputQmpSocket;
         e.opError = '';
         this.emit('vm-changed', id, ['LastError']);
         // The backend may already have reported it gone (a guest that exits at once).
         if ((e.state as VmState) === 'starting')
-          this.setState(e, 'running', `started (pid ${r.pid}, ${this.accelerator})`);
+          this.setState(e, 'running', `started (${describeHandle(r.handle)}, ${this.accelerator})`);
       } catch (err) {
         const be =
           err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);

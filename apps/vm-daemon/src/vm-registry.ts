@@ -8,6 +8,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { BulkheadError, vmIdFromPath, type Vm1Properties } from '@bulkhead/contract';
 import { TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
+import type { VmHandle } from './backend/backend';
 import {
   formatConfigError,
   loadConfigDir,
@@ -36,7 +37,8 @@ export class VmEntry {
   stateReason = 'defined';
   /** Error of the last start/stop/... ('' when none); shown in LastError after the config problem. */
   opError = '';
-  pid: number | null = null;
+  /** How the hypervisor names the running VM (a QEMU pid, a Xen domid); null when not running. */
+  handle: VmHandle | null = null;
   inputQmpSocket = '';
   /** Resolves when a running start() finishes (so a switch can wait for a Start in flight). */
   starting: Promise<void> | null = null;

@@ -1,9 +1,17 @@
 import type { TypedEmitter, VmState } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
 
+/** How the hypervisor names a running VM: a QEMU process, or a Xen domain. */
+export type VmHandle = { kind: 'pid'; pid: number } | { kind: 'domid'; domid: number };
+
+/** 'pid 1234' / 'domid 7', for StateReason and logs. */
+export function describeHandle(h: VmHandle): string {
+  return h.kind === 'pid' ? `pid ${h.pid}` : `domid ${h.domid}`;
+}
+
 /** What a running VM exposes to the rest of the daemon. */
 export interface RunningVm {
-  pid: number;
+  handle: VmHandle;
   /** QMP socket reserved for input-daemon (published as Vm1.InputQmpSocket); '' when none. */
   inputQmpSocket: string;
   /** True when this VM was found running (re-adopted) rather than started by us. */
@@ -44,6 +52,8 @@ export interface QmpAccess {
  */
 export interface VmBackend extends Pick<TypedEmitter<BackendEvents>, 'on' | 'off' | 'once'> {
   readonly name: string;
+  /** The `backend` values of the VM definitions it runs (a definition for another is refused). */
+  readonly runs: ReadonlyArray<VmDefinition['backend']>;
   /** kvm | tcg | xen: how VMs run; may probe the host once. */
   accelerator(): Promise<string>;
   /** Prepare what a VM needs before its first start (run dir, disk images); idempotent. */
@@ -62,8 +72,13 @@ export interface VmBackend extends Pick<TypedEmitter<BackendEvents>, 'on' | 'off
   attachUsb(vmId: string, req: UsbAttachRequest): Promise<string>;
   detachUsb(vmId: string, handle: string): Promise<void>;
   listUsb(vmId: string): Promise<Array<[string, number, number]>>;
-  /** Direct QMP access to a running VM (null when not running or not QEMU). */
-  qmp(vmId: string): QmpAccess | null;
+  /**
+   * Direct QMP access to a running VM (null when it does not run or has no QMP monitor). A
+   * capability: only backends whose VMs can have a QEMU monitor offer it (not a Xen PV domain).
+   */
+  qmp?(vmId: string): QmpAccess | null;
   /** Let go of every VM without stopping them (daemon exit); they are re-adopted next start. */
   detachAll(): Promise<void>;
+  /** Stop every VM (--stop-vms-on-exit). */
+  stopAll(timeoutMs: number): Promise<void>;
 }

@@ -10,16 +10,14 @@ import {
   readSync,
   fstatSync,
   rmSync,
-  statSync,
-  unlinkSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { BulkheadError } from '@bulkhead/contract';
-import { TypedEmitter, type Logger } from '@bulkhead/common';
+import type { Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
 import { QmpClient, QmpClosedError, QmpError, QmpTimeoutError } from '@bulkhead/qmp';
-import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
+import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
+import { SupervisedBackend, type Supervised } from './supervised-backend';
 import { prepareDisks } from './disk-images';
 import { probeKvm } from './kvm-probe';
 
@@ -52,8 +50,7 @@ export function runFiles(runRoot: string, id: string) {
   };
 }
 
-interface Instance {
-  def: VmDefinition;
+interface Instance extends Supervised {
   files: ReturnType<typeof runFiles>;
   pid: number;
   child: ChildProcess | null;
@@ -62,9 +59,6 @@ interface Instance {
   /** Set before we stop or kill it, so its exit is 'stopped', not 'crashed'. */
   stopRequested: 'powerdown' | 'kill' | null;
   killedAfterTimeout: boolean;
-  goneHandled: boolean;
-  gone: Promise<void>;
-  markGone: () => void;
   pollTimer: NodeJS.Timeout | null;
 }
 
@@ -119,17 +113,15 @@ function qmpFailure(what: string, e: unknown): BulkheadError {
  * The embedded QEMU backend: one qemu-system-x86_64 per VM, supervised through its exit (our
  * children) or its QMP socket and pid (VMs adopted from an earlier daemon process).
  */
-export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBackend {
+export class QemuBackend extends SupervisedBackend<Instance> implements VmBackend {
   readonly name = 'qemu';
-  private readonly instances = new Map<string, Instance>();
+  readonly runs = ['qemu'] as const;
   private accelPromise: Promise<string> | null = null;
   private readonly qemu: string;
-  private readonly log: Logger;
 
   constructor(private readonly opts: QemuBackendOptions) {
-    super();
+    super(opts.log);
     this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
-    this.log = opts.log;
   }
 
   accelerator(): Promise<string> {
@@ -197,7 +189,7 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   }
 
   async start(def: VmDefinition): Promise<RunningVm> {
-    if (this.instances.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs`);
+    if (this.running.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs`);
     if (def.kernel && !existsSync(def.kernel))
       throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${def.kernel} does not exist`);
     await this.create(def);
@@ -256,13 +248,18 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     const inst = this.track(def, child.pid!, child, qmp, false);
     child.on('exit', (code, sig) => {
       const how = sig ? `signal ${sig}` : `code ${code}`;
-      this.gone(inst, code === 0 && !sig, `qemu exited with ${how}`);
+      this.exited(inst, code === 0 && !sig, `qemu exited with ${how}`);
     });
-    return { pid: inst.pid, inputQmpSocket: f.inputQmp, adopted: false, state: 'running' };
+    return {
+      handle: { kind: 'pid', pid: inst.pid },
+      inputQmpSocket: f.inputQmp,
+      adopted: false,
+      state: 'running',
+    };
   }
 
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
-    if (this.instances.has(def.id)) return null;
+    if (this.running.has(def.id)) return null;
     const f = runFiles(this.opts.runRoot, def.id);
     let pid: number;
     try {
@@ -288,7 +285,7 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     this.track(def, pid, null, qmp, true);
     this.log.info(`${def.id}: re-adopted QEMU pid ${pid} (${status.status})`);
     return {
-      pid,
+      handle: { kind: 'pid', pid },
       inputQmpSocket: f.inputQmp,
       adopted: true,
       state: status.status === 'paused' ? 'paused' : 'running',
@@ -302,9 +299,8 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     qmp: QmpClient,
     adopted: boolean,
   ): Instance {
-    let markGone!: () => void;
-    const gone = new Promise<void>((r) => (markGone = r));
     const inst: Instance = {
+      ...SupervisedBackend.supervision(),
       def,
       files: runFiles(this.opts.runRoot, def.id),
       pid,
@@ -313,23 +309,20 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
       adopted,
       stopRequested: null,
       killedAfterTimeout: false,
-      goneHandled: false,
-      gone,
-      markGone,
       pollTimer: null,
     };
-    this.instances.set(def.id, inst);
+    this.running.set(def.id, inst);
     qmp.on('event', (ev) => {
-      if (this.instances.get(def.id) !== inst) return;
+      if (this.running.get(def.id) !== inst) return;
       if (ev.event === 'STOP') this.emit('state', def.id, 'paused', 'vCPUs stopped (QMP STOP)');
       else if (ev.event === 'RESUME') this.emit('state', def.id, 'running', 'vCPUs resumed (QMP RESUME)');
     });
     qmp.on('close', () => {
-      if (inst.goneHandled || this.instances.get(def.id) !== inst || !adopted) return;
+      if (inst.goneHandled || this.running.get(def.id) !== inst || !adopted) return;
       // Not our child: no exit status. The QMP socket closing is the signal; the pid confirms.
       const check = () => {
         if (!processAlive(pid)) {
-          this.gone(inst, false, `qemu (pid ${pid}, adopted) is gone; exit status unknown (not our child)`);
+          this.exited(inst, false, `qemu (pid ${pid}, adopted) is gone; exit status unknown (not our child)`);
         } else inst.pollTimer = setTimeout(check, 100);
       };
       check();
@@ -337,41 +330,32 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     return inst;
   }
 
-  private gone(inst: Instance, cleanExit: boolean, how: string): void {
-    if (inst.goneHandled) return;
-    inst.goneHandled = true;
-    if (inst.pollTimer) clearTimeout(inst.pollTimer);
-    void inst.qmp.close().catch(() => undefined);
-    if (this.instances.get(inst.def.id) === inst) this.instances.delete(inst.def.id);
-    for (const p of [inst.files.qmp, inst.files.inputQmp, inst.files.vnc, inst.files.pid])
-      rmSync(p, { force: true });
-    const err = lastLine(inst.files.stderr);
-    let state: 'stopped' | 'crashed';
-    let reason: string;
-    if (inst.stopRequested) {
-      state = 'stopped';
-      reason =
-        inst.stopRequested === 'kill'
-          ? inst.killedAfterTimeout
-            ? 'killed: the guest did not power off in time'
-            : 'killed on request'
-          : 'powered off on request';
-    } else if (cleanExit) {
-      state = 'stopped';
-      reason = 'the guest powered off (qemu exited with code 0)';
-    } else {
-      state = 'crashed';
-      reason = how + (err ? `; last stderr: ${err}` : '');
-    }
-    this.log.info(`${inst.def.id}: ${state}: ${reason}`);
-    inst.markGone();
-    this.emit('state', inst.def.id, state, reason);
-  }
-
-  private get(vmId: string): Instance {
-    const inst = this.instances.get(vmId);
-    if (!inst) throw new BulkheadError('InvalidState', `VM ${vmId} does not run`);
-    return inst;
+  /** The QEMU process ended (its exit, or for an adopted one its QMP closing and pid gone). */
+  private exited(inst: Instance, cleanExit: boolean, how: string): void {
+    this.ended(
+      inst,
+      () => {
+        if (inst.pollTimer) clearTimeout(inst.pollTimer);
+        void inst.qmp.close().catch(() => undefined);
+        for (const p of [inst.files.qmp, inst.files.inputQmp, inst.files.vnc, inst.files.pid])
+          rmSync(p, { force: true });
+      },
+      () => {
+        if (inst.stopRequested)
+          return {
+            state: 'stopped',
+            reason:
+              inst.stopRequested === 'kill'
+                ? inst.killedAfterTimeout
+                  ? 'killed: the guest did not power off in time'
+                  : 'killed on request'
+                : 'powered off on request',
+          };
+        if (cleanExit) return { state: 'stopped', reason: 'the guest powered off (qemu exited with code 0)' };
+        const err = lastLine(inst.files.stderr);
+        return { state: 'crashed', reason: how + (err ? `; last stderr: ${err}` : '') };
+      },
+    );
   }
 
   private signal(inst: Instance, sig: NodeJS.Signals): void {
@@ -381,16 +365,6 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
     } catch {
       /* already gone */
     }
-  }
-
-  private async waitGone(inst: Instance, ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([
-      inst.gone.then(() => true),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
-    ]);
-    clearTimeout(timer);
-    return ok;
   }
 
   async stop(vmId: string, timeoutMs: number): Promise<{ killed: boolean }> {
@@ -441,24 +415,9 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   }
 
   async screenshot(vmId: string, maxBytes: number): Promise<Buffer> {
-    const inst = this.get(vmId);
-    const file = join(inst.files.dir, `screendump-${randomBytes(6).toString('hex')}.png`);
-    try {
-      await this.qmpCall(vmId, 'screendump', { filename: file, format: 'png' }, 15_000);
-      const size = statSync(file).size;
-      if (size > maxBytes)
-        throw new BulkheadError(
-          'BackendFailed',
-          `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`,
-        );
-      return readFileSync(file);
-    } finally {
-      try {
-        unlinkSync(file);
-      } catch {
-        /* never written */
-      }
-    }
+    return this.screenshotFile(vmId, this.get(vmId).files.dir, maxBytes, (filename) =>
+      this.qmpCall(vmId, 'screendump', { filename, format: 'png' }, 15_000),
+    );
   }
 
   async attachUsb(vmId: string, req: UsbAttachRequest): Promise<string> {
@@ -505,28 +464,19 @@ export class QemuBackend extends TypedEmitter<BackendEvents> implements VmBacken
   }
 
   qmp(vmId: string): QmpAccess | null {
-    return this.instances.get(vmId)?.qmp ?? null;
+    return this.running.get(vmId)?.qmp ?? null;
   }
 
   /** Let every QEMU run on without us: close QMP, forget the children (next start re-adopts). */
   async detachAll(): Promise<void> {
-    for (const inst of this.instances.values()) {
+    for (const inst of this.running.values()) {
       inst.goneHandled = true;
       if (inst.pollTimer) clearTimeout(inst.pollTimer);
       inst.child?.removeAllListeners('exit');
       inst.child?.unref();
       await inst.qmp.close().catch(() => undefined);
     }
-    this.instances.clear();
-  }
-
-  /** Stop every VM (--stop-vms-on-exit). */
-  async stopAll(timeoutMs: number): Promise<void> {
-    await Promise.all(
-      [...this.instances.keys()].map((id) =>
-        this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`)),
-      ),
-    );
+    this.running.clear();
   }
 }
 

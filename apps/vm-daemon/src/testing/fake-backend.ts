@@ -2,7 +2,7 @@ import { deflateSync } from 'node:zlib';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
-import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend/backend';
+import type { BackendEvents, RunningVm, UsbAttachRequest, VmBackend } from '../backend/backend';
 
 interface FakeVm {
   def: VmDefinition;
@@ -17,6 +17,8 @@ interface FakeVm {
  */
 export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBackend {
   readonly name = 'fake';
+  /** It stands in for either real backend in tests of the core (no QMP: not a capability it has). */
+  readonly runs = ['qemu', 'xen'] as const;
   readonly vms = new Map<string, FakeVm>();
   /** Ids that `adopt` finds running, as if left by an earlier daemon process. */
   readonly survivors = new Set<string>();
@@ -59,13 +61,23 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
     this.check('start');
     const pid = this.nextPid++;
     this.vms.set(def.id, { def, state: 'running', pid, usb: new Map() });
-    return { pid, inputQmpSocket: `/fake/${def.id}/input-qmp.sock`, adopted: false, state: 'running' };
+    return {
+      handle: { kind: 'pid', pid },
+      inputQmpSocket: `/fake/${def.id}/input-qmp.sock`,
+      adopted: false,
+      state: 'running',
+    };
   }
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
     if (!this.survivors.has(def.id)) return null;
     const pid = this.nextPid++;
     this.vms.set(def.id, { def, state: 'running', pid, usb: new Map() });
-    return { pid, inputQmpSocket: `/fake/${def.id}/input-qmp.sock`, adopted: true, state: 'running' };
+    return {
+      handle: { kind: 'pid', pid },
+      inputQmpSocket: `/fake/${def.id}/input-qmp.sock`,
+      adopted: true,
+      state: 'running',
+    };
   }
   async stop(vmId: string): Promise<{ killed: boolean }> {
     this.calls.push(`stop ${vmId}`);
@@ -102,11 +114,11 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
   async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
     return [...this.get(vmId).usb].map(([h, [b, a]]) => [h, b, a]);
   }
-  qmp(): QmpAccess | null {
-    return null;
-  }
   async detachAll(): Promise<void> {
     this.vms.clear();
+  }
+  async stopAll(): Promise<void> {
+    for (const id of [...this.vms.keys()]) await this.stop(id);
   }
 
   /** Simulate the hypervisor dying under a VM. */

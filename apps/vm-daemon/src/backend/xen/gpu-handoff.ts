@@ -21,7 +21,6 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { BulkheadError, vmIdFromPath, SWITCHER_PATH } from '@bulkhead/contract';
 import type { Logger } from '@bulkhead/common';
 import {
-  DONE,
   skipped,
   type ErrorWithSubSteps,
   type GpuHandoff,
@@ -29,7 +28,6 @@ import {
   type StepResult,
   type SubSteps,
 } from '../../switch-transaction';
-import type { QmpAccess } from '../backend';
 import { parseXlListJson, type XlDomain } from './xl-list';
 import { xl, type XlRunner } from './xl-runner';
 
@@ -214,71 +212,5 @@ export class XenGpuHandoff implements GpuHandoff {
     this.opts.log.info(
       `GPU hand-off: ${report.map((r) => `${r.step} ${r.bdf} ${r.domain} ${r.outcome} ${Number(r.durationUsec) / 1000}ms`).join(', ')}`,
     );
-  }
-}
-
-/**
- * The same hand-off for the QEMU backend on a KVM host: the GPU's functions are vfio-pci devices
- * unplugged from the old VM's QEMU (device_del, then wait for it to leave QOM) and plugged into the
- * new one (device_add). UNTESTED HERE: this machine has no working KVM and no VFIO-bound device.
- * Note that QemuBackend also puts `-device vfio-pci` of def.gpu on the command line at start;
- * with this hand-off that must go (two VMs would claim the device).
- */
-export class VfioGpuHandoff implements GpuHandoff {
-  constructor(
-    private readonly qmpOf: (vmId: string) => QmpAccess | null,
-    private readonly opts: { stepTimeoutMs?: number; log: Logger },
-  ) {}
-
-  private static id(bdf: string): string {
-    return `bulkhead-gpu-${bdf.replace(/[:.]/g, '-')}`;
-  }
-
-  async handOff(from: GpuSide, to: GpuSide): Promise<StepResult> {
-    if (from.pci.length === 0 && to.pci.length === 0) return skipped('no VM in this switch has a GPU');
-    const ms = this.opts.stepTimeoutMs ?? 30_000;
-    const fromQmp = from.vm === SWITCHER_PATH ? null : this.qmpOf(vmIdFromPath(from.vm) ?? '');
-    const toQmp = to.vm === SWITCHER_PATH ? null : this.qmpOf(vmIdFromPath(to.vm) ?? '');
-    const removed: string[] = [];
-    const added: string[] = [];
-    try {
-      if (fromQmp)
-        for (const bdf of from.pci) {
-          await fromQmp.execute('device_del', { id: VfioGpuHandoff.id(bdf) }, { timeoutMs: ms });
-          const deadline = Date.now() + ms;
-          // device_del only requests the unplug; the guest must let go (DEVICE_DELETED).
-          for (;;) {
-            const list = await fromQmp.execute<Array<{ name: string }>>(
-              'qom-list',
-              { path: '/machine/peripheral' },
-              { timeoutMs: ms },
-            );
-            if (!list.some((e) => e.name === VfioGpuHandoff.id(bdf))) break;
-            if (Date.now() > deadline)
-              throw new BulkheadError('Timeout', `${from.vm} did not release ${bdf} within ${ms} ms`);
-            await new Promise((r) => setTimeout(r, 100));
-          }
-          removed.push(bdf);
-        }
-      if (toQmp)
-        for (const bdf of to.pci) {
-          await toQmp.execute(
-            'device_add',
-            { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) },
-            { timeoutMs: ms },
-          );
-          added.push(bdf);
-        }
-    } catch (e) {
-      for (const bdf of added)
-        await toQmp?.execute('device_del', { id: VfioGpuHandoff.id(bdf) }).catch(() => undefined);
-      for (const bdf of removed)
-        await fromQmp
-          ?.execute('device_add', { driver: 'vfio-pci', host: bdf, id: VfioGpuHandoff.id(bdf) })
-          .catch(() => undefined);
-      if (e instanceof BulkheadError) throw e;
-      throw new BulkheadError('BackendFailed', `vfio GPU hand-off: ${(e as Error).message}`);
-    }
-    return DONE;
   }
 }

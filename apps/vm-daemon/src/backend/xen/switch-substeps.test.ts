@@ -41,11 +41,11 @@ function setup() {
   const gpu = { pci: [GPU], handoff: true };
   writeFileSync(
     join(configDir, 'a.json'),
-    JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32, gpu }),
+    JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32, gpu, backend: 'xen' }),
   );
   writeFileSync(
     join(configDir, 'b.json'),
-    JSON.stringify({ id: 'business', slot: 2, color: '#e07b00', memoryMiB: 32, gpu }),
+    JSON.stringify({ id: 'business', slot: 2, color: '#e07b00', memoryMiB: 32, gpu, backend: 'xen' }),
   );
   const world = new FakeXenWorld();
   const personal = world.add({ name: 'personal', pci: [GPU] });

@@ -57,7 +57,7 @@ test('start writes the config, runs xl create and reports the domid; stop shuts 
   const b = mk();
   const seen = states(b);
   const r = await b.start(def('personal'));
-  assert.equal(r.pid, 1, 'pid carries the domid');
+  assert.deepEqual(r.handle, { kind: 'domid', domid: 1 }, 'a Xen VM is named by its domid');
   assert.equal(r.inputQmpSocket, '', 'a PV guest has no device model QMP');
   const cfg = readFileSync(join(root, 'run', 'personal', 'personal.cfg'), 'utf8');
   assert.match(cfg, /type = "pv"/);
@@ -130,7 +130,12 @@ test('a restarted daemon re-adopts running domains with their domid and paused f
   const seen = states(second);
   const p = await second.adopt(def('personal'));
   const w = await second.adopt(def('work'));
-  assert.deepEqual(p, { pid: 1, inputQmpSocket: '', adopted: true, state: 'running' });
+  assert.deepEqual(p, {
+    handle: { kind: 'domid', domid: 1 },
+    inputQmpSocket: '',
+    adopted: true,
+    state: 'running',
+  });
   assert.equal(w?.state, 'paused');
   assert.equal(await second.adopt(def('ghost')), null);
   world.domains = world.domains.filter((d) => d.name !== 'personal');

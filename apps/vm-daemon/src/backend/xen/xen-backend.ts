@@ -4,7 +4,7 @@
  *
  * Domain name = VM id. Per VM run dir <runRoot>/<id>/: <id>.cfg (generated), domain.json (domid,
  * uuid, paused: what a restarted daemon needs to re-adopt), and for HVM qmp.sock, input-qmp.sock,
- * serial.log. RunningVm.pid carries the domid (the interface has no domid field).
+ * serial.log. A running VM's handle is its domid.
  *
  * How a domain's end is classified (no human output parsed):
  *   stop requested by us                      → stopped
@@ -13,11 +13,11 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { BulkheadError } from '@bulkhead/contract';
-import { TypedEmitter, writeFileAtomic, type Logger } from '@bulkhead/common';
+import { writeFileAtomic, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
-import type { BackendEvents, QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
+import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
+import { SupervisedBackend, type Supervised } from '../supervised-backend';
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
@@ -53,8 +53,7 @@ export function sysfsUsbBusAddr(busid: string): { bus: number; address: number }
   }
 }
 
-interface Domain {
-  def: VmDefinition;
+interface Domain extends Supervised {
   opts: XenGuestOptions;
   domid: number;
   uuid: string;
@@ -62,9 +61,6 @@ interface Domain {
   adopted: boolean;
   stopRequested: 'shutdown' | 'destroy' | null;
   killedAfterTimeout: boolean;
-  goneHandled: boolean;
-  gone: Promise<void>;
-  markGone: () => void;
   qmp: LazyQmp | null;
 }
 
@@ -109,11 +105,10 @@ class LazyQmp implements QmpAccess {
   }
 }
 
-export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend {
+export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
   readonly name = 'xen';
-  private readonly domains = new Map<string, Domain>();
+  readonly runs = ['xen'] as const;
   private readonly runner: XlRunner;
-  private readonly log: Logger;
   private readonly dumpDir: string;
   private readonly cmdMs: number;
   private watch: XenstoreWatch | null = null;
@@ -123,9 +118,8 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   private closed = false;
 
   constructor(private readonly opts: XenBackendOptions) {
-    super();
+    super(opts.log);
     this.runner = opts.runner;
-    this.log = opts.log;
     this.dumpDir = opts.dumpDir ?? '/var/lib/xen/dump';
     this.cmdMs = opts.commandTimeoutMs ?? 30_000;
   }
@@ -153,7 +147,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
 
   /** Domid of a VM this backend runs, or null. */
   domidOf(vmId: string): number | null {
-    const d = this.domains.get(vmId);
+    const d = this.running.get(vmId);
     return d && !d.goneHandled ? d.domid : null;
   }
 
@@ -169,10 +163,10 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   async start(def: VmDefinition): Promise<RunningVm> {
-    if (this.domains.has(def.id))
+    if (this.running.has(def.id))
       throw new BulkheadError(
         'InvalidState',
-        `VM ${def.id} already runs (domid ${this.domains.get(def.id)!.domid})`,
+        `VM ${def.id} already runs (domid ${this.running.get(def.id)!.domid})`,
       );
     for (const p of [def.kernel])
       if (p && !existsSync(p))
@@ -202,7 +196,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     this.track(def, opts, dom, false, false);
     this.log.info(`${def.id}: running as domid ${dom.domid}`);
     return {
-      pid: dom.domid,
+      handle: { kind: 'domid', domid: dom.domid },
       inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
       adopted: false,
       state: 'running',
@@ -210,7 +204,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
-    if (this.domains.has(def.id)) return null;
+    if (this.running.has(def.id)) return null;
     const dom = (await this.listDomains()).find((d) => d.name === def.id);
     const f = this.files(def.id);
     if (!dom) {
@@ -246,7 +240,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     this.track(def, opts, dom, true, paused);
     this.log.info(`${def.id}: re-adopted domid ${dom.domid}${paused ? ' (paused)' : ''}`);
     return {
-      pid: dom.domid,
+      handle: { kind: 'domid', domid: dom.domid },
       inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
       adopted: true,
       state: paused ? 'paused' : 'running',
@@ -260,9 +254,8 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     adopted: boolean,
     paused: boolean,
   ): Domain {
-    let markGone!: () => void;
-    const gone = new Promise<void>((r) => (markGone = r));
     const d: Domain = {
+      ...SupervisedBackend.supervision(),
       def,
       opts,
       domid: dom.domid,
@@ -271,12 +264,9 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
       adopted,
       stopRequested: null,
       killedAfterTimeout: false,
-      goneHandled: false,
-      gone,
-      markGone,
       qmp: opts.type === 'hvm' ? new LazyQmp(this.files(def.id).qmp) : null,
     };
-    this.domains.set(def.id, d);
+    this.running.set(def.id, d);
     this.persist(d);
     return d;
   }
@@ -305,13 +295,13 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
           this.watch = null;
           if (this.closed) return;
           this.log.warn(`xenstore watch ended (${why}); re-arming in 1 s`);
-          setTimeout(() => this.domains.size && this.ensureWatching(), 1000).unref();
+          setTimeout(() => this.running.size && this.ensureWatching(), 1000).unref();
         },
       );
     }
     const pollMs = this.opts.pollMs ?? 10_000;
     if (!this.pollTimer && pollMs > 0) {
-      this.pollTimer = setInterval(() => this.domains.size && this.reconcileSoon(), pollMs);
+      this.pollTimer = setInterval(() => this.running.size && this.reconcileSoon(), pollMs);
       this.pollTimer.unref();
     }
   }
@@ -336,69 +326,61 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   private async reconcile(): Promise<void> {
-    if (!this.domains.size) return;
+    if (!this.running.size) return;
     const live = await this.listDomains();
-    for (const d of [...this.domains.values()]) {
+    for (const d of [...this.running.values()]) {
       const now = live.find((l) => l.domid === d.domid);
       if (now && now.name === d.def.id) continue;
       this.gone(d);
     }
   }
 
+  /** The domain is no longer in xl's list (or no longer under its name). */
   private gone(d: Domain): void {
-    if (d.goneHandled) return;
-    d.goneHandled = true;
-    if (this.domains.get(d.def.id) === d) this.domains.delete(d.def.id);
-    void d.qmp?.close();
-    rmSync(this.files(d.def.id).state, { force: true });
     const dump = join(this.dumpDir, d.def.id);
-    let state: 'stopped' | 'crashed';
-    let reason: string;
-    if (d.stopRequested) {
-      state = 'stopped';
-      reason =
-        d.stopRequested === 'destroy'
-          ? d.killedAfterTimeout
-            ? 'destroyed: the guest did not shut down in time'
-            : 'destroyed on request'
-          : 'shut down on request';
-    } else if (existsSync(dump)) {
-      state = 'crashed';
-      let size = 0;
-      try {
-        size = statSync(dump).size;
-      } catch {
-        /* raced with cleanup */
-      }
-      reason = `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`;
-    } else {
-      state = 'stopped';
-      reason = `domain ${d.domid} is gone without a stop request from vm-daemon (the guest powered off or rebooted, or it was destroyed outside vm-daemon)`;
-    }
-    this.log.info(`${d.def.id}: ${state}: ${reason}`);
-    d.markGone();
-    this.emit('state', d.def.id, state, reason);
+    this.ended(
+      d,
+      () => {
+        void d.qmp?.close();
+        rmSync(this.files(d.def.id).state, { force: true });
+      },
+      () => {
+        if (d.stopRequested)
+          return {
+            state: 'stopped',
+            reason:
+              d.stopRequested === 'destroy'
+                ? d.killedAfterTimeout
+                  ? 'destroyed: the guest did not shut down in time'
+                  : 'destroyed on request'
+                : 'shut down on request',
+          };
+        if (existsSync(dump)) {
+          let size = 0;
+          try {
+            size = statSync(dump).size;
+          } catch {
+            /* raced with cleanup */
+          }
+          return {
+            state: 'crashed',
+            reason: `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`,
+          };
+        }
+        return {
+          state: 'stopped',
+          reason: `domain ${d.domid} is gone without a stop request from vm-daemon (the guest powered off or rebooted, or it was destroyed outside vm-daemon)`,
+        };
+      },
+    );
   }
 
-  private get(vmId: string): Domain {
-    const d = this.domains.get(vmId);
-    if (!d) throw new BulkheadError('InvalidState', `VM ${vmId} does not run`);
-    return d;
-  }
-
-  private async waitGone(d: Domain, ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    let poll: NodeJS.Timeout | undefined;
-    // The watch normally settles it; polling covers a watch lost mid-way.
-    poll = setInterval(() => void this.reconcileSoon(), 2000);
-    const ok = await Promise.race([
-      d.gone.then(() => true),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
-    ]);
-    clearTimeout(timer);
-    clearInterval(poll);
-    poll = undefined;
-    return ok;
+  /** Waits for the end; the watch normally settles it, polling covers a watch lost mid-way. */
+  protected override waitGone(d: Domain, ms: number): Promise<boolean> {
+    return super.waitGone(d, ms, () => {
+      const poll = setInterval(() => void this.reconcileSoon(), 2000);
+      return () => clearInterval(poll);
+    });
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -456,28 +438,17 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
 
   async screenshot(vmId: string, maxBytes: number): Promise<Buffer> {
     const d = this.get(vmId);
-    if (!d.qmp)
+    const qmp = d.qmp;
+    if (!qmp)
       throw new BulkheadError(
         'NotSupported',
         `${vmId} is a ${d.opts.type.toUpperCase()} guest: no emulated display to capture`,
       );
-    const file = join(this.files(vmId).dir, `screendump-${randomBytes(6).toString('hex')}.png`);
-    try {
-      await d.qmp
-        .execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 15_000 })
-        .catch((e) => {
-          throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
-        });
-      const size = statSync(file).size;
-      if (size > maxBytes)
-        throw new BulkheadError(
-          'BackendFailed',
-          `${vmId}: screenshot is ${size} bytes, more than the ${maxBytes} allowed`,
-        );
-      return readFileSync(file);
-    } finally {
-      rmSync(file, { force: true });
-    }
+    return this.screenshotFile(vmId, this.files(vmId).dir, maxBytes, (filename) =>
+      qmp.execute('screendump', { filename, format: 'png' }, { timeoutMs: 15_000 }).catch((e) => {
+        throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
+      }),
+    );
   }
 
   // ------------------------------------------------------------ USB
@@ -577,7 +548,7 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
   }
 
   qmp(vmId: string): QmpAccess | null {
-    return this.domains.get(vmId)?.qmp ?? null;
+    return this.running.get(vmId)?.qmp ?? null;
   }
 
   /** Let go of every domain (they keep running; the next daemon re-adopts them from xl). */
@@ -587,19 +558,16 @@ export class XenBackend extends TypedEmitter<BackendEvents> implements VmBackend
     this.watch = null;
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
-    for (const d of this.domains.values()) {
+    for (const d of this.running.values()) {
       d.goneHandled = true;
       await d.qmp?.close();
     }
-    this.domains.clear();
+    this.running.clear();
   }
 
-  async stopAll(timeoutMs: number): Promise<void> {
-    await Promise.all(
-      [...this.domains.keys()].map((id) =>
-        this.stop(id, timeoutMs).catch((e) => this.log.error(`${id}: ${(e as Error).message}`)),
-      ),
-    );
+  /** Stops every domain, then lets go of xenstore and xl (the daemon exits next). */
+  override async stopAll(timeoutMs: number): Promise<void> {
+    await super.stopAll(timeoutMs);
     await this.detachAll();
   }
 }
