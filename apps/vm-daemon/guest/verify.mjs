@@ -6,11 +6,11 @@
 //
 //   node verify.mjs [--keep-png DIR] [--machine pc|q35]
 //
-// Self-contained (Node 20 built-ins only): it talks raw QMP on purpose, so it
-// can check the guest without the TypeScript QMP client being built.
+// QMP goes through @bulkhead/qmp (shared/qmp), the client every other QMP
+// speaker uses: build it first (`npx tsc -b shared/qmp`, or scripts/setup.sh).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -28,48 +28,17 @@ const machines = opt('--machine') ? [opt('--machine')] : ['pc', 'q35'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Minimal line-based QMP session: enough for this script. */
+const qmpDist = path.join(here, '..', '..', '..', 'shared', 'qmp', 'dist', 'index.js');
+if (!fs.existsSync(qmpDist)) {
+  console.error(`verify.mjs: ${qmpDist} is missing: build the QMP client first (npx tsc -b shared/qmp)`);
+  process.exit(2);
+}
+const { QmpClient } = createRequire(import.meta.url)(qmpDist);
+
+/** A QMP session with the guest's QEMU: cmd(execute, args) resolves with the reply's return. */
 async function qmpConnect(sock, untilMs) {
-  const deadline = Date.now() + untilMs;
-  for (;;) {
-    try {
-      const s = await new Promise((resolve, reject) => {
-        const c = net.createConnection(sock, () => resolve(c));
-        c.once('error', reject);
-      });
-      let buf = '';
-      const waiting = [];
-      const lines = [];
-      s.on('data', (d) => {
-        buf += d.toString('utf8');
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, i).trim();
-          buf = buf.slice(i + 1);
-          if (!line) continue;
-          const msg = JSON.parse(line);
-          if (msg.event) continue;
-          if (waiting.length) waiting.shift()(msg);
-          else lines.push(msg);
-        }
-      });
-      const next = () =>
-        lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => waiting.push(r));
-      const greeting = await next();
-      if (!greeting.QMP) throw new Error('no QMP greeting');
-      const cmd = async (execute, args) => {
-        s.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
-        const reply = await next();
-        if (reply.error) throw new Error(`${execute}: ${reply.error.class}: ${reply.error.desc}`);
-        return reply.return;
-      };
-      await cmd('qmp_capabilities');
-      return { cmd, close: () => s.destroy() };
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(10);
-    }
-  }
+  const client = await QmpClient.connect(sock, { retryUntilMs: untilMs });
+  return { cmd: (execute, args) => client.execute(execute, args), close: () => client.close() };
 }
 
 /** Decodes an 8-bit RGB/RGBA non-interlaced PNG into {width,height,px(x,y)}. */
