@@ -1,0 +1,156 @@
+/** The switcher's mirror of vm-daemon (org.bulkhead.VmManager1 and its Vm1 objects). */
+import { BUS_NAMES, VM_MANAGER_PATH } from '@bulkhead/contract';
+import type { TypedEmitter } from '@bulkhead/common';
+import type { BusClient, Unsubscribe } from '@bulkhead/dbus';
+import type { ConfigErrorModel, LastSwitchModel, VmModel } from '../common/model';
+import type { DaemonStateEvents } from './daemon-state';
+import { mapFields, type Props } from './mirror-props';
+import type { DaemonMirror } from './name-owner-tracker';
+
+const VM1 = 'org.bulkhead.Vm1';
+const VMM1 = 'org.bulkhead.VmManager1';
+
+const VM_FIELDS: Record<string, keyof VmModel> = {
+  Id: 'id',
+  Name: 'name',
+  Slot: 'slot',
+  Kind: 'kind',
+  Color: 'color',
+  Icon: 'icon',
+  State: 'state',
+  StateReason: 'stateReason',
+  LastError: 'lastError',
+  HasGpu: 'hasGpu',
+  Autostart: 'autostart',
+  MemoryMiB: 'memoryMiB',
+  Vcpus: 'vcpus',
+  Backend: 'backend',
+  ConfigFile: 'configFile',
+};
+
+export function vmFromProps(path: string, p: Props): VmModel {
+  return {
+    path,
+    id: '',
+    name: '',
+    slot: 0,
+    kind: 'personal',
+    color: '#607080',
+    icon: '',
+    state: 'stopped',
+    stateReason: '',
+    lastError: '',
+    hasGpu: false,
+    autostart: false,
+    memoryMiB: 0,
+    vcpus: 0,
+    backend: '',
+    configFile: '',
+    ...mapFields<VmModel>(VM_FIELDS, p),
+  };
+}
+
+/** LastSwitch (a{sv}) as published by vm-daemon, in milliseconds. */
+export function lastSwitchFromDict(d: unknown): LastSwitchModel | null {
+  if (!d || typeof d !== 'object' || Object.keys(d).length === 0) return null;
+  const r = d as Record<string, unknown>;
+  const us = (v: unknown) => (typeof v === 'bigint' || typeof v === 'number' ? Number(v) / 1000 : 0);
+  const steps = Array.isArray(r.steps)
+    ? (r.steps as unknown[])
+        .filter(Array.isArray)
+        .map((s) => [String((s as unknown[])[0]), us((s as unknown[])[1])] as [string, number])
+    : [];
+  return {
+    from: String(r.from ?? ''),
+    target: String(r.target ?? ''),
+    outcome: String(r.outcome ?? ''),
+    error: String(r.error ?? ''),
+    startedMs: us(r.started_usec),
+    durationMs: us(r.duration_usec),
+    steps,
+  };
+}
+
+export class VmManagerMirror implements DaemonMirror {
+  readonly vms = new Map<string, VmModel>();
+  activeVm = '/';
+  switching = false;
+  lastSwitch: LastSwitchModel | null = null;
+  configErrors: ConfigErrorModel[] = [];
+  accelerator = '';
+
+  constructor(
+    private readonly client: BusClient,
+    private readonly events: TypedEmitter<DaemonStateEvents>,
+  ) {}
+
+  /** The VMs in tile order: by slot (none last), then name. */
+  sortedVms(): VmModel[] {
+    return [...this.vms.values()].sort(
+      (a, b) => (a.slot || 99) - (b.slot || 99) || a.name.localeCompare(b.name),
+    );
+  }
+
+  async connect(subs: Unsubscribe[]): Promise<void> {
+    const dest = BUS_NAMES.vmManager;
+    subs.push(
+      await this.client.onSignal(
+        dest,
+        { path: VM_MANAGER_PATH },
+        VMM1,
+        'SwitchProgress',
+        ([target, step, detail]) => this.events.emit('switchProgress', target, step, detail),
+      ),
+    );
+    const watch = await this.client.watchObjects(dest, VM_MANAGER_PATH, {
+      added: (path, ifaces) => {
+        if (!ifaces[VM1]) return;
+        this.vms.set(path, vmFromProps(path, ifaces[VM1]));
+        this.events.emit('changed');
+      },
+      removed: (path, ifaces) => {
+        if (!ifaces.includes(VM1)) return;
+        this.vms.delete(path);
+        this.events.emit('changed');
+      },
+      changed: (path, iface, changed) => {
+        if (iface === VMM1 && path === VM_MANAGER_PATH) this.applyManagerProps(changed);
+        else if (iface === VM1) {
+          const vm = this.vms.get(path);
+          if (!vm) return;
+          const patch = mapFields<VmModel>(VM_FIELDS, changed);
+          Object.assign(vm, patch);
+          this.events.emit('vmPatch', path, patch);
+        }
+      },
+    });
+    subs.push(watch.unsubscribe);
+    this.vms.clear();
+    for (const [path, ifaces] of Object.entries(watch.objects))
+      if (ifaces[VM1]) this.vms.set(path, vmFromProps(path, ifaces[VM1]));
+    const props = await this.client.getAll(dest, VM_MANAGER_PATH, VMM1);
+    this.applyManagerProps(props as unknown as Props, false);
+  }
+
+  private applyManagerProps(p: Props, notify = true): void {
+    if ('ActiveVm' in p) this.activeVm = String(p.ActiveVm);
+    if ('Switching' in p) this.switching = !!p.Switching;
+    if ('LastSwitch' in p) this.lastSwitch = lastSwitchFromDict(p.LastSwitch);
+    if ('ConfigErrors' in p)
+      this.configErrors = ((p.ConfigErrors as unknown[]) ?? []).map((e) => {
+        const [file, field, reason] = e as [string, string, string];
+        return { file, field, reason } satisfies ConfigErrorModel;
+      });
+    if ('Accelerator' in p) this.accelerator = String(p.Accelerator);
+    if (notify) this.events.emit('changed');
+  }
+
+  clear(): void {
+    this.vms.clear();
+    this.activeVm = '/';
+    this.switching = false;
+    this.configErrors = [];
+    this.accelerator = '';
+    // LastSwitch is kept: it is history, shown as such in diagnostics.
+  }
+}
