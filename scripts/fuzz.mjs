@@ -5,7 +5,7 @@
 // finding the seed + path + counterexample to replay it.
 // Usage: FUZZ_SECONDS=60 node scripts/fuzz.mjs [target-name-substring ...]
 //   replay: FUZZ_SEED=<seed> FUZZ_RUNS=<n> node scripts/fuzz.mjs <target>
-import { join, relative } from 'node:path';
+import { relative } from 'node:path';
 import { createRequire } from 'node:module';
 import { distFiles } from './lib/dist-files.mjs';
 

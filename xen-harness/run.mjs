@@ -16,7 +16,6 @@ import {
   mkdtempSync,
   readFileSync,
   rmSync,
-  writeFileSync,
   createWriteStream,
   chmodSync,
 } from 'node:fs';
