@@ -112,6 +112,7 @@ const host = daemon(
 );
 
 let url = null;
+if (!host.stdout) throw new Error('demo: the switcher was started without a stdout pipe');
 host.stdout.setEncoding('utf8');
 host.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);

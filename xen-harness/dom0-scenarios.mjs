@@ -33,6 +33,12 @@ const sh = (cmd, args) => {
 
 mkdirSync('/run/harness', { recursive: true });
 mkdirSync(VM_DIR, { recursive: true });
+/**
+ * @param {string} id
+ * @param {number} slot
+ * @param {'pv' | 'hvm'} type
+ * @param {{ gpu?: { pci: string[], handoff: boolean } | null, xen?: object }} [options]
+ */
 const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
   writeFileSync(
     `${VM_DIR}/${id}.json`,
@@ -73,10 +79,11 @@ spawn('dbus-daemon', ['--config-file=/run/harness/bus.conf', '--nofork'], {
 }).unref();
 for (let i = 0; i < 50 && !existsSync(BUS_SOCK); i++) await sleep(100);
 
-let daemon = null;
+/** @type {import('node:child_process').ChildProcess} */
+let daemon;
 function startDaemon() {
   const out = openSync('/run/harness/vm-daemon.log', 'a');
-  daemon = spawn(
+  return spawn(
     '/usr/local/bin/node',
     [
       'apps/vm-daemon/dist/main.js',
@@ -181,7 +188,7 @@ const lastSwitch = async () => {
   return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, x.value]));
 };
 
-startDaemon();
+daemon = startDaemon();
 await waitForDaemon();
 log('vm-daemon is on the bus');
 
@@ -264,7 +271,7 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   daemon.kill('SIGTERM');
   await new Promise((r) => daemon.once('exit', r));
   if (!sh('xl', ['list']).includes('business')) throw new Error('business died with the daemon');
-  startDaemon();
+  daemon = startDaemon();
   await waitForDaemon(180_000);
   const st = await vmState('business');
   const reason = await prop(vmPath('business'), 'org.bulkhead.Vm1', 'StateReason');
@@ -279,7 +286,7 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
 });
 
 if (daemon.exitCode !== null || daemon.signalCode !== null) {
-  startDaemon();
+  daemon = startDaemon();
   await waitForDaemon(180_000).catch((e) => log(e.message));
 }
 await scenario('3 HVM guest with a devicemodel USB controller gets and loses a USB device', async () => {
@@ -341,7 +348,7 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
       .join(', ');
   };
   const guestCpuS = () =>
-    Number(sh('xl', ['list', 'hvm']).trim().split('\n').pop().trim().split(/\s+/).pop()) || 0;
+    Number(sh('xl', ['list', 'hvm']).trim().split('\n').pop()?.trim().split(/\s+/).pop()) || 0;
   let attempt = 0;
   for (;;) {
     attempt++;

@@ -93,7 +93,7 @@ if (build.status !== 0) {
   console.log('0 passed, 1 failed');
   process.exit(1);
 }
-const cacheDir = build.stdout.trim().split('\n').pop();
+const cacheDir = build.stdout.trim().split('\n').pop() ?? '';
 say(`inputs: ${cacheDir}`);
 
 // 2. Per-run overlay: /init, node, vm-daemon and the scenarios.
