@@ -42,6 +42,12 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
   private thumbTimer: NodeJS.Timeout | undefined;
   private thumbBusy = false;
   private readonly thumbViewers = new Set<string>();
+  /**
+   * The last thumbnail pushed per VM (base64 PNG). An unchanged screen is not pushed again: each
+   * push makes every viewing renderer decode an image and repaint its tile, and the Control
+   * Domain draws in software — once a second, for nothing, on top of whatever a switch must draw.
+   */
+  private readonly lastThumb = new Map<string, string>();
 
   constructor(
     private readonly client: BusClient,
@@ -91,17 +97,27 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
   }
 
   private async takeThumbnails(): Promise<void> {
+    // Renderers drop the thumbnails of VMs that are not running, and all of them while vm-daemon is
+    // down (pruneThumbnails): forget what they were sent, or a VM back with the same screen would
+    // never get its thumbnail again.
+    if (!this.state.isUp('vmManager')) this.lastThumb.clear();
     if (this.thumbBusy || this.thumbViewers.size === 0 || !this.state.isUp('vmManager')) return;
     this.thumbBusy = true;
     try {
       for (const vm of this.state.snapshot().vms) {
-        if (vm.state !== 'running') continue;
+        if (vm.state !== 'running') {
+          this.lastThumb.delete(vm.path);
+          continue;
+        }
         try {
           const png = (await this.client
             .proxy(BUS_NAMES.vmManager, vm.path, 'org.bulkhead.Vm1', { timeoutMs: 5000 })
             .Screenshot({})) as unknown as Buffer;
-          if (png?.length)
-            this.push('thumbnail', { vm: vm.path, png: Buffer.from(png).toString('base64'), at: Date.now() });
+          if (!png?.length) continue;
+          const b64 = Buffer.from(png).toString('base64');
+          if (this.lastThumb.get(vm.path) === b64) continue;
+          this.lastThumb.set(vm.path, b64);
+          this.push('thumbnail', { vm: vm.path, png: b64, at: Date.now() });
         } catch (e) {
           this.opts.log?.(`screenshot of ${vm.id}: ${(e as Error).message}`);
         }
@@ -172,8 +188,11 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
       return null;
     },
     setThumbnailsVisible: async ({ visible }, client) => {
-      if (visible) this.thumbViewers.add(client);
-      else this.thumbViewers.delete(client);
+      if (visible) {
+        this.thumbViewers.add(client);
+        // A viewer that starts looking gets every VM's screen in the next round, changed or not.
+        this.lastThumb.clear();
+      } else this.thumbViewers.delete(client);
       if (visible) void this.takeThumbnails();
       return null;
     },

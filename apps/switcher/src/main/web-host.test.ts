@@ -222,6 +222,25 @@ test('thumbnails of running VMs are pushed only while a renderer shows the tiles
   }
 });
 
+test('an unchanged VM screen is not pushed again; a renderer that starts looking gets every screen', async () => {
+  const c = await Client.open(wsUrl(host.token));
+  const thumbs = () =>
+    c.pushes.filter((p) => p.push === 'thumbnail').map((p) => (p.payload as { vm: string }).vm);
+  try {
+    await c.request('setThumbnailsVisible', { visible: true });
+    await waitFor(() => thumbs().length > 0);
+    // The fakes' screens never change: several rounds (200 ms apart) push each VM once.
+    await new Promise((r) => setTimeout(r, 1000));
+    const first = thumbs();
+    assert.deepEqual([...new Set(first)], first, `each VM once: ${first.join(', ')}`);
+    await c.request('setThumbnailsVisible', { visible: false });
+    await c.request('setThumbnailsVisible', { visible: true });
+    await waitFor(() => thumbs().length === 2 * first.length);
+  } finally {
+    c.close();
+  }
+});
+
 test('vm-daemon going away is shown as down with no VMs; it recovers by itself when it comes back', async () => {
   const c = await Client.open(wsUrl(host.token));
   try {
