@@ -21,8 +21,13 @@ let m: ImageMachine;
 let browser: Browser;
 let page: Page;
 let step = 0;
-/** How long one switch may take to reach the screen before the scenario fails (TCG is slow). */
-const PICTURE_BOUND_MS = 15_000;
+/**
+ * How long one switch may take to reach the screen before the scenario fails. The reported fault
+ * was a view black for more than 30 s, or a blank page for minutes; on this 2-core TCG box shared
+ * with other test runs a healthy switch has taken up to ~15 s (the first after boot the longest).
+ * Speed is recorded (hotkey-to-picture.json, bench-results.json), not asserted.
+ */
+const PICTURE_BOUND_MS = 30_000;
 
 /** Adds one entry to bench-results.json (written by `npm run bench`), keeping what is there. */
 function recordBench(name: string, numbers: Record<string, number>): void {
@@ -260,6 +265,11 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
 
 test('2. the tiles show both VMs; clicking Personal switches to it', async () => {
   await connectKiosk();
+  if ((await activeVm()) !== '/') {
+    // Scenario 1 ends on the tiles; after a failure of its own it may not have.
+    await m.keys(['ctrl', '0']);
+    await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  }
   await page.getByRole('button', { name: /^Personal, slot 1/ }).waitFor();
   await page.getByRole('button', { name: /^Business, slot 2/ }).waitFor();
   await waitFor(
@@ -484,7 +494,9 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
 });
 
 test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and the screen shows the active VM again", async () => {
-  assert.equal(await activeVm(), VM('personal'));
+  const active = await activeVm();
+  const want: SeenPicture =
+    active === '/' ? { kind: 'tiles' } : { kind: 'vm', id: active.slice(active.lastIndexOf('/') + 1) };
   // Chromium's renderers (not the browser, GPU or utility processes), each killed by its pid.
   const pids = (
     await m.serial.check(
@@ -506,5 +518,5 @@ test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and th
     60_000,
   );
   // The reload under TCG loads the whole renderer bundle again: a longer bound than a switch.
-  await waitForPicture({ kind: 'vm', id: 'personal' }, 'renderer-killed', Date.now(), 120_000);
+  await waitForPicture(want, 'renderer-killed', Date.now(), 120_000);
 });
