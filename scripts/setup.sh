@@ -52,7 +52,12 @@ fi
 
 # --- build -----------------------------------------------------------------------------------------
 echo "setup: build"
-node shared/contract/scripts/codegen.mjs --check >/dev/null 2>&1 || node shared/contract/scripts/codegen.mjs
+# The generated contract files are committed: stale ones are an error to fix, never regenerated
+# here behind the back of the test that checks them (service-host.test.ts).
+if ! node shared/contract/scripts/codegen.mjs --check; then
+  echo "setup: the generated contract files listed above are stale: run 'npm run codegen' and commit the result" >&2
+  exit 1
+fi
 npx tsc -b
 npm run build --workspaces --if-present --silent
 make -s -C apps/vm-daemon/guest
