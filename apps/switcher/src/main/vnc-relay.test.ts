@@ -134,7 +134,12 @@ test(
     await waitFor(() => Buffer.concat(fakeVnc.received).length >= handshake.length + 10, 'the handshake');
     // 255: QEMU's extended messages (e.g. its extended key event): also input, and not a known type.
     ws.send(Buffer.concat([u8(255, 0), u16(1), u32(1), u32(0x1e)]));
-    const code = await Promise.race([closed, new Promise((r) => setTimeout(() => r('still open'), 5000))]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const code = await Promise.race([
+      closed,
+      new Promise((r) => (timer = setTimeout(() => r('still open'), 5000))),
+    ]);
+    clearTimeout(timer);
     assert.equal(code, 1008);
     await waitFor(() => fakeVnc.closed > closedBefore, 'the VM side closed');
     assert.deepEqual(Buffer.concat(fakeVnc.received), Buffer.concat([handshake, fbUpdateRequest(0)]));

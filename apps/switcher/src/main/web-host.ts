@@ -222,8 +222,9 @@ function proxyVnc(ws: WebSocket, socketPath: string, log: (m: string) => void): 
       }
       if (forward.length) sock.write(forward);
     } catch (e) {
-      if (!(e instanceof RfbProtocolError)) throw e;
-      log(`VNC ${socketPath}: ${e.message}; closing the connection`);
+      // A protocol error, or a bug in the filter: either way this connection ends, not the host.
+      const what = e instanceof RfbProtocolError ? e.message : `relay error: ${(e as Error).message}`;
+      log(`VNC ${socketPath}: ${what}; closing the connection`);
       sock.destroy();
       ws.close(1008, 'RFB message not allowed');
     }

@@ -17,8 +17,13 @@ import { Icon } from './icons';
 
 type DisplayState = 'connecting' | 'live' | 'unavailable';
 
-/** How long a lost display waits before connecting again (a VM restarting, a relay hiccup). */
-const RECONNECT_MS = 2000;
+/**
+ * How long a lost display waits before connecting again (a VM restarting, a relay hiccup):
+ * doubling from the first delay up to the last, back to the first once connected. A VM without a
+ * VNC display is kept trying, but rarely (each try is a line in the web host's log).
+ */
+const RECONNECT_FIRST_MS = 2000;
+const RECONNECT_MAX_MS = 60_000;
 
 /**
  * A VM without a passed-through GPU, full screen inside the shell: its VNC display through noVNC,
@@ -39,6 +44,7 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
   const [display, setDisplay] = useState<DisplayState>('connecting');
   // Bumped to connect again after the display was lost: a view now lives as long as its VM.
   const [attempt, setAttempt] = useState(0);
+  const failures = useRef(0);
 
   // The VNC display.
   useEffect(() => {
@@ -48,7 +54,9 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
     const lost = () => {
       if (cancelled) return;
       setDisplay('unavailable');
-      retry = setTimeout(() => setAttempt((n) => n + 1), RECONNECT_MS);
+      const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** failures.current);
+      failures.current++;
+      retry = setTimeout(() => setAttempt((n) => n + 1), delay);
     };
     setDisplay('connecting');
     (async () => {
@@ -63,7 +71,10 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
         r.scaleViewport = true;
         r.focusOnClick = false;
         r.background = '#05070a';
-        r.addEventListener('connect', () => !cancelled && setDisplay('live'));
+        r.addEventListener('connect', () => {
+          failures.current = 0;
+          if (!cancelled) setDisplay('live');
+        });
         r.addEventListener('disconnect', lost);
         rfb = r;
       } catch {
