@@ -536,7 +536,7 @@ export class UsbAssignment {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Methods
+  // What the adapter calls: the Usb1 and UsbDevice1 methods, by device id
 
   async setRules(text: string): Promise<void> {
     let rules: Rule[];
