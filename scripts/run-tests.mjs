@@ -78,7 +78,7 @@ async function runUnitGroups(files) {
     `--test-reporter-destination=${perFileJson}`,
     ...files,
   ]);
-  /** @type {Record<string, { passed: number, failed: number, skipped: number, startMs: number, endMs: number }>} */
+  /** @type {Record<string, { passed: number, failed: number, skipped: number, ms: number }>} */
   let perFile = {};
   try {
     perFile = JSON.parse(readFileSync(perFileJson, 'utf8'));
@@ -97,7 +97,7 @@ async function runUnitGroups(files) {
       g.passed += x.passed;
       g.failed += x.failed;
       g.skippedTests += x.skipped;
-      g.seconds += (x.endMs - x.startMs) / 1000;
+      g.seconds += x.ms / 1000;
     }
     groups.push(g);
   }
