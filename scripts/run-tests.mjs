@@ -18,6 +18,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { distFiles } from './lib/dist-files.mjs';
+import { UNIT_GROUPS, groupOf } from './lib/test-groups.mjs';
 import { dirname, join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 
@@ -29,9 +30,6 @@ for (let i = 0; i < args.length; i++) {
   if (args[i] === '--phase') phases.push(args[++i]);
   else filters.push(args[i]);
 }
-/** The unit phase's groups, in the order they run; a test file's group is its name's suffix. */
-const UNIT_GROUPS = ['fast', 'qemu', 'fault', 'load', 'fuzz', 'pw'];
-const groupOf = (file) => /\.(qemu|fault|load|fuzz|pw)\.test\.js$/.exec(file)?.[1] ?? 'fast';
 
 // `unit` means every group; `unit:<group>` adds one group. Both fold into one unit phase.
 const unitGroups = new Set();
