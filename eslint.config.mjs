@@ -3,9 +3,10 @@
 // the switcher's renderer never imports its main process, preload only imports common/, and
 // production code never imports test helpers (testing/).
 import { dirname, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import tseslint from 'typescript-eslint';
 
-const root = dirname(new URL(import.meta.url).pathname);
+const root = dirname(fileURLToPath(import.meta.url));
 
 /** The packages under shared/ that apps may import (by package name). */
 const SHARED_PACKAGES = ['common', 'contract', 'dbus', 'qmp'];
