@@ -244,7 +244,7 @@ for (const mode of ['system', 'open'] as const) {
         // Every daemon survived the whole matrix.
         for (const d of daemons) assert.equal(d.exitCode, null, 'a daemon exited during the matrix');
         // Signals of usb-daemon (vm-daemon's and input-daemon's: apps/vm-daemon/src/
-        // bus-boundary.test.ts) reach root and ui, never nobody, on the real policy.
+        // bus-boundary.qemu.test.ts) reach root and ui, never nobody, on the real policy.
         if (mode === 'system') {
           const watchers = [
             await watchSignalsAs(null, bus.address),
