@@ -19,7 +19,8 @@ export interface RequestMap {
   setFollowFocus: { args: { device: string; follow: boolean }; result: null };
   answerPrompt: { args: { promptId: number; answer: 'allow' | 'deny' }; result: null };
   lock: { args: Record<string, never>; result: null };
-  unlock: { args: Record<string, never>; result: null };
+  /** The password as typed; input-daemon checks it (PAM). Never logged, never kept. */
+  unlock: { args: { password: string }; result: null };
   injectInput: { args: { deviceClass: InputDeviceClass; events: EvdevEvent[] }; result: null };
   /** The renderer tells whether tiles are on screen, so thumbnails are only taken when seen. */
   setThumbnailsVisible: { args: { visible: boolean }; result: null };
@@ -71,6 +72,10 @@ type Check = (v: unknown) => boolean;
 const objPath: Check = (v) => typeof v === 'string' && /^\/([A-Za-z0-9_]+(\/[A-Za-z0-9_]+)*)?$/.test(v);
 const bool: Check = (v) => typeof v === 'boolean';
 const u32: Check = (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
+/** Longest unlock password carried, in bytes of UTF-8: input-daemon's own limit (PAM's is 512). */
+export const MAX_UNLOCK_PASSWORD_BYTES = 512;
+const password: Check = (v) =>
+  typeof v === 'string' && new TextEncoder().encode(v).length <= MAX_UNLOCK_PASSWORD_BYTES;
 const oneOf =
   (...xs: string[]): Check =>
   (v) =>
@@ -105,7 +110,7 @@ const REQUEST_SCHEMA: { [C in RequestChannel]: Record<keyof RequestArgs<C>, Chec
   setFollowFocus: { device: objPath, follow: bool },
   answerPrompt: { promptId: u32, answer: oneOf('allow', 'deny') },
   lock: {},
-  unlock: {},
+  unlock: { password },
   injectInput: { deviceClass: oneOf('keyboard', 'mouse', 'tablet'), events },
   setThumbnailsVisible: { visible: bool },
   vncUrl: { vm: objPath },

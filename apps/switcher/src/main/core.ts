@@ -4,7 +4,7 @@
  */
 import { BUS_NAMES, INPUT_PATH, USB_PATH, isBulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
-import { BusCallError, type BusClient } from '@bulkhead/dbus';
+import { BusCallError, variant, type BusClient } from '@bulkhead/dbus';
 import {
   ChannelError,
   type PushChannel,
@@ -176,9 +176,10 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
       await this.input().Lock();
       return null;
     },
-    unlock: async () => {
+    unlock: async ({ password }) => {
       this.requireUp('input');
-      await this.input().Unlock({});
+      // Handed straight to input-daemon, which decides; the switcher keeps and logs nothing of it.
+      await this.input().Unlock({ password: variant('s', password) });
       return null;
     },
     injectInput: async ({ deviceClass, events }) => {

@@ -192,7 +192,9 @@ test('USB, lock and input requests reach their daemons', async () => {
     await waitFor(
       () => c.pushes.some((p) => p.push === 'secureAttention') && c.lastSnapshot()?.input?.locked === true,
     );
-    assert.equal((await c.request('unlock', {})).ok, true);
+    assert.equal((await c.request('unlock', {})).ok, false, 'an unlock without a password field is refused');
+    assert.equal((await c.request('unlock', { password: 'hunter2!' })).ok, true);
+    assert.deepEqual(fakes.input.unlockPasswords, ['hunter2!'], 'the password reaches input-daemon as typed');
     await waitFor(() => c.lastSnapshot()?.input?.locked === false);
     const ev = [
       [1, 30, 1],

@@ -1,5 +1,5 @@
 /** What the UI can do: requests on the transport, with their outcome folded into the store. */
-import type { EvdevEvent, InputDeviceClass } from '../common/channels';
+import type { EvdevEvent, InputDeviceClass, RequestFailure } from '../common/channels';
 import type { Transport } from './transport';
 import {
   beginSwitch,
@@ -21,7 +21,11 @@ export interface Actions {
   setFollowFocus(device: string, follow: boolean): Promise<void>;
   answerPrompt(promptId: number, answer: 'allow' | 'deny'): Promise<void>;
   lock(): Promise<void>;
-  unlock(): Promise<void>;
+  /**
+   * Sends the password once. Resolves to null when unlocked, else to why not (the lock screen shows
+   * it in words). The password goes into the request only: never into the store.
+   */
+  unlock(password: string): Promise<RequestFailure | null>;
   injectInput(deviceClass: InputDeviceClass, events: EvdevEvent[]): void;
   setThumbnailsVisible(visible: boolean): void;
   vncUrl(vm: string): Promise<string>;
@@ -61,10 +65,13 @@ export function createActions(store: UiStore, transport: Transport): Actions {
       await simple('answer the request', transport.request('answerPrompt', { promptId, answer }));
     },
     lock: () => simple('lock', transport.request('lock', {})),
-    async unlock() {
-      const r = await transport.request('unlock', {});
+    async unlock(password) {
+      const r = await transport.request('unlock', { password });
       if (r.ok || r.error.name === 'ServiceDown') set((s) => ({ ...s, secureAttention: false }));
-      if (!r.ok) set((s) => showFailure(s, r.error, 'unlock'));
+      if (r.ok) return null;
+      // Input-daemon gone: nothing holds the seat, so the lock screen closes and the toast says why.
+      if (r.error.name === 'ServiceDown') set((s) => showFailure(s, r.error, 'unlock'));
+      return r.error;
     },
     injectInput(deviceClass, events) {
       void transport.request('injectInput', { deviceClass, events });

@@ -6,11 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { renderToString } from 'react-dom/server';
 import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
-import type { Actions } from './actions';
+import { createActions, type Actions } from './actions';
 import { App } from './components/App';
 import { ActionsContext, StoreContext } from './components/context';
+import { LockCard, unlockProblem } from './components/Overlays';
 import { tileLabel } from './components/TileGrid';
-import { createUiStore, type UiState } from './store';
+import { createUiStore, isLocked, type UiState } from './store';
+import type { Transport } from './transport';
 
 const noop = async () => undefined;
 const actions: Actions = {
@@ -23,7 +25,7 @@ const actions: Actions = {
   setFollowFocus: noop,
   answerPrompt: noop,
   lock: noop,
-  unlock: noop,
+  unlock: async () => null,
   injectInput: () => undefined,
   setThumbnailsVisible: () => undefined,
   vncUrl: async () => '',
@@ -164,12 +166,83 @@ test('a running VM keeps its (hidden) display while the tiles or another VM are 
   assert.deepEqual(order(tiles), order(inBusiness));
 });
 
-test('the lock screen is a modal dialog with an Unlock button and says authentication is out of scope', () => {
+test('the lock screen is a modal dialog asking for the password: a focused password field and Unlock', () => {
   const html = decode(render({ snapshot: snap(), secureAttention: true }));
   assert.match(html, /role="dialog" aria-modal="true" aria-labelledby="lock-title"/);
-  assert.match(html, /<button[^>]*>Unlock<\/button>/);
-  assert.match(html, /Authentication is not part of this build/);
+  assert.match(html, /<label for="lock-password">Password<\/label>/);
+  const field = /<input[^>]*id="lock-password"[^>]*>/.exec(html)?.[0] ?? '';
+  assert.match(field, /type="password"/);
+  assert.match(field, /autofocus=""/i);
+  assert.match(html, /<button type="submit"[^>]*>Unlock<\/button>/);
+  assert.doesNotMatch(html, /Authentication is not part of this build/);
   assert.match(html, /<main class="content" inert=""/);
+});
+
+test('a failed unlock is said in words, with the wait input-daemon asked for counting down', () => {
+  const t0 = 1_000_000;
+  const wrong = unlockProblem(
+    { name: 'AuthenticationFailed', message: 'Unlock: wrong password; the next attempt is allowed in 4 s' },
+    t0,
+    false,
+  );
+  const later = unlockProblem(
+    { name: 'TryAgainLater', message: 'Unlock: 3 failed attempt(s); try again in 8 s' },
+    t0,
+    false,
+  );
+  assert.deepEqual(wrong, { text: 'Wrong password.', retryAt: t0 + 4000 });
+  assert.deepEqual(later, { text: 'Too many wrong passwords.', retryAt: t0 + 8000 });
+  assert.equal(
+    unlockProblem({ name: 'InvalidArgument', message: "option 'password' is required" }, t0, true).text,
+    'Type your password, then Unlock.',
+  );
+  const card = (now: number) =>
+    decode(
+      renderToString(
+        <LockCard
+          inputUp
+          problem={later}
+          now={now}
+          busy={false}
+          field={{ current: null }}
+          onSubmit={() => undefined}
+        />,
+      ),
+    );
+  assert.match(card(t0), /role="alert"[^>]*>Too many wrong passwords\. Try again in 8 s\.</);
+  assert.match(card(t0 + 3_500), /Try again in 5 s\./, 'counts down');
+  assert.match(card(t0), /<button type="submit"[^>]*disabled=""[^>]*>Unlock</, 'no attempt while waiting');
+  const after = card(t0 + 8_000);
+  assert.doesNotMatch(after, /Try again/);
+  assert.doesNotMatch(after, /<button type="submit"[^>]*disabled/);
+});
+
+test('unlock sends the password once and keeps it nowhere in the UI store', async () => {
+  const secret = 'correct horse battery staple';
+  const sent: unknown[] = [];
+  const store = createUiStore({ connection: 'open', snapshot: snap(), secureAttention: true });
+  const fakeTransport = {
+    request: async (channel: string, args: unknown) => {
+      sent.push([channel, args]);
+      return {
+        ok: false,
+        error: {
+          name: 'AuthenticationFailed',
+          message: 'Unlock: wrong password; the next attempt is allowed in 1 s',
+        },
+      };
+    },
+  } as unknown as Transport;
+  const real = createActions(store, fakeTransport);
+  const failure = await real.unlock(secret);
+  assert.deepEqual(sent, [['unlock', { password: secret }]]);
+  assert.equal(failure?.name, 'AuthenticationFailed');
+  assert.equal(
+    JSON.stringify(store.getState()).includes(secret),
+    false,
+    'the store never holds the password',
+  );
+  assert.equal(isLocked(store.getState()), true, 'still locked');
 });
 
 test('an "ask" USB prompt is an alert dialog with Allow and Deny', () => {

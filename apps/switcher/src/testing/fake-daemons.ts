@@ -18,6 +18,7 @@ import {
   type Usb1Service,
   type UsbDevice1Properties,
   type UsbDevice1Service,
+  type VariantDict,
   type Vm1Properties,
   type Vm1Service,
   type VmManager1Properties,
@@ -195,7 +196,10 @@ export class FakeInput implements Input1Service {
     this.handle.propertiesChanged('Locked');
     this.handle.emit('SecureAttention');
   }
-  Unlock(): void {
+  /** The passwords Unlock was called with (this fake accepts any). */
+  readonly unlockPasswords: unknown[] = [];
+  Unlock(_ctx: CallContext, options: VariantDict): void {
+    this.unlockPasswords.push(options.password?.value);
     this.props.Locked = false;
     this.handle.propertiesChanged('Locked');
   }

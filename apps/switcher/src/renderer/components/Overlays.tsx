@@ -1,36 +1,136 @@
-import { useEffect, useRef } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { DAEMON_LABELS, DAEMON_NAMES } from '../../common/model';
 import { stepLabel } from '../../common/messages';
 import { isLocked } from '../store';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
 
-/** Lock screen: shown on SecureAttention or Input1.Locked; nothing can be switched until Unlock. */
+/** Why the last unlock attempt failed, in words, and when the next one is accepted (ms epoch). */
+export interface UnlockProblem {
+  text: string;
+  retryAt: number;
+}
+
+/**
+ * Words for a failed Unlock. input-daemon says when it accepts the next attempt ("... in N s") on
+ * AuthenticationFailed and TryAgainLater alike; `retryAt` is then, else `now`.
+ */
+export function unlockProblem(
+  failure: { name: string; message: string },
+  now: number,
+  typedNothing: boolean,
+): UnlockProblem {
+  const wait = /\bin (\d+) s\b/.exec(failure.message);
+  const retryAt = wait ? now + Number(wait[1]) * 1000 : now;
+  switch (failure.name) {
+    case 'AuthenticationFailed':
+      return { text: 'Wrong password.', retryAt };
+    case 'TryAgainLater':
+      return { text: 'Too many wrong passwords.', retryAt };
+    case 'InvalidArgument':
+      return {
+        text: typedNothing ? 'Type your password, then Unlock.' : `Password not accepted: ${failure.message}`,
+        retryAt: now,
+      };
+    case 'NotSupported':
+      return {
+        text: 'This Control Domain has no way to check a password, so it cannot unlock.',
+        retryAt: now,
+      };
+    default:
+      return { text: `Could not unlock: ${failure.message}`, retryAt: now };
+  }
+}
+
+/** Whole seconds until `at`, rounded up (0 when past). */
+const secondsUntil = (at: number, now: number) => Math.max(0, Math.ceil((at - now) / 1000));
+
+/** The lock card itself, without state: what the screen shows for a given problem and time. */
+export function LockCard(props: {
+  inputUp: boolean;
+  problem: UnlockProblem | null;
+  now: number;
+  busy: boolean;
+  field: React.RefObject<HTMLInputElement | null>;
+  onSubmit: (e: React.FormEvent) => void;
+}) {
+  const { inputUp, problem, now, busy, field, onSubmit } = props;
+  const wait = problem ? secondsUntil(problem.retryAt, now) : 0;
+  return (
+    <div className="lock-card">
+      <span className="lock-icon">
+        <Icon name="lock" size={40} />
+      </span>
+      <h1 id="lock-title">Locked</h1>
+      <p>Keyboard and mouse reach no machine until you unlock.</p>
+      <form className="lock-form" onSubmit={onSubmit}>
+        <label htmlFor="lock-password">Password</label>
+        {/* Uncontrolled: the typed text lives in the field only, never in React state or the store. */}
+        <input
+          ref={field}
+          id="lock-password"
+          type="password"
+          name="password"
+          autoComplete="current-password"
+          autoFocus
+          disabled={busy}
+        />
+        <button type="submit" className="primary big" disabled={busy || wait > 0}>
+          Unlock
+        </button>
+      </form>
+      <p className="lock-problem" role="alert" aria-live="assertive">
+        {problem ? problem.text : ''}
+        {wait > 0 ? ` Try again in ${wait} s.` : ''}
+      </p>
+      {!inputUp && <p className="fine">The input service is not running.</p>}
+    </div>
+  );
+}
+
+/**
+ * Lock screen: shown on SecureAttention or Input1.Locked; nothing can be switched until input-daemon
+ * accepts the password (it checks it with PAM; the switcher only carries it, once per attempt).
+ */
 export function LockScreen() {
   const actions = useActions();
   const locked = useUi(isLocked);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
-  const ref = useRef<HTMLButtonElement>(null);
+  const field = useRef<HTMLInputElement>(null);
+  const [problem, setProblem] = useState<UnlockProblem | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [now, setNow] = useState(() => Date.now());
   useEffect(() => {
-    if (locked) ref.current?.focus();
+    if (locked) field.current?.focus();
+    else setProblem(null);
   }, [locked]);
+  // Counts the wait down once a second while there is one.
+  const waiting = problem !== null && problem.retryAt > now;
+  useEffect(() => {
+    if (!waiting) return;
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, [waiting]);
   if (!locked) return null;
+  const submit = (e: React.FormEvent) => {
+    e.preventDefault();
+    const input = field.current;
+    if (!input || busy) return;
+    const password = input.value;
+    // Cleared at once: each attempt sends what was typed exactly once, and nothing stays on screen.
+    input.value = '';
+    setBusy(true);
+    void actions.unlock(password).then((failure) => {
+      const at = Date.now();
+      setBusy(false);
+      setNow(at);
+      setProblem(failure ? unlockProblem(failure, at, password === '') : null);
+      field.current?.focus();
+    });
+  };
   return (
     <div className="lock-screen" role="dialog" aria-modal="true" aria-labelledby="lock-title">
-      <div className="lock-card">
-        <span className="lock-icon">
-          <Icon name="lock" size={40} />
-        </span>
-        <h1 id="lock-title">Locked</h1>
-        <p>Keyboard and mouse reach no machine until you unlock.</p>
-        <button ref={ref} type="button" className="primary big" onClick={() => void actions.unlock()}>
-          Unlock
-        </button>
-        <p className="fine">
-          {inputUp ? '' : 'The input service is not running. '}
-          Authentication is not part of this build: Unlock releases the seat without asking for a password.
-        </p>
-      </div>
+      <LockCard inputUp={inputUp} problem={problem} now={now} busy={busy} field={field} onSubmit={submit} />
     </div>
   );
 }
@@ -98,7 +198,9 @@ export function SwitchProgressCard() {
   }, [actions, p?.status]);
   if (!p) return null;
   const vm = vms.find((v) => v.path === p.target);
-  const name = p.target === '/' ? 'the switcher' : (vm?.name ?? p.target.split('/').pop());
+  const nameOf = (target: string) =>
+    target === '/' ? 'the switcher' : (vms.find((v) => v.path === target)?.name ?? target.split('/').pop());
+  const name = nameOf(p.target);
   const steps = p.steps.filter((s) => s.step !== 'done' && s.step !== 'failed');
   const current = steps[steps.length - 1];
   return (
@@ -122,6 +224,9 @@ export function SwitchProgressCard() {
       </div>
       {p.status === 'running' && current && (
         <div className="progress-step">{current.detail || stepLabel(current.step)}</div>
+      )}
+      {p.status === 'running' && p.pendingTarget !== undefined && (
+        <div className="progress-step">Then to {nameOf(p.pendingTarget)}</div>
       )}
       {steps.length > 0 && p.status !== 'failed' && (
         <ol className="progress-steps" aria-label="Steps">
