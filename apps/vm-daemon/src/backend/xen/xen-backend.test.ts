@@ -58,7 +58,11 @@ test('start writes the config, runs xl create and reports the domid; stop shuts 
   const seen = states(b);
   const r = await b.start(def('personal'));
   assert.deepEqual(r.handle, { kind: 'domid', domid: 1 }, 'a Xen VM is named by its domid');
-  assert.equal(r.inputQmpSocket, '', 'a PV guest has no device model QMP');
+  assert.equal(
+    r.inputQmpSocket,
+    join(root, 'run', 'personal', 'input-qmp.sock'),
+    'a PV guest gets input through the QMP socket of the QEMU serving its virtual keyboard',
+  );
   const cfg = readFileSync(join(root, 'run', 'personal', 'personal.cfg'), 'utf8');
   assert.match(cfg, /type = "pv"/);
   assert.ok(world.calls.includes(`xl create ${join(root, 'run', 'personal', 'personal.cfg')}`));
@@ -120,7 +124,7 @@ test('a domain already named like the VM is refused, not duplicated', async () =
 });
 
 test('a restarted daemon re-adopts running domains with their domid and paused flag', async () => {
-  const { world, mk, def } = setup();
+  const { world, mk, def, root } = setup();
   const first = mk();
   await first.start(def('personal'));
   await first.start(def('work'));
@@ -132,7 +136,7 @@ test('a restarted daemon re-adopts running domains with their domid and paused f
   const w = await second.adopt(def('work'));
   assert.deepEqual(p, {
     handle: { kind: 'domid', domid: 1 },
-    inputQmpSocket: '',
+    inputQmpSocket: join(root, 'run', 'personal', 'input-qmp.sock'),
     adopted: true,
     state: 'running',
   });
@@ -180,6 +184,14 @@ test('USB: attach by hostbus/hostaddr gives a ctrl/port handle; list and detach 
   await b.start(def('pv'));
   await assert.rejects(
     b.attachUsb('pv', { bus: 1, address: 2 }),
+    (e: BulkheadError) =>
+      e.errorName === 'NotSupported' && /^pv: a PV guest cannot take USB devices .*pvUSB/.test(e.message),
+  );
+  const noCtrl = def('hvm-no-usb', { kernel: null });
+  writeFileSync(noCtrl.file.replace(/\.json$/, '.xen'), '{"usbctrl":null}');
+  await b.start(noCtrl);
+  await assert.rejects(
+    b.attachUsb('hvm-no-usb', { bus: 1, address: 2 }),
     (e: BulkheadError) => e.errorName === 'NotSupported' && /no USB controller/.test(e.message),
   );
   await assert.rejects(b.screenshot('pv', 1000), (e: BulkheadError) => e.errorName === 'NotSupported');

@@ -3,8 +3,9 @@
  * through xenstore (@releaseDomain fires when a domain shuts down or is destroyed).
  *
  * Domain name = VM id. Per VM run dir <runRoot>/<id>/: <id>.cfg (generated), domain.json (domid,
- * uuid, paused: what a restarted daemon needs to re-adopt), and for HVM qmp.sock, input-qmp.sock,
- * serial.log. A running VM's handle is its domid.
+ * uuid, paused: what a restarted daemon needs to re-adopt), input-qmp.sock (every kind: the QMP
+ * monitor of the QEMU that serves the guest's keyboard and pointer, see xl-config.ts; it is the
+ * VM's InputQmpSocket), and for HVM qmp.sock and serial.log. A running VM's handle is its domid.
  *
  * How a domain's end is classified (no human output parsed):
  *   stop requested by us                      → stopped
@@ -23,7 +24,7 @@ import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
 import { parseXlListJson, type XlDomain, type XlUsbDev } from './xl-list';
 import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';
-import { loadXenOptions, type XenGuestOptions } from './xen-options';
+import { loadXenOptions, pvUsbUnsupported, type XenGuestOptions } from './xen-options';
 
 export interface XenBackendOptions {
   runRoot: string;
@@ -197,7 +198,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     this.log.info(`${def.id}: running as domid ${dom.domid}`);
     return {
       handle: { kind: 'domid', domid: dom.domid },
-      inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
+      inputQmpSocket: f.inputQmp,
       adopted: false,
       state: 'running',
     };
@@ -241,7 +242,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     this.log.info(`${def.id}: re-adopted domid ${dom.domid}${paused ? ' (paused)' : ''}`);
     return {
       handle: { kind: 'domid', domid: dom.domid },
-      inputQmpSocket: opts.type === 'hvm' ? f.inputQmp : '',
+      inputQmpSocket: f.inputQmp,
       adopted: true,
       state: paused ? 'paused' : 'running',
     };
@@ -455,6 +456,8 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
 
   async attachUsb(vmId: string, req: UsbAttachRequest): Promise<string> {
     const d = this.get(vmId);
+    if (d.opts.type !== 'hvm')
+      throw new BulkheadError('NotSupported', `${vmId}: ${pvUsbUnsupported(d.opts.type)}`);
     if (!d.opts.usbctrl)
       throw new BulkheadError(
         'NotSupported',

@@ -7,12 +7,15 @@
  *     "ramdisk": "guest.cpio.gz",            initrd for direct kernel boot (relative to the file)
  *     "usbctrl": {"version": 2, "ports": 6} | null,
  *                                            default for HVM: devicemodel (QEMU-emulated) controller
- *                                            version 2, 6 ports; PV/PVH: none (qusb needs the guest's
- *                                            CONFIG_USB_XEN_HCD, which Debian kernels lack)
+ *                                            version 2, 6 ports; PV/PVH: none, and refused (qusb
+ *                                            needs the guest's CONFIG_USB_XEN_HCD, which Debian
+ *                                            kernels lack: the device would never appear)
  *     "pci": ["0000:00:04.0"],               devices assigned for the whole life of the domain
  *                                            (the GPU is NOT listed here: the hand-off moves it)
  *     "serialLog": true,                     HVM: guest serial port to <runDir>/serial.log
- *     "deviceModelArgs": ["-global", "x=y"]  HVM: extra arguments for the guest's QEMU (device model)
+ *     "deviceModelArgs": ["-global", "x=y"]  extra arguments for the guest's QEMU: the HVM device
+ *                                            model, or the PV/PVH QEMU that serves its virtual
+ *                                            keyboard/pointer (xl-config.ts)
  *   }
  * A GPU several VMs share is not a sidecar field: it is the definition's
  * `"gpu": {"pci": [...], "handoff": true}` (config.ts), moved by the GPU hand-off.
@@ -32,6 +35,15 @@ export interface XenGuestOptions {
   pci: string[];
   serialLog: boolean;
   deviceModelArgs: string[];
+}
+
+/**
+ * USB for a PV/PVH guest is refused, not half-done: xl would accept a qusb controller and attach
+ * devices to it, but the guest never sees them without the pvUSB front end (CONFIG_USB_XEN_HCD),
+ * which Debian's kernels lack. Both the sidecar check and a USB request say so.
+ */
+export function pvUsbUnsupported(type: XenGuestType): string {
+  return `a ${type.toUpperCase()} guest cannot take USB devices (it would need the Xen pvUSB front end, CONFIG_USB_XEN_HCD, which Debian's guest kernels lack); use "type": "hvm", whose device model emulates a USB controller`;
 }
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
@@ -91,6 +103,7 @@ export function parseXenOptions(
     if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31)
       throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
     opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
+    if (opts.type !== 'hvm') throw bad('usbctrl', pvUsbUnsupported(opts.type));
   }
   const pciList = (k: 'pci'): string[] => {
     const v = o[k];
@@ -110,8 +123,6 @@ export function parseXenOptions(
         'deviceModelArgs',
         'must be an array of non-empty strings without quotes, backslashes or newlines',
       );
-    if (opts.type !== 'hvm' && a.length)
-      throw bad('deviceModelArgs', `only HVM guests have a device model (type is ${opts.type})`);
     opts.deviceModelArgs = a as string[];
   }
   if (o.serialLog !== undefined) {

@@ -117,14 +117,43 @@ test('pci: permanent devices go to pci=[], the GPU only enables passthrough (the
   assert.ok(!cfg.includes('0000:00:03.0'), 'the GPU is never in the create-time config');
 });
 
-test('usbctrl on PV is qusb; bridge networking is a vif; user networking is refused', () => {
+test('PV and PVH get a QEMU-served virtual keyboard/pointer with our input QMP socket; HVM keeps its device model', () => {
+  for (const type of ['pv', 'pvh'] as const) {
+    const cfg = generateXlConfig(def(), defaultXenOptions(def(), type), { runDir: '/run/vms/personal' });
+    for (const l of [
+      'vkb = [ "backend-type=qemu" ]',
+      'device_model_args_pv = [ "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
+    ])
+      assert.ok(lines(cfg).includes(l), `${type}: missing '${l}' in\n${cfg}`);
+    assert.ok(!cfg.includes('device_model_args_hvm'), `${type}: no HVM device model`);
+  }
+  const hvm = generateXlConfig(def({ kernel: null, append: '' }), defaultXenOptions(def({ kernel: null })), {
+    runDir: '/r',
+  });
+  assert.ok(!hvm.includes('vkb ='), 'HVM: input through its own device model');
+  assert.ok(!hvm.includes('device_model_args_pv'));
+});
+
+test('USB on PV/PVH is refused with the reason, in the sidecar and in the config; bridge networking is a vif; user networking is refused', () => {
+  for (const type of ['pv', 'pvh'])
+    assert.throws(
+      () =>
+        parseXenOptions('/x/a.xen', `{"type":"${type}","usbctrl":{"version":2,"ports":4}}`, { kernel: '/k' }),
+      (e: BulkheadError) =>
+        e.errorName === 'InvalidConfig' &&
+        new RegExp(
+          `^/x/a\\.xen: usbctrl: a ${type.toUpperCase()} guest cannot take USB devices .*CONFIG_USB_XEN_HCD`,
+        ).test(e.message),
+    );
   const d = def({ network: { mode: 'bridge', bridge: 'xenbr0' } });
-  const cfg = generateXlConfig(
-    d,
-    { ...defaultXenOptions(d), usbctrl: { version: 2, ports: 4 } },
-    { runDir: '/r' },
+  assert.throws(
+    () =>
+      generateXlConfig(d, { ...defaultXenOptions(d), usbctrl: { version: 2, ports: 4 } }, { runDir: '/r' }),
+    (e: BulkheadError) =>
+      e.errorName === 'InvalidConfig' &&
+      /personal\.json: usbctrl: a PV guest cannot take USB/.test(e.message),
   );
-  assert.ok(lines(cfg).includes('usbctrl = [ "type=qusb,version=2,ports=4" ]'));
+  const cfg = generateXlConfig(d, defaultXenOptions(d), { runDir: '/r' });
   assert.ok(lines(cfg).includes('vif = [ "bridge=xenbr0" ]'));
   assert.throws(
     () => generateXlConfig(def({ network: { mode: 'user' } }), defaultXenOptions(def()), { runDir: '/r' }),
@@ -177,7 +206,7 @@ test('sidecar options: parsed, defaults by kernel presence, bad fields named', (
   assert.equal(parseXenOptions('/x/a.xen', '{"usbctrl":null}', { kernel: null }).usbctrl, null);
 });
 
-test('HVM deviceModelArgs go to the device model after the QMP monitors; refused for PV and when malformed', () => {
+test('deviceModelArgs go to the device model after the QMP monitors (HVM) or to the PV input QEMU; refused when malformed', () => {
   const opts = parseXenOptions(
     '/x/a.xen',
     '{"type":"hvm","deviceModelArgs":["-global","fw_cfg_io.dma_enabled=off"]}',
@@ -189,9 +218,13 @@ test('HVM deviceModelArgs go to the device model after the QMP monitors; refused
     dm ?? '',
     /"-qmp", "unix:\/r\/input-qmp\.sock,server=on,wait=off", "-global", "fw_cfg_io\.dma_enabled=off" \]$/,
   );
-  assert.throws(
-    () => parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-S"]}', { kernel: '/k' }),
-    /deviceModelArgs: only HVM guests have a device model/,
+  const pv = parseXenOptions('/x/a.xen', '{"type":"pv","deviceModelArgs":["-trace","xenfb_*"]}', {
+    kernel: '/k',
+  });
+  assert.ok(
+    lines(generateXlConfig(def(), pv, { runDir: '/r' })).includes(
+      'device_model_args_pv = [ "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-trace", "xenfb_*" ]',
+    ),
   );
   assert.throws(
     () => parseXenOptions('/x/a.xen', '{"type":"hvm","deviceModelArgs":["a\\"b"]}', { kernel: null }),

@@ -13,10 +13,18 @@
  *   Two extra QMP sockets on qemu-xen: qmp.sock for vm-daemon (screenshots), input-qmp.sock for
  *   input-daemon. libxl keeps /var/run/xen/qmp-libxl-<domid> for itself: QEMU serves one client
  *   per QMP socket, so nobody else may hold that one.
+ * - Input reaches every kind of guest through a QEMU input-daemon talks QMP to (input-qmp.sock),
+ *   so the input path is one and the same for all of them. HVM: the device model's emulated
+ *   keyboard and mouse (and its vkbd backend). PV/PVH have no emulated devices: `vkb` with
+ *   backend-type=qemu gives them a Xen virtual keyboard/pointer (xen-kbdfront in the guest) whose
+ *   backend is a QEMU libxl starts for the domain in dom0 (`-M xenpv`, Debian's qemu-system-xen);
+ *   `device_model_args_pv` adds input-qmp.sock to that QEMU, and its `input-send-event` arrives in
+ *   the guest through the vkbd ring. (Writing the vkbd backend ourselves, xenstore + a
+ *   grant-mapped ring, would duplicate what QEMU already does.)
  */
 import { BulkheadError } from '@bulkhead/contract';
 import type { VmDefinition } from '../../config';
-import type { XenGuestOptions } from './xen-options';
+import { pvUsbUnsupported, type XenGuestOptions } from './xen-options';
 
 export interface XlConfigPaths {
   /** The VM's run dir (QMP sockets, serial log). */
@@ -87,10 +95,21 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
   if (opts.pci.length) lines.push(`pci = [ ${opts.pci.map((p) => `"${p}"`).join(', ')} ]`);
   if (def.gpu || opts.pci.length) lines.push(`passthrough = "enabled"`);
   if (opts.usbctrl) {
-    // HVM: QEMU-emulated controller (the guest needs only its EHCI/xHCI driver); PV/PVH: qusb
-    // (the pvUSB frontend, CONFIG_USB_XEN_HCD in the guest).
-    const type = opts.type === 'hvm' ? 'devicemodel' : 'qusb';
-    lines.push(`usbctrl = [ "type=${type},version=${opts.usbctrl.version},ports=${opts.usbctrl.ports}" ]`);
+    // Only HVM: the QEMU-emulated controller (the guest needs only its EHCI/xHCI driver). PV/PVH
+    // would need qusb and the pvUSB front end in the guest, which Debian's kernel lacks
+    // (xen-options.ts refuses usbctrl for them; this is the same rule for callers that skip it).
+    if (opts.type !== 'hvm')
+      throw new BulkheadError('InvalidConfig', `${where('usbctrl')}: ${pvUsbUnsupported(opts.type)}`);
+    lines.push(
+      `usbctrl = [ "type=devicemodel,version=${opts.usbctrl.version},ports=${opts.usbctrl.ports}" ]`,
+    );
+  }
+  if (opts.type !== 'hvm') {
+    const qmp = `unix:${paths.runDir}/input-qmp.sock,server=on,wait=off`;
+    lines.push(
+      `vkb = [ "backend-type=qemu" ]`,
+      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp)}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+    );
   }
   if (opts.type === 'hvm') {
     const qmp = (name: string) => `unix:${paths.runDir}/${name},server=on,wait=off`;
