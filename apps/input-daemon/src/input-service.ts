@@ -64,6 +64,8 @@ export class InputService implements Input1Service {
   private lastHotkeyError = '';
   private readonly sinks = new Map<string, { sink: InputSink; socket: string }>();
   private queue: Promise<unknown> = Promise.resolve();
+  /** Hotkey SwitchToSlot calls not answered yet. */
+  private hotkeySwitchesInFlight = 0;
   /** Hotkey actions in progress (tests wait for them). */
   private readonly inflight = new Set<Promise<void>>();
   private readonly idleLock: IdleLock | null;
@@ -227,9 +229,10 @@ export class InputService implements Input1Service {
   }
 
   /**
-   * SwitchToSlot(0) for a lock. A switch already running (started before the lock) makes
-   * vm-daemon answer SwitchInProgress: then try again once it is over, or a VM could stay on the
-   * screen behind the lock.
+   * SwitchToSlot(0) for a lock. vm-daemon runs it after a switch already running (the last
+   * request wins); an older vm-daemon answers SwitchInProgress instead, and a request made after
+   * this one (refused at Freeze while locked) makes it Superseded: then try again, or a VM could
+   * stay on the screen behind the lock.
    */
   private async returnHome(): Promise<void> {
     const { attempts, delayMs } = this.options.lockRetry ?? { attempts: 20, delayMs: 250 };
@@ -238,7 +241,7 @@ export class InputService implements Input1Service {
         await this.vmManager.switchToSlot(0);
         return;
       } catch (e) {
-        const busy = isBulkheadError(e, 'SwitchInProgress');
+        const busy = isBulkheadError(e, 'SwitchInProgress') || isBulkheadError(e, 'Superseded');
         if (!busy || i >= attempts || !this.router.isLocked) {
           this.log.warn(`lock: cannot return to the switcher: ${(e as Error).message}`);
           return;
@@ -299,7 +302,11 @@ export class InputService implements Input1Service {
       }
       // From this instant nothing typed reaches the VM being left (Router rule 6): what follows
       // the chord waits for the switch, then goes to where it lands — or nowhere if it fails.
-      const hold = this.router.holdForSwitch();
+      // vm-daemon runs the last request after the switch already running (issue 17): when one
+      // runs (an earlier hotkey's, or input is frozen for one), its SetFocus is not where this
+      // hotkey goes, so only this hotkey's own answer ends the hold.
+      const behindAnotherSwitch = this.hotkeySwitchesInFlight > 0 || this.router.isFrozen;
+      const hold = this.router.holdForSwitch({ deliverOnFocus: !behindAnotherSwitch });
       const timer = setTimeout(() => {
         this.log.warn(
           `${chord.text}: no switch within ${this.holdTimeout} ms; input held meanwhile is dropped`,
@@ -307,16 +314,24 @@ export class InputService implements Input1Service {
         this.router.endHold(hold, 'timeout');
       }, this.holdTimeout);
       timer.unref?.();
+      this.hotkeySwitchesInFlight++;
       try {
         await this.vmManager.switchToSlot(action.slot);
         this.router.endHold(hold, 'switched');
         this.setHotkeyError('');
       } catch (e) {
         this.router.endHold(hold, 'failed');
-        const msg = `${chord.text} → SwitchToSlot(${action.slot}) failed: ${(e as Error).message}`;
-        this.log.warn(msg);
-        this.setHotkeyError(msg);
+        if (isBulkheadError(e, 'Superseded')) {
+          // Not a failure: a newer request (a later hotkey, a click) replaced this one before it
+          // ran, and that one decides where input goes. What was typed for this one is dropped.
+          this.log.info(`${chord.text} → SwitchToSlot(${action.slot}) superseded: ${e.message}`);
+        } else {
+          const msg = `${chord.text} → SwitchToSlot(${action.slot}) failed: ${(e as Error).message}`;
+          this.log.warn(msg);
+          this.setHotkeyError(msg);
+        }
       } finally {
+        this.hotkeySwitchesInFlight--;
         clearTimeout(timer);
       }
     })();

@@ -50,6 +50,8 @@ interface Hold {
   frames: Frame[];
   events: number;
   overflowed: boolean;
+  /** False when the hotkey came while another switch ran: its SetFocus is not this hotkey's. */
+  deliverOnFocus: boolean;
 }
 
 export interface LedState {
@@ -155,7 +157,8 @@ export class Router {
     });
     // The switch moved the focus away from where the hotkey was pressed: what was typed since
     // goes here. A SetFocus naming the origin (a re-assert, a rollback) keeps holding.
-    if (this.hold && target !== this.hold.origin) this.releaseHold('deliver', `focus moved to ${target}`);
+    if (this.hold?.deliverOnFocus && target !== this.hold.origin)
+      this.releaseHold('deliver', `focus moved to ${target}`);
   }
 
   lock(): void {
@@ -168,14 +171,23 @@ export class Router {
   /**
    * A switch hotkey was recognised: from now on nothing reaches the focused target (its held keys
    * and buttons are released in it now) until the switch resolves (rule 6). A hold still pending
-   * from an earlier hotkey is dropped. Returns the token to pass to endHold.
+   * from an earlier hotkey is dropped. Returns the token to pass to endHold. With
+   * `deliverOnFocus: false` (the hotkey's switch waits behind another one) only endHold ends it:
+   * the SetFocus of the switch already running is not where this hotkey goes.
    */
-  holdForSwitch(): number {
+  holdForSwitch(opts: { deliverOnFocus?: boolean } = {}): number {
     if (this.hold) this.releaseHold('drop', 'a newer hotkey');
     const token = ++this.holdTokens;
     const origin = this.focusTarget;
     this.changeDestination(() => {
-      this.hold = { token, origin, frames: [], events: 0, overflowed: false };
+      this.hold = {
+        token,
+        origin,
+        frames: [],
+        events: 0,
+        overflowed: false,
+        deliverOnFocus: opts.deliverOnFocus ?? true,
+      };
     });
     return token;
   }

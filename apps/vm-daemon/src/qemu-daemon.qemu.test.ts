@@ -167,11 +167,14 @@ test('a failing focus-input rolls back to the previous VM with a named error', a
   ]);
 });
 
-test('switching to a stopped VM starts it; a switch during it fails with SwitchInProgress', async () => {
+test('switching to a stopped VM starts it; requests during it: the last one runs next, the one it replaced gets Superseded', async () => {
   const first = manager().SwitchToSlot(3, {});
   await waitFor('Switching', async () => (await mgrProp('Switching')) === true, 5000, 5);
-  await assert.rejects(manager().SwitchToSlot(1, {}), isNamed('SwitchInProgress'));
+  const replaced = manager().SwitchToSlot(1, {});
+  const pending = manager().SwitchToSlot(3, {});
+  await assert.rejects(replaced, isNamed('Superseded'));
   await first;
+  await pending;
   assert.equal(await vmProp('spare', 'State'), 'running');
   assert.equal(await mgrProp('ActiveVm'), vmPath('spare'));
 });

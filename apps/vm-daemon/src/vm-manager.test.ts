@@ -93,21 +93,64 @@ test('without input-daemon the input steps are recorded as skipped, not failed',
   t.done();
 });
 
-test('a second switch while one runs fails with SwitchInProgress', async () => {
+test('the last request wins: a request during a switch waits, a newer one replaces it with Superseded', async () => {
+  const t = setup();
+  await t.manager.init();
+  let release!: () => void;
+  t.backend.startGate = new Promise((r) => (release = r));
+  const progress: string[] = [];
+  t.manager.on('switch-progress', (target, step) => progress.push(`${step} ${target}`));
+  const first = t.manager.switchToSlot(1);
+  assert.equal(t.manager.transaction.inProgress, true);
+  const second = t.manager.switchToSlot(2);
+  const third = t.manager.switchTo(SWITCHER_PATH);
+  const fourth = t.manager.switchToSlot(1);
+  // Each waiting request is replaced by the next one; the replaced callers are told by whom.
+  await assert.rejects(
+    second,
+    (e: unknown) =>
+      e instanceof BulkheadError &&
+      e.errorName === 'Superseded' &&
+      /request #3 to \//.test(e.message) &&
+      e.message.includes(vmPath('business')),
+  );
+  await assert.rejects(
+    third,
+    (e: unknown) =>
+      e instanceof BulkheadError && e.errorName === 'Superseded' && /request #4/.test(e.message),
+  );
+  assert.equal(t.manager.pendingSwitchTarget, vmPath('personal'));
+  release();
+  assert.equal((await first).target, vmPath('personal'));
+  const last = await fourth;
+  assert.equal(last.outcome, 'ok');
+  assert.equal(last.from, vmPath('personal'));
+  assert.equal(t.manager.activeVm, vmPath('personal'));
+  assert.equal(t.input.focused, vmPath('personal'));
+  assert.equal(t.manager.vms.get('business')!.state, 'stopped', 'the replaced target was never started');
+  assert.equal(t.manager.transaction.inProgress, false);
+  assert.ok(progress.includes(`pending ${vmPath('business')}`));
+  assert.ok(progress.includes(`superseded ${vmPath('business')}`));
+  // Queue drained: the next request runs at once again.
+  await t.manager.switchToSlot(0);
+  assert.equal(t.manager.activeVm, SWITCHER_PATH);
+  t.done();
+});
+
+test('a pending request whose VM is removed while it waits gets NoSuchVm; the queue goes on', async () => {
   const t = setup();
   await t.manager.init();
   let release!: () => void;
   t.backend.startGate = new Promise((r) => (release = r));
   const first = t.manager.switchToSlot(1);
-  assert.equal(t.manager.transaction.inProgress, true);
-  await assert.rejects(
-    t.manager.switchToSlot(2),
-    (e: unknown) => e instanceof BulkheadError && e.errorName === 'SwitchInProgress',
-  );
+  const second = t.manager.switchToSlot(2);
+  rmSync(join(t.configDir, 'b.json'));
+  t.manager.reload();
   release();
   await first;
-  assert.equal(t.manager.activeVm, vmPath('personal'));
-  assert.equal(t.manager.transaction.inProgress, false);
+  await assert.rejects(second, (e: unknown) => e instanceof BulkheadError && e.errorName === 'NoSuchVm');
+  await t.manager.switchToSlot(0);
+  assert.equal(t.manager.activeVm, SWITCHER_PATH);
   t.done();
 });
 

@@ -68,6 +68,17 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   private readonly backend: VmBackend;
   private readonly log: Logger;
   private closed = false;
+  /** The one request waiting for the running switch (switchTo: the last request wins). */
+  private pendingSwitch: {
+    target: string;
+    seq: number;
+    resolve: (rec: SwitchRecord) => void;
+    reject: (e: unknown) => void;
+  } | null = null;
+  /** Numbers switch requests, so a Superseded answer names the request that replaced it. */
+  private switchRequests = 0;
+  /** True from a switch's start until no request is pending any more. */
+  private switchQueueBusy = false;
   /** Every Freeze/SetFocus vm-daemon sends, in order (see SerialInputFocus). */
   private readonly focus: SerialInputFocus;
 
@@ -492,13 +503,90 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     return DONE;
   }
 
-  /** Switch to a VM object path or '/' (the switcher). Throws the named error of a failed switch. */
+  /**
+   * Switch to a VM object path or '/' (the switcher). Throws the named error of a failed switch.
+   *
+   * The last request wins: while a switch runs, a new request becomes the one pending target and
+   * replaces an earlier pending one, whose caller gets Superseded (naming the request that replaced
+   * it). When the running switch is over, the pending target runs and its caller gets that result.
+   * A person pressing Ctrl+1, Ctrl+2, Ctrl+1 during one slow switch (a GPU moving) ends on VM 1;
+   * refusing requests instead (SwitchInProgress, before issue 17) lost the later presses.
+   */
   async switchTo(target: string): Promise<SwitchRecord> {
+    this.checkSwitchTarget(target);
+    const seq = ++this.switchRequests;
+    if (this.switchQueueBusy) return this.queueSwitch(target, seq);
+    this.switchQueueBusy = true;
+    const first = this.runSwitch(target);
+    // Pending requests run after the first one's caller has its answer.
+    void first.then(
+      () => this.runPendingSwitches(),
+      () => this.runPendingSwitches(),
+    );
+    return first;
+  }
+
+  /** The target of the request waiting for the running switch, or null. */
+  get pendingSwitchTarget(): string | null {
+    return this.pendingSwitch?.target ?? null;
+  }
+
+  private checkSwitchTarget(target: string): void {
     if (target !== SWITCHER_PATH) {
       const e = this.entryByPath(target);
       if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
       if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     }
+  }
+
+  private queueSwitch(target: string, seq: number): Promise<SwitchRecord> {
+    return new Promise<SwitchRecord>((resolve, reject) => {
+      const replaced = this.pendingSwitch;
+      this.pendingSwitch = { target, seq, resolve, reject };
+      this.emit(
+        'switch-progress',
+        target,
+        'pending',
+        `request #${seq} runs when the current switch is over` +
+          (replaced ? `; it replaces request #${replaced.seq} to ${replaced.target}` : ''),
+      );
+      if (replaced) {
+        this.log.info(
+          `switch request #${replaced.seq} to ${replaced.target} superseded by #${seq} to ${target}`,
+        );
+        this.emit(
+          'switch-progress',
+          replaced.target,
+          'superseded',
+          `replaced by request #${seq} to ${target}`,
+        );
+        replaced.reject(
+          new BulkheadError(
+            'Superseded',
+            `switch request #${replaced.seq} to ${replaced.target} was replaced by request #${seq} to ${target} before it ran (the last request wins)`,
+          ),
+        );
+      }
+    });
+  }
+
+  /** Runs the pending request, if any, until none is left; then new requests run at once again. */
+  private async runPendingSwitches(): Promise<void> {
+    while (this.pendingSwitch && !this.closed) {
+      const p = this.pendingSwitch;
+      this.pendingSwitch = null;
+      try {
+        // Checked again: the VM may have been removed while the request waited.
+        this.checkSwitchTarget(p.target);
+        p.resolve(await this.runSwitch(p.target));
+      } catch (e) {
+        p.reject(e);
+      }
+    }
+    this.switchQueueBusy = false;
+  }
+
+  private async runSwitch(target: string): Promise<SwitchRecord> {
     this.transaction.begin(target);
     const inputInstanceAtStart = this.opts.input.instance;
     this.emit('manager-changed', ['Switching']);

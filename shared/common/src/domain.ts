@@ -22,7 +22,16 @@ export type SwitchStep = (typeof SWITCH_STEPS)[number];
 
 /**
  * Every step name SwitchProgress may report: the steps above, then how the switch ended (or that
- * it is being rolled back). The one definition vm-daemon and the switcher's labels are typed by.
+ * it is being rolled back), and for a request made while another switch runs: 'pending' (it runs
+ * when that switch is over) or 'superseded' (a newer request replaced it before it ran). The one
+ * definition vm-daemon and the switcher's labels are typed by.
  */
-export const SWITCH_PROGRESS_STEPS = [...SWITCH_STEPS, 'rollback', 'done', 'failed'] as const;
+export const SWITCH_PROGRESS_STEPS = [
+  ...SWITCH_STEPS,
+  'rollback',
+  'done',
+  'failed',
+  'pending',
+  'superseded',
+] as const;
 export type SwitchProgressStep = (typeof SWITCH_PROGRESS_STEPS)[number];

@@ -10,6 +10,7 @@ export const ERRORS = {
   InvalidConfig:
     'A definition or rules file is invalid; the message names the file, the field and the reason.',
   SwitchInProgress: 'Another switch is running; only one switch runs at a time.',
+  Superseded: 'A newer switch request replaced this one before it ran (the last request wins).',
   Locked: 'The seat is locked; unlock first.',
   AuthenticationFailed: 'The password was not accepted; the message says when the next try is allowed.',
   TryAgainLater: 'Too many failed attempts: the message says how many seconds to wait before the next one.',

@@ -211,9 +211,9 @@ export interface Vm1Client {
 
 /** Registry of VMs, their lifecycle and the switch transaction. */
 export interface VmManager1Service {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   Switch(ctx: CallContext, vm: string, options: VariantDict): Promise<void> | void;
-  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   SwitchToSlot(ctx: CallContext, slot: number, options: VariantDict): Promise<void> | void;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. Errors: BackendFailed. Access: root. */
   Reload(ctx: CallContext): Promise<number> | number;
@@ -233,13 +233,13 @@ export interface VmManager1Properties {
 }
 
 export interface VmManager1Signals {
-  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail. */
+  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail. */
   SwitchProgress: [target: string, step: string, detail: string];
 }
 
 /** Client view of org.bulkhead.VmManager1: its methods as promises. */
 export interface VmManager1Client {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
   Switch(vm: string, options: VariantDict): Promise<void>;
   /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. */
   SwitchToSlot(slot: number, options: VariantDict): Promise<void>;
@@ -908,13 +908,13 @@ export const CONTRACT = {
     "doc": "Registry of VMs, their lifecycle and the switch transaction.",
     "methods": {
       "Switch": {
-        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
+        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
         "access": "ui",
         "errors": [
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "SwitchInProgress",
+          "Superseded",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -941,7 +941,7 @@ export const CONTRACT = {
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "SwitchInProgress",
+          "Superseded",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -1007,7 +1007,7 @@ export const CONTRACT = {
     },
     "signals": {
       "SwitchProgress": {
-        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail.",
+        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail.",
         "args": [
           {
             "name": "target",
@@ -1029,7 +1029,7 @@ export const CONTRACT = {
 } as const satisfies Record<string, InterfaceContract>;
 
 export type InterfaceName = keyof typeof CONTRACT;
-export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","SwitchInProgress","Timeout","TryAgainLater"] as const;
+export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","Superseded","Timeout","TryAgainLater"] as const;
 export const SERVICES = {
   "org.bulkhead.VmManager1": [
     "org.bulkhead.VmManager1",

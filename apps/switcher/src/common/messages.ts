@@ -15,6 +15,7 @@ const TITLES: Record<string, string> = {
   InvalidState: 'Not possible right now',
   InvalidConfig: 'The VM definition is invalid',
   SwitchInProgress: 'Another switch is still running',
+  Superseded: 'A newer switch request replaced this one',
   Locked: 'The screen is locked',
   PolicyDenied: 'The USB policy does not allow this',
   AccessDenied: 'Not allowed',
@@ -33,6 +34,7 @@ const ADVICE: Record<string, string> = {
   InvalidState: 'The machine is busy changing state; try again in a moment.',
   InvalidConfig: 'Fix the file named below; the other machines are not affected.',
   SwitchInProgress: 'Wait until the current switch has finished.',
+  Superseded: 'The machine asked for last is the one shown.',
   Locked: 'Unlock the screen first.',
   PolicyDenied: 'An administrator rule refuses this device for that machine.',
   BackendFailed: 'The machine may not have started. Details below.',
@@ -65,6 +67,8 @@ export const STEP_LABELS: Record<SwitchProgressStep, string> = {
   rollback: 'Rolling back',
   done: 'Done',
   failed: 'Failed',
+  pending: 'Next, once this switch is over',
+  superseded: 'Replaced by a newer request',
 };
 
 /** Sub-steps (gpu-detach:…) and names from a newer vm-daemon have no label: shown as they are. */

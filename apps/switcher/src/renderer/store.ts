@@ -21,6 +21,8 @@ export interface SwitchProgressView {
   status: 'running' | 'done' | 'failed';
   startedAt: number;
   error: HumanError | null;
+  /** A request that waits for this switch and runs next (the last request wins). */
+  pendingTarget?: string;
 }
 
 export interface Notice extends HumanError {
@@ -132,6 +134,13 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       const p = payload as PushMap['switchProgress'];
       // Coming back to the tiles needs no progress card, only a failure does.
       if (p.target === '/' && p.step !== 'failed' && !(s.progress?.target === '/')) return s;
+      // A request waiting for the running switch: named on the running switch's card; a request
+      // replaced before it ran changes nothing on screen (the newer one is pending instead).
+      if (p.step === 'superseded') return s;
+      if (p.step === 'pending')
+        return s.progress?.status === 'running'
+          ? { ...s, progress: { ...s.progress, pendingTarget: p.target } }
+          : s;
       const same = s.progress && s.progress.target === p.target && s.progress.status === 'running';
       const base: SwitchProgressView = same
         ? s.progress!
@@ -195,6 +204,8 @@ export function beginSwitch(s: UiState, target: string, now: number): UiState {
 
 /** The Switch call itself failed: the named D-Bus error, in words. */
 export function failSwitch(s: UiState, target: string, failure: RequestFailure, now: number): UiState {
+  // Not a failure: a newer request (another click, a hotkey) replaced this one; it is shown instead.
+  if (failure.name === 'Superseded') return s;
   const error = describeFailure(failure, 'switch');
   const base =
     s.progress && s.progress.target === target
