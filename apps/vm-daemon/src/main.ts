@@ -26,6 +26,7 @@ import { ExecXlRunner } from './backend/xen/xl-runner';
 import { defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
 import { VmManagerDbus } from './dbus-service';
 import { InputDaemonClient } from './input-daemon-client';
+import { startPower } from './power';
 import { StateStore } from './state-store';
 import { NoGpuHandoff, NoUsbMover, type GpuHandoff } from './switch-transaction';
 import { VmManager } from './vm-manager';
@@ -169,6 +170,7 @@ async function main(): Promise<void> {
   });
   await manager.init();
   new VmManagerDbus(host, manager).export();
+  const power = await startPower({ host, client, manager, bus: args.bus, log });
   await host.requestName(BUS_NAMES.vmManager);
   log.info(
     `ready on ${args.bus}: ${manager.vms.size} VM(s) from ${args.configDir}, ${manager.configErrors.length} config error(s), accelerator ${manager.accelerator}`,
@@ -182,6 +184,7 @@ async function main(): Promise<void> {
       `${sig}: ${args.stopVmsOnExit ? 'stopping every VM' : 'leaving VMs running (re-adopted at next start)'}`,
     );
     manager.close();
+    await power.close().catch(() => undefined);
     try {
       if (args.stopVmsOnExit) await backend.stopAll(10_000);
       else await backend.detachAll();

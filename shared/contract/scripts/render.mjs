@@ -2,7 +2,7 @@
 
 /** The bus names and the interfaces each one serves. */
 export const SERVICES = {
-  'org.bulkhead.VmManager1': ['org.bulkhead.VmManager1', 'org.bulkhead.Vm1'],
+  'org.bulkhead.VmManager1': ['org.bulkhead.VmManager1', 'org.bulkhead.Vm1', 'org.bulkhead.Power1'],
   'org.bulkhead.Input1': ['org.bulkhead.Input1'],
   'org.bulkhead.Usb1': ['org.bulkhead.Usb1', 'org.bulkhead.UsbDevice1'],
 };

@@ -55,6 +55,34 @@ export interface Input1Client {
   InjectEvents(device_class: string, events: Array<[number, number, number]>): Promise<void>;
 }
 
+/** Power state of the laptop and suspend as one transaction with every VM. */
+export interface Power1Service {
+  /** Suspend the Control Domain with its VMs: lock the seat, wait for a running switch, pause every running VM, sleep through logind; on wake resume the VMs it paused and report in LastSuspend what did not come back. Returns once the machine woke again (or the suspend failed: then every VM it paused is resumed and the error names the failing step). One suspend at a time: another request meanwhile fails with InvalidState. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: InvalidState, BackendFailed, NotSupported, Locked, Timeout, InvalidArgument. Access: ui. */
+  Suspend(ctx: CallContext, options: VariantDict): Promise<void> | void;
+}
+
+export interface Power1Properties {
+  /** The laptop's battery as UPower reports it: present (b, false when there is no battery or no UPower), percentage (d, 0-100), state (s: charging | discharging | empty | full | pending-charge | pending-discharge | unknown), time_to_empty_sec (x, 0 = unknown), time_to_full_sec (x, 0 = unknown), on_battery (b), level (s: normal | low | critical, by the policy's lowPercent/criticalPercent while on battery). */
+  Battery: VariantDict;
+  /** The power policy in force: lid, power_key (s: suspend | lock | nothing), critical (s: suspend | hibernate | nothing), low_percent, critical_percent (u), file (s), error (s: why the file was not applied, the defaults being in force; empty when it was). */
+  Policy: VariantDict;
+  /** True from the first step of a suspend until the VMs are resumed after waking (or the suspend failed). */
+  Suspending: boolean;
+  /** The last finished suspend: reason (s: request | power-key | lid | critical-battery | system), outcome (s: ok | failed | incomplete), error (s, empty when none), started_usec (t, wall clock), duration_usec (t), steps (a(sss): step, result ok | failed | skipped, detail), not_back (a(ss): VM id and why it did not come back after waking). */
+  LastSuspend: VariantDict;
+}
+
+export interface Power1Signals {
+  /** Emitted at each step of a suspend so the switcher can show it: step (lock-seat, wait-switch, pause-vms, sleep, resume-vms, done, failed) and a human detail. */
+  SuspendProgress: [step: string, detail: string];
+}
+
+/** Client view of org.bulkhead.Power1: its methods as promises. */
+export interface Power1Client {
+  /** Suspend the Control Domain with its VMs: lock the seat, wait for a running switch, pause every running VM, sleep through logind; on wake resume the VMs it paused and report in LastSuspend what did not come back. Returns once the machine woke again (or the suspend failed: then every VM it paused is resumed and the error names the failing step). One suspend at a time: another request meanwhile fails with InvalidState. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
+  Suspend(options: VariantDict): Promise<void>;
+}
+
 /** Every USB device of the machine, its policy and its assignment to at most one VM. */
 export interface Usb1Service {
   /** Answer an AttachRequested prompt: 'answer' is allow | deny; when allow, the device goes to the VM of the prompt. Errors: NoSuchDevice, InvalidArgument, InvalidState. Access: ui. */
@@ -211,9 +239,9 @@ export interface Vm1Client {
 
 /** Registry of VMs, their lifecycle and the switch transaction. */
 export interface VmManager1Service {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   Switch(ctx: CallContext, vm: string, options: VariantDict): Promise<void> | void;
-  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   SwitchToSlot(ctx: CallContext, slot: number, options: VariantDict): Promise<void> | void;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. Errors: BackendFailed. Access: root. */
   Reload(ctx: CallContext): Promise<number> | number;
@@ -233,13 +261,13 @@ export interface VmManager1Properties {
 }
 
 export interface VmManager1Signals {
-  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail. */
+  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail. */
   SwitchProgress: [target: string, step: string, detail: string];
 }
 
 /** Client view of org.bulkhead.VmManager1: its methods as promises. */
 export interface VmManager1Client {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
   Switch(vm: string, options: VariantDict): Promise<void>;
   /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. */
   SwitchToSlot(slot: number, options: VariantDict): Promise<void>;
@@ -397,6 +425,71 @@ export const CONTRACT = {
         "doc": "The secure-attention chord was pressed or Lock was called: the switcher shows its lock screen.",
         "args": [],
         "signature": ""
+      }
+    }
+  },
+  "org.bulkhead.Power1": {
+    "name": "org.bulkhead.Power1",
+    "doc": "Power state of the laptop and suspend as one transaction with every VM.",
+    "methods": {
+      "Suspend": {
+        "doc": "Suspend the Control Domain with its VMs: lock the seat, wait for a running switch, pause every running VM, sleep through logind; on wake resume the VMs it paused and report in LastSuspend what did not come back. Returns once the machine woke again (or the suspend failed: then every VM it paused is resumed and the error names the failing step). One suspend at a time: another request meanwhile fails with InvalidState. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
+        "access": "ui",
+        "errors": [
+          "InvalidState",
+          "BackendFailed",
+          "NotSupported",
+          "Locked",
+          "Timeout",
+          "InvalidArgument"
+        ],
+        "inArgs": [
+          {
+            "name": "options",
+            "type": "a{sv}"
+          }
+        ],
+        "outArgs": [],
+        "inSignature": "a{sv}",
+        "outSignature": ""
+      }
+    },
+    "properties": {
+      "Battery": {
+        "type": "a{sv}",
+        "access": "read",
+        "doc": "The laptop's battery as UPower reports it: present (b, false when there is no battery or no UPower), percentage (d, 0-100), state (s: charging | discharging | empty | full | pending-charge | pending-discharge | unknown), time_to_empty_sec (x, 0 = unknown), time_to_full_sec (x, 0 = unknown), on_battery (b), level (s: normal | low | critical, by the policy's lowPercent/criticalPercent while on battery)."
+      },
+      "Policy": {
+        "type": "a{sv}",
+        "access": "read",
+        "doc": "The power policy in force: lid, power_key (s: suspend | lock | nothing), critical (s: suspend | hibernate | nothing), low_percent, critical_percent (u), file (s), error (s: why the file was not applied, the defaults being in force; empty when it was)."
+      },
+      "Suspending": {
+        "type": "b",
+        "access": "read",
+        "doc": "True from the first step of a suspend until the VMs are resumed after waking (or the suspend failed)."
+      },
+      "LastSuspend": {
+        "type": "a{sv}",
+        "access": "read",
+        "doc": "The last finished suspend: reason (s: request | power-key | lid | critical-battery | system), outcome (s: ok | failed | incomplete), error (s, empty when none), started_usec (t, wall clock), duration_usec (t), steps (a(sss): step, result ok | failed | skipped, detail), not_back (a(ss): VM id and why it did not come back after waking)."
+      }
+    },
+    "signals": {
+      "SuspendProgress": {
+        "doc": "Emitted at each step of a suspend so the switcher can show it: step (lock-seat, wait-switch, pause-vms, sleep, resume-vms, done, failed) and a human detail.",
+        "args": [
+          {
+            "name": "step",
+            "type": "s"
+          },
+          {
+            "name": "detail",
+            "type": "s"
+          }
+        ],
+        "signature": "ss"
       }
     }
   },
@@ -908,13 +1001,13 @@ export const CONTRACT = {
     "doc": "Registry of VMs, their lifecycle and the switch transaction.",
     "methods": {
       "Switch": {
-        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
+        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
         "access": "ui",
         "errors": [
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "Superseded",
+          "SwitchInProgress",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -941,7 +1034,7 @@ export const CONTRACT = {
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "Superseded",
+          "SwitchInProgress",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -1007,7 +1100,7 @@ export const CONTRACT = {
     },
     "signals": {
       "SwitchProgress": {
-        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail.",
+        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail.",
         "args": [
           {
             "name": "target",
@@ -1029,11 +1122,12 @@ export const CONTRACT = {
 } as const satisfies Record<string, InterfaceContract>;
 
 export type InterfaceName = keyof typeof CONTRACT;
-export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","Superseded","Timeout","TryAgainLater"] as const;
+export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","SwitchInProgress","Timeout","TryAgainLater"] as const;
 export const SERVICES = {
   "org.bulkhead.VmManager1": [
     "org.bulkhead.VmManager1",
-    "org.bulkhead.Vm1"
+    "org.bulkhead.Vm1",
+    "org.bulkhead.Power1"
   ],
   "org.bulkhead.Input1": [
     "org.bulkhead.Input1"
@@ -1048,6 +1142,7 @@ export const UI_GROUP = 'bulkhead-ui';
 /** Maps each interface to its generated types, for typed exports and clients. */
 export interface InterfaceTypes {
   'org.bulkhead.Input1': { service: Input1Service; properties: Input1Properties; signals: Input1Signals; client: Input1Client };
+  'org.bulkhead.Power1': { service: Power1Service; properties: Power1Properties; signals: Power1Signals; client: Power1Client };
   'org.bulkhead.Usb1': { service: Usb1Service; properties: Usb1Properties; signals: Usb1Signals; client: Usb1Client };
   'org.bulkhead.UsbDevice1': { service: UsbDevice1Service; properties: UsbDevice1Properties; signals: UsbDevice1Signals; client: UsbDevice1Client };
   'org.bulkhead.Vm1': { service: Vm1Service; properties: Vm1Properties; signals: Vm1Signals; client: Vm1Client };

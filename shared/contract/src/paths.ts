@@ -5,6 +5,7 @@
 export const VM_MANAGER_PATH = '/org/bulkhead/VmManager1';
 export const INPUT_PATH = '/org/bulkhead/Input1';
 export const USB_PATH = '/org/bulkhead/Usb1';
+export const POWER_PATH = '/org/bulkhead/Power1';
 /** The switcher (the Control Domain's own UI, slot 0) wherever an object path names a VM. */
 export const SWITCHER_PATH = '/';
 

@@ -14,6 +14,7 @@ import {
   BUS_NAMES,
   CONTRACT,
   INPUT_PATH,
+  POWER_PATH,
   USB_PATH,
   VM_MANAGER_PATH,
   usbDevicePath,
@@ -80,6 +81,7 @@ function defaults(signature: string): unknown[] {
 const destination: Record<string, [string, string]> = {
   'org.bulkhead.VmManager1': [BUS_NAMES.vmManager, VM_MANAGER_PATH],
   'org.bulkhead.Vm1': [BUS_NAMES.vmManager, vmPath('personal')],
+  'org.bulkhead.Power1': [BUS_NAMES.vmManager, POWER_PATH],
   'org.bulkhead.Input1': [BUS_NAMES.input, INPUT_PATH],
   'org.bulkhead.Usb1': [BUS_NAMES.usb, USB_PATH],
   'org.bulkhead.UsbDevice1': [BUS_NAMES.usb, usbDevicePath('1234:5678:SERIAL')],

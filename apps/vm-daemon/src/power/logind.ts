@@ -1,0 +1,154 @@
+/**
+ * Sleeping through logind (org.freedesktop.login1), so the system's own rules apply (other
+ * inhibitors, PrepareForSleep for every service) and nothing sleeps behind logind's back.
+ *
+ * Inhibitor locks: logind hands a lock out as a file descriptor, which dbus-next cannot receive
+ * (it has no fd passing without the optional native `usocket`). A lock is therefore held by a
+ * `systemd-inhibit … sleep infinity` child, the tool logind ships for exactly this; releasing it
+ * is killing that child by its pid. systemd-inhibit talks to the system bus, or to the bus
+ * vm-daemon is on when that is a private address (DBUS_SYSTEM_BUS_ADDRESS).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { BusClient } from '@bulkhead/dbus';
+
+export const LOGIN1_NAME = 'org.freedesktop.login1';
+export const LOGIN1_PATH = '/org/freedesktop/login1';
+export const LOGIN1_MANAGER = 'org.freedesktop.login1.Manager';
+
+export type SleepKind = 'suspend' | 'hibernate';
+
+/** How long logind may take from our Suspend call to its PrepareForSleep(true). */
+export const SLEEP_START_TIMEOUT_MS = 60_000;
+
+export class LogindClient {
+  private readonly sleepListeners: Array<(start: boolean) => void> = [];
+
+  constructor(private readonly client: BusClient) {}
+
+  /** Follow PrepareForSleep (true = about to sleep, false = woke up), whoever asked for the sleep. */
+  async start(): Promise<void> {
+    await this.client.subscribe(
+      { sender: LOGIN1_NAME, path: LOGIN1_PATH, interface: LOGIN1_MANAGER, member: 'PrepareForSleep' },
+      (msg) => {
+        const start = msg.body[0];
+        if (typeof start !== 'boolean') return;
+        for (const fn of [...this.sleepListeners]) fn(start);
+      },
+    );
+  }
+
+  onPrepareForSleep(fn: (start: boolean) => void): () => void {
+    this.sleepListeners.push(fn);
+    return () => {
+      const i = this.sleepListeners.indexOf(fn);
+      if (i >= 0) this.sleepListeners.splice(i, 1);
+    };
+  }
+
+  /**
+   * Ask logind to sleep and resolve once the machine woke up again (PrepareForSleep(false)).
+   * Rejects when logind refuses (its error's words), or does not begin sleeping in time; the
+   * wake itself has no time limit (a laptop may stay shut overnight).
+   */
+  async sleep(kind: SleepKind): Promise<void> {
+    let started = false;
+    let onStarted!: () => void;
+    let onWoke!: () => void;
+    const startedP = new Promise<void>((r) => (onStarted = r));
+    const wokeP = new Promise<void>((r) => (onWoke = r));
+    const off = this.onPrepareForSleep((start) => {
+      if (start) {
+        started = true;
+        onStarted();
+      } else if (started) onWoke();
+    });
+    try {
+      await this.client.call(
+        LOGIN1_NAME,
+        LOGIN1_PATH,
+        LOGIN1_MANAGER,
+        kind === 'suspend' ? 'Suspend' : 'Hibernate',
+        'b',
+        [false],
+        { timeoutMs: 30_000 },
+      );
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        startedP,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `logind accepted ${kind} but did not start sleeping within ${SLEEP_START_TIMEOUT_MS / 1000} s`,
+                ),
+              ),
+            SLEEP_START_TIMEOUT_MS,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+      await wokeP;
+    } finally {
+      off();
+    }
+  }
+}
+
+/** One logind inhibitor lock, held by a systemd-inhibit child for as long as it runs. */
+export class InhibitorLock {
+  private child: ChildProcess | null = null;
+
+  constructor(
+    private readonly opts: {
+      what: string;
+      mode: 'block' | 'delay';
+      why: string;
+      /** The bus vm-daemon is on: 'system' or a private address handed to systemd-inhibit. */
+      bus: string;
+      log: { warn(msg: string): void; info(msg: string): void };
+      command?: string;
+    },
+  ) {}
+
+  get held(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  take(): void {
+    if (this.held) return;
+    const env = { ...process.env };
+    if (this.opts.bus !== 'system' && this.opts.bus !== 'session')
+      env.DBUS_SYSTEM_BUS_ADDRESS = this.opts.bus;
+    const child = spawn(
+      this.opts.command ?? 'systemd-inhibit',
+      [
+        `--what=${this.opts.what}`,
+        `--mode=${this.opts.mode}`,
+        '--who=Bulkhead vm-daemon',
+        `--why=${this.opts.why}`,
+        '--',
+        'sleep',
+        'infinity',
+      ],
+      { env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-500)));
+    child.on('error', (e) => this.opts.log.warn(`inhibitor ${this.opts.what}: ${e.message}`));
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = null;
+      if (signal !== 'SIGTERM')
+        this.opts.log.warn(
+          `inhibitor ${this.opts.what} (${this.opts.mode}) ended (${code ?? signal}): ${err.trim() || 'no message'}`,
+        );
+    });
+    this.child = child;
+  }
+
+  release(): void {
+    const child = this.child;
+    this.child = null;
+    if (child?.pid && child.exitCode === null && child.signalCode === null)
+      process.kill(child.pid, 'SIGTERM');
+  }
+}
