@@ -75,6 +75,9 @@ class FakeVmManager implements VmManager1Service {
   Reload(): number {
     return 0;
   }
+  CreateVm(): string {
+    throw new Error('not in this fake');
+  }
 }
 const managerProps = (): VmManager1Properties => ({
   ActiveVm: '/',

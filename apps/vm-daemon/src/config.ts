@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, realpathSync } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 import { MAX_SLOT, VM_KINDS, type VmKind } from '@bulkhead/common';
 import { defaultFileRules, readDefinitionFile, type FileRules } from './config-files';
@@ -47,6 +47,11 @@ export interface VmDefinition {
   /** Direct kernel boot (the test guest): absolute or relative to the file. */
   kernel: string | null;
   append: string;
+  /**
+   * An installation medium (ISO) attached as a CD-ROM and booted before the disks, or null.
+   * Inside the image dirs or the media roots (where the Control Domain mounts USB sticks).
+   */
+  cdrom?: string | null;
   /** Absolute path of the definition file. */
   file: string;
 }
@@ -86,7 +91,15 @@ export interface ConfigOptions {
   imageDirs?: string[];
   /** Owner and size rules of the files themselves (default: defaultFileRules()). */
   fileRules?: FileRules;
+  /**
+   * Where `cdrom` may point besides `imageDirs`: the mount roots of removable media
+   * (default DEFAULT_MEDIA_ROOTS).
+   */
+  mediaRoots?: string[];
 }
+
+/** Where the Control Domain mounts USB sticks (read-only): ISOs and disk imports come from here. */
+export const DEFAULT_MEDIA_ROOTS = ['/media/bulkhead'];
 
 /** The config dir (images next to their definition), DEFAULT_IMAGE_DIR and the test guest's dir. */
 export function defaultImageDirs(configDir: string): string[] {
@@ -111,9 +124,11 @@ const KNOWN_FIELDS = new Set([
   'backend',
   'kernel',
   'append',
+  'cdrom',
   '$comment',
 ]);
-const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+/** A VM id: also its file name and object path, so nothing a path could be made of. */
+export const ID_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
 const PCI_RE = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/;
 const BRIDGE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -162,7 +177,15 @@ export function parseVmDefinition(file: string, text: string, opts: ConfigOption
       ? (raw as { id: string }).id
       : null;
   try {
-    return { ok: true, def: validate(file, raw, opts.imageDirs ?? defaultImageDirs(resolve(file, '..'))) };
+    return {
+      ok: true,
+      def: validate(
+        file,
+        raw,
+        opts.imageDirs ?? defaultImageDirs(resolve(file, '..')),
+        opts.mediaRoots ?? DEFAULT_MEDIA_ROOTS,
+      ),
+    };
   } catch (e) {
     if (e instanceof FieldError)
       return { ok: false, error: { file, field: e.field, reason: boundedReason(e.message) }, id };
@@ -259,7 +282,53 @@ function checkPath(field: string, v: string, dir: string, imageDirs: string[]): 
   return abs;
 }
 
-function validate(file: string, raw: unknown, imageDirs: string[]): VmDefinition {
+/**
+ * A path that must stay inside `roots` also once symlinks are followed (a stick's filesystem is
+ * the person's: a symlink on it to /etc/shadow must not become a VM's CD-ROM). A path that does
+ * not exist (the stick was pulled) is judged by its resolved name; the start fails later.
+ */
+function checkRealPath(field: string, v: string, dir: string, roots: string[]): string {
+  checkText(field, v, MAX_PATH_CHARS);
+  const r = resolveInside(v, dir, roots);
+  if (!r.ok) throw new FieldError(field, r.reason);
+  return r.path;
+}
+
+/**
+ * `v` (absolute, or relative to `dir`) resolved, when it lies inside one of `roots` both by name
+ * (after `..`) and, when it exists, after following symlinks; else why not.
+ */
+export function resolveInside(
+  v: string,
+  dir: string,
+  roots: string[],
+): { ok: true; path: string } | { ok: false; reason: string } {
+  const within = (p: string, root: string) => p.startsWith(root.endsWith(sep) ? root : root + sep);
+  const abs = resolve(dir, v);
+  if (!roots.some((r) => within(abs, resolve(r))))
+    return { ok: false, reason: `resolves to ${pathText(abs)}, outside ${roots.map(pathText).join(', ')}` };
+  let real: string;
+  try {
+    real = realpathSync(abs);
+  } catch {
+    return { ok: true, path: abs };
+  }
+  const realRoots = roots.map((r) => {
+    try {
+      return realpathSync(r);
+    } catch {
+      return resolve(r);
+    }
+  });
+  if (!realRoots.some((r) => within(real, r)))
+    return {
+      ok: false,
+      reason: `${pathText(abs)} leads to ${pathText(real)} through a symlink, outside ${roots.map(pathText).join(', ')}`,
+    };
+  return { ok: true, path: abs };
+}
+
+function validate(file: string, raw: unknown, imageDirs: string[], mediaRoots: string[]): VmDefinition {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
     throw new FieldError('(file)', 'must be a JSON object');
   const o = raw as Record<string, unknown>;
@@ -396,6 +465,13 @@ function validate(file: string, raw: unknown, imageDirs: string[]): VmDefinition
   }
   const append = checkText('append', str('append', ''), MAX_APPEND_CHARS);
   if (append && !kernel) throw new FieldError('append', "needs 'kernel' (it is the kernel command line)");
+  let cdrom: string | null = null;
+  if (o.cdrom !== undefined && o.cdrom !== null) {
+    const c = str('cdrom');
+    // QEMU's -drive splits its value at ','.
+    if (c.includes(',')) throw new FieldError('cdrom', "must not contain ','");
+    cdrom = checkRealPath('cdrom', c, dir, [...imageDirs, ...mediaRoots]);
+  }
 
   return {
     id,
@@ -415,6 +491,7 @@ function validate(file: string, raw: unknown, imageDirs: string[]): VmDefinition
     backend: backend as BackendName,
     kernel,
     append,
+    cdrom,
     file,
   };
 }
@@ -485,7 +562,7 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
       errors.push({ file, field: '(file)', reason: boundedReason(read.reason) });
       continue;
     }
-    const parsed = parseVmDefinition(file, read.text, { imageDirs });
+    const parsed = parseVmDefinition(file, read.text, { imageDirs, mediaRoots: opts.mediaRoots });
     const reject = (error: ConfigError, id: string | null) => {
       errors.push(error);
       if (id && !byId.has(id) && !invalidIds.has(id)) invalidIds.set(id, error);

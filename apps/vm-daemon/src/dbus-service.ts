@@ -69,7 +69,38 @@ class VmObject implements Vm1Service {
   async ListUsbDevices(): Promise<Array<[string, number, number]>> {
     return this.manager.listUsb(this.id);
   }
+  async Update(_ctx: CallContext, options: VariantDict): Promise<void> {
+    await this.manager.updateVm(this.id, parseOptions('Update', options, UPDATE_OPTION_TYPES));
+  }
+  async Delete(_ctx: CallContext, options: VariantDict): Promise<void> {
+    const o = parseOptions('Delete', options, { remove_disks: 'b' } as const);
+    await this.manager.deleteVm(this.id, o.remove_disks ?? false);
+  }
+  async CancelDiskJob(): Promise<void> {
+    await this.manager.cancelDiskJob(this.id);
+  }
 }
+
+/** D-Bus types of the options Update takes (see vm-store.ts for their rules). */
+const UPDATE_OPTION_TYPES = {
+  name: 's',
+  slot: 'u',
+  color: 's',
+  memory_mib: 'u',
+  vcpus: 'u',
+  network: 's',
+  usb_auto_attach: 'b',
+  cdrom: 's',
+} as const;
+
+/** D-Bus types of CreateVm's options: Update's plus what only a new VM has. */
+const CREATE_OPTION_TYPES = {
+  ...UPDATE_OPTION_TYPES,
+  id: 's',
+  disk_size_mib: 'u',
+  disk_format: 's',
+  disk_import: 's',
+} as const;
 
 class ManagerObject implements VmManager1Service {
   constructor(private readonly manager: VmManager) {}
@@ -80,6 +111,12 @@ class ManagerObject implements VmManager1Service {
   async SwitchToSlot(_ctx: CallContext, slot: number, options: VariantDict): Promise<void> {
     parseOptions('SwitchToSlot', options, {});
     await this.manager.switchToSlot(slot);
+  }
+  async CreateVm(_ctx: CallContext, name: string, options: VariantDict): Promise<string> {
+    const o = parseOptions('CreateVm', options, CREATE_OPTION_TYPES);
+    if ('name' in o)
+      throw new BulkheadError('InvalidArgument', 'CreateVm: the name is the first argument, not an option');
+    return vmPath(await this.manager.createVm(name, o));
   }
   Reload(): number {
     try {

@@ -6,10 +6,11 @@
  *
  *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
  *        [--bus ADDRESS] [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]
- *        [--image-dir DIR]...
+ *        [--image-dir DIR]... [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...
  *
  * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
- * BULKHEAD_IMAGE_DIRS (':'-separated, added to the --image-dir list),
+ * BULKHEAD_IMAGE_DIRS (':'-separated, added to the --image-dir list), BULKHEAD_PERSON_VM_DIR,
+ * BULKHEAD_PERSON_IMAGE_DIR, BULKHEAD_MEDIA_ROOTS (':'-separated, replaces the default),
  * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL,
  * BULKHEAD_XEN_DUMP_DIR (xen: where xl writes core dumps, default /var/lib/xen/dump).
  */
@@ -23,7 +24,8 @@ import { QemuBackend } from './backend/qemu-backend';
 import { XenGpuHandoff } from './backend/xen/gpu-handoff';
 import { XenBackend } from './backend/xen/xen-backend';
 import { ExecXlRunner } from './backend/xen/xl-runner';
-import { defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
+import { DEFAULT_MEDIA_ROOTS, defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
+import { VmStore } from './vm-store';
 import { VmManagerDbus } from './dbus-service';
 import { InputDaemonClient } from './input-daemon-client';
 import { startPower } from './power';
@@ -41,10 +43,16 @@ export interface DaemonArgs {
   stopVmsOnExit: boolean;
   /** Extra directories VM files may name disks/kernels in (besides defaultImageDirs). */
   imageDirs: string[];
+  /** The person's VM files (CreateVm) and their disks: never the admin's config dir. */
+  personDir: string;
+  personImageDir: string;
+  /** Where ISOs and disk imports may come from (USB sticks, mounted read-only). */
+  mediaRoots: string[];
 }
 
 const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
-                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...`;
+                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...
+                          [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   const a: DaemonArgs = {
@@ -56,7 +64,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
     autostart: true,
     stopVmsOnExit: false,
     imageDirs: (env.BULKHEAD_IMAGE_DIRS ?? '').split(':').filter((d) => d !== ''),
+    // Default: under the state dir (see below), so a daemon with its own state dir (a test, the
+    // demo) never reads or writes another's person VMs.
+    personDir: env.BULKHEAD_PERSON_VM_DIR ?? '',
+    personImageDir: env.BULKHEAD_PERSON_IMAGE_DIR ?? '',
+    mediaRoots: env.BULKHEAD_MEDIA_ROOTS?.split(':').filter((d) => d !== '') ?? [],
   };
+  let mediaRootFlags = false;
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -83,6 +97,18 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
       case '--image-dir':
         a.imageDirs.push(value());
         break;
+      case '--person-dir':
+        a.personDir = value();
+        break;
+      case '--person-image-dir':
+        a.personImageDir = value();
+        break;
+      case '--media-root':
+        // The first flag replaces the default/environment list; further ones add to it.
+        if (!mediaRootFlags) a.mediaRoots = [];
+        mediaRootFlags = true;
+        a.mediaRoots.push(value());
+        break;
       case '--no-autostart':
         a.autostart = false;
         break;
@@ -102,6 +128,12 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   a.runDir = resolve(a.runDir);
   a.stateDir = resolve(a.stateDir);
   a.imageDirs = a.imageDirs.map((d) => resolve(d));
+  a.personDir = resolve(a.personDir || join(a.stateDir, 'vms'));
+  a.personImageDir = resolve(a.personImageDir || join(a.stateDir, 'images'));
+  if (a.mediaRoots.length === 0) a.mediaRoots = [...DEFAULT_MEDIA_ROOTS];
+  a.mediaRoots = a.mediaRoots.map((d) => resolve(d));
+  if (a.personDir === a.configDir)
+    throw new Error(`--person-dir must not be the admin's --config-dir (${a.configDir})\n${USAGE}`);
   return a;
 }
 
@@ -119,7 +151,20 @@ async function main(): Promise<void> {
     console.error(`BULKHEAD_ACCEL must be kvm or tcg, got '${accelEnv}'`);
     process.exit(2);
   }
-  const config: ConfigOptions = { imageDirs: [...defaultImageDirs(args.configDir), ...args.imageDirs] };
+  const config: ConfigOptions = {
+    imageDirs: [...defaultImageDirs(args.configDir), ...args.imageDirs],
+    mediaRoots: args.mediaRoots,
+  };
+  const person = new VmStore({
+    dir: args.personDir,
+    imageDir: args.personImageDir,
+    mediaRoots: args.mediaRoots,
+  });
+  try {
+    person.ensureDirs();
+  } catch (e) {
+    log.warn(`cannot make the person's VM directories (CreateVm will fail): ${(e as Error).message}`);
+  }
   let backend: VmBackend;
   let gpu: GpuHandoff = new NoGpuHandoff();
   if (args.backend === 'qemu') {
@@ -165,6 +210,7 @@ async function main(): Promise<void> {
     usb: new NoUsbMover(),
     configDir: args.configDir,
     config,
+    person,
     state: new StateStore(args.stateDir, log.child('state')),
     log,
   });

@@ -1,9 +1,11 @@
 /**
  * Load: 10,000 switch requests fired as fast as possible from 4 bus connections at the real
  * vm-daemon with 2 running test-guest VMs and a FakeInputDaemon. No deadlock (every request is
- * answered), every answer is success or SwitchInProgress, the final state is consistent (ActiveVm
- * = LastSwitch's target, which got a success reply, and input-daemon's focus), and the daemon's RSS
- * stays within a generous bound (printed; not a timing assert).
+ * answered), every answer is a switch result or Superseded (the last request wins, issue 17), the
+ * final state is the last request's: ActiveVm = LastSwitch's target = the target of the last
+ * answered switch = input-daemon's focus. vm-daemon (run with its systemd unit's V8 flags) is at
+ * most 60 MiB RSS idle, and its RSS stays flat: at most 5 % above what it was after a warm-up of
+ * 1,000 requests (the heap's working size under this load; all figures printed).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -84,16 +86,14 @@ after(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
-test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered, final state consistent`, async () => {
-  const pid = daemon.child.pid!;
-  const rssBefore = rssKiB(pid);
+/** Fires `total` switch requests from every connection, IN_FLIGHT at a time on each. */
+async function flood(total: number) {
   let next = 0;
-  const counts = { ok: 0, inProgress: 0 };
-  const okTargets = new Set<string>();
-  const t0 = Date.now();
+  const counts = { ok: 0, superseded: 0 };
+  let lastAnswered = '';
   const worker = async (client: BusClient, w: number) => {
     const proxy = client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
-    while (next < REQUESTS) {
+    while (next < total) {
       const n = next++;
       const target = vmPath(IDS[(n + w) % 2]);
       try {
@@ -101,19 +101,30 @@ test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered,
         if (n % 2) await proxy.Switch(target, {});
         else await proxy.SwitchToSlot(IDS.indexOf(target.split('/').pop()!) + 1, {});
         counts.ok++;
-        okTargets.add(target);
+        lastAnswered = target;
       } catch (e) {
         assert.ok(
-          e instanceof BulkheadError && e.errorName === 'SwitchInProgress',
+          e instanceof BulkheadError && e.errorName === 'Superseded',
           `request ${n}: ${(e as Error).message}`,
         );
-        counts.inProgress++;
+        counts.superseded++;
       }
     }
   };
   await Promise.all(clients.flatMap((c, w) => Array.from({ length: IN_FLIGHT }, () => worker(c, w))));
+  return { counts, lastAnswered };
+}
+
+test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered, the last one wins, RSS flat`, async () => {
+  const pid = daemon.child.pid!;
+  const rssIdle = rssKiB(pid);
+  // Warm-up: code paths compiled, pools and caches at their working size.
+  await flood(1000);
+  const rssBefore = rssKiB(pid);
+  const t0 = Date.now();
+  const { counts, lastAnswered } = await flood(REQUESTS);
   const seconds = (Date.now() - t0) / 1000;
-  assert.equal(counts.ok + counts.inProgress, REQUESTS, 'every request answered');
+  assert.equal(counts.ok + counts.superseded, REQUESTS, 'every request answered');
   assert.ok(counts.ok > 0, 'some switches succeeded');
 
   const props = clients[0];
@@ -123,8 +134,8 @@ test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered,
     await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'LastSwitch'),
   ) as Record<string, unknown>;
   assert.equal(last.outcome, 'ok');
-  assert.equal(active, last.target, 'ActiveVm is the last successful switch target');
-  assert.ok(okTargets.has(active));
+  assert.equal(active, last.target, 'ActiveVm is the last switch target');
+  assert.equal(active, lastAnswered, "ActiveVm is the last request's target");
   assert.equal(input.focused, active, 'input-daemon focus is the active VM');
   assert.equal(input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target, active);
   // Still works, and the answer is the expected one.
@@ -133,9 +144,11 @@ test(`${REQUESTS} switch requests from ${CONNECTIONS} connections: all answered,
   assert.equal(await props.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm'), other);
 
   const rssAfter = rssKiB(pid);
+  const mib = (k: number) => (k / 1024).toFixed(1);
   console.log(
-    `load: ${REQUESTS} requests in ${seconds.toFixed(1)} s: ${counts.ok} switched, ${counts.inProgress} SwitchInProgress; ` +
-      `vm-daemon VmRSS ${(rssBefore / 1024).toFixed(1)} MiB -> ${(rssAfter / 1024).toFixed(1)} MiB`,
+    `load: ${REQUESTS} requests in ${seconds.toFixed(1)} s: ${counts.ok} switched, ${counts.superseded} Superseded; ` +
+      `vm-daemon VmRSS idle ${mib(rssIdle)} MiB, after warm-up ${mib(rssBefore)} MiB, after ${REQUESTS} ${mib(rssAfter)} MiB`,
   );
-  assert.ok(rssAfter < 2 * rssBefore + 50 * 1024, `RSS grew from ${rssBefore} KiB to ${rssAfter} KiB`);
+  assert.ok(rssAfter <= rssBefore * 1.05, `RSS grew more than 5 %: ${rssBefore} KiB -> ${rssAfter} KiB`);
+  assert.ok(rssIdle <= 60 * 1024, `idle RSS above 60 MiB: ${rssIdle} KiB`);
 });

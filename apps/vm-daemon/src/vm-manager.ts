@@ -1,3 +1,4 @@
+import { existsSync, rmSync } from 'node:fs';
 import {
   BulkheadError,
   SWITCHER_PATH,
@@ -9,6 +10,8 @@ import {
 import { MAX_SLOT, TypedEmitter, type Logger, type SwitchProgressStep, type VmState } from '@bulkhead/common';
 import type { ConfigError, ConfigOptions } from './config';
 import { VmRegistry, type VmEntry } from './vm-registry';
+import { DiskImport, createDisk, inspectSource } from './disk-manager';
+import type { VmOptions, VmStore } from './vm-store';
 import { describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
@@ -52,6 +55,8 @@ export interface VmManagerOptions {
   log: Logger;
   /** Watch the config dir and reload on edits (default true). */
   watchConfig?: boolean;
+  /** The person's VM files (CreateVm, Update, Delete); without it those methods fail. */
+  person?: VmStore;
 }
 
 /**
@@ -86,7 +91,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     super();
     this.backend = opts.backend;
     this.log = opts.log;
-    this.registry = new VmRegistry({ configDir: opts.configDir, config: opts.config, log: opts.log });
+    this.registry = new VmRegistry({
+      configDir: opts.configDir,
+      config: opts.config,
+      person: opts.person ? { dir: opts.person.opts.dir, config: opts.person.configOptions } : undefined,
+      log: opts.log,
+    });
     this.registry.on('vm-added', (id) => this.emit('vm-added', id));
     this.registry.on('vm-removed', (id) => this.emit('vm-removed', id));
     this.registry.on('vm-changed', (id, props) => this.emit('vm-changed', id, props));
@@ -230,6 +240,10 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       Vcpus: d.vcpus,
       Backend: d.backend,
       ConfigFile: d.file,
+      Owner: e.owner,
+      Cdrom: d.cdrom ?? '',
+      DiskJob: e.diskJob ? 'import' : '',
+      DiskJobProgress: e.diskJob?.percent ?? 0,
       InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
     };
   }
@@ -367,6 +381,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const e = this.get(id);
     if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     if (e.state === 'starting' && e.starting) return e.starting;
+    if (e.diskJob)
+      throw new BulkheadError('InvalidState', `${id}'s disk is still being imported (${e.diskJob.percent}%)`);
     if (!this.backend.runs.includes(e.def.backend))
       throw new BulkheadError(
         'InvalidConfig',
@@ -478,6 +494,159 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   async listUsb(id: string): Promise<Array<[string, number, number]>> {
     this.running(id);
     return this.backend.listUsb(id);
+  }
+
+  // ---------------------------------------------------------------- the person's VMs
+
+  /** One create/update/delete at a time: each decides on ids and slots the one before set. */
+  private personQueue: Promise<unknown> = Promise.resolve();
+
+  private serially<T>(f: () => Promise<T> | T): Promise<T> {
+    const run = this.personQueue.then(f, f);
+    this.personQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private personStore(): VmStore {
+    if (!this.opts.person) throw new BulkheadError('Failed', 'this vm-daemon has no person VM directory');
+    return this.opts.person;
+  }
+
+  /** Ids and slots in use (an invalid file's id too: its file name is taken). */
+  private taken(except?: VmEntry): { ids: Set<string>; slots: Set<number> } {
+    const ids = new Set(this.vms.keys());
+    const slots = new Set<number>();
+    for (const e of this.vms.values())
+      if (e !== except && !e.placeholder && !e.fileRemoved) slots.add(e.def.slot);
+    return { ids, slots };
+  }
+
+  /**
+   * A person VM, stopped, without a running disk job: what Update and Delete need. An admin VM
+   * answers NotOwner, whoever asks (the administrator edits the files themselves).
+   */
+  private personVm(id: string, what: string): VmEntry {
+    const e = this.get(id);
+    if (e.owner !== 'person' || !this.personStore().owns(e.def.file))
+      throw new BulkheadError(
+        'NotOwner',
+        `${what} ${e.def.name} (${id}): it belongs to the administrator (${e.def.file}); it can be started, stopped and switched to, not changed or deleted`,
+      );
+    return e;
+  }
+
+  private requireStopped(e: VmEntry, what: string): void {
+    if (e.state !== 'stopped' && e.state !== 'crashed')
+      throw new BulkheadError('InvalidState', `${what} ${e.def.id}: it is ${e.state}; stop it first`);
+  }
+
+  /** Create a person VM (see VmManager1.CreateVm); returns its id once its object exists. */
+  createVm(name: string, o: VmOptions): Promise<string> {
+    const store = this.personStore();
+    return this.serially(async () => {
+      store.ensureDirs();
+      const plan = store.planCreate(name, o, this.taken());
+      if (existsSync(plan.def.file))
+        throw new BulkheadError(
+          'InvalidArgument',
+          `id: ${plan.def.file} already exists (an invalid VM file?)`,
+        );
+      const source = plan.importDisk ? await inspectSource(plan.importDisk.source) : null;
+      if (plan.newDisk) await createDisk(plan.newDisk.path, plan.newDisk.format, plan.newDisk.sizeMiB);
+      try {
+        store.write(plan.def.file, plan.doc);
+      } catch (err) {
+        if (plan.newDisk) rmSync(plan.newDisk.path, { force: true });
+        throw new BulkheadError('BackendFailed', `writing ${plan.def.file}: ${(err as Error).message}`);
+      }
+      this.reload();
+      const e = this.vms.get(plan.def.id);
+      if (!e || e.placeholder)
+        throw new BulkheadError(
+          'Failed',
+          `${plan.def.file} was written but did not load: ${e?.configError ?? ''}`,
+        );
+      if (plan.importDisk && source)
+        this.runImport(e, plan.importDisk.source, source.format, plan.importDisk);
+      this.log.info(`created ${e.def.id} (${e.def.name}) in slot ${e.def.slot}: ${e.def.file}`);
+      return e.def.id;
+    });
+  }
+
+  /**
+   * Convert the picked image into the VM's disk in the background (DiskJob, DiskJobProgress). A
+   * cancelled import deletes the VM made for it; a failed one leaves the VM with the error.
+   */
+  private runImport(
+    e: VmEntry,
+    source: string,
+    sourceFormat: string,
+    target: { path: string; format: VmEntry['def']['disks'][number]['format'] },
+  ): void {
+    const job = new DiskImport(source, sourceFormat, target.path, target.format);
+    e.diskJob = job;
+    this.emit('vm-changed', e.def.id, ['DiskJob', 'DiskJobProgress']);
+    job.on('progress', () => this.emit('vm-changed', e.def.id, ['DiskJobProgress']));
+    e.diskJobSettled = job.done.then(
+      () => {
+        e.diskJob = null;
+        this.emit('vm-changed', e.def.id, ['DiskJob', 'DiskJobProgress']);
+      },
+      (err: unknown) => {
+        e.diskJob = null;
+        if (err instanceof BulkheadError && err.errorName === 'Cancelled') {
+          this.personStore().remove(e.def, true);
+          this.reload();
+          return;
+        }
+        this.setOpError(e, `disk import failed: ${(err as Error).message}`);
+        this.emit('vm-changed', e.def.id, ['DiskJob', 'DiskJobProgress']);
+      },
+    );
+  }
+
+  /** Cancel a VM's disk import: nothing of it is left, nor the VM made for it. */
+  async cancelDiskJob(id: string): Promise<void> {
+    const e = this.personVm(id, 'cannot cancel the disk job of');
+    if (!e.diskJob) throw new BulkheadError('InvalidState', `${id} has no disk job running`);
+    e.diskJob.cancel();
+    await e.diskJobSettled;
+  }
+
+  /** Change a stopped person VM (see Vm1.Update). */
+  updateVm(id: string, o: VmOptions): Promise<void> {
+    const store = this.personStore();
+    return this.serially(() => {
+      const e = this.personVm(id, 'cannot change');
+      this.requireStopped(e, 'cannot change');
+      if (e.placeholder)
+        throw new BulkheadError(
+          'InvalidState',
+          `cannot change ${id}: its file is invalid (${e.configError}); delete it`,
+        );
+      if (e.diskJob)
+        throw new BulkheadError('InvalidState', `cannot change ${id}: its disk is being imported`);
+      const plan = store.planUpdate(e.def, o, this.taken(e).slots);
+      store.write(e.def.file, plan.doc);
+      this.reload();
+    });
+  }
+
+  /** Delete a stopped person VM, and its own disks when asked (see Vm1.Delete). */
+  deleteVm(id: string, removeDisks: boolean): Promise<void> {
+    const store = this.personStore();
+    return this.serially(async () => {
+      const e = this.personVm(id, 'cannot delete');
+      this.requireStopped(e, 'cannot delete');
+      if (e.diskJob) {
+        e.diskJob.cancel();
+        await e.diskJobSettled;
+        if (!this.vms.has(id)) return;
+      }
+      const removed = store.remove(e.def, removeDisks);
+      this.reload();
+      this.log.info(`deleted ${id}${removed.length ? ` and its disks ${removed.join(', ')}` : ''}`);
+    });
   }
 
   // ---------------------------------------------------------------- switch

@@ -9,11 +9,14 @@ import { watch, type FSWatcher } from 'node:fs';
 import { BulkheadError, vmIdFromPath, type Vm1Properties } from '@bulkhead/contract';
 import { TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
 import type { VmHandle } from './backend/backend';
+import type { DiskImport } from './disk-manager';
+import { basename } from 'node:path';
 import {
   formatConfigError,
   loadConfigDir,
   type ConfigError,
   type ConfigOptions,
+  type LoadedConfig,
   type VmDefinition,
 } from './config';
 
@@ -26,6 +29,13 @@ import {
  *                 goes away once it stops
  */
 export type ConfigProblemCode = 'invalid-file' | 'file-removed';
+
+/**
+ * Who a VM belongs to, by the directory its file is in (never by anything the file says):
+ *   admin   a file of the administrator's VM dir: the UI may start, stop and switch to it only
+ *   person  a file vm-daemon wrote for the person (CreateVm): the UI may also edit and delete it
+ */
+export type VmOwner = 'admin' | 'person';
 export interface ConfigProblem {
   code: ConfigProblemCode;
   text: string;
@@ -42,12 +52,17 @@ export class VmEntry {
   inputQmpSocket = '';
   /** Resolves when a running start() finishes (so a switch can wait for a Start in flight). */
   starting: Promise<void> | null = null;
+  /** The disk import running for this VM (CreateVm with disk_import), or null. */
+  diskJob: DiskImport | null = null;
+  /** Settles once the import's outcome is applied (the VM deleted after a cancel, ...). */
+  diskJobSettled: Promise<void> = Promise.resolve();
 
   constructor(
     public def: VmDefinition,
     /** True when the definition file is invalid and no valid version was ever loaded: cannot start. */
     public placeholder: boolean,
     public configProblem: ConfigProblem | null,
+    public owner: VmOwner = 'admin',
   ) {}
 
   /** The config problem's text, '' when the definition file is fine (LastError shows it first). */
@@ -70,6 +85,12 @@ export interface VmRegistryEvents {
 
 export interface VmRegistryOptions {
   configDir: string;
+  /**
+   * The person's VM dir (files vm-daemon writes on CreateVm/Update), or none. Its VMs are owned
+   * by the person; an id or slot an admin file already uses is refused there, so the admin's
+   * VMs can never be shadowed by the person's.
+   */
+  person?: { dir: string; config: ConfigOptions };
   /** Where path fields may point and who must own the files (default: see ConfigOptions). */
   config?: ConfigOptions;
   log: Logger;
@@ -90,6 +111,8 @@ const DEFINITION_PROPERTIES: Array<keyof Vm1Properties> = [
   'Vcpus',
   'Backend',
   'ConfigFile',
+  'Owner',
+  'Cdrom',
 ];
 
 /** A VM object that says what is wrong with its file, so the switcher can show it. */
@@ -119,7 +142,7 @@ function placeholderDefinition(id: string, file: string): VmDefinition {
 export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
   readonly vms = new Map<string, VmEntry>();
   configErrors: ConfigError[] = [];
-  private watcher: FSWatcher | null = null;
+  private readonly watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -133,22 +156,27 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
    * removed running VMs stay until they stop. Returns the number of valid definitions.
    */
   reload(): number {
-    const loaded = loadConfigDir(this.opts.configDir, this.opts.config);
+    const loaded = this.loadAll();
     for (const e of loaded.errors) this.opts.log.warn(`config: ${formatConfigError(e)}`);
     const seen = new Set<string>();
     for (const def of loaded.vms) {
       seen.add(def.id);
+      const owner = loaded.owners.get(def.id) ?? 'admin';
       const e = this.vms.get(def.id);
       if (!e) {
-        this.vms.set(def.id, new VmEntry(def, false, null));
+        this.vms.set(def.id, new VmEntry(def, false, null, owner));
         this.emit('vm-added', def.id);
         continue;
       }
       const changed =
-        JSON.stringify(e.def) !== JSON.stringify(def) || e.placeholder || e.configProblem !== null;
+        JSON.stringify(e.def) !== JSON.stringify(def) ||
+        e.placeholder ||
+        e.configProblem !== null ||
+        e.owner !== owner;
       e.def = def;
       e.placeholder = false;
       e.configProblem = null;
+      e.owner = owner;
       if (changed) this.emit('vm-changed', def.id, DEFINITION_PROPERTIES);
     }
     for (const [id, err] of loaded.invalidIds) {
@@ -164,7 +192,12 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
       }
       this.vms.set(
         id,
-        new VmEntry(placeholderDefinition(id, err.file), true, { code: 'invalid-file', text }),
+        new VmEntry(
+          placeholderDefinition(id, err.file),
+          true,
+          { code: 'invalid-file', text },
+          loaded.owners.get(id) ?? 'admin',
+        ),
       );
       this.emit('vm-added', id);
     }
@@ -187,6 +220,48 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
     return loaded.vms.length;
   }
 
+  /**
+   * The admin dir, then the person dir. A person file may not take an id or slot of an admin
+   * file (the admin's VMs come first: a person's file cannot shadow or displace them).
+   */
+  private loadAll(): LoadedConfig & { owners: Map<string, VmOwner> } {
+    const admin = loadConfigDir(this.opts.configDir, this.opts.config);
+    const owners = new Map<string, VmOwner>();
+    for (const d of admin.vms) owners.set(d.id, 'admin');
+    for (const id of admin.invalidIds.keys()) owners.set(id, 'admin');
+    const person = this.opts.person;
+    if (!person) return { ...admin, owners };
+    const mine = loadConfigDir(person.dir, person.config);
+    const slots = new Map(admin.vms.map((d) => [d.slot, d.file]));
+    const vms = [...admin.vms];
+    const errors = [...admin.errors, ...mine.errors];
+    const invalidIds = new Map(admin.invalidIds);
+    for (const d of mine.vms) {
+      const clash = owners.has(d.id)
+        ? { field: 'id', reason: `id '${d.id}' is already used by the administrator's VMs` }
+        : slots.has(d.slot)
+          ? { field: 'slot', reason: `slot ${d.slot} is already used by ${basename(slots.get(d.slot)!)}` }
+          : null;
+      if (clash) {
+        const err = { file: d.file, ...clash };
+        errors.push(err);
+        if (!owners.has(d.id)) {
+          invalidIds.set(d.id, err);
+          owners.set(d.id, 'person');
+        }
+        continue;
+      }
+      vms.push(d);
+      owners.set(d.id, 'person');
+    }
+    for (const [id, err] of mine.invalidIds) {
+      if (owners.has(id)) continue;
+      invalidIds.set(id, err);
+      owners.set(id, 'person');
+    }
+    return { vms, errors, invalidIds, owners };
+  }
+
   /** A VM stopped: when its file was removed meanwhile, it goes now. */
   stopped(e: VmEntry): void {
     if (e.fileRemoved && this.vms.get(e.def.id) === e) {
@@ -197,9 +272,14 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
 
   /** Reload after edits of the config dir (debounced); a watch that fails is logged, not fatal. */
   watch(): void {
-    const { configDir, log } = this.opts;
+    this.watchDir(this.opts.configDir);
+    if (this.opts.person) this.watchDir(this.opts.person.dir);
+  }
+
+  private watchDir(configDir: string): void {
+    const { log } = this.opts;
     try {
-      this.watcher = watch(configDir, () => {
+      const watcher = watch(configDir, () => {
         if (this.reloadTimer) clearTimeout(this.reloadTimer);
         // Editors write in several steps (truncate, write, rename): reload once they are done.
         this.reloadTimer = setTimeout(() => {
@@ -211,7 +291,8 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
           }
         }, 150);
       });
-      this.watcher.on('error', (e) => log.warn(`watching ${configDir} stopped: ${e.message}`));
+      watcher.on('error', (e) => log.warn(`watching ${configDir} stopped: ${e.message}`));
+      this.watchers.push(watcher);
     } catch (e) {
       log.warn(`cannot watch ${configDir} (use Reload): ${(e as Error).message}`);
     }

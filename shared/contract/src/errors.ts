@@ -20,6 +20,9 @@ export const ERRORS = {
   InvalidArgument: 'An argument has the wrong type, range or value; the message names it.',
   Timeout: 'The operation did not finish in time.',
   NotSupported: 'This backend or seat does not support the operation.',
+  NotOwner:
+    "The VM belongs to the administrator (its file is in the admin's VM directory): the UI may start, stop and switch to it, never edit or delete it.",
+  Cancelled: 'The operation was cancelled on request; it left nothing behind.',
   Failed: 'An unexpected internal error; details are in the daemon log.',
 } as const;
 

@@ -181,6 +181,12 @@ export interface Vm1Service {
   DetachUsbDevice(ctx: CallContext, handle: string): Promise<void> | void;
   /** The host USB devices this VM holds now, asked of the device model itself: (handle, bus, address). Errors: InvalidState, BackendFailed. Access: root. */
   ListUsbDevices(ctx: CallContext): Promise<Array<[string, number, number]>> | Array<[string, number, number]>;
+  /** Change a stopped VM the person owns (Owner = person): its file is rewritten atomically with the same validation as files on disk. Options: name (s), color (s), slot (u), memory_mib (u), vcpus (u), network (s: none | user), usb_auto_attach (b), cdrom (s: an ISO under a media root; '' ejects it, so the VM boots from its disk). An administrator's VM answers NotOwner; every other error names the option. Errors: NotOwner, InvalidState, InvalidArgument, BackendFailed. Access: ui. */
+  Update(ctx: CallContext, options: VariantDict): Promise<void> | void;
+  /** Delete a stopped VM the person owns: its file goes, and with remove_disks (b, default false) its disks in the person's image directory too (never a file elsewhere). A running disk import is cancelled first. An administrator's VM answers NotOwner. Errors: NotOwner, InvalidState, InvalidArgument, BackendFailed. Access: ui. */
+  Delete(ctx: CallContext, options: VariantDict): Promise<void> | void;
+  /** Cancel the running disk import (DiskJob = import): qemu-img is stopped, its partial output removed, and the VM created for the import is deleted with its file. Errors: NotOwner, InvalidState. Access: ui. */
+  CancelDiskJob(ctx: CallContext): Promise<void> | void;
 }
 
 export interface Vm1Properties {
@@ -208,6 +214,14 @@ export interface Vm1Properties {
   /** qemu | xen. */
   Backend: string;
   ConfigFile: string;
+  /** admin (a file of the administrator's VM directory: the UI may not edit or delete it) | person (created by the person: Update and Delete work). */
+  Owner: string;
+  /** The installation medium attached as a CD-ROM (booted before the disk); empty when none. */
+  Cdrom: string;
+  /** The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile. */
+  DiskJob: string;
+  /** Percent done (0-100) of DiskJob. */
+  DiskJobProgress: number;
   /** Path of the QMP socket reserved for input-daemon's QMP sink; empty when the VM does not run. */
   InputQmpSocket: string;
 }
@@ -235,16 +249,24 @@ export interface Vm1Client {
   DetachUsbDevice(handle: string): Promise<void>;
   /** The host USB devices this VM holds now, asked of the device model itself: (handle, bus, address). */
   ListUsbDevices(): Promise<Array<[string, number, number]>>;
+  /** Change a stopped VM the person owns (Owner = person): its file is rewritten atomically with the same validation as files on disk. Options: name (s), color (s), slot (u), memory_mib (u), vcpus (u), network (s: none | user), usb_auto_attach (b), cdrom (s: an ISO under a media root; '' ejects it, so the VM boots from its disk). An administrator's VM answers NotOwner; every other error names the option. */
+  Update(options: VariantDict): Promise<void>;
+  /** Delete a stopped VM the person owns: its file goes, and with remove_disks (b, default false) its disks in the person's image directory too (never a file elsewhere). A running disk import is cancelled first. An administrator's VM answers NotOwner. */
+  Delete(options: VariantDict): Promise<void>;
+  /** Cancel the running disk import (DiskJob = import): qemu-img is stopped, its partial output removed, and the VM created for the import is deleted with its file. */
+  CancelDiskJob(): Promise<void>;
 }
 
 /** Registry of VMs, their lifecycle and the switch transaction. */
 export interface VmManager1Service {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   Switch(ctx: CallContext, vm: string, options: VariantDict): Promise<void> | void;
-  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, SwitchInProgress, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
   SwitchToSlot(ctx: CallContext, slot: number, options: VariantDict): Promise<void> | void;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. Errors: BackendFailed. Access: root. */
   Reload(ctx: CallContext): Promise<number> | number;
+  /** Create a VM owned by the person: its file is written (atomically, validated as files on disk are) into the person's VM directory, never the administrator's. Returns its object path. 'name': what its tile shows (no '/', '\' or control/bidi characters). Options: id (s, default derived from the name), slot (u, default the first free), color (s, #rrggbb), memory_mib (u, default 512), vcpus (u, default 1), network (s: none | user), usb_auto_attach (b), disk_size_mib (u: a new empty disk of that size; refused beyond the free space), disk_format (s: qcow2 (default) | raw | vpc | vhdx), disk_import (s: an image file under a media root — qcow2, VHD, VHDX or raw — converted in the background: see DiskJob; CancelDiskJob removes the VM again), cdrom (s: an ISO under a media root or image dir, attached as a CD-ROM and booted before the disk). Every error names the option. Errors: InvalidArgument, BackendFailed. Access: ui. */
+  CreateVm(ctx: CallContext, name: string, options: VariantDict): Promise<string> | string;
 }
 
 export interface VmManager1Properties {
@@ -261,18 +283,20 @@ export interface VmManager1Properties {
 }
 
 export interface VmManager1Signals {
-  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail. */
+  /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail. */
   SwitchProgress: [target: string, step: string, detail: string];
 }
 
 /** Client view of org.bulkhead.VmManager1: its methods as promises. */
 export interface VmManager1Client {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). */
   Switch(vm: string, options: VariantDict): Promise<void>;
   /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. */
   SwitchToSlot(slot: number, options: VariantDict): Promise<void>;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. */
   Reload(): Promise<number>;
+  /** Create a VM owned by the person: its file is written (atomically, validated as files on disk are) into the person's VM directory, never the administrator's. Returns its object path. 'name': what its tile shows (no '/', '\' or control/bidi characters). Options: id (s, default derived from the name), slot (u, default the first free), color (s, #rrggbb), memory_mib (u, default 512), vcpus (u, default 1), network (s: none | user), usb_auto_attach (b), disk_size_mib (u: a new empty disk of that size; refused beyond the free space), disk_format (s: qcow2 (default) | raw | vpc | vhdx), disk_import (s: an image file under a media root — qcow2, VHD, VHDX or raw — converted in the background: see DiskJob; CancelDiskJob removes the VM again), cdrom (s: an ISO under a media root or image dir, attached as a CD-ROM and booted before the disk). Every error names the option. */
+  CreateVm(name: string, options: VariantDict): Promise<string>;
 }
 
 /** The whole contract as data: what the toolkit dispatches, validates and authorises by. */
@@ -905,6 +929,56 @@ export const CONTRACT = {
         ],
         "inSignature": "",
         "outSignature": "a(suu)"
+      },
+      "Update": {
+        "doc": "Change a stopped VM the person owns (Owner = person): its file is rewritten atomically with the same validation as files on disk. Options: name (s), color (s), slot (u), memory_mib (u), vcpus (u), network (s: none | user), usb_auto_attach (b), cdrom (s: an ISO under a media root; '' ejects it, so the VM boots from its disk). An administrator's VM answers NotOwner; every other error names the option.",
+        "access": "ui",
+        "errors": [
+          "NotOwner",
+          "InvalidState",
+          "InvalidArgument",
+          "BackendFailed"
+        ],
+        "inArgs": [
+          {
+            "name": "options",
+            "type": "a{sv}"
+          }
+        ],
+        "outArgs": [],
+        "inSignature": "a{sv}",
+        "outSignature": ""
+      },
+      "Delete": {
+        "doc": "Delete a stopped VM the person owns: its file goes, and with remove_disks (b, default false) its disks in the person's image directory too (never a file elsewhere). A running disk import is cancelled first. An administrator's VM answers NotOwner.",
+        "access": "ui",
+        "errors": [
+          "NotOwner",
+          "InvalidState",
+          "InvalidArgument",
+          "BackendFailed"
+        ],
+        "inArgs": [
+          {
+            "name": "options",
+            "type": "a{sv}"
+          }
+        ],
+        "outArgs": [],
+        "inSignature": "a{sv}",
+        "outSignature": ""
+      },
+      "CancelDiskJob": {
+        "doc": "Cancel the running disk import (DiskJob = import): qemu-img is stopped, its partial output removed, and the VM created for the import is deleted with its file.",
+        "access": "ui",
+        "errors": [
+          "NotOwner",
+          "InvalidState"
+        ],
+        "inArgs": [],
+        "outArgs": [],
+        "inSignature": "",
+        "outSignature": ""
       }
     },
     "properties": {
@@ -988,6 +1062,26 @@ export const CONTRACT = {
         "access": "read",
         "doc": ""
       },
+      "Owner": {
+        "type": "s",
+        "access": "read",
+        "doc": "admin (a file of the administrator's VM directory: the UI may not edit or delete it) | person (created by the person: Update and Delete work)."
+      },
+      "Cdrom": {
+        "type": "s",
+        "access": "read",
+        "doc": "The installation medium attached as a CD-ROM (booted before the disk); empty when none."
+      },
+      "DiskJob": {
+        "type": "s",
+        "access": "read",
+        "doc": "The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile."
+      },
+      "DiskJobProgress": {
+        "type": "u",
+        "access": "read",
+        "doc": "Percent done (0-100) of DiskJob."
+      },
       "InputQmpSocket": {
         "type": "s",
         "access": "read",
@@ -1001,13 +1095,13 @@ export const CONTRACT = {
     "doc": "Registry of VMs, their lifecycle and the switch transaction.",
     "methods": {
       "Switch": {
-        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time: a request while another runs fails with SwitchInProgress. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
+        "doc": "Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).",
         "access": "ui",
         "errors": [
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "SwitchInProgress",
+          "Superseded",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -1034,7 +1128,7 @@ export const CONTRACT = {
           "NoSuchVm",
           "InvalidState",
           "InvalidConfig",
-          "SwitchInProgress",
+          "Superseded",
           "Locked",
           "BackendFailed",
           "Timeout",
@@ -1069,6 +1163,32 @@ export const CONTRACT = {
         ],
         "inSignature": "",
         "outSignature": "u"
+      },
+      "CreateVm": {
+        "doc": "Create a VM owned by the person: its file is written (atomically, validated as files on disk are) into the person's VM directory, never the administrator's. Returns its object path. 'name': what its tile shows (no '/', '\\' or control/bidi characters). Options: id (s, default derived from the name), slot (u, default the first free), color (s, #rrggbb), memory_mib (u, default 512), vcpus (u, default 1), network (s: none | user), usb_auto_attach (b), disk_size_mib (u: a new empty disk of that size; refused beyond the free space), disk_format (s: qcow2 (default) | raw | vpc | vhdx), disk_import (s: an image file under a media root — qcow2, VHD, VHDX or raw — converted in the background: see DiskJob; CancelDiskJob removes the VM again), cdrom (s: an ISO under a media root or image dir, attached as a CD-ROM and booted before the disk). Every error names the option.",
+        "access": "ui",
+        "errors": [
+          "InvalidArgument",
+          "BackendFailed"
+        ],
+        "inArgs": [
+          {
+            "name": "name",
+            "type": "s"
+          },
+          {
+            "name": "options",
+            "type": "a{sv}"
+          }
+        ],
+        "outArgs": [
+          {
+            "name": "vm",
+            "type": "o"
+          }
+        ],
+        "inSignature": "sa{sv}",
+        "outSignature": "o"
       }
     },
     "properties": {
@@ -1100,7 +1220,7 @@ export const CONTRACT = {
     },
     "signals": {
       "SwitchProgress": {
-        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed) and a human detail.",
+        "doc": "Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail.",
         "args": [
           {
             "name": "target",
@@ -1122,7 +1242,7 @@ export const CONTRACT = {
 } as const satisfies Record<string, InterfaceContract>;
 
 export type InterfaceName = keyof typeof CONTRACT;
-export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotSupported","PolicyDenied","SwitchInProgress","Timeout","TryAgainLater"] as const;
+export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotOwner","NotSupported","PolicyDenied","Superseded","Timeout","TryAgainLater"] as const;
 export const SERVICES = {
   "org.bulkhead.VmManager1": [
     "org.bulkhead.VmManager1",

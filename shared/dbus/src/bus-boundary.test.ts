@@ -46,6 +46,9 @@ class FakeHostileManager implements VmManager1Service {
     // Not in SwitchToSlot's declared errors: the contract-violation case.
     if (slot === 7) throw new BulkheadError('PolicyDenied', 'slot 7 is policy-denied');
   }
+  CreateVm(): string {
+    return '/';
+  }
   Reload(): number {
     return this.reloadResult as number;
   }
@@ -70,6 +73,10 @@ function fakeHostileVmProps(): Vm1Properties {
     Backend: 'qemu',
     ConfigFile: '/etc/bulkhead/vms/evil.json',
     InputQmpSocket: '',
+    Owner: 'admin',
+    Cdrom: '',
+    DiskJob: '',
+    DiskJobProgress: 0,
   };
 }
 
@@ -83,6 +90,9 @@ const noVm = () => ({
   AttachUsbDevice: () => '',
   DetachUsbDevice() {},
   ListUsbDevices: () => [] as Array<[string, number, number]>,
+  Update() {},
+  Delete() {},
+  CancelDiskJob() {},
 });
 
 let bus: PrivateBus;

@@ -41,6 +41,9 @@ class FakeVmManager implements VmManager1Service {
   Reload(): number {
     throw new Error('a bug with a secret stack');
   }
+  CreateVm(): string {
+    return '/';
+  }
 }
 
 function fakeVmProps(name: string): Vm1Properties {
@@ -62,6 +65,10 @@ function fakeVmProps(name: string): Vm1Properties {
     Backend: 'qemu',
     ConfigFile: `/etc/bulkhead/vms/${name}.json`,
     InputQmpSocket: '',
+    Owner: 'admin',
+    Cdrom: '',
+    DiskJob: '',
+    DiskJobProgress: 0,
   };
 }
 
@@ -84,6 +91,9 @@ class FakeVm implements Vm1Service {
   ListUsbDevices(): Array<[string, number, number]> {
     return [];
   }
+  Update(): void {}
+  Delete(): void {}
+  CancelDiskJob(): void {}
 }
 
 const managerProps = (): VmManager1Properties => ({

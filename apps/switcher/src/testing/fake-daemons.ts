@@ -72,6 +72,10 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
     Backend: 'qemu',
     ConfigFile: `/etc/bulkhead/vms/${id}.json`,
     InputQmpSocket: '',
+    Owner: 'admin',
+    Cdrom: '',
+    DiskJob: '',
+    DiskJobProgress: 0,
     ...over,
   };
 }
@@ -109,6 +113,15 @@ export class FakeVm implements Vm1Service {
   DetachUsbDevice(): void {}
   ListUsbDevices(): Array<[string, number, number]> {
     return [];
+  }
+  Update(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
+  Delete(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
+  CancelDiskJob(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
   }
 }
 
@@ -168,6 +181,9 @@ export class FakeVmManager implements VmManager1Service {
   }
   Reload(): number {
     return this.vms.size;
+  }
+  CreateVm(): string {
+    throw new BulkheadError('Failed', 'not in this fake');
   }
 }
 

@@ -56,6 +56,9 @@ export class FakeVmManager {
         throw new BulkheadError('NotSupported', 'fake');
       },
       Reload: () => this.vms.size,
+      CreateVm: () => {
+        throw new BulkheadError('Failed', 'not in this fake');
+      },
     };
     this.manager = this.host.export(
       VM_MANAGER_PATH,
@@ -129,6 +132,10 @@ export class FakeVm implements Vm1Service {
       Backend: 'qemu',
       ConfigFile: `/etc/bulkhead/vms/${id}.json`,
       InputQmpSocket: '',
+      Owner: 'admin',
+      Cdrom: '',
+      DiskJob: '',
+      DiskJobProgress: 0,
     };
   }
 
@@ -198,5 +205,14 @@ export class FakeVm implements Vm1Service {
     this.manager.calls.push({ vm: this.id, method: 'ListUsbDevices', args: [] });
     this.requireRunning();
     return [...this.attachments.values()].map((a) => [a.handle, a.bus, a.address]);
+  }
+  Update(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
+  Delete(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
+  CancelDiskJob(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
   }
 }

@@ -183,6 +183,15 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
         '-drive',
         `file=${d.path},format=${d.format},if=virtio,readonly=${d.readonly ? 'on' : 'off'}`,
       );
+    // An installation medium: a read-only CD-ROM booted before the disks (order=dc), so the
+    // first start installs and, once it is ejected (the file no longer names it), the disk boots.
+    if (def.cdrom)
+      args.push(
+        '-drive',
+        `file=${def.cdrom},format=raw,media=cdrom,readonly=on,if=ide,index=2`,
+        '-boot',
+        'order=dc',
+      );
     for (const p of def.gpu?.pci ?? []) args.push('-device', `vfio-pci,host=${p}`);
     if (def.kernel) args.push('-kernel', def.kernel, '-append', def.append);
     return args;
@@ -192,6 +201,11 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
     if (this.running.has(def.id)) throw new BulkheadError('InvalidState', `VM ${def.id} already runs`);
     if (def.kernel && !existsSync(def.kernel))
       throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${def.kernel} does not exist`);
+    if (def.cdrom && !existsSync(def.cdrom))
+      throw new BulkheadError(
+        'InvalidConfig',
+        `${def.file}: cdrom: ${def.cdrom} does not exist (was the USB stick removed?)`,
+      );
     await this.create(def);
     const accel = await this.accelerator();
     const f = runFiles(this.opts.runRoot, def.id);

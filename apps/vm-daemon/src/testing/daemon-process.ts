@@ -1,5 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+
+/**
+ * The node flags a daemon's systemd unit runs it with (ExecStart=…/node FLAGS …/main.js), so that
+ * tests measure the daemon as the image runs it (e.g. its V8 heap bounds).
+ */
+export function unitNodeFlags(unit: string): string[] {
+  const file = join(
+    __dirname,
+    '..',
+    '..',
+    '..',
+    '..',
+    'dom0-rootfs',
+    'overlay',
+    'etc',
+    'systemd',
+    'system',
+    unit,
+  );
+  const exec = /^ExecStart=\S*\/node\s+(.*?)\s*\S+\/main\.js/m.exec(readFileSync(file, 'utf8'));
+  if (!exec) throw new Error(`${file}: no ExecStart=…/node … main.js line`);
+  return exec[1].split(/\s+/).filter((f) => f.startsWith('--'));
+}
 
 export interface DaemonProcess {
   child: ChildProcess;
@@ -22,6 +46,7 @@ export async function spawnDaemon(opts: {
   const child = spawn(
     process.execPath,
     [
+      ...unitNodeFlags('bulkhead-vm-daemon.service'),
       join(__dirname, '..', 'main.js'),
       '--config-dir',
       opts.configDir,

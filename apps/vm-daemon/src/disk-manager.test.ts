@@ -1,0 +1,160 @@
+/**
+ * Disk imports with the real qemu-img: a VHD becomes the VM's qcow2 disk with progress; an import
+ * cancelled midway leaves no partial file (neither the target nor qemu-img's temporary output) and,
+ * through the manager, no VM either; an image with a backing file is refused before anything runs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  writeSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BulkheadError } from '@bulkhead/contract';
+import { createLogger } from '@bulkhead/common';
+import { DiskImport, inspectSource } from './disk-manager';
+import { FakeBackend } from './testing/fake-backend';
+import { StateStore } from './state-store';
+import { DONE } from './switch-transaction';
+import { VmManager } from './vm-manager';
+import { VmStore } from './vm-store';
+import { waitFor } from './testing/daemon-process';
+
+const log = createLogger('test', 'error');
+
+/**
+ * A raw image of random bytes (incompressible, no zero runs for qemu-img to skip), big enough
+ * that a conversion reports several progress steps before it ends.
+ */
+function randomRaw(path: string, mib: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (let i = 0; i < mib; i++) writeSync(fd, randomBytes(1 << 20));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('an import converts a VHD into a qcow2 disk and reports progress up to 100', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    const src = join(dir, 'seed.vhd');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vpc', src, '32M']);
+    const info = await inspectSource(src);
+    assert.equal(info.format, 'vpc');
+    const target = join(dir, 'out.qcow2');
+    const job = new DiskImport(src, info.format, target, 'qcow2');
+    const seen: number[] = [];
+    job.on('progress', (p) => seen.push(p));
+    await job.done;
+    assert.equal(seen.at(-1), 100);
+    assert.equal(
+      JSON.parse(execFileSync('qemu-img', ['info', '--output=json', target], { encoding: 'utf8' })).format,
+      'qcow2',
+    );
+    assert.deepEqual(readdirSync(dir).sort(), ['out.qcow2', 'seed.vhd']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an import cancelled midway answers Cancelled and leaves no partial file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    const src = join(dir, 'big.img');
+    randomRaw(src, 96);
+    const target = join(dir, 'out.qcow2');
+    const job = new DiskImport(src, 'raw', target, 'qcow2');
+    let cancelledAt = -1;
+    job.on('progress', (p) => {
+      // Cancel once qemu-img has written part of the disk, not before it began.
+      if (cancelledAt < 0 && p > 0 && p < 100) {
+        assert.ok(existsSync(job.tempPath), 'qemu-img is writing its temporary output');
+        cancelledAt = p;
+        job.cancel();
+      }
+    });
+    await assert.rejects(job.done, (e: unknown) => e instanceof BulkheadError && e.errorName === 'Cancelled');
+    assert.ok(cancelledAt > 0 && cancelledAt < 100, `cancelled midway (at ${cancelledAt}%)`);
+    assert.ok(!existsSync(target), 'no disk under the target name');
+    assert.ok(!existsSync(job.tempPath), 'no temporary output left');
+    assert.deepEqual(readdirSync(dir), ['big.img']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an image with a backing file is refused (it would read a file the person names)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    writeFileSync(join(dir, 'secret'), 'root:$y$secret\n');
+    const src = join(dir, 'evil.qcow2');
+    execFileSync('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-F',
+      'raw',
+      '-b',
+      join(dir, 'secret'),
+      src,
+      '1M',
+    ]);
+    await assert.rejects(inspectSource(src), (e: unknown) => {
+      assert.ok(e instanceof BulkheadError && e.errorName === 'InvalidArgument');
+      assert.match(e.message, /^disk_import: evil\.qcow2 has a backing file/);
+      return true;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('CreateVm with disk_import: DiskJob shows the import; cancelling it removes the VM, its file and every byte of the disk', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  const media = join(root, 'media');
+  const configDir = join(root, 'etc-vms');
+  mkdirSync(media);
+  mkdirSync(configDir);
+  randomRaw(join(media, 'seed.img'), 96);
+  const store = new VmStore({ dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [media] });
+  const manager = new VmManager({
+    backend: new FakeBackend(),
+    input: { freeze: async () => DONE, setFocus: async () => DONE },
+    configDir,
+    state: new StateStore(join(root, 'state'), log),
+    log,
+    watchConfig: false,
+    person: store,
+  });
+  try {
+    manager.reload();
+    const id = await manager.createVm('Imported', { disk_import: join(media, 'seed.img') });
+    assert.equal(manager.vmProperties(id).DiskJob, 'import');
+    await assert.rejects(
+      manager.start(id),
+      (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidState',
+    );
+    await waitFor('import progress', () => (manager.vms.get(id)?.diskJob?.percent ?? 1) > 0, 60_000);
+    if (manager.vmProperties(id).DiskJob === '')
+      assert.fail('the import finished before it could be cancelled');
+    await manager.cancelDiskJob(id);
+    assert.ok(!manager.vms.has(id), 'the VM made for the import is gone');
+    assert.deepEqual(readdirSync(join(root, 'vms')), []);
+    assert.deepEqual(readdirSync(join(root, 'images')), [], 'no disk and no partial output');
+  } finally {
+    manager.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});

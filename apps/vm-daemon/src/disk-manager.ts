@@ -1,0 +1,179 @@
+/**
+ * Disks a person makes: a new empty image of a given size, or an import of an image file they
+ * picked (from a USB stick mounted read-only by the Control Domain) converted with qemu-img.
+ *
+ * An import is a job: it reports progress (0-100) while qemu-img converts, can be cancelled, and
+ * writes into a hidden temporary name next to the target that is renamed only once qemu-img has
+ * finished; a cancelled or failed import removes the temporary file, so no half-written disk is
+ * ever left under the name a VM file points to.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync, renameSync, statfsSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { BulkheadError } from '@bulkhead/contract';
+import { TypedEmitter } from '@bulkhead/common';
+import type { DiskFormat } from './config';
+
+/** Formats an import may come in, as qemu-img names them ('vpc' is VHD). */
+export const IMPORT_FORMATS: readonly string[] = ['qcow2', 'vpc', 'vhdx', 'raw'];
+
+/** Bytes free for an unprivileged writer in the filesystem holding `dir`. */
+export function freeBytes(dir: string): number {
+  const s = statfsSync(dir);
+  return s.bavail * s.bsize;
+}
+
+/**
+ * Refuse a size the filesystem cannot hold: qcow2 is sparse, but a disk that the guest fills
+ * beyond the free space would fail writes inside the VM at some later, surprising moment.
+ */
+export function checkFreeSpace(field: string, dir: string, bytes: number): void {
+  const free = freeBytes(dir);
+  if (bytes > free)
+    throw new BulkheadError(
+      'InvalidArgument',
+      `${field}: ${Math.ceil(bytes / 1048576)} MiB is more than the ${Math.floor(free / 1048576)} MiB free in ${dir}`,
+    );
+}
+
+function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+      if (err) {
+        const words = (stderr || err.message).trim().split('\n').pop();
+        reject(new BulkheadError('BackendFailed', `${cmd} ${args[0]} failed: ${words}`));
+      } else resolve(stdout);
+    });
+  });
+}
+
+/** A new, empty disk image (qcow2 by default). */
+export async function createDisk(path: string, format: DiskFormat, sizeMiB: number): Promise<void> {
+  if (existsSync(path))
+    throw new BulkheadError('InvalidArgument', `disk: ${path} already exists; not overwriting it`);
+  await run('qemu-img', ['create', '-q', '-f', format, path, `${sizeMiB}M`]);
+}
+
+export interface SourceImage {
+  format: string;
+  virtualSize: number;
+}
+
+/**
+ * What an import source is, by qemu-img. An image with a backing file is refused: converting it
+ * would read the backing file, which the person names (a qcow2 on a stick whose backing file is
+ * /etc/shadow would copy the host's file into their VM).
+ */
+export async function inspectSource(path: string): Promise<SourceImage> {
+  const out = await run('qemu-img', ['info', '--output=json', '-U', path]);
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(out) as Record<string, unknown>;
+  } catch {
+    throw new BulkheadError('BackendFailed', `qemu-img info ${path}: output is not JSON`);
+  }
+  const format = String(j.format);
+  if (!IMPORT_FORMATS.includes(format))
+    throw new BulkheadError(
+      'InvalidArgument',
+      `disk_import: ${basename(path)} is ${format}, not one of ${IMPORT_FORMATS.join(', ')} (vpc = VHD)`,
+    );
+  if (j['backing-filename'] !== undefined || j['full-backing-filename'] !== undefined)
+    throw new BulkheadError(
+      'InvalidArgument',
+      `disk_import: ${basename(path)} has a backing file; only self-contained images can be imported`,
+    );
+  return { format, virtualSize: Number(j['virtual-size']) };
+}
+
+export interface ImportEvents {
+  progress: [percent: number];
+}
+
+/** One running import: `done` settles when it finished, failed or was cancelled. */
+export class DiskImport extends TypedEmitter<ImportEvents> {
+  percent = 0;
+  private child: ChildProcess | null = null;
+  private cancelled = false;
+  readonly done: Promise<void>;
+  /** The hidden name qemu-img writes to; renamed to `target` only on success. */
+  readonly tempPath: string;
+
+  constructor(
+    readonly source: string,
+    readonly sourceFormat: string,
+    readonly target: string,
+    readonly targetFormat: DiskFormat,
+  ) {
+    super();
+    this.tempPath = join(dirname(target), `.${basename(target)}.importing`);
+    this.done = this.run();
+    // The caller may only look at `percent` and never await `done`: no unhandled rejection.
+    this.done.catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    if (existsSync(this.target))
+      throw new BulkheadError('InvalidArgument', `disk: ${this.target} already exists; not overwriting it`);
+    rmSync(this.tempPath, { force: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn(
+          'qemu-img',
+          ['convert', '-p', '-f', this.sourceFormat, '-O', this.targetFormat, this.source, this.tempPath],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        this.child = child;
+        let err = '';
+        let out = '';
+        child.stdout!.setEncoding('utf8');
+        child.stdout!.on('data', (d: string) => {
+          // qemu-img -p rewrites one line with '\r': "    (12.34/100%)".
+          out = (out + d).slice(-200);
+          const all = [...out.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
+          const last = all.at(-1);
+          if (last) {
+            const p = Math.min(100, Math.floor(Number(last[1])));
+            if (p !== this.percent) {
+              this.percent = p;
+              this.emit('progress', p);
+            }
+          }
+        });
+        child.stderr!.setEncoding('utf8');
+        child.stderr!.on('data', (d: string) => (err = (err + d).slice(-2000)));
+        child.on('error', (e) =>
+          reject(new BulkheadError('BackendFailed', `cannot run qemu-img: ${e.message}`)),
+        );
+        child.on('exit', (code, sig) => {
+          if (this.cancelled)
+            reject(new BulkheadError('Cancelled', `import of ${basename(this.source)} cancelled`));
+          else if (code === 0) resolve();
+          else
+            reject(
+              new BulkheadError(
+                'BackendFailed',
+                `qemu-img convert failed (${sig ? `signal ${sig}` : `code ${code}`}): ${err.trim().split('\n').pop() ?? ''}`,
+              ),
+            );
+        });
+      });
+      renameSync(this.tempPath, this.target);
+      if (this.percent !== 100) {
+        this.percent = 100;
+        this.emit('progress', 100);
+      }
+    } catch (e) {
+      rmSync(this.tempPath, { force: true });
+      throw e;
+    } finally {
+      this.child = null;
+    }
+  }
+
+  /** Stop the conversion; `done` rejects with Cancelled once the temporary file is removed. */
+  cancel(): void {
+    this.cancelled = true;
+    this.child?.kill('SIGKILL');
+  }
+}
