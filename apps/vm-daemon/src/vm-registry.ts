@@ -300,7 +300,7 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
 
   close(): void {
     this.closed = true;
-    this.watcher?.close();
+    for (const w of this.watchers) w.close();
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
   }
 

@@ -24,10 +24,6 @@ function vm(id: string, over: Partial<VmModel> = {}): VmModel {
     vcpus: 1,
     backend: 'qemu',
     configFile: '',
-    owner: 'admin',
-    cdrom: '',
-    diskJob: '',
-    diskJobProgress: 0,
     ...over,
   };
 }
