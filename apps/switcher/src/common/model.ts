@@ -88,6 +88,36 @@ export interface InputModel {
   lastHotkeyError: string;
 }
 
+export interface BatteryModel {
+  present: boolean;
+  percentage: number;
+  state: string;
+  timeToEmptySec: number;
+  onBattery: boolean;
+  /** By the power policy's thresholds, while on battery. */
+  level: 'normal' | 'low' | 'critical';
+}
+
+export interface SuspendReportModel {
+  reason: string;
+  /** ok | failed | incomplete */
+  outcome: string;
+  error: string;
+  startedMs: number;
+  /** (step, result ok | failed | running, detail) */
+  steps: Array<[string, string, string]>;
+  /** VMs that did not come back after waking: (id, why). */
+  notBack: Array<[string, string]>;
+}
+
+export interface PowerModel {
+  battery: BatteryModel;
+  suspending: boolean;
+  /** The step of the suspend running now (SuspendProgress), null when none runs. */
+  progress: { step: string; detail: string } | null;
+  lastSuspend: SuspendReportModel | null;
+}
+
 export interface SwitcherSnapshot {
   daemons: Record<DaemonName, DaemonStatus>;
   vms: VmModel[];
@@ -98,6 +128,8 @@ export interface SwitcherSnapshot {
   accelerator: string;
   /** null while the input daemon is down. */
   input: InputModel | null;
+  /** vm-daemon's power component (Power1); null while it is not reachable. */
+  power: PowerModel | null;
   usbDevices: UsbDeviceModel[];
   prompts: PromptModel[];
   /** What this host allows: forwarding keyboard/mouse to Input1.InjectEvents (demo, virtual seat). */
@@ -115,6 +147,7 @@ export function emptySnapshot(now = 0): SwitcherSnapshot {
     configErrors: [],
     accelerator: '',
     input: null,
+    power: null,
     usbDevices: [],
     prompts: [],
     features: { injectInput: false },

@@ -17,6 +17,7 @@ import {
 } from '../common/model';
 import { InputMirror } from './input-mirror';
 import { NameOwnerTracker, type DaemonMirror } from './name-owner-tracker';
+import { PowerMirror } from './power-mirror';
 import { UsbMirror } from './usb-mirror';
 import { VmManagerMirror } from './vm-manager-mirror';
 
@@ -37,6 +38,7 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
   private readonly vmManager: VmManagerMirror;
   private readonly input: InputMirror;
   private readonly usb: UsbMirror;
+  private readonly power: PowerMirror;
   private readonly trackers: NameOwnerTracker[];
 
   constructor(
@@ -48,6 +50,7 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
     this.vmManager = new VmManagerMirror(client, this);
     this.input = new InputMirror(client, this);
     this.usb = new UsbMirror(client, this);
+    this.power = new PowerMirror(client, this);
     const follow = (d: DaemonName, busName: string, mirror: DaemonMirror) =>
       new NameOwnerTracker(client, d, busName, mirror, {
         onStatus: (up, detail) => this.setStatus(d, up, detail),
@@ -58,6 +61,12 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
       follow('vmManager', BUS_NAMES.vmManager, this.vmManager),
       follow('input', BUS_NAMES.input, this.input),
       follow('usb', BUS_NAMES.usb, this.usb),
+      // Power1 lives in vm-daemon: its up/down is the VM manager's status, reported once above.
+      new NameOwnerTracker(client, 'power', BUS_NAMES.vmManager, this.power, {
+        onStatus: () => this.emit('changed'),
+        retryMs: opts.retryMs,
+        log: opts.log,
+      }),
     ];
   }
 
@@ -82,6 +91,7 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
       configErrors: vmm.configErrors,
       accelerator: vmm.accelerator,
       input,
+      power: this.power.power,
       usbDevices: this.usb.sortedDevices(),
       prompts: this.usb.prompts,
       features: { injectInput: !!this.opts.injectInput && input?.seat === 'virtual' },

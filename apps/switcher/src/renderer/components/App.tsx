@@ -5,6 +5,7 @@ import { useActions, useUi } from './context';
 import { Diagnostics } from './Diagnostics';
 import { LockScreen, NoticeToast, OutageBanner, PromptDialog, SwitchProgressCard } from './Overlays';
 import { TileGrid } from './TileGrid';
+import { LowBatteryWarning, SuspendCard } from './Power';
 import { TopBar } from './TopBar';
 import { UsbPanel } from './UsbPanel';
 import { VmView } from './VmView';
@@ -49,13 +50,21 @@ export function App() {
           key={d.path}
           vm={d}
           shown={d.path === vm?.path}
-          banner={d.path === vm?.path ? <OutageBanner /> : undefined}
+          banner={
+            d.path === vm?.path ? (
+              <>
+                <OutageBanner />
+                <LowBatteryWarning />
+              </>
+            ) : undefined
+          }
         />
       ))}
       {vm ? null : (
         <>
           <TopBar />
           <OutageBanner />
+          <LowBatteryWarning />
           <main className="content" inert={locked || modal ? true : undefined}>
             {panel === 'machines' && <TileGrid />}
             {panel === 'usb' && <UsbPanel />}
@@ -67,6 +76,7 @@ export function App() {
       <NoticeToast />
       <PromptDialog />
       <LockScreen />
+      <SuspendCard />
     </div>
   );
 }

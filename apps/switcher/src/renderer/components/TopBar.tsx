@@ -4,6 +4,7 @@ import type { Panel } from '../store';
 import { isLocked } from '../store';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
+import { BatteryIndicator } from './Power';
 
 function Clock() {
   const [now, setNow] = useState(() => new Date());
@@ -63,6 +64,7 @@ export function TopBar() {
           <span className={`dot ${healthy ? 'up' : 'down'}`} aria-hidden="true" />{' '}
           {healthy ? 'All services running' : 'Service problem'}
         </button>
+        <BatteryIndicator />
         <Clock />
         <button
           type="button"

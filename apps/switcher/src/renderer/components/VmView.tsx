@@ -14,6 +14,7 @@ import {
 } from '../keymap';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
+import { BatteryIndicator } from './Power';
 
 type DisplayState = 'connecting' | 'live' | 'unavailable';
 
@@ -200,6 +201,7 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
           {vm.name}
           {vm.slot > 0 && <kbd>{hotkeyForSlot(vm.slot)}</kbd>}
         </span>
+        <BatteryIndicator />
         <span className="vm-bar-status" role="status">
           {display === 'live'
             ? inject
