@@ -19,6 +19,8 @@ export interface RequestMap {
   setFollowFocus: { args: { device: string; follow: boolean }; result: null };
   answerPrompt: { args: { promptId: number; answer: 'allow' | 'deny' }; result: null };
   lock: { args: Record<string, never>; result: null };
+  /** Power1.Suspend: the machine sleeps with its VMs; progress and failures come as Power1 state. */
+  suspend: { args: Record<string, never>; result: null };
   /** The password as typed; input-daemon checks it (PAM). Never logged, never kept. */
   unlock: { args: { password: string }; result: null };
   injectInput: { args: { deviceClass: InputDeviceClass; events: EvdevEvent[] }; result: null };
@@ -110,6 +112,7 @@ const REQUEST_SCHEMA: { [C in RequestChannel]: Record<keyof RequestArgs<C>, Chec
   setFollowFocus: { device: objPath, follow: bool },
   answerPrompt: { promptId: u32, answer: oneOf('allow', 'deny') },
   lock: {},
+  suspend: {},
   unlock: { password },
   injectInput: { deviceClass: oneOf('keyboard', 'mouse', 'tablet'), events },
   setThumbnailsVisible: { visible: bool },

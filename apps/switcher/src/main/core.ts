@@ -2,7 +2,7 @@
  * The switcher's main-process core, the same under Electron and under the web host: carries out
  * the channel map's requests on the daemons and turns the daemons' state into pushes.
  */
-import { BUS_NAMES, INPUT_PATH, USB_PATH, isBulkheadError } from '@bulkhead/contract';
+import { BUS_NAMES, INPUT_PATH, POWER_PATH, USB_PATH, isBulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
 import { BusCallError, variant, type BusClient } from '@bulkhead/dbus';
 import {
@@ -174,6 +174,17 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     lock: async () => {
       this.requireUp('input');
       await this.input().Lock();
+      return null;
+    },
+    suspend: async () => {
+      this.requireUp('vmManager');
+      // Power1.Suspend answers only after the machine woke again (or failed): not something to
+      // wait for here. The steps, and any failure with the VMs left running, reach the person
+      // through Power1's Suspending, SuspendProgress and LastSuspend (the suspend card).
+      void this.client
+        .proxy(BUS_NAMES.vmManager, POWER_PATH, 'org.bulkhead.Power1', { timeoutMs: 24 * 3600_000 })
+        .Suspend({})
+        .catch(() => undefined);
       return null;
     },
     unlock: async ({ password }) => {

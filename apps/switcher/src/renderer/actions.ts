@@ -21,6 +21,8 @@ export interface Actions {
   setFollowFocus(device: string, follow: boolean): Promise<void>;
   answerPrompt(promptId: number, answer: 'allow' | 'deny'): Promise<void>;
   lock(): Promise<void>;
+  /** Suspend the machine with its VMs (Power1.Suspend). */
+  suspend(): Promise<void>;
   /**
    * Sends the password once. Resolves to null when unlocked, else to why not (the lock screen shows
    * it in words). The password goes into the request only: never into the store.
@@ -65,6 +67,7 @@ export function createActions(store: UiStore, transport: Transport): Actions {
       await simple('answer the request', transport.request('answerPrompt', { promptId, answer }));
     },
     lock: () => simple('lock', transport.request('lock', {})),
+    suspend: () => simple('suspend', transport.request('suspend', {})),
     async unlock(password) {
       const r = await transport.request('unlock', { password });
       if (r.ok || r.error.name === 'ServiceDown') set((s) => ({ ...s, secureAttention: false }));

@@ -25,6 +25,7 @@ const actions: Actions = {
   setFollowFocus: noop,
   answerPrompt: noop,
   lock: noop,
+  suspend: noop,
   unlock: async () => null,
   injectInput: () => undefined,
   setThumbnailsVisible: () => undefined,

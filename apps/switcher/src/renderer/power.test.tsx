@@ -115,3 +115,24 @@ test('after a failed suspend or an incomplete wake the card says what, until dis
   assert.match(incomplete, /not everything came back/);
   assert.match(incomplete, /<li>business: it is crashed<\/li>/);
 });
+
+test('the top bar offers Suspend while vm-daemon has a power component and no suspend runs', () => {
+  const button = (html: string) =>
+    /<button[^>]*aria-label="Suspend: lock, pause the machines and sleep"[^>]*>/.exec(html)?.[0] ?? '';
+  const up = (p: PowerModel | null) => {
+    const snapshot: SwitcherSnapshot = { ...emptySnapshot(1), power: p };
+    snapshot.daemons.input = { up: true, since: 1, detail: '' };
+    const store = createUiStore({ connection: 'open', snapshot });
+    return renderToString(
+      <StoreContext.Provider value={store}>
+        <ActionsContext.Provider value={actions}>
+          <TopBar />
+        </ActionsContext.Provider>
+      </StoreContext.Provider>,
+    );
+  };
+  assert.ok(button(up(power())), 'shown');
+  assert.doesNotMatch(button(up(power())), /disabled/);
+  assert.match(button(up(power({ suspending: true }))), /disabled/);
+  assert.match(button(up(null)), /disabled/);
+});

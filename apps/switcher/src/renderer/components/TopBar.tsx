@@ -34,6 +34,7 @@ export function TopBar() {
   );
   const locked = useUi(isLocked);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
+  const canSuspend = useUi((s) => s.snapshot.power !== null && !s.snapshot.power.suspending);
   return (
     <header className="topbar">
       <div className="brand" aria-label="Bulkhead">
@@ -74,6 +75,15 @@ export function TopBar() {
           aria-label="Lock the screen"
         >
           <Icon name="lock" size={16} /> Lock
+        </button>
+        <button
+          type="button"
+          className="ghost"
+          onClick={() => void actions.suspend()}
+          disabled={!canSuspend || !inputUp}
+          aria-label="Suspend: lock, pause the machines and sleep"
+        >
+          <Icon name="power" size={16} /> Suspend
         </button>
       </div>
     </header>
