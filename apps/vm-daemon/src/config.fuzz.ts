@@ -33,6 +33,7 @@ import { MAX_SLOT, VM_KINDS, createLogger } from '@bulkhead/common';
 import { checkProperty, type FuzzTarget } from '@bulkhead/dbus/dist/testing/fuzz-target';
 import {
   BACKENDS,
+  DEFAULT_MEDIA_ROOTS,
   DISK_FORMATS,
   defaultImageDirs,
   loadConfigDir,
@@ -40,6 +41,7 @@ import {
   type ConfigError,
   type VmDefinition,
 } from './config';
+import { MAX_FILE_BYTES } from './config-files';
 import { FakeBackend } from './testing/fake-backend';
 import { StateStore } from './state-store';
 import { DONE, type InputFocus } from './switch-transaction';
@@ -50,7 +52,8 @@ const examples: Array<Record<string, unknown>> = readdirSync(EXAMPLES)
   .filter((n) => n.endsWith('.json'))
   .sort()
   .map((n) => JSON.parse(readFileSync(join(EXAMPLES, n), 'utf8')) as Record<string, unknown>);
-const FIELDS = [...new Set(examples.flatMap((e) => Object.keys(e)))];
+/** The examples' fields, and `cdrom` (an installation medium) which no example sets. */
+const FIELDS = [...new Set([...examples.flatMap((e) => Object.keys(e)), 'cdrom'])];
 
 /** Values that sit on or just past the edges of the schema, plus arbitrary JSON. */
 const edgyValue: fc.Arbitrary<unknown> = fc.oneof(
@@ -99,6 +102,9 @@ const edgyValue: fc.Arbitrary<unknown> = fc.oneof(
     '/etc/shadow',
     '../../../../etc/shadow',
     '../../guest/build/bulkhead-guest.elf',
+    'install.iso',
+    'a,b.iso',
+    '/media/bulkhead/../../etc/shadow',
     [{ path: '../../../../etc/shadow', format: 'raw' }],
     [{ path: '/dev/sda', format: 'raw' }],
     [{ path: 'sub/../../x.raw', format: 'raw' }],
@@ -212,6 +218,10 @@ function checkDefinition(
     imageDirs.some((dir) => p.startsWith(`${dir}/`)) && !p.split('/').includes('..');
   if (d.disks.some((k) => !inImageDir(k.path))) fail('disk outside the image directories');
   if (d.kernel !== null && !inImageDir(d.kernel)) fail('kernel outside the image directories');
+  const inMediaRoot = (p: string) =>
+    DEFAULT_MEDIA_ROOTS.some((dir) => p.startsWith(`${dir}/`)) && !p.split('/').includes('..');
+  if (d.cdrom != null && (!(inImageDir(d.cdrom) || inMediaRoot(d.cdrom)) || d.cdrom.includes(',')))
+    fail('cdrom outside the image directories and media roots');
   if (d.file !== file) fail('file');
   if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(d.id)) fail('id');
   if (typeof d.name !== 'string' || d.name.length < 1 || d.name.length > 64) fail('name');
@@ -284,8 +294,9 @@ export const dirProperty = fc.property(definitionText, (text) => {
       const e = m.get(parsed.def.id);
       if (JSON.stringify(e.def) !== JSON.stringify(parsed.def))
         throw new Error('new definition applied partially');
-    } else if (!parsed.ok && parsed.id === oldId) {
-      // An invalid edit keeps the whole old definition, with the error shown.
+    } else if (!parsed.ok && parsed.id === oldId && Buffer.byteLength(text) <= MAX_FILE_BYTES) {
+      // An invalid edit keeps the whole old definition, with the error shown. (A file over the
+      // size limit is refused unread, so its id is unknown: that VM goes like any unreadable one.)
       const e = m.get(oldId);
       if (JSON.stringify(e.def) !== old)
         throw new Error(`old definition changed by an invalid edit: ${JSON.stringify(e.def)}`);
