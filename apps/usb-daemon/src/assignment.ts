@@ -29,6 +29,9 @@ import {
 } from './policy';
 import type { VmControl } from './vm-directory';
 
+/** What a follow-focus move did to one device: (device id, holder before, outcome, duration µs). */
+export type UsbMoveRow = [id: string, holderBefore: string, outcome: string, durationUsec: bigint];
+
 /** An open 'ask' prompt: may `deviceId` go to `vm`? */
 export interface Prompt {
   id: number;
@@ -469,9 +472,66 @@ export class UsbAssignment {
   }
 
   /**
-   * FollowFocus: runs when VmManager1.ActiveVm changes, i.e. right after vm-daemon published the
-   * switch (the contract has no synchronous hook into the switch transaction yet), so the device
-   * arrives in the new VM a moment after the screen did. Never moves a device to the switcher.
+   * FollowFocus as a switch step (Usb1.MoveFollowFocus, vm-daemon's move-usb): move every
+   * follow-focus device the policy allows to `vm` and answer when each move is over, so the
+   * switch waits for it and can undo it (returnDevices) when a later step fails. A device that
+   * cannot move stays where it is: reported in its row, not thrown (the person still switches).
+   */
+  async moveFollowFocus(vm: string): Promise<UsbMoveRow[]> {
+    if (vm === SWITCHER_PATH || !this.started || this.stopped) return [];
+    const view = this.vms.vms().get(vm);
+    if (!view) throw new BulkheadError('InvalidArgument', `MoveFollowFocus: no VM at ${vm}`);
+    if (view.state !== 'running')
+      throw new BulkheadError('InvalidState', `MoveFollowFocus: VM ${view.id} is ${view.state}, not running`);
+    const moves: Array<Promise<UsbMoveRow>> = [];
+    for (const entry of this.devices.values()) {
+      if (!this.followFocus.has(entry.id) || entry.gone || entry.assignedVm === vm) continue;
+      const refusal = assignRefusal(entry.policy, view.id, this.rules);
+      if (refusal) {
+        this.log.info(`follow-focus: ${entry.id} stays: ${refusal}`);
+        continue;
+      }
+      moves.push(this.timedMove(entry, 'moved', () => this.attachTo(entry, vm)));
+    }
+    return Promise.all(moves);
+  }
+
+  /**
+   * The undo of moveFollowFocus (Usb1.ReturnDevices): each device goes back to the holder it had
+   * ('/' = detached into the Control Domain). Per-device failures are reported in the rows.
+   */
+  async returnDevices(list: Array<[id: string, holder: string]>): Promise<UsbMoveRow[]> {
+    return Promise.all(
+      list.map(([id, holder]) => {
+        const entry = this.devices.get(id);
+        if (!entry || entry.gone)
+          return Promise.resolve<UsbMoveRow>([id, holder, `failed: device ${id} is not present`, 0n]);
+        return this.timedMove(entry, 'returned', () =>
+          holder === CONTROL_DOMAIN
+            ? this.devices.enqueue(entry, () => this.detachNow(entry))
+            : this.attachTo(entry, holder),
+        );
+      }),
+    );
+  }
+
+  private async timedMove(entry: DeviceEntry, done: string, move: () => Promise<void>): Promise<UsbMoveRow> {
+    const before = entry.assignedVm;
+    const t0 = process.hrtime.bigint();
+    let outcome = done;
+    try {
+      await move();
+    } catch (e) {
+      outcome = `failed: ${(e as Error).message}`;
+      this.log.warn(`follow-focus: ${entry.id}: ${(e as Error).message}`);
+    }
+    return [entry.id, before, outcome, (process.hrtime.bigint() - t0) / 1000n];
+  }
+
+  /**
+   * Recovery only: runs when VmManager1.ActiveVm changes. The switch itself moved the devices
+   * (moveFollowFocus); what is still elsewhere here was missed — usb-daemon restarted, or was
+   * not on the bus, during the switch. Never moves a device to the switcher.
    */
   private focusChanged(active: string): void {
     if (!this.started || active === SWITCHER_PATH) return;

@@ -555,3 +555,52 @@ test('a failing AttachUsbDevice leaves the device in the Control Domain with Dev
     new FakeUsbEnumerator([stick]),
   );
 });
+
+test('MoveFollowFocus (the switch step) moves follow-focus devices and answers when done; ReturnDevices puts each back', async () => {
+  const stick = fakeDevice({ address: 13 });
+  const cam = fakeDevice({ address: 14, serial: 'cam' });
+  const plain = fakeDevice({ address: 15, serial: 'plain' });
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      rig.vms.addVm('home', { slot: 2 });
+      await rig.startDaemon();
+      await rig.device(stick).Assign(vmPath('work'), {});
+      await rig.device(stick).SetFollowFocus(true);
+      await rig.device(cam).SetFollowFocus(true); // in the Control Domain
+      await rig.device(plain).Assign(vmPath('work'), {}); // not follow-focus: stays
+
+      const moves = await rig.usbApi().MoveFollowFocus(vmPath('home'), {});
+      // Answered once the moves are over: no waiting for a later ActiveVm change.
+      const byId = new Map(moves.map((m) => [m[0], m]));
+      assert.deepEqual(
+        [...byId.keys()].sort(),
+        [deviceId(stick), deviceId(cam)].sort(),
+        'one row per follow-focus device',
+      );
+      assert.equal(byId.get(deviceId(stick))![1], vmPath('work'));
+      assert.equal(byId.get(deviceId(cam))![1], '/');
+      assert.ok(moves.every((m) => m[2] === 'moved' && typeof m[3] === 'bigint'));
+      assert.equal((await rig.props(stick)).AssignedVm, vmPath('home'));
+      assert.equal((await rig.props(cam)).AssignedVm, vmPath('home'));
+      assert.equal((await rig.props(plain)).AssignedVm, vmPath('work'));
+
+      const back = await rig.usbApi().ReturnDevices(moves.map((m) => [m[0], m[1]] as [string, string]));
+      assert.ok(
+        back.every((m) => m[2] === 'returned'),
+        JSON.stringify(back, (_k, v) => String(v)),
+      );
+      assert.equal((await rig.props(stick)).AssignedVm, vmPath('work'));
+      assert.equal((await rig.props(cam)).AssignedVm, '/');
+      assert.equal(rig.vms.vm('home').attachments.size, 0);
+
+      // Nothing moves to the switcher; a VM that is not running is a named error.
+      assert.deepEqual(await rig.usbApi().MoveFollowFocus('/', {}), []);
+      await rejectsWith(rig.usbApi().MoveFollowFocus(vmPath('nope'), {}), 'InvalidArgument', /no VM/);
+      // A device that is gone is reported in its row, not thrown.
+      const gone = await rig.usbApi().ReturnDevices([['no-such-device', '/']]);
+      assert.match(gone[0][2], /^failed: .*not present/);
+    },
+    new FakeUsbEnumerator([stick, cam, plain]),
+  );
+});

@@ -55,6 +55,11 @@ export class UsbService {
     const service: Usb1Service = {
       AnswerPrompt: (_ctx, id, answer) => core.answerPrompt(id, answer),
       SetRules: (_ctx, text) => core.setRules(text),
+      MoveFollowFocus: (_ctx, vm, options) => {
+        parseOptions('MoveFollowFocus', options, {});
+        return core.moveFollowFocus(vm);
+      },
+      ReturnDevices: (_ctx, devices) => core.returnDevices(devices),
     };
     this.usbObject = this.host.export(USB_PATH, 'org.bulkhead.Usb1', service, () => ({
       Rules: core.rulesText(),

@@ -103,6 +103,7 @@ function setup() {
       if (gatesOn) await usbGate.pass();
       return skipped('no USB');
     },
+    returnDevices: async () => skipped('no USB'),
   };
   const manager = new VmManager({
     backend,

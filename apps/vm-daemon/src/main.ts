@@ -30,7 +30,9 @@ import { VmManagerDbus } from './dbus-service';
 import { InputDaemonClient } from './input-daemon-client';
 import { startPower } from './power';
 import { StateStore } from './state-store';
-import { NoGpuHandoff, NoUsbMover, type GpuHandoff } from './switch-transaction';
+import { NoGpuHandoff, type GpuHandoff } from './switch-transaction';
+import { switchGateFromEnv } from './switch-gate';
+import { DbusUsbMover } from './usb-mover';
 import { VmManager } from './vm-manager';
 
 export interface DaemonArgs {
@@ -207,7 +209,8 @@ async function main(): Promise<void> {
     backend,
     input,
     gpu,
-    usb: new NoUsbMover(),
+    usb: new DbusUsbMover(client),
+    afterSwitchStep: switchGateFromEnv(process.env),
     configDir: args.configDir,
     config,
     person,

@@ -3,8 +3,9 @@
  *
  *   input-daemon sees Ctrl+N → VmManager1.SwitchToSlot(N) → VmManager.switchTo() → SwitchTransaction.run()
  *
- * One switch runs at a time (a second request fails with SwitchInProgress, as xenmgr's
- * `switching` flag does: overlapping switches let the shown VM and the keyboard's VM diverge).
+ * One switch runs at a time (begin() throws SwitchInProgress, as xenmgr's `switching` flag does:
+ * overlapping switches let the shown VM and the keyboard's VM diverge). VmManager keeps requests
+ * made meanwhile: the last one runs next, the ones it replaced get Superseded (issue 17).
  * Steps, in order:
  *   starting-vm   start the target when it is stopped (SwitchProgress while it boots)
  *   freeze-input  Input1.Freeze: held keys/buttons are released in the old VM; skipped when
@@ -13,7 +14,9 @@
  *                 (gpu-detach:…, gpu-attach:…, also of a failed or undone hand-off) follow it
  *                 in LastSwitch.steps
  *   focus-input   Input1.SetFocus(target, {qmp_socket})
- *   move-usb      UsbMover: follow-focus USB devices (no-op hook for now, see issue 5)
+ *   move-usb      UsbMover: usb-daemon moves the follow-focus USB devices to the target and
+ *                 answers when done (Usb1.MoveFollowFocus); one sub-step per device
+ *                 (usb-move:<id>); undone with Usb1.ReturnDevices (rollback:usb-return:<id>)
  *   publish       ActiveVm + PropertiesChanged, state file
  * A failing step undoes every earlier step in reverse (input is re-focused on the previous
  * target) and the caller gets the step's named error. Each step's duration goes to LastSwitch.
@@ -79,20 +82,33 @@ export class NoGpuHandoff implements GpuHandoff {
   }
 }
 
-/**
- * Moves follow-focus USB devices to the new target.
- * TODO(issue 5): usb-daemon's contract defines no call for this yet; once it does, implement a
- * D-Bus UsbMover in main.ts. Until then the default does nothing.
- */
+/** A device a follow-focus move took, and the holder it had ('/' = the Control Domain). */
+export type UsbMoved = [device: string, holderBefore: string];
+
+/** move-usb's result: the step's result, and what moved (for the undo). */
+export type UsbMoveResult = StepResult & { moved?: UsbMoved[] };
+
+/** Moves follow-focus USB devices to the new target, inside the switch (usb-daemon, issue 17). */
 export interface UsbMover {
-  moveFollowFocus(from: string, to: string): Promise<StepResult>;
+  moveFollowFocus(from: string, to: string): Promise<UsbMoveResult>;
+  /** The undo: each moved device back to the holder it had. */
+  returnDevices(moved: UsbMoved[]): Promise<StepResult>;
 }
 
 export class NoUsbMover implements UsbMover {
-  async moveFollowFocus(): Promise<StepResult> {
-    return skipped('no follow-focus USB hook yet (issue 5)');
+  async moveFollowFocus(): Promise<UsbMoveResult> {
+    return skipped('no USB daemon in this setup');
+  }
+  async returnDevices(): Promise<StepResult> {
+    return skipped('no USB daemon in this setup');
   }
 }
+
+/**
+ * Called after each step that succeeded, before the next one runs. Tests slow a switch down or
+ * stop it at a point with it (VmManagerOptions.afterSwitchStep); production has none.
+ */
+export type AfterStepHook = (step: StepName, target: string) => Promise<void>;
 
 /** What the transaction needs from the VM manager. */
 export interface SwitchHost {
@@ -126,6 +142,7 @@ export interface SwitchDeps {
   gpu: GpuHandoff;
   usb: UsbMover;
   log: Logger;
+  afterStep?: AfterStepHook;
   /** Per-step time limits; starting-vm gets longer (a TCG boot). */
   stepTimeoutMs?: Partial<Record<StepName, number>>;
 }
@@ -221,6 +238,7 @@ export class SwitchTransaction {
         log.info(`switch ${from} -> ${target}: ${name} skipped (${r.why})`);
       }
       if (undoFn) undo.push({ step: name, fn: undoFn });
+      await this.deps.afterStep?.(name, target);
     };
 
     const record = (outcome: SwitchRecord['outcome'], err: BulkheadError | null): SwitchRecord => ({
@@ -262,10 +280,15 @@ export class SwitchTransaction {
         () => input.setFocus(target, target === SWITCHER_PATH ? '' : host.inputQmpSocket(target)),
         () => input.setFocus(from, fromSocket),
       );
+      let usbMoved: UsbMoved[] = [];
       await step(
         'move-usb',
-        () => usb.moveFollowFocus(from, target),
-        () => usb.moveFollowFocus(target, from),
+        async () => {
+          const r = await usb.moveFollowFocus(from, target);
+          usbMoved = r.moved ?? [];
+          return r;
+        },
+        () => usb.returnDevices(usbMoved),
       );
       await step('publish', async () => {
         host.publish(target);

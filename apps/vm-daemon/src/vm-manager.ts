@@ -21,6 +21,7 @@ import {
   NoUsbMover,
   SwitchTransaction,
   skipped,
+  type AfterStepHook,
   type GpuHandoff,
   type GpuSide,
   type InputFocus,
@@ -48,6 +49,8 @@ export interface VmManagerOptions {
   input: InputFocus & Partial<InputPeerWatch>;
   gpu?: GpuHandoff;
   usb?: UsbMover;
+  /** Runs after each switch step that succeeded (tests stop or slow a switch with it). */
+  afterSwitchStep?: AfterStepHook;
   configDir: string;
   /** Where path fields may point and who must own the files (default: see ConfigOptions). */
   config?: ConfigOptions;
@@ -116,6 +119,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         gpu: opts.gpu ?? new NoGpuHandoff(),
         usb: opts.usb ?? new NoUsbMover(),
         log: opts.log.child('switch'),
+        afterStep: opts.afterSwitchStep,
       },
     );
     this.backend.on('state', (id, state, reason) => this.onBackendState(id, state, reason));

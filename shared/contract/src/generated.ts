@@ -89,6 +89,10 @@ export interface Usb1Service {
   AnswerPrompt(ctx: CallContext, prompt_id: number, answer: string): Promise<void> | void;
   /** Replace the policy rules with 'rules' (the rules file's JSON). Validated first, then written atomically; an invalid document changes nothing. Errors: InvalidArgument, InvalidConfig. Access: root. */
   SetRules(ctx: CallContext, rules: string): Promise<void> | void;
+  /** vm-daemon's switch transaction (its move-usb step): move every follow-focus device the policy allows to VM 'vm', and answer once each move is over. Nothing moves to the switcher ('/'). A device that cannot move stays where it is and is reported, without failing the call. Returns one row per device it tried: (device id, holder before ('/' = the Control Domain), outcome: moved | failed: reason, duration in microseconds). Options: none defined yet. Errors: InvalidArgument, InvalidState. Access: root. */
+  MoveFollowFocus(ctx: CallContext, vm: string, options: VariantDict): Promise<Array<[string, string, string, bigint]>> | Array<[string, string, string, bigint]>;
+  /** The rollback of MoveFollowFocus: give each listed device (device id, holder) back to that holder ('/' = detach it into the Control Domain). A device that is gone or cannot return is reported, not fatal. Returns rows as MoveFollowFocus does (holder before, outcome: returned | failed: reason, duration in microseconds). Errors: InvalidArgument. Access: root. */
+  ReturnDevices(ctx: CallContext, devices: Array<[string, string]>): Promise<Array<[string, string, string, bigint]>> | Array<[string, string, string, bigint]>;
 }
 
 export interface Usb1Properties {
@@ -111,6 +115,10 @@ export interface Usb1Client {
   AnswerPrompt(prompt_id: number, answer: string): Promise<void>;
   /** Replace the policy rules with 'rules' (the rules file's JSON). Validated first, then written atomically; an invalid document changes nothing. */
   SetRules(rules: string): Promise<void>;
+  /** vm-daemon's switch transaction (its move-usb step): move every follow-focus device the policy allows to VM 'vm', and answer once each move is over. Nothing moves to the switcher ('/'). A device that cannot move stays where it is and is reported, without failing the call. Returns one row per device it tried: (device id, holder before ('/' = the Control Domain), outcome: moved | failed: reason, duration in microseconds). Options: none defined yet. */
+  MoveFollowFocus(vm: string, options: VariantDict): Promise<Array<[string, string, string, bigint]>>;
+  /** The rollback of MoveFollowFocus: give each listed device (device id, holder) back to that holder ('/' = detach it into the Control Domain). A device that is gone or cannot return is reported, not fatal. Returns rows as MoveFollowFocus does (holder before, outcome: returned | failed: reason, duration in microseconds). */
+  ReturnDevices(devices: Array<[string, string]>): Promise<Array<[string, string, string, bigint]>>;
 }
 
 /** One USB device of the machine. */
@@ -559,6 +567,53 @@ export const CONTRACT = {
         "outArgs": [],
         "inSignature": "s",
         "outSignature": ""
+      },
+      "MoveFollowFocus": {
+        "doc": "vm-daemon's switch transaction (its move-usb step): move every follow-focus device the policy allows to VM 'vm', and answer once each move is over. Nothing moves to the switcher ('/'). A device that cannot move stays where it is and is reported, without failing the call. Returns one row per device it tried: (device id, holder before ('/' = the Control Domain), outcome: moved | failed: reason, duration in microseconds). Options: none defined yet.",
+        "access": "root",
+        "errors": [
+          "InvalidArgument",
+          "InvalidState"
+        ],
+        "inArgs": [
+          {
+            "name": "vm",
+            "type": "o"
+          },
+          {
+            "name": "options",
+            "type": "a{sv}"
+          }
+        ],
+        "outArgs": [
+          {
+            "name": "moves",
+            "type": "a(sost)"
+          }
+        ],
+        "inSignature": "oa{sv}",
+        "outSignature": "a(sost)"
+      },
+      "ReturnDevices": {
+        "doc": "The rollback of MoveFollowFocus: give each listed device (device id, holder) back to that holder ('/' = detach it into the Control Domain). A device that is gone or cannot return is reported, not fatal. Returns rows as MoveFollowFocus does (holder before, outcome: returned | failed: reason, duration in microseconds).",
+        "access": "root",
+        "errors": [
+          "InvalidArgument"
+        ],
+        "inArgs": [
+          {
+            "name": "devices",
+            "type": "a(so)"
+          }
+        ],
+        "outArgs": [
+          {
+            "name": "moves",
+            "type": "a(sost)"
+          }
+        ],
+        "inSignature": "a(so)",
+        "outSignature": "a(sost)"
       }
     },
     "properties": {

@@ -358,7 +358,7 @@ test('a property that declares a longer org.bulkhead.MaxLength (Usb1.Rules) is n
   const usb = host.export(
     '/org/bulkhead/RulesTest',
     'org.bulkhead.Usb1',
-    { AnswerPrompt() {}, SetRules() {} },
+    { AnswerPrompt() {}, SetRules() {}, MoveFollowFocus: () => [], ReturnDevices: () => [] },
     () => ({ Rules: rules, PendingPrompts: [] }),
   );
   const seen: unknown[] = [];

@@ -257,6 +257,13 @@ export class FakeUsb implements Usb1Service {
     this.handle.propertiesChanged('PendingPrompts');
   }
   SetRules(): void {}
+  // vm-daemon's calls (the switch's move-usb step): no switch runs against this fake.
+  MoveFollowFocus(): Array<[string, string, string, bigint]> {
+    return [];
+  }
+  ReturnDevices(): Array<[string, string, string, bigint]> {
+    return [];
+  }
   ask(id: number, device: string, vm: string): void {
     this.props.PendingPrompts = [...this.props.PendingPrompts, [id, device, vm]];
     this.handle.propertiesChanged('PendingPrompts');

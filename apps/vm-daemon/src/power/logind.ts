@@ -4,9 +4,14 @@
  *
  * Inhibitor locks: logind hands a lock out as a file descriptor, which dbus-next cannot receive
  * (it has no fd passing without the optional native `usocket`). A lock is therefore held by a
- * `systemd-inhibit … sleep infinity` child, the tool logind ships for exactly this; releasing it
- * is killing that child by its pid. systemd-inhibit talks to the system bus, or to the bus
+ * `systemd-inhibit … cat` child, the tool logind ships for exactly this; releasing it
+ * is closing its pipe (below). systemd-inhibit talks to the system bus, or to the bus
  * vm-daemon is on when that is a private address (DBUS_SYSTEM_BUS_ADDRESS).
+ *
+ * The command run under the lock is `cat` reading a pipe from vm-daemon: when vm-daemon dies in
+ * any way (SIGKILL included), the pipe closes, cat ends, systemd-inhibit exits and logind drops
+ * the lock. The unit's KillMode=process (so QEMUs outlive a restart) would otherwise leave every
+ * crashed instance's lock behind, blocking the keys and delaying every sleep for good.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { BusClient } from '@bulkhead/dbus';
@@ -97,6 +102,7 @@ export class LogindClient {
 /** One logind inhibitor lock, held by a systemd-inhibit child for as long as it runs. */
 export class InhibitorLock {
   private child: ChildProcess | null = null;
+  private releasing = false;
 
   constructor(
     private readonly opts: {
@@ -116,6 +122,7 @@ export class InhibitorLock {
 
   take(): void {
     if (this.held) return;
+    this.releasing = false;
     const env = { ...process.env };
     if (this.opts.bus !== 'system' && this.opts.bus !== 'session')
       env.DBUS_SYSTEM_BUS_ADDRESS = this.opts.bus;
@@ -127,17 +134,18 @@ export class InhibitorLock {
         '--who=Bulkhead vm-daemon',
         `--why=${this.opts.why}`,
         '--',
-        'sleep',
-        'infinity',
+        'cat',
       ],
-      { env, stdio: ['ignore', 'ignore', 'pipe'] },
+      { env, stdio: ['pipe', 'ignore', 'pipe'] },
     );
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-500)));
     child.on('error', (e) => this.opts.log.warn(`inhibitor ${this.opts.what}: ${e.message}`));
+    // Writing nothing: the pipe is only there to close when vm-daemon goes away.
+    child.stdin?.on('error', () => undefined);
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = null;
-      if (signal !== 'SIGTERM')
+      if (!this.releasing)
         this.opts.log.warn(
           `inhibitor ${this.opts.what} (${this.opts.mode}) ended (${code ?? signal}): ${err.trim() || 'no message'}`,
         );
@@ -148,7 +156,13 @@ export class InhibitorLock {
   release(): void {
     const child = this.child;
     this.child = null;
-    if (child?.pid && child.exitCode === null && child.signalCode === null)
-      process.kill(child.pid, 'SIGTERM');
+    this.releasing = true;
+    // EOF ends cat, so systemd-inhibit exits and the lock is gone; nothing is left running.
+    child?.stdin?.end();
+  }
+
+  /** The systemd-inhibit process holding the lock (tests). */
+  get pid(): number | undefined {
+    return this.held ? this.child?.pid : undefined;
   }
 }
