@@ -213,6 +213,18 @@ test('a failed unlock is said in words, with the wait input-daemon asked for cou
   assert.match(card(t0), /role="alert"[^>]*>Too many wrong passwords\. Try again in 8 s\.</);
   assert.match(card(t0 + 3_500), /Try again in 5 s\./, 'counts down');
   assert.match(card(t0), /<button type="submit"[^>]*disabled=""[^>]*>Unlock</, 'no attempt while waiting');
+  const busy = decode(
+    renderToString(
+      <LockCard inputUp problem={null} now={t0} busy field={{ current: null }} onSubmit={() => undefined} />,
+    ),
+  );
+  const busyField = /<input[^>]*id="lock-password"[^>]*>/.exec(busy)?.[0] ?? '';
+  assert.match(busyField, /readOnly=""/i, 'read-only while input-daemon decides');
+  assert.doesNotMatch(
+    busyField,
+    /disabled/,
+    'never disabled: it would lose the focus the next attempt is typed into',
+  );
   const after = card(t0 + 8_000);
   assert.doesNotMatch(after, /Try again/);
   assert.doesNotMatch(after, /<button type="submit"[^>]*disabled/);

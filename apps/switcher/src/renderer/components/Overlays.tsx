@@ -73,7 +73,9 @@ export function LockCard(props: {
           name="password"
           autoComplete="current-password"
           autoFocus
-          disabled={busy}
+          // Read-only, not disabled, while input-daemon decides: a disabled field loses the focus,
+          // and the next attempt typed at the keyboard would go nowhere.
+          readOnly={busy}
         />
         <button type="submit" className="primary big" disabled={busy || wait > 0}>
           Unlock
