@@ -1,0 +1,180 @@
+/**
+ * Issue 17 item 1, end to end: a person presses Ctrl+1, Ctrl+2, Ctrl+1 while one switch runs
+ * (held after freeze-input by vm-daemon's test gate: a GPU moving takes seconds) and types X.
+ * The last request wins: the screen and the keyboard end on slot 1, Ctrl+2's request is answered
+ * Superseded (once), no press is lost, and X reaches VM 1's guest only. The real vm-daemon and the
+ * real input-daemon (virtual seat) as their own processes, real QEMU (TCG) test guests, a private
+ * dbus-daemon.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
+import {
+  BusClient,
+  connectBus,
+  startPrivateBus,
+  unwrap,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
+import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+
+const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
+const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
+const MGR = 'org.bulkhead.VmManager1';
+const ONE = vmPath('one');
+const TWO = vmPath('two');
+const skip = !existsSync(KERNEL)
+  ? 'test guest not built'
+  : !existsSync(INPUT_MAIN)
+    ? 'input-daemon not built'
+    : false;
+
+let bus: PrivateBus;
+let conn: MessageBus;
+let client: BusClient;
+let vmDaemon: DaemonProcess;
+let inputDaemon: ChildProcess;
+let inputLog = '';
+let root: string;
+let runDir: string;
+let gate: string;
+const progress: string[] = [];
+
+const EV_KEY = 1;
+const SYN: [number, number, number] = [0, 0, 0];
+const CTRL = 29;
+const X = 45; // scancode 2d in the guest
+const chord = (k: number): Array<[number, number, number]> => [
+  [EV_KEY, CTRL, 1],
+  SYN,
+  [EV_KEY, k, 1],
+  SYN,
+  [EV_KEY, k, 0],
+  SYN,
+  [EV_KEY, CTRL, 0],
+  SYN,
+];
+const KEY_1 = 2;
+const KEY_2 = 3;
+const inject = (events: Array<[number, number, number]>) =>
+  client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1').InjectEvents('keyboard', events);
+const mgrProp = (p: 'ActiveVm' | 'Switching' | 'LastSwitch') => client.get(MGR, VM_MANAGER_PATH, MGR, p);
+const serial = (id: string) => {
+  const f = join(runDir, id, 'serial.log');
+  return existsSync(f) ? readFileSync(f, 'utf8') : '';
+};
+
+before(async () => {
+  if (skip) return;
+  root = mkdtempSync(join(tmpdir(), 'hotkey-queue-'));
+  const configDir = join(root, 'vms');
+  runDir = join(root, 'run');
+  gate = join(root, 'gate');
+  mkdirSync(configDir);
+  mkdirSync(gate);
+  ['one', 'two'].forEach((id, i) =>
+    writeFileSync(
+      join(configDir, `${id}.json`),
+      JSON.stringify({
+        id,
+        slot: i + 1,
+        color: '#2a6fdb',
+        memoryMiB: 32,
+        autostart: true,
+        kernel: KERNEL,
+        append: `name=${id}`,
+      }),
+    ),
+  );
+  bus = await startPrivateBus({ mode: 'open' });
+  conn = await connectBus(bus.address);
+  client = new BusClient(conn, 30_000);
+  inputDaemon = spawn(
+    process.execPath,
+    [INPUT_MAIN, '--seat', 'virtual', '--run-dir', join(root, 'input-run')],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, BULKHEAD_BUS: bus.address },
+    },
+  );
+  inputDaemon.stderr!.on('data', (d) => (inputLog += d));
+  await waitFor('input-daemon ready', () => inputLog.includes(' ready: '), 20_000);
+  vmDaemon = await spawnDaemon({
+    bus: bus.address,
+    configDir,
+    runDir,
+    stateDir: join(root, 'state'),
+    args: ['--stop-vms-on-exit'],
+    env: { BULKHEAD_TEST_SWITCH_GATE: gate },
+  });
+  for (const id of ['one', 'two'])
+    await waitFor(`${id} guest READY`, () => serial(id).includes(`READY name=${id}`), 30_000);
+  await client.onSignal(
+    MGR,
+    { path: VM_MANAGER_PATH },
+    'org.bulkhead.VmManager1',
+    'SwitchProgress',
+    ([target, step]) => progress.push(`${step} ${target}`),
+  );
+});
+
+after(async () => {
+  await vmDaemon?.stop();
+  inputDaemon?.kill('SIGKILL');
+  for (const id of ['one', 'two']) {
+    try {
+      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
+    } catch {
+      /* not running */
+    }
+  }
+  conn?.disconnect();
+  await bus?.stop();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+test(
+  'Ctrl+1, Ctrl+2, Ctrl+1 within one running switch: ends on slot 1, one Superseded, X typed after reaches VM 1 only',
+  { skip },
+  async () => {
+    await client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1').SwitchToSlot(2, {});
+    assert.equal(await mgrProp('ActiveVm'), TWO);
+
+    writeFileSync(join(gate, 'hold-after-freeze-input'), '');
+    await inject(chord(KEY_1));
+    await waitFor(
+      'the switch to VM 1 held after freeze-input',
+      () => existsSync(join(gate, 'at-freeze-input')),
+      10_000,
+    );
+    assert.equal(readFileSync(join(gate, 'at-freeze-input'), 'utf8'), ONE);
+    await inject(chord(KEY_2));
+    await waitFor('Ctrl+2 pending', () => progress.includes(`pending ${TWO}`), 10_000);
+    await inject(chord(KEY_1));
+    await waitFor('Ctrl+2 replaced by Ctrl+1', () => progress.includes(`superseded ${TWO}`), 10_000);
+    await inject([[EV_KEY, X, 1], SYN, [EV_KEY, X, 0], SYN]);
+    rmSync(join(gate, 'hold-after-freeze-input'));
+
+    // The running switch ends on VM 1, then the last request (VM 1 again) runs.
+    await waitFor(
+      'the last request ran',
+      async () => {
+        const last = unwrap(await mgrProp('LastSwitch')) as { from: string; target: string };
+        return last.from === ONE && last.target === ONE && (await mgrProp('Switching')) === false;
+      },
+      20_000,
+    );
+    assert.equal(await mgrProp('ActiveVm'), ONE);
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget'), ONE);
+    await waitFor('X in VM 1', () => serial('one').includes('KEY down 2d'), 10_000);
+    assert.ok(!serial('two').includes('KEY down 2d'), 'X reached VM 2');
+    assert.equal(inputLog.match(/SwitchToSlot\(\d\) superseded/g)?.length, 1, inputLog);
+    assert.match(inputLog, /Ctrl\+2 → SwitchToSlot\(2\) superseded/);
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
+  },
+);
