@@ -13,7 +13,8 @@ import { ImageMachine } from './image-machine';
 import { classify, parseHexColor, percentile, readPpm, type Rgb, type SeenPicture } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
-const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image');
+/** The test flavour (FLAVOUR=test dom0-rootfs/build-image.sh): production plus the test layer. */
+const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
 const artifacts = join(repo, 'artifacts', 'e2e');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
 
@@ -143,8 +144,8 @@ async function shot(name: string): Promise<void> {
 
 /** Waits, over DevTools' HTTP listing only (nothing attached), until the kiosk shows the switcher. */
 async function kioskLoaded(): Promise<void> {
-  // The image's kiosk watchdog replaces a page whose first navigation hung (cold boot, network
-  // service restart): dom0-rootfs/overlay/usr/local/lib/bulkhead/kiosk-watchdog.js.
+  // The image's kiosk replaces a page whose first navigation hung (cold boot, network service
+  // restart): dom0-rootfs/overlay/usr/local/lib/bulkhead/kiosk.js.
   await waitFor(
     'the kiosk showing the switcher',
     async () => {
@@ -320,7 +321,43 @@ test('3. keys reach only the active VM; Ctrl+2 switches and reaches no VM; a hel
   assert.deepEqual(b, ['KEY down 24', 'KEY up 24', 'KEY down 25', 'KEY up 25', 'KEY down 26', 'KEY up 26']);
 });
 
-test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks and no key reaches any VM until unlocked', async () => {
+/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
+const OWNER_PASSWORD = 'bulkhead-test';
+
+/** A lock-related D-Bus call as root inside the image: 'ok' or 'error <Name>: <message>'. */
+const busCall = async (what: 'unlock' | 'switch', arg: string) =>
+  (await m.serial.check(`bulkhead-test-call ${what} '${arg}'`)).trim();
+
+/** The lock screen's words about the last attempt ('' when none). */
+const lockProblem = async () =>
+  (await page.getByRole('dialog', { name: 'Locked' }).locator('.lock-problem').innerText()).trim();
+
+/**
+ * Types the password on the lock screen until input-daemon takes it: an attempt refused because
+ * the back-off still runs ("Too many wrong passwords. Try again in N s") is made again once the
+ * screen's countdown is over. Returns the words the screen showed on the way.
+ */
+async function unlockWithPassword(password: string): Promise<string[]> {
+  const said: string[] = [];
+  const dialog = page.getByRole('dialog', { name: 'Locked' });
+  for (let attempt = 0; attempt < 6; attempt++) {
+    await waitFor('the Unlock button accepting an attempt', async () =>
+      dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
+    );
+    await m.typeText(`${password}\n`);
+    const outcome = await waitFor(
+      'the lock screen answering the attempt',
+      async () => ((await dialog.count()) === 0 ? 'unlocked' : (await lockProblem()) || false),
+      60_000,
+    );
+    if (outcome === 'unlocked') return said;
+    said.push(outcome);
+    assert.match(outcome, /^Too many wrong passwords\. Try again in \d+ s\.$/, 'only the back-off delays it');
+  }
+  throw new Error(`the right password did not unlock: the screen said ${JSON.stringify(said)}`);
+}
+
+test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no key reaches any VM and no Switch runs until unlocked; a wrong password is refused and backs off; the right one unlocks', async () => {
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await activeVm()) === '/');
   await page.getByRole('list', { name: 'Machines' }).waitFor();
@@ -328,15 +365,48 @@ test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks and no
   const p0 = (await guestInput('personal')).length;
   const b0 = (await guestInput('business')).length;
   await m.keys(['ctrl', 'alt', 'backspace']);
-  await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 20_000 });
+  const dialog = page.getByRole('dialog', { name: 'Locked' });
+  await dialog.waitFor({ timeout: 20_000 });
   await shot('locked');
   await m.keys(['ctrl', '1'], ['x'], ['ctrl', '2'], ['y']);
   await new Promise((r) => setTimeout(r, 2000));
   assert.equal(await activeVm(), '/', 'no switch while locked');
   assert.equal((await guestInput('personal')).length, p0, 'no key reached personal while locked');
   assert.equal((await guestInput('business')).length, b0, 'no key reached business while locked');
-  await page.getByRole('button', { name: 'Unlock' }).click({ noWaitAfter: true });
-  await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached' });
+  assert.match(await busCall('switch', VM('personal')), /^error Locked: /, 'a D-Bus Switch while locked');
+  assert.equal(await activeVm(), '/', 'the refused Switch changed nothing');
+
+  // The keys typed while locked ("xy") went into the password field: with "wrong" after them, a
+  // wrong password, typed at the keyboard like a person would.
+  const field = dialog.getByLabel('Password');
+  await m.typeText('wrong\n');
+  await waitFor('the lock screen saying the password was wrong', async () =>
+    /^Wrong password\./.test(await lockProblem()),
+  );
+  assert.equal(await field.inputValue(), '', 'the field is emptied after the attempt');
+  await shot('wrong-password');
+  // Back-off, asked of input-daemon directly: more wrong guesses in a row soon get TryAgainLater.
+  const answers: string[] = [];
+  for (let i = 0; i < 6 && !answers.some((a) => a.startsWith('error TryAgainLater')); i++)
+    answers.push(await busCall('unlock', `guess${i}`));
+  assert.ok(
+    answers.every((a) => /^error (AuthenticationFailed|TryAgainLater): /.test(a)),
+    `wrong guesses: ${answers.join(' | ')}`,
+  );
+  assert.ok(
+    answers.some((a) => a.startsWith('error TryAgainLater')),
+    `backs off: ${answers.join(' | ')}`,
+  );
+  assert.match(
+    await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+    /true/,
+  );
+
+  await unlockWithPassword(OWNER_PASSWORD);
+  assert.match(
+    await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+    /false/,
+  );
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active after unlock', async () => (await activeVm()) === VM('personal'));
   await shot('unlocked-personal');
@@ -508,15 +578,68 @@ test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and th
     .filter((l) => /^\d+$/.test(l));
   assert.ok(pids.length > 0, 'found the kiosk renderer');
   await m.serial.check(`kill -9 ${pids.join(' ')}`);
-  // A crashed page stays "Aw, Snap!" until reloaded; the image's kiosk watchdog reloads it.
+  // A crashed page stays "Aw, Snap!" until reloaded; the image's kiosk (kiosk.js, over its DevTools
+  // pipe) reloads it.
   await waitFor(
-    'the kiosk watchdog reloading the crashed page',
+    'the kiosk reloading the crashed page',
     async () =>
       /crashed: reloading it/.test(
-        await m.serial.check('journalctl -b --no-pager -u bulkhead-kiosk-watchdog | tail -n 20'),
+        await m.serial.check('journalctl -b --no-pager -u bulkhead-kiosk | tail -n 40'),
       ),
     60_000,
   );
   // The reload under TCG loads the whole renderer bundle again: a longer bound than a switch.
   await waitForPicture(want, 'renderer-killed', Date.now(), 120_000);
+});
+
+test('9. the idle timer locks the seat; the password unlocks it again', async () => {
+  // The test layer turns the idle lock off (its scenarios have long stretches without input); this
+  // one turns it on with a runtime drop-in (gone at the next boot), then off again. 20 s: long
+  // enough to type the password and turn it off before it locks a second time.
+  const dropIn = '/run/systemd/system/bulkhead-input-daemon.service.d';
+  const restartInput = async (setup: string) => {
+    await m.serial.check(`${setup} && systemctl daemon-reload && systemctl restart bulkhead-input-daemon`);
+    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached', timeout: 60_000 });
+  };
+  const isLocked = async () =>
+    /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
+  await restartInput(
+    `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/idle.conf`,
+  );
+  try {
+    await waitFor('the seat locked by the idle timer', isLocked, 120_000);
+    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 30_000 });
+    await shot('idle-locked');
+    await unlockWithPassword(OWNER_PASSWORD);
+    assert.equal(await isLocked(), false, 'unlocked by the password');
+  } finally {
+    await restartInput(`rm -f ${dropIn}/idle.conf`);
+  }
+});
+
+test("10. the running image: TCP listeners only where documented (the web host on loopback; the test layer's DevTools and its forward), Chromium's renderers sandboxed", async () => {
+  // Everything but the test layer's two listeners runs the same in production (dom0-rootfs/README.md).
+  const listeners = (await m.serial.check("ss -H -ltn | awk '{print $4}'"))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .sort();
+  assert.deepEqual(listeners, ['0.0.0.0:9223', '127.0.0.1:8080', '127.0.0.1:9222']);
+  const renderers = (
+    await m.serial.check(
+      `for p in $(pgrep -u bulkhead-ui -x chromium); do tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '--type=renderer' && echo "$p $(grep '^Seccomp:' /proc/$p/status)"; done; true`,
+    )
+  )
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  assert.ok(renderers.length > 0, 'found the kiosk renderers');
+  for (const r of renderers) assert.match(r, /Seccomp:\s+2$/, `renderer under seccomp (sandbox on): ${r}`);
+  assert.doesNotMatch(
+    await m.serial.check("tr '\\0' ' ' < /proc/$(pgrep -u bulkhead-ui -x -o chromium)/cmdline"),
+    /--no-sandbox/,
+  );
+  // The kiosk's user cannot open a VM's VNC socket; only the web host's user may.
+  assert.doesNotMatch(await m.serial.check('id bulkhead-ui'), /bulkhead-vnc/);
+  assert.match(await m.serial.check('id bulkhead-switcher'), /bulkhead-vnc/);
 });

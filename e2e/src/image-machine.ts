@@ -13,6 +13,11 @@ export interface ImageMachineOptions {
   memoryMiB?: number;
   /** QEMU -cpu model (default: DEFAULT_CPU, or $BULKHEAD_E2E_CPU). */
   cpu?: string;
+  /**
+   * Wait for the root shell on the serial console (the test flavour's autologin). false for the
+   * production flavour, which has none: the console then only asks for a login.
+   */
+  rootShell?: boolean;
 }
 
 /**
@@ -46,8 +51,11 @@ async function freePort(): Promise<number> {
 export class ImageMachine {
   qmp!: QmpClient;
   serial!: SerialConsole;
+  /** Host ports forwarded to the image's TCP 9223 (the test layer's DevTools forward), 8080 (the
+   * web host, loopback-only inside) and 9222 (Chromium's DevTools port, loopback-only when on). */
   cdpPort = 0;
   switcherPort = 0;
+  devtoolsPort = 0;
   private proc?: ChildProcess;
   private stderr = '';
   readonly runDir: string;
@@ -64,6 +72,7 @@ export class ImageMachine {
     mkdirSync(this.runDir, { recursive: true });
     this.cdpPort = await freePort();
     this.switcherPort = await freePort();
+    this.devtoolsPort = await freePort();
     const stick = join(this.runDir, 'usb-stick.img');
     writeFileSync(stick, Buffer.alloc(16 * 1024 * 1024));
     const args = [
@@ -107,7 +116,7 @@ export class ImageMachine {
       '-device',
       'qemu-xhci,id=xhci',
       '-netdev',
-      `user,id=n,hostfwd=tcp:127.0.0.1:${this.cdpPort}-:9223,hostfwd=tcp:127.0.0.1:${this.switcherPort}-:8080`,
+      `user,id=n,hostfwd=tcp:127.0.0.1:${this.cdpPort}-:9223,hostfwd=tcp:127.0.0.1:${this.switcherPort}-:8080,hostfwd=tcp:127.0.0.1:${this.devtoolsPort}-:9222`,
       '-device',
       'virtio-net-pci,netdev=n',
       '-qmp',
@@ -121,6 +130,7 @@ export class ImageMachine {
     this.proc.stderr!.on('data', (d) => (this.stderr += d));
     this.qmp = await QmpClient.connect(join(this.runDir, 'qmp.sock'), { retryUntilMs: 15_000 });
     this.serial = await SerialConsole.connect(join(this.runDir, 'serial.sock'));
+    if (this.opts.rootShell === false) return;
     await this.serial.waitForShell(240_000).catch((e) => {
       throw new Error(`${(e as Error).message}; qemu stderr: ${this.stderr}`);
     });
@@ -131,6 +141,19 @@ export class ImageMachine {
     for (const chord of qcodes) {
       for (const k of chord) await this.key(k, true);
       for (const k of [...chord].reverse()) await this.key(k, false);
+    }
+  }
+
+  /**
+   * Types text at the outer keyboard, one key per character (lower-case letters, digits, '-', ' ',
+   * '\n' for Enter): what a person types, e.g. a password on the lock screen.
+   */
+  async typeText(text: string): Promise<void> {
+    const qcodes: Record<string, string> = { '-': 'minus', ' ': 'spc', '\n': 'ret', '.': 'dot' };
+    for (const ch of text) {
+      const q = /^[a-z0-9]$/.test(ch) ? ch : qcodes[ch];
+      if (!q) throw new Error(`typeText: no key for ${JSON.stringify(ch)} (a-z, 0-9, '-', '.', ' ', '\\n')`);
+      await this.keys([q]);
     }
   }
 

@@ -48,6 +48,30 @@ export class SerialConsole {
     throw new Error(`no shell on the serial console within ${timeoutMs} ms`);
   }
 
+  /** Everything the console printed so far (kept to the last ~1 MB). */
+  get output(): string {
+    return this.buf;
+  }
+
+  /** Sends raw text, as typed at the console (e.g. answers to a login prompt). */
+  send(text: string): void {
+    this.sock.write(text);
+  }
+
+  /** Waits until what the console printed after `from` (an index into output) matches `re`. */
+  async waitForOutput(re: RegExp, timeoutMs: number, from = 0): Promise<RegExpExecArray> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.buf.slice(from));
+      if (m) return m;
+      if (Date.now() > end)
+        throw new Error(
+          `the serial console did not print ${re} within ${timeoutMs} ms; last: ${JSON.stringify(this.buf.slice(-300))}`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   run(command: string, opts: { timeoutMs?: number } = {}): Promise<{ code: number; output: string }> {
     const job = this.queue.then(() => this.runNow(command, opts.timeoutMs ?? 60_000));
     this.queue = job.catch(() => undefined);

@@ -272,8 +272,9 @@ if (require.main === module) {
   }
   startWebHost(o).then(
     (h) => {
-      // The kiosk's launcher reads the per-start token from this file (mode 0600, our user's).
-      if (o.tokenFile) writeFileSync(o.tokenFile, h.token, { mode: 0o600 });
+      // The kiosk reads the per-start token from this file. In the image the kiosk runs as another
+      // user of our group (bulkhead-ui), without our VNC access: readable by the group, by no one else.
+      if (o.tokenFile) writeFileSync(o.tokenFile, h.token, { mode: 0o640 });
       console.log(`SWITCHER-URL ${h.url}`);
       const stop = () => void h.close().finally(() => process.exit(0));
       process.on('SIGTERM', stop);

@@ -1,0 +1,196 @@
+// The kiosk: runs under cage (bulkhead-kiosk.service → /usr/local/bin/bulkhead-kiosk) as the
+// unprivileged bulkhead-ui, starts Chromium full screen on the switcher's page and keeps that page
+// alive, talking to Chromium over DevTools on a pipe (--remote-debugging-pipe: fds 3 and 4 of the
+// Chromium process, reachable by this process only). No TCP port is opened for it.
+//
+// What it watches (both seen under QEMU TCG):
+// - On a cold boot Chromium's first navigation can hang for good ("Network service crashed or was
+//   terminated, restarting service": the page stays blank, its renderer never answers). Chromium
+//   recovers the network service, so a fresh target loads fine: a kiosk page whose title is still
+//   not the switcher's after GRACE_MS (including one whose first navigation never committed, URL
+//   still empty) is replaced by a fresh one with the switcher's URL.
+// - A page whose renderer died ("Aw, Snap!") stays dead until someone presses Reload, and nobody
+//   can: the kiosk has no other UI. Each switcher page gets a session with only the Inspector
+//   domain enabled (it reports the crash; it asks nothing of the page and makes it paint nothing);
+//   on Inspector.targetCrashed the page is reloaded.
+// When Chromium exits, this exits with its status; cage then exits and systemd restarts the unit.
+//
+// The test flavour's layer may set BULKHEAD_KIOSK_DEVTOOLS_PORT (a drop-in on bulkhead-kiosk): then
+// Chromium also listens for DevTools on 127.0.0.1 at that port, for the e2e. Production never does.
+'use strict';
+const { spawn } = require('node:child_process');
+const { mkdtempSync, readFileSync } = require('node:fs');
+
+const SWITCHER_PORT = 8080;
+const TITLE = 'Bulkhead';
+const GRACE_MS = Number(process.env.KIOSK_GRACE_MS || 20000);
+// The web host's per-boot token (written by bulkhead-switcher, readable by group bulkhead-ui).
+const TOKEN_FILE = process.env.KIOSK_TOKEN_FILE || '/run/bulkhead-ui/token';
+const DEVTOOLS_PORT = process.env.BULKHEAD_KIOSK_DEVTOOLS_PORT || '';
+
+const log = (/** @type {string} */ m) => console.error(`kiosk: ${m}`);
+const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
+
+async function readToken() {
+  for (let i = 0; i < 120; i++) {
+    try {
+      const t = readFileSync(TOKEN_FILE, 'utf8').trim();
+      if (t) return t;
+    } catch {
+      // The web host has not written it yet.
+    }
+    await sleep(500);
+  }
+  throw new Error(`no token in ${TOKEN_FILE} after 60 s (is bulkhead-switcher running?)`);
+}
+
+const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://127.0.0.1:${SWITCHER_PORT}/`);
+
+async function main() {
+  const url = `http://127.0.0.1:${SWITCHER_PORT}/?token=${await readToken()}`;
+  const profile = mkdtempSync('/tmp/kiosk-profile.');
+  // A kiosk must never quit: Chromium gives up ("GPU process isn't usable. Goodbye.") after its
+  // GPU process crashed 3 times, seen under QEMU TCG (SIGSEGV) while the VM view was drawing;
+  // without the limit the GPU process is simply restarted. The page is the only thing on screen,
+  // always: never a background or occluded page (throttled timers and frames, a renderer at
+  // background priority), whatever Chromium concludes from the window state under cage. Reduced
+  // motion: in software every frame of an endless animation is a repaint competing with a switch.
+  // Chromium's own sandbox stays on (no --no-sandbox): renderers run in their namespaces/seccomp.
+  const flags = [
+    '--enable-logging=stderr',
+    '--log-level=1',
+    '--kiosk',
+    '--ozone-platform=wayland',
+    '--disable-gpu',
+    '--disable-gpu-process-crash-limit',
+    '--no-first-run',
+    '--disable-renderer-backgrounding',
+    '--disable-background-timer-throttling',
+    '--disable-backgrounding-occluded-windows',
+    '--force-prefers-reduced-motion',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--disable-features=Translate',
+    `--user-data-dir=${profile}`,
+    '--remote-debugging-pipe',
+  ];
+  if (DEVTOOLS_PORT) {
+    if (!/^\d{1,5}$/.test(DEVTOOLS_PORT)) throw new Error(`BULKHEAD_KIOSK_DEVTOOLS_PORT '${DEVTOOLS_PORT}'`);
+    log(`test layer: DevTools also on 127.0.0.1:${DEVTOOLS_PORT}`);
+    flags.push(`--remote-debugging-port=${DEVTOOLS_PORT}`, '--remote-allow-origins=*');
+  }
+  const chromium = spawn('chromium', [...flags, url], {
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'],
+  });
+  chromium.on('exit', (code, signal) => {
+    log(`chromium exited (${signal ?? `status ${code}`})`);
+    process.exit(code ?? 1);
+  });
+  const toChromium = /** @type {import('node:stream').Writable} */ (chromium.stdio[3]);
+  const fromChromium = /** @type {import('node:stream').Readable} */ (chromium.stdio[4]);
+  toChromium.on('error', (e) => log(`DevTools pipe: ${e.message}`));
+
+  // --- DevTools over the pipe: JSON messages, each ended by a NUL byte. ---------------------------
+  let nextId = 1;
+  /** @type {Map<number, {resolve: (v: any) => void, reject: (e: Error) => void}>} */
+  const pending = new Map();
+  /**
+   * @param {string} method
+   * @param {object} [params]
+   * @param {string} [sessionId]
+   * @returns {Promise<any>}
+   */
+  function send(method, params = {}, sessionId) {
+    const id = nextId++;
+    toChromium.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + '\0');
+    return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+  }
+  /** @type {Map<string, {type: string, url: string, title: string}>} */
+  const targets = new Map();
+  /** @type {Map<string, string>} targetId -> DevTools session watching it for crashes */
+  const sessions = new Map();
+  /** @type {Map<string, number>} targetId -> when first seen not showing the switcher */
+  const firstSeen = new Map();
+
+  async function watchCrashes(/** @type {string} */ targetId) {
+    if (sessions.has(targetId)) return;
+    sessions.set(targetId, '');
+    try {
+      const { sessionId } = await send('Target.attachToTarget', { targetId, flatten: true });
+      sessions.set(targetId, sessionId);
+      await send('Inspector.enable', {}, sessionId);
+    } catch (e) {
+      sessions.delete(targetId);
+      log(`cannot watch page ${targetId}: ${e.message}`);
+    }
+  }
+
+  /** @param {any} msg */
+  function onMessage(msg) {
+    if (msg.id !== undefined) {
+      const p = pending.get(msg.id);
+      pending.delete(msg.id);
+      if (msg.error) p?.reject(new Error(`${msg.error.message} (${msg.error.code})`));
+      else p?.resolve(msg.result);
+      return;
+    }
+    const info = msg.params?.targetInfo;
+    if ((msg.method === 'Target.targetCreated' || msg.method === 'Target.targetInfoChanged') && info) {
+      targets.set(info.targetId, { type: info.type, url: info.url, title: info.title });
+      if (info.type === 'page' && isSwitcherUrl(info.url)) void watchCrashes(info.targetId);
+    } else if (msg.method === 'Target.targetDestroyed') {
+      targets.delete(msg.params.targetId);
+      sessions.delete(msg.params.targetId);
+      firstSeen.delete(msg.params.targetId);
+    } else if (msg.method === 'Target.detachedFromTarget') {
+      for (const [t, s] of sessions) if (s === msg.params.sessionId) sessions.delete(t);
+    } else if (msg.method === 'Inspector.targetCrashed' && msg.sessionId) {
+      log('the switcher page crashed: reloading it');
+      send('Page.reload', {}, msg.sessionId).catch((e) => log(`reload: ${e.message}`));
+    }
+  }
+
+  let buf = '';
+  fromChromium.setEncoding('utf8');
+  fromChromium.on('data', (/** @type {string} */ d) => {
+    buf += d;
+    let end;
+    while ((end = buf.indexOf('\0')) >= 0) {
+      const text = buf.slice(0, end);
+      buf = buf.slice(end + 1);
+      try {
+        onMessage(JSON.parse(text));
+      } catch (e) {
+        log(`DevTools message: ${e.message}`);
+      }
+    }
+  });
+
+  await send('Target.setDiscoverTargets', { discover: true });
+
+  // Every few seconds: a kiosk page (the switcher's, or one that has not got anywhere yet) that
+  // still does not show the switcher after GRACE_MS is replaced by a fresh one.
+  setInterval(() => {
+    const now = Date.now();
+    for (const [id, t] of targets) {
+      if (t.type !== 'page' || !(isSwitcherUrl(t.url) || t.url === '' || t.url === 'about:blank')) continue;
+      if (t.title === TITLE) {
+        firstSeen.delete(id);
+        continue;
+      }
+      if (!firstSeen.has(id)) firstSeen.set(id, now);
+      if (now - (firstSeen.get(id) ?? now) < GRACE_MS) continue;
+      log(`page ${id} still '${t.title}' after ${GRACE_MS} ms: opening a fresh one`);
+      firstSeen.delete(id);
+      send('Target.createTarget', { url: isSwitcherUrl(t.url) ? t.url : url })
+        .then(() => send('Target.closeTarget', { targetId: id }))
+        .catch((e) => log(e.message));
+    }
+  }, 5000);
+}
+
+main().catch((e) => {
+  log(e.message);
+  process.exit(1);
+});

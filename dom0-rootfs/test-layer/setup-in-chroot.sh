@@ -1,0 +1,9 @@
+#!/bin/sh
+# The test layer's changes that are not files: run by build-image.sh inside the image's root
+# (chroot) after test-layer/rootfs/ is copied on top, only for FLAVOUR=test.
+set -eu
+# The known unlock password of the test flavour (documented in dom0-rootfs/README.md): the e2e
+# types it on the lock screen. Production asks for it on first start instead (bulkhead-first-boot).
+echo 'owner:bulkhead-test' | chpasswd
+# The DevTools forward (the only TCP listener on the management NIC, test flavour only).
+systemctl enable bulkhead-cdp-forward.service >/dev/null 2>&1

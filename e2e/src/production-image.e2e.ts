@@ -1,0 +1,211 @@
+/**
+ * The production flavour of the Control Domain image (FLAVOUR=production, `npm run image`), checked
+ * the way an attacker or the person would meet it: its disk read offline, then booted and observed
+ * from outside only — the serial console, the forwarded TCP ports, the screen (QMP screendump) and
+ * the keyboard (QMP). It has no root shell, no DevTools and no test probe to help.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImageMachine } from './image-machine';
+import { classify, parseHexColor, readPpm, type SeenPicture } from './screen-picture';
+
+const repo = join(__dirname, '..', '..');
+const imageDir = process.env.BULKHEAD_PRODUCTION_IMAGE_DIR ?? join(repo, '.cache', 'image');
+const artifacts = join(repo, 'artifacts', 'e2e-production');
+/** What the person chooses at first start (typed at the keyboard: letters, digits and '-'). */
+const OWNER_PASSWORD = 'first-start-7';
+
+const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
+  .filter((f) => f.endsWith('.json'))
+  .map(
+    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
+  )
+  .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
+
+let m: ImageMachine;
+let disk: string;
+
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | false | null | undefined>,
+  timeoutMs: number,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** What the outer screen shows now (one QMP screendump). */
+async function screen(): Promise<{ seen: SeenPicture; lit: number }> {
+  const ppm = join(artifacts, 'screen.ppm');
+  await m.qmp.execute('screendump', { filename: ppm });
+  const p = readPpm(ppm);
+  unlinkSync(ppm);
+  // Share of pixels that are not (near) black: text on the console, or any page.
+  let lit = 0;
+  for (let i = 0; i < p.rgb.length; i += 3) if (p.rgb[i] + p.rgb[i + 1] + p.rgb[i + 2] > 90) lit++;
+  return { seen: classify(p, imageVms), lit: lit / (p.rgb.length / 3) };
+}
+
+/** Reads files out of the ext4 disk image without mounting it (debugfs, read-only). */
+function dumpFromDisk(paths: string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-prod-disk-'));
+  for (const p of paths) {
+    const target = join(dir, p);
+    mkdirSync(target, { recursive: true });
+    const r = spawnSync('debugfs', ['-R', `rdump ${p} ${target}`, disk], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`debugfs rdump ${p}: ${r.stderr}`);
+  }
+  return dir;
+}
+
+before(() => {
+  mkdirSync(artifacts, { recursive: true });
+  disk = join(imageDir, 'disk.img');
+  assert.ok(existsSync(disk), `${disk} is missing (npm run image)`);
+});
+
+after(async () => {
+  await m?.shutdown();
+});
+
+test('1. offline: production is production — root locked, owner without a password yet, no enabled unit listens on TCP, no DevTools, no autologin, no test layer', () => {
+  const root = dumpFromDisk(['/etc', '/usr/lib/systemd/system', '/usr/local']);
+  try {
+    const f = (p: string) => readFileSync(join(root, p), 'utf8');
+    assert.equal(f('etc/etc/bulkhead/flavour').trim(), 'production');
+    const shadow = new Map(
+      f('etc/etc/shadow')
+        .split('\n')
+        .map((l) => l.split(':'))
+        .map((x) => [x[0], x[1]] as const),
+    );
+    assert.match(shadow.get('root') ?? '', /^!/, 'root is locked');
+    assert.match(
+      shadow.get('owner') ?? 'missing',
+      /^!\*?$/,
+      'owner exists without a password (first start asks)',
+    );
+    assert.equal(
+      existsSync(join(root, 'usr/local/usr/local/bin/bulkhead-test-call')),
+      false,
+      'no test probe',
+    );
+
+    // Every enabled unit, with its drop-ins: what systemd will run at boot.
+    const etcUnits = join(root, 'etc/etc/systemd/system');
+    const libUnits = join(root, 'usr/lib/systemd/system/usr/lib/systemd/system');
+    const unitText = (name: string) => {
+      const template = name.replace(/@[^.]+\./, '@.');
+      const texts: string[] = [];
+      for (const dir of [libUnits, etcUnits]) {
+        for (const n of new Set([template, name])) {
+          if (existsSync(join(dir, n)) && !n.endsWith('.d')) texts.push(readFileSync(join(dir, n), 'utf8'));
+          const d = join(dir, `${n}.d`);
+          if (existsSync(d))
+            for (const c of readdirSync(d))
+              if (c.endsWith('.conf')) texts.push(readFileSync(join(d, c), 'utf8'));
+        }
+      }
+      return texts.join('\n');
+    };
+    const enabled = readdirSync(etcUnits)
+      .filter((d) => d.endsWith('.wants'))
+      .flatMap((d) => readdirSync(join(etcUnits, d)));
+    assert.ok(enabled.includes('bulkhead-kiosk.service') && enabled.includes('serial-getty@ttyS0.service'));
+    assert.ok(enabled.includes('bulkhead-first-boot.service'));
+    for (const name of enabled) {
+      const text = unitText(name);
+      assert.ok(text, `unit file of enabled ${name} found`);
+      assert.doesNotMatch(
+        text,
+        /^Listen(Stream|Datagram|SequentialPacket)=\s*(\S*:)?\d+\s*$/m,
+        `${name}: a TCP/UDP socket`,
+      );
+      assert.doesNotMatch(
+        text,
+        /socat|TCP-LISTEN|remote-debugging|BULKHEAD_KIOSK_DEVTOOLS_PORT/,
+        `${name}: DevTools`,
+      );
+      assert.doesNotMatch(text, /--autologin|-a root/, `${name}: autologin`);
+    }
+    // The one TCP listener: the web host, on loopback (its code binds 127.0.0.1 only).
+    const hosts = enabled.filter((n) => /--port \d+/.test(unitText(n)));
+    assert.deepEqual(hosts, ['bulkhead-switcher.service']);
+    const kiosk = f('usr/local/usr/local/lib/bulkhead/kiosk.js');
+    assert.doesNotMatch(kiosk, /--no-sandbox/, "Chromium's sandbox stays on");
+    assert.match(kiosk, /--remote-debugging-pipe/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('2. booted: the serial console asks for a login and refuses root with an empty password', async () => {
+  m = new ImageMachine({ imageDir, artifactsDir: artifacts, rootShell: false });
+  await m.boot();
+  await m.serial.waitForOutput(/login: $/m, 300_000);
+  let from = m.serial.output.length;
+  m.serial.send('root\n');
+  await m.serial.waitForOutput(/Password: ?$/m, 30_000, from);
+  from = m.serial.output.length;
+  m.serial.send('\n');
+  await m.serial.waitForOutput(/Login incorrect/, 60_000, from);
+  assert.doesNotMatch(m.serial.output.slice(from), /root@bulkhead-dom0/, 'no root shell');
+});
+
+test('3. first start asks on the screen for the password; once set, the kiosk shows the tiles', async () => {
+  // The first-start prompt is the only text on tty1 (the kernel's console is the serial port).
+  await waitFor('the first-start prompt on the screen', async () => (await screen()).lit > 0.001, 300_000);
+  await m.screendump('first-start');
+  // passwd: "New password:", then "Retype new password:". Typed like a person, with pauses.
+  await new Promise((r) => setTimeout(r, 5000));
+  await m.typeText(`${OWNER_PASSWORD}\n`);
+  await new Promise((r) => setTimeout(r, 3000));
+  await m.typeText(`${OWNER_PASSWORD}\n`);
+  await waitFor('the kiosk showing the tiles', async () => (await screen()).seen.kind === 'tiles', 420_000);
+  await m.screendump('tiles');
+});
+
+test("4. nothing answers on any forwarded port: Chromium's DevTools (9222), the test flavour's forward (9223), the web host (8080, loopback only)", async () => {
+  for (const [what, port] of [
+    ['DevTools 9222', m.devtoolsPort],
+    ['forward 9223', m.cdpPort],
+    ['web host 8080', m.switcherPort],
+  ] as const) {
+    await assert.rejects(
+      fetch(`http://127.0.0.1:${port}/json/version`, { signal: AbortSignal.timeout(15_000) }),
+      `${what}: refused`,
+    );
+  }
+});
+
+test('5. the lock screen: a wrong password keeps the seat locked; the password chosen at first start unlocks it', async () => {
+  await m.keys(['ctrl', 'alt', 'backspace']);
+  await waitFor('the lock screen', async () => (await screen()).seen.kind !== 'tiles', 60_000);
+  await m.screendump('locked');
+  await m.typeText('wrong-guess\n');
+  // input-daemon backs off after a failure (1 s, then doubling): let the wait pass, then retry.
+  await new Promise((r) => setTimeout(r, 8000));
+  assert.notEqual((await screen()).seen.kind, 'tiles', 'still locked after a wrong password');
+  await m.screendump('wrong-password');
+  await m.typeText(`${OWNER_PASSWORD}\n`);
+  await waitFor(
+    'the tiles again after the right password',
+    async () => (await screen()).seen.kind === 'tiles',
+    120_000,
+  );
+});
