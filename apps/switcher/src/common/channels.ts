@@ -6,6 +6,28 @@
 import type { DaemonName, DaemonStatus, PromptModel, SwitcherSnapshot, VmModel } from './model';
 
 export type EvdevEvent = [type: number, code: number, value: number];
+
+/**
+ * What the New-machine dialog and a machine's settings send (VmManager1.CreateVm, Vm1.Update).
+ * Shapes only are checked here; vm-daemon validates the values and names the bad option.
+ */
+export interface MachineOptions {
+  slot?: number;
+  color?: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  network?: string;
+  usbAutoAttach?: boolean;
+  /** A new empty disk of this size (MiB). */
+  diskSizeMiB?: number;
+  diskFormat?: string;
+  /** An image file to convert into the disk (under a media root: a USB stick). */
+  diskImport?: string;
+  /** An ISO to install from; '' in settings ejects it. */
+  cdrom?: string;
+  /** Settings only: a new name. */
+  name?: string;
+}
 export type InputDeviceClass = 'keyboard' | 'mouse' | 'tablet';
 
 export interface RequestMap {
@@ -28,6 +50,14 @@ export interface RequestMap {
   setThumbnailsVisible: { args: { visible: boolean }; result: null };
   /** Where the renderer's noVNC connects for a VM's display (a ws: URL), or '' when none. */
   vncUrl: { args: { vm: string }; result: { url: string } };
+  /** VmManager1.CreateVm: a machine the person owns; the result is its object path. */
+  createVm: { args: { name: string; options: MachineOptions }; result: { vm: string } };
+  /** Vm1.Update of a stopped machine the person owns. */
+  updateVm: { args: { vm: string; options: MachineOptions }; result: null };
+  /** Vm1.Delete, with or without its disks. */
+  deleteVm: { args: { vm: string; removeDisks: boolean }; result: null };
+  /** Vm1.CancelDiskJob: stop a disk import (the machine made for it goes too). */
+  cancelDiskJob: { args: { vm: string }; result: null };
 }
 
 export interface PushMap {
@@ -78,6 +108,33 @@ const u32: Check = (v) => Number.isInteger(v) && (v as number) >= 0 && (v as num
 export const MAX_UNLOCK_PASSWORD_BYTES = 512;
 const password: Check = (v) =>
   typeof v === 'string' && new TextEncoder().encode(v).length <= MAX_UNLOCK_PASSWORD_BYTES;
+/** Text a person types into a form: bounded, so a hostile renderer cannot send megabytes. */
+const text =
+  (max: number): Check =>
+  (v) =>
+    typeof v === 'string' && v.length <= max;
+const MACHINE_OPTION_CHECKS: Record<keyof MachineOptions, Check> = {
+  slot: u32,
+  color: text(16),
+  memoryMiB: u32,
+  vcpus: u32,
+  network: text(32),
+  usbAutoAttach: bool,
+  diskSizeMiB: u32,
+  diskFormat: text(16),
+  diskImport: text(1024),
+  cdrom: text(1024),
+  name: text(256),
+};
+const machineOptions: Check = (v) =>
+  !!v &&
+  typeof v === 'object' &&
+  !Array.isArray(v) &&
+  Object.entries(v).every(
+    ([k, x]) =>
+      Object.prototype.hasOwnProperty.call(MACHINE_OPTION_CHECKS, k) &&
+      MACHINE_OPTION_CHECKS[k as keyof MachineOptions](x),
+  );
 const oneOf =
   (...xs: string[]): Check =>
   (v) =>
@@ -117,6 +174,10 @@ const REQUEST_SCHEMA: { [C in RequestChannel]: Record<keyof RequestArgs<C>, Chec
   injectInput: { deviceClass: oneOf('keyboard', 'mouse', 'tablet'), events },
   setThumbnailsVisible: { visible: bool },
   vncUrl: { vm: objPath },
+  createVm: { name: text(256), options: machineOptions },
+  updateVm: { vm: objPath, options: machineOptions },
+  deleteVm: { vm: objPath, removeDisks: bool },
+  cancelDiskJob: { vm: objPath },
 };
 
 export const REQUEST_CHANNELS = Object.keys(REQUEST_SCHEMA) as RequestChannel[];

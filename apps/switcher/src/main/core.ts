@@ -2,11 +2,19 @@
  * The switcher's main-process core, the same under Electron and under the web host: carries out
  * the channel map's requests on the daemons and turns the daemons' state into pushes.
  */
-import { BUS_NAMES, INPUT_PATH, POWER_PATH, USB_PATH, isBulkheadError } from '@bulkhead/contract';
+import {
+  BUS_NAMES,
+  INPUT_PATH,
+  POWER_PATH,
+  USB_PATH,
+  isBulkheadError,
+  type VariantDict,
+} from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
 import { BusCallError, variant, type BusClient } from '@bulkhead/dbus';
 import {
   ChannelError,
+  type MachineOptions,
   type PushChannel,
   type PushMap,
   type RequestArgs,
@@ -209,6 +217,31 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
       return null;
     },
     vncUrl: async ({ vm }) => ({ url: this.opts.vncUrl(vm) }),
+    createVm: async ({ name, options }) => {
+      this.requireUp('vmManager');
+      // Creating the disk (qemu-img) can take a few seconds on a loaded machine.
+      const vm = await this.vmManager(60_000).CreateVm(name, machineOptionsDict(options));
+      return { vm };
+    },
+    updateVm: async ({ vm, options }) => {
+      this.requireUp('vmManager');
+      await this.client
+        .proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1')
+        .Update(machineOptionsDict(options));
+      return null;
+    },
+    deleteVm: async ({ vm, removeDisks }) => {
+      this.requireUp('vmManager');
+      await this.client
+        .proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1', { timeoutMs: 60_000 })
+        .Delete({ remove_disks: variant('b', removeDisks) });
+      return null;
+    },
+    cancelDiskJob: async ({ vm }) => {
+      this.requireUp('vmManager');
+      await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1').CancelDiskJob();
+      return null;
+    },
   };
 
   /**
@@ -242,6 +275,26 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
   private usbDevice(path: string) {
     return this.client.proxy(BUS_NAMES.usb, path, 'org.bulkhead.UsbDevice1');
   }
+}
+
+/** The dialog's options as CreateVm/Update's a{sv} (vm-daemon's option names and D-Bus types). */
+export function machineOptionsDict(o: MachineOptions): VariantDict {
+  const d: VariantDict = {};
+  const put = (key: string, sig: string, v: unknown) => {
+    if (v !== undefined) d[key] = variant(sig, v);
+  };
+  put('name', 's', o.name);
+  put('slot', 'u', o.slot);
+  put('color', 's', o.color);
+  put('memory_mib', 'u', o.memoryMiB);
+  put('vcpus', 'u', o.vcpus);
+  put('network', 's', o.network);
+  put('usb_auto_attach', 'b', o.usbAutoAttach);
+  put('disk_size_mib', 'u', o.diskSizeMiB);
+  put('disk_format', 's', o.diskFormat);
+  put('disk_import', 's', o.diskImport);
+  put('cdrom', 's', o.cdrom);
+  return d;
 }
 
 /** What a renderer is told when a request fails. */
