@@ -158,3 +158,17 @@ test('CreateVm with disk_import: DiskJob shows the import; cancelling it removes
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('a daemon restarted in the middle of an import removes the partial output it left', () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    const store = new VmStore({ dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [] });
+    store.ensureDirs();
+    writeFileSync(join(root, 'images', '.lab.qcow2.importing'), 'half a disk');
+    writeFileSync(join(root, 'images', 'keep.qcow2'), 'a finished disk');
+    assert.deepEqual(store.removeImportLeftovers(), [join(root, 'images', '.lab.qcow2.importing')]);
+    assert.deepEqual(readdirSync(join(root, 'images')), ['keep.qcow2']);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

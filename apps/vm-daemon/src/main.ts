@@ -164,6 +164,8 @@ async function main(): Promise<void> {
   });
   try {
     person.ensureDirs();
+    for (const f of person.removeImportLeftovers())
+      log.warn(`removed ${f}: a disk import that was cut off when vm-daemon last stopped`);
   } catch (e) {
     log.warn(`cannot make the person's VM directories (CreateVm will fail): ${(e as Error).message}`);
   }

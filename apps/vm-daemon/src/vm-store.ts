@@ -8,7 +8,7 @@
  * validation files on disk get — before anything is written; its errors are reworded to name the
  * option the caller sent (memory_mib, not memoryMiB). Files are written atomically.
  */
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { MAX_SLOT, writeFileAtomic } from '@bulkhead/common';
@@ -98,6 +98,23 @@ export class VmStore {
   ensureDirs(): void {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o755 });
     mkdirSync(this.opts.imageDir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Remove what an import left when the daemon died in the middle of it (qemu-img's hidden
+   * temporary output, see DiskImport): only this daemon writes the image dir, and at start no
+   * import runs, so every such file is a leftover. Returns the files removed.
+   */
+  removeImportLeftovers(): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.opts.imageDir);
+    } catch {
+      return [];
+    }
+    const gone = names.filter((n) => /^\..+\.importing$/.test(n)).map((n) => join(this.opts.imageDir, n));
+    for (const f of gone) rmSync(f, { force: true });
+    return gone;
   }
 
   /**
