@@ -2,30 +2,33 @@ import {
   BulkheadError,
   VM_MANAGER_PATH,
   vmPath,
+  encodeLastSwitch,
   type CallContext,
   type VariantDict,
   type Vm1Service,
   type VmManager1Properties,
   type VmManager1Service,
 } from '@bulkhead/contract';
-import { parseOptions, variant, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
+import { parseOptions, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
 import type { SwitchRecord } from './switch-transaction';
 import type { VmManager } from './vm-manager';
 
 /** LastSwitch as the contract's a{sv}. */
 export function lastSwitchDict(r: SwitchRecord | null): VariantDict {
   if (!r) return {};
-  return {
-    from: variant('o', r.from),
-    target: variant('o', r.target),
-    outcome: variant('s', r.outcome),
-    error: variant('s', r.error),
-    message: variant('s', r.message),
-    started_usec: variant('t', r.startedUsec),
-    duration_usec: variant('t', r.durationUsec),
-    steps: variant('a(st)', r.steps),
-    skipped: variant('as', r.skipped),
-  };
+  // Typed by the XML's org.bulkhead.Dict: a missing, misspelled or mistyped key fails tsc (and,
+  // for a value of the wrong kind at run time, encodeLastSwitch throws naming the key).
+  return encodeLastSwitch({
+    from: r.from,
+    target: r.target,
+    outcome: r.outcome,
+    error: r.error,
+    message: r.message,
+    started_usec: r.startedUsec,
+    duration_usec: r.durationUsec,
+    steps: r.steps,
+    skipped: r.skipped,
+  });
 }
 
 class VmObject implements Vm1Service {

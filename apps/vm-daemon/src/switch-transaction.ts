@@ -21,7 +21,7 @@
  * A failing step undoes every earlier step in reverse (input is re-focused on the previous
  * target) and the caller gets the step's named error. Each step's duration goes to LastSwitch.
  */
-import { BulkheadError, SWITCHER_PATH, type ErrorName } from '@bulkhead/contract';
+import { BulkheadError, SWITCHER_PATH, type ErrorName, type LastSwitchOutcome } from '@bulkhead/contract';
 import type { Logger, SwitchProgressStep, SwitchStep } from '@bulkhead/common';
 
 /** A step of the transaction: defined once, in @bulkhead/common's SWITCH_STEPS. */
@@ -127,7 +127,7 @@ export interface SwitchHost {
 export interface SwitchRecord {
   from: string;
   target: string;
-  outcome: 'ok' | 'rolled-back' | 'failed';
+  outcome: LastSwitchOutcome;
   /** Named error (org.bulkhead.Error.X) or ''. */
   error: string;
   message: string;

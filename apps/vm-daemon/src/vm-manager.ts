@@ -9,6 +9,7 @@ import {
 } from '@bulkhead/contract';
 import { MAX_SLOT, TypedEmitter, type Logger, type SwitchProgressStep, type VmState } from '@bulkhead/common';
 import type { ConfigError, ConfigOptions } from './config';
+import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, inspectSource } from './disk-manager';
 import type { VmOptions, VmStore } from './vm-store';
@@ -76,6 +77,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   private readonly backend: VmBackend;
   private readonly log: Logger;
   private closed = false;
+  /** VMs whose Kill is under way: their end, when the backend reports it, was asked for. */
+  private readonly endRequested = new Set<string>();
   /** The one request waiting for the running switch (switchTo: the last request wins). */
   private pendingSwitch: {
     target: string;
@@ -140,6 +143,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
           this.setState(
             e,
             r.state,
+            're-adopted',
             `re-adopted running VM (${describeHandle(r.handle)}) after a daemon restart`,
           );
           e.handle = r.handle;
@@ -236,6 +240,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       Icon: d.icon,
       State: e.state,
       StateReason: e.stateReason,
+      StateReasonCode: e.stateReasonCode,
       LastError: e.configError || e.opError,
       HasGpu: d.gpu !== null,
       Autostart: d.autostart,
@@ -254,10 +259,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   // ---------------------------------------------------------------- state
 
-  private setState(e: VmEntry, state: VmState, reason: string): void {
+  private setState(e: VmEntry, state: VmState, code: Vm1StateReasonCode, reason: string): void {
     const changed: Array<keyof Vm1Properties> = [];
     if (e.state !== state) changed.push('State', 'InputQmpSocket');
     if (e.stateReason !== reason) changed.push('StateReason');
+    if (e.stateReasonCode !== code) changed.push('StateReasonCode');
+    e.stateReasonCode = code;
     e.state = state;
     e.stateReason = reason;
     if (state === 'stopped' || state === 'crashed') e.handle = null;
@@ -276,11 +283,32 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.emit('vm-changed', e.def.id, ['LastError']);
   }
 
+  /**
+   * The code of a state the backend reported on its own: whether it followed our Stop/Kill (or
+   * Pause/Resume) or the guest/device model did it, which the backend's words must not be parsed for.
+   */
+  private backendReasonCode(e: VmEntry, state: VmState): Vm1StateReasonCode {
+    switch (state) {
+      case 'crashed':
+        return 'crashed';
+      case 'stopped':
+        return this.endRequested.has(e.def.id) || e.state === 'stopping'
+          ? 'stopped-by-user'
+          : 'guest-shutdown';
+      case 'paused':
+        return e.state === 'paused' ? e.stateReasonCode : 'vcpus-stopped';
+      case 'running':
+        return e.state === 'running' ? e.stateReasonCode : 'vcpus-resumed';
+      default:
+        return e.stateReasonCode;
+    }
+  }
+
   private onBackendState(id: string, state: VmState, reason: string): void {
     const e = this.vms.get(id);
     if (!e) return;
     if (state === 'crashed') e.opError = `crashed: ${reason}`;
-    this.setState(e, state, reason);
+    this.setState(e, state, this.backendReasonCode(e, state), reason);
   }
 
   /** The active VM died or was paused: the person gets the switcher (as xenmgr does). */
@@ -395,7 +423,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.state !== 'stopped' && e.state !== 'crashed')
       throw new BulkheadError('InvalidState', `${id} is ${e.state}, not stopped`);
     const previous = e.state;
-    this.setState(e, 'starting', 'start requested');
+    this.setState(e, 'starting', 'start-requested', 'start requested');
     e.starting = (async () => {
       try {
         const r = await this.backend.start(e.def);
@@ -405,13 +433,23 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         this.emit('vm-changed', id, ['LastError']);
         // The backend may already have reported it gone (a guest that exits at once).
         if ((e.state as VmState) === 'starting')
-          this.setState(e, 'running', `started (${describeHandle(r.handle)}, ${this.accelerator})`);
+          this.setState(
+            e,
+            'running',
+            'started',
+            `started (${describeHandle(r.handle)}, ${this.accelerator})`,
+          );
       } catch (err) {
         const be =
           err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
         this.setOpError(e, `start failed: ${be.message}`);
         if ((e.state as VmState) === 'starting')
-          this.setState(e, previous === 'crashed' ? 'crashed' : 'stopped', `start failed: ${be.message}`);
+          this.setState(
+            e,
+            previous === 'crashed' ? 'crashed' : 'stopped',
+            'start-failed',
+            `start failed: ${be.message}`,
+          );
         throw be;
       } finally {
         e.starting = null;
@@ -424,36 +462,49 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const e = this.get(id);
     if (e.state !== 'running' && e.state !== 'paused')
       throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
-    this.setState(e, 'stopping', `stop requested (ACPI power-down, kill after ${timeoutMs} ms)`);
+    this.setState(
+      e,
+      'stopping',
+      'stop-requested',
+      `stop requested (ACPI power-down, kill after ${timeoutMs} ms)`,
+    );
     try {
       await this.backend.stop(id, timeoutMs);
     } catch (err) {
       this.setOpError(e, `stop failed: ${(err as Error).message}`);
       throw err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);
     }
-    if ((e.state as VmState) === 'stopping') this.setState(e, 'stopped', 'stopped on request');
+    if ((e.state as VmState) === 'stopping')
+      this.setState(e, 'stopped', 'stopped-by-user', 'stopped on request');
   }
 
   async kill(id: string): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'running' && e.state !== 'paused' && e.state !== 'stopping')
       throw new BulkheadError('InvalidState', `${id} is ${e.state}, nothing to kill`);
-    await this.backend.kill(id);
-    if ((e.state as VmState) !== 'stopped') this.setState(e, 'stopped', 'killed on request');
+    // The backend reports the end while kill runs: it must read as ours, not the guest's.
+    this.endRequested.add(id);
+    try {
+      await this.backend.kill(id);
+    } finally {
+      this.endRequested.delete(id);
+    }
+    if ((e.state as VmState) !== 'stopped')
+      this.setState(e, 'stopped', 'stopped-by-user', 'killed on request');
   }
 
   async pause(id: string): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'running') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
     await this.backend.pause(id);
-    this.setState(e, 'paused', 'paused on request');
+    this.setState(e, 'paused', 'paused-by-user', 'paused on request');
   }
 
   async resume(id: string): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not paused`);
     await this.backend.resume(id);
-    this.setState(e, 'running', 'resumed on request');
+    this.setState(e, 'running', 'resumed-by-user', 'resumed on request');
   }
 
   async screenshot(id: string): Promise<Buffer> {

@@ -6,7 +6,7 @@
  * dbus-service.ts publishes both. (As systemd's machined splits machine.c from machined-dbus.c.)
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { BulkheadError, vmIdFromPath, type Vm1Properties } from '@bulkhead/contract';
+import { BulkheadError, vmIdFromPath, type Vm1Properties, type Vm1StateReasonCode } from '@bulkhead/contract';
 import { TypedEmitter, type Logger, type VmState } from '@bulkhead/common';
 import type { VmHandle } from './backend/backend';
 import type { DiskImport } from './disk-manager';
@@ -45,6 +45,8 @@ export interface ConfigProblem {
 export class VmEntry {
   state: VmState = 'stopped';
   stateReason = 'defined';
+  /** StateReason as the contract's code (programs act on it; stateReason is the words). */
+  stateReasonCode: Vm1StateReasonCode = 'none';
   /** Error of the last start/stop/... ('' when none); shown in LastError after the config problem. */
   opError = '';
   /** How the hypervisor names the running VM (a QEMU pid, a Xen domid); null when not running. */

@@ -1,4 +1,4 @@
-// Renders the contract model into TypeScript and D-Bus policy files. Pure functions of the model.
+// Renders the contract model into TypeScript, D-Bus policy files and ACCESS.md. Pure functions of the model.
 
 /** The bus names and the interfaces each one serves. */
 export const SERVICES = {
@@ -8,27 +8,9 @@ export const SERVICES = {
 };
 export const UI_GROUP = 'bulkhead-ui';
 
-/** Split a D-Bus signature into its complete types. */
-export function splitSignature(sig) {
-  const out = [];
-  let i = 0;
-  const one = () => {
-    const start = i;
-    const c = sig[i++];
-    if (c === 'a') one();
-    else if (c === '(' || c === '{') {
-      const close = c === '(' ? ')' : '}';
-      while (sig[i] !== close) {
-        if (i >= sig.length) throw new Error(`bad signature ${sig}`);
-        one();
-      }
-      i++;
-    } else if (!'ybnqiuxtdsogvh'.includes(c)) throw new Error(`bad signature ${sig}`);
-    return sig.slice(start, i);
-  };
-  while (i < sig.length) out.push(one());
-  return out;
-}
+import { splitSignature } from './contract-model.mjs';
+
+export { splitSignature };
 
 /** The TypeScript type dbus-next uses for a complete D-Bus type. */
 export function tsType(t) {
@@ -79,12 +61,145 @@ const ret = (outs) =>
       : `[${outs.map((a) => `${a.name}: ${tsType(a.type)}`).join(', ')}]`;
 const params = (args) => args.map((a) => `${a.name}: ${tsType(a.type)}`).join(', ');
 
+/** The plain-JSON type of a complete D-Bus type, as a view (e.g. the switcher's model) holds it. */
+export function viewType(t) {
+  switch (t[0]) {
+    case 'x':
+    case 't':
+      return 'number';
+    case 'v':
+      return 'unknown';
+    case '(':
+      return `[${splitSignature(t.slice(1, -1)).map(viewType).join(', ')}]`;
+    case 'a': {
+      const inner = t.slice(1);
+      if (inner === 'y') return 'number[]';
+      if (inner[0] === '{') {
+        const [k, v] = splitSignature(inner.slice(1, -1));
+        return `Record<${tsType(k) === 'number' ? 'number' : 'string'}, ${viewType(v)}>`;
+      }
+      const el = viewType(inner);
+      return /^[\w.]+$/.test(el) ? `${el}[]` : `Array<${el}>`;
+    }
+  }
+  return tsType(t);
+}
+
+const pascal = (s) => s.replace(/(^|[-_])([a-z0-9])/g, (_, __, c) => c.toUpperCase());
+const camel = (s) => s[0].toLowerCase() + s.slice(1);
+const constName = (s) => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+
+/** The zero value of a view field: the first enum value, '' / 0 / false / empty. */
+function viewDefault(t, enumValues) {
+  if (enumValues) return enumValues[0];
+  const v = viewType(t);
+  if (v === 'string') return t === 'o' ? '/' : '';
+  if (v === 'number') return 0;
+  if (v === 'boolean') return false;
+  if (v === 'unknown') return null;
+  if (t[0] === 'a') return t[1] === '{' ? {} : [];
+  if (t[0] === '(') return splitSignature(t.slice(1, -1)).map((x) => viewDefault(x));
+  throw new Error(`no default for ${t}`);
+}
+
+/**
+ * Names of the generated types: a property enum is <Interface><Property> (Vm1State), a dict is its
+ * property's name (LastSwitch), a dict key's enum <Dict><Key> (LastSwitchOutcome). Throws on a
+ * clash, which two dict properties of the same name in different interfaces would cause.
+ */
+function typedNames(ifaces) {
+  const enums = [];
+  const dicts = [];
+  for (const i of ifaces) {
+    for (const p of i.properties) {
+      const where = `${i.name}.${p.name}`;
+      if (p.enum) enums.push({ name: `${short(i.name)}${p.name}`, values: p.enum, where });
+      if (p.dict) {
+        dicts.push({ name: p.name, fields: p.dict, where });
+        for (const f of p.dict)
+          if (f.enum)
+            enums.push({ name: `${p.name}${pascal(f.key)}`, values: f.enum, where: `${where}.${f.key}` });
+      }
+    }
+    for (const s of i.signals)
+      for (const a of s.args)
+        if (a.enum)
+          enums.push({
+            name: `${short(i.name)}${s.name}${pascal(a.name)}`,
+            values: a.enum,
+            where: `${i.name}.${s.name}(${a.name})`,
+          });
+  }
+  const seen = new Map();
+  for (const x of [...enums, ...dicts]) {
+    if (seen.has(x.name))
+      throw new Error(`generated type ${x.name} is named twice: ${seen.get(x.name)} and ${x.where}`);
+    seen.set(x.name, x.where);
+  }
+  return { enums, dicts };
+}
+
+/** The TypeScript type of a property in <Interface>Properties: its enum if it has one. */
+const propType = (i, p) => (p.enum ? `${short(i.name)}${p.name}` : tsType(p.type));
+const argType = (i, s, a) => (a.enum ? `${short(i.name)}${s.name}${pascal(a.name)}` : tsType(a.type));
+
+function renderTyped(ifaces) {
+  const { enums, dicts } = typedNames(ifaces);
+  let out = `// ---------------------------------------------------------------- enums (org.bulkhead.Enum)\n\n`;
+  for (const e of enums) {
+    out += `/** The values of ${e.where}. */\n`;
+    out += `export const ${constName(e.name)}_VALUES = ${JSON.stringify(e.values)} as const;\n`;
+    out += `export type ${e.name} = (typeof ${constName(e.name)}_VALUES)[number];\n\n`;
+  }
+  out += `// ---------------------------------------------------------------- dicts (org.bulkhead.Dict)\n\n`;
+  for (const d of dicts) {
+    out += `/** ${d.where} (a{sv}) with its keys typed; encode${d.name}/decode${d.name} check a value against it. */\n`;
+    out += `export interface ${d.name} {\n`;
+    for (const f of d.fields)
+      out += `  ${f.key}${f.optional ? '?' : ''}: ${f.enum ? `${d.name}${pascal(f.key)}` : tsType(f.type)};\n`;
+    out += `}\n`;
+    out += `export const ${constName(d.name)}_FIELDS = ${JSON.stringify(d.fields)} as const satisfies readonly DictField[];\n`;
+    out += `/** ${d.where} as the a{sv} on the bus. Throws ContractValueError naming the key of a malformed value. */\n`;
+    out += `export function encode${d.name}(value: ${d.name}): VariantDict {\n`;
+    out += `  return encodeDict(value, ${constName(d.name)}_FIELDS, '${d.where}');\n}\n`;
+    out += `/** ${d.where} read from the bus. Throws ContractValueError naming the key that is missing or malformed. */\n`;
+    out += `export function decode${d.name}(dict: unknown): ${d.name} {\n`;
+    out += `  return decodeDict(dict, ${constName(d.name)}_FIELDS, '${d.where}') as unknown as ${d.name};\n}\n\n`;
+  }
+  out += `// ---------------------------------------------------------------- views (what UIs mirror)\n\n`;
+  for (const i of ifaces) {
+    if (i.properties.length === 0) continue;
+    const n = short(i.name);
+    out += `/** Every property of ${i.name} as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */\n`;
+    out += `export interface ${n}View {\n`;
+    for (const p of i.properties)
+      out += `  ${camel(p.name)}: ${p.enum ? propType(i, p) : viewType(p.type)};\n`;
+    out += `}\n`;
+    out += `/** Which ${n}View field each property of ${i.name} fills: one entry per property. */\n`;
+    out += `export const ${constName(n)}_VIEW_FIELDS = {\n`;
+    for (const p of i.properties) out += `  ${p.name}: '${camel(p.name)}',\n`;
+    out += `} as const satisfies { readonly [P in keyof ${n}Properties]: keyof ${n}View };\n`;
+    out += `/** ${n}View before the daemon said anything: zero values, an enum's first value. */\n`;
+    out += `export const ${constName(n)}_VIEW_DEFAULTS: ${n}View = ${JSON.stringify(
+      Object.fromEntries(i.properties.map((p) => [camel(p.name), viewDefault(p.type, p.enum)])),
+    )};\n`;
+    out += `/** The ${n}View fields of the ${i.name} properties in \`props\` (GetAll or PropertiesChanged), as plain JSON. */\n`;
+    out += `export function ${camel(n)}ViewPatch(props: Record<string, unknown>): Partial<${n}View> {\n`;
+    out += `  return viewPatch(${constName(n)}_VIEW_FIELDS, props) as Partial<${n}View>;\n}\n\n`;
+  }
+  return out;
+}
+
+/** The CONTRACT table's form of an argument or property: name and signature, annotations it needs at run time. */
+const argModel = (a) => ({ name: a.name, type: a.type });
+
 export function renderGenerated(ifaces) {
   const errors = new Set();
   let out = `// GENERATED by shared/contract/scripts/codegen.mjs from shared/contract/xml/*.xml. Do not edit;
 // change the XML and run \`npm run codegen\`. A test fails when this file and the XML disagree.
 import type { Variant } from 'dbus-next';
 import type { CallContext, InterfaceContract } from './types';
+import { decodeDict, encodeDict, viewPatch, type DictField } from './contract-values';
 
 export type VariantDict = Record<string, Variant>;
 
@@ -100,9 +215,12 @@ export type VariantDict = Record<string, Variant>;
       out += `  ${m.name}(ctx: CallContext${p ? ', ' + p : ''}): Promise<${ret(m.outArgs)}> | ${ret(m.outArgs)};\n`;
     }
     out += `}\n\nexport interface ${n}Properties {\n`;
-    for (const p of i.properties) out += doc(p.doc, '  ') + `  ${p.name}: ${tsType(p.type)};\n`;
+    for (const p of i.properties) out += doc(p.doc, '  ') + `  ${p.name}: ${propType(i, p)};\n`;
     out += `}\n\nexport interface ${n}Signals {\n`;
-    for (const s of i.signals) out += doc(s.doc, '  ') + `  ${s.name}: [${params(s.args)}];\n`;
+    for (const s of i.signals)
+      out +=
+        doc(s.doc, '  ') +
+        `  ${s.name}: [${s.args.map((a) => `${a.name}: ${argType(i, s, a)}`).join(', ')}];\n`;
     out += `}\n\n/** Client view of ${i.name}: its methods as promises. */\nexport interface ${n}Client {\n`;
     for (const m of i.methods)
       out += doc(m.doc, '  ') + `  ${m.name}(${params(m.inArgs)}): Promise<${ret(m.outArgs)}>;\n`;
@@ -142,7 +260,7 @@ export type VariantDict = Record<string, Variant>;
         signals: Object.fromEntries(
           i.signals.map((s) => [
             s.name,
-            { doc: s.doc, args: s.args, signature: s.args.map((a) => a.type).join('') },
+            { doc: s.doc, args: s.args.map(argModel), signature: s.args.map((a) => a.type).join('') },
           ]),
         ),
       },
@@ -159,7 +277,63 @@ export type VariantDict = Record<string, Variant>;
     const n = short(i.name);
     out += `  '${i.name}': { service: ${n}Service; properties: ${n}Properties; signals: ${n}Signals; client: ${n}Client };\n`;
   }
-  out += `}\n`;
+  out += `}\n\n`;
+  out += renderTyped(ifaces);
+  return out.replace(/\n+$/, '\n');
+}
+
+/**
+ * ACCESS.md: the prose of who may call what (kept here, the one place it is edited) and the table
+ * of every method by caller, from the org.bulkhead.Access annotations. The access-matrix test
+ * checks each row against the real daemons.
+ */
+export function renderAccess(ifaces) {
+  const sorted = [...ifaces].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const signals = sorted.flatMap((i) => i.signals.map((s) => `\`${s.name}\``)).join(', ');
+  let out = `<!-- GENERATED by shared/contract/scripts/codegen.mjs from the XML's org.bulkhead.Access
+     annotations and the prose in shared/contract/scripts/render.mjs (renderAccess). Do not edit;
+     run \`npm run codegen\`. -->
+# Who may call what
+
+The access table of the D-Bus contract. Callers: **root** (the daemons, the administrator),
+**ui** (the \`bulkhead-ui\` group: the switcher), **nobody** (any other uid — VMs have no bus access
+at all, and a compromised unprivileged process in the Control Domain is treated like this).
+
+It is enforced twice: by the bus policy files generated from the XML's \`org.bulkhead.Access\`
+annotations (\`shared/contract/policy/*.conf\`, installed in the image under
+\`/usr/share/dbus-1/system.d/\`) and by each daemon per call (\`ServiceHost\` checks the caller's uid,
+as the bus daemon reports it, against the same annotation). The test
+\`shared/dbus/src/access-matrix.test.ts\` reads this table and checks every row against the real
+daemons on a bus running the real policy, once with the policy and once with a permissive bus
+(so the daemons' own check is proven on its own).
+
+Reading properties, introspection and \`GetManagedObjects\`: root and ui allow, nobody deny.
+
+Receiving signals is reading too. Every signal a daemon sends under its bus name —
+\`PropertiesChanged\` of its objects, \`InterfacesAdded\` / \`InterfacesRemoved\`, and the contract's own
+signals (${signals}) — reaches root and ui only; nobody receives none of them, whatever match rule it
+installs. The generated policy denies \`receive_sender\` of each Bulkhead name by default and allows
+it to root and to the \`bulkhead-ui\` group (signals only); a daemon sends no signal before it owns its
+name, since the bus can only apply the rule to a sender that owns the name. Replies to a call are
+not affected (a caller always gets the answer it asked for, which for nobody is the bus's denial).
+Proven on a 'system'-mode bus with the real policy during a real switch by
+\`apps/vm-daemon/src/bus-boundary.qemu.test.ts\`.
+
+What reaches the bus is valid whatever a daemon hands over: \`ServiceHost\` passes every reply,
+property value, signal argument and error message through one boundary
+(\`shared/dbus/src/bus-values.ts\`): NUL and unpaired surrogates become U+FFFD, a string is cut at
+4096 characters (a property may declare more with \`org.bulkhead.MaxLength\`, e.g. \`Usb1.Rules\`)
+with a "… (N more characters)" marker, invalid object paths are replaced, nesting is bounded; a
+reply that still cannot be sent is answered with \`org.bulkhead.Error.Failed\`. A method answers only
+the errors its XML declares (plus AccessDenied, InvalidArgument for a wrong signature, and Failed):
+under test (\`BULKHEAD_STRICT_CONTRACT=1\`, or any process started by node's test runner) an
+undeclared one is answered as Failed so the test fails; in production it is answered and logged.
+
+`;
+  out += `| interface | method | root | ui | nobody |\n| --- | --- | --- | --- | --- |\n`;
+  for (const i of sorted)
+    for (const m of i.methods)
+      out += `| ${i.name} | ${m.name} | allow | ${m.access === 'ui' ? 'allow' : 'deny'} | deny |\n`;
   return out;
 }
 

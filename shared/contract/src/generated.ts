@@ -2,6 +2,7 @@
 // change the XML and run `npm run codegen`. A test fails when this file and the XML disagree.
 import type { Variant } from 'dbus-next';
 import type { CallContext, InterfaceContract } from './types';
+import { decodeDict, encodeDict, viewPatch, type DictField } from './contract-values';
 
 export type VariantDict = Record<string, Variant>;
 
@@ -151,7 +152,7 @@ export interface UsbDevice1Properties {
   Sticky: boolean;
   FollowFocus: boolean;
   /** available | attaching | attached | detaching | input (kept by input-daemon) | rejected | gone. */
-  State: string;
+  State: UsbDevice1State;
 }
 
 export interface UsbDevice1Signals {
@@ -203,14 +204,16 @@ export interface Vm1Properties {
   /** 1-9; Ctrl+N switches to it. */
   Slot: number;
   /** personal | business | service. */
-  Kind: string;
+  Kind: Vm1Kind;
   /** #rrggbb, the tile and border color. */
   Color: string;
   Icon: string;
   /** stopped | starting | running | paused | stopping | crashed. */
-  State: string;
-  /** Why the VM is in its State (e.g. 'qemu exited with signal SIGKILL'). */
+  State: Vm1State;
+  /** Why the VM is in its State, in words for people (e.g. 'qemu exited with signal SIGKILL'). Programs read StateReasonCode. */
   StateReason: string;
+  /** Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us). */
+  StateReasonCode: Vm1StateReasonCode;
   /** The last error of an operation on this VM, including its definition file's errors; empty when none. */
   LastError: string;
   HasGpu: boolean;
@@ -282,7 +285,7 @@ export interface VmManager1Properties {
   ActiveVm: string;
   /** True while a switch transaction runs. */
   Switching: boolean;
-  /** The last finished switch: from (o), target (o), outcome (s: ok | rolled-back | failed), error (s, named error or empty), started_usec (t, wall clock), duration_usec (t), steps (a(st): step name, duration in microseconds). */
+  /** The last finished switch: from (o), target (o), outcome (s: ok | rolled-back | failed), error (s, named error or empty), started_usec (t, wall clock), duration_usec (t), steps (a(st): step name, duration in microseconds), message (s, the error's words), skipped (as: steps that had nothing to do). Empty before the first switch. */
   LastSwitch: VariantDict;
   /** Invalid VM definition files: (file, field, reason). Empty when every file is valid. */
   ConfigErrors: Array<[string, string, string]>;
@@ -1075,7 +1078,12 @@ export const CONTRACT = {
       "StateReason": {
         "type": "s",
         "access": "read",
-        "doc": "Why the VM is in its State (e.g. 'qemu exited with signal SIGKILL')."
+        "doc": "Why the VM is in its State, in words for people (e.g. 'qemu exited with signal SIGKILL'). Programs read StateReasonCode."
+      },
+      "StateReasonCode": {
+        "type": "s",
+        "access": "read",
+        "doc": "Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us)."
       },
       "LastError": {
         "type": "s",
@@ -1260,7 +1268,7 @@ export const CONTRACT = {
       "LastSwitch": {
         "type": "a{sv}",
         "access": "read",
-        "doc": "The last finished switch: from (o), target (o), outcome (s: ok | rolled-back | failed), error (s, named error or empty), started_usec (t, wall clock), duration_usec (t), steps (a(st): step name, duration in microseconds)."
+        "doc": "The last finished switch: from (o), target (o), outcome (s: ok | rolled-back | failed), error (s, named error or empty), started_usec (t, wall clock), duration_usec (t), steps (a(st): step name, duration in microseconds), message (s, the error's words), skipped (as: steps that had nothing to do). Empty before the first switch."
       },
       "ConfigErrors": {
         "type": "a(sss)",
@@ -1322,4 +1330,238 @@ export interface InterfaceTypes {
   'org.bulkhead.UsbDevice1': { service: UsbDevice1Service; properties: UsbDevice1Properties; signals: UsbDevice1Signals; client: UsbDevice1Client };
   'org.bulkhead.Vm1': { service: Vm1Service; properties: Vm1Properties; signals: Vm1Signals; client: Vm1Client };
   'org.bulkhead.VmManager1': { service: VmManager1Service; properties: VmManager1Properties; signals: VmManager1Signals; client: VmManager1Client };
+}
+
+// ---------------------------------------------------------------- enums (org.bulkhead.Enum)
+
+/** The values of org.bulkhead.UsbDevice1.State. */
+export const USB_DEVICE1_STATE_VALUES = ["available","attaching","attached","detaching","input","rejected","gone"] as const;
+export type UsbDevice1State = (typeof USB_DEVICE1_STATE_VALUES)[number];
+
+/** The values of org.bulkhead.Vm1.Kind. */
+export const VM1_KIND_VALUES = ["personal","business","service"] as const;
+export type Vm1Kind = (typeof VM1_KIND_VALUES)[number];
+
+/** The values of org.bulkhead.Vm1.State. */
+export const VM1_STATE_VALUES = ["stopped","starting","running","paused","stopping","crashed"] as const;
+export type Vm1State = (typeof VM1_STATE_VALUES)[number];
+
+/** The values of org.bulkhead.Vm1.StateReasonCode. */
+export const VM1_STATE_REASON_CODE_VALUES = ["none","re-adopted","start-requested","started","start-failed","stop-requested","stopped-by-user","guest-shutdown","crashed","paused-by-user","resumed-by-user","vcpus-stopped","vcpus-resumed"] as const;
+export type Vm1StateReasonCode = (typeof VM1_STATE_REASON_CODE_VALUES)[number];
+
+/** The values of org.bulkhead.VmManager1.LastSwitch.outcome. */
+export const LAST_SWITCH_OUTCOME_VALUES = ["ok","rolled-back","failed"] as const;
+export type LastSwitchOutcome = (typeof LAST_SWITCH_OUTCOME_VALUES)[number];
+
+// ---------------------------------------------------------------- dicts (org.bulkhead.Dict)
+
+/** org.bulkhead.VmManager1.LastSwitch (a{sv}) with its keys typed; encodeLastSwitch/decodeLastSwitch check a value against it. */
+export interface LastSwitch {
+  from: string;
+  target: string;
+  outcome: LastSwitchOutcome;
+  error: string;
+  message: string;
+  started_usec: bigint;
+  duration_usec: bigint;
+  steps: Array<[string, bigint]>;
+  skipped: string[];
+}
+export const LAST_SWITCH_FIELDS = [{"key":"from","type":"o","optional":false},{"key":"target","type":"o","optional":false},{"key":"outcome","type":"s","optional":false,"enum":["ok","rolled-back","failed"]},{"key":"error","type":"s","optional":false},{"key":"message","type":"s","optional":false},{"key":"started_usec","type":"t","optional":false},{"key":"duration_usec","type":"t","optional":false},{"key":"steps","type":"a(st)","optional":false},{"key":"skipped","type":"as","optional":false}] as const satisfies readonly DictField[];
+/** org.bulkhead.VmManager1.LastSwitch as the a{sv} on the bus. Throws ContractValueError naming the key of a malformed value. */
+export function encodeLastSwitch(value: LastSwitch): VariantDict {
+  return encodeDict(value, LAST_SWITCH_FIELDS, 'org.bulkhead.VmManager1.LastSwitch');
+}
+/** org.bulkhead.VmManager1.LastSwitch read from the bus. Throws ContractValueError naming the key that is missing or malformed. */
+export function decodeLastSwitch(dict: unknown): LastSwitch {
+  return decodeDict(dict, LAST_SWITCH_FIELDS, 'org.bulkhead.VmManager1.LastSwitch') as unknown as LastSwitch;
+}
+
+// ---------------------------------------------------------------- views (what UIs mirror)
+
+/** Every property of org.bulkhead.Input1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface Input1View {
+  focusedTarget: string;
+  frozen: boolean;
+  locked: boolean;
+  seat: string;
+  devices: Array<[string, string, string, boolean, string]>;
+  hotkeys: Array<[string, string]>;
+  lastHotkeyError: string;
+}
+/** Which Input1View field each property of org.bulkhead.Input1 fills: one entry per property. */
+export const INPUT1_VIEW_FIELDS = {
+  FocusedTarget: 'focusedTarget',
+  Frozen: 'frozen',
+  Locked: 'locked',
+  Seat: 'seat',
+  Devices: 'devices',
+  Hotkeys: 'hotkeys',
+  LastHotkeyError: 'lastHotkeyError',
+} as const satisfies { readonly [P in keyof Input1Properties]: keyof Input1View };
+/** Input1View before the daemon said anything: zero values, an enum's first value. */
+export const INPUT1_VIEW_DEFAULTS: Input1View = {"focusedTarget":"/","frozen":false,"locked":false,"seat":"","devices":[],"hotkeys":[],"lastHotkeyError":""};
+/** The Input1View fields of the org.bulkhead.Input1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function input1ViewPatch(props: Record<string, unknown>): Partial<Input1View> {
+  return viewPatch(INPUT1_VIEW_FIELDS, props) as Partial<Input1View>;
+}
+
+/** Every property of org.bulkhead.Power1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface Power1View {
+  battery: Record<string, unknown>;
+  policy: Record<string, unknown>;
+  suspending: boolean;
+  lastSuspend: Record<string, unknown>;
+}
+/** Which Power1View field each property of org.bulkhead.Power1 fills: one entry per property. */
+export const POWER1_VIEW_FIELDS = {
+  Battery: 'battery',
+  Policy: 'policy',
+  Suspending: 'suspending',
+  LastSuspend: 'lastSuspend',
+} as const satisfies { readonly [P in keyof Power1Properties]: keyof Power1View };
+/** Power1View before the daemon said anything: zero values, an enum's first value. */
+export const POWER1_VIEW_DEFAULTS: Power1View = {"battery":{},"policy":{},"suspending":false,"lastSuspend":{}};
+/** The Power1View fields of the org.bulkhead.Power1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function power1ViewPatch(props: Record<string, unknown>): Partial<Power1View> {
+  return viewPatch(POWER1_VIEW_FIELDS, props) as Partial<Power1View>;
+}
+
+/** Every property of org.bulkhead.Usb1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface Usb1View {
+  rules: string;
+  pendingPrompts: Array<[number, string, string]>;
+}
+/** Which Usb1View field each property of org.bulkhead.Usb1 fills: one entry per property. */
+export const USB1_VIEW_FIELDS = {
+  Rules: 'rules',
+  PendingPrompts: 'pendingPrompts',
+} as const satisfies { readonly [P in keyof Usb1Properties]: keyof Usb1View };
+/** Usb1View before the daemon said anything: zero values, an enum's first value. */
+export const USB1_VIEW_DEFAULTS: Usb1View = {"rules":"","pendingPrompts":[]};
+/** The Usb1View fields of the org.bulkhead.Usb1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function usb1ViewPatch(props: Record<string, unknown>): Partial<Usb1View> {
+  return viewPatch(USB1_VIEW_FIELDS, props) as Partial<Usb1View>;
+}
+
+/** Every property of org.bulkhead.UsbDevice1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface UsbDevice1View {
+  name: string;
+  vendor: string;
+  product: string;
+  vendorId: number;
+  productId: number;
+  serial: string;
+  classes: string[];
+  bus: number;
+  address: number;
+  port: string;
+  assignedVm: string;
+  sticky: boolean;
+  followFocus: boolean;
+  state: UsbDevice1State;
+}
+/** Which UsbDevice1View field each property of org.bulkhead.UsbDevice1 fills: one entry per property. */
+export const USB_DEVICE1_VIEW_FIELDS = {
+  Name: 'name',
+  Vendor: 'vendor',
+  Product: 'product',
+  VendorId: 'vendorId',
+  ProductId: 'productId',
+  Serial: 'serial',
+  Classes: 'classes',
+  Bus: 'bus',
+  Address: 'address',
+  Port: 'port',
+  AssignedVm: 'assignedVm',
+  Sticky: 'sticky',
+  FollowFocus: 'followFocus',
+  State: 'state',
+} as const satisfies { readonly [P in keyof UsbDevice1Properties]: keyof UsbDevice1View };
+/** UsbDevice1View before the daemon said anything: zero values, an enum's first value. */
+export const USB_DEVICE1_VIEW_DEFAULTS: UsbDevice1View = {"name":"","vendor":"","product":"","vendorId":0,"productId":0,"serial":"","classes":[],"bus":0,"address":0,"port":"","assignedVm":"/","sticky":false,"followFocus":false,"state":"available"};
+/** The UsbDevice1View fields of the org.bulkhead.UsbDevice1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function usbDevice1ViewPatch(props: Record<string, unknown>): Partial<UsbDevice1View> {
+  return viewPatch(USB_DEVICE1_VIEW_FIELDS, props) as Partial<UsbDevice1View>;
+}
+
+/** Every property of org.bulkhead.Vm1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface Vm1View {
+  id: string;
+  name: string;
+  slot: number;
+  kind: Vm1Kind;
+  color: string;
+  icon: string;
+  state: Vm1State;
+  stateReason: string;
+  stateReasonCode: Vm1StateReasonCode;
+  lastError: string;
+  hasGpu: boolean;
+  autostart: boolean;
+  usbAutoAttach: boolean;
+  memoryMiB: number;
+  vcpus: number;
+  backend: string;
+  configFile: string;
+  owner: string;
+  cdrom: string;
+  diskJob: string;
+  diskJobProgress: number;
+  inputQmpSocket: string;
+}
+/** Which Vm1View field each property of org.bulkhead.Vm1 fills: one entry per property. */
+export const VM1_VIEW_FIELDS = {
+  Id: 'id',
+  Name: 'name',
+  Slot: 'slot',
+  Kind: 'kind',
+  Color: 'color',
+  Icon: 'icon',
+  State: 'state',
+  StateReason: 'stateReason',
+  StateReasonCode: 'stateReasonCode',
+  LastError: 'lastError',
+  HasGpu: 'hasGpu',
+  Autostart: 'autostart',
+  UsbAutoAttach: 'usbAutoAttach',
+  MemoryMiB: 'memoryMiB',
+  Vcpus: 'vcpus',
+  Backend: 'backend',
+  ConfigFile: 'configFile',
+  Owner: 'owner',
+  Cdrom: 'cdrom',
+  DiskJob: 'diskJob',
+  DiskJobProgress: 'diskJobProgress',
+  InputQmpSocket: 'inputQmpSocket',
+} as const satisfies { readonly [P in keyof Vm1Properties]: keyof Vm1View };
+/** Vm1View before the daemon said anything: zero values, an enum's first value. */
+export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"backend":"","configFile":"","owner":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
+/** The Vm1View fields of the org.bulkhead.Vm1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function vm1ViewPatch(props: Record<string, unknown>): Partial<Vm1View> {
+  return viewPatch(VM1_VIEW_FIELDS, props) as Partial<Vm1View>;
+}
+
+/** Every property of org.bulkhead.VmManager1 as plain JSON (camelCase; 64-bit integers as numbers), as a UI mirrors it. */
+export interface VmManager1View {
+  activeVm: string;
+  switching: boolean;
+  lastSwitch: Record<string, unknown>;
+  configErrors: Array<[string, string, string]>;
+  accelerator: string;
+}
+/** Which VmManager1View field each property of org.bulkhead.VmManager1 fills: one entry per property. */
+export const VM_MANAGER1_VIEW_FIELDS = {
+  ActiveVm: 'activeVm',
+  Switching: 'switching',
+  LastSwitch: 'lastSwitch',
+  ConfigErrors: 'configErrors',
+  Accelerator: 'accelerator',
+} as const satisfies { readonly [P in keyof VmManager1Properties]: keyof VmManager1View };
+/** VmManager1View before the daemon said anything: zero values, an enum's first value. */
+export const VM_MANAGER1_VIEW_DEFAULTS: VmManager1View = {"activeVm":"/","switching":false,"lastSwitch":{},"configErrors":[],"accelerator":""};
+/** The VmManager1View fields of the org.bulkhead.VmManager1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
+export function vmManager1ViewPatch(props: Record<string, unknown>): Partial<VmManager1View> {
+  return viewPatch(VM_MANAGER1_VIEW_FIELDS, props) as Partial<VmManager1View>;
 }

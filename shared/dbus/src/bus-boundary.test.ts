@@ -64,6 +64,7 @@ function fakeHostileVmProps(): Vm1Properties {
     Icon: 'lone \uD800 high, lone \uDC00 low, pair \uD83D\uDE00',
     State: 'stopped',
     StateReason: HUGE,
+    StateReasonCode: 'none',
     LastError: '',
     HasGpu: false,
     Autostart: false,

@@ -56,6 +56,7 @@ function fakeVmProps(name: string): Vm1Properties {
     Icon: '',
     State: 'stopped',
     StateReason: '',
+    StateReasonCode: 'none',
     LastError: '',
     HasGpu: false,
     Autostart: false,

@@ -4,6 +4,8 @@
  * unchanged.
  */
 
+import type { LastSwitchOutcome, UsbDevice1View, Vm1View } from '@bulkhead/contract';
+
 export type DaemonName = 'vmManager' | 'input' | 'usb';
 export const DAEMON_NAMES: readonly DaemonName[] = ['vmManager', 'input', 'usb'];
 
@@ -21,39 +23,18 @@ export interface DaemonStatus {
   detail: string;
 }
 
-export interface VmModel {
+/**
+ * A VM as the switcher shows it: its object path and every org.bulkhead.Vm1 property, by the view
+ * generated from the contract XML (so a property added there reaches the switcher, and a misspelled
+ * field or state fails tsc).
+ */
+export interface VmModel extends Vm1View {
   path: string;
-  id: string;
-  name: string;
-  slot: number;
-  kind: string;
-  color: string;
-  icon: string;
-  state: string;
-  stateReason: string;
-  lastError: string;
-  hasGpu: boolean;
-  autostart: boolean;
-  memoryMiB: number;
-  vcpus: number;
-  backend: string;
-  configFile: string;
 }
 
-export interface UsbDeviceModel {
+/** A USB device as the switcher shows it: its object path and every org.bulkhead.UsbDevice1 property. */
+export interface UsbDeviceModel extends UsbDevice1View {
   path: string;
-  name: string;
-  vendor: string;
-  product: string;
-  vendorId: number;
-  productId: number;
-  serial: string;
-  classes: string[];
-  port: string;
-  assignedVm: string;
-  sticky: boolean;
-  followFocus: boolean;
-  state: string;
 }
 
 export interface PromptModel {
@@ -65,7 +46,7 @@ export interface PromptModel {
 export interface LastSwitchModel {
   from: string;
   target: string;
-  outcome: string;
+  outcome: LastSwitchOutcome;
   error: string;
   startedMs: number;
   durationMs: number;

@@ -1,47 +1,18 @@
 /** The switcher's mirror of usb-daemon (org.bulkhead.Usb1 and its UsbDevice1 objects). */
-import { BUS_NAMES, USB_PATH } from '@bulkhead/contract';
+import { BUS_NAMES, USB_DEVICE1_VIEW_DEFAULTS, USB_PATH, usbDevice1ViewPatch } from '@bulkhead/contract';
 import type { TypedEmitter } from '@bulkhead/common';
 import type { BusClient, Unsubscribe } from '@bulkhead/dbus';
 import type { PromptModel, UsbDeviceModel } from '../common/model';
 import type { DaemonStateEvents } from './daemon-state';
-import { mapFields, type Props } from './mirror-props';
+import type { Props } from './mirror-props';
 import type { DaemonMirror } from './name-owner-tracker';
 
 const USB1 = 'org.bulkhead.Usb1';
 const USBDEV1 = 'org.bulkhead.UsbDevice1';
 
-const USB_FIELDS: Record<string, keyof UsbDeviceModel> = {
-  Name: 'name',
-  Vendor: 'vendor',
-  Product: 'product',
-  VendorId: 'vendorId',
-  ProductId: 'productId',
-  Serial: 'serial',
-  Classes: 'classes',
-  Port: 'port',
-  AssignedVm: 'assignedVm',
-  Sticky: 'sticky',
-  FollowFocus: 'followFocus',
-  State: 'state',
-};
-
+/** A device object's model from its properties: every UsbDevice1 property, by the generated table. */
 export function usbFromProps(path: string, p: Props): UsbDeviceModel {
-  return {
-    path,
-    name: '',
-    vendor: '',
-    product: '',
-    vendorId: 0,
-    productId: 0,
-    serial: '',
-    classes: [],
-    port: '',
-    assignedVm: '/',
-    sticky: false,
-    followFocus: false,
-    state: 'available',
-    ...mapFields<UsbDeviceModel>(USB_FIELDS, p),
-  };
+  return { path, ...USB_DEVICE1_VIEW_DEFAULTS, ...usbDevice1ViewPatch(p) };
 }
 
 function promptsFrom(v: unknown): PromptModel[] {
@@ -92,7 +63,7 @@ export class UsbMirror implements DaemonMirror {
         } else if (iface === USBDEV1) {
           const dev = this.devices.get(path);
           if (!dev) return;
-          Object.assign(dev, mapFields<UsbDeviceModel>(USB_FIELDS, changed));
+          Object.assign(dev, usbDevice1ViewPatch(changed));
           this.events.emit('changed');
         }
       },

@@ -1,73 +1,54 @@
 /** The switcher's mirror of vm-daemon (org.bulkhead.VmManager1 and its Vm1 objects). */
-import { BUS_NAMES, VM_MANAGER_PATH } from '@bulkhead/contract';
+import {
+  BUS_NAMES,
+  ContractValueError,
+  VM1_VIEW_DEFAULTS,
+  VM_MANAGER_PATH,
+  decodeLastSwitch,
+  vm1ViewPatch,
+} from '@bulkhead/contract';
 import type { TypedEmitter } from '@bulkhead/common';
 import type { BusClient, Unsubscribe } from '@bulkhead/dbus';
 import type { ConfigErrorModel, LastSwitchModel, VmModel } from '../common/model';
 import type { DaemonStateEvents } from './daemon-state';
-import { mapFields, type Props } from './mirror-props';
+import type { Props } from './mirror-props';
 import type { DaemonMirror } from './name-owner-tracker';
 
 const VM1 = 'org.bulkhead.Vm1';
 const VMM1 = 'org.bulkhead.VmManager1';
 
-const VM_FIELDS: Record<string, keyof VmModel> = {
-  Id: 'id',
-  Name: 'name',
-  Slot: 'slot',
-  Kind: 'kind',
-  Color: 'color',
-  Icon: 'icon',
-  State: 'state',
-  StateReason: 'stateReason',
-  LastError: 'lastError',
-  HasGpu: 'hasGpu',
-  Autostart: 'autostart',
-  MemoryMiB: 'memoryMiB',
-  Vcpus: 'vcpus',
-  Backend: 'backend',
-  ConfigFile: 'configFile',
-};
-
+/**
+ * A VM object's model from its GetAll/InterfacesAdded properties: every Vm1 property, mapped by the
+ * table generated from the XML (a property cannot be left out by hand any more).
+ */
 export function vmFromProps(path: string, p: Props): VmModel {
-  return {
-    path,
-    id: '',
-    name: '',
-    slot: 0,
-    kind: 'personal',
-    color: '#607080',
-    icon: '',
-    state: 'stopped',
-    stateReason: '',
-    lastError: '',
-    hasGpu: false,
-    autostart: false,
-    memoryMiB: 0,
-    vcpus: 0,
-    backend: '',
-    configFile: '',
-    ...mapFields<VmModel>(VM_FIELDS, p),
-  };
+  return { path, ...VM1_VIEW_DEFAULTS, color: '#607080', ...vm1ViewPatch(p) };
 }
 
-/** LastSwitch (a{sv}) as published by vm-daemon, in milliseconds. */
+/**
+ * LastSwitch (a{sv}) as published by vm-daemon, in milliseconds; null before the first switch. A
+ * dict that does not match the contract is reported (naming the key) and shown as no switch,
+ * rather than as a half-read one.
+ */
 export function lastSwitchFromDict(d: unknown): LastSwitchModel | null {
   if (!d || typeof d !== 'object' || Object.keys(d).length === 0) return null;
-  const r = d as Record<string, unknown>;
-  const us = (v: unknown) => (typeof v === 'bigint' || typeof v === 'number' ? Number(v) / 1000 : 0);
-  const steps = Array.isArray(r.steps)
-    ? (r.steps as unknown[])
-        .filter(Array.isArray)
-        .map((s) => [String((s as unknown[])[0]), us((s as unknown[])[1])] as [string, number])
-    : [];
+  let r;
+  try {
+    r = decodeLastSwitch(d);
+  } catch (e) {
+    if (!(e instanceof ContractValueError)) throw e;
+    console.error(`switcher: ignoring LastSwitch from vm-daemon: ${e.message}`);
+    return null;
+  }
+  const ms = (us: bigint) => Number(us) / 1000;
   return {
-    from: String(r.from ?? ''),
-    target: String(r.target ?? ''),
-    outcome: String(r.outcome ?? ''),
-    error: String(r.error ?? ''),
-    startedMs: us(r.started_usec),
-    durationMs: us(r.duration_usec),
-    steps,
+    from: r.from,
+    target: r.target,
+    outcome: r.outcome,
+    error: r.error,
+    startedMs: ms(r.started_usec),
+    durationMs: ms(r.duration_usec),
+    steps: r.steps.map(([step, us]) => [step, ms(us)]),
   };
 }
 
@@ -118,7 +99,7 @@ export class VmManagerMirror implements DaemonMirror {
         else if (iface === VM1) {
           const vm = this.vms.get(path);
           if (!vm) return;
-          const patch = mapFields<VmModel>(VM_FIELDS, changed);
+          const patch = vm1ViewPatch(changed);
           Object.assign(vm, patch);
           this.events.emit('vmPatch', path, patch);
         }

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { renderToString } from 'react-dom/server';
+import { USB_DEVICE1_VIEW_DEFAULTS, VM1_VIEW_DEFAULTS } from '@bulkhead/contract';
 import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
 import { createActions, type Actions } from './actions';
 import { App } from './components/App';
@@ -37,6 +38,7 @@ const actions: Actions = {
 
 function vm(id: string, over: Partial<VmModel> = {}): VmModel {
   return {
+    ...VM1_VIEW_DEFAULTS,
     path: `/org/bulkhead/VmManager1/vm/${id}`,
     id,
     name: id[0].toUpperCase() + id.slice(1),
@@ -262,6 +264,7 @@ test('an "ask" USB prompt is an alert dialog with Allow and Deny', () => {
   const s = snap({
     usbDevices: [
       {
+        ...USB_DEVICE1_VIEW_DEFAULTS,
         path: '/org/bulkhead/Usb1/device/cam',
         name: 'Webcam',
         vendor: '',
@@ -296,6 +299,7 @@ test('the USB panel lists every device with its holder and switch-role toggles',
   const s = snap({
     usbDevices: [
       {
+        ...USB_DEVICE1_VIEW_DEFAULTS,
         path: '/org/bulkhead/Usb1/device/stick',
         name: 'Stick',
         vendor: '',

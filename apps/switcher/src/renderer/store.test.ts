@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { VM1_VIEW_DEFAULTS } from '@bulkhead/contract';
 import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
 import { applyPush, beginSwitch, failSwitch, initialUiState, isLocked, shownVm, type UiState } from './store';
 
@@ -8,6 +9,7 @@ const B = '/org/bulkhead/VmManager1/vm/business';
 
 function vm(id: string, over: Partial<VmModel> = {}): VmModel {
   return {
+    ...VM1_VIEW_DEFAULTS,
     path: `/org/bulkhead/VmManager1/vm/${id}`,
     id,
     name: id,

@@ -7,6 +7,7 @@ import { deflateSync, crc32 } from 'node:zlib';
 import {
   BulkheadError,
   INPUT_PATH,
+  encodeLastSwitch,
   USB_PATH,
   VM_MANAGER_PATH,
   usbDevicePath,
@@ -24,7 +25,7 @@ import {
   type VmManager1Properties,
   type VmManager1Service,
 } from '@bulkhead/contract';
-import { ServiceHost, connectBus, variant, type ExportedInterface, type MessageBus } from '@bulkhead/dbus';
+import { ServiceHost, connectBus, type ExportedInterface, type MessageBus } from '@bulkhead/dbus';
 
 /** A solid-color PNG (8-bit RGB), enough to stand for a VM's screen. */
 export function solidPng(width: number, height: number, hex: string): Buffer {
@@ -63,6 +64,7 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
     Icon: '',
     State: 'stopped',
     StateReason: '',
+    StateReasonCode: 'none',
     LastError: '',
     HasGpu: false,
     Autostart: false,
@@ -157,19 +159,22 @@ export class FakeVmManager implements VmManager1Service {
     for (const step of ['freeze-input', 'focus-input', 'publish'])
       this.handle.emit('SwitchProgress', vm, step, '');
     this.props.ActiveVm = vm;
-    this.props.LastSwitch = {
-      from: variant('o', from),
-      target: variant('o', vm),
-      outcome: variant('s', 'ok'),
-      error: variant('s', ''),
-      started_usec: variant('t', BigInt(t0) * 1000n),
-      duration_usec: variant('t', 1500n),
-      steps: variant('a(st)', [
+    // Built like vm-daemon builds it, so a key the contract requires cannot be left out here either.
+    this.props.LastSwitch = encodeLastSwitch({
+      from,
+      target: vm,
+      outcome: 'ok',
+      error: '',
+      message: '',
+      started_usec: BigInt(t0) * 1000n,
+      duration_usec: 1500n,
+      steps: [
         ['freeze-input', 300n],
         ['focus-input', 900n],
         ['publish', 300n],
-      ]),
-    };
+      ],
+      skipped: [],
+    });
     this.handle.propertiesChanged('ActiveVm', 'LastSwitch');
     this.handle.emit('SwitchProgress', vm, 'done', '');
   }

@@ -50,6 +50,7 @@ async function main() {
         Color: '#6e7781',
         State: 'crashed',
         StateReason: 'qemu exited with signal SIGKILL',
+        StateReasonCode: 'crashed',
         LastError: 'BackendFailed: qemu exited with signal SIGKILL',
       }),
     ],

@@ -7,6 +7,7 @@ import {
   type CallContext,
   type Vm1Properties,
   type Vm1Service,
+  type Vm1State,
   type VmManager1Properties,
   type VmManager1Service,
   type VariantDict,
@@ -75,7 +76,7 @@ export class FakeVmManager {
     await this.host.requestName(BUS_NAMES.vmManager);
   }
 
-  addVm(id: string, opts: { state?: string; usbAutoAttach?: boolean; slot?: number } = {}): FakeVm {
+  addVm(id: string, opts: { state?: Vm1State; usbAutoAttach?: boolean; slot?: number } = {}): FakeVm {
     const vm = new FakeVm(this, id, opts);
     this.vms.set(vmPath(id), vm);
     vm.exported = this.host.export(vmPath(id), 'org.bulkhead.Vm1', vm, () => vm.props);
@@ -112,7 +113,7 @@ export class FakeVm implements Vm1Service {
   constructor(
     private readonly manager: FakeVmManager,
     readonly id: string,
-    opts: { state?: string; usbAutoAttach?: boolean; slot?: number },
+    opts: { state?: Vm1State; usbAutoAttach?: boolean; slot?: number },
   ) {
     this.props = {
       Id: id,
@@ -123,6 +124,7 @@ export class FakeVm implements Vm1Service {
       Icon: '',
       State: opts.state ?? 'running',
       StateReason: '',
+      StateReasonCode: 'none',
       LastError: '',
       HasGpu: false,
       Autostart: false,
@@ -144,7 +146,7 @@ export class FakeVm implements Vm1Service {
   }
 
   /** Change State; a stopped or crashed VM loses its device model and so its attachments. */
-  setState(state: string): void {
+  setState(state: Vm1State): void {
     this.props.State = state;
     if (state === 'stopped' || state === 'crashed') this.attachments.clear();
     this.exported?.propertiesChanged('State');

@@ -1,0 +1,81 @@
+/**
+ * Vm1.StateReasonCode: why a VM is in its State as a code programs can act on (StateReason keeps
+ * the words), told apart by who caused the change — a request, the guest, or a crash.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '@bulkhead/common';
+import { FakeBackend } from './testing/fake-backend';
+import { StateStore } from './state-store';
+import { DONE, type InputFocus } from './switch-transaction';
+import { VmManager } from './vm-manager';
+
+const log = createLogger('test', 'error');
+
+/** input-daemon stand-in: every step succeeds (no switch happens in these tests). */
+const fakeInput: InputFocus = { freeze: async () => DONE, setFocus: async () => DONE };
+
+function setup() {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-reason-'));
+  const configDir = join(root, 'vms');
+  mkdirSync(configDir);
+  writeFileSync(
+    join(configDir, 'a.json'),
+    JSON.stringify({ id: 'personal', slot: 1, color: '#2a6fdb', memoryMiB: 32 }),
+  );
+  const backend = new FakeBackend();
+  const manager = new VmManager({
+    backend,
+    input: fakeInput,
+    configDir,
+    state: new StateStore(join(root, 'state'), log),
+    log,
+    watchConfig: false,
+  });
+  const changed: string[][] = [];
+  manager.on('vm-changed', (_id, props) => changed.push(props));
+  return { backend, manager, changed, done: () => (manager.close(), rmSync(root, { recursive: true })) };
+}
+
+const reason = (m: VmManager) => {
+  const p = m.vmProperties('personal');
+  return [p.State, p.StateReasonCode];
+};
+
+test('StateReasonCode says whether a state change was requested, done by the guest or a crash', async () => {
+  const { backend, manager, changed, done } = setup();
+  try {
+    await manager.init();
+    assert.deepEqual(reason(manager), ['stopped', 'none']);
+
+    await manager.start('personal');
+    assert.deepEqual(reason(manager), ['running', 'started']);
+    assert.ok(
+      changed.some((c) => c.includes('StateReasonCode')),
+      'a code change is announced',
+    );
+
+    await manager.pause('personal');
+    assert.deepEqual(reason(manager), ['paused', 'paused-by-user']);
+    await manager.resume('personal');
+    assert.deepEqual(reason(manager), ['running', 'resumed-by-user']);
+
+    await manager.kill('personal');
+    assert.deepEqual(reason(manager), ['stopped', 'stopped-by-user']);
+
+    await manager.start('personal');
+    // The guest powers off by itself: the backend reports 'stopped' without any request of ours.
+    backend.emit('state', 'personal', 'stopped', 'the guest powered off (qemu exited with code 0)');
+    assert.deepEqual(reason(manager), ['stopped', 'guest-shutdown']);
+    assert.match(manager.vmProperties('personal').StateReason, /powered off/, 'the words stay');
+
+    await manager.start('personal');
+    backend.crash('personal');
+    assert.deepEqual(reason(manager), ['crashed', 'crashed']);
+  } finally {
+    done();
+  }
+});
