@@ -37,9 +37,10 @@ mkdirSync(VM_DIR, { recursive: true });
  * @param {string} id
  * @param {number} slot
  * @param {'pv' | 'hvm'} type
- * @param {{ gpu?: { pci: string[], handoff: boolean } | null, xen?: object }} [options]
+ * @param {{ gpu?: { pci: string[], handoff: boolean } | null, xen?: object, linux?: boolean, memoryMiB?: number }} [options]
  */
-const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
+const guestDef = (id, slot, type, { gpu = null, xen = {}, linux = false, memoryMiB = 256 } = {}) => {
+  const consoleArgs = type === 'hvm' ? 'console=ttyS0 quiet nokaslr' : 'console=hvc0 quiet';
   writeFileSync(
     `${VM_DIR}/${id}.json`,
     JSON.stringify({
@@ -48,24 +49,34 @@ const guestDef = (id, slot, type, { gpu = null, xen = {} } = {}) => {
       slot,
       kind: slot === 2 ? 'business' : 'personal',
       color: '#336699',
-      memoryMiB: 256,
+      memoryMiB,
       vcpus: 1,
       network: 'none',
       autostart: false,
       display: 'none',
       backend: 'xen',
-      kernel: '/opt/guest/vmlinuz',
-      // HVM: not quiet, so a slow boot shows where it is (the scenario logs the serial's last line).
-      append: `${type === 'hvm' ? 'console=ttyS0 quiet nokaslr' : 'console=hvc0 quiet'} guestname=${id}`,
+      kernel: linux ? LINUX.kernel : '/opt/guest/vmlinuz',
+      append: linux ? `${consoleArgs} bulkhead.name=${id}` : `${consoleArgs} guestname=${id}`,
       gpu,
     }),
   );
-  writeFileSync(`${VM_DIR}/${id}.xen`, JSON.stringify({ type, ramdisk: '/opt/guest/guest.cpio.gz', ...xen }));
+  writeFileSync(
+    `${VM_DIR}/${id}.xen`,
+    JSON.stringify({ type, ramdisk: linux ? LINUX.ramdisk : '/opt/guest/guest.cpio.gz', ...xen }),
+  );
 };
 // One GPU named by both PV guests: allowed because both say it is shared for hand-off.
 guestDef('personal', 1, 'pv', { gpu: { pci: [GPU], handoff: true } });
 guestDef('business', 2, 'pv', { gpu: { pci: [GPU], handoff: true } });
-guestDef('hvm', 3, 'hvm', { xen: { usbctrl: { version: 2, ports: 6 } } });
+// The Linux test guest (guests/linux, in /opt/linux-guest): it prints what its own kernel sees
+// (BULKHEAD-LINUX-GUEST READY, BULKHEAD-INPUT, BULKHEAD-USB, ...) on every console it is given.
+const LINUX = { kernel: '/opt/linux-guest/vmlinuz', ramdisk: '/opt/linux-guest/initrd.img' };
+guestDef('hvm', 3, 'hvm', {
+  linux: true,
+  memoryMiB: 320,
+  xen: { usbctrl: { version: 2, ports: 6 } },
+});
+guestDef('lpv', 4, 'pv', { linux: true, memoryMiB: 320 });
 
 writeFileSync(
   '/run/harness/bus.conf',
@@ -101,6 +112,8 @@ function startDaemon() {
       // The guests' kernel lives here (vm-daemon refuses paths outside its image directories).
       '--image-dir',
       '/opt/guest',
+      '--image-dir',
+      '/opt/linux-guest',
     ],
     {
       stdio: ['ignore', out, out],
@@ -166,6 +179,19 @@ async function waitFor(what, pred, ms) {
     await sleep(1000);
   }
 }
+/** The Linux guest's protocol lines starting with `word` (guests/linux/README.md). */
+const linuxLines = (id, type, word) =>
+  consoleLog(id, type)
+    .split('\n')
+    .map((l) => l.replace(/\r$/, ''))
+    .filter((l) => l.startsWith(word));
+const linuxReady = (id, type) =>
+  linuxLines(id, type, 'BULKHEAD-LINUX-GUEST READY').some((l) => l.includes(`name=${id}`));
+/** The guest's last BULKHEAD-USB line ('' before the first). */
+const linuxUsb = (id, type) => linuxLines(id, type, 'BULKHEAD-USB ').pop() ?? '';
+/** Whether the guest's kernel delivered a press of key `code` (linux/input-event-codes.h). */
+const linuxKeyPressed = (id, type, code) =>
+  linuxLines(id, type, 'BULKHEAD-INPUT dev=').some((l) => l.endsWith(` type=1 code=${code} value=1`));
 const gpuSeen = (id) => lastGuestLine(id).includes('1234:1111'); // bochs-display, at whatever virtual slot pcifront gives it
 const pciList = (id) => sh('xl', ['pci-list', id]);
 // bulkhead.only=3,... on dom0's command line (run.mjs XEN_HARNESS_ONLY): run only those scenarios.
@@ -285,6 +311,7 @@ await scenario('4 vm-daemon restarted re-adopts running domains', async () => {
   return `domid ${domidBefore} re-adopted (${reason}), then stopped through the new daemon`;
 });
 
+let hvmUp = false;
 if (daemon.exitCode !== null || daemon.signalCode !== null) {
   daemon = startDaemon();
   await waitForDaemon(180_000).catch((e) => log(e.message));
@@ -314,8 +341,9 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
   // 120 CPU seconds with no console output for 60 of them = hung; over 300 s = too slow. Then
   // `xl debug-keys d` makes Xen print the vCPU's registers (serial.log), the domain is destroyed
   // and started once more.
-  // The guest boots dom0's own kernel with nokaslr (a PV dom0 is not randomised either), so
-  // dom0's /proc/kallsyms names the function at the RIP that Xen dumped for the guest's vCPU.
+  // The guest boots with nokaslr (a PV dom0 is not randomised either) and dom0's /proc/kallsyms
+  // names the function at the RIP that Xen dumped for the guest's vCPU. The Linux guest's kernel is
+  // Debian's 6.1 too but may be another ABI build than dom0's: the names are then only a hint.
   const whereSpins = () => {
     const domid = sh('xl', ['domid', 'hvm']).trim();
     const dump = sh('xl', ['dmesg']).split('\n');
@@ -370,12 +398,12 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
             `HVM attempt ${attempt} +${((Date.now() - started) / 1000).toFixed(0)} s: ${lines.length} serial lines, guest cpu ${cpu} s, last: ${lines[lines.length - 1].slice(0, 160)}`,
           );
         }
-        if (lastGuestLine('hvm', 'hvm')) return 'booted';
+        if (linuxReady('hvm', 'hvm')) return 'booted';
         // A quiet boot that got through took 8-43 CPU seconds; the kernel prints its first line
         // (with quiet: none until /init) only when it is nearly done.
         if (cpu > 120 && cpu - cpuAtLastOutput > 60) return 'hung';
         // Its /init has run (the line is still being written, a character per round trip): wait on.
-        const initRan = consoleLog('hvm', 'hvm').includes('BULKHEAD-GUEST-BOOTED');
+        const initRan = consoleLog('hvm', 'hvm').includes('BULKHEAD-');
         if (Date.now() - started > (initRan ? 390_000 : 300_000)) return 'too slow';
         return null;
       },
@@ -417,19 +445,127 @@ await scenario('3 HVM guest with a devicemodel USB controller gets and loses a U
       `${e.text ?? e.message}\nxl usb-list hvm:\n${sh('xl', ['usb-list', 'hvm'])}\nxl list -l hvm (usb part): ${at < 0 ? '(no usb keys)' : cfg.slice(at, at + 800)}`,
     );
   });
-  await waitFor(`the guest to see USB ${dev.id}`, () => lastGuestLine('hvm', 'hvm').includes(dev.id), 60_000);
+  await waitFor(`the guest to see USB ${dev.id}`, () => linuxUsb('hvm', 'hvm').includes(dev.id), 60_000);
   const listed = await callVm('hvm', 'ListUsbDevices');
   await callVm('hvm', 'DetachUsbDevice', handle);
   await waitFor(
     `the guest to lose USB ${dev.id}`,
     () => {
-      const l = lastGuestLine('hvm', 'hvm');
+      const l = linuxUsb('hvm', 'hvm');
       return l && !l.includes(dev.id);
     },
     60_000,
   );
+  hvmUp = true;
   return `attempts ${attempt}; device ${dev.id} bus ${dev.bus} addr ${dev.addr} → handle ${handle}; listed ${JSON.stringify(listed)}`;
 });
+
+// Scenarios 5a/5b: input through the product path. input-daemon on a virtual seat: what
+// InjectEvents feeds goes through the same hotkey and routing code as a real keyboard, to the QMP
+// socket vm-daemon named in SetFocus for the focused VM (its InputQmpSocket).
+const INPUT_LOG = '/run/harness/input-daemon.log';
+/** @type {import('node:child_process').ChildProcess | null} */
+let inputDaemon = null;
+/** @type {any} */
+let input = null;
+const inputTail = () => {
+  try {
+    return readFileSync(INPUT_LOG, 'utf8').trim().split('\n').slice(-10).join('\n');
+  } catch {
+    return '';
+  }
+};
+const inputDiagnostics = (id, type) =>
+  `--- input-daemon log ---\n${inputTail()}\n--- ${id} console ---\n${consoleLog(id, type).trim().split('\n').slice(-8).join('\n')}\n--- qemu-dm-${id} ---\n${sh('tail', ['-n', '8', `/var/log/xen/qemu-dm-${id}.log`])}`;
+async function startInputDaemon() {
+  if (input) return input;
+  inputDaemon = spawn(
+    '/usr/local/bin/node',
+    ['apps/input-daemon/dist/main.js', '--seat', 'virtual', '--run-dir', '/run/harness/input'],
+    {
+      stdio: ['ignore', openSync(INPUT_LOG, 'a'), openSync(INPUT_LOG, 'a')],
+      env: { ...process.env, BULKHEAD_BUS: ADDR, BULKHEAD_LOG_LEVEL: 'info' },
+    },
+  );
+  input = await waitFor(
+    'input-daemon on the bus',
+    async () => {
+      try {
+        const obj = await bus.getProxyObject('org.bulkhead.Input1', '/org/bulkhead/Input1');
+        const i = obj.getInterface('org.bulkhead.Input1');
+        await obj.getInterface('org.freedesktop.DBus.Properties').Get('org.bulkhead.Input1', 'Seat');
+        return i;
+      } catch {
+        return null;
+      }
+    },
+    60_000,
+  );
+  return input;
+}
+function stopInputDaemon() {
+  inputDaemon?.kill('SIGTERM');
+}
+/** A press and release of `code` on the virtual keyboard, each its own SYN_REPORT frame. */
+const key = (code) =>
+  input.InjectEvents('keyboard', [
+    [1, code, 1],
+    [0, 0, 0],
+    [1, code, 0],
+    [0, 0, 0],
+  ]);
+/** Switch to `id`; the switch must succeed (LastSwitch outcome ok, ActiveVm moved). */
+const switchTo = async (id) => {
+  const s = Date.now();
+  await callMgr('Switch', vmPath(id), {});
+  const ls = await lastSwitch();
+  info({ switch: `-> ${id}`, ms: Date.now() - s, steps: ls.steps, outcome: ls.outcome });
+  if (ls.outcome !== 'ok') throw new Error(`switch to ${id}: outcome ${ls.outcome}`);
+  if ((await activeVm()) !== vmPath(id)) throw new Error(`ActiveVm ${await activeVm()} after Switch(${id})`);
+  return Date.now() - s;
+};
+
+let lpvUp = false;
+await scenario(
+  '5a a PV Linux guest gets focus and a key through input-daemon (vkbd served by QEMU)',
+  async () => {
+    try {
+      await startInputDaemon();
+      const t = Date.now();
+      await callVm('lpv', 'Start', {});
+      await waitFor('the PV Linux guest to print READY', () => linuxReady('lpv', 'pv'), 180_000);
+      const pvBoot = Date.now() - t;
+      const socket = await prop(vmPath('lpv'), 'org.bulkhead.Vm1', 'InputQmpSocket');
+      if (!socket) throw new Error('the PV guest has no InputQmpSocket');
+      const devs = linuxLines('lpv', 'pv', 'BULKHEAD-INPUT-DEV added').join(' | ');
+      const toPv = await switchTo('lpv');
+      await key(30); // KEY_A
+      await waitFor('the PV guest to report KEY_A pressed', () => linuxKeyPressed('lpv', 'pv', 30), 60_000);
+      lpvUp = true;
+      return `READY ${pvBoot} ms after Start; InputQmpSocket ${socket}; its input devices: ${devs}; switch -> lpv ${toPv} ms; KEY_A reported by the guest`;
+    } catch (e) {
+      throw new Error(`${e.message}\n${inputDiagnostics('lpv', 'pv')}`);
+    }
+  },
+);
+
+await scenario('5b switch PV -> HVM succeeds and the key goes to the HVM guest only', async () => {
+  if (!lpvUp) throw new Error('skipped: needs the PV guest of 5a');
+  if (!hvmUp) throw new Error('skipped: needs the HVM guest of scenario 3');
+  try {
+    const toHvm = await switchTo('hvm');
+    await key(48); // KEY_B
+    await waitFor('the HVM guest to report KEY_B pressed', () => linuxKeyPressed('hvm', 'hvm', 48), 90_000);
+    if (linuxKeyPressed('lpv', 'pv', 48))
+      throw new Error('KEY_B meant for the HVM guest reached the PV guest too');
+    if (linuxKeyPressed('hvm', 'hvm', 30))
+      throw new Error('KEY_A meant for the PV guest reached the HVM guest');
+    return `switch lpv -> hvm ${toHvm} ms (outcome ok); KEY_B reported by hvm only, KEY_A by lpv only`;
+  } catch (e) {
+    throw new Error(`${e.message}\n${inputDiagnostics('hvm', 'hvm')}`);
+  }
+});
+stopInputDaemon();
 
 daemon.kill('SIGTERM');
 bus.disconnect();

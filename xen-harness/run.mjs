@@ -3,7 +3,7 @@
 // as the stand-in GPU, a QEMU usb-kbd for USB hand-over), runs vm-daemon with the Xen backend in
 // dom0 and reports the scenarios of dom0-scenarios.mjs. See README.md.
 //   node xen-harness/run.mjs            (needs apps/vm-daemon/dist: npx tsc -b apps/vm-daemon)
-// Env: BULKHEAD_CACHE (default /var/cache/bulkhead), XEN_HARNESS_TIMEOUT_S (default 840),
+// Env: BULKHEAD_CACHE (default /var/cache/bulkhead), XEN_HARNESS_TIMEOUT_S (default 1020),
 //      XEN_HARNESS_KEEP=1 keeps the work dir (serial log, overlay) for inspection,
 //      XEN_HARNESS_ONLY=3 (or 1,2a,...) runs only the scenarios whose number is listed.
 // For CI: prints "skipped: <reason>" and exits 0 when not root or when Debian's Xen packages (or
@@ -29,7 +29,7 @@ const root = join(here, '..');
 const t0 = Date.now();
 const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
 const say = (m) => console.log(`[xen-harness +${secs()}s] ${m}`);
-const timeoutS = Number(process.env.XEN_HARNESS_TIMEOUT_S ?? 840);
+const timeoutS = Number(process.env.XEN_HARNESS_TIMEOUT_S ?? 1020);
 const only = process.env.XEN_HARNESS_ONLY
   ? process.env.XEN_HARNESS_ONLY.split(',').map((s) => s.trim())
   : null;
@@ -95,6 +95,20 @@ if (build.status !== 0) {
 }
 const cacheDir = build.stdout.trim().split('\n').pop() ?? '';
 say(`inputs: ${cacheDir}`);
+// The project's Linux test guest (guests/linux, cached by its own build.sh): the guest of the HVM
+// and input scenarios, which reports on its console what its own kernel delivers.
+const linuxGuestDir = mkdtempSync(join(tmpdir(), 'xen-harness-linux-guest-'));
+const linuxBuild = spawnSync('bash', [join(root, 'guests/linux/build.sh'), linuxGuestDir], {
+  encoding: 'utf8',
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+if (linuxBuild.status === 75)
+  skip('cannot fetch the Debian packages of the Linux test guest (guests/linux/build.sh): see above');
+if (linuxBuild.status !== 0) {
+  console.error(`guests/linux/build.sh failed (exit ${linuxBuild.status ?? linuxBuild.signal})`);
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
 
 // 2. Per-run overlay: /init, node, vm-daemon and the scenarios.
 const work = mkdtempSync(join(tmpdir(), 'xen-harness-'));
@@ -113,6 +127,14 @@ const copyPkg = (rel) => {
       });
 };
 copyPkg('apps/vm-daemon');
+// input-daemon with a virtual seat (no hardware in dom0): keys are injected with Input1.InjectEvents
+// and travel the product path (hotkeys, router, the QMP sink of the focused VM's InputQmpSocket).
+copyPkg('apps/input-daemon');
+for (const addon of ['evdev.node', 'pam.node'])
+  cpSync(
+    join(root, 'apps/input-daemon/build/Release', addon),
+    join(opt, 'apps/input-daemon/build/Release', addon),
+  );
 for (const s of ['common', 'contract', 'dbus', 'qmp']) {
   copyPkg(`shared/${s}`);
   cpSync(join(opt, 'shared', s), join(opt, 'node_modules/@bulkhead', s), { recursive: true });
@@ -135,6 +157,9 @@ chmodSync(join(opt, 'xen-harness/bin/xl'), 0o755);
 mkdirSync(join(ov, 'opt/guest'), { recursive: true });
 cpSync(join(cacheDir, 'vmlinuz'), join(ov, 'opt/guest/vmlinuz'));
 cpSync(join(cacheDir, 'guest.cpio.gz'), join(ov, 'opt/guest/guest.cpio.gz'));
+mkdirSync(join(ov, 'opt/linux-guest'), { recursive: true });
+for (const f of ['vmlinuz', 'initrd.img']) cpSync(join(linuxGuestDir, f), join(ov, 'opt/linux-guest', f));
+rmSync(linuxGuestDir, { recursive: true, force: true });
 execFileSync('bash', [
   '-c',
   `cd "${ov}" && find . | cpio -o -H newc --quiet | gzip -1 > "${work}/overlay.cpio.gz" && cat "${cacheDir}/dom0.cpio.gz" "${work}/overlay.cpio.gz" > "${work}/initrd.cpio.gz"`,
@@ -165,7 +190,8 @@ const qemuArgs = [
   '-append',
   'console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M loglvl=all guest_loglvl=all noreboot iommu=verbose spec-ctrl=eager-fpu',
   '-initrd',
-  `${join(cacheDir, 'vmlinuz')} console=hvc0 earlyprintk=xen${only ? ` bulkhead.only=${only.join(',')}` : ''},${join(work, 'initrd.cpio.gz')}`,
+  // QEMU separates multiboot modules with ',': a literal comma in a module's arguments is ',,'.
+  `${join(cacheDir, 'vmlinuz')} console=hvc0 earlyprintk=xen${only ? ` bulkhead.only=${only.join(',,')}` : ''},${join(work, 'initrd.cpio.gz')}`,
   '-vga',
   'none',
   '-device',
@@ -244,6 +270,8 @@ const expected = [
   '2b failed attach (target destroyed mid-switch) rolls the GPU back',
   '4 vm-daemon restarted re-adopts running domains',
   '3 HVM guest with a devicemodel USB controller gets and loses a USB device',
+  '5a a PV Linux guest gets focus and a key through input-daemon (vkbd served by QEMU)',
+  '5b switch PV -> HVM succeeds and the key goes to the HVM guest only',
 ].filter((n) => !only || only.includes(n.split(' ')[0]));
 for (const name of expected)
   if (!results.some((r) => r.name === name))

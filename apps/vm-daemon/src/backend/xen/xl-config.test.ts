@@ -121,6 +121,8 @@ test('PV and PVH get a QEMU-served virtual keyboard/pointer with our input QMP s
   for (const type of ['pv', 'pvh'] as const) {
     const cfg = generateXlConfig(def(), defaultXenOptions(def(), type), { runDir: '/run/vms/personal' });
     for (const l of [
+      // The vfb is what makes libxl 4.17 start the QEMU that serves the vkbd.
+      'vfb = [ "vnc=0,sdl=0" ]',
       'vkb = [ "backend-type=qemu" ]',
       'device_model_args_pv = [ "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
     ])

@@ -17,10 +17,14 @@
  *   so the input path is one and the same for all of them. HVM: the device model's emulated
  *   keyboard and mouse (and its vkbd backend). PV/PVH have no emulated devices: `vkb` with
  *   backend-type=qemu gives them a Xen virtual keyboard/pointer (xen-kbdfront in the guest) whose
- *   backend is a QEMU libxl starts for the domain in dom0 (`-M xenpv`, Debian's qemu-system-xen);
- *   `device_model_args_pv` adds input-qmp.sock to that QEMU, and its `input-send-event` arrives in
- *   the guest through the vkbd ring. (Writing the vkbd backend ourselves, xenstore + a
- *   grant-mapped ring, would duplicate what QEMU already does.)
+ *   backend is a QEMU in dom0 (`-M xenpv`, Debian's qemu-system-xen); `device_model_args_pv` adds
+ *   input-qmp.sock to that QEMU, and its `input-send-event` arrives in the guest through the vkbd
+ *   ring. libxl 4.17 starts that QEMU only for a `vfb` (a `vkb` alone left the keyboard without a
+ *   backend and no QEMU ran: seen in the harness), so every PV/PVH guest also gets a virtual
+ *   framebuffer (xen-fbfront), without VNC or SDL. xl pairs each vfb with a vkb of its own, so the
+ *   guest lists two Xen virtual keyboards; the explicit `vkb` keeps the keyboard should a libxl
+ *   stop doing that. (Writing the vkbd backend ourselves, xenstore
+ *   + a grant-mapped ring, would duplicate what QEMU already does.)
  */
 import { BulkheadError } from '@bulkhead/contract';
 import type { VmDefinition } from '../../config';
@@ -107,6 +111,7 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
   if (opts.type !== 'hvm') {
     const qmp = `unix:${paths.runDir}/input-qmp.sock,server=on,wait=off`;
     lines.push(
+      `vfb = [ "vnc=0,sdl=0" ]`,
       `vkb = [ "backend-type=qemu" ]`,
       `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp)}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
