@@ -207,11 +207,13 @@ async function main(): Promise<void> {
   const client = new BusClient(bus, 30_000);
   const input = new InputDaemonClient(client);
   await input.start();
+  const usbMover = new DbusUsbMover(client);
+  await usbMover.start();
   const manager = new VmManager({
     backend,
     input,
     gpu,
-    usb: new DbusUsbMover(client),
+    usb: usbMover,
     afterSwitchStep: switchGateFromEnv(process.env),
     configDir: args.configDir,
     config,
@@ -241,6 +243,7 @@ async function main(): Promise<void> {
       else await backend.detachAll();
     } finally {
       await input.close().catch(() => undefined);
+      await usbMover.close().catch(() => undefined);
       host.close();
       bus.disconnect();
       process.exit(0);

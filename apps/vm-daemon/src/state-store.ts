@@ -56,7 +56,10 @@ export class StateStore {
 
   save(state: PersistedState): void {
     try {
-      writeFileAtomic(this.path, JSON.stringify(state, null, 2) + '\n', 0o640);
+      // Written in every switch's publish step: without fsync (about 4 ms p50, 90 ms p99 on the
+      // bench machine). The file is a hint for a restarted daemon while the VMs run on; a power
+      // loss stops every VM, and a file it leaves empty or old is reported and replaced at load.
+      writeFileAtomic(this.path, JSON.stringify(state, null, 2) + '\n', 0o640, { durable: false });
     } catch (e) {
       this.log.error(`cannot write the state file ${this.path}: ${(e as Error).message}`);
     }

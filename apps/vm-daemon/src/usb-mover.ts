@@ -1,5 +1,5 @@
 import { BUS_NAMES, USB_PATH, type Usb1Client } from '@bulkhead/contract';
-import { BusCallError, type BusClient } from '@bulkhead/dbus';
+import { BusCallError, type BusClient, type Unsubscribe } from '@bulkhead/dbus';
 import {
   skipped,
   type StepResult,
@@ -26,10 +26,25 @@ type Row = [device: string, holderBefore: string, outcome: string, durationUsec:
  * reaction to ActiveVm moves the devices once it is back.
  */
 export class DbusUsbMover implements UsbMover {
+  /** Whether usb-daemon owns its name (null until known): absent = skipped with no round trip. */
+  private present: boolean | null = null;
+  private unsubscribe: Unsubscribe | null = null;
+
   constructor(
     private readonly client: BusClient,
     private readonly timeoutMs = 10_000,
   ) {}
+
+  /** Follow usb-daemon's name owner (NameOwnerChanged), so a switch without it asks nobody. */
+  async start(): Promise<void> {
+    this.unsubscribe = await this.client.watchNameOwner(BUS_NAMES.usb, (owner) => {
+      this.present = owner !== null;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.unsubscribe?.();
+  }
 
   async moveFollowFocus(_from: string, to: string): Promise<UsbMoveResult> {
     const rows = await this.call((usb) => usb.MoveFollowFocus(to, {}));
@@ -50,6 +65,7 @@ export class DbusUsbMover implements UsbMover {
   }
 
   private async call(fn: (usb: Usb1Client) => Promise<Row[]>): Promise<Row[] | null> {
+    if (this.present === false) return null;
     try {
       return await fn(
         this.client.proxy(BUS_NAMES.usb, USB_PATH, 'org.bulkhead.Usb1', { timeoutMs: this.timeoutMs }),

@@ -13,15 +13,25 @@ import { dirname, basename, join } from 'node:path';
 /**
  * Write a file so that a reader (or a reboot after power loss) sees either the old or the new
  * content, never a mix: write a temporary file beside it, fsync it, rename over, fsync the dir.
+ * `durable: false` leaves out both fsyncs: still old-or-new for every reader and across a crash
+ * of the process (the page cache survives it), but a power loss may leave an older or an empty
+ * file — only for files whose content is void after a power loss anyway (e.g. which VM was
+ * active: no VM survives one), written where an fsync's milliseconds count.
  */
-export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
+export function writeFileAtomic(
+  path: string,
+  data: string | Buffer,
+  mode = 0o644,
+  opts: { durable?: boolean } = {},
+): void {
+  const durable = opts.durable ?? true;
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w', mode);
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off);
-    fsyncSync(fd);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -31,6 +41,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
     if (existsSync(tmp)) unlinkSync(tmp);
     throw e;
   }
+  if (!durable) return;
   try {
     const dfd = openSync(dirname(path), 'r');
     try {
