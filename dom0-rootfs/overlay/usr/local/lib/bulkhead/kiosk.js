@@ -55,7 +55,8 @@ async function main() {
   // always: never a background or occluded page (throttled timers and frames, a renderer at
   // background priority), whatever Chromium concludes from the window state under cage. Reduced
   // motion: in software every frame of an endless animation is a repaint competing with a switch.
-  // Chromium's own sandbox stays on (no --no-sandbox): renderers run in their namespaces/seccomp.
+  // Chromium's own sandbox stays on (nothing here turns it off): renderers run in their own
+  // namespaces under seccomp.
   const flags = [
     '--enable-logging=stderr',
     '--log-level=1',
