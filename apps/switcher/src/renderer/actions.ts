@@ -1,5 +1,5 @@
 /** What the UI can do: requests on the transport, with their outcome folded into the store. */
-import type { EvdevEvent, InputDeviceClass, RequestFailure } from '../common/channels';
+import type { EvdevEvent, InputDeviceClass, MachineOptions, RequestFailure } from '../common/channels';
 import type { Transport } from './transport';
 import {
   beginSwitch,
@@ -7,6 +7,7 @@ import {
   finishSwitch,
   isLocked,
   showFailure,
+  type EditorView,
   type Panel,
   type UiStore,
 } from './store';
@@ -31,6 +32,16 @@ export interface Actions {
   injectInput(deviceClass: InputDeviceClass, events: EvdevEvent[]): void;
   setThumbnailsVisible(visible: boolean): void;
   vncUrl(vm: string): Promise<string>;
+  /**
+   * The machine dialogs' requests: each resolves to null when done, else to the failure, which the
+   * dialog shows in place (next to what the person typed) instead of a toast.
+   */
+  createVm(name: string, options: MachineOptions): Promise<RequestFailure | null>;
+  updateVm(vm: string, options: MachineOptions): Promise<RequestFailure | null>;
+  deleteVm(vm: string, removeDisks: boolean): Promise<RequestFailure | null>;
+  cancelDiskJob(vm: string): Promise<void>;
+  /** Open the New-machine dialog or a machine's settings; null closes it. */
+  showEditor(editor: EditorView | null): void;
   showPanel(p: Panel): void;
   dismissProgress(): void;
   dismissNotice(): void;
@@ -86,6 +97,26 @@ export function createActions(store: UiStore, transport: Transport): Actions {
       const r = await transport.request('vncUrl', { vm });
       return r.ok && r.result.url ? transport.resolveWs(r.result.url) : '';
     },
+    async createVm(name, options) {
+      const r = await transport.request('createVm', { name, options });
+      if (!r.ok) return r.error;
+      set((s) => ({ ...s, editor: null }));
+      return null;
+    },
+    async updateVm(vm, options) {
+      const r = await transport.request('updateVm', { vm, options });
+      if (!r.ok) return r.error;
+      set((s) => ({ ...s, editor: null }));
+      return null;
+    },
+    async deleteVm(vm, removeDisks) {
+      const r = await transport.request('deleteVm', { vm, removeDisks });
+      if (!r.ok) return r.error;
+      set((s) => ({ ...s, editor: null }));
+      return null;
+    },
+    cancelDiskJob: (vm) => simple('cancel the import', transport.request('cancelDiskJob', { vm })),
+    showEditor: (editor) => set((s) => ({ ...s, editor })),
     showPanel: (panel) => set((s) => ({ ...s, panel })),
     dismissProgress: () => set((s) => ({ ...s, progress: null })),
     dismissNotice: () => set((s) => ({ ...s, notice: null })),

@@ -7,6 +7,8 @@ import { emptySnapshot, type PromptModel, type SwitcherSnapshot, type VmModel } 
 import { describeFailure, type HumanError } from '../common/messages';
 
 export type Panel = 'machines' | 'usb' | 'diagnostics';
+/** The machine dialog on screen: New machine, or one machine's settings (by object path). */
+export type EditorView = { kind: 'new' } | { kind: 'settings'; vm: string };
 export type ConnectionState = 'connecting' | 'open' | 'closed';
 
 export interface SwitchStepView {
@@ -42,6 +44,8 @@ export interface UiState {
   secureAttention: boolean;
   /** "ask" prompts waiting for the person, oldest first. */
   prompts: PromptModel[];
+  /** The New-machine dialog or a machine's settings, when open. */
+  editor: EditorView | null;
 }
 
 export function initialUiState(over: Partial<UiState> = {}): UiState {
@@ -54,6 +58,7 @@ export function initialUiState(over: Partial<UiState> = {}): UiState {
     panel: 'machines',
     secureAttention: false,
     prompts: [],
+    editor: null,
     ...over,
   };
 }

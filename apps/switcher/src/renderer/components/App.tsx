@@ -6,6 +6,7 @@ import { Diagnostics } from './Diagnostics';
 import { LockScreen, NoticeToast, OutageBanner, PromptDialog, SwitchProgressCard } from './Overlays';
 import { TileGrid } from './TileGrid';
 import { LowBatteryWarning, SuspendCard } from './Power';
+import { MachineEditor } from './MachineEditor';
 import { TopBar } from './TopBar';
 import { UsbPanel } from './UsbPanel';
 import { VmView } from './VmView';
@@ -36,7 +37,8 @@ export function App() {
   const vm = useUi(shownVm);
   const panel = useUi((s) => s.panel);
   const locked = useUi(isLocked);
-  const modal = useUi((s) => s.prompts.length > 0);
+  // A USB prompt or a machine dialog: the tiles behind are inert and digits type, not switch.
+  const modal = useUi((s) => s.prompts.length > 0 || s.editor !== null);
   const connected = useUi((s) => s.connection);
   const displayed = useUi(useShallow(displayedVms));
   useSlotKeys(!vm && panel === 'machines' && !locked && !modal);
@@ -72,6 +74,7 @@ export function App() {
           </main>
         </>
       )}
+      <MachineEditor />
       <SwitchProgressCard />
       <NoticeToast />
       <PromptDialog />

@@ -5,6 +5,7 @@ import { stateLabel } from '../../common/messages';
 import { isLocked } from '../store';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
+import { DiskJobBar, Welcome } from './MachineEditor';
 
 const basename = (p: string) => p.split('/').pop() || p;
 
@@ -82,7 +83,17 @@ function Tile({ vm }: { vm: VmModel }) {
           </span>
         )}
       </button>
+      <DiskJobBar vm={vm} />
       <span className="tile-actions">
+        <button
+          type="button"
+          className="ghost small"
+          onClick={() => actions.showEditor({ kind: 'settings', vm: vm.path })}
+          aria-label={`Settings of ${vm.name}`}
+          disabled={locked}
+        >
+          Settings
+        </button>
         {vm.state === 'running' || vm.state === 'paused' ? (
           <button
             type="button"
@@ -188,8 +199,13 @@ export function TileGrid() {
             : 'Waiting for the VM manager…'}
         </p>
       </header>
-      {vmUp && vms.length === 0 && errors.length === 0 && (
-        <div className="empty">No machines are defined. Add a VM file to the VM directory.</div>
+      {vmUp && vms.length === 0 && errors.length === 0 && <Welcome />}
+      {vmUp && (vms.length > 0 || errors.length > 0) && (
+        <div className="section-actions">
+          <button type="button" className="primary" onClick={() => actions.showEditor({ kind: 'new' })}>
+            New machine
+          </button>
+        </div>
       )}
       {!vmUp && (
         <div className="empty outage-empty" role="status">

@@ -1,0 +1,463 @@
+/**
+ * The person's own machines: the New-machine dialog, a machine's settings (with Delete behind a
+ * confirmation), the first-boot welcome and a disk import's progress bar. vm-daemon validates
+ * every value and names the option it refuses; the dialogs show that in words next to the form.
+ */
+import { useState, type FormEvent } from 'react';
+import type { MachineOptions, RequestFailure } from '../../common/channels';
+import type { VmModel } from '../../common/model';
+import { hotkeyForSlot } from '../../common/model';
+import { useActions, useUi } from './context';
+import { Icon } from './icons';
+
+/** vm-daemon's option names → the labels of the form fields they come from. */
+const OPTION_LABELS: Record<string, string> = {
+  name: 'Name',
+  id: 'Name',
+  slot: 'Slot',
+  color: 'Colour',
+  memory_mib: 'Memory',
+  vcpus: 'Processors',
+  network: 'Network',
+  usb_auto_attach: 'USB devices',
+  disk_size_mib: 'Disk size',
+  disk_format: 'Disk format',
+  disk_import: 'Disk image',
+  cdrom: 'Install from',
+  disk: 'Disk',
+};
+
+/** A failure as a sentence about the form: "Memory: must be an integer from 16 to …". */
+export function machineProblem(e: RequestFailure): string {
+  if (e.name === 'NotOwner')
+    return 'This machine is managed by your administrator: you can start, stop and switch to it, but not change or delete it.';
+  if (e.name === 'ServiceDown') return 'The VM manager is not running; try again when it is back.';
+  if (e.name === 'InvalidState')
+    return e.message.replace(/^cannot \w+ /, '').replace(/^./, (c) => c.toUpperCase());
+  const m = /^(\w+): (.*)$/s.exec(e.message);
+  if (e.name === 'InvalidArgument' && m && OPTION_LABELS[m[1]]) return `${OPTION_LABELS[m[1]]}: ${m[2]}`;
+  return e.message || e.name;
+}
+
+const COLORS = ['#2a6fdb', '#2e7d32', '#d9822b', '#8e44ad', '#c0392b', '#00897b'];
+
+/** Slots no machine uses (`except`: the machine being edited keeps its own). */
+function freeSlots(vms: VmModel[], except?: string): number[] {
+  const used = new Set(vms.filter((v) => v.path !== except).map((v) => v.slot));
+  return [1, 2, 3, 4, 5, 6, 7, 8, 9].filter((s) => !used.has(s));
+}
+
+function Problem({ text }: { text: string | null }) {
+  if (!text) return null;
+  return (
+    <p className="form-problem" role="alert">
+      <Icon name="warn" size={16} /> {text}
+    </p>
+  );
+}
+
+type DiskChoice = 'new' | 'import' | 'none';
+
+/** "New machine": name, colour, slot, memory, processors, disk (new or imported), installer, network. */
+export function NewMachineDialog() {
+  const actions = useActions();
+  const vms = useUi((s) => s.snapshot.vms);
+  const slots = freeSlots(vms);
+  const [name, setName] = useState('');
+  const [color, setColor] = useState(COLORS[vms.length % COLORS.length]);
+  const [slot, setSlot] = useState(slots[0] ?? 0);
+  const [memoryMiB, setMemory] = useState(1024);
+  const [vcpus, setVcpus] = useState(1);
+  const [disk, setDisk] = useState<DiskChoice>('new');
+  const [diskSizeMiB, setDiskSize] = useState(8192);
+  const [diskImport, setDiskImport] = useState('');
+  const [cdrom, setCdrom] = useState('');
+  const [network, setNetwork] = useState('user');
+  const [problem, setProblem] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const options: MachineOptions = { color, memoryMiB, vcpus, network };
+    if (slot) options.slot = slot;
+    if (disk === 'new') options.diskSizeMiB = diskSizeMiB;
+    if (disk === 'import') options.diskImport = diskImport;
+    if (cdrom) options.cdrom = cdrom;
+    setBusy(true);
+    const failure = await actions.createVm(name, options);
+    setBusy(false);
+    setProblem(failure ? machineProblem(failure) : null);
+  };
+
+  return (
+    <div className="modal-backdrop">
+      <form
+        className="modal machine-form"
+        role="dialog"
+        aria-modal="true"
+        aria-labelledby="new-machine-title"
+        aria-busy={busy}
+        onSubmit={(e) => void submit(e)}
+      >
+        <h2 id="new-machine-title">New machine</h2>
+        {slots.length === 0 && <Problem text="Every slot (1–9) is taken: delete a machine first." />}
+        <label>
+          Name
+          <input
+            name="name"
+            value={name}
+            maxLength={64}
+            required
+            autoFocus
+            onChange={(e) => setName(e.target.value)}
+          />
+        </label>
+        <div className="form-row">
+          <label>
+            Colour
+            <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
+          </label>
+          <label>
+            Slot
+            <select name="slot" value={slot} onChange={(e) => setSlot(Number(e.target.value))}>
+              {slots.map((s) => (
+                <option key={s} value={s}>
+                  {s} ({hotkeyForSlot(s)})
+                </option>
+              ))}
+            </select>
+          </label>
+        </div>
+        <div className="form-row">
+          <label>
+            Memory (MiB)
+            <input
+              name="memory"
+              type="number"
+              min={16}
+
+              value={memoryMiB}
+              onChange={(e) => setMemory(Number(e.target.value))}
+            />
+          </label>
+          <label>
+            Processors
+            <input
+              name="vcpus"
+              type="number"
+              min={1}
+              max={64}
+              value={vcpus}
+              onChange={(e) => setVcpus(Number(e.target.value))}
+            />
+          </label>
+        </div>
+        <fieldset>
+          <legend>Disk</legend>
+          <label className="choice">
+            <input
+              type="radio"
+              name="disk"
+              value="new"
+              checked={disk === 'new'}
+              onChange={() => setDisk('new')}
+            />{' '}
+            New disk of{' '}
+            <input
+              name="disk-size"
+              type="number"
+              min={1}
+              aria-label="Disk size (MiB)"
+              value={diskSizeMiB}
+              disabled={disk !== 'new'}
+              onChange={(e) => setDiskSize(Number(e.target.value))}
+            />{' '}
+            MiB
+          </label>
+          <label className="choice">
+            <input
+              type="radio"
+              name="disk"
+              value="import"
+              checked={disk === 'import'}
+              onChange={() => setDisk('import')}
+            />{' '}
+            Import an image from a USB stick (qcow2, VHD, VHDX, raw)
+          </label>
+          {disk === 'import' && (
+            <input
+              name="disk-import"
+              aria-label="Disk image to import"
+              placeholder="/media/bulkhead/…/disk.vhd"
+              value={diskImport}
+              onChange={(e) => setDiskImport(e.target.value)}
+            />
+          )}
+          <label className="choice">
+            <input
+              type="radio"
+              name="disk"
+              value="none"
+              checked={disk === 'none'}
+              onChange={() => setDisk('none')}
+            />{' '}
+            No disk
+          </label>
+        </fieldset>
+        <label>
+          Install from (an ISO on a USB stick, optional)
+          <input
+            name="cdrom"
+            placeholder="/media/bulkhead/…/installer.iso"
+            value={cdrom}
+            onChange={(e) => setCdrom(e.target.value)}
+          />
+        </label>
+        <label>
+          Network
+          <select name="network" value={network} onChange={(e) => setNetwork(e.target.value)}>
+            <option value="user">Internet (shared)</option>
+            <option value="none">None</option>
+          </select>
+        </label>
+        <Problem text={problem} />
+        <div className="modal-actions">
+          <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
+            Cancel
+          </button>
+          <button type="submit" className="primary" disabled={busy || slots.length === 0}>
+            {busy ? 'Creating…' : 'Create machine'}
+          </button>
+        </div>
+      </form>
+    </div>
+  );
+}
+
+/** A machine's settings: what Update changes, eject, and Delete behind a confirmation. */
+export function MachineSettings({ vm }: { vm: VmModel }) {
+  const actions = useActions();
+  const vms = useUi((s) => s.snapshot.vms);
+  const [name, setName] = useState(vm.name);
+  const [color, setColor] = useState(vm.color);
+  const [slot, setSlot] = useState(vm.slot);
+  const [memoryMiB, setMemory] = useState(vm.memoryMiB);
+  const [vcpus, setVcpus] = useState(vm.vcpus);
+  const [usbAutoAttach, setUsbAutoAttach] = useState(vm.usbAutoAttach);
+  const [eject, setEject] = useState(false);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [removeDisks, setRemoveDisks] = useState(true);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const admin = vm.owner !== 'person';
+  const running = vm.state !== 'stopped' && vm.state !== 'crashed';
+  const locked = admin || running;
+
+  const run = async (p: Promise<RequestFailure | null>) => {
+    setBusy(true);
+    const failure = await p;
+    setBusy(false);
+    setProblem(failure ? machineProblem(failure) : null);
+  };
+  const save = (e: FormEvent) => {
+    e.preventDefault();
+    const options: MachineOptions = {};
+    if (name !== vm.name) options.name = name;
+    if (color !== vm.color) options.color = color;
+    if (slot !== vm.slot) options.slot = slot;
+    if (memoryMiB !== vm.memoryMiB) options.memoryMiB = memoryMiB;
+    if (vcpus !== vm.vcpus) options.vcpus = vcpus;
+    if (usbAutoAttach !== vm.usbAutoAttach) options.usbAutoAttach = usbAutoAttach;
+    if (eject) options.cdrom = '';
+    void run(actions.updateVm(vm.path, options));
+  };
+
+  return (
+    <div className="modal-backdrop">
+      <form
+        className="modal machine-form"
+        role="dialog"
+        aria-modal="true"
+        aria-labelledby="settings-title"
+        aria-busy={busy}
+        onSubmit={save}
+      >
+        <h2 id="settings-title">Settings of {vm.name}</h2>
+        {admin && (
+          <p className="form-note">
+            This machine is managed by your administrator: you can start, stop and switch to it, but not
+            change or delete it.
+          </p>
+        )}
+        {!admin && running && <p className="form-note">Shut {vm.name} down to change or delete it.</p>}
+        <fieldset disabled={locked || confirmDelete}>
+          <label>
+            Name
+            <input name="name" value={name} maxLength={64} onChange={(e) => setName(e.target.value)} />
+          </label>
+          <div className="form-row">
+            <label>
+              Colour
+              <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
+            </label>
+            <label>
+              Slot
+              <select name="slot" value={slot} onChange={(e) => setSlot(Number(e.target.value))}>
+                {freeSlots(vms, vm.path).map((s) => (
+                  <option key={s} value={s}>
+                    {s} ({hotkeyForSlot(s)})
+                  </option>
+                ))}
+              </select>
+            </label>
+          </div>
+          <div className="form-row">
+            <label>
+              Memory (MiB)
+              <input
+                name="memory"
+                type="number"
+                min={16}
+
+                value={memoryMiB}
+                onChange={(e) => setMemory(Number(e.target.value))}
+              />
+            </label>
+            <label>
+              Processors
+              <input
+                name="vcpus"
+                type="number"
+                min={1}
+                max={64}
+                value={vcpus}
+                onChange={(e) => setVcpus(Number(e.target.value))}
+              />
+            </label>
+          </div>
+          <label className="choice">
+            <input
+              type="checkbox"
+              name="usb-auto-attach"
+              checked={usbAutoAttach}
+              onChange={(e) => setUsbAutoAttach(e.target.checked)}
+            />{' '}
+            New USB devices go to this machine while it is in front
+          </label>
+          {vm.cdrom && (
+            <label className="choice">
+              <input
+                type="checkbox"
+                name="eject"
+                checked={eject}
+                onChange={(e) => setEject(e.target.checked)}
+              />{' '}
+              Eject {vm.cdrom.split('/').pop()} (boot from the disk next time)
+            </label>
+          )}
+        </fieldset>
+        <Problem text={problem} />
+        {confirmDelete ? (
+          <div className="delete-confirm" role="alertdialog" aria-labelledby="delete-title">
+            <p id="delete-title">
+              <strong>Delete {vm.name}?</strong> This cannot be undone.
+            </p>
+            <label className="choice">
+              <input
+                type="checkbox"
+                name="remove-disks"
+                checked={removeDisks}
+                onChange={(e) => setRemoveDisks(e.target.checked)}
+              />{' '}
+              Also delete its disk and everything on it
+            </label>
+            <div className="modal-actions">
+              <button type="button" className="ghost" onClick={() => setConfirmDelete(false)}>
+                Keep it
+              </button>
+              <button
+                type="button"
+                className="danger"
+                disabled={busy}
+                onClick={() => void run(actions.deleteVm(vm.path, removeDisks))}
+              >
+                Delete {vm.name}
+              </button>
+            </div>
+          </div>
+        ) : (
+          <div className="modal-actions">
+            {!locked && (
+              <button type="button" className="ghost danger-text" onClick={() => setConfirmDelete(true)}>
+                Delete…
+              </button>
+            )}
+            <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
+              Close
+            </button>
+            {!locked && (
+              <button type="submit" className="primary" disabled={busy}>
+                Save
+              </button>
+            )}
+          </div>
+        )}
+      </form>
+    </div>
+  );
+}
+
+/** The dialog the store says is open, if any. */
+export function MachineEditor() {
+  const editor = useUi((s) => s.editor);
+  const vm = useUi((s) =>
+    s.editor?.kind === 'settings'
+      ? s.snapshot.vms.find((v) => v.path === (s.editor as { vm: string }).vm)
+      : undefined,
+  );
+  if (!editor) return null;
+  if (editor.kind === 'new') return <NewMachineDialog />;
+  // The machine went (deleted elsewhere, the VM manager restarted): nothing to show.
+  return vm ? <MachineSettings key={vm.path} vm={vm} /> : null;
+}
+
+/** First boot, no machines yet: what this is and the way to the first machine. */
+export function Welcome() {
+  const actions = useActions();
+  return (
+    <div className="welcome" role="region" aria-labelledby="welcome-title">
+      <h2 id="welcome-title">Welcome</h2>
+      <p>
+        There are no machines yet. A machine is a separate computer inside this one: what runs in it cannot
+        see your other machines. Make one, then install an operating system from a USB stick.
+      </p>
+      <button type="button" className="primary" onClick={() => actions.showEditor({ kind: 'new' })}>
+        New machine
+      </button>
+    </div>
+  );
+}
+
+/** A disk import running for a machine: how far, and Cancel. */
+export function DiskJobBar({ vm }: { vm: VmModel }) {
+  const actions = useActions();
+  if (!vm.diskJob) return null;
+  return (
+    <span className="disk-job">
+      <span
+        className="progress"
+        role="progressbar"
+        aria-label={`Importing the disk of ${vm.name}`}
+        aria-valuemin={0}
+        aria-valuemax={100}
+        aria-valuenow={vm.diskJobProgress}
+      >
+        <span className="progress-fill" style={{ width: `${vm.diskJobProgress}%` }} />
+      </span>
+      <span className="disk-job-text">Importing disk… {vm.diskJobProgress}%</span>
+      <button type="button" className="ghost small" onClick={() => void actions.cancelDiskJob(vm.path)}>
+        Cancel import
+      </button>
+    </span>
+  );
+}
