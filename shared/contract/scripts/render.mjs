@@ -329,6 +329,17 @@ the errors its XML declares (plus AccessDenied, InvalidArgument for a wrong sign
 under test (\`BULKHEAD_STRICT_CONTRACT=1\`, or any process started by node's test runner) an
 undeclared one is answered as Failed so the test fails; in production it is answered and logged.
 
+Per object, besides the table: a VM has an owner (\`Vm1.Owner\`), decided by the directory its file
+is in and never by anything the file says. \`admin\` VMs (files in \`/etc/bulkhead/vms\`) may be
+started, stopped and switched to by ui, but \`Update\`, \`Delete\` and \`CancelDiskJob\` on them answer
+\`org.bulkhead.Error.NotOwner\` to every caller (the administrator edits the files). \`person\` VMs
+are the ones \`CreateVm\` wrote into vm-daemon's own directory (\`<state dir>/vms\`); ui may change
+and delete those. No method lets ui write into the admin's directory or name a disk path: the
+disks of person VMs are made by vm-daemon in \`<state dir>/images\`, ISOs and imports come only
+from the media roots (\`/media/bulkhead\`, checked after symlinks are followed). Proven by
+\`apps/vm-daemon/src/vm-store.test.ts\` and, as the ui user on a bus with the real policy, by
+\`apps/vm-daemon/src/person-vms.qemu.test.ts\`.
+
 `;
   out += `| interface | method | root | ui | nobody |\n| --- | --- | --- | --- | --- |\n`;
   for (const i of sorted)
