@@ -3,8 +3,9 @@
  * (dist/main.js) on a private bus running the real generated policy, every call made as the
  * switcher's user (bulkhead-ui): CreateVm "Lab" with a 64 MiB disk booting the Linux test guest's
  * ISO from a "USB stick" (a media root); its object appears with slot 3 and Owner person; it boots
- * the ISO under QEMU (TCG) — the guest's own READY line on its serial console; Ctrl+3's
- * SwitchToSlot makes it the active VM; Update is refused while it runs and works once stopped
+ * the ISO under QEMU (TCG) — the guest's own READY line on its serial console — after Ctrl+3,
+ * pressed on the real input-daemon's virtual seat, made it the active VM; a key typed then reaches
+ * Lab's kernel (its evdev line on the console); Update is refused while it runs and works once stopped
  * (colour, memory, eject); Delete with remove_disks leaves neither file nor disk. The admin's VM
  * answers NotOwner to Update and Delete, and hostile requests answer InvalidArgument and change
  * no file.
@@ -14,7 +15,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -28,7 +29,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { VM_MANAGER_PATH, vmPath, type Vm1Properties } from '@bulkhead/contract';
+import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath, type Vm1Properties } from '@bulkhead/contract';
 import {
   BusClient,
   connectBus,
@@ -47,6 +48,12 @@ const isRoot = process.getuid?.() === 0;
 /** Bounds a hung boot only (a TCG boot of the ISO takes 10-40 s on a loaded 2-core machine). */
 const BOOT_LIMIT_MS = 240_000;
 const VM1 = 'org.bulkhead.Vm1';
+const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
+const EV_KEY = 1;
+const SYN: [number, number, number] = [0, 0, 0];
+const KEY_LEFTCTRL = 29;
+const KEY_3 = 4;
+const KEY_A = 30;
 const MGR = 'org.bulkhead.VmManager1';
 
 let skip: string | false = false;
@@ -55,6 +62,7 @@ let bus: PrivateBus;
 let conn: MessageBus;
 let client: BusClient;
 let daemon: DaemonProcess | null = null;
+let inputDaemon: ChildProcess | null = null;
 let ui: { uid: number; gid: number } | null;
 let iso: string;
 let media: string;
@@ -112,6 +120,20 @@ before(async () => {
   bus = await startPrivateBus({ mode: 'system' });
   conn = await connectBus(bus.address);
   client = new BusClient(conn, 30_000);
+  if (existsSync(INPUT_MAIN)) {
+    // The real input-daemon on a virtual seat: Ctrl+3 is its hotkey, keys go to the focused VM.
+    inputDaemon = spawn(
+      process.execPath,
+      [INPUT_MAIN, '--seat', 'virtual', '--run-dir', join(root, 'input-run')],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, BULKHEAD_BUS: bus.address, BULKHEAD_LOG_LEVEL: 'info' },
+      },
+    );
+    let log = '';
+    inputDaemon.stderr!.on('data', (d) => (log += d));
+    await waitFor('input-daemon ready', () => log.includes(' ready: '), 20_000);
+  }
   daemon = await spawnDaemon({
     bus: bus.address,
     configDir: adminDir,
@@ -125,6 +147,11 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
+  if (inputDaemon && inputDaemon.exitCode === null) {
+    const exited = new Promise((r) => inputDaemon!.once('exit', r));
+    inputDaemon.kill('SIGTERM');
+    await exited;
+  }
   conn?.disconnect();
   await bus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
@@ -193,17 +220,40 @@ test('as the UI user: create "Lab" booting the ISO from a stick, switch to it, c
   assert.deepEqual([info.format, info['virtual-size']], ['qcow2', 64 * 1024 * 1024]);
   assert.deepEqual(readdirSync(adminDir), ['business.json'], "nothing written into the admin's directory");
 
-  // Ctrl+3 is SwitchToSlot(3): it starts Lab, which boots the ISO (the disk is empty).
-  const switched = await asUi(VM_MANAGER_PATH, MGR, 'SwitchToSlot', 'ua{sv}', [3, {}]);
-  assert.ok(switched.ok, JSON.stringify(switched));
-  assert.equal(await client.get(MGR, VM_MANAGER_PATH, MGR, 'ActiveVm'), lab);
+  // Ctrl+3 (input-daemon's hotkey → SwitchToSlot(3)) starts Lab, which boots the ISO (the disk is
+  // empty). Without a built input-daemon, the UI user's SwitchToSlot(3) stands in for the chord.
+  const keys = (events: Array<[number, number, number]>) =>
+    client.proxy(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1').InjectEvents('keyboard', events);
+  if (inputDaemon) {
+    await keys([[EV_KEY, KEY_LEFTCTRL, 1], SYN, [EV_KEY, KEY_3, 1], SYN]);
+    await keys([[EV_KEY, KEY_3, 0], SYN, [EV_KEY, KEY_LEFTCTRL, 0], SYN]);
+  } else {
+    const switched = await asUi(VM_MANAGER_PATH, MGR, 'SwitchToSlot', 'ua{sv}', [3, {}]);
+    assert.ok(switched.ok, JSON.stringify(switched));
+  }
+  await waitFor(
+    'Lab is the active VM',
+    async () => (await client.get(MGR, VM_MANAGER_PATH, MGR, 'ActiveVm')) === lab,
+    60_000,
+  );
   const serial = join(runDir, 'lab', 'serial.log');
+  const guestConsole = () => (existsSync(serial) ? readFileSync(serial, 'utf8') : '');
   await waitFor(
     'the guest booted from the ISO says READY on its console',
-    () => existsSync(serial) && /BULKHEAD-LINUX-GUEST READY name=Lab/.test(readFileSync(serial, 'utf8')),
+    () => /BULKHEAD-LINUX-GUEST READY name=Lab/.test(guestConsole()),
     BOOT_LIMIT_MS,
     250,
   );
+  if (inputDaemon) {
+    // A key typed now reaches Lab's kernel (its evdev, reported by the guest agent).
+    await keys([[EV_KEY, KEY_A, 1], SYN, [EV_KEY, KEY_A, 0], SYN]);
+    await waitFor(
+      'KEY_A in the guest',
+      () => /BULKHEAD-INPUT .*type=1 code=30 value=1/.test(guestConsole()),
+      60_000,
+      250,
+    );
+  }
 
   refusedAs(
     await asUi(lab, VM1, 'Update', 'a{sv}', [{ memory_mib: ['u', 384] }]),
