@@ -232,7 +232,7 @@ test('the XML-vs-code check fails when a member is removed from either side', ()
     [],
   );
   // Removed from the code: an implementation without SwitchToSlot.
-  const partial = { Switch: () => undefined, Reload: () => 0 };
+  const partial = { Switch: () => undefined, Reload: () => 0, CreateVm: () => '/' };
   assert.deepEqual(
     checkImplementation(contract, partial, managerProps() as unknown as Record<string, unknown>),
     ['org.bulkhead.VmManager1.SwitchToSlot: in the XML, missing in the code'],
