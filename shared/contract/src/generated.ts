@@ -295,7 +295,7 @@ export interface VmManager1Properties {
 
 export interface VmManager1Signals {
   /** Emitted at each step of a switch so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail. */
-  SwitchProgress: [target: string, step: string, detail: string];
+  SwitchProgress: [target: string, step: VmManager1SwitchProgressStep, detail: string];
 }
 
 /** Client view of org.bulkhead.VmManager1: its methods as promises. */
@@ -1353,6 +1353,10 @@ export type Vm1StateReasonCode = (typeof VM1_STATE_REASON_CODE_VALUES)[number];
 /** The values of org.bulkhead.VmManager1.LastSwitch.outcome. */
 export const LAST_SWITCH_OUTCOME_VALUES = ["ok","rolled-back","failed"] as const;
 export type LastSwitchOutcome = (typeof LAST_SWITCH_OUTCOME_VALUES)[number];
+
+/** The values of org.bulkhead.VmManager1.SwitchProgress(step). */
+export const VM_MANAGER1_SWITCH_PROGRESS_STEP_VALUES = ["starting-vm","freeze-input","move-gpu","focus-input","move-usb","publish","rollback","done","failed","pending","superseded"] as const;
+export type VmManager1SwitchProgressStep = (typeof VM_MANAGER1_SWITCH_PROGRESS_STEP_VALUES)[number];
 
 // ---------------------------------------------------------------- dicts (org.bulkhead.Dict)
 

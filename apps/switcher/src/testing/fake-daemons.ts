@@ -156,7 +156,7 @@ export class FakeVmManager implements VmManager1Service {
       this.handle.emit('SwitchProgress', vm, 'starting-vm', `Starting ${target.props.Name}`);
       target.set({ State: 'running' });
     }
-    for (const step of ['freeze-input', 'focus-input', 'publish'])
+    for (const step of ['freeze-input', 'focus-input', 'publish'] as const)
       this.handle.emit('SwitchProgress', vm, step, '');
     this.props.ActiveVm = vm;
     // Built like vm-daemon builds it, so a key the contract requires cannot be left out here either.
