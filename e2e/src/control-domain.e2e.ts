@@ -209,7 +209,7 @@ after(async () => {
         .catch(() => undefined);
     await save('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
     await save(
-      'journalctl -b --no-pager -u bulkhead-kiosk | grep -v "^$" | tail -n 300',
+      'journalctl -b --no-pager -t bulkhead-kiosk | grep -v "^$" | tail -n 300',
       'kiosk-journal.txt',
     );
     await save('dmesg | tail -n 100', 'dmesg-tail.txt');
@@ -582,7 +582,9 @@ test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and th
     'the kiosk reloading the crashed page',
     async () =>
       /crashed: reloading it/.test(
-        await m.serial.check('journalctl -b --no-pager -u bulkhead-kiosk | tail -n 40'),
+        // By its syslog identifier: the kiosk runs in a login session (PAMName=login), so its
+        // processes log under the session's scope, not under the unit.
+        await m.serial.check('journalctl -b --no-pager -t bulkhead-kiosk | tail -n 40'),
       ),
     60_000,
   );

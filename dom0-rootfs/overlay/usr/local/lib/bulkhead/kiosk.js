@@ -107,8 +107,6 @@ async function main() {
     toChromium.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + '\0');
     return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
   }
-  /** @type {Map<string, {type: string, url: string, title: string}>} */
-  const targets = new Map();
   /** @type {Map<string, string>} targetId -> DevTools session watching it for crashes */
   const sessions = new Map();
   /** @type {Map<string, number>} targetId -> when first seen not showing the switcher */
@@ -136,16 +134,8 @@ async function main() {
       else p?.resolve(msg.result);
       return;
     }
-    const info = msg.params?.targetInfo;
-    if ((msg.method === 'Target.targetCreated' || msg.method === 'Target.targetInfoChanged') && info) {
-      targets.set(info.targetId, { type: info.type, url: info.url, title: info.title });
-      if (info.type === 'page' && isSwitcherUrl(info.url)) void watchCrashes(info.targetId);
-    } else if (msg.method === 'Target.targetDestroyed') {
-      targets.delete(msg.params.targetId);
-      sessions.delete(msg.params.targetId);
-      firstSeen.delete(msg.params.targetId);
-    } else if (msg.method === 'Target.detachedFromTarget') {
-      for (const [t, s] of sessions) if (s === msg.params.sessionId) sessions.delete(t);
+    if (msg.method === 'Target.detachedFromTarget') {
+      for (const [t, sid] of sessions) if (sid === msg.params.sessionId) sessions.delete(t);
     } else if (msg.method === 'Inspector.targetCrashed' && msg.sessionId) {
       log('the switcher page crashed: reloading it');
       send('Page.reload', {}, msg.sessionId).catch((e) => log(`reload: ${e.message}`));
@@ -168,14 +158,20 @@ async function main() {
     }
   });
 
-  await send('Target.setDiscoverTargets', { discover: true });
-
-  // Every few seconds: a kiosk page (the switcher's, or one that has not got anywhere yet) that
-  // still does not show the switcher after GRACE_MS is replaced by a fresh one.
-  setInterval(() => {
+  // Every few seconds: the kiosk's pages as Chromium has them now (Target.getTargets: live titles;
+  // Target.targetInfoChanged does not report title changes, and a watchdog trusting it replaced a
+  // healthy page every GRACE_MS, seen in the image). A switcher page gets a crash watcher; a kiosk
+  // page (the switcher's, or one that has not got anywhere yet) that still does not show the
+  // switcher after GRACE_MS is replaced by a fresh one.
+  const tick = async () => {
+    const { targetInfos } = await send('Target.getTargets');
     const now = Date.now();
-    for (const [id, t] of targets) {
+    const alive = new Set();
+    for (const t of targetInfos) {
       if (t.type !== 'page' || !(isSwitcherUrl(t.url) || t.url === '' || t.url === 'about:blank')) continue;
+      const id = t.targetId;
+      alive.add(id);
+      if (isSwitcherUrl(t.url)) void watchCrashes(id);
       if (t.title === TITLE) {
         firstSeen.delete(id);
         continue;
@@ -184,10 +180,22 @@ async function main() {
       if (now - (firstSeen.get(id) ?? now) < GRACE_MS) continue;
       log(`page ${id} still '${t.title}' after ${GRACE_MS} ms: opening a fresh one`);
       firstSeen.delete(id);
-      send('Target.createTarget', { url: isSwitcherUrl(t.url) ? t.url : url })
-        .then(() => send('Target.closeTarget', { targetId: id }))
-        .catch((e) => log(e.message));
+      await send('Target.createTarget', { url: isSwitcherUrl(t.url) ? t.url : url });
+      await send('Target.closeTarget', { targetId: id });
     }
+    for (const id of [...firstSeen.keys(), ...sessions.keys()])
+      if (!alive.has(id)) {
+        firstSeen.delete(id);
+        sessions.delete(id);
+      }
+  };
+  let ticking = false; // one look at a time: under TCG one can outlast the interval
+  setInterval(() => {
+    if (ticking) return;
+    ticking = true;
+    tick()
+      .catch((e) => log(`watch: ${e.message}`))
+      .finally(() => (ticking = false));
   }, 5000);
 }
 
