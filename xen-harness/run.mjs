@@ -3,7 +3,7 @@
 // as the stand-in GPU, a QEMU usb-kbd for USB hand-over), runs vm-daemon with the Xen backend in
 // dom0 and reports the scenarios of dom0-scenarios.mjs. See README.md.
 //   node xen-harness/run.mjs            (needs apps/vm-daemon/dist: npx tsc -b apps/vm-daemon)
-// Env: BULKHEAD_CACHE (default /var/cache/bulkhead), XEN_HARNESS_TIMEOUT_S (default 1020),
+// Env: BULKHEAD_CACHE (default /var/cache/bulkhead), XEN_HARNESS_TIMEOUT_S (default 1500),
 //      XEN_HARNESS_KEEP=1 keeps the work dir (serial log, overlay) for inspection,
 //      XEN_HARNESS_ONLY=3 (or 1,2a,...) runs only the scenarios whose number is listed.
 // For CI: prints "skipped: <reason>" and exits 0 when not root or when Debian's Xen packages (or
@@ -29,7 +29,7 @@ const root = join(here, '..');
 const t0 = Date.now();
 const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
 const say = (m) => console.log(`[xen-harness +${secs()}s] ${m}`);
-const timeoutS = Number(process.env.XEN_HARNESS_TIMEOUT_S ?? 1020);
+const timeoutS = Number(process.env.XEN_HARNESS_TIMEOUT_S ?? 1500);
 const only = process.env.XEN_HARNESS_ONLY
   ? process.env.XEN_HARNESS_ONLY.split(',').map((s) => s.trim())
   : null;
