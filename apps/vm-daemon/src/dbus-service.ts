@@ -79,6 +79,9 @@ class VmObject implements Vm1Service {
     const o = parseOptions('Delete', options, { remove_disks: 'b' } as const);
     await this.manager.deleteVm(this.id, o.remove_disks ?? false);
   }
+  async Eject(): Promise<void> {
+    await this.manager.ejectVm(this.id);
+  }
   async CancelDiskJob(): Promise<void> {
     await this.manager.cancelDiskJob(this.id);
   }

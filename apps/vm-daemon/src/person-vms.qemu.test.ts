@@ -27,6 +27,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath, type Vm1Properties } from '@bulkhead/contract';
@@ -157,6 +158,23 @@ after(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
+/** One HMP command on a QEMU's human monitor socket; its output. */
+function hmp(socket: string, command: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = createConnection(socket);
+    let out = '';
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      out += d;
+      // The banner's prompt, then the command's output and the next prompt.
+      if (out.split('(qemu)').length === 2 && !out.includes(command)) c.write(`${command}\n`);
+      else if (out.split('(qemu)').length >= 3) c.end();
+    });
+    c.on('end', () => resolve(out));
+    c.on('error', reject);
+  });
+}
+
 /** One call as the UI user; a{sv} options as {"key": ["sig", value]}. */
 const asUi = (path: string, iface: string, member: string, signature: string, body: unknown[]) =>
   callWithOptionsAs(ui, bus.address, path, iface, member, signature, body);
@@ -255,6 +273,14 @@ test('as the UI user: create "Lab" booting the ISO from a stick, switch to it, c
     );
   }
 
+  // Eject from the running VM: QEMU's CD-ROM is empty at once, the file no longer names the ISO.
+  const ejected = await asUi(lab, VM1, 'Eject', '', []);
+  assert.ok(ejected.ok, JSON.stringify(ejected));
+  assert.equal(await prop(lab, 'Cdrom'), '');
+  assert.equal(JSON.parse(readFileSync(file, 'utf8')).cdrom, undefined);
+  assert.match(await hmp(join(runDir, 'lab', 'monitor.sock'), 'info block'), /cdrom0[^\n]*not inserted/);
+  refusedAs(await asUi(lab, VM1, 'Eject', '', []), 'InvalidState', /has no installation medium/);
+
   refusedAs(
     await asUi(lab, VM1, 'Update', 'a{sv}', [{ memory_mib: ['u', 384] }]),
     'InvalidState',
@@ -298,6 +324,7 @@ test("as the UI user: the admin's VM answers NotOwner; hostile requests answer I
     /belongs to the administrator/,
   );
   refusedAs(await asUi(business, VM1, 'CancelDiskJob', '', []), 'NotOwner', /belongs to the administrator/);
+  refusedAs(await asUi(business, VM1, 'Eject', '', []), 'NotOwner', /belongs to the administrator/);
 
   const create = (name: string, options: Record<string, [string, unknown]>) =>
     asUi(VM_MANAGER_PATH, MGR, 'CreateVm', 'sa{sv}', [name, options]);

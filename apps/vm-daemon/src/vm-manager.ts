@@ -13,7 +13,7 @@ import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, inspectSource } from './disk-manager';
 import type { VmOptions, VmStore } from './vm-store';
-import { describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
+import { CDROM_DRIVE, describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
 import {
@@ -682,6 +682,28 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       if (e.diskJob)
         throw new BulkheadError('InvalidState', `cannot change ${id}: its disk is being imported`);
       const plan = store.planUpdate(e.def, o, this.taken(e).slots);
+      store.write(e.def.file, plan.doc);
+      this.reload();
+    });
+  }
+
+  /**
+   * Remove a person VM's installation medium (see Vm1.Eject): from the running QEMU at once, and
+   * from its file, so the next start boots the disk.
+   */
+  ejectVm(id: string): Promise<void> {
+    const store = this.personStore();
+    return this.serially(async () => {
+      const e = this.personVm(id, 'cannot eject the medium of');
+      if (!e.def.cdrom) throw new BulkheadError('InvalidState', `${id} has no installation medium`);
+      if (e.state === 'running' || e.state === 'paused') {
+        const qmp = this.backend.qmp?.(id);
+        if (qmp)
+          await qmp.execute('eject', { device: CDROM_DRIVE, force: true }).catch((err: Error) => {
+            throw new BulkheadError('BackendFailed', `ejecting the medium of ${id}: ${err.message}`);
+          });
+      }
+      const plan = store.planUpdate(e.def, { cdrom: '' }, this.taken(e).slots);
       store.write(e.def.file, plan.doc);
       this.reload();
     });

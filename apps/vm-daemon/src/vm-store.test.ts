@@ -292,6 +292,20 @@ test('Update changes a stopped person VM (every option validated by name); an ad
   }
 });
 
+test('Eject removes the installation medium from the file (the next start boots the disk); NotOwner for the admin; InvalidState without one', async () => {
+  const t = setup();
+  try {
+    await t.manager.createVm('Lab', { cdrom: join(t.media, 'install.iso') });
+    await t.manager.ejectVm('lab');
+    assert.equal(t.manager.get('lab').def.cdrom, null);
+    assert.equal(JSON.parse(readFileSync(t.manager.get('lab').def.file, 'utf8')).cdrom, undefined);
+    await refused(t.manager.ejectVm('lab'), 'InvalidState', /has no installation medium/);
+    await refused(t.manager.ejectVm('business'), 'NotOwner', /belongs to the administrator/);
+  } finally {
+    t.done();
+  }
+});
+
 test('a person file cannot shadow an admin VM: an id or slot the admin uses is refused at load', () => {
   const t = setup();
   try {

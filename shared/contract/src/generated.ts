@@ -194,6 +194,8 @@ export interface Vm1Service {
   Update(ctx: CallContext, options: VariantDict): Promise<void> | void;
   /** Delete a stopped VM the person owns: its file goes, and with remove_disks (b, default false) its disks in the person's image directory too (never a file elsewhere). A running disk import is cancelled first. An administrator's VM answers NotOwner. Errors: NotOwner, InvalidState, InvalidArgument, BackendFailed. Access: ui. */
   Delete(ctx: CallContext, options: VariantDict): Promise<void> | void;
+  /** Remove the installation medium (Cdrom) of a VM the person owns: a running VM's CD-ROM is ejected at once (QMP eject), and its file no longer names the ISO, so the next start boots the disk. An administrator's VM answers NotOwner; a VM without a medium InvalidState. Errors: NotOwner, InvalidState, BackendFailed. Access: ui. */
+  Eject(ctx: CallContext): Promise<void> | void;
   /** Cancel the running disk import (DiskJob = import): qemu-img is stopped, its partial output removed, and the VM created for the import is deleted with its file. Errors: NotOwner, InvalidState. Access: ui. */
   CancelDiskJob(ctx: CallContext): Promise<void> | void;
 }
@@ -264,6 +266,8 @@ export interface Vm1Client {
   Update(options: VariantDict): Promise<void>;
   /** Delete a stopped VM the person owns: its file goes, and with remove_disks (b, default false) its disks in the person's image directory too (never a file elsewhere). A running disk import is cancelled first. An administrator's VM answers NotOwner. */
   Delete(options: VariantDict): Promise<void>;
+  /** Remove the installation medium (Cdrom) of a VM the person owns: a running VM's CD-ROM is ejected at once (QMP eject), and its file no longer names the ISO, so the next start boots the disk. An administrator's VM answers NotOwner; a VM without a medium InvalidState. */
+  Eject(): Promise<void>;
   /** Cancel the running disk import (DiskJob = import): qemu-img is stopped, its partial output removed, and the VM created for the import is deleted with its file. */
   CancelDiskJob(): Promise<void>;
 }
@@ -1024,6 +1028,19 @@ export const CONTRACT = {
         ],
         "outArgs": [],
         "inSignature": "a{sv}",
+        "outSignature": ""
+      },
+      "Eject": {
+        "doc": "Remove the installation medium (Cdrom) of a VM the person owns: a running VM's CD-ROM is ejected at once (QMP eject), and its file no longer names the ISO, so the next start boots the disk. An administrator's VM answers NotOwner; a VM without a medium InvalidState.",
+        "access": "ui",
+        "errors": [
+          "NotOwner",
+          "InvalidState",
+          "BackendFailed"
+        ],
+        "inArgs": [],
+        "outArgs": [],
+        "inSignature": "",
         "outSignature": ""
       },
       "CancelDiskJob": {

@@ -94,6 +94,7 @@ const noVm = () => ({
   Update() {},
   Delete() {},
   CancelDiskJob() {},
+  Eject() {},
 });
 
 let bus: PrivateBus;

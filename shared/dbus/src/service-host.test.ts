@@ -95,6 +95,7 @@ class FakeVm implements Vm1Service {
   Update(): void {}
   Delete(): void {}
   CancelDiskJob(): void {}
+  Eject(): void {}
 }
 
 const managerProps = (): VmManager1Properties => ({

@@ -56,6 +56,8 @@ export interface RequestMap {
   updateVm: { args: { vm: string; options: MachineOptions }; result: null };
   /** Vm1.Delete, with or without its disks. */
   deleteVm: { args: { vm: string; removeDisks: boolean }; result: null };
+  /** Vm1.Eject: remove the installation medium (at once from a running machine). */
+  ejectVm: { args: { vm: string }; result: null };
   /** Vm1.CancelDiskJob: stop a disk import (the machine made for it goes too). */
   cancelDiskJob: { args: { vm: string }; result: null };
 }
@@ -178,6 +180,7 @@ const REQUEST_SCHEMA: { [C in RequestChannel]: Record<keyof RequestArgs<C>, Chec
   updateVm: { vm: objPath, options: machineOptions },
   deleteVm: { vm: objPath, removeDisks: bool },
   cancelDiskJob: { vm: objPath },
+  ejectVm: { vm: objPath },
 };
 
 export const REQUEST_CHANNELS = Object.keys(REQUEST_SCHEMA) as RequestChannel[];

@@ -237,6 +237,11 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
         .Delete({ remove_disks: variant('b', removeDisks) });
       return null;
     },
+    ejectVm: async ({ vm }) => {
+      this.requireUp('vmManager');
+      await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1').Eject();
+      return null;
+    },
     cancelDiskJob: async ({ vm }) => {
       this.requireUp('vmManager');
       await this.client.proxy(BUS_NAMES.vmManager, vm, 'org.bulkhead.Vm1').CancelDiskJob();

@@ -40,6 +40,8 @@ export interface Actions {
   updateVm(vm: string, options: MachineOptions): Promise<RequestFailure | null>;
   deleteVm(vm: string, removeDisks: boolean): Promise<RequestFailure | null>;
   cancelDiskJob(vm: string): Promise<void>;
+  /** Remove the installation medium (at once from a running machine); the dialog stays open. */
+  ejectVm(vm: string): Promise<RequestFailure | null>;
   /** Open the New-machine dialog or a machine's settings; null closes it. */
   showEditor(editor: EditorView | null): void;
   showPanel(p: Panel): void;
@@ -116,6 +118,10 @@ export function createActions(store: UiStore, transport: Transport): Actions {
       return null;
     },
     cancelDiskJob: (vm) => simple('cancel the import', transport.request('cancelDiskJob', { vm })),
+    async ejectVm(vm) {
+      const r = await transport.request('ejectVm', { vm });
+      return r.ok ? null : r.error;
+    },
     showEditor: (editor) => set((s) => ({ ...s, editor })),
     showPanel: (panel) => set((s) => ({ ...s, panel })),
     dismissProgress: () => set((s) => ({ ...s, progress: null })),

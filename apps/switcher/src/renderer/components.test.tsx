@@ -35,6 +35,7 @@ const actions: Actions = {
   updateVm: async () => null,
   deleteVm: async () => null,
   cancelDiskJob: noop,
+  ejectVm: async () => null,
   showEditor: () => undefined,
   showPanel: () => undefined,
   dismissProgress: () => undefined,

@@ -107,6 +107,16 @@ test("settings of the administrator's machine are read-only and say why; a runni
   assert.doesNotMatch(admin, /Delete…/);
   const running = render({}, <MachineSettings vm={vm('lab', { state: 'running' })} />);
   assert.match(running, /Shut Lab down to change or delete it/);
+  assert.doesNotMatch(running, /Eject/, 'no medium, nothing to eject');
+  const installing = render(
+    {},
+    <MachineSettings vm={vm('lab', { state: 'running', cdrom: '/media/bulkhead/stick/guest.iso' })} />,
+  );
+  assert.match(
+    installing,
+    /<button type="button" class="ghost small">Eject guest\.iso<\/button>/,
+    'eject works while it runs',
+  );
   assert.doesNotMatch(running, />Save</);
   const stopped = render(
     {},

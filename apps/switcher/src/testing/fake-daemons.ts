@@ -125,6 +125,9 @@ export class FakeVm implements Vm1Service {
   CancelDiskJob(): void {
     throw new BulkheadError('Failed', 'not in this fake');
   }
+  Eject(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
 }
 
 export class FakeVmManager implements VmManager1Service {

@@ -217,4 +217,7 @@ export class FakeVm implements Vm1Service {
   CancelDiskJob(): void {
     throw new BulkheadError('Failed', 'not in this fake');
   }
+  Eject(): void {
+    throw new BulkheadError('Failed', 'not in this fake');
+  }
 }

@@ -35,6 +35,9 @@ export interface UsbAttachRequest {
   port?: string;
 }
 
+/** The drive name of a VM's installation medium (`cdrom`), what QMP's eject names. */
+export const CDROM_DRIVE = 'cdrom0';
+
 /** The minimum of QMP a caller of `qmp()` can use (the QEMU backend returns its QmpClient). */
 export interface QmpAccess {
   execute<T = unknown>(

@@ -16,7 +16,13 @@ import { BulkheadError } from '@bulkhead/contract';
 import type { Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
 import { QmpClient, QmpClosedError, QmpError, QmpTimeoutError } from '@bulkhead/qmp';
-import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from './backend';
+import {
+  CDROM_DRIVE,
+  type QmpAccess,
+  type RunningVm,
+  type UsbAttachRequest,
+  type VmBackend,
+} from './backend';
 import { SupervisedBackend, type Supervised } from './supervised-backend';
 import { prepareDisks } from './disk-images';
 import { probeKvm } from './kvm-probe';
@@ -188,7 +194,7 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
     if (def.cdrom)
       args.push(
         '-drive',
-        `file=${def.cdrom},format=raw,media=cdrom,readonly=on,if=ide,index=2`,
+        `file=${def.cdrom},format=raw,media=cdrom,readonly=on,if=ide,index=2,id=${CDROM_DRIVE}`,
         '-boot',
         'order=dc',
       );

@@ -244,7 +244,6 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
   const [memoryMiB, setMemory] = useState(vm.memoryMiB);
   const [vcpus, setVcpus] = useState(vm.vcpus);
   const [usbAutoAttach, setUsbAutoAttach] = useState(vm.usbAutoAttach);
-  const [eject, setEject] = useState(false);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [removeDisks, setRemoveDisks] = useState(true);
   const [problem, setProblem] = useState<string | null>(null);
@@ -268,7 +267,6 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
     if (memoryMiB !== vm.memoryMiB) options.memoryMiB = memoryMiB;
     if (vcpus !== vm.vcpus) options.vcpus = vcpus;
     if (usbAutoAttach !== vm.usbAutoAttach) options.usbAutoAttach = usbAutoAttach;
-    if (eject) options.cdrom = '';
     void run(actions.updateVm(vm.path, options));
   };
 
@@ -344,18 +342,22 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
             />{' '}
             New USB devices go to this machine while it is in front
           </label>
-          {vm.cdrom && (
-            <label className="choice">
-              <input
-                type="checkbox"
-                name="eject"
-                checked={eject}
-                onChange={(e) => setEject(e.target.checked)}
-              />{' '}
-              Eject {vm.cdrom.split('/').pop()} (boot from the disk next time)
-            </label>
-          )}
         </fieldset>
+        {vm.cdrom && !admin && (
+          // Also while it runs: once the installer is done, the medium goes at once.
+          <p className="form-note">
+            Installing from {vm.cdrom.split('/').pop()}.{' '}
+            <button
+              type="button"
+              className="ghost small"
+              disabled={busy}
+              onClick={() => void run(actions.ejectVm(vm.path))}
+            >
+              Eject {vm.cdrom.split('/').pop()}
+            </button>{' '}
+            (the next start boots from the disk)
+          </p>
+        )}
         <Problem text={problem} />
         {confirmDelete ? (
           <div className="delete-confirm" role="alertdialog" aria-labelledby="delete-title">
