@@ -4,8 +4,9 @@
 #   vmlinuz        Debian's kernel: dom0 and every guest boot it
 #   dom0.cpio.gz   dom0 userspace (mmdebstrap --variant=essential + xl, xenstore, qemu-system-xen,
 #                  dbus-daemon, busybox) with the kernel modules dom0 needs
-#   guest.cpio.gz  the guests' initrd: busybox + the modules for xen-pcifront and USB (HID), and /init
-#                  (xen-harness/guest-init.sh) that reports PCI and USB devices on the console
+#   guest.cpio.gz  the guests' initrd: busybox + the modules for xen-pcifront, USB (HID) and evdev, and
+#                  /init (xen-harness/guest-init.sh) that reports PCI and USB devices and key events
+#                  on the console
 # Prints the cache directory on its last line. Everything of the project itself (node, vm-daemon)
 # goes into a second, per-run cpio (run.mjs) so a code change never rebuilds this layer.
 # Exit 75 (EX_TEMPFAIL): Debian's packages cannot be fetched (run.mjs then reports "skipped").
@@ -77,11 +78,11 @@ rm -rf "$tmp/root/var/cache/apt" "$tmp/root/var/lib/apt/lists"
 g="$tmp/guest"
 mkdir -p "$g/bin" "$g/sbin" "$g/proc" "$g/sys" "$g/dev" "$g/tmp"
 cp "$tmp/root/bin/busybox" "$g/bin/busybox"
-for a in sh mount cat ls sleep echo mkdir modprobe insmod poweroff grep sed head find readlink; do ln -s busybox "$g/bin/$a"; done
+for a in sh mount cat ls sleep echo mkdir modprobe insmod poweroff grep sed head find readlink dd od; do ln -s busybox "$g/bin/$a"; done
 # (No usb-storage/SCSI: the scenarios pass a keyboard, and an HVM guest loads its initrd through
 # fw_cfg port I/O, where every MiB counts.)
 copy_mods "$g" kernel/drivers/pci/xen-pcifront.ko kernel/drivers/usb/core kernel/drivers/usb/common kernel/drivers/usb/host \
-  kernel/drivers/hid kernel/drivers/input/input-leds.ko 2>/dev/null || true
+  kernel/drivers/hid kernel/drivers/input/input-leds.ko kernel/drivers/input/evdev.ko 2>/dev/null || true
 ls "$g/lib/modules/$KVER" >/dev/null
 cp "$here/guest-init.sh" "$g/init"; chmod 755 "$g/init"
 (cd "$g" && find . | cpio -o -H newc --quiet) | gzip -1 > "$tmp/guest.cpio.gz"

@@ -9,8 +9,20 @@
 export PATH=/bin:/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
 name=$(sed -n 's/.*guestname=\([^ ]*\).*/\1/p' /proc/cmdline)
-for m in xen-pcifront ehci-pci ohci-pci uhci-hcd xhci-pci usb-storage usbhid hid-generic; do modprobe $m 2>/dev/null; done
+for m in xen-pcifront ehci-pci ohci-pci uhci-hcd xhci-pci usb-storage usbhid hid-generic evdev; do modprobe $m 2>/dev/null; done
 echo "BULKHEAD-GUEST-BOOTED name=$name"
+# Every key event the guest's kernel delivers, one line each (the input scenarios check these):
+#   BULKHEAD-GUEST-INPUT dev=event<N> type=1 code=<KEY_*> value=<1 press, 0 release, 2 repeat>
+# One struct input_event (24 bytes on x86-64: time 16, type 2, code 2, value 4) per dd read, so
+# od's output is flushed per event; value's high half is dropped (key values are 0-2). A read that
+# returns nothing (the device went away) ends that device's reader instead of spinning.
+for ev in /dev/input/event*; do
+  [ -e "$ev" ] || continue
+  (while l=$(dd if="$ev" bs=24 count=1 2>/dev/null | od -An -tu2 -w24 -v) && [ -n "$l" ]; do echo "$l"; done |
+    while read -r _ _ _ _ _ _ _ _ type code value _; do
+      [ "$type" = 1 ] && echo "BULKHEAD-GUEST-INPUT dev=${ev##*/} type=$type code=$code value=$value"
+    done) &
+done
 last=""; n=0
 while true; do
   pci=""; for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue
