@@ -102,9 +102,22 @@ export function LockScreen() {
   const [problem, setProblem] = useState<UnlockProblem | null>(null);
   const [busy, setBusy] = useState(false);
   const [now, setNow] = useState(() => Date.now());
+  const dialog = useRef<HTMLDivElement>(null);
   useEffect(() => {
     if (locked) field.current?.focus();
     else setProblem(null);
+  }, [locked]);
+  // A modal lock: the focus never leaves it while locked. Anything else that takes the focus (a
+  // card that autofocuses its button, e.g. a refused switch's "Dismiss") hands it back to the
+  // password field, or what the person types next would land there instead (seen in the image).
+  useEffect(() => {
+    if (!locked) return;
+    const keep = (e: FocusEvent) => {
+      if (e.target instanceof Node && dialog.current && !dialog.current.contains(e.target))
+        field.current?.focus();
+    };
+    document.addEventListener('focusin', keep);
+    return () => document.removeEventListener('focusin', keep);
   }, [locked]);
   // Counts the wait down once a second while there is one.
   const waiting = problem !== null && problem.retryAt > now;
@@ -131,7 +144,7 @@ export function LockScreen() {
     });
   };
   return (
-    <div className="lock-screen" role="dialog" aria-modal="true" aria-labelledby="lock-title">
+    <div ref={dialog} className="lock-screen" role="dialog" aria-modal="true" aria-labelledby="lock-title">
       <LockCard inputUp={inputUp} problem={problem} now={now} busy={busy} field={field} onSubmit={submit} />
     </div>
   );

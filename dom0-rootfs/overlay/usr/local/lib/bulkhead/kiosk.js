@@ -1,5 +1,5 @@
-// The kiosk: runs under cage (bulkhead-kiosk.service → /usr/local/bin/bulkhead-kiosk) as the
-// unprivileged bulkhead-ui, starts Chromium full screen on the switcher's page and keeps that page
+// The kiosk (bulkhead-kiosk.service → /usr/local/bin/bulkhead-kiosk), as the unprivileged
+// bulkhead-ui: starts cage showing Chromium full screen on the switcher's page and keeps that page
 // alive, talking to Chromium over DevTools on a pipe (--remote-debugging-pipe: fds 3 and 4 of the
 // Chromium process, reachable by this process only). No TCP port is opened for it.
 //
@@ -13,7 +13,7 @@
 //   can: the kiosk has no other UI. Each switcher page gets a session with only the Inspector
 //   domain enabled (it reports the crash; it asks nothing of the page and makes it paint nothing);
 //   on Inspector.targetCrashed the page is reloaded.
-// When Chromium exits, this exits with its status; cage then exits and systemd restarts the unit.
+// When cage (and with it Chromium) exits, this exits with its status; systemd restarts the unit.
 //
 // The test flavour's layer may set BULKHEAD_KIOSK_DEVTOOLS_PORT (a drop-in on bulkhead-kiosk): then
 // Chromium also listens for DevTools on 127.0.0.1 at that port, for the e2e. Production never does.
@@ -81,11 +81,15 @@ async function main() {
     log(`test layer: DevTools also on 127.0.0.1:${DEVTOOLS_PORT}`);
     flags.push(`--remote-debugging-port=${DEVTOOLS_PORT}`, '--remote-allow-origins=*');
   }
-  const chromium = spawn('chromium', [...flags, url], {
-    stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'],
+  // cage runs Chromium as its own client, as before the pipe existed: with Chromium a grandchild
+  // of cage (this script as cage's client), pointer input reached the page but the keyboard did
+  // not (seen in the image: nothing typed on the lock screen arrived). The DevTools pipe's fds 3
+  // and 4 pass through cage to Chromium (cage closes no inherited fds).
+  const chromium = spawn('cage', ['-d', '--', 'chromium', ...flags, url], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'pipe'],
   });
   chromium.on('exit', (code, signal) => {
-    log(`chromium exited (${signal ?? `status ${code}`})`);
+    log(`cage/chromium exited (${signal ?? `status ${code}`})`);
     process.exit(code ?? 1);
   });
   const toChromium = /** @type {import('node:stream').Writable} */ (chromium.stdio[3]);
