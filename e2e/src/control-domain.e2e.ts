@@ -340,14 +340,20 @@ const lockProblem = async () =>
 async function unlockWithPassword(password: string): Promise<string[]> {
   const said: string[] = [];
   const dialog = page.getByRole('dialog', { name: 'Locked' });
+  const problem = dialog.locator('.lock-problem');
   for (let attempt = 0; attempt < 6; attempt++) {
     await waitFor('the Unlock button accepting an attempt', async () =>
       dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
     );
+    // The screen counts input-daemon's answers: the words of an earlier answer are no answer to this.
+    const before = Number(await problem.getAttribute('data-answers'));
     await m.typeText(`${password}\n`);
     const outcome = await waitFor(
       'the lock screen answering the attempt',
-      async () => ((await dialog.count()) === 0 ? 'unlocked' : (await lockProblem()) || false),
+      async () =>
+        (await dialog.count()) === 0
+          ? 'unlocked'
+          : Number(await problem.getAttribute('data-answers')) > before && (await lockProblem()),
       60_000,
     );
     if (outcome === 'unlocked') return said;

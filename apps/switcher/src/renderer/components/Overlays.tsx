@@ -51,10 +51,12 @@ export function LockCard(props: {
   problem: UnlockProblem | null;
   now: number;
   busy: boolean;
+  /** How many attempts input-daemon has answered: tells a new answer from an old identical one. */
+  answers?: number;
   field: React.RefObject<HTMLInputElement | null>;
   onSubmit: (e: React.FormEvent) => void;
 }) {
-  const { inputUp, problem, now, busy, field, onSubmit } = props;
+  const { inputUp, problem, now, busy, answers = 0, field, onSubmit } = props;
   const wait = problem ? secondsUntil(problem.retryAt, now) : 0;
   return (
     <div className="lock-card">
@@ -81,7 +83,7 @@ export function LockCard(props: {
           Unlock
         </button>
       </form>
-      <p className="lock-problem" role="alert" aria-live="assertive">
+      <p className="lock-problem" role="alert" aria-live="assertive" data-answers={answers}>
         {problem ? problem.text : ''}
         {wait > 0 ? ` Try again in ${wait} s.` : ''}
       </p>
@@ -101,6 +103,7 @@ export function LockScreen() {
   const field = useRef<HTMLInputElement>(null);
   const [problem, setProblem] = useState<UnlockProblem | null>(null);
   const [busy, setBusy] = useState(false);
+  const [answers, setAnswers] = useState(0);
   const [now, setNow] = useState(() => Date.now());
   const dialog = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -140,12 +143,21 @@ export function LockScreen() {
       setBusy(false);
       setNow(at);
       setProblem(failure ? unlockProblem(failure, at, password === '') : null);
+      setAnswers((n) => n + 1);
       field.current?.focus();
     });
   };
   return (
     <div ref={dialog} className="lock-screen" role="dialog" aria-modal="true" aria-labelledby="lock-title">
-      <LockCard inputUp={inputUp} problem={problem} now={now} busy={busy} field={field} onSubmit={submit} />
+      <LockCard
+        inputUp={inputUp}
+        problem={problem}
+        now={now}
+        busy={busy}
+        answers={answers}
+        field={field}
+        onSubmit={submit}
+      />
     </div>
   );
 }
