@@ -567,7 +567,34 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
   await shot('recovered');
 });
 
-test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and the screen shows the active VM again", async () => {
+// Before the renderer is killed: Playwright's handle of a page whose renderer crashed answers
+// "Target crashed" from then on.
+test('8. the idle timer locks the seat; the password unlocks it again', async () => {
+  // The test layer turns the idle lock off (its scenarios have long stretches without input); this
+  // one turns it on with a runtime drop-in (gone at the next boot), then off again. 20 s: long
+  // enough to type the password and turn it off before it locks a second time.
+  const dropIn = '/run/systemd/system/bulkhead-input-daemon.service.d';
+  const restartInput = async (setup: string) => {
+    await m.serial.check(`${setup} && systemctl daemon-reload && systemctl restart bulkhead-input-daemon`);
+    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached', timeout: 60_000 });
+  };
+  const isLocked = async () =>
+    /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
+  await restartInput(
+    `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/idle.conf`,
+  );
+  try {
+    await waitFor('the seat locked by the idle timer', isLocked, 120_000);
+    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 30_000 });
+    await shot('idle-locked');
+    await unlockWithPassword(OWNER_PASSWORD);
+    assert.equal(await isLocked(), false, 'unlocked by the password');
+  } finally {
+    await restartInput(`rm -f ${dropIn}/idle.conf`);
+  }
+});
+
+test("9. the kiosk page's renderer killed: the kiosk reloads it by itself and the screen shows the active VM again", async () => {
   const active = await activeVm();
   const want: SeenPicture =
     active === '/' ? { kind: 'tiles' } : { kind: 'vm', id: active.slice(active.lastIndexOf('/') + 1) };
@@ -596,31 +623,6 @@ test("8. the kiosk page's renderer killed: the kiosk reloads it by itself and th
   );
   // The reload under TCG loads the whole renderer bundle again: a longer bound than a switch.
   await waitForPicture(want, 'renderer-killed', Date.now(), 120_000);
-});
-
-test('9. the idle timer locks the seat; the password unlocks it again', async () => {
-  // The test layer turns the idle lock off (its scenarios have long stretches without input); this
-  // one turns it on with a runtime drop-in (gone at the next boot), then off again. 20 s: long
-  // enough to type the password and turn it off before it locks a second time.
-  const dropIn = '/run/systemd/system/bulkhead-input-daemon.service.d';
-  const restartInput = async (setup: string) => {
-    await m.serial.check(`${setup} && systemctl daemon-reload && systemctl restart bulkhead-input-daemon`);
-    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached', timeout: 60_000 });
-  };
-  const isLocked = async () =>
-    /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
-  await restartInput(
-    `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/idle.conf`,
-  );
-  try {
-    await waitFor('the seat locked by the idle timer', isLocked, 120_000);
-    await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 30_000 });
-    await shot('idle-locked');
-    await unlockWithPassword(OWNER_PASSWORD);
-    assert.equal(await isLocked(), false, 'unlocked by the password');
-  } finally {
-    await restartInput(`rm -f ${dropIn}/idle.conf`);
-  }
 });
 
 test("10. the running image: TCP listeners only where documented (the web host on loopback; the test layer's DevTools and its forward), Chromium's renderers sandboxed", async () => {
