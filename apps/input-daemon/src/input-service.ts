@@ -10,7 +10,8 @@ import {
   type VariantDict,
 } from '@bulkhead/contract';
 import { parseOptions, type ExportedInterface } from '@bulkhead/dbus';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { writeFileAtomic } from '@bulkhead/common';
 import type { Chord, HotkeyMatcher } from './hotkeys';
 import type { HeldEntry, HeldKeysJournal } from './held-keys';
 import { EV_KEY, ev } from './input-event';
@@ -49,6 +50,12 @@ export interface InputServiceOptions {
   unlock?: UnlockCheck | null;
   /** Lock the seat after this long without any input (0 or absent = never). */
   idleLockMs?: number;
+  /**
+   * Marks the seat locked across a restart of this daemon (in its run dir, which survives a
+   * restart but not a reboot): a crashed or SIGKILLed input-daemon comes back locked when it was
+   * locked, so killing it is no way around the lock.
+   */
+  lockFile?: string | null;
   /** How often, and how far apart, a lock retries pulling the screen home while a switch runs. */
   lockRetry?: { attempts: number; delayMs: number };
 }
@@ -89,6 +96,10 @@ export class InputService implements Input1Service {
         })
       : null;
     this.idleLock?.start();
+    if (options.lockFile && existsSync(options.lockFile)) {
+      log.warn(`${options.lockFile}: the seat was locked when the previous daemon ended; it stays locked`);
+      this.router.lock();
+    }
     source.on('frame', (frame) => {
       this.idleLock?.activity();
       this.pipeline.handleFrame(frame);
@@ -157,6 +168,7 @@ export class InputService implements Input1Service {
     await this.options.unlock.attempt(opts.password);
     return this.serial(async () => {
       this.router.unlock();
+      this.persistLocked(false);
       this.exported?.propertiesChanged('Locked');
     });
   }
@@ -218,9 +230,29 @@ export class InputService implements Input1Service {
     this.sinks.clear();
   }
 
+  /** Records the lock in the run dir (see InputServiceOptions.lockFile); never throws. */
+  private persistLocked(locked: boolean): void {
+    const file = this.options.lockFile;
+    if (!file) return;
+    try {
+      if (locked) writeFileAtomic(file, 'locked\n', 0o600);
+      else rmSync(file, { force: true });
+    } catch (e) {
+      this.log.error(
+        `${file}: cannot record that the seat is ${locked ? 'locked' : 'unlocked'}: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  /** After start: a seat that came back locked shows the lock screen, not a VM. */
+  resumeLock(): void {
+    if (this.router.isLocked) void this.returnHome();
+  }
+
   private lockNow(): void {
     const was = this.router.isLocked;
     this.router.lock();
+    this.persistLocked(true);
     if (!was) this.exported?.propertiesChanged('Locked');
     this.exported?.emit('SecureAttention');
     // Pull the screen back to the switcher, where the lock screen is (as OpenXT does): a VM

@@ -187,7 +187,12 @@ async function main(): Promise<void> {
     sinkFactory,
     vmManager,
     log,
-    { journal, unlock: unlockCheck(args, log), idleLockMs: args.idleLockSeconds * 1000 },
+    {
+      journal,
+      unlock: unlockCheck(args, log),
+      idleLockMs: args.idleLockSeconds * 1000,
+      lockFile: join(args.runDir, 'locked'),
+    },
   );
   // First in the focus queue: no SetFocus is served before the leftovers are released.
   void service.releaseLeftovers(leftovers);
@@ -195,6 +200,7 @@ async function main(): Promise<void> {
   service.attach(host.export(INPUT_PATH, 'org.bulkhead.Input1', service, () => service.properties()));
   await host.requestName(BUS_NAMES.input);
   await source.start();
+  service.resumeLock();
   log.info(
     `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}, held keys recorded in ${journal.path}`,
   );

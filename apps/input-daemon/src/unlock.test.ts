@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { mock, test } from 'node:test';
 import { createLogger } from '@bulkhead/common';
 import { BulkheadError, isBulkheadError, vmPath, type CallContext } from '@bulkhead/contract';
@@ -118,5 +121,27 @@ test('no input for the idle time locks the seat and brings the screen home; typi
     await svc.close();
   } finally {
     mock.timers.reset();
+  }
+});
+
+test('a restarted input-daemon comes back locked when the seat was locked: killing it is no way around the lock', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'input-lock-'));
+  try {
+    const lockFile = join(dir, 'locked');
+    const unlock = new UnlockGate(new FakePam(), { user: 'owner', firstDelayMs: 0 }, log);
+    const first = service({ unlock, lockFile });
+    await first.svc.Lock();
+    // The first daemon dies here (nothing of it runs on); the next one starts from the run dir.
+    const second = service({ unlock, lockFile });
+    assert.equal(second.svc.properties().Locked, true, 'the restarted daemon is locked');
+    second.svc.resumeLock();
+    await second.svc.settled();
+    assert.deepEqual(second.switched, [0], 'and brings the screen home to the lock screen');
+    await second.svc.Unlock(ctx, { password: variant('s', 'hunter2!') });
+    const third = service({ unlock, lockFile });
+    assert.equal(third.svc.properties().Locked, false, 'unlocked before the restart: unlocked after it');
+    for (const s of [first, second, third]) await s.svc.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
