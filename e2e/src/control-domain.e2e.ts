@@ -571,7 +571,9 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
 // "Target crashed" from then on.
 test('8. the idle timer locks the seat; the password unlocks it again', async () => {
   // The test layer turns the idle lock off (its scenarios have long stretches without input); this
-  // one turns it on with a runtime drop-in (gone at the next boot), then off again. 20 s: long
+  // one turns it on with a runtime drop-in (gone at the next boot), then off again. The drop-in's
+  // name sorts after the test layer's test-layer.conf: systemd applies drop-ins in file-name order
+  // across /etc and /run, and the last Environment= wins. 20 s: long
   // enough to type the password and turn it off before it locks a second time.
   const dropIn = '/run/systemd/system/bulkhead-input-daemon.service.d';
   const restartInput = async (setup: string) => {
@@ -581,7 +583,7 @@ test('8. the idle timer locks the seat; the password unlocks it again', async ()
   const isLocked = async () =>
     /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
   await restartInput(
-    `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/idle.conf`,
+    `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/zz-idle.conf`,
   );
   try {
     await waitFor('the seat locked by the idle timer', isLocked, 120_000);
@@ -590,7 +592,7 @@ test('8. the idle timer locks the seat; the password unlocks it again', async ()
     await unlockWithPassword(OWNER_PASSWORD);
     assert.equal(await isLocked(), false, 'unlocked by the password');
   } finally {
-    await restartInput(`rm -f ${dropIn}/idle.conf`);
+    await restartInput(`rm -f ${dropIn}/zz-idle.conf`);
   }
 });
 
