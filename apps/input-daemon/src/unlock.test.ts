@@ -3,12 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mock, test } from 'node:test';
-import { createLogger } from '@bulkhead/common';
+import { createLogger, TypedEmitter } from '@bulkhead/common';
 import { BulkheadError, isBulkheadError, vmPath, type CallContext } from '@bulkhead/contract';
 import { variant } from '@bulkhead/dbus';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService, type InputServiceOptions, type VmManagerLink } from './input-service';
+import type { InputSource, SourceEvents } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
 import { FakeSink } from './testing/fake-sink';
 import type { PamResult, PasswordChecker } from './unlock/pam-native';
@@ -144,4 +145,53 @@ test('a restarted input-daemon comes back locked when the seat was locked: killi
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** A fake hardware seat (what EvdevSeat is to InputService: no InjectEvents). */
+class FakeEvdevSeat extends TypedEmitter<SourceEvents> implements InputSource {
+  readonly seat = 'evdev' as const;
+  readonly leds = { setLeds: () => undefined };
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+  devices() {
+    return [];
+  }
+}
+
+test('InjectEvents is refused with NotSupported on a hardware seat (the UI may not type into VMs), and works on the virtual seat', async () => {
+  const hardware = new InputService(
+    new FakeEvdevSeat(),
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    { forVm: async (target) => new FakeSink(target) },
+    { switchToSlot: async () => undefined },
+    log,
+    { unlock: null },
+  );
+  assert.throws(
+    () =>
+      hardware.InjectEvents(ctx, 'keyboard', [
+        [EV_KEY, 30, 1],
+        [EV_SYN, SYN_REPORT, 0],
+      ]),
+    (e) => isBulkheadError(e, 'NotSupported'),
+  );
+  await hardware.close();
+  const { svc, switched } = service({ unlock: null });
+  // Ctrl+1 through the virtual seat is a real hotkey: the injected events reach the pipeline.
+  svc.InjectEvents(ctx, 'keyboard', [
+    [EV_KEY, 29, 1],
+    [EV_SYN, SYN_REPORT, 0],
+    [EV_KEY, 2, 1],
+    [EV_SYN, SYN_REPORT, 0],
+  ]);
+  svc.InjectEvents(ctx, 'keyboard', [
+    [EV_KEY, 2, 0],
+    [EV_SYN, SYN_REPORT, 0],
+    [EV_KEY, 29, 0],
+    [EV_SYN, SYN_REPORT, 0],
+  ]);
+  await svc.settled();
+  assert.deepEqual(switched, [1]);
+  await svc.close();
 });
