@@ -11,6 +11,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# The bitmap font is the toy guest's (one font for both test guests).
+font_dir="$repo/apps/vm-daemon/guest"
 out_dir=${1:-$repo/.cache/linux-guest}
 cache=${BULKHEAD_CACHE:-/var/cache/bulkhead}
 # The kernel ABI is pinned so the cache key says which kernel is inside; when Debian has dropped
@@ -19,7 +21,7 @@ KVER=${BULKHEAD_LINUX_GUEST_KVER:-6.1.0-57-amd64}
 
 cannot_fetch() { echo "linux guest: cannot fetch from Debian: $*" >&2; exit 75; }
 cache_dir() {
-  echo "$cache/linux-guest-$( (cd "$here" && cat build.sh init grub.cfg modules.txt src/*; echo "$KVER") | sha256sum | cut -c1-16)"
+  echo "$cache/linux-guest-$( (cd "$here" && cat build.sh init grub.cfg modules.txt src/* "$font_dir/font8x8.h"; echo "$KVER") | sha256sum | cut -c1-16)"
 }
 deliver() { # cache-dir: copy the result to the output directory
   mkdir -p "$out_dir"
@@ -100,7 +102,7 @@ for applet in modprobe insmod rmmod lsmod depmod; do ln -sf ../bin/busybox "$roo
 mknod -m 600 "$root/dev/console" c 5 1
 install -m 755 "$here/init" "$root/init"
 # -Wno-format-truncation: every truncating snprintf in the helper truncates on purpose.
-gcc -static -Os -Wall -Wextra -Werror -Wno-format-truncation -o "$root/bin/bulkhead-guest" "$here"/src/*.c
+gcc -static -Os -Wall -Wextra -Werror -Wno-format-truncation -I"$font_dir" -o "$root/bin/bulkhead-guest" "$here"/src/*.c
 strip "$root/bin/bulkhead-guest"
 
 # --- kernel modules: modules.txt and everything each one depends on, nothing else
