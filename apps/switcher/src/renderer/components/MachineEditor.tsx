@@ -117,41 +117,9 @@ export function NewMachineDialog() {
             Colour
             <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
           </label>
-          <label>
-            Slot
-            <select name="slot" value={slot} onChange={(e) => setSlot(Number(e.target.value))}>
-              {slots.map((s) => (
-                <option key={s} value={s}>
-                  {s} ({hotkeyForSlot(s)})
-                </option>
-              ))}
-            </select>
-          </label>
+          <SlotSelect slots={slots} slot={slot} setSlot={setSlot} />
         </div>
-        <div className="form-row">
-          <label>
-            Memory (MiB)
-            <input
-              name="memory"
-              type="number"
-              min={16}
-
-              value={memoryMiB}
-              onChange={(e) => setMemory(Number(e.target.value))}
-            />
-          </label>
-          <label>
-            Processors
-            <input
-              name="vcpus"
-              type="number"
-              min={1}
-              max={64}
-              value={vcpus}
-              onChange={(e) => setVcpus(Number(e.target.value))}
-            />
-          </label>
-        </div>
+        <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
         <fieldset>
           <legend>Disk</legend>
           <label className="choice">
@@ -298,41 +266,9 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
               Colour
               <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
             </label>
-            <label>
-              Slot
-              <select name="slot" value={slot} onChange={(e) => setSlot(Number(e.target.value))}>
-                {freeSlots(vms, vm.path).map((s) => (
-                  <option key={s} value={s}>
-                    {s} ({hotkeyForSlot(s)})
-                  </option>
-                ))}
-              </select>
-            </label>
+            <SlotSelect slots={freeSlots(vms, vm.path)} slot={slot} setSlot={setSlot} />
           </div>
-          <div className="form-row">
-            <label>
-              Memory (MiB)
-              <input
-                name="memory"
-                type="number"
-                min={16}
-
-                value={memoryMiB}
-                onChange={(e) => setMemory(Number(e.target.value))}
-              />
-            </label>
-            <label>
-              Processors
-              <input
-                name="vcpus"
-                type="number"
-                min={1}
-                max={64}
-                value={vcpus}
-                onChange={(e) => setVcpus(Number(e.target.value))}
-              />
-            </label>
-          </div>
+          <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
           <label className="choice">
             <input
               type="checkbox"
@@ -461,5 +397,55 @@ export function DiskJobBar({ vm }: { vm: VmModel }) {
         Cancel import
       </button>
     </span>
+  );
+}
+
+/** The slot picker of both dialogs (New machine, Settings): each free slot with its hotkey. */
+function SlotSelect(props: { slots: number[]; slot: number; setSlot: (slot: number) => void }) {
+  return (
+    <label>
+      Slot
+      <select name="slot" value={props.slot} onChange={(e) => props.setSlot(Number(e.target.value))}>
+        {props.slots.map((s) => (
+          <option key={s} value={s}>
+            {s} ({hotkeyForSlot(s)})
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+/** Memory and processors, as both dialogs ask for them (vm-daemon validates the values). */
+function SizingRow(props: {
+  memoryMiB: number;
+  setMemory: (mib: number) => void;
+  vcpus: number;
+  setVcpus: (n: number) => void;
+}) {
+  return (
+    <div className="form-row">
+      <label>
+        Memory (MiB)
+        <input
+          name="memory"
+          type="number"
+          min={16}
+          value={props.memoryMiB}
+          onChange={(e) => props.setMemory(Number(e.target.value))}
+        />
+      </label>
+      <label>
+        Processors
+        <input
+          name="vcpus"
+          type="number"
+          min={1}
+          max={64}
+          value={props.vcpus}
+          onChange={(e) => props.setVcpus(Number(e.target.value))}
+        />
+      </label>
+    </div>
   );
 }
