@@ -18,6 +18,8 @@ export interface ImageMachineOptions {
    * production flavour, which has none: the console then only asks for a login.
    */
   rootShell?: boolean;
+  /** More QEMU arguments, appended last (e.g. `-global ICH9-LPC.disable_s3=0` for S3). */
+  extraQemuArgs?: string[];
 }
 
 /**
@@ -125,6 +127,7 @@ export class ImageMachine {
       `socket,id=s0,path=${join(this.runDir, 'serial.sock')},server=on,wait=off,logfile=${join(this.runDir, 'serial.log')}`,
       '-serial',
       'chardev:s0',
+      ...(this.opts.extraQemuArgs ?? []),
     ];
     this.proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d));
