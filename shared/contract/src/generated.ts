@@ -1351,6 +1351,34 @@ export interface InterfaceTypes {
 
 // ---------------------------------------------------------------- enums (org.bulkhead.Enum)
 
+/** The values of org.bulkhead.Power1.Battery.state. */
+export const BATTERY_STATE_VALUES = ["unknown","charging","discharging","empty","full","pending-charge","pending-discharge"] as const;
+export type BatteryState = (typeof BATTERY_STATE_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.Battery.level. */
+export const BATTERY_LEVEL_VALUES = ["normal","low","critical"] as const;
+export type BatteryLevel = (typeof BATTERY_LEVEL_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.Policy.lid. */
+export const POLICY_LID_VALUES = ["suspend","lock","nothing"] as const;
+export type PolicyLid = (typeof POLICY_LID_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.Policy.power_key. */
+export const POLICY_POWER_KEY_VALUES = ["suspend","lock","nothing"] as const;
+export type PolicyPowerKey = (typeof POLICY_POWER_KEY_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.Policy.critical. */
+export const POLICY_CRITICAL_VALUES = ["suspend","hibernate","nothing"] as const;
+export type PolicyCritical = (typeof POLICY_CRITICAL_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.LastSuspend.reason. */
+export const LAST_SUSPEND_REASON_VALUES = ["request","power-key","lid","critical-battery","system"] as const;
+export type LastSuspendReason = (typeof LAST_SUSPEND_REASON_VALUES)[number];
+
+/** The values of org.bulkhead.Power1.LastSuspend.outcome. */
+export const LAST_SUSPEND_OUTCOME_VALUES = ["ok","failed","incomplete"] as const;
+export type LastSuspendOutcome = (typeof LAST_SUSPEND_OUTCOME_VALUES)[number];
+
 /** The values of org.bulkhead.UsbDevice1.State. */
 export const USB_DEVICE1_STATE_VALUES = ["available","attaching","attached","detaching","input","rejected","gone"] as const;
 export type UsbDevice1State = (typeof USB_DEVICE1_STATE_VALUES)[number];
@@ -1376,6 +1404,66 @@ export const VM_MANAGER1_SWITCH_PROGRESS_STEP_VALUES = ["starting-vm","freeze-in
 export type VmManager1SwitchProgressStep = (typeof VM_MANAGER1_SWITCH_PROGRESS_STEP_VALUES)[number];
 
 // ---------------------------------------------------------------- dicts (org.bulkhead.Dict)
+
+/** org.bulkhead.Power1.Battery (a{sv}) with its keys typed; encodeBattery/decodeBattery check a value against it. */
+export interface Battery {
+  present: boolean;
+  percentage: number;
+  state: BatteryState;
+  time_to_empty_sec: bigint;
+  time_to_full_sec: bigint;
+  on_battery: boolean;
+  level: BatteryLevel;
+}
+export const BATTERY_FIELDS = [{"key":"present","type":"b","optional":false},{"key":"percentage","type":"d","optional":false},{"key":"state","type":"s","optional":false,"enum":["unknown","charging","discharging","empty","full","pending-charge","pending-discharge"]},{"key":"time_to_empty_sec","type":"x","optional":false},{"key":"time_to_full_sec","type":"x","optional":false},{"key":"on_battery","type":"b","optional":false},{"key":"level","type":"s","optional":false,"enum":["normal","low","critical"]}] as const satisfies readonly DictField[];
+/** org.bulkhead.Power1.Battery as the a{sv} on the bus. Throws ContractValueError naming the key of a malformed value. */
+export function encodeBattery(value: Battery): VariantDict {
+  return encodeDict(value, BATTERY_FIELDS, 'org.bulkhead.Power1.Battery');
+}
+/** org.bulkhead.Power1.Battery read from the bus. Throws ContractValueError naming the key that is missing or malformed. */
+export function decodeBattery(dict: unknown): Battery {
+  return decodeDict(dict, BATTERY_FIELDS, 'org.bulkhead.Power1.Battery') as unknown as Battery;
+}
+
+/** org.bulkhead.Power1.Policy (a{sv}) with its keys typed; encodePolicy/decodePolicy check a value against it. */
+export interface Policy {
+  lid: PolicyLid;
+  power_key: PolicyPowerKey;
+  critical: PolicyCritical;
+  low_percent: number;
+  critical_percent: number;
+  file: string;
+  error: string;
+}
+export const POLICY_FIELDS = [{"key":"lid","type":"s","optional":false,"enum":["suspend","lock","nothing"]},{"key":"power_key","type":"s","optional":false,"enum":["suspend","lock","nothing"]},{"key":"critical","type":"s","optional":false,"enum":["suspend","hibernate","nothing"]},{"key":"low_percent","type":"u","optional":false},{"key":"critical_percent","type":"u","optional":false},{"key":"file","type":"s","optional":false},{"key":"error","type":"s","optional":false}] as const satisfies readonly DictField[];
+/** org.bulkhead.Power1.Policy as the a{sv} on the bus. Throws ContractValueError naming the key of a malformed value. */
+export function encodePolicy(value: Policy): VariantDict {
+  return encodeDict(value, POLICY_FIELDS, 'org.bulkhead.Power1.Policy');
+}
+/** org.bulkhead.Power1.Policy read from the bus. Throws ContractValueError naming the key that is missing or malformed. */
+export function decodePolicy(dict: unknown): Policy {
+  return decodeDict(dict, POLICY_FIELDS, 'org.bulkhead.Power1.Policy') as unknown as Policy;
+}
+
+/** org.bulkhead.Power1.LastSuspend (a{sv}) with its keys typed; encodeLastSuspend/decodeLastSuspend check a value against it. */
+export interface LastSuspend {
+  reason: LastSuspendReason;
+  outcome: LastSuspendOutcome;
+  error: string;
+  started_usec: bigint;
+  duration_usec: bigint;
+  steps: Array<[string, string, string]>;
+  not_back: Array<[string, string]>;
+}
+export const LAST_SUSPEND_FIELDS = [{"key":"reason","type":"s","optional":false,"enum":["request","power-key","lid","critical-battery","system"]},{"key":"outcome","type":"s","optional":false,"enum":["ok","failed","incomplete"]},{"key":"error","type":"s","optional":false},{"key":"started_usec","type":"t","optional":false},{"key":"duration_usec","type":"t","optional":false},{"key":"steps","type":"a(sss)","optional":false},{"key":"not_back","type":"a(ss)","optional":false}] as const satisfies readonly DictField[];
+/** org.bulkhead.Power1.LastSuspend as the a{sv} on the bus. Throws ContractValueError naming the key of a malformed value. */
+export function encodeLastSuspend(value: LastSuspend): VariantDict {
+  return encodeDict(value, LAST_SUSPEND_FIELDS, 'org.bulkhead.Power1.LastSuspend');
+}
+/** org.bulkhead.Power1.LastSuspend read from the bus. Throws ContractValueError naming the key that is missing or malformed. */
+export function decodeLastSuspend(dict: unknown): LastSuspend {
+  return decodeDict(dict, LAST_SUSPEND_FIELDS, 'org.bulkhead.Power1.LastSuspend') as unknown as LastSuspend;
+}
 
 /** org.bulkhead.VmManager1.LastSwitch (a{sv}) with its keys typed; encodeLastSwitch/decodeLastSwitch check a value against it. */
 export interface LastSwitch {

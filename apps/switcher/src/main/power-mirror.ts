@@ -4,32 +4,51 @@
  * Followed by vm-daemon's bus name with its own tracker; vm-daemon's up/down status is reported by
  * the VM manager's mirror, not twice.
  */
-import { BUS_NAMES, POWER_PATH } from '@bulkhead/contract';
+import { BUS_NAMES, POWER_PATH, decodeBattery, decodeLastSuspend } from '@bulkhead/contract';
 import type { TypedEmitter } from '@bulkhead/common';
 import { unwrap, type BusClient, type Unsubscribe } from '@bulkhead/dbus';
-import type { PowerModel, SuspendReportModel } from '../common/model';
+import type { BatteryModel, PowerModel, SuspendReportModel } from '../common/model';
 import type { DaemonStateEvents } from './daemon-state';
-import type { Props } from './mirror-props';
+import { decodeDictOrNull, type Props } from './mirror-props';
 import type { DaemonMirror } from './name-owner-tracker';
 
 const POWER1 = 'org.bulkhead.Power1';
 
-const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-const num = (v: unknown): number => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : 0);
+/** What the switcher shows with no battery (none, no UPower, or a Battery it could not read). */
+const NO_BATTERY: Readonly<BatteryModel> = Object.freeze({
+  present: false,
+  percentage: 0,
+  state: 'unknown',
+  timeToEmptySec: 0,
+  onBattery: false,
+  level: 'normal',
+});
 
-export function suspendReport(d: Record<string, unknown>): SuspendReportModel | null {
-  if (!d || typeof d.outcome !== 'string') return null;
+/** LastSuspend (a{sv}, typed by the contract) as the switcher's report; null before the first suspend. */
+export function suspendReport(d: unknown): SuspendReportModel | null {
+  const r = decodeDictOrNull('LastSuspend', decodeLastSuspend, d);
+  if (!r) return null;
   return {
-    reason: str(d.reason),
-    outcome: str(d.outcome),
-    error: str(d.error),
-    startedMs: Math.round(num(d.started_usec) / 1000),
-    steps: Array.isArray(d.steps)
-      ? (d.steps as Array<[string, string, string]>).map((s) => [str(s[0]), str(s[1]), str(s[2])])
-      : [],
-    notBack: Array.isArray(d.not_back)
-      ? (d.not_back as Array<[string, string]>).map((s) => [str(s[0]), str(s[1])])
-      : [],
+    reason: r.reason,
+    outcome: r.outcome,
+    error: r.error,
+    startedMs: Math.round(Number(r.started_usec) / 1000),
+    steps: r.steps,
+    notBack: r.not_back,
+  };
+}
+
+/** Battery (a{sv}, typed by the contract) as the switcher's model; no battery when it cannot be read. */
+export function batteryModel(d: unknown): BatteryModel {
+  const b = decodeDictOrNull('Battery', decodeBattery, d);
+  if (!b) return { ...NO_BATTERY };
+  return {
+    present: b.present,
+    percentage: b.percentage,
+    state: b.state,
+    timeToEmptySec: Number(b.time_to_empty_sec),
+    onBattery: b.on_battery,
+    level: b.level,
   };
 }
 
@@ -75,14 +94,7 @@ export class PowerMirror implements DaemonMirror {
       throw e;
     }
     this.power = {
-      battery: {
-        present: false,
-        percentage: 0,
-        state: 'unknown',
-        timeToEmptySec: 0,
-        onBattery: false,
-        level: 'normal',
-      },
+      battery: { ...NO_BATTERY },
       suspending: false,
       progress: null,
       lastSuspend: null,
@@ -92,22 +104,12 @@ export class PowerMirror implements DaemonMirror {
 
   private apply(p: Props): void {
     const m = this.power as PowerModel;
-    if ('Battery' in p) {
-      const b = (p.Battery ?? {}) as Record<string, unknown>;
-      m.battery = {
-        present: b.present === true,
-        percentage: num(b.percentage),
-        state: str(b.state) || 'unknown',
-        timeToEmptySec: num(b.time_to_empty_sec),
-        onBattery: b.on_battery === true,
-        level: b.level === 'low' || b.level === 'critical' ? b.level : 'normal',
-      };
-    }
+    if ('Battery' in p) m.battery = batteryModel(p.Battery);
     if ('Suspending' in p) {
       m.suspending = p.Suspending === true;
       if (!m.suspending) m.progress = null;
     }
-    if ('LastSuspend' in p) m.lastSuspend = suspendReport((p.LastSuspend ?? {}) as Record<string, unknown>);
+    if ('LastSuspend' in p) m.lastSuspend = suspendReport(p.LastSuspend);
   }
 
   clear(): void {

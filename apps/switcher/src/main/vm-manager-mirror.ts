@@ -1,7 +1,6 @@
 /** The switcher's mirror of vm-daemon (org.bulkhead.VmManager1 and its Vm1 objects). */
 import {
   BUS_NAMES,
-  ContractValueError,
   VM1_VIEW_DEFAULTS,
   VM_MANAGER_PATH,
   decodeLastSwitch,
@@ -11,7 +10,7 @@ import type { TypedEmitter } from '@bulkhead/common';
 import type { BusClient, Unsubscribe } from '@bulkhead/dbus';
 import type { ConfigErrorModel, LastSwitchModel, VmModel } from '../common/model';
 import type { DaemonStateEvents } from './daemon-state';
-import type { Props } from './mirror-props';
+import { decodeDictOrNull, type Props } from './mirror-props';
 import type { DaemonMirror } from './name-owner-tracker';
 
 const VM1 = 'org.bulkhead.Vm1';
@@ -31,15 +30,8 @@ export function vmFromProps(path: string, p: Props): VmModel {
  * rather than as a half-read one.
  */
 export function lastSwitchFromDict(d: unknown): LastSwitchModel | null {
-  if (!d || typeof d !== 'object' || Object.keys(d).length === 0) return null;
-  let r;
-  try {
-    r = decodeLastSwitch(d);
-  } catch (e) {
-    if (!(e instanceof ContractValueError)) throw e;
-    console.error(`switcher: ignoring LastSwitch from vm-daemon: ${e.message}`);
-    return null;
-  }
+  const r = decodeDictOrNull('LastSwitch', decodeLastSwitch, d);
+  if (!r) return null;
   const ms = (us: bigint) => Number(us) / 1000;
   return {
     from: r.from,

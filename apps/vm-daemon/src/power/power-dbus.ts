@@ -1,26 +1,30 @@
 /** Publishes the power component as org.bulkhead.Power1 at /org/bulkhead/Power1. */
 import {
   POWER_PATH,
+  encodeBattery,
+  encodeLastSuspend,
+  encodePolicy,
   type CallContext,
   type Power1Properties,
   type Power1Service,
   type VariantDict,
 } from '@bulkhead/contract';
-import { parseOptions, variant, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
+import { parseOptions, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
 import type { PowerManager } from './power-manager';
 import type { SuspendRecord } from './suspend-transaction';
 
+/** LastSuspend as the contract's a{sv} (typed by the XML's org.bulkhead.Dict); empty before the first suspend. */
 export function lastSuspendDict(r: SuspendRecord | null): VariantDict {
   if (!r) return {};
-  return {
-    reason: variant('s', r.reason),
-    outcome: variant('s', r.outcome),
-    error: variant('s', r.error),
-    started_usec: variant('t', r.startedUsec),
-    duration_usec: variant('t', r.durationUsec),
-    steps: variant('a(sss)', r.steps),
-    not_back: variant('a(ss)', r.notBack),
-  };
+  return encodeLastSuspend({
+    reason: r.reason,
+    outcome: r.outcome,
+    error: r.error,
+    started_usec: r.startedUsec,
+    duration_usec: r.durationUsec,
+    steps: r.steps,
+    not_back: r.notBack,
+  });
 }
 
 class PowerObject implements Power1Service {
@@ -43,24 +47,24 @@ export class PowerDbus {
     const p = this.power;
     const b = p.battery;
     return {
-      Battery: {
-        present: variant('b', b.present),
-        percentage: variant('d', b.percentage),
-        state: variant('s', b.state),
-        time_to_empty_sec: variant('x', BigInt(b.timeToEmptySec)),
-        time_to_full_sec: variant('x', BigInt(b.timeToFullSec)),
-        on_battery: variant('b', b.onBattery),
-        level: variant('s', p.batteryLevel),
-      },
-      Policy: {
-        lid: variant('s', p.policy.lid),
-        power_key: variant('s', p.policy.powerKey),
-        critical: variant('s', p.policy.critical),
-        low_percent: variant('u', p.policy.lowPercent),
-        critical_percent: variant('u', p.policy.criticalPercent),
-        file: variant('s', p.policyFile),
-        error: variant('s', p.policyError ? `${p.policyError.field}: ${p.policyError.reason}` : ''),
-      },
+      Battery: encodeBattery({
+        present: b.present,
+        percentage: b.percentage,
+        state: b.state,
+        time_to_empty_sec: BigInt(b.timeToEmptySec),
+        time_to_full_sec: BigInt(b.timeToFullSec),
+        on_battery: b.onBattery,
+        level: p.batteryLevel,
+      }),
+      Policy: encodePolicy({
+        lid: p.policy.lid,
+        power_key: p.policy.powerKey,
+        critical: p.policy.critical,
+        low_percent: p.policy.lowPercent,
+        critical_percent: p.policy.criticalPercent,
+        file: p.policyFile,
+        error: p.policyError ? `${p.policyError.field}: ${p.policyError.reason}` : '',
+      }),
       Suspending: p.suspending,
       LastSuspend: lastSuspendDict(p.lastSuspend),
     };
