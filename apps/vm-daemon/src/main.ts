@@ -5,16 +5,17 @@
  * publication.
  *
  *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
- *        [--bus ADDRESS] [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit]
+ *        [--bus ADDRESS] [--backend auto|qemu|xen] [--no-autostart] [--stop-vms-on-exit]
  *        [--image-dir DIR]... [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...
  *
  * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
  * BULKHEAD_IMAGE_DIRS (':'-separated, added to the --image-dir list), BULKHEAD_PERSON_VM_DIR,
  * BULKHEAD_PERSON_IMAGE_DIR, BULKHEAD_MEDIA_ROOTS (':'-separated, replaces the default),
- * BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe), BULKHEAD_LOG_LEVEL,
+ * BULKHEAD_BACKEND (auto|qemu|xen, as --backend), BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe),
+ * BULKHEAD_LOG_LEVEL,
  * BULKHEAD_XEN_DUMP_DIR (xen: where xl writes core dumps, default /var/lib/xen/dump).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BUS_NAMES } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
@@ -40,6 +41,7 @@ export interface DaemonArgs {
   runDir: string;
   stateDir: string;
   bus: string;
+  /** auto (the default: see chooseBackend), qemu or xen. */
   backend: string;
   autostart: boolean;
   stopVmsOnExit: boolean;
@@ -53,7 +55,7 @@ export interface DaemonArgs {
 }
 
 const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
-                          [--backend qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...
+                          [--backend auto|qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...
                           [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
@@ -62,7 +64,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
     runDir: env.BULKHEAD_RUN_DIR ?? '/run/bulkhead/vms',
     stateDir: env.BULKHEAD_STATE_DIR ?? '/var/lib/bulkhead/vm-daemon',
     bus: env.BULKHEAD_BUS ?? 'system',
-    backend: 'qemu',
+    backend: env.BULKHEAD_BACKEND ?? 'auto',
     autostart: true,
     stopVmsOnExit: false,
     imageDirs: (env.BULKHEAD_IMAGE_DIRS ?? '').split(':').filter((d) => d !== ''),
@@ -139,6 +141,29 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   return a;
 }
 
+/**
+ * The backend vm-daemon runs its VMs on. `auto` chooses from the machine it runs on: Xen when this
+ * is Xen's control domain (`/proc/xen/capabilities` lists `control_d`: dom0 of the image's
+ * "Bulkhead (Xen)" entry), QEMU/KVM otherwise (the "Bulkhead (KVM)" entry, a developer's machine,
+ * a Xen guest). `qemu` or `xen` (--backend, BULKHEAD_BACKEND) override it.
+ * `xenCapabilities` returns the file's text, or null when there is none (no Xen, or xenfs not
+ * mounted).
+ */
+export function chooseBackend(requested: string, xenCapabilities: () => string | null): 'qemu' | 'xen' {
+  if (requested === 'qemu' || requested === 'xen') return requested;
+  if (requested !== 'auto') throw new Error(`--backend must be auto, qemu or xen, got '${requested}'`);
+  const caps = xenCapabilities();
+  return caps !== null && caps.split(/[\s,]+/).includes('control_d') ? 'xen' : 'qemu';
+}
+
+export function readXenCapabilities(path = '/proc/xen/capabilities'): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
 async function main(): Promise<void> {
   const log = createLogger('vm-daemon');
   let args: DaemonArgs;
@@ -148,6 +173,14 @@ async function main(): Promise<void> {
     console.error((e as Error).message);
     process.exit(2);
   }
+  let backendName: 'qemu' | 'xen';
+  try {
+    backendName = chooseBackend(args.backend, readXenCapabilities);
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exit(2);
+  }
+  log.info(`backend ${backendName}${args.backend === 'auto' ? ' (auto: from /proc/xen/capabilities)' : ''}`);
   const accelEnv = process.env.BULKHEAD_ACCEL;
   if (accelEnv && accelEnv !== 'kvm' && accelEnv !== 'tcg') {
     console.error(`BULKHEAD_ACCEL must be kvm or tcg, got '${accelEnv}'`);
@@ -171,7 +204,7 @@ async function main(): Promise<void> {
   }
   let backend: VmBackend;
   let gpu: GpuHandoff = new NoGpuHandoff();
-  if (args.backend === 'qemu') {
+  if (backendName === 'qemu') {
     const guest = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
     backend = new QemuBackend({
       runRoot: args.runDir,
@@ -179,7 +212,7 @@ async function main(): Promise<void> {
       accel: (accelEnv as 'kvm' | 'tcg' | undefined) ?? null,
       probeKernel: existsSync(guest) ? guest : null,
     });
-  } else if (args.backend === 'xen') {
+  } else {
     const runner = new ExecXlRunner();
     backend = new XenBackend({
       runRoot: args.runDir,
@@ -197,9 +230,6 @@ async function main(): Promise<void> {
       .prepare(gpus)
       .catch((e) => log.error(`making the GPUs assignable failed: ${(e as Error).message}`));
     gpu = handoff;
-  } else {
-    console.error(`backend must be qemu or xen, got '${args.backend}'`);
-    process.exit(2);
   }
 
   const bus = await connectBus(args.bus);
