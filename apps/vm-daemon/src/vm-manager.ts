@@ -12,7 +12,7 @@ import type { ConfigError, ConfigOptions } from './config';
 import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, inspectSource } from './disk-manager';
-import type { VmOptions, VmStore } from './vm-store';
+import { networkText, type VmOptions, type VmStore } from './vm-store';
 import { CDROM_DRIVE, describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
@@ -247,6 +247,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       UsbAutoAttach: d.usbAutoAttach,
       MemoryMiB: d.memoryMiB,
       Vcpus: d.vcpus,
+      Network: networkText(d.network),
       Backend: d.backend,
       ConfigFile: d.file,
       Owner: e.owner,
@@ -256,6 +257,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
     };
   }
+
+  /** VMs paused by the suspend transaction: their pause does not move the focus away (pause()). */
+  private readonly pausedForSleep = new Set<string>();
 
   // ---------------------------------------------------------------- state
 
@@ -270,7 +274,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (state === 'stopped' || state === 'crashed') e.handle = null;
     if (changed.length) this.emit('vm-changed', e.def.id, changed);
     if (
-      (state === 'crashed' || state === 'stopped' || state === 'paused') &&
+      (state === 'crashed' ||
+        state === 'stopped' ||
+        (state === 'paused' && !this.pausedForSleep.has(e.def.id))) &&
       this.activeVm === vmPath(e.def.id)
     ) {
       void this.fallBackToSwitcher(`${e.def.id} is ${state}: ${reason}`);
@@ -493,17 +499,36 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       this.setState(e, 'stopped', 'stopped-by-user', 'killed on request');
   }
 
-  async pause(id: string): Promise<void> {
+  /**
+   * Pause a running VM. `forSleep`: the suspend transaction (power/) pauses every VM for the sleep
+   * with the seat locked; the active VM stays the active one (no fall-back to the switcher), so
+   * the person is back in it after waking and unlocking. resume() ends that.
+   */
+  async pause(id: string, opts: { forSleep?: boolean } = {}): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'running') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
-    await this.backend.pause(id);
+    if (opts.forSleep) this.pausedForSleep.add(id);
+    try {
+      await this.backend.pause(id);
+    } catch (err) {
+      this.pausedForSleep.delete(id);
+      throw err;
+    }
     this.setState(e, 'paused', 'paused-by-user', 'paused on request');
   }
 
   async resume(id: string): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'paused') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not paused`);
-    await this.backend.resume(id);
+    try {
+      await this.backend.resume(id);
+    } catch (err) {
+      // Not back after a sleep: the active VM it was cannot keep the focus.
+      if (this.pausedForSleep.delete(id) && e.state === 'paused' && this.activeVm === vmPath(id))
+        void this.fallBackToSwitcher(`${id} did not resume after the sleep: ${(err as Error).message}`);
+      throw err;
+    }
+    this.pausedForSleep.delete(id);
     this.setState(e, 'running', 'resumed-by-user', 'resumed on request');
   }
 

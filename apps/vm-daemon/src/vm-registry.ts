@@ -111,6 +111,7 @@ const DEFINITION_PROPERTIES: Array<keyof Vm1Properties> = [
   'UsbAutoAttach',
   'MemoryMiB',
   'Vcpus',
+  'Network',
   'Backend',
   'ConfigFile',
   'Owner',

@@ -292,6 +292,35 @@ test('Update changes a stopped person VM (every option validated by name); an ad
   }
 });
 
+test("Vm1.Network says each VM's network (none | user | bridge:NAME) and follows an Update", async () => {
+  const t = setup();
+  try {
+    writeFileSync(
+      join(t.configDir, 'bridged.json'),
+      JSON.stringify({
+        id: 'bridged',
+        name: 'Bridged',
+        slot: 5,
+        color: '#00897b',
+        memoryMiB: 32,
+        network: 'bridge:br0',
+      }),
+    );
+    t.manager.reload();
+    assert.equal(t.manager.vmProperties('bridged').Network, 'bridge:br0');
+    assert.equal(t.manager.vmProperties('business').Network, 'none');
+    await t.manager.createVm('Lab', { slot: 3 });
+    assert.equal(t.manager.vmProperties('lab').Network, 'none', 'CreateVm without network: none');
+    await t.manager.updateVm('lab', { network: 'user' });
+    assert.equal(t.manager.vmProperties('lab').Network, 'user');
+    assert.equal(JSON.parse(readFileSync(t.manager.get('lab').def.file, 'utf8')).network, 'user');
+    await refused(t.manager.updateVm('lab', { network: 'bridge:br0' }), 'InvalidArgument', /^network: /);
+    assert.equal(t.manager.vmProperties('lab').Network, 'user', 'a refused Update changes nothing');
+  } finally {
+    t.done();
+  }
+});
+
 test('Eject removes the installation medium from the file (the next start boots the disk); NotOwner for the admin; InvalidState without one', async () => {
   const t = setup();
   try {

@@ -300,9 +300,14 @@ export function idFromName(name: string, taken: Set<string>): string {
   for (let i = 2; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
 }
 
+/** A VM's network as its file and Vm1.Network write it: none | user | bridge:NAME. */
+export function networkText(network: VmDefinition['network']): string {
+  return network.mode === 'bridge' ? `bridge:${network.bridge}` : network.mode;
+}
+
 /** The file document of a definition (what Update starts from). */
 function documentOf(def: VmDefinition): Record<string, unknown> {
-  const network = def.network.mode === 'bridge' ? `bridge:${def.network.bridge}` : def.network.mode;
+  const network = networkText(def.network);
   return {
     id: def.id,
     name: def.name,

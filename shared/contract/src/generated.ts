@@ -224,6 +224,8 @@ export interface Vm1Properties {
   UsbAutoAttach: boolean;
   MemoryMiB: number;
   Vcpus: number;
+  /** The VM's network: none (no network card) | user (NAT through the Control Domain, QEMU user networking) | bridge:NAME (an administrator's VM on a host bridge). The person's VMs take none or user (CreateVm, Update). */
+  Network: string;
   /** qemu | xen. */
   Backend: string;
   ConfigFile: string;
@@ -1132,6 +1134,11 @@ export const CONTRACT = {
         "access": "read",
         "doc": ""
       },
+      "Network": {
+        "type": "s",
+        "access": "read",
+        "doc": "The VM's network: none (no network card) | user (NAT through the Control Domain, QEMU user networking) | bridge:NAME (an administrator's VM on a host bridge). The person's VMs take none or user (CreateVm, Update)."
+      },
       "Backend": {
         "type": "s",
         "access": "read",
@@ -1612,6 +1619,7 @@ export interface Vm1View {
   usbAutoAttach: boolean;
   memoryMiB: number;
   vcpus: number;
+  network: string;
   backend: string;
   configFile: string;
   owner: string;
@@ -1637,6 +1645,7 @@ export const VM1_VIEW_FIELDS = {
   UsbAutoAttach: 'usbAutoAttach',
   MemoryMiB: 'memoryMiB',
   Vcpus: 'vcpus',
+  Network: 'network',
   Backend: 'backend',
   ConfigFile: 'configFile',
   Owner: 'owner',
@@ -1646,7 +1655,7 @@ export const VM1_VIEW_FIELDS = {
   InputQmpSocket: 'inputQmpSocket',
 } as const satisfies { readonly [P in keyof Vm1Properties]: keyof Vm1View };
 /** Vm1View before the daemon said anything: zero values, an enum's first value. */
-export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"backend":"","configFile":"","owner":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
+export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"network":"","backend":"","configFile":"","owner":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
 /** The Vm1View fields of the org.bulkhead.Vm1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
 export function vm1ViewPatch(props: Record<string, unknown>): Partial<Vm1View> {
   return viewPatch(VM1_VIEW_FIELDS, props) as Partial<Vm1View>;

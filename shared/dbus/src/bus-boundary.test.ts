@@ -71,6 +71,7 @@ function fakeHostileVmProps(): Vm1Properties {
     UsbAutoAttach: false,
     MemoryMiB: 64,
     Vcpus: 1,
+    Network: 'none',
     Backend: 'qemu',
     ConfigFile: '/etc/bulkhead/vms/evil.json',
     InputQmpSocket: '',

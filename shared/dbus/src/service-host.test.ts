@@ -63,6 +63,7 @@ function fakeVmProps(name: string): Vm1Properties {
     UsbAutoAttach: true,
     MemoryMiB: 64,
     Vcpus: 1,
+    Network: 'none',
     Backend: 'qemu',
     ConfigFile: `/etc/bulkhead/vms/${name}.json`,
     InputQmpSocket: '',

@@ -71,6 +71,7 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
     UsbAutoAttach: true,
     MemoryMiB: 256,
     Vcpus: 1,
+    Network: 'none',
     Backend: 'qemu',
     ConfigFile: `/etc/bulkhead/vms/${id}.json`,
     InputQmpSocket: '',
