@@ -44,7 +44,9 @@ export class ManagerSuspendHost implements SuspendHost {
   }
 
   pauseVm(id: string): Promise<void> {
-    return this.manager.pause(id);
+    // The active VM stays active while it sleeps: the seat is locked, and after waking and
+    // unlocking the person is back where they were.
+    return this.manager.pause(id, { forSleep: true });
   }
 
   resumeVm(id: string): Promise<void> {
