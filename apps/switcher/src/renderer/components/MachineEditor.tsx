@@ -9,6 +9,7 @@ import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
+import { Modal } from './Modal';
 
 /** vm-daemon's option names → the labels of the form fields they come from. */
 const OPTION_LABELS: Record<string, string> = {
@@ -90,115 +91,106 @@ export function NewMachineDialog() {
   };
 
   return (
-    <div className="modal-backdrop">
-      <form
-        className="modal machine-form"
-        role="dialog"
-        aria-modal="true"
-        aria-labelledby="new-machine-title"
-        aria-busy={busy}
-        onSubmit={(e) => void submit(e)}
-      >
-        <h2 id="new-machine-title">New machine</h2>
-        {slots.length === 0 && <Problem text="Every slot (1–9) is taken: delete a machine first." />}
+    <Modal titleId="new-machine-title" className="machine-form" busy={busy} onSubmit={(e) => void submit(e)}>
+      <h2 id="new-machine-title">New machine</h2>
+      {slots.length === 0 && <Problem text="Every slot (1–9) is taken: delete a machine first." />}
+      <label>
+        Name
+        <input
+          name="name"
+          value={name}
+          maxLength={64}
+          required
+          autoFocus
+          onChange={(e) => setName(e.target.value)}
+        />
+      </label>
+      <div className="form-row">
         <label>
-          Name
+          Colour
+          <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
+        </label>
+        <SlotSelect slots={slots} slot={slot} setSlot={setSlot} />
+      </div>
+      <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
+      <fieldset>
+        <legend>Disk</legend>
+        <label className="choice">
           <input
-            name="name"
-            value={name}
-            maxLength={64}
-            required
-            autoFocus
-            onChange={(e) => setName(e.target.value)}
-          />
-        </label>
-        <div className="form-row">
-          <label>
-            Colour
-            <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
-          </label>
-          <SlotSelect slots={slots} slot={slot} setSlot={setSlot} />
-        </div>
-        <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
-        <fieldset>
-          <legend>Disk</legend>
-          <label className="choice">
-            <input
-              type="radio"
-              name="disk"
-              value="new"
-              checked={disk === 'new'}
-              onChange={() => setDisk('new')}
-            />{' '}
-            New disk of{' '}
-            <input
-              name="disk-size"
-              type="number"
-              min={1}
-              aria-label="Disk size (MiB)"
-              value={diskSizeMiB}
-              disabled={disk !== 'new'}
-              onChange={(e) => setDiskSize(Number(e.target.value))}
-            />{' '}
-            MiB
-          </label>
-          <label className="choice">
-            <input
-              type="radio"
-              name="disk"
-              value="import"
-              checked={disk === 'import'}
-              onChange={() => setDisk('import')}
-            />{' '}
-            Import an image from a USB stick (qcow2, VHD, VHDX, raw)
-          </label>
-          {disk === 'import' && (
-            <input
-              name="disk-import"
-              aria-label="Disk image to import"
-              placeholder="/media/bulkhead/…/disk.vhd"
-              value={diskImport}
-              onChange={(e) => setDiskImport(e.target.value)}
-            />
-          )}
-          <label className="choice">
-            <input
-              type="radio"
-              name="disk"
-              value="none"
-              checked={disk === 'none'}
-              onChange={() => setDisk('none')}
-            />{' '}
-            No disk
-          </label>
-        </fieldset>
-        <label>
-          Install from (an ISO on a USB stick, optional)
+            type="radio"
+            name="disk"
+            value="new"
+            checked={disk === 'new'}
+            onChange={() => setDisk('new')}
+          />{' '}
+          New disk of{' '}
           <input
-            name="cdrom"
-            placeholder="/media/bulkhead/…/installer.iso"
-            value={cdrom}
-            onChange={(e) => setCdrom(e.target.value)}
+            name="disk-size"
+            type="number"
+            min={1}
+            aria-label="Disk size (MiB)"
+            value={diskSizeMiB}
+            disabled={disk !== 'new'}
+            onChange={(e) => setDiskSize(Number(e.target.value))}
+          />{' '}
+          MiB
+        </label>
+        <label className="choice">
+          <input
+            type="radio"
+            name="disk"
+            value="import"
+            checked={disk === 'import'}
+            onChange={() => setDisk('import')}
+          />{' '}
+          Import an image from a USB stick (qcow2, VHD, VHDX, raw)
+        </label>
+        {disk === 'import' && (
+          <input
+            name="disk-import"
+            aria-label="Disk image to import"
+            placeholder="/media/bulkhead/…/disk.vhd"
+            value={diskImport}
+            onChange={(e) => setDiskImport(e.target.value)}
           />
+        )}
+        <label className="choice">
+          <input
+            type="radio"
+            name="disk"
+            value="none"
+            checked={disk === 'none'}
+            onChange={() => setDisk('none')}
+          />{' '}
+          No disk
         </label>
-        <label>
-          Network
-          <select name="network" value={network} onChange={(e) => setNetwork(e.target.value)}>
-            <option value="user">Internet (shared)</option>
-            <option value="none">None</option>
-          </select>
-        </label>
-        <Problem text={problem} />
-        <div className="modal-actions">
-          <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy || slots.length === 0}>
-            {busy ? 'Creating…' : 'Create machine'}
-          </button>
-        </div>
-      </form>
-    </div>
+      </fieldset>
+      <label>
+        Install from (an ISO on a USB stick, optional)
+        <input
+          name="cdrom"
+          placeholder="/media/bulkhead/…/installer.iso"
+          value={cdrom}
+          onChange={(e) => setCdrom(e.target.value)}
+        />
+      </label>
+      <label>
+        Network
+        <select name="network" value={network} onChange={(e) => setNetwork(e.target.value)}>
+          <option value="user">Internet (shared)</option>
+          <option value="none">None</option>
+        </select>
+      </label>
+      <Problem text={problem} />
+      <div className="modal-actions">
+        <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
+          Cancel
+        </button>
+        <button type="submit" className="primary" disabled={busy || slots.length === 0}>
+          {busy ? 'Creating…' : 'Create machine'}
+        </button>
+      </div>
+    </Modal>
   );
 }
 
@@ -239,109 +231,100 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
   };
 
   return (
-    <div className="modal-backdrop">
-      <form
-        className="modal machine-form"
-        role="dialog"
-        aria-modal="true"
-        aria-labelledby="settings-title"
-        aria-busy={busy}
-        onSubmit={save}
-      >
-        <h2 id="settings-title">Settings of {vm.name}</h2>
-        {admin && (
-          <p className="form-note">
-            This machine is managed by your administrator: you can start, stop and switch to it, but not
-            change or delete it.
-          </p>
-        )}
-        {!admin && running && <p className="form-note">Shut {vm.name} down to change or delete it.</p>}
-        <fieldset disabled={locked || confirmDelete}>
+    <Modal titleId="settings-title" className="machine-form" busy={busy} onSubmit={save}>
+      <h2 id="settings-title">Settings of {vm.name}</h2>
+      {admin && (
+        <p className="form-note">
+          This machine is managed by your administrator: you can start, stop and switch to it, but not change
+          or delete it.
+        </p>
+      )}
+      {!admin && running && <p className="form-note">Shut {vm.name} down to change or delete it.</p>}
+      <fieldset disabled={locked || confirmDelete}>
+        <label>
+          Name
+          <input name="name" value={name} maxLength={64} onChange={(e) => setName(e.target.value)} />
+        </label>
+        <div className="form-row">
           <label>
-            Name
-            <input name="name" value={name} maxLength={64} onChange={(e) => setName(e.target.value)} />
+            Colour
+            <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
           </label>
-          <div className="form-row">
-            <label>
-              Colour
-              <input name="color" type="color" value={color} onChange={(e) => setColor(e.target.value)} />
-            </label>
-            <SlotSelect slots={freeSlots(vms, vm.path)} slot={slot} setSlot={setSlot} />
-          </div>
-          <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
+          <SlotSelect slots={freeSlots(vms, vm.path)} slot={slot} setSlot={setSlot} />
+        </div>
+        <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
+        <label className="choice">
+          <input
+            type="checkbox"
+            name="usb-auto-attach"
+            checked={usbAutoAttach}
+            onChange={(e) => setUsbAutoAttach(e.target.checked)}
+          />{' '}
+          New USB devices go to this machine while it is in front
+        </label>
+      </fieldset>
+      {vm.cdrom && !admin && (
+        // Also while it runs: once the installer is done, the medium goes at once.
+        <p className="form-note">
+          Installing from {vm.cdrom.split('/').pop()}.{' '}
+          <button
+            type="button"
+            className="ghost small"
+            disabled={busy}
+            onClick={() => void run(actions.ejectVm(vm.path))}
+          >
+            Eject {vm.cdrom.split('/').pop()}
+          </button>{' '}
+          (the next start boots from the disk)
+        </p>
+      )}
+      <Problem text={problem} />
+      {confirmDelete ? (
+        <div className="delete-confirm" role="alertdialog" aria-labelledby="delete-title">
+          <p id="delete-title">
+            <strong>Delete {vm.name}?</strong> This cannot be undone.
+          </p>
           <label className="choice">
             <input
               type="checkbox"
-              name="usb-auto-attach"
-              checked={usbAutoAttach}
-              onChange={(e) => setUsbAutoAttach(e.target.checked)}
+              name="remove-disks"
+              checked={removeDisks}
+              onChange={(e) => setRemoveDisks(e.target.checked)}
             />{' '}
-            New USB devices go to this machine while it is in front
+            Also delete its disk and everything on it
           </label>
-        </fieldset>
-        {vm.cdrom && !admin && (
-          // Also while it runs: once the installer is done, the medium goes at once.
-          <p className="form-note">
-            Installing from {vm.cdrom.split('/').pop()}.{' '}
+          <div className="modal-actions">
+            <button type="button" className="ghost" onClick={() => setConfirmDelete(false)}>
+              Keep it
+            </button>
             <button
               type="button"
-              className="ghost small"
+              className="danger"
               disabled={busy}
-              onClick={() => void run(actions.ejectVm(vm.path))}
+              onClick={() => void run(actions.deleteVm(vm.path, removeDisks))}
             >
-              Eject {vm.cdrom.split('/').pop()}
-            </button>{' '}
-            (the next start boots from the disk)
-          </p>
-        )}
-        <Problem text={problem} />
-        {confirmDelete ? (
-          <div className="delete-confirm" role="alertdialog" aria-labelledby="delete-title">
-            <p id="delete-title">
-              <strong>Delete {vm.name}?</strong> This cannot be undone.
-            </p>
-            <label className="choice">
-              <input
-                type="checkbox"
-                name="remove-disks"
-                checked={removeDisks}
-                onChange={(e) => setRemoveDisks(e.target.checked)}
-              />{' '}
-              Also delete its disk and everything on it
-            </label>
-            <div className="modal-actions">
-              <button type="button" className="ghost" onClick={() => setConfirmDelete(false)}>
-                Keep it
-              </button>
-              <button
-                type="button"
-                className="danger"
-                disabled={busy}
-                onClick={() => void run(actions.deleteVm(vm.path, removeDisks))}
-              >
-                Delete {vm.name}
-              </button>
-            </div>
-          </div>
-        ) : (
-          <div className="modal-actions">
-            {!locked && (
-              <button type="button" className="ghost danger-text" onClick={() => setConfirmDelete(true)}>
-                Delete…
-              </button>
-            )}
-            <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
-              Close
+              Delete {vm.name}
             </button>
-            {!locked && (
-              <button type="submit" className="primary" disabled={busy}>
-                Save
-              </button>
-            )}
           </div>
-        )}
-      </form>
-    </div>
+        </div>
+      ) : (
+        <div className="modal-actions">
+          {!locked && (
+            <button type="button" className="ghost danger-text" onClick={() => setConfirmDelete(true)}>
+              Delete…
+            </button>
+          )}
+          <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
+            Close
+          </button>
+          {!locked && (
+            <button type="submit" className="primary" disabled={busy}>
+              Save
+            </button>
+          )}
+        </div>
+      )}
+    </Modal>
   );
 }
 

@@ -4,6 +4,7 @@ import { stepLabel } from '../../common/messages';
 import { isLocked } from '../store';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
+import { Modal } from './Modal';
 
 /** Why the last unlock attempt failed, in words, and when the next one is accepted (ms epoch). */
 export interface UnlockProblem {
@@ -176,40 +177,28 @@ export function PromptDialog() {
   const devName = dev?.name || dev?.product || prompt.device.split('/').pop();
   const vmName = vm?.name || prompt.vm.split('/').pop();
   return (
-    <div className="modal-backdrop">
-      <div
-        className="modal"
-        role="alertdialog"
-        aria-modal="true"
-        aria-labelledby="prompt-title"
-        aria-describedby="prompt-desc"
-      >
-        <h2 id="prompt-title">
-          <Icon name="usb" size={20} /> Connect {devName}?
-        </h2>
-        <p id="prompt-desc">
-          <strong>{vmName}</strong> wants the USB device <strong>{devName}</strong>
-          {dev && dev.classes.length > 0 && <> ({dev.classes.join(', ')})</>}.
-        </p>
-        <div className="modal-actions">
-          <button
-            type="button"
-            className="ghost"
-            onClick={() => void actions.answerPrompt(prompt.id, 'deny')}
-          >
-            Deny
-          </button>
-          <button
-            ref={ref}
-            type="button"
-            className="primary"
-            onClick={() => void actions.answerPrompt(prompt.id, 'allow')}
-          >
-            Allow for {vmName}
-          </button>
-        </div>
+    <Modal role="alertdialog" titleId="prompt-title" describedBy="prompt-desc">
+      <h2 id="prompt-title">
+        <Icon name="usb" size={20} /> Connect {devName}?
+      </h2>
+      <p id="prompt-desc">
+        <strong>{vmName}</strong> wants the USB device <strong>{devName}</strong>
+        {dev && dev.classes.length > 0 && <> ({dev.classes.join(', ')})</>}.
+      </p>
+      <div className="modal-actions">
+        <button type="button" className="ghost" onClick={() => void actions.answerPrompt(prompt.id, 'deny')}>
+          Deny
+        </button>
+        <button
+          ref={ref}
+          type="button"
+          className="primary"
+          onClick={() => void actions.answerPrompt(prompt.id, 'allow')}
+        >
+          Allow for {vmName}
+        </button>
       </div>
-    </div>
+    </Modal>
   );
 }
 

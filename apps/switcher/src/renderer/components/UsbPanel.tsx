@@ -53,28 +53,20 @@ function DeviceRow({ dev, vms }: { dev: UsbDeviceModel; vms: VmModel[] }) {
           )}
         </select>
       </label>
-      <button
-        type="button"
-        role="switch"
-        aria-checked={dev.sticky}
-        className={`toggle${dev.sticky ? ' on' : ''}`}
+      <Toggle
+        on={dev.sticky}
         disabled={locked || inputOwned}
-        onClick={() => void actions.setSticky(dev.path, !dev.sticky)}
-        aria-label={`Always give ${title} to ${holderName(dev.assignedVm, vms)}`}
-      >
-        <span className="toggle-knob" aria-hidden="true" /> Sticky
-      </button>
-      <button
-        type="button"
-        role="switch"
-        aria-checked={dev.followFocus}
-        className={`toggle${dev.followFocus ? ' on' : ''}`}
+        onToggle={() => void actions.setSticky(dev.path, !dev.sticky)}
+        label={`Always give ${title} to ${holderName(dev.assignedVm, vms)}`}
+        text="Sticky"
+      />
+      <Toggle
+        on={dev.followFocus}
         disabled={locked || inputOwned}
-        onClick={() => void actions.setFollowFocus(dev.path, !dev.followFocus)}
-        aria-label={`${title} follows the active machine`}
-      >
-        <span className="toggle-knob" aria-hidden="true" /> Follow focus
-      </button>
+        onToggle={() => void actions.setFollowFocus(dev.path, !dev.followFocus)}
+        label={`${title} follows the active machine`}
+        text="Follow focus"
+      />
     </li>
   );
 }
@@ -105,5 +97,28 @@ export function UsbPanel() {
         </ul>
       )}
     </section>
+  );
+}
+
+/** An on/off switch (role "switch"): its state in aria-checked and the knob, what it does in its label. */
+function Toggle(props: {
+  on: boolean;
+  disabled: boolean;
+  onToggle: () => void;
+  label: string;
+  text: string;
+}) {
+  return (
+    <button
+      type="button"
+      role="switch"
+      aria-checked={props.on}
+      className={`toggle${props.on ? ' on' : ''}`}
+      disabled={props.disabled}
+      onClick={props.onToggle}
+      aria-label={props.label}
+    >
+      <span className="toggle-knob" aria-hidden="true" /> {props.text}
+    </button>
   );
 }
