@@ -23,6 +23,21 @@ import { VirtualSeat } from './sources/virtual-seat';
 import { IdleLock } from './unlock/idle-lock';
 import type { UnlockCheck } from './unlock/unlock-check';
 
+/**
+ * Default safety bound of a hotkey's hold (InputServiceOptions.holdTimeoutMs): far beyond any
+ * switch of two running VMs, GPU hand-off included; a switch that first boots its VM may run
+ * longer (vm-daemon gives starting-vm 120 s), and what is typed meanwhile is then dropped rather
+ * than kept for minutes.
+ */
+export const HOLD_SAFETY_BOUND_MS = 60_000;
+
+/**
+ * How long input-daemon waits for SwitchToSlot's answer: longer than the hold's bound and than
+ * any switch vm-daemon lets run (its step timeouts add up to about 205 s), plus one switch queued
+ * ahead of it. A shorter call timeout would end the hold as 'failed' while the switch still runs.
+ */
+export const SWITCH_CALL_TIMEOUT_MS = 450_000;
+
 /** How a hotkey asks vm-daemon to switch (org.bulkhead.VmManager1.SwitchToSlot). */
 export interface VmManagerLink {
   switchToSlot(slot: number): Promise<void>;
@@ -37,10 +52,11 @@ export interface InputServiceOptions {
   /** Records what each VM may hold, for the next daemon after a crash (held-keys.ts). */
   journal?: HeldKeysJournal | null;
   /**
-   * Longest a switch hotkey holds input back when vm-daemon neither switches nor answers (then
-   * what was held is dropped and input flows to wherever the focus is). Default 2000 ms: a switch
-   * takes tens of ms; one that boots its VM first can take longer, and meanwhile the screen still
-   * shows the old VM.
+   * Safety bound: the longest a switch hotkey holds input back when vm-daemon neither switches nor
+   * answers (then what was held is dropped and input flows to wherever the focus is). The hold
+   * normally ends when the switch resolves — its SetFocus or its answer — however long that takes
+   * (a GPU hand-off takes seconds on real hardware: "Ctrl+2 abc" must type abc in VM 2 even when
+   * the switch takes 5 s). Default HOLD_SAFETY_BOUND_MS.
    */
   holdTimeoutMs?: number;
   /**
@@ -71,8 +87,6 @@ export class InputService implements Input1Service {
   private lastHotkeyError = '';
   private readonly sinks = new Map<string, { sink: InputSink; socket: string }>();
   private queue: Promise<unknown> = Promise.resolve();
-  /** Hotkey SwitchToSlot calls not answered yet. */
-  private hotkeySwitchesInFlight = 0;
   /** Hotkey actions in progress (tests wait for them). */
   private readonly inflight = new Set<Promise<void>>();
   private readonly idleLock: IdleLock | null;
@@ -124,7 +138,7 @@ export class InputService implements Input1Service {
   }
 
   Freeze(_ctx: CallContext, options: VariantDict): Promise<void> {
-    const opts = parseOptions('Freeze', options, { target: 'o' } as const);
+    const opts = parseOptions('Freeze', options, { target: 'o', slot: 'u' } as const);
     return this.serial(async () => {
       // Decided in the same queue as Lock: a switch cannot slip between the lock and vm-daemon
       // hearing of it. Going home ('/', the lock screen) is always allowed.
@@ -133,7 +147,12 @@ export class InputService implements Input1Service {
           'Locked',
           `Freeze for a switch to ${opts.target}: the seat is locked; unlock first`,
         );
-      this.router.freeze();
+      // Target and slot tell a hotkey's hold whether this switch is the hotkey's (Router rule 6).
+      this.router.freeze(
+        opts.target !== undefined && opts.slot !== undefined
+          ? { target: opts.target, slot: opts.slot }
+          : undefined,
+      );
       this.exported?.propertiesChanged('Frozen');
     });
   }
@@ -334,11 +353,10 @@ export class InputService implements Input1Service {
       }
       // From this instant nothing typed reaches the VM being left (Router rule 6): what follows
       // the chord waits for the switch, then goes to where it lands — or nowhere if it fails.
-      // vm-daemon runs the last request after the switch already running (issue 17): when one
-      // runs (an earlier hotkey's, or input is frozen for one), its SetFocus is not where this
-      // hotkey goes, so only this hotkey's own answer ends the hold.
-      const behindAnotherSwitch = this.hotkeySwitchesInFlight > 0 || this.router.isFrozen;
-      const hold = this.router.holdForSwitch({ deliverOnFocus: !behindAnotherSwitch });
+      // vm-daemon runs the last request after the switch already running (issue 17), which may
+      // be a click's that has not frozen input yet: only a Freeze naming this hotkey's slot arms
+      // delivery at a SetFocus; otherwise this hotkey's own answer ends the hold.
+      const hold = this.router.holdForSwitch({ slot: action.slot });
       const timer = setTimeout(() => {
         this.log.warn(
           `${chord.text}: no switch within ${this.holdTimeout} ms; input held meanwhile is dropped`,
@@ -346,7 +364,6 @@ export class InputService implements Input1Service {
         this.router.endHold(hold, 'timeout');
       }, this.holdTimeout);
       timer.unref?.();
-      this.hotkeySwitchesInFlight++;
       try {
         await this.vmManager.switchToSlot(action.slot);
         this.router.endHold(hold, 'switched');
@@ -363,7 +380,6 @@ export class InputService implements Input1Service {
           this.setHotkeyError(msg);
         }
       } finally {
-        this.hotkeySwitchesInFlight--;
         clearTimeout(timer);
       }
     })();
@@ -372,7 +388,7 @@ export class InputService implements Input1Service {
   }
 
   private get holdTimeout(): number {
-    return this.options.holdTimeoutMs ?? 2000;
+    return this.options.holdTimeoutMs ?? HOLD_SAFETY_BOUND_MS;
   }
 
   private setHotkeyError(msg: string): void {

@@ -9,7 +9,7 @@ import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { evdevAvailable, UinputDevice } from './evdev-native';
 import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
 import { buildChords, HotkeyMatcher, loadHotkeysFile } from './hotkeys';
-import { InputService, type SinkFactory, type VmManagerLink } from './input-service';
+import { InputService, SWITCH_CALL_TIMEOUT_MS, type SinkFactory, type VmManagerLink } from './input-service';
 import { qmpConnector } from './qmp-wiring';
 import { QmpSink } from './sinks/qmp-sink';
 import type { InputSink } from './sinks/sink';
@@ -174,6 +174,9 @@ async function main(): Promise<void> {
         'SwitchToSlot',
         'ua{sv}',
         [slot, {}],
+        // A switch may take seconds (a GPU) to minutes (booting its VM): its answer, not a call
+        // timeout, ends the hotkey's hold.
+        { timeoutMs: SWITCH_CALL_TIMEOUT_MS },
       );
     },
   };

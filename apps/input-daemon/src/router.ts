@@ -20,11 +20,15 @@ import type { InputSink } from './sinks/sink';
  *  6. A switch hotkey HOLDS input (holdForSwitch) from the instant it is recognised until the switch
  *     resolves: nothing typed after Ctrl+N reaches the VM being left. The target the hold began on
  *     is its `origin`. Held frames go, in order and by the rules above, to the new destination when
- *     a SetFocus names a target other than the origin, or when the switch is reported done
- *     (endHold 'switched': the person asked for where input now goes, e.g. Ctrl+1 while in VM 1).
- *     They are DROPPED when the switch fails or times out (the focus stays on — or returns to — the
- *     origin, which must not get them), on Lock, on a newer hotkey, and all of them when they
- *     exceed MAX_HELD_EVENTS (never half of what was typed). Pure pointer motion is not held.
+ *     the hotkey's own switch focuses it — a Freeze naming the hotkey's slot (vm-daemon's `slot`
+ *     option) arms the hold with that Freeze's target, and the SetFocus naming that target (not
+ *     the origin) delivers — or when the switch is reported done (endHold 'switched': the person
+ *     asked for where input now goes, e.g. Ctrl+1 while in VM 1). A Freeze of another slot (a
+ *     click's switch still running, an earlier hotkey's) disarms it: that switch's SetFocus is not
+ *     where this hotkey goes. Held frames are DROPPED when the switch fails or times out (the focus
+ *     stays on — or returns to — the origin, which must not get them), on Lock, on a newer hotkey,
+ *     and all of them when they exceed MAX_HELD_EVENTS (never half of what was typed). Pure
+ *     pointer motion is not held.
  *  7. `recorder` (HeldKeysJournal) is told of every press BEFORE the frame carrying it is handed to
  *     a sink, and of releases after: a SIGKILLed daemon's successor can release what a VM holds.
  */
@@ -50,8 +54,19 @@ interface Hold {
   frames: Frame[];
   events: number;
   overflowed: boolean;
-  /** False when the hotkey came while another switch ran: its SetFocus is not this hotkey's. */
-  deliverOnFocus: boolean;
+  /** The slot the hotkey asked for (matched against a Freeze's `slot`), or null (unknown). */
+  slot: number | null;
+  /**
+   * Set by a Freeze for `slot`: the target that switch focuses, where a SetFocus delivers what is
+   * held. Null until then, and after a Freeze for another switch.
+   */
+  deliverTo: string | null;
+}
+
+/** What a Freeze says of the switch it starts (Input1.Freeze options target and slot). */
+export interface SwitchIntent {
+  target: string;
+  slot: number;
 }
 
 export interface LedState {
@@ -140,8 +155,14 @@ export class Router {
     return this.focusSink;
   }
 
-  /** Stop routing to the focused target: release everything it holds; drop input until setFocus. */
-  freeze(): void {
+  /**
+   * Stop routing to the focused target: release everything it holds; drop input until setFocus.
+   * `intent` (vm-daemon's Freeze options) tells a hold whether this switch is its hotkey's (rule 6).
+   */
+  freeze(intent?: SwitchIntent): void {
+    if (this.hold)
+      this.hold.deliverTo =
+        intent && this.hold.slot !== null && intent.slot === this.hold.slot ? intent.target : null;
     this.changeDestination(() => {
       this.frozen = true;
     });
@@ -155,9 +176,10 @@ export class Router {
       this.focusSink = sink;
       this.frozen = false;
     });
-    // The switch moved the focus away from where the hotkey was pressed: what was typed since
-    // goes here. A SetFocus naming the origin (a re-assert, a rollback) keeps holding.
-    if (this.hold?.deliverOnFocus && target !== this.hold.origin)
+    // The hotkey's own switch moved the focus away from where the hotkey was pressed: what was
+    // typed since goes here. A SetFocus naming the origin (a re-assert, a rollback) or any other
+    // target (a rollback to where that switch began) keeps holding.
+    if (this.hold?.deliverTo === target && target !== this.hold.origin)
       this.releaseHold('deliver', `focus moved to ${target}`);
   }
 
@@ -171,11 +193,11 @@ export class Router {
   /**
    * A switch hotkey was recognised: from now on nothing reaches the focused target (its held keys
    * and buttons are released in it now) until the switch resolves (rule 6). A hold still pending
-   * from an earlier hotkey is dropped. Returns the token to pass to endHold. With
-   * `deliverOnFocus: false` (the hotkey's switch waits behind another one) only endHold ends it:
-   * the SetFocus of the switch already running is not where this hotkey goes.
+   * from an earlier hotkey is dropped. Returns the token to pass to endHold. `slot` is the slot
+   * the hotkey asked for: a Freeze naming it arms delivery at that switch's SetFocus. Without it
+   * (or with Freezes that do not name a slot) only endHold ends the hold.
    */
-  holdForSwitch(opts: { deliverOnFocus?: boolean } = {}): number {
+  holdForSwitch(opts: { slot?: number } = {}): number {
     if (this.hold) this.releaseHold('drop', 'a newer hotkey');
     const token = ++this.holdTokens;
     const origin = this.focusTarget;
@@ -186,7 +208,8 @@ export class Router {
         frames: [],
         events: 0,
         overflowed: false,
-        deliverOnFocus: opts.deliverOnFocus ?? true,
+        slot: opts.slot ?? null,
+        deliverTo: null,
       };
     });
     return token;

@@ -215,7 +215,7 @@ function run(ops: Op[], slowSwitches = false): void {
       if (router.isLocked) return; // InputService: no switching while locked
       const origin = router.focusedTarget;
       changeDestination(() => {
-        const token = router.holdForSwitch();
+        const token = router.holdForSwitch({ slot: action.slot });
         hold = { token, origin, startSeq: seq };
         pendingSwitches.push({ token, slot: action.slot, origin });
       });
@@ -293,7 +293,8 @@ function run(ops: Op[], slowSwitches = false): void {
         send([ev(EV_REL, REL_WHEEL, op.d)]);
         break;
       case 'focus':
-        changeDestination(() => router.freeze());
+        // A switch input-daemon did not ask for (a click), with the Freeze options vm-daemon sends.
+        changeDestination(() => router.freeze({ target: TARGETS[op.target], slot: op.target }));
         changeDestination(() => router.setFocus(TARGETS[op.target], sinks[op.target]));
         break;
       case 'lock':
@@ -305,7 +306,7 @@ function run(ops: Op[], slowSwitches = false): void {
       case 'switch-done': {
         const sw = pendingSwitches.shift();
         if (!sw) break;
-        changeDestination(() => router.freeze());
+        changeDestination(() => router.freeze({ target: TARGETS[sw.slot], slot: sw.slot }));
         changeDestination(() => router.setFocus(TARGETS[sw.slot], sinks[sw.slot]));
         if (router.focusedTarget === sw.origin) switchedToOrigin.add(sw.token);
         changeDestination(() => router.endHold(sw.token, 'switched'));
@@ -320,7 +321,7 @@ function run(ops: Op[], slowSwitches = false): void {
         const sw = pendingSwitches.shift();
         if (!sw) break;
         const back = TARGETS.indexOf(sw.origin);
-        changeDestination(() => router.freeze());
+        changeDestination(() => router.freeze({ target: TARGETS[sw.slot], slot: sw.slot }));
         changeDestination(() => router.setFocus(sw.origin, sinks[back]));
         changeDestination(() => router.endHold(sw.token, 'failed'));
         break;

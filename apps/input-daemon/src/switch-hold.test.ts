@@ -11,7 +11,7 @@ import type { CallContext } from '@bulkhead/contract';
 import { variant } from '@bulkhead/dbus';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { EV_KEY, EV_REL, EV_SYN, REL_X, SYN_REPORT, ev } from './input-event';
-import { InputService, type VmManagerLink } from './input-service';
+import { HOLD_SAFETY_BOUND_MS, InputService, type VmManagerLink } from './input-service';
 import { MAX_HELD_EVENTS } from './router';
 import { VirtualSeat } from './sources/virtual-seat';
 import { FakeSink } from './testing/fake-sink';
@@ -71,7 +71,8 @@ function setup(holdTimeoutMs?: number) {
       .events()
       .filter((e) => e.type === EV_KEY)
       .map((e) => `${e.value ? 'down' : 'up'} ${e.code}`);
-  return { seat, service, vmd, sinks, switcher, focus, frame, key, tap, chord, keys };
+  const sinksAdd = (target: string) => (sinks[target] = new FakeSink(target));
+  return { seat, service, vmd, sinks, sinksAdd, switcher, focus, frame, key, tap, chord, keys };
 }
 
 test('Ctrl+2 then typing before vm-daemon freezes: nothing of it reaches A; all of it reaches B, in order, once B has the focus', async () => {
@@ -203,6 +204,97 @@ test('vm-daemon never answers: after the hold timeout what was held is dropped a
       t.sinks[VM_A].events().map((e) => ev(e.type, e.code, e.value)),
       [ev(EV_KEY, A, 1), ev(EV_KEY, A, 0)],
     );
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+// ---- issue 17: the hold ends when the hotkey's own switch resolves, however long it takes ----
+
+const VM_C = '/org/bulkhead/VmManager1/vm/c';
+/** vm-daemon's Freeze for a switch to `target` in `slot` (Input1.Freeze options target, slot). */
+const freezeFor = (t: ReturnType<typeof setup>, target: string, slot: number) =>
+  t.service.Freeze(ctx, { target: variant('o', target), slot: variant('u', slot) });
+
+test("a hotkey pressed during a click-started switch before its Freeze: typing after Ctrl+2 reaches B, never the click's target C", async () => {
+  const t = setup();
+  t.sinksAdd(VM_C);
+  await t.focus(VM_A);
+  // A click on C's tile started a switch in vm-daemon; it has not frozen input yet (it boots C).
+  t.chord(CTRL, KEY_2); // queued in vm-daemon behind the click's switch
+  t.tap(B);
+  await freezeFor(t, VM_C, 3); // the click's switch
+  t.tap(C);
+  await t.focus(VM_C);
+  assert.deepEqual(t.keys(t.sinks[VM_C]), [], 'C got keys typed after Ctrl+2');
+  await freezeFor(t, VM_B, 2); // the hotkey's switch runs next
+  await t.focus(VM_B);
+  assert.deepEqual(
+    t.keys(t.sinks[VM_B]),
+    ['down 48', 'up 48', 'down 46', 'up 46'],
+    'delivered at its SetFocus',
+  );
+  t.vmd.succeed();
+  await t.service.settled();
+  t.tap(A);
+  assert.deepEqual(t.keys(t.sinks[VM_B]), ['down 48', 'up 48', 'down 46', 'up 46', 'down 30', 'up 30']);
+  assert.deepEqual(t.keys(t.sinks[VM_A]), []);
+  assert.deepEqual(t.keys(t.sinks[VM_C]), []);
+});
+
+test("the hotkey's switch runs after a click's and rolls back to where that one landed: nothing held reaches it", async () => {
+  const t = setup();
+  t.sinksAdd(VM_C);
+  await t.focus(VM_A);
+  t.chord(CTRL, KEY_2);
+  t.tap(B);
+  await freezeFor(t, VM_C, 3);
+  await t.focus(VM_C); // the click's switch lands on C
+  await freezeFor(t, VM_B, 2);
+  await t.focus(VM_C); // the hotkey's switch failed after freeze-input: back to C
+  t.vmd.fail();
+  await t.service.settled();
+  assert.deepEqual(t.keys(t.sinks[VM_C]), []);
+  assert.deepEqual(t.keys(t.sinks[VM_B]), []);
+  assert.deepEqual(t.keys(t.sinks[VM_A]), []);
+});
+
+test('"Ctrl+2 abc" while the switch takes 5 s (a GPU moving): abc reaches B; the default bound is far beyond a switch', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    const t = setup();
+    await t.focus(VM_A);
+    t.chord(CTRL, KEY_2);
+    t.tap(A);
+    await freezeFor(t, VM_B, 2);
+    mock.timers.tick(2500);
+    t.tap(B);
+    mock.timers.tick(2500);
+    t.tap(C);
+    assert.deepEqual(t.keys(t.sinks[VM_A]), [], 'A got keys typed after Ctrl+2');
+    await t.focus(VM_B);
+    t.vmd.succeed();
+    await t.service.settled();
+    assert.deepEqual(t.keys(t.sinks[VM_B]), ['down 30', 'up 30', 'down 48', 'up 48', 'down 46', 'up 46']);
+    assert.equal(t.service.router.stats.heldDropped, 0);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test('vm-daemon never answers: input is held until the safety bound (HOLD_SAFETY_BOUND_MS), then dropped', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    const t = setup();
+    await t.focus(VM_A);
+    t.chord(CTRL, KEY_2);
+    t.tap(B);
+    mock.timers.tick(HOLD_SAFETY_BOUND_MS - 1);
+    assert.equal(t.service.router.isHolding, true);
+    mock.timers.tick(1);
+    assert.equal(t.service.router.isHolding, false);
+    t.tap(A);
+    assert.deepEqual(t.keys(t.sinks[VM_A]), ['down 30', 'up 30']);
   } finally {
     mock.timers.reset();
   }

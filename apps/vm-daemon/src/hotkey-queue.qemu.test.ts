@@ -178,3 +178,77 @@ test(
     assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
   },
 );
+
+const tap = (k: number): Array<[number, number, number]> => [[EV_KEY, k, 1], SYN, [EV_KEY, k, 0], SYN];
+/** Serial lines of key presses a guest printed, from `after` on. */
+const downs = (id: string) => serial(id).match(/KEY down [0-9a-f]+/g) ?? [];
+/** Holds the running switch after `step` (vm-daemon's test gate); resolves when it is there. */
+function holdAfter(step: string): () => void {
+  rmSync(join(gate, `at-${step}`), { force: true });
+  writeFileSync(join(gate, `hold-after-${step}`), '');
+  return () => rmSync(join(gate, `hold-after-${step}`));
+}
+async function switchedTo(target: string): Promise<void> {
+  await waitFor(
+    `the switches ended on ${target}`,
+    async () =>
+      (await mgrProp('Switching')) === false &&
+      (await mgrProp('ActiveVm')) === target &&
+      (await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'FocusedTarget')) === target,
+    20_000,
+  );
+}
+
+test(
+  'a click starts a switch to VM 1, Ctrl+2 is pressed before that switch froze input, Q typed: Q reaches VM 2, never VM 1',
+  { skip },
+  async () => {
+    const mgr = client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
+    await mgr.SwitchToSlot(0, {});
+    const Q = 16; // scancode 10
+    const oneBefore = downs('one').length;
+    const twoBefore = downs('two').length;
+    const pendings = () => progress.filter((p) => p === `pending ${TWO}`).length;
+    const pendingBefore = pendings();
+    const release = holdAfter('starting-vm');
+    const click = mgr.SwitchToSlot(1, {}); // the person clicks VM 1's tile
+    await waitFor(
+      'the click held before freeze-input',
+      () => existsSync(join(gate, 'at-starting-vm')),
+      10_000,
+    );
+    await inject([...chord(KEY_2), ...tap(Q)]);
+    await waitFor('Ctrl+2 pending', () => pendings() > pendingBefore, 10_000);
+    release();
+    await click;
+    await switchedTo(TWO);
+    await waitFor('Q in VM 2', () => downs('two').length > twoBefore, 10_000);
+    assert.deepEqual(downs('two').slice(twoBefore), ['KEY down 10']);
+    assert.deepEqual(downs('one').slice(oneBefore), [], 'VM 1 (the click) got a key typed after Ctrl+2');
+    assert.equal(await client.get(BUS_NAMES.input, INPUT_PATH, 'org.bulkhead.Input1', 'LastHotkeyError'), '');
+  },
+);
+
+test(
+  '"Ctrl+1 w" while the switch takes 3 s (held after freeze-input, beyond the old 2 s hold bound): w reaches VM 1',
+  { skip },
+  async () => {
+    const W = 17; // scancode 11
+    const oneBefore = downs('one').length;
+    const twoBefore = downs('two').length;
+    const release = holdAfter('freeze-input');
+    await inject([...chord(KEY_1), ...tap(W)]);
+    await waitFor(
+      'the switch held after freeze-input',
+      () => existsSync(join(gate, 'at-freeze-input')),
+      10_000,
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    release();
+    await switchedTo(ONE);
+    await waitFor('w in VM 1', () => downs('one').length > oneBefore, 10_000);
+    assert.deepEqual(downs('one').slice(oneBefore), ['KEY down 11']);
+    assert.deepEqual(downs('two').slice(twoBefore), []);
+    assert.doesNotMatch(inputLog, /no switch within/);
+  },
+);

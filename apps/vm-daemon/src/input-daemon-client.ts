@@ -67,8 +67,11 @@ export class InputDaemonClient implements InputFocus, InputPeerWatch {
     return this.owner !== null;
   }
 
-  async freeze(target?: string): Promise<StepResult> {
-    return this.focusCall('Freeze', 'a{sv}', [target ? { target: variant('o', target) } : {}]);
+  async freeze(target?: string, slot?: number): Promise<StepResult> {
+    const options: Record<string, unknown> = {};
+    if (target) options.target = variant('o', target);
+    if (target && slot !== undefined) options.slot = variant('u', slot);
+    return this.focusCall('Freeze', 'a{sv}', [options]);
   }
 
   async assertUnlocked(): Promise<void> {
@@ -115,8 +118,8 @@ export class SerialInputFocus implements InputFocus {
 
   constructor(readonly inner: InputFocus) {}
 
-  freeze(target?: string): Promise<StepResult> {
-    return this.serial(() => this.inner.freeze(target));
+  freeze(target?: string, slot?: number): Promise<StepResult> {
+    return this.serial(() => this.inner.freeze(target, slot));
   }
 
   assertUnlocked(): Promise<void> {

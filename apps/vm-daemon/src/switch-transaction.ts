@@ -49,10 +49,12 @@ export const skipped = (why: string): StepResult => ({ skipped: true, why });
 /** input-daemon as the switch sees it. `target` is a VM object path or '/' (the switcher). */
 export interface InputFocus {
   /**
-   * Freeze input for a switch to `target`. input-daemon refuses it with Locked when the seat is
-   * locked and `target` is a VM: decided there, in the same queue as Lock, so no switch slips in.
+   * Freeze input for a switch to `target` (in `slot`). input-daemon refuses it with Locked when the
+   * seat is locked and `target` is a VM: decided there, in the same queue as Lock, so no switch
+   * slips in. The slot tells a hotkey's hold whether this is the switch it asked for (what was
+   * typed after Ctrl+N goes to slot N's VM, not to a click's switch running before it).
    */
-  freeze(target?: string): Promise<StepResult>;
+  freeze(target?: string, slot?: number): Promise<StepResult>;
   /**
    * Throws Locked when the seat is locked (one round trip). Asked before a switch starts a
    * stopped VM, so that a refused switch does not boot anything.
@@ -119,6 +121,8 @@ export interface SwitchHost {
     beforeStart?: () => Promise<void>,
   ): Promise<StepResult>;
   inputQmpSocket(target: string): string;
+  /** The slot of `target` ('/' is 0), or undefined when unknown. */
+  slotOf?(target: string): number | undefined;
   gpuOf(target: string): GpuSide;
   publish(target: string): void;
   progress(target: string, step: SwitchProgressStep, detail: string): void;
@@ -265,7 +269,7 @@ export class SwitchTransaction {
       );
       await step(
         'freeze-input',
-        () => input.freeze(target),
+        () => input.freeze(target, host.slotOf?.(target)),
         () => input.setFocus(from, fromSocket),
       );
       const gFrom = host.gpuOf(from);

@@ -113,6 +113,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       {
         ensureRunning: (target, progress, beforeStart) => this.ensureRunning(target, progress, beforeStart),
         inputQmpSocket: (target) => this.entryByPath(target)?.inputQmpSocket ?? '',
+        slotOf: (target) => (target === SWITCHER_PATH ? 0 : this.entryByPath(target)?.def.slot),
         gpuOf: (target): GpuSide => ({ vm: target, pci: this.entryByPath(target)?.def.gpu?.pci ?? [] }),
         publish: (target) => this.publishSwitch(target),
         progress: (target, step, detail) => this.emit('switch-progress', target, step, detail),

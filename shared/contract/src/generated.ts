@@ -8,7 +8,7 @@ export type VariantDict = Record<string, Variant>;
 
 /** Owns every keyboard and pointer; recognises hotkeys; routes input to the focused target only. */
 export interface Input1Service {
-  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it). Errors: InvalidArgument, Locked. Access: root. */
+  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it); slot (u, the target's slot, 0 = the switcher: input held after a hotkey Ctrl+N goes to the target at this switch's SetFocus only when N is this slot, otherwise when the hotkey's SwitchToSlot is answered). Errors: InvalidArgument, Locked. Access: root. */
   Freeze(ctx: CallContext, options: VariantDict): Promise<void> | void;
   /** Route input to 'target' from now on and unfreeze. Called by vm-daemon as part of a switch. Options: qmp_socket (s, the target VM's input QMP socket when known). Errors: InvalidArgument, BackendFailed. Access: root. */
   SetFocus(ctx: CallContext, target: string, options: VariantDict): Promise<void> | void;
@@ -44,7 +44,7 @@ export interface Input1Signals {
 
 /** Client view of org.bulkhead.Input1: its methods as promises. */
 export interface Input1Client {
-  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it). */
+  /** Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it); slot (u, the target's slot, 0 = the switcher: input held after a hotkey Ctrl+N goes to the target at this switch's SetFocus only when N is this slot, otherwise when the hotkey's SwitchToSlot is answered). */
   Freeze(options: VariantDict): Promise<void>;
   /** Route input to 'target' from now on and unfreeze. Called by vm-daemon as part of a switch. Options: qmp_socket (s, the target VM's input QMP socket when known). */
   SetFocus(target: string, options: VariantDict): Promise<void>;
@@ -323,7 +323,7 @@ export const CONTRACT = {
     "doc": "Owns every keyboard and pointer; recognises hotkeys; routes input to the focused target only.",
     "methods": {
       "Freeze": {
-        "doc": "Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it).",
+        "doc": "Stop routing input to any VM (first step of a switch): held keys and buttons are released in the current target, later events are dropped except hotkeys, until SetFocus. Called by vm-daemon. Options: target (o, where the switch goes; while the seat is locked a switch to a VM is refused with Locked, decided here so that no switch can slip between a lock and vm-daemon learning of it); slot (u, the target's slot, 0 = the switcher: input held after a hotkey Ctrl+N goes to the target at this switch's SetFocus only when N is this slot, otherwise when the hotkey's SwitchToSlot is answered).",
         "access": "root",
         "errors": [
           "InvalidArgument",
