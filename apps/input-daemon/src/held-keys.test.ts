@@ -4,12 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@bulkhead/common';
 import { buildChords, HotkeyMatcher } from './hotkeys';
-import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
+import { HeldKeysJournal, HELD_KEYS_FILE, JOURNAL_PAGE, readHeldKeys } from './held-keys';
 import { BTN_LEFT, EV_KEY, ev, type Frame } from './input-event';
 import { InputService } from './input-service';
 import { Router } from './router';
@@ -153,4 +153,38 @@ test('at start the leftovers are released in every VM whose QEMU still runs, foc
   assert.deepEqual(onDisk(dir, VM_B), []);
   assert.deepEqual(onDisk(dir, VM_A), [], 'the stopped VM is forgotten');
   rmSync(dir, { recursive: true });
+});
+
+test('the journal file is one page rewritten in place while it fits, a whole new file when it does not, and always reads back whole', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-page-'));
+  try {
+    const journal = new HeldKeysJournal(dir, quiet);
+    const a = new FakeSink(VM_A);
+    journal.setSocket(VM_A, '/run/a.qmp');
+    const file = join(dir, HELD_KEYS_FILE);
+    journal.willPress(a, [30]);
+    assert.equal(statSync(file).size, JOURNAL_PAGE);
+    const ino = statSync(file).ino;
+    journal.willPress(a, [31, 32]);
+    assert.equal(statSync(file).ino, ino, 'rewritten in place, not replaced');
+    assert.deepEqual(onDisk(dir, VM_A), [30, 31, 32]);
+    // Longer than a page: two VMs holding ~700 codes each (of 4 characters in the JSON).
+    const b = new FakeSink(VM_B);
+    journal.setSocket(VM_B, '/run/b.qmp');
+    const many = Array.from({ length: 700 }, (_, i) => 0x100 + i);
+    journal.willPress(a, many);
+    journal.willPress(b, many);
+    assert.ok(statSync(file).size > JOURNAL_PAGE);
+    assert.equal(onDisk(dir, VM_A).length, 703);
+    assert.equal(onDisk(dir, VM_B).length, 700);
+    journal.released(b, many);
+    journal.released(a, many);
+    assert.equal(statSync(file).size, JOURNAL_PAGE, 'back to one page');
+    assert.deepEqual(onDisk(dir, VM_A), [30, 31, 32]);
+    journal.released(a, [30, 31, 32]);
+    assert.deepEqual(readHeldKeys(file, quiet), []);
+    journal.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -231,6 +231,18 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     this.write(id, command, args);
   }
 
+  /**
+   * Writes what this tick's commands queued now instead of at the end of the tick. Commands
+   * written in one tick go out in one socket write, at the next process.nextTick — which runs
+   * only after every promise continuation of the current task: in input-daemon that is after the
+   * D-Bus reply to InjectEvents was built and sent, ~0.1 ms on the key's path (issue 17).
+   */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
   /** Closes the connection; pending commands reject with QmpClosedError. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -293,10 +305,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      process.nextTick(() => this.flush());
     }
     this.socket.write(JSON.stringify(msg) + '\n');
   }

@@ -25,6 +25,8 @@ export interface QmpConnection {
   execute(cmd: string, args?: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
   on(event: 'close', fn: (err?: Error) => void): unknown;
+  /** Sends commands written so far at once (QmpClient otherwise writes them at the end of the tick). */
+  flush?(): void;
 }
 
 /** Opens a QMP connection to a socket path. */
@@ -227,6 +229,7 @@ export class QmpSink implements InputSink {
   }
 
   private pump(): void {
+    let wrote = false;
     while (this.inFlight < this.maxInFlight && this.queue.length > 0 && !this.closed) {
       const frame = this.queue.shift()!;
       const weight = this.queue.lastShiftWeight;
@@ -236,6 +239,7 @@ export class QmpSink implements InputSink {
         continue;
       }
       this.inFlight++;
+      wrote = true;
       this.conn.execute('input-send-event', { events }).then(
         () => {
           this.inFlight--;
@@ -253,5 +257,7 @@ export class QmpSink implements InputSink {
         },
       );
     }
+    // The key goes to QEMU now, not after the rest of this task (the D-Bus reply, the journal).
+    if (wrote) this.conn.flush?.();
   }
 }
