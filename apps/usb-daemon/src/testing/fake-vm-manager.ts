@@ -135,6 +135,7 @@ export class FakeVm implements Vm1Service {
       ConfigFile: `/etc/bulkhead/vms/${id}.json`,
       InputQmpSocket: '',
       Owner: 'admin',
+      Network: 'none',
       Cdrom: '',
       DiskJob: '',
       DiskJobProgress: 0,
