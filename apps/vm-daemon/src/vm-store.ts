@@ -41,17 +41,6 @@ export interface VmOptions {
   cdrom?: string;
 }
 
-/** The options Update takes; the others only make sense when a VM is made. */
-export const UPDATE_OPTIONS = [
-  'name',
-  'slot',
-  'color',
-  'memory_mib',
-  'vcpus',
-  'network',
-  'usb_auto_attach',
-  'cdrom',
-] as const;
 /** The networks the person may pick (a bridge is the administrator's business). */
 const PERSON_NETWORKS = ['none', 'user'];
 const DEFAULT_COLOR = '#2a6fdb';

@@ -28,39 +28,40 @@ export interface PrivateBusOptions {
   policyDir?: string;
 }
 
-const SYSTEM_DEFAULTS = `
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
-  </policy>`;
-
-const OPEN_DEFAULTS = `
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>`;
+/**
+ * The default policy of a private bus. Both modes let anyone connect, send signals, answer calls
+ * that asked for an answer and receive anything; they differ in owning names and calling methods:
+ * 'open' allows both, 'system' denies both (as the system bus does, so only the included policy
+ * files open them) and keeps the system bus's rules for calls to the bus daemon itself. Rules are
+ * applied in order, later ones winning.
+ */
+function defaultPolicy(mode: 'system' | 'open'): string {
+  const open = mode === 'open';
+  const rules = [
+    '<allow user="*"/>',
+    `<${open ? 'allow' : 'deny'} own="*"/>`,
+    `<${open ? 'allow' : 'deny'} send_type="method_call"/>`,
+    '<allow send_type="signal"/>',
+    '<allow send_requested_reply="true" send_type="method_return"/>',
+    '<allow send_requested_reply="true" send_type="error"/>',
+    '<allow receive_type="method_call"/>',
+    '<allow receive_type="method_return"/>',
+    '<allow receive_type="error"/>',
+    '<allow receive_type="signal"/>',
+  ];
+  if (!open) {
+    const daemon = 'send_destination="org.freedesktop.DBus"';
+    rules.push(
+      `<allow ${daemon} send_interface="org.freedesktop.DBus"/>`,
+      `<allow ${daemon} send_interface="org.freedesktop.DBus.Introspectable"/>`,
+      `<allow ${daemon} send_interface="org.freedesktop.DBus.Properties"/>`,
+      `<deny ${daemon} send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>`,
+      `<deny ${daemon} send_interface="org.freedesktop.DBus.Debug.Stats"/>`,
+      `<deny ${daemon} send_interface="org.freedesktop.systemd1.Activator"/>`,
+    );
+  }
+  return `\n  <policy context="default">\n${rules.map((r) => `    ${r}\n`).join('')}  </policy>`;
+}
 
 /** Start a private dbus-daemon (never the machine's own buses) and wait for its address. */
 export async function startPrivateBus(opts: PrivateBusOptions = {}): Promise<PrivateBus> {
@@ -86,7 +87,7 @@ export async function startPrivateBus(opts: PrivateBusOptions = {}): Promise<Pri
   <type>bulkhead-private</type>
   <listen>unix:path=${join(dir, 'bus')}</listen>
   <auth>EXTERNAL</auth>
-${mode === 'system' ? SYSTEM_DEFAULTS : OPEN_DEFAULTS}
+${defaultPolicy(mode)}
 ${include}</busconfig>
 `,
   );

@@ -1,23 +1,15 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { UsbInterfaceCodes } from '../device';
+import type { UsbDeviceInfo, UsbInterfaceCodes } from '../device';
 
 /** Where Linux lists USB devices: one directory per device named by its port path ('1-2.3'). */
 export const SYSFS_USB_DEVICES = '/sys/bus/usb/devices';
 
-/** What the kernel publishes about one USB device in sysfs (all read without opening it). */
-export interface SysfsUsbDevice {
-  port: string;
-  bus: number;
-  address: number;
-  vendorId: number;
-  productId: number;
-  deviceCodes: UsbInterfaceCodes;
-  interfaces: UsbInterfaceCodes[];
-  serial: string;
-  vendor: string;
-  product: string;
-}
+/**
+ * What the kernel publishes about one USB device in sysfs (all read without opening it): everything
+ * an enumerator reports about a device.
+ */
+export type SysfsUsbDevice = UsbDeviceInfo;
 
 function attr(dir: string, name: string): string | null {
   try {
