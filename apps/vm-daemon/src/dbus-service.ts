@@ -5,6 +5,7 @@ import {
   encodeLastSwitch,
   type CallContext,
   type VariantDict,
+  type Vm1Properties,
   type Vm1Service,
   type VmManager1Properties,
   type VmManager1Service,
@@ -12,6 +13,7 @@ import {
 import { parseOptions, type ExportedInterface, type ServiceHost } from '@bulkhead/dbus';
 import type { SwitchRecord } from './switch-transaction';
 import type { VmManager } from './vm-manager';
+import { networkText } from './vm-store';
 
 /** LastSwitch as the contract's a{sv}. */
 export function lastSwitchDict(r: SwitchRecord | null): VariantDict {
@@ -29,6 +31,41 @@ export function lastSwitchDict(r: SwitchRecord | null): VariantDict {
     steps: r.steps,
     skipped: r.skipped,
   });
+}
+
+/**
+ * A VM's Vm1 properties: the bus shape of the core's entry (as machined's machine-dbus.c renders a
+ * Machine): the bus adapter renders the entry, the core (VmManager) only names which properties
+ * changed in its 'vm-changed' event.
+ */
+export function vmProperties(manager: VmManager, id: string): Vm1Properties {
+  const e = manager.get(id);
+  const d = e.def;
+  return {
+    Id: d.id,
+    Name: d.name,
+    Slot: d.slot,
+    Kind: d.kind,
+    Color: d.color,
+    Icon: d.icon,
+    State: e.state,
+    StateReason: e.stateReason,
+    StateReasonCode: e.stateReasonCode,
+    LastError: e.configError || e.opError,
+    HasGpu: d.gpu !== null,
+    Autostart: d.autostart,
+    UsbAutoAttach: d.usbAutoAttach,
+    MemoryMiB: d.memoryMiB,
+    Vcpus: d.vcpus,
+    Network: networkText(d.network),
+    Backend: d.backend,
+    ConfigFile: d.file,
+    Owner: e.owner,
+    Cdrom: d.cdrom ?? '',
+    DiskJob: e.diskJob ? 'import' : '',
+    DiskJobProgress: e.diskJob?.percent ?? 0,
+    InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
+  };
 }
 
 class VmObject implements Vm1Service {
@@ -181,7 +218,7 @@ export class VmManagerDbus {
   private exportVm(id: string): void {
     if (this.vmIfaces.has(id)) return;
     const iface = this.host.export(vmPath(id), 'org.bulkhead.Vm1', new VmObject(this.manager, id), () =>
-      this.manager.vmProperties(id),
+      vmProperties(this.manager, id),
     );
     this.vmIfaces.set(id, iface);
   }

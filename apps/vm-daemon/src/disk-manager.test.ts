@@ -29,6 +29,7 @@ import { DONE } from './switch-transaction';
 import { VmManager } from './vm-manager';
 import { VmStore } from './vm-store';
 import { waitFor } from './testing/daemon-process';
+import { vmProperties } from './dbus-service';
 
 const log = createLogger('test', 'error');
 
@@ -141,13 +142,13 @@ test('CreateVm with disk_import: DiskJob shows the import; cancelling it removes
   try {
     manager.reload();
     const id = await manager.createVm('Imported', { disk_import: join(media, 'seed.img') });
-    assert.equal(manager.vmProperties(id).DiskJob, 'import');
+    assert.equal(vmProperties(manager, id).DiskJob, 'import');
     await assert.rejects(
       manager.start(id),
       (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidState',
     );
     await waitFor('import progress', () => (manager.vms.get(id)?.diskJob?.percent ?? 1) > 0, 60_000);
-    if (manager.vmProperties(id).DiskJob === '')
+    if (vmProperties(manager, id).DiskJob === '')
       assert.fail('the import finished before it could be cancelled');
     await manager.cancelDiskJob(id);
     assert.ok(!manager.vms.has(id), 'the VM made for the import is gone');

@@ -12,6 +12,7 @@ import { FakeBackend } from './testing/fake-backend';
 import { StateStore } from './state-store';
 import { DONE, type InputFocus } from './switch-transaction';
 import { VmManager } from './vm-manager';
+import { vmProperties } from './dbus-service';
 
 const log = createLogger('test', 'error');
 
@@ -41,7 +42,7 @@ function setup() {
 }
 
 const reason = (m: VmManager) => {
-  const p = m.vmProperties('personal');
+  const p = vmProperties(m, 'personal');
   return [p.State, p.StateReasonCode];
 };
 
@@ -70,7 +71,7 @@ test('StateReasonCode says whether a state change was requested, done by the gue
     // The guest powers off by itself: the backend reports 'stopped' without any request of ours.
     backend.emit('state', 'personal', 'stopped', 'the guest powered off (qemu exited with code 0)');
     assert.deepEqual(reason(manager), ['stopped', 'guest-shutdown']);
-    assert.match(manager.vmProperties('personal').StateReason, /powered off/, 'the words stay');
+    assert.match(vmProperties(manager, 'personal').StateReason, /powered off/, 'the words stay');
 
     await manager.start('personal');
     backend.crash('personal');

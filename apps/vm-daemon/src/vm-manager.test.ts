@@ -10,6 +10,7 @@ import { StateStore } from './state-store';
 import { DONE, skipped, type InputFocus, type StepResult } from './switch-transaction';
 import { VmManager } from './vm-manager';
 import { waitFor } from './testing/daemon-process';
+import { vmProperties } from './dbus-service';
 
 const log = createLogger('test', 'error');
 
@@ -208,7 +209,7 @@ test('invalid and inconsistent files: ConfigErrors and LastError; reload applies
       ['d.json', 'slot'],
     ],
   );
-  assert.match(t.manager.vmProperties('broken').LastError, /c\.json: color: must be #rrggbb/);
+  assert.match(vmProperties(t.manager, 'broken').LastError, /c\.json: color: must be #rrggbb/);
   await assert.rejects(
     t.manager.start('broken'),
     (e: unknown) => e instanceof BulkheadError && e.errorName === 'InvalidConfig',
@@ -224,11 +225,11 @@ test('invalid and inconsistent files: ConfigErrors and LastError; reload applies
   );
   rmSync(join(t.configDir, 'd.json'));
   assert.equal(t.manager.reload(), 2);
-  assert.equal(t.manager.vmProperties('broken').LastError, '');
-  assert.equal(t.manager.vmProperties('broken').Color, '#ff0000');
-  assert.match(t.manager.vmProperties('personal').LastError, /a\.json: memoryMiB: must be an integer/);
+  assert.equal(vmProperties(t.manager, 'broken').LastError, '');
+  assert.equal(vmProperties(t.manager, 'broken').Color, '#ff0000');
+  assert.match(vmProperties(t.manager, 'personal').LastError, /a\.json: memoryMiB: must be an integer/);
   assert.equal(
-    t.manager.vmProperties('personal').Color,
+    vmProperties(t.manager, 'personal').Color,
     '#2a6fdb',
     'the last valid definition stays in force',
   );

@@ -12,7 +12,7 @@ import type { ConfigError, ConfigOptions } from './config';
 import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, inspectSource } from './disk-manager';
-import { networkText, type VmOptions, type VmStore } from './vm-store';
+import type { VmOptions, VmStore } from './vm-store';
 import { CDROM_DRIVE, describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
@@ -227,36 +227,6 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   bySlot(slot: number): VmEntry | undefined {
     return this.registry.bySlot(slot);
-  }
-
-  vmProperties(id: string): Vm1Properties {
-    const e = this.get(id);
-    const d = e.def;
-    return {
-      Id: d.id,
-      Name: d.name,
-      Slot: d.slot,
-      Kind: d.kind,
-      Color: d.color,
-      Icon: d.icon,
-      State: e.state,
-      StateReason: e.stateReason,
-      StateReasonCode: e.stateReasonCode,
-      LastError: e.configError || e.opError,
-      HasGpu: d.gpu !== null,
-      Autostart: d.autostart,
-      UsbAutoAttach: d.usbAutoAttach,
-      MemoryMiB: d.memoryMiB,
-      Vcpus: d.vcpus,
-      Network: networkText(d.network),
-      Backend: d.backend,
-      ConfigFile: d.file,
-      Owner: e.owner,
-      Cdrom: d.cdrom ?? '',
-      DiskJob: e.diskJob ? 'import' : '',
-      DiskJobProgress: e.diskJob?.percent ?? 0,
-      InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
-    };
   }
 
   /** VMs paused by the suspend transaction: their pause does not move the focus away (pause()). */

@@ -27,6 +27,7 @@ import { DONE, type InputFocus } from './switch-transaction';
 import { VmManager } from './vm-manager';
 import { VmStore, idFromName, type VmOptions } from './vm-store';
 import { freeBytes } from './disk-manager';
+import { vmProperties } from './dbus-service';
 
 const log = createLogger('test', 'error');
 
@@ -119,8 +120,8 @@ test('CreateVm writes a validated file into the person dir (never the admin dir)
     assert.equal(e.def.slot, 3);
     assert.equal(e.def.memoryMiB, 128);
     assert.equal(e.def.cdrom, join(t.media, 'install.iso'));
-    assert.equal(t.manager.vmProperties('lab').Owner, 'person');
-    assert.equal(t.manager.vmProperties('business').Owner, 'admin');
+    assert.equal(vmProperties(t.manager, 'lab').Owner, 'person');
+    assert.equal(vmProperties(t.manager, 'business').Owner, 'admin');
     const file = join(t.root, 'person-vms', 'lab.json');
     assert.equal(e.def.file, file);
     assert.equal(
@@ -307,15 +308,15 @@ test("Vm1.Network says each VM's network (none | user | bridge:NAME) and follows
       }),
     );
     t.manager.reload();
-    assert.equal(t.manager.vmProperties('bridged').Network, 'bridge:br0');
-    assert.equal(t.manager.vmProperties('business').Network, 'none');
+    assert.equal(vmProperties(t.manager, 'bridged').Network, 'bridge:br0');
+    assert.equal(vmProperties(t.manager, 'business').Network, 'none');
     await t.manager.createVm('Lab', { slot: 3 });
-    assert.equal(t.manager.vmProperties('lab').Network, 'none', 'CreateVm without network: none');
+    assert.equal(vmProperties(t.manager, 'lab').Network, 'none', 'CreateVm without network: none');
     await t.manager.updateVm('lab', { network: 'user' });
-    assert.equal(t.manager.vmProperties('lab').Network, 'user');
+    assert.equal(vmProperties(t.manager, 'lab').Network, 'user');
     assert.equal(JSON.parse(readFileSync(t.manager.get('lab').def.file, 'utf8')).network, 'user');
     await refused(t.manager.updateVm('lab', { network: 'bridge:br0' }), 'InvalidArgument', /^network: /);
-    assert.equal(t.manager.vmProperties('lab').Network, 'user', 'a refused Update changes nothing');
+    assert.equal(vmProperties(t.manager, 'lab').Network, 'user', 'a refused Update changes nothing');
   } finally {
     t.done();
   }
