@@ -22,7 +22,7 @@ import { SupervisedBackend, type Supervised } from '../supervised-backend';
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
-import { parseXlListJson, type XlDomain, type XlUsbDev } from './xl-list';
+import { parseXlListJson, usbdevsText, type XlDomain, type XlUsbDev } from './xl-list';
 import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';
 import { loadXenOptions, pvUsbUnsupported, type XenGuestOptions } from './xen-options';
 
@@ -484,7 +484,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     if (!added)
       throw new BulkheadError(
         'BackendFailed',
-        `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it (usbdevs before ${JSON.stringify(before)}, after ${JSON.stringify(after)})`,
+        `xl usbdev-attach of ${req.bus}/${req.address} to ${vmId} succeeded but the domain's config does not list it (its USB devices before: ${usbdevsText(before)}; after: ${usbdevsText(after)})`,
       );
     return `xenusb-c${added.ctrl}-p${added.port}`;
   }

@@ -21,10 +21,12 @@
  * `"gpu": {"pci": [...], "handoff": true}` (config.ts), moved by the GPU hand-off.
  * TODO(config.ts owner): fold these into VmDefinition as `xen: {...}` and drop the sidecar.
  */
+import { lstatSync } from 'node:fs';
 import { isAbsolute, join, dirname, basename } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import type { VmDefinition } from '../../config';
+import { formatConfigError, type ConfigError, type VmDefinition } from '../../config';
 import { readDefinitionFile } from '../../config-files';
+import { describeValue, fieldName } from '../../config-text';
 
 export type XenGuestType = 'pv' | 'pvh' | 'hvm';
 
@@ -44,6 +46,20 @@ export interface XenGuestOptions {
  */
 export function pvUsbUnsupported(type: XenGuestType): string {
   return `a ${type.toUpperCase()} guest cannot take USB devices (it would need the Xen pvUSB front end, CONFIG_USB_XEN_HCD, which Debian's guest kernels lack); use "type": "hvm", whose device model emulates a USB controller`;
+}
+
+/**
+ * A sidecar that cannot be used: org.bulkhead.Error.InvalidConfig on the bus, and the file, field
+ * and reason apart, as a definition file's ConfigError has them.
+ */
+export class XenSidecarError extends BulkheadError implements ConfigError {
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super('InvalidConfig', formatConfigError({ file, field, reason }));
+  }
 }
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
@@ -72,8 +88,7 @@ export function parseXenOptions(
   text: string,
   def: Pick<VmDefinition, 'kernel'>,
 ): XenGuestOptions {
-  const bad = (field: string, reason: string) =>
-    new BulkheadError('InvalidConfig', `${file}: ${field}: ${reason}`);
+  const bad = (field: string, reason: string) => new XenSidecarError(file, field, reason);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -82,9 +97,9 @@ export function parseXenOptions(
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw bad('(file)', 'must be a JSON object');
   const o = raw as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!KNOWN.has(k)) throw bad(k, 'unknown field');
+  for (const k of Object.keys(o)) if (!KNOWN.has(k)) throw bad(fieldName(k), 'unknown field');
   if (o.type !== undefined && !['pv', 'pvh', 'hvm'].includes(o.type as string))
-    throw bad('type', `must be pv, pvh or hvm, got ${JSON.stringify(o.type)}`);
+    throw bad('type', `must be pv, pvh or hvm, got ${describeValue(o.type)}`);
   const opts = defaultXenOptions(def, o.type as XenGuestType | undefined);
   if (o.ramdisk !== undefined && o.ramdisk !== null) {
     if (typeof o.ramdisk !== 'string' || o.ramdisk === '' || /["\n]/.test(o.ramdisk))
@@ -99,9 +114,9 @@ export function parseXenOptions(
     const version = u.version ?? 2;
     const ports = u.ports ?? 6;
     if (![1, 2, 3].includes(version as number))
-      throw bad('usbctrl.version', `must be 1, 2 or 3, got ${JSON.stringify(version)}`);
+      throw bad('usbctrl.version', `must be 1, 2 or 3, got ${describeValue(version)}`);
     if (!Number.isInteger(ports) || (ports as number) < 1 || (ports as number) > 31)
-      throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${JSON.stringify(ports)}`);
+      throw bad('usbctrl.ports', `must be an integer from 1 to 31, got ${describeValue(ports)}`);
     opts.usbctrl = { version: version as 1 | 2 | 3, ports: ports as number };
     if (opts.type !== 'hvm') throw bad('usbctrl', pvUsbUnsupported(opts.type));
   }
@@ -111,7 +126,7 @@ export function parseXenOptions(
     if (!Array.isArray(v)) throw bad(k, 'must be an array of PCI addresses');
     return v.map((p, i) => {
       if (typeof p !== 'string' || !PCI_RE.test(p.toLowerCase()))
-        throw bad(`${k}[${i}]`, `must be a PCI address like 0000:00:04.0, got ${JSON.stringify(p)}`);
+        throw bad(`${k}[${i}]`, `must be a PCI address like 0000:00:04.0, got ${describeValue(p)}`);
       return p.toLowerCase();
     });
   };
@@ -132,13 +147,25 @@ export function parseXenOptions(
   return opts;
 }
 
+/** True when nothing at all is at `file` (lstat says ENOENT); any other answer leaves it to the read. */
+function absent(file: string): boolean {
+  try {
+    return lstatSync(file, { throwIfNoEntry: false }) === undefined;
+  } catch {
+    return false;
+  }
+}
+
 /** The sidecar of `def` when it exists, else the defaults. */
 export function loadXenOptions(def: Pick<VmDefinition, 'file' | 'kernel'>): XenGuestOptions {
   const file = sidecarPath(def);
   // Read by the same rules as the definition files (a FIFO or symlink is refused, never waited on
   // or followed; root-owned, not group/other-writable, size-capped).
   const read = readDefinitionFile(file);
-  if (!read.ok && read.reason.startsWith('cannot read: ENOENT')) return defaultXenOptions(def);
-  if (!read.ok) throw new BulkheadError('InvalidConfig', `${file}: (file): ${read.reason}`);
+  if (!read.ok) {
+    // No sidecar at all (not even a dangling symlink, which is refused): the defaults.
+    if (absent(file)) return defaultXenOptions(def);
+    throw new XenSidecarError(file, '(file)', read.reason);
+  }
   return parseXenOptions(file, read.text, def);
 }

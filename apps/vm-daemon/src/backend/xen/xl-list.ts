@@ -3,12 +3,29 @@
  * Only what the backend needs is kept; anything malformed gives an error naming the entry and field.
  */
 import { BulkheadError } from '@bulkhead/contract';
+import { describeValue } from '../../config-text';
+
+/** A field of xl's JSON that is not what libxl writes: names the field (e.g. config.usbdevs[0].port) and the problem. */
+export class XlOutputError extends Error {
+  constructor(
+    readonly where: string,
+    readonly problem: string,
+  ) {
+    super(`${where} ${problem}`);
+    this.name = 'XlOutputError';
+  }
+}
 
 export interface XlUsbDev {
   ctrl: number;
   port: number;
   hostbus: number;
   hostaddr: number;
+}
+
+/** USB devices of a domain as an error names them: `host bus/address at controller:port`, or none. */
+export function usbdevsText(devs: XlUsbDev[]): string {
+  return devs.map((u) => `${u.hostbus}/${u.hostaddr} at ${u.ctrl}:${u.port}`).join(', ') || 'none';
 }
 
 export interface XlDomain {
@@ -26,26 +43,26 @@ const hex = (n: number, w: number) => n.toString(16).padStart(w, '0');
 
 /** libxl_device_pci in JSON: {bdf:{domain,bus,dev,func}} (4.16+) or flat {domain,bus,dev,func}. */
 export function pciBdf(p: unknown, where: string): string {
-  if (!p || typeof p !== 'object') throw new Error(`${where} is not an object`);
+  if (!p || typeof p !== 'object') throw new XlOutputError(where, 'is not an object');
   const o = p as Record<string, unknown>;
   const b = (o.bdf && typeof o.bdf === 'object' ? o.bdf : o) as Record<string, unknown>;
   const num = (k: string) => {
     const v = b[k] ?? 0;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
-      throw new Error(`${where}.${k} is not a non-negative integer: ${JSON.stringify(v)}`);
+      throw new XlOutputError(`${where}.${k}`, `is not a non-negative integer: ${describeValue(v)}`);
     return v;
   };
   return `${hex(num('domain'), 4)}:${hex(num('bus'), 2)}:${hex(num('dev'), 2)}.${num('func')}`;
 }
 
 function usbdev(u: unknown, where: string): XlUsbDev {
-  if (!u || typeof u !== 'object') throw new Error(`${where} is not an object`);
+  if (!u || typeof u !== 'object') throw new XlOutputError(where, 'is not an object');
   const o = u as Record<string, unknown>;
   // A keyed union: libxl writes the member as "type.hostdev": {...}; accept "u" and flat too.
   const h = (o['type.hostdev'] ?? o.u ?? o) as Record<string, unknown>;
   const n = (v: unknown, k: string) => {
     if (typeof v !== 'number' || !Number.isInteger(v))
-      throw new Error(`${where}.${k} is not an integer: ${JSON.stringify(v)}`);
+      throw new XlOutputError(`${where}.${k}`, `is not an integer: ${describeValue(v)}`);
     return v;
   };
   return {
@@ -72,17 +89,17 @@ export function parseXlListJson(text: string): XlDomain[] {
   return arr.map((entry, i) => {
     const where = `xl list -l: entry ${i}`;
     try {
-      if (!entry || typeof entry !== 'object') throw new Error('is not an object');
+      if (!entry || typeof entry !== 'object') throw new XlOutputError('the entry', 'is not an object');
       const e = entry as Record<string, unknown>;
       if (typeof e.domid !== 'number' || !Number.isInteger(e.domid) || e.domid < 0)
-        throw new Error(`domid is not a domain id: ${JSON.stringify(e.domid)}`);
+        throw new XlOutputError('domid', `is not a domain id: ${describeValue(e.domid)}`);
       const cfg = (e.config ?? {}) as Record<string, unknown>;
       const cinfo = (cfg.c_info ?? {}) as Record<string, unknown>;
-      if (typeof cinfo.name !== 'string') throw new Error('config.c_info.name is missing');
+      if (typeof cinfo.name !== 'string') throw new XlOutputError('config.c_info.name', 'is missing');
       const list = (k: string): unknown[] => {
         const v = cfg[k];
         if (v === undefined || v === null) return [];
-        if (!Array.isArray(v)) throw new Error(`config.${k} is not an array`);
+        if (!Array.isArray(v)) throw new XlOutputError(`config.${k}`, 'is not an array');
         return v;
       };
       return {
