@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import type { Logger } from '@bulkhead/common';
-import { StateStore } from './state-store';
+import { STATE_PAGE, StateStore } from './state-store';
 
 const problems: string[] = [];
 const log: Logger = {
@@ -91,6 +91,55 @@ test('writeFileAtomic: a writer SIGKILLed at random moments leaves the old or th
     // The test really killed writers mid-way (versions advanced), not only between runs.
     assert.ok(
       versions.some((v) => v > 0),
+      `versions seen: ${versions.join(',')}`,
+    );
+  } finally {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('StateStore.save rewrites one page in place: a daemon SIGKILLed at random moments leaves the old or the new state, never a mix', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'state-page-'));
+  const path = join(dir, 'state.json');
+  const storeModule = require.resolve('./state-store');
+  // Each version names itself in activeVm and in every one of 150 slots (about 2.5 KiB of JSON,
+  // under one page): a torn page would mix two versions.
+  const writer = `
+    const { StateStore } = require(${JSON.stringify(storeModule)});
+    const quiet = { debug() {}, info() {}, warn() {}, error(m) { process.stderr.write(m + '\\n'); }, child() { return quiet; } };
+    const store = new StateStore(${JSON.stringify(dir)}, quiet);
+    for (let i = 1; ; i++) {
+      const slots = {};
+      for (let k = 0; k < 150; k++) slots['vm' + k] = i;
+      store.save({ activeVm: 'v' + i, slots });
+      if (i === 2) process.stdout.write('writing\\n');
+    }`;
+  const versions: number[] = [];
+  let child: ReturnType<typeof spawn> | null = null;
+  try {
+    for (let round = 0; round < 25; round++) {
+      child = spawn(process.execPath, ['-e', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const c = child;
+      await new Promise((r) => c.stdout!.once('data', r));
+      await new Promise((r) => setTimeout(r, (round * 7) % 23));
+      c.kill('SIGKILL');
+      if (c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once('exit', r));
+      const text = readFileSync(path, 'utf8');
+      assert.equal(Buffer.byteLength(text), STATE_PAGE, `round ${round}: not one page`);
+      const doc = JSON.parse(text) as { activeVm: string; slots: Record<string, number> };
+      const v = Number(doc.activeVm.slice(1));
+      assert.equal(Object.keys(doc.slots).length, 150);
+      assert.ok(
+        Object.values(doc.slots).every((s) => s === v),
+        `round ${round}: torn state`,
+      );
+      // What a restarted daemon reads.
+      assert.equal(new StateStore(dir, log).load().activeVm, doc.activeVm);
+      versions.push(v);
+    }
+    assert.ok(
+      versions.some((v) => v > 2),
       `versions seen: ${versions.join(',')}`,
     );
   } finally {

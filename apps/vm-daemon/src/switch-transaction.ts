@@ -162,6 +162,9 @@ const DEFAULT_TIMEOUTS: Record<StepName, number> = {
 
 const nowUsec = (): bigint => process.hrtime.bigint() / 1000n;
 
+/** A step still running after this long is announced with SwitchProgress (see step()). */
+export const PROGRESS_AFTER_MS = 50;
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([
@@ -224,7 +227,14 @@ export class SwitchTransaction {
     const fromSocket = from === SWITCHER_PATH ? '' : host.inputQmpSocket(from);
     const step = async (name: StepName, fn: () => Promise<StepResult>, undoFn?: () => Promise<unknown>) => {
       currentStep = name;
-      host.progress(target, name, '');
+      // Announced only once the step has run for PROGRESS_AFTER_MS: a switch between two running
+      // VMs is over in a few ms, and a signal per step (plus one per skipped step) woke the bus
+      // and every listener ~10 times per switch for a card nobody could read (issue 17).
+      let announced = false;
+      const announce = setTimeout(() => {
+        announced = true;
+        host.progress(target, name, '');
+      }, PROGRESS_AFTER_MS);
       const s = nowUsec();
       let r: StepResult;
       try {
@@ -233,13 +243,15 @@ export class SwitchTransaction {
         steps.push([name, nowUsec() - s]);
         steps.push(...subStepsOf((e as ErrorWithSubSteps | null)?.substeps));
         throw e;
+      } finally {
+        clearTimeout(announce);
       }
       steps.push([name, nowUsec() - s]);
       if (!r.skipped) steps.push(...subStepsOf(r.substeps));
       if (r.skipped) {
         skippedSteps.push(name);
-        host.progress(target, name, `skipped: ${r.why}`);
-        log.info(`switch ${from} -> ${target}: ${name} skipped (${r.why})`);
+        if (announced) host.progress(target, name, `skipped: ${r.why}`);
+        log.debug(`switch ${from} -> ${target}: ${name} skipped (${r.why})`);
       }
       if (undoFn) undo.push({ step: name, fn: undoFn });
       await this.deps.afterStep?.(name, target);
@@ -301,7 +313,8 @@ export class SwitchTransaction {
       host.progress(target, 'done', `switched in ${Number(nowUsec() - t0) / 1000} ms`);
       const rec = record('ok', null);
       log.info(
-        `switch ${from} -> ${target}: ok in ${rec.durationUsec} us [${steps.map(([n, d]) => `${n}=${d}us`).join(' ')}]`,
+        `switch ${from} -> ${target}: ok in ${rec.durationUsec} us [${steps.map(([n, d]) => `${n}=${d}us`).join(' ')}]` +
+          (skippedSteps.length ? ` skipped: ${skippedSteps.join(' ')}` : ''),
       );
       return rec;
     } catch (e) {

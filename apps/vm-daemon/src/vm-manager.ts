@@ -832,14 +832,17 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.transaction.begin(target);
     const inputInstanceAtStart = this.opts.input.instance;
     this.emit('manager-changed', ['Switching']);
+    // run() always resolves (a failure is in the record). Switching=false goes out with the new
+    // LastSwitch in one PropertiesChanged: one message less per switch (issue 17's switch tail).
     let rec: SwitchRecord;
     try {
       rec = await this.transaction.run(this.activeVm, target);
-    } finally {
+    } catch (e) {
       this.emit('manager-changed', ['Switching']);
+      throw e;
     }
     this.lastSwitch = rec;
-    this.emit('manager-changed', ['LastSwitch']);
+    this.emit('manager-changed', ['Switching', 'LastSwitch']);
     await this.settleAfterSwitch(rec, inputInstanceAtStart);
     if (rec.outcome !== 'ok') {
       const name = rec.error.replace(/^org\.bulkhead\.Error\./, '') as ConstructorParameters<
