@@ -128,6 +128,24 @@ test("settings of the administrator's machine are read-only and say why; a runni
   assert.doesNotMatch(stopped, /<fieldset disabled/);
 });
 
+test("Settings show the machine's network (Vm1.Network): none or user to pick; an administrator's bridge shown, not offered", () => {
+  const lab = render({}, <MachineSettings vm={vm('lab', { network: 'user' })} />);
+  const select = /<select name="network">([\s\S]*?)<\/select>/.exec(lab);
+  assert.ok(select, 'a network field');
+  assert.match(select[1], /<option value="user" selected="">Internet \(shared\)<\/option>/);
+  assert.match(select[1], /<option value="none">None<\/option>/);
+  assert.doesNotMatch(select[1], /bridge/);
+  const bridged = render(
+    {},
+    <MachineSettings vm={vm('business', { owner: 'admin', slot: 2, network: 'bridge:br0' })} />,
+  );
+  assert.match(
+    bridged,
+    /<option value="bridge:br0" selected="">Bridge br0 \(set by the administrator\)<\/option>/,
+  );
+  assert.match(bridged, /<fieldset disabled="">/);
+});
+
 test('a disk import shows a progress bar with its percentage and Cancel', () => {
   const html = render({}, <DiskJobBar vm={vm('lab', { diskJob: 'import', diskJobProgress: 42 })} />);
   assert.match(html, /role="progressbar" aria-label="Importing the disk of Lab"[^>]*aria-valuenow="42"/);

@@ -174,13 +174,7 @@ export function NewMachineDialog() {
           onChange={(e) => setCdrom(e.target.value)}
         />
       </label>
-      <label>
-        Network
-        <select name="network" value={network} onChange={(e) => setNetwork(e.target.value)}>
-          <option value="user">Internet (shared)</option>
-          <option value="none">None</option>
-        </select>
-      </label>
+      <NetworkSelect network={network} setNetwork={setNetwork} />
       <Problem text={problem} />
       <div className="modal-actions">
         <button type="button" className="ghost" onClick={() => actions.showEditor(null)}>
@@ -204,6 +198,7 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
   const [memoryMiB, setMemory] = useState(vm.memoryMiB);
   const [vcpus, setVcpus] = useState(vm.vcpus);
   const [usbAutoAttach, setUsbAutoAttach] = useState(vm.usbAutoAttach);
+  const [network, setNetwork] = useState(vm.network);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [removeDisks, setRemoveDisks] = useState(true);
   const [problem, setProblem] = useState<string | null>(null);
@@ -227,6 +222,7 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
     if (memoryMiB !== vm.memoryMiB) options.memoryMiB = memoryMiB;
     if (vcpus !== vm.vcpus) options.vcpus = vcpus;
     if (usbAutoAttach !== vm.usbAutoAttach) options.usbAutoAttach = usbAutoAttach;
+    if (network !== vm.network) options.network = network;
     void run(actions.updateVm(vm.path, options));
   };
 
@@ -253,6 +249,7 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
           <SlotSelect slots={freeSlots(vms, vm.path)} slot={slot} setSlot={setSlot} />
         </div>
         <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
+        <NetworkSelect network={network} setNetwork={setNetwork} />
         <label className="choice">
           <input
             type="checkbox"
@@ -430,5 +427,25 @@ function SizingRow(props: {
         />
       </label>
     </div>
+  );
+}
+
+/**
+ * The network of both dialogs (Vm1.Network): the two the person may pick. An administrator's
+ * bridge is shown as what it is (their settings are read-only), never offered.
+ */
+function NetworkSelect(props: { network: string; setNetwork: (network: string) => void }) {
+  const bridge = props.network.startsWith('bridge:') ? props.network : null;
+  return (
+    <label>
+      Network
+      <select name="network" value={props.network} onChange={(e) => props.setNetwork(e.target.value)}>
+        <option value="user">Internet (shared)</option>
+        <option value="none">None</option>
+        {bridge && (
+          <option value={bridge}>Bridge {bridge.slice('bridge:'.length)} (set by the administrator)</option>
+        )}
+      </select>
+    </label>
   );
 }
