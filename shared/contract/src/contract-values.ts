@@ -200,16 +200,39 @@ export function plainValue(v: unknown): unknown {
   return v;
 }
 
+/** The type of a bus value as plainValue returns it (64-bit integers as numbers, Variants unwrapped). */
+export type PlainValue<T> = T extends bigint
+  ? number
+  : T extends Buffer
+    ? number[]
+    : T extends Variant
+      ? unknown
+      : T extends object
+        ? { -readonly [K in keyof T]: PlainValue<T[K]> }
+        : T;
+
 /**
- * The view fields of the properties `props` carries, by the generated name table `fields` (every
- * property of the interface has an entry). A property the table does not know (a newer daemon's)
- * is not mapped.
+ * Every property of an interface (its generated <Interface>Properties) as plain JSON under its
+ * camelCase name (MemoryMiB -> memoryMiB), as a UI mirrors it: one field per property by construction.
  */
-export function viewPatch(fields: Readonly<Record<string, string>>, props: Record<string, unknown>): object {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(props)) {
-    const f = Object.prototype.hasOwnProperty.call(fields, k) ? fields[k] : undefined;
-    if (f) out[f] = plainValue(v);
-  }
-  return out;
+export type ViewOf<P> = { [K in keyof P & string as Uncapitalize<K>]: PlainValue<P[K]> };
+
+/**
+ * The view patch of an interface: from the properties a message carries (GetAll or
+ * PropertiesChanged), the fields of ViewOf<its properties>, as plain JSON. Every property of the
+ * contract has its field (the same camelCase rule as ViewOf); a property the contract does not know
+ * (a newer daemon's) is not mapped.
+ */
+export function viewPatcher<V>(iface: {
+  readonly properties: Readonly<Record<string, unknown>>;
+}): (props: Record<string, unknown>) => Partial<V> {
+  const fields = new Map(Object.keys(iface.properties).map((p) => [p, p[0].toLowerCase() + p.slice(1)]));
+  return (props) => {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(props)) {
+      const f = fields.get(k);
+      if (f) out[f] = plainValue(v);
+    }
+    return out as Partial<V>;
+  };
 }

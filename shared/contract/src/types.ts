@@ -46,3 +46,14 @@ export interface InterfaceContract {
   readonly properties: Readonly<Record<string, PropertyContract>>;
   readonly signals: Readonly<Record<string, SignalContract>>;
 }
+
+/**
+ * The client view of a generated <Interface>Service: each method without the CallContext (the bus
+ * supplies it), answering a promise. One definition for every interface, so the methods are
+ * declared (and documented) once, in the Service.
+ */
+export type ClientOf<S> = {
+  [M in keyof S]: S[M] extends (ctx: CallContext, ...args: infer A) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
+};
