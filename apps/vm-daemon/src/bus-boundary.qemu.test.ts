@@ -13,7 +13,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BUS_NAMES, BulkheadError, CONTRACT, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
@@ -30,9 +30,13 @@ import {
 } from '@bulkhead/dbus';
 import { watchSignalsAs } from '@bulkhead/dbus/dist/testing/run-as';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  INPUT_DAEMON_MAIN as INPUT_MAIN,
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  startTestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
-const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
 const isRoot = process.getuid?.() === 0;
 const STRICT = { BULKHEAD_STRICT_CONTRACT: '1' };
 
@@ -60,16 +64,6 @@ function strings(v: unknown): string[] {
 }
 const UNPAIRED = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-function killQemus(runDir: string, ids: string[]): void {
-  for (const id of ids) {
-    try {
-      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-}
-
 test('hostile VM files: GetManagedObjects and ConfigErrors answer, with U+FFFD where the daemon handed over NUL or an unpaired surrogate', async () => {
   const dir = join(work, 'hostile');
   const configDir = join(dir, 'vms');
@@ -95,9 +89,7 @@ test('hostile VM files: GetManagedObjects and ConfigErrors answer, with U+FFFD w
       Buffer.from('":1}'),
     ]),
   );
-  const bus = await startPrivateBus({ mode: 'open' });
-  const conn = await connectBus(bus.address);
-  const client = new BusClient(conn, 20_000);
+  const { bus, client, stop: stopBus } = await startTestBus({ callTimeoutMs: 20_000 });
   let daemon: DaemonProcess | null = null;
   try {
     daemon = await spawnDaemon({
@@ -155,8 +147,7 @@ test('hostile VM files: GetManagedObjects and ConfigErrors answer, with U+FFFD w
   } finally {
     await daemon?.stop();
     killQemus(join(dir, 'run'), ['nulname']);
-    conn.disconnect();
-    await bus.stop();
+    await stopBus();
   }
 });
 
@@ -179,9 +170,7 @@ test('Switch and SwitchToSlot to a VM whose file is invalid or whose kernel is m
     // Inside an image directory (the config dir), so the file is valid and only the start fails.
     kernel: join(configDir, 'missing-kernel'),
   });
-  const bus = await startPrivateBus({ mode: 'open' });
-  const conn = await connectBus(bus.address);
-  const client = new BusClient(conn, 20_000);
+  const { bus, client, stop: stopBus } = await startTestBus({ callTimeoutMs: 20_000 });
   let daemon: DaemonProcess | null = null;
   try {
     daemon = await spawnDaemon({
@@ -206,8 +195,7 @@ test('Switch and SwitchToSlot to a VM whose file is invalid or whose kernel is m
   } finally {
     await daemon?.stop();
     killQemus(join(dir, 'run'), ['nokernel']);
-    conn.disconnect();
-    await bus.stop();
+    await stopBus();
   }
 });
 

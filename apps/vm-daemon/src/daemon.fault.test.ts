@@ -6,20 +6,26 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import type { BusClient, PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuPid,
+  scratchDirs,
+  startTestBus,
+  type TestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
 const MGR = 'org.bulkhead.VmManager1';
 const IDS = ['alpha', 'beta'];
 
+let testBus: TestBus;
 let bus: PrivateBus;
-let conn: MessageBus;
 let client: BusClient;
 let input: FakeInputDaemon;
 let daemon: DaemonProcess;
@@ -34,7 +40,7 @@ const reason = (id: string) =>
 const activeVm = () =>
   client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
-const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
+const pidOf = (id: string) => qemuPid(runDir, id);
 const lastFocus = () => input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target ?? SWITCHER_PATH;
 const alive = (pid: number) => {
   try {
@@ -72,20 +78,15 @@ async function assertRecovered(pids: Record<string, number>, expectActive: strin
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  root = mkdtempSync(join(tmpdir(), 'vmd-kill-'));
-  configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  stateDir = join(root, 'state');
-  mkdirSync(configDir);
+  ({ root, configDir, runDir, stateDir } = scratchDirs('vmd-kill-'));
   IDS.forEach((id, i) =>
     writeFileSync(
       join(configDir, `${id}.json`),
       JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL }),
     ),
   );
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
+  testBus = await startTestBus();
+  ({ bus, client } = testBus);
   input = await FakeInputDaemon.start(bus.address);
   daemon = await start();
   await waitFor(
@@ -97,16 +98,9 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
-  for (const id of IDS) {
-    try {
-      process.kill(pidOf(id), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
+  if (runDir) killQemus(runDir, IDS);
   input?.stop();
-  conn?.disconnect();
-  await bus?.stop();
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

@@ -6,56 +6,39 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import type { BusClient } from '@bulkhead/dbus';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuTestSkip,
+  scratchDirs,
+  spawnInputDaemon,
+  startTestBus,
+  type InputDaemonProcess,
+  type TestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
-const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
 const MGR = 'org.bulkhead.VmManager1';
 const COLORS: Record<string, string> = { personal: '#2a6fdb', business: '#e07b00', spare: '#1f9d55' };
-const skip = !existsSync(KERNEL)
-  ? `test guest not built (make -C apps/vm-daemon/guest)`
-  : !existsSync(INPUT_MAIN)
-    ? `input-daemon not built (${INPUT_MAIN})`
-    : false;
+const skip = qemuTestSkip({ inputDaemon: true });
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let testBus: TestBus;
 let client: BusClient;
 let vmDaemon: DaemonProcess;
 let root: string;
 let runDir: string;
 let inputRunDir: string;
 
-/** One input-daemon process (as systemd runs it), with its log. */
-interface InputDaemon {
-  child: ChildProcess;
-  log(): string;
-}
+type InputDaemon = InputDaemonProcess;
 let inputDaemon: InputDaemon | null = null;
 
-async function startInputDaemon(): Promise<InputDaemon> {
-  const child = spawn(process.execPath, [INPUT_MAIN, '--seat', 'virtual', '--run-dir', inputRunDir], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, BULKHEAD_BUS: bus.address, BULKHEAD_LOG_LEVEL: 'info' },
-  });
-  let log = '';
-  child.stderr!.on('data', (d) => (log += d));
-  await waitFor(`input-daemon ready:\n${log}`, () => log.includes(' ready: '), 20_000);
-  return { child, log: () => log };
-}
-
-/** SIGKILL by pid, and wait until the process is gone. */
-async function killInputDaemon(d: InputDaemon): Promise<void> {
-  const exited = new Promise<void>((r) => d.child.once('exit', () => r()));
-  process.kill(d.child.pid!, 'SIGKILL');
-  await exited;
-}
+const startInputDaemon = (): Promise<InputDaemon> =>
+  spawnInputDaemon({ bus: testBus.bus.address, runDir: inputRunDir, env: { BULKHEAD_LOG_LEVEL: 'info' } });
+const killInputDaemon = (d: InputDaemon): Promise<void> => d.kill();
 
 const vmDef = (id: string, slot: number, autostart: boolean) => ({
   id,
@@ -93,17 +76,16 @@ const L = 38; // 26
 
 before(async () => {
   if (skip) return;
-  root = mkdtempSync(join(tmpdir(), 'focus-restart-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
+  const dirs = scratchDirs('focus-restart-');
+  ({ root, runDir } = dirs);
+  const configDir = dirs.configDir;
   inputRunDir = join(root, 'input-run');
-  mkdirSync(configDir);
   writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1, true)));
   writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
   writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
+  testBus = await startTestBus();
+  client = testBus.client;
+  const bus = testBus.bus;
   inputDaemon = await startInputDaemon();
   vmDaemon = await spawnDaemon({
     bus: bus.address,
@@ -119,15 +101,8 @@ before(async () => {
 after(async () => {
   if (inputDaemon) await killInputDaemon(inputDaemon).catch(() => undefined);
   await vmDaemon?.stop();
-  for (const id of Object.keys(COLORS)) {
-    try {
-      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-  conn?.disconnect();
-  await bus?.stop();
+  if (runDir) killQemus(runDir, Object.keys(COLORS));
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

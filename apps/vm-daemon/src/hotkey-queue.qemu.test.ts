@@ -8,37 +8,31 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import {
-  BusClient,
-  connectBus,
-  startPrivateBus,
-  unwrap,
-  type MessageBus,
-  type PrivateBus,
-} from '@bulkhead/dbus';
+import { unwrap, type BusClient } from '@bulkhead/dbus';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuTestSkip,
+  scratchDirs,
+  spawnInputDaemon,
+  startTestBus,
+  type InputDaemonProcess,
+  type TestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
-const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
 const MGR = 'org.bulkhead.VmManager1';
 const ONE = vmPath('one');
 const TWO = vmPath('two');
-const skip = !existsSync(KERNEL)
-  ? 'test guest not built'
-  : !existsSync(INPUT_MAIN)
-    ? 'input-daemon not built'
-    : false;
+const skip = qemuTestSkip({ inputDaemon: true });
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let testBus: TestBus;
 let client: BusClient;
 let vmDaemon: DaemonProcess;
-let inputDaemon: ChildProcess;
+let inputDaemon: InputDaemonProcess;
 let inputLog = '';
 let root: string;
 let runDir: string;
@@ -71,11 +65,10 @@ const serial = (id: string) => {
 
 before(async () => {
   if (skip) return;
-  root = mkdtempSync(join(tmpdir(), 'hotkey-queue-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
+  const dirs = scratchDirs('hotkey-queue-');
+  ({ root, runDir } = dirs);
+  const configDir = dirs.configDir;
   gate = join(root, 'gate');
-  mkdirSync(configDir);
   mkdirSync(gate);
   ['one', 'two'].forEach((id, i) =>
     writeFileSync(
@@ -91,19 +84,14 @@ before(async () => {
       }),
     ),
   );
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
-  inputDaemon = spawn(
-    process.execPath,
-    [INPUT_MAIN, '--seat', 'virtual', '--run-dir', join(root, 'input-run')],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, BULKHEAD_BUS: bus.address },
-    },
-  );
-  inputDaemon.stderr!.on('data', (d) => (inputLog += d));
-  await waitFor('input-daemon ready', () => inputLog.includes(' ready: '), 20_000);
+  testBus = await startTestBus();
+  client = testBus.client;
+  const bus = testBus.bus;
+  inputDaemon = await spawnInputDaemon({
+    bus: bus.address,
+    runDir: join(root, 'input-run'),
+    onLog: (text) => (inputLog += text),
+  });
   vmDaemon = await spawnDaemon({
     bus: bus.address,
     configDir,
@@ -125,16 +113,9 @@ before(async () => {
 
 after(async () => {
   await vmDaemon?.stop();
-  inputDaemon?.kill('SIGKILL');
-  for (const id of ['one', 'two']) {
-    try {
-      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-  conn?.disconnect();
-  await bus?.stop();
+  await inputDaemon?.kill();
+  if (runDir) killQemus(runDir, ['one', 'two']);
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

@@ -6,35 +6,29 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, isBulkheadError, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import {
-  BusClient,
-  connectBus,
-  startPrivateBus,
-  variant,
-  type MessageBus,
-  type PrivateBus,
-} from '@bulkhead/dbus';
+import { variant, type BusClient } from '@bulkhead/dbus';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuTestSkip,
+  scratchDirs,
+  spawnInputDaemon,
+  startTestBus,
+  type InputDaemonProcess,
+  type TestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
-const INPUT_MAIN = join(__dirname, '..', '..', 'input-daemon', 'dist', 'main.js');
 const MGR = 'org.bulkhead.VmManager1';
-const skip = !existsSync(KERNEL)
-  ? 'test guest not built'
-  : !existsSync(INPUT_MAIN)
-    ? 'input-daemon not built'
-    : false;
+const skip = qemuTestSkip({ inputDaemon: true });
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let testBus: TestBus;
 let client: BusClient;
 let vmDaemon: DaemonProcess;
-let inputDaemon: ChildProcess;
+let inputDaemon: InputDaemonProcess;
 let root: string;
 let runDir: string;
 
@@ -57,48 +51,29 @@ const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'S
 
 before(async () => {
   if (skip) return;
-  root = mkdtempSync(join(tmpdir(), 'lock-switch-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  mkdirSync(configDir);
-  writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
-  writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
-  inputDaemon = spawn(
-    process.execPath,
-    [INPUT_MAIN, '--seat', 'virtual', '--run-dir', join(root, 'input-run')],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, BULKHEAD_BUS: bus.address },
-    },
-  );
-  let log = '';
-  inputDaemon.stderr!.on('data', (d) => (log += d));
-  await waitFor('input-daemon ready', () => log.includes(' ready: '), 20_000);
+  const dirs = scratchDirs('lock-switch-');
+  ({ root, runDir } = dirs);
+  writeFileSync(join(dirs.configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
+  writeFileSync(join(dirs.configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
+  testBus = await startTestBus();
+  client = testBus.client;
+  const bus = testBus.bus;
+  inputDaemon = await spawnInputDaemon({ bus: bus.address, runDir: join(root, 'input-run') });
   vmDaemon = await spawnDaemon({
     bus: bus.address,
-    configDir,
+    configDir: dirs.configDir,
     runDir,
-    stateDir: join(root, 'state'),
+    stateDir: dirs.stateDir,
     args: ['--stop-vms-on-exit'],
   });
   await waitFor('business running', async () => (await state('business')) === 'running', 30_000);
 });
 
 after(async () => {
-  inputDaemon?.kill('SIGKILL');
+  await inputDaemon?.kill();
   await vmDaemon?.stop();
-  for (const id of ['business', 'spare']) {
-    try {
-      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-  conn?.disconnect();
-  await bus?.stop();
+  if (runDir) killQemus(runDir, ['business', 'spare']);
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

@@ -4,28 +4,27 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import {
-  BusClient,
-  connectBus,
-  startPrivateBus,
-  variant,
-  type MessageBus,
-  type PrivateBus,
-} from '@bulkhead/dbus';
+import { variant, type BusClient, type PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
 import { decodePng, dominantColor } from './testing/png';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuPid,
+  scratchDirs,
+  startTestBus,
+  type TestBus,
+} from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
 const COLORS: Record<string, string> = { personal: '#2a6fdb', business: '#e07b00', spare: '#1f9d55' };
 const MGR = 'org.bulkhead.VmManager1';
 
+let testBus: TestBus;
 let bus: PrivateBus;
-let conn: MessageBus;
 let client: BusClient;
 let input: FakeInputDaemon;
 let daemon: DaemonProcess;
@@ -52,16 +51,12 @@ const mgrProp = (p: 'ActiveVm' | 'LastSwitch' | 'ConfigErrors' | 'Switching') =>
   client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', p);
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const vm = (id: string) => client.proxy(MGR, vmPath(id), 'org.bulkhead.Vm1');
-const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
+const pidOf = (id: string) => qemuPid(runDir, id);
 const isNamed = (name: string) => (e: unknown) => e instanceof BulkheadError && e.errorName === name;
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  root = mkdtempSync(join(tmpdir(), 'vmd-e2e-'));
-  configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  stateDir = join(root, 'state');
-  mkdirSync(configDir);
+  ({ root, configDir, runDir, stateDir } = scratchDirs('vmd-e2e-'));
   writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1, true)));
   writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
   writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
@@ -73,25 +68,17 @@ before(async () => {
     join(configDir, 'y-dupslot.json'),
     JSON.stringify({ ...vmDef('spare', 1, false), id: 'dupslot' }),
   );
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
+  testBus = await startTestBus();
+  ({ bus, client } = testBus);
   input = await FakeInputDaemon.start(bus.address);
   daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir });
 });
 
 after(async () => {
   await daemon?.stop();
-  for (const id of Object.keys(COLORS)) {
-    try {
-      process.kill(pidOf(id), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
+  if (runDir) killQemus(runDir, Object.keys(COLORS));
   input?.stop();
-  conn?.disconnect();
-  await bus?.stop();
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

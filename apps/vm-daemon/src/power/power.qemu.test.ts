@@ -9,37 +9,30 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, POWER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import {
-  BusClient,
-  connectBus,
-  startPrivateBus,
-  unwrap,
-  variant,
-  type MessageBus,
-  type PrivateBus,
-} from '@bulkhead/dbus';
+import { unwrap, variant, type BusClient } from '@bulkhead/dbus';
 import { spawnDaemon, waitFor, type DaemonProcess } from '../testing/daemon-process';
+import {
+  TEST_GUEST_KERNEL as KERNEL,
+  killQemus,
+  qemuTestSkip,
+  scratchDirs,
+  spawnInputDaemon,
+  startTestBus,
+  type InputDaemonProcess,
+  type TestBus,
+} from '../testing/qemu-test-world';
 import { FakeLogind, FakeUPower } from './testing/fake-system-services';
 
-const KERNEL = join(__dirname, '..', '..', 'guest', 'build', 'bulkhead-guest.elf');
-const INPUT_MAIN = join(__dirname, '..', '..', '..', 'input-daemon', 'dist', 'main.js');
 const MGR = 'org.bulkhead.VmManager1';
-const skip = !existsSync(KERNEL)
-  ? 'test guest not built'
-  : !existsSync(INPUT_MAIN)
-    ? 'input-daemon not built'
-    : false;
+const skip = qemuTestSkip({ inputDaemon: true });
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let testBus: TestBus;
 let client: BusClient;
 let vmDaemon: DaemonProcess;
-let inputDaemon: ChildProcess;
+let inputDaemon: InputDaemonProcess;
 let logind: FakeLogind;
 let upower: FakeUPower;
 let root: string;
@@ -65,30 +58,19 @@ const serial = (id: string) => readFileSync(join(runDir, id, 'serial.log'), 'lat
 
 before(async () => {
   if (skip) return;
-  root = mkdtempSync(join(tmpdir(), 'power-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  mkdirSync(configDir);
+  const dirs = scratchDirs('power-');
+  ({ root, runDir } = dirs);
+  const configDir = dirs.configDir;
   writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1)));
   writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2)));
   const policy = join(root, 'power.json');
   writeFileSync(policy, JSON.stringify({ lid: 'lock', lowPercent: 20, criticalPercent: 5 }), { mode: 0o644 });
-  bus = await startPrivateBus({ mode: 'open' });
+  testBus = await startTestBus();
+  client = testBus.client;
+  const bus = testBus.bus;
   logind = await FakeLogind.start(bus.address);
   upower = await FakeUPower.start(bus.address, { percentage: 57, onBattery: true });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
-  inputDaemon = spawn(
-    process.execPath,
-    [INPUT_MAIN, '--seat', 'virtual', '--run-dir', join(root, 'input-run')],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, BULKHEAD_BUS: bus.address },
-    },
-  );
-  let log = '';
-  inputDaemon.stderr!.on('data', (d) => (log += d));
-  await waitFor('input-daemon ready', () => log.includes(' ready: '), 20_000);
+  inputDaemon = await spawnInputDaemon({ bus: bus.address, runDir: join(root, 'input-run') });
   vmDaemon = await spawnDaemon({
     bus: bus.address,
     configDir,
@@ -104,19 +86,12 @@ before(async () => {
 });
 
 after(async () => {
-  inputDaemon?.kill('SIGKILL');
+  await inputDaemon?.kill();
   await vmDaemon?.stop();
-  for (const id of ['personal', 'business']) {
-    try {
-      process.kill(Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8')), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
+  if (runDir) killQemus(runDir, ['personal', 'business']);
   logind?.stop();
   upower?.stop();
-  conn?.disconnect();
-  await bus?.stop();
+  await testBus?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
