@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '@bulkhead/common';
+import { createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH } from '@bulkhead/contract';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { evdevAvailable, UinputDevice } from './evdev-native';
@@ -208,20 +208,14 @@ async function main(): Promise<void> {
     `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}, held keys recorded in ${journal.path}`,
   );
 
-  const stop = async (sig: string) => {
+  stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping`);
     await source.stop().catch(() => undefined);
     await service.close().catch(() => undefined);
     await switcherSink.close().catch(() => undefined);
     host.close();
     bus.disconnect();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  });
 }
 
-main().catch((e) => {
-  process.stderr.write(`input-daemon: ${(e as Error).message}\n`);
-  process.exit(1);
-});
+runDaemonMain('input-daemon', main);

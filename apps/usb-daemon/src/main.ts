@@ -7,7 +7,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { BUS_NAMES } from '@bulkhead/contract';
-import { createLogger } from '@bulkhead/common';
+import { createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { NoUsbEnumerator, type UsbEnumerator } from './enumerators/enumerator';
 import { NodeUsbEnumerator } from './enumerators/node-usb-enumerator';
@@ -101,22 +101,14 @@ async function main(): Promise<void> {
   await service.start();
   await host.requestName(BUS_NAMES.usb);
   log.info(`serving ${BUS_NAMES.usb}`);
-  const shutdown = async (sig: string) => {
+  stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping (devices stay where they are)`);
     await service.stop().catch(() => undefined);
     host.close();
     bus.disconnect();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  });
   process.on('uncaughtException', (e) => log.error(`uncaught: ${e.stack ?? e}`));
   process.on('unhandledRejection', (e) => log.error(`unhandled rejection: ${(e as Error)?.stack ?? e}`));
 }
 
-if (require.main === module) {
-  main().catch((e) => {
-    process.stderr.write(`usb-daemon: ${(e as Error).stack ?? e}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runDaemonMain('usb-daemon', main);

@@ -18,7 +18,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BUS_NAMES } from '@bulkhead/contract';
-import { createLogger } from '@bulkhead/common';
+import { createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import type { VmBackend } from './backend/backend';
 import { QemuBackend } from './backend/qemu-backend';
@@ -259,10 +259,7 @@ async function main(): Promise<void> {
     `ready on ${args.bus}: ${manager.vms.size} VM(s) from ${args.configDir}, ${manager.configErrors.length} config error(s), accelerator ${manager.accelerator}`,
   );
 
-  let exiting = false;
-  const shutdown = async (sig: string) => {
-    if (exiting) return;
-    exiting = true;
+  const shutdown = stopOnSignals(async (sig) => {
     log.info(
       `${sig}: ${args.stopVmsOnExit ? 'stopping every VM' : 'leaving VMs running (re-adopted at next start)'}`,
     );
@@ -276,22 +273,14 @@ async function main(): Promise<void> {
       await usbMover.close().catch(() => undefined);
       host.close();
       bus.disconnect();
-      process.exit(0);
     }
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  });
   bus.on('error', (e: Error) => {
     log.error(`bus connection lost: ${e?.message}`);
-    void shutdown('bus lost');
+    shutdown('bus lost');
   });
 
   if (args.autostart) await manager.autostart();
 }
 
-if (require.main === module) {
-  main().catch((e) => {
-    console.error(`vm-daemon: fatal: ${(e as Error).stack ?? e}`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runDaemonMain('vm-daemon', main);
