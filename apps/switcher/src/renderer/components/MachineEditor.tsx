@@ -3,7 +3,7 @@
  * confirmation), the first-boot welcome and a disk import's progress bar. vm-daemon validates
  * every value and names the option it refuses; the dialogs show that in words next to the form.
  */
-import { useState, type FormEvent } from 'react';
+import { useState, type FormEvent, type ReactNode } from 'react';
 import type { MachineOptions, RequestFailure } from '../../common/channels';
 import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
@@ -58,6 +58,27 @@ function Problem({ text }: { text: string | null }) {
 }
 
 type DiskChoice = 'new' | 'import' | 'none';
+
+/** One choice of the New machine dialog's Disk radio group, with what follows its button. */
+function DiskRadio(props: {
+  value: DiskChoice;
+  disk: DiskChoice;
+  setDisk: (d: DiskChoice) => void;
+  children: ReactNode;
+}) {
+  return (
+    <label className="choice">
+      <input
+        type="radio"
+        name="disk"
+        value={props.value}
+        checked={props.disk === props.value}
+        onChange={() => props.setDisk(props.value)}
+      />{' '}
+      {props.children}
+    </label>
+  );
+}
 
 /** "New machine": name, colour, slot, memory, processors, disk (new or imported), installer, network. */
 export function NewMachineDialog() {
@@ -115,14 +136,7 @@ export function NewMachineDialog() {
       <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
       <fieldset>
         <legend>Disk</legend>
-        <label className="choice">
-          <input
-            type="radio"
-            name="disk"
-            value="new"
-            checked={disk === 'new'}
-            onChange={() => setDisk('new')}
-          />{' '}
+        <DiskRadio value="new" disk={disk} setDisk={setDisk}>
           New disk of{' '}
           <input
             name="disk-size"
@@ -134,17 +148,10 @@ export function NewMachineDialog() {
             onChange={(e) => setDiskSize(Number(e.target.value))}
           />{' '}
           MiB
-        </label>
-        <label className="choice">
-          <input
-            type="radio"
-            name="disk"
-            value="import"
-            checked={disk === 'import'}
-            onChange={() => setDisk('import')}
-          />{' '}
+        </DiskRadio>
+        <DiskRadio value="import" disk={disk} setDisk={setDisk}>
           Import an image from a USB stick (qcow2, VHD, VHDX, raw)
-        </label>
+        </DiskRadio>
         {disk === 'import' && (
           <input
             name="disk-import"
@@ -154,16 +161,9 @@ export function NewMachineDialog() {
             onChange={(e) => setDiskImport(e.target.value)}
           />
         )}
-        <label className="choice">
-          <input
-            type="radio"
-            name="disk"
-            value="none"
-            checked={disk === 'none'}
-            onChange={() => setDisk('none')}
-          />{' '}
+        <DiskRadio value="none" disk={disk} setDisk={setDisk}>
           No disk
-        </label>
+        </DiskRadio>
       </fieldset>
       <label>
         Install from (an ISO on a USB stick, optional)
