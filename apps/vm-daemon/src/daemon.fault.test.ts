@@ -6,30 +6,22 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import type { BusClient, PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
-import {
-  TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
-  qemuPid,
-  scratchDirs,
-  startTestBus,
-  type TestBus,
-} from './testing/qemu-test-world';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuPid } from './testing/qemu-test-world';
 
 const MGR = 'org.bulkhead.VmManager1';
 const IDS = ['alpha', 'beta'];
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let bus: PrivateBus;
 let client: BusClient;
 let input: FakeInputDaemon;
 let daemon: DaemonProcess;
-let root: string;
 let configDir: string;
 let runDir: string;
 let stateDir: string;
@@ -78,16 +70,18 @@ async function assertRecovered(pids: Record<string, number>, expectActive: strin
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  ({ root, configDir, runDir, stateDir } = scratchDirs('vmd-kill-'));
-  IDS.forEach((id, i) =>
-    writeFileSync(
-      join(configDir, `${id}.json`),
-      JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL }),
+  world = await QemuTestWorld.start(
+    'vmd-kill-',
+    Object.fromEntries(
+      IDS.map((id, i) => [
+        id,
+        { id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL },
+      ]),
     ),
   );
-  testBus = await startTestBus();
-  ({ bus, client } = testBus);
+  ({ bus, client, configDir, runDir, stateDir } = world);
   input = await FakeInputDaemon.start(bus.address);
+  world.onStop(() => input.stop());
   daemon = await start();
   await waitFor(
     'both running',
@@ -98,10 +92,7 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
-  if (runDir) killQemus(runDir, IDS);
-  input?.stop();
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test('SIGKILL during normal use: VMs keep running, are re-adopted, the active VM stays active', async () => {

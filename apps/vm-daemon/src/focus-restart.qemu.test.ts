@@ -6,30 +6,24 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import type { BusClient } from '@bulkhead/dbus';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import { waitFor } from './testing/daemon-process';
 import {
   TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
+  QemuTestWorld,
   qemuTestSkip,
-  scratchDirs,
-  spawnInputDaemon,
-  startTestBus,
   type InputDaemonProcess,
-  type TestBus,
 } from './testing/qemu-test-world';
 
 const MGR = 'org.bulkhead.VmManager1';
 const COLORS: Record<string, string> = { personal: '#2a6fdb', business: '#e07b00', spare: '#1f9d55' };
 const skip = qemuTestSkip({ inputDaemon: true });
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let client: BusClient;
-let vmDaemon: DaemonProcess;
-let root: string;
 let runDir: string;
 let inputRunDir: string;
 
@@ -37,7 +31,7 @@ type InputDaemon = InputDaemonProcess;
 let inputDaemon: InputDaemon | null = null;
 
 const startInputDaemon = (): Promise<InputDaemon> =>
-  spawnInputDaemon({ bus: testBus.bus.address, runDir: inputRunDir, env: { BULKHEAD_LOG_LEVEL: 'info' } });
+  world.spawnInputDaemon({ runDir: inputRunDir, env: { BULKHEAD_LOG_LEVEL: 'info' } });
 const killInputDaemon = (d: InputDaemon): Promise<void> => d.kill();
 
 const vmDef = (id: string, slot: number, autostart: boolean) => ({
@@ -76,34 +70,20 @@ const L = 38; // 26
 
 before(async () => {
   if (skip) return;
-  const dirs = scratchDirs('focus-restart-');
-  ({ root, runDir } = dirs);
-  const configDir = dirs.configDir;
-  inputRunDir = join(root, 'input-run');
-  writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1, true)));
-  writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
-  writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  testBus = await startTestBus();
-  client = testBus.client;
-  const bus = testBus.bus;
-  inputDaemon = await startInputDaemon();
-  vmDaemon = await spawnDaemon({
-    bus: bus.address,
-    configDir,
-    runDir,
-    stateDir: join(root, 'state'),
-    args: ['--stop-vms-on-exit'],
+  world = await QemuTestWorld.start('focus-restart-', {
+    personal: vmDef('personal', 1, true),
+    business: vmDef('business', 2, true),
+    spare: vmDef('spare', 3, false),
   });
+  ({ client, runDir } = world);
+  inputRunDir = join(world.root, 'input-run');
+  inputDaemon = await startInputDaemon();
+  await world.spawnVmDaemon({ args: ['--stop-vms-on-exit'] });
   for (const id of ['personal', 'business'])
     await waitFor(`${id} guest READY`, () => serial(id).includes(`READY name=${id}`), 30_000);
 });
-
 after(async () => {
-  if (inputDaemon) await killInputDaemon(inputDaemon).catch(() => undefined);
-  await vmDaemon?.stop();
-  if (runDir) killQemus(runDir, Object.keys(COLORS));
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test(

@@ -12,29 +12,17 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import { unwrap, type BusClient } from '@bulkhead/dbus';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
-import {
-  TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
-  qemuTestSkip,
-  scratchDirs,
-  spawnInputDaemon,
-  startTestBus,
-  type InputDaemonProcess,
-  type TestBus,
-} from './testing/qemu-test-world';
+import { waitFor } from './testing/daemon-process';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuTestSkip } from './testing/qemu-test-world';
 
 const MGR = 'org.bulkhead.VmManager1';
 const ONE = vmPath('one');
 const TWO = vmPath('two');
 const skip = qemuTestSkip({ inputDaemon: true });
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let client: BusClient;
-let vmDaemon: DaemonProcess;
-let inputDaemon: InputDaemonProcess;
 let inputLog = '';
-let root: string;
 let runDir: string;
 let gate: string;
 const progress: string[] = [];
@@ -65,41 +53,24 @@ const serial = (id: string) => {
 
 before(async () => {
   if (skip) return;
-  const dirs = scratchDirs('hotkey-queue-');
-  ({ root, runDir } = dirs);
-  const configDir = dirs.configDir;
-  gate = join(root, 'gate');
+  const guest = (id: string, slot: number) => ({
+    id,
+    slot,
+    color: '#2a6fdb',
+    memoryMiB: 32,
+    autostart: true,
+    kernel: KERNEL,
+    append: `name=${id}`,
+  });
+  world = await QemuTestWorld.start('hotkey-queue-', { one: guest('one', 1), two: guest('two', 2) });
+  ({ client, runDir } = world);
+  gate = join(world.root, 'gate');
   mkdirSync(gate);
-  ['one', 'two'].forEach((id, i) =>
-    writeFileSync(
-      join(configDir, `${id}.json`),
-      JSON.stringify({
-        id,
-        slot: i + 1,
-        color: '#2a6fdb',
-        memoryMiB: 32,
-        autostart: true,
-        kernel: KERNEL,
-        append: `name=${id}`,
-      }),
-    ),
-  );
-  testBus = await startTestBus();
-  client = testBus.client;
-  const bus = testBus.bus;
-  inputDaemon = await spawnInputDaemon({
-    bus: bus.address,
-    runDir: join(root, 'input-run'),
+  await world.spawnInputDaemon({
+    runDir: join(world.root, 'input-run'),
     onLog: (text) => (inputLog += text),
   });
-  vmDaemon = await spawnDaemon({
-    bus: bus.address,
-    configDir,
-    runDir,
-    stateDir: join(root, 'state'),
-    args: ['--stop-vms-on-exit'],
-    env: { BULKHEAD_TEST_SWITCH_GATE: gate },
-  });
+  await world.spawnVmDaemon({ args: ['--stop-vms-on-exit'], env: { BULKHEAD_TEST_SWITCH_GATE: gate } });
   for (const id of ['one', 'two'])
     await waitFor(`${id} guest READY`, () => serial(id).includes(`READY name=${id}`), 30_000);
   await client.onSignal(
@@ -110,13 +81,8 @@ before(async () => {
     ([target, step]) => progress.push(`${step} ${target}`),
   );
 });
-
 after(async () => {
-  await vmDaemon?.stop();
-  await inputDaemon?.kill();
-  if (runDir) killQemus(runDir, ['one', 'two']);
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test(

@@ -6,31 +6,17 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, isBulkheadError, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import { variant, type BusClient } from '@bulkhead/dbus';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
-import {
-  TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
-  qemuTestSkip,
-  scratchDirs,
-  spawnInputDaemon,
-  startTestBus,
-  type InputDaemonProcess,
-  type TestBus,
-} from './testing/qemu-test-world';
+import { waitFor } from './testing/daemon-process';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuTestSkip } from './testing/qemu-test-world';
 
 const MGR = 'org.bulkhead.VmManager1';
 const skip = qemuTestSkip({ inputDaemon: true });
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let client: BusClient;
-let vmDaemon: DaemonProcess;
-let inputDaemon: InputDaemonProcess;
-let root: string;
-let runDir: string;
 
 const vmDef = (id: string, slot: number, autostart: boolean) => ({
   id,
@@ -51,30 +37,18 @@ const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'S
 
 before(async () => {
   if (skip) return;
-  const dirs = scratchDirs('lock-switch-');
-  ({ root, runDir } = dirs);
-  writeFileSync(join(dirs.configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
-  writeFileSync(join(dirs.configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  testBus = await startTestBus();
-  client = testBus.client;
-  const bus = testBus.bus;
-  inputDaemon = await spawnInputDaemon({ bus: bus.address, runDir: join(root, 'input-run') });
-  vmDaemon = await spawnDaemon({
-    bus: bus.address,
-    configDir: dirs.configDir,
-    runDir,
-    stateDir: dirs.stateDir,
-    args: ['--stop-vms-on-exit'],
+  world = await QemuTestWorld.start('lock-switch-', {
+    business: vmDef('business', 2, true),
+    spare: vmDef('spare', 3, false),
   });
+  client = world.client;
+  await world.spawnInputDaemon({ runDir: join(world.root, 'input-run') });
+  await world.spawnVmDaemon({ args: ['--stop-vms-on-exit'] });
   await waitFor('business running', async () => (await state('business')) === 'running', 30_000);
 });
 
 after(async () => {
-  await inputDaemon?.kill();
-  await vmDaemon?.stop();
-  if (runDir) killQemus(runDir, ['business', 'spare']);
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test(

@@ -4,31 +4,23 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import { variant, type BusClient, type PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
 import { decodePng, dominantColor } from './testing/png';
-import {
-  TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
-  qemuPid,
-  scratchDirs,
-  startTestBus,
-  type TestBus,
-} from './testing/qemu-test-world';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuPid } from './testing/qemu-test-world';
 
 const COLORS: Record<string, string> = { personal: '#2a6fdb', business: '#e07b00', spare: '#1f9d55' };
 const MGR = 'org.bulkhead.VmManager1';
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let bus: PrivateBus;
 let client: BusClient;
 let input: FakeInputDaemon;
 let daemon: DaemonProcess;
-let root: string;
 let configDir: string;
 let runDir: string;
 let stateDir: string;
@@ -56,30 +48,21 @@ const isNamed = (name: string) => (e: unknown) => e instanceof BulkheadError && 
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  ({ root, configDir, runDir, stateDir } = scratchDirs('vmd-e2e-'));
-  writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1, true)));
-  writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2, true)));
-  writeFileSync(join(configDir, 'spare.json'), JSON.stringify(vmDef('spare', 3, false)));
-  writeFileSync(
-    join(configDir, 'x-badcolor.json'),
-    JSON.stringify({ ...vmDef('spare', 5, false), id: 'badcolor', color: 'purple' }),
-  );
-  writeFileSync(
-    join(configDir, 'y-dupslot.json'),
-    JSON.stringify({ ...vmDef('spare', 1, false), id: 'dupslot' }),
-  );
-  testBus = await startTestBus();
-  ({ bus, client } = testBus);
+  world = await QemuTestWorld.start('vmd-e2e-', {
+    personal: vmDef('personal', 1, true),
+    business: vmDef('business', 2, true),
+    spare: vmDef('spare', 3, false),
+    'x-badcolor': { ...vmDef('spare', 5, false), id: 'badcolor', color: 'purple' },
+    'y-dupslot': { ...vmDef('spare', 1, false), id: 'dupslot' },
+  });
+  ({ bus, client, configDir, runDir, stateDir } = world);
   input = await FakeInputDaemon.start(bus.address);
+  world.onStop(() => input.stop());
   daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir });
 });
-
 after(async () => {
   await daemon?.stop();
-  if (runDir) killQemus(runDir, Object.keys(COLORS));
-  input?.stop();
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test('autostart VMs start and reach running; the bad files are reported and the rest load', async () => {

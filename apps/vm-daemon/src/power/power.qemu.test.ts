@@ -9,33 +9,21 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUS_NAMES, INPUT_PATH, POWER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import { unwrap, variant, type BusClient } from '@bulkhead/dbus';
-import { spawnDaemon, waitFor, type DaemonProcess } from '../testing/daemon-process';
-import {
-  TEST_GUEST_KERNEL as KERNEL,
-  killQemus,
-  qemuTestSkip,
-  scratchDirs,
-  spawnInputDaemon,
-  startTestBus,
-  type InputDaemonProcess,
-  type TestBus,
-} from '../testing/qemu-test-world';
+import { waitFor } from '../testing/daemon-process';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuTestSkip } from '../testing/qemu-test-world';
 import { FakeLogind, FakeUPower } from './testing/fake-system-services';
 
 const MGR = 'org.bulkhead.VmManager1';
 const skip = qemuTestSkip({ inputDaemon: true });
 
-let testBus: TestBus;
+let world: QemuTestWorld;
 let client: BusClient;
-let vmDaemon: DaemonProcess;
-let inputDaemon: InputDaemonProcess;
 let logind: FakeLogind;
 let upower: FakeUPower;
-let root: string;
 let runDir: string;
 
 const vmDef = (id: string, slot: number) => ({
@@ -58,41 +46,26 @@ const serial = (id: string) => readFileSync(join(runDir, id, 'serial.log'), 'lat
 
 before(async () => {
   if (skip) return;
-  const dirs = scratchDirs('power-');
-  ({ root, runDir } = dirs);
-  const configDir = dirs.configDir;
-  writeFileSync(join(configDir, 'personal.json'), JSON.stringify(vmDef('personal', 1)));
-  writeFileSync(join(configDir, 'business.json'), JSON.stringify(vmDef('business', 2)));
-  const policy = join(root, 'power.json');
-  writeFileSync(policy, JSON.stringify({ lid: 'lock', lowPercent: 20, criticalPercent: 5 }), { mode: 0o644 });
-  testBus = await startTestBus();
-  client = testBus.client;
-  const bus = testBus.bus;
-  logind = await FakeLogind.start(bus.address);
-  upower = await FakeUPower.start(bus.address, { percentage: 57, onBattery: true });
-  inputDaemon = await spawnInputDaemon({ bus: bus.address, runDir: join(root, 'input-run') });
-  vmDaemon = await spawnDaemon({
-    bus: bus.address,
-    configDir,
-    runDir,
-    stateDir: join(root, 'state'),
-    args: ['--stop-vms-on-exit'],
-    env: { BULKHEAD_POWER_POLICY: policy },
+  world = await QemuTestWorld.start('power-', {
+    personal: vmDef('personal', 1),
+    business: vmDef('business', 2),
   });
+  ({ client, runDir } = world);
+  const policy = join(world.root, 'power.json');
+  writeFileSync(policy, JSON.stringify({ lid: 'lock', lowPercent: 20, criticalPercent: 5 }), { mode: 0o644 });
+  logind = await FakeLogind.start(world.bus.address);
+  world.onStop(() => logind.stop());
+  upower = await FakeUPower.start(world.bus.address, { percentage: 57, onBattery: true });
+  world.onStop(() => upower.stop());
+  await world.spawnInputDaemon({ runDir: join(world.root, 'input-run') });
+  await world.spawnVmDaemon({ args: ['--stop-vms-on-exit'], env: { BULKHEAD_POWER_POLICY: policy } });
   for (const id of ['personal', 'business'])
     await waitFor(`${id} running`, async () => (await state(id)) === 'running', 30_000);
   for (const id of ['personal', 'business'])
     await waitFor(`${id} READY`, () => serial(id).includes(`READY name=${id}`), 30_000);
 });
-
 after(async () => {
-  await inputDaemon?.kill();
-  await vmDaemon?.stop();
-  if (runDir) killQemus(runDir, ['personal', 'business']);
-  logind?.stop();
-  upower?.stop();
-  await testBus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test('Power1 shows the policy file in force and the battery UPower reports', { skip }, async () => {

@@ -4,11 +4,19 @@
  * a client, the real input-daemon on a virtual seat, and a teardown that leaves no QEMU behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
-import { waitFor } from './daemon-process';
+import { spawnDaemon, waitFor, type DaemonProcess } from './daemon-process';
 
 /** The toy test guest (apps/vm-daemon/guest, `make -C apps/vm-daemon/guest`). */
 export const TEST_GUEST_KERNEL = join(__dirname, '..', '..', 'guest', 'build', 'bulkhead-guest.elf');
@@ -130,5 +138,83 @@ export function killQemus(runDir: string, ids: string[]): void {
     } catch {
       /* not running */
     }
+  }
+}
+
+/**
+ * One test file's world, started in before() and ended by one stop() in after(): the scratch
+ * directory with the VM files, a private bus and a client, and the daemons started through it.
+ * stop() ends every daemon it started (in reverse order), kills every QEMU whose pidfile is in the
+ * run dir (VMs made by the test itself too), stops the bus and removes the directory.
+ */
+export class QemuTestWorld implements ScratchDirs {
+  private readonly stoppers: Array<() => Promise<unknown>> = [];
+
+  private constructor(
+    private readonly dirs: ScratchDirs,
+    readonly testBus: TestBus,
+  ) {}
+
+  /** `vms`: file name (without .json) to definition, written into the VM directory. */
+  static async start(prefix: string, vms: Record<string, unknown> = {}): Promise<QemuTestWorld> {
+    const dirs = scratchDirs(prefix);
+    for (const [name, def] of Object.entries(vms))
+      writeFileSync(join(dirs.configDir, `${name}.json`), JSON.stringify(def));
+    return new QemuTestWorld(dirs, await startTestBus());
+  }
+
+  get root(): string {
+    return this.dirs.root;
+  }
+  get configDir(): string {
+    return this.dirs.configDir;
+  }
+  get runDir(): string {
+    return this.dirs.runDir;
+  }
+  get stateDir(): string {
+    return this.dirs.stateDir;
+  }
+  get bus(): PrivateBus {
+    return this.testBus.bus;
+  }
+  get client(): BusClient {
+    return this.testBus.client;
+  }
+
+  /** The real input-daemon on this world's bus (see spawnInputDaemon); killed by stop(). */
+  async spawnInputDaemon(
+    opts: Omit<Parameters<typeof spawnInputDaemon>[0], 'bus'> = {},
+  ): Promise<InputDaemonProcess> {
+    const d = await spawnInputDaemon({ ...opts, bus: this.bus.address });
+    this.stoppers.push(() => d.kill());
+    return d;
+  }
+
+  /** The real vm-daemon on this world's bus with its dirs (see spawnDaemon); stopped by stop(). */
+  async spawnVmDaemon(opts: { args?: string[]; env?: Record<string, string> } = {}): Promise<DaemonProcess> {
+    const d = await spawnDaemon({
+      bus: this.bus.address,
+      configDir: this.configDir,
+      runDir: this.runDir,
+      stateDir: this.stateDir,
+      ...opts,
+    });
+    this.stoppers.push(() => d.stop());
+    return d;
+  }
+
+  /** Something else to end at stop() (a fake service on the bus), before the daemons started earlier. */
+  onStop(stop: () => unknown): void {
+    this.stoppers.push(async () => stop());
+  }
+
+  async stop(): Promise<void> {
+    for (const stop of this.stoppers.reverse()) await stop().catch(() => undefined);
+    this.stoppers.length = 0;
+    const ids = existsSync(this.runDir) ? readdirSync(this.runDir) : [];
+    killQemus(this.runDir, ids);
+    await this.testBus.stop();
+    rmSync(this.root, { recursive: true, force: true });
   }
 }
