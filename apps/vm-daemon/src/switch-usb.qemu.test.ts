@@ -8,68 +8,51 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulkheadError, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
-import {
-  BusClient,
-  connectBus,
-  startPrivateBus,
-  unwrap,
-  type MessageBus,
-  type PrivateBus,
-} from '@bulkhead/dbus';
+import { unwrap, type BusClient } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
 import { FakeUsbDaemon } from './testing/fake-usb-daemon';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import { waitFor } from './testing/daemon-process';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuPid } from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
 const MGR = 'org.bulkhead.VmManager1';
 const ALPHA = vmPath('alpha');
 const BETA = vmPath('beta');
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let world: QemuTestWorld;
 let client: BusClient;
 let input: FakeInputDaemon;
 let usb: FakeUsbDaemon;
-let daemon: DaemonProcess;
-let root: string;
 let runDir: string;
 let gate: string;
 
 const mgr = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const mgrProp = (p: 'ActiveVm' | 'LastSwitch') => client.get(MGR, VM_MANAGER_PATH, MGR, p);
-const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
+const pidOf = (id: string) => qemuPid(runDir, id);
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  root = mkdtempSync(join(tmpdir(), 'switch-usb-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  gate = join(root, 'gate');
-  mkdirSync(configDir);
-  mkdirSync(gate);
-  ['alpha', 'beta'].forEach((id, i) =>
-    writeFileSync(
-      join(configDir, `${id}.json`),
-      JSON.stringify({ id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL }),
+  world = await QemuTestWorld.start(
+    'switch-usb-',
+    Object.fromEntries(
+      ['alpha', 'beta'].map((id, i) => [
+        id,
+        { id, slot: i + 1, color: '#2a6fdb', memoryMiB: 32, autostart: true, kernel: KERNEL },
+      ]),
     ),
   );
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
+  ({ client, runDir } = world);
+  gate = join(world.root, 'gate');
+  mkdirSync(gate);
+  const bus = world.bus;
   input = await FakeInputDaemon.start(bus.address);
+  world.onStop(() => input.stop());
   // 'stick' is on alpha already; 'cam' waits in the Control Domain.
   usb = await FakeUsbDaemon.start(bus.address, { stick: ALPHA, cam: '/' });
-  daemon = await spawnDaemon({
-    bus: bus.address,
-    configDir,
-    runDir,
-    stateDir: join(root, 'state'),
-    env: { BULKHEAD_TEST_SWITCH_GATE: gate },
-  });
+  world.onStop(() => usb.stop());
+  await world.spawnVmDaemon({ env: { BULKHEAD_TEST_SWITCH_GATE: gate } });
   for (const id of ['alpha', 'beta'])
     await waitFor(
       `${id} running`,
@@ -79,19 +62,7 @@ before(async () => {
 });
 
 after(async () => {
-  await daemon?.stop();
-  for (const id of ['alpha', 'beta']) {
-    try {
-      process.kill(pidOf(id), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-  input?.stop();
-  usb?.stop();
-  conn?.disconnect();
-  await bus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test('move-usb moves the follow-focus devices inside the switch, one sub-step per device', async () => {

@@ -6,8 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BulkheadError,
@@ -18,20 +17,17 @@ import {
   type CallContext,
   type VariantDict,
 } from '@bulkhead/contract';
-import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import type { BusClient } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import { waitFor } from './testing/daemon-process';
+import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuPid } from './testing/qemu-test-world';
 
-const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
 const MGR = 'org.bulkhead.VmManager1';
 const IDS = ['alpha', 'beta', 'gamma'];
 
-let bus: PrivateBus;
-let conn: MessageBus;
+let world: QemuTestWorld;
 let client: BusClient;
 let input: FakeInputDaemon;
-let daemon: DaemonProcess;
-let root: string;
 let runDir: string;
 
 const state = (id: string) => client.get(MGR, vmPath(id), 'org.bulkhead.Vm1', 'State') as Promise<string>;
@@ -39,7 +35,7 @@ const activeVm = () =>
   client.get(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1', 'ActiveVm') as Promise<string>;
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const vm = (id: string) => client.proxy(MGR, vmPath(id), 'org.bulkhead.Vm1');
-const pidOf = (id: string) => Number(readFileSync(join(runDir, id, 'qemu.pid'), 'utf8'));
+const pidOf = (id: string) => qemuPid(runDir, id);
 const lastFocus = () => input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target ?? SWITCHER_PATH;
 
 /** Hooks run inside the FakeInputDaemon's handlers, before it records/answers the call. */
@@ -85,28 +81,26 @@ async function assertConsistent(what: string): Promise<void> {
 
 before(async () => {
   assert.ok(existsSync(KERNEL), `test guest not built: make -C apps/vm-daemon/guest (${KERNEL})`);
-  root = mkdtempSync(join(tmpdir(), 'vmd-fault-'));
-  const configDir = join(root, 'vms');
-  runDir = join(root, 'run');
-  mkdirSync(configDir);
-  IDS.forEach((id, i) =>
-    writeFileSync(
-      join(configDir, `${id}.json`),
-      JSON.stringify({
+  world = await QemuTestWorld.start(
+    'vmd-fault-',
+    Object.fromEntries(
+      IDS.map((id, i) => [
         id,
-        slot: i + 1,
-        color: '#2a6fdb',
-        memoryMiB: 32,
-        autostart: i < 2,
-        kernel: KERNEL,
-        append: `name=${id}`,
-      }),
+        {
+          id,
+          slot: i + 1,
+          color: '#2a6fdb',
+          memoryMiB: 32,
+          autostart: i < 2,
+          kernel: KERNEL,
+          append: `name=${id}`,
+        },
+      ]),
     ),
   );
-  bus = await startPrivateBus({ mode: 'open' });
-  conn = await connectBus(bus.address);
-  client = new BusClient(conn, 30_000);
-  input = await FakeInputDaemon.start(bus.address);
+  ({ client, runDir } = world);
+  input = await FakeInputDaemon.start(world.bus.address);
+  world.onStop(() => input.stop());
   // Wrap the fake's handlers so a test can act while a switch waits on input-daemon.
   const freeze = input.Freeze.bind(input);
   const setFocus = input.SetFocus.bind(input);
@@ -123,7 +117,7 @@ before(async () => {
       return setFocus(ctx, target, o);
     },
   });
-  daemon = await spawnDaemon({ bus: bus.address, configDir, runDir, stateDir: join(root, 'state') });
+  await world.spawnVmDaemon();
   await waitFor(
     'alpha and beta running',
     async () => (await state('alpha')) === 'running' && (await state('beta')) === 'running',
@@ -134,18 +128,7 @@ before(async () => {
 after(async () => {
   onFreeze = null;
   onSetFocus = null;
-  await daemon?.stop();
-  for (const id of IDS) {
-    try {
-      process.kill(pidOf(id), 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-  input?.stop();
-  conn?.disconnect();
-  await bus?.stop();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await world?.stop();
 });
 
 test('the target QEMU killed while the switch focuses input on it: no switch to a dead VM', async () => {
