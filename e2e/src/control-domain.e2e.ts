@@ -653,3 +653,79 @@ test("10. the running image: TCP listeners only where documented (the web host o
   assert.doesNotMatch(await m.serial.check('id bulkhead-ui'), /bulkhead-vnc/);
   assert.match(await m.serial.check('id bulkhead-switcher'), /bulkhead-vnc/);
 });
+
+/**
+ * The test layer's RFB probe (dom0-rootfs/test-layer/rootfs/usr/local/lib/bulkhead-test/rfb-probe.js)
+ * run inside the image as `user`: its one-line JSON report.
+ */
+async function rfbProbe(
+  user: 'root' | 'bulkhead-ui',
+  how: 'web' | 'socket',
+  target: string,
+): Promise<{
+  connected: boolean;
+  error?: string;
+  name?: string;
+  updateAfterInput?: boolean;
+  closedAfterUnknown?: boolean;
+}> {
+  const cmd = `node /usr/local/lib/bulkhead-test/rfb-probe.js ${how} ${target}`;
+  const out = await m.serial.check(user === 'root' ? cmd : `runuser -u ${user} -- ${cmd}`, {
+    timeoutMs: 90_000,
+  });
+  const line = out.split('\n').find((l) => l.startsWith('RFB-PROBE '));
+  assert.ok(line, `rfb-probe printed no report: ${out}`);
+  return JSON.parse(line.slice('RFB-PROBE '.length));
+}
+
+test("11. the display channel carries no input: as the kiosk's user, RFB keys, pointer and clipboard into a VM's view reach no guest, focused, unfocused or locked; the VMs' display sockets refuse that user", async () => {
+  assert.match(await busCall('switch', VM('personal')), /^ok/);
+  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  const counts = async () => ({
+    personal: (await guestInput('personal')).length,
+    business: (await guestInput('business')).length,
+  });
+
+  // The control: the same messages as root, straight at the unfocused VM's VNC socket (no filter)
+  // do reach its kernel. Without this the check below could pass with a probe whose events no
+  // guest would ever take.
+  const c0 = await counts();
+  const control = await rfbProbe('root', 'socket', '/run/bulkhead/vms/business/vnc.sock');
+  assert.equal(control.connected, true, JSON.stringify(control));
+  await waitFor(
+    "the probe's keys in business's log when sent around the filter",
+    async () => (await guestInput('business')).slice(c0.business).includes('KEY down 10'),
+    20_000,
+  );
+
+  // The kiosk's user cannot open a VM's display socket at all.
+  for (const id of ['personal', 'business']) {
+    const direct = await rfbProbe('bulkhead-ui', 'socket', `/run/bulkhead/vms/${id}/vnc.sock`);
+    assert.equal(direct.connected, false, `bulkhead-ui opened ${id}'s VNC socket: ${JSON.stringify(direct)}`);
+    assert.match(direct.error ?? '', /EACCES/, JSON.stringify(direct));
+  }
+
+  // Through the web host, as the page would: the view works, the input goes nowhere.
+  const throughWebHost = async (when: string) => {
+    for (const id of ['personal', 'business']) {
+      const before = await counts();
+      const r = await rfbProbe('bulkhead-ui', 'web', id);
+      assert.equal(r.connected, true, `${when}, ${id}: ${JSON.stringify(r)}`);
+      assert.equal(r.error, undefined, `${when}, ${id}: ${JSON.stringify(r)}`);
+      assert.equal(r.updateAfterInput, true, `${when}, ${id}: the view still shows the VM`);
+      assert.equal(r.closedAfterUnknown, true, `${when}, ${id}: an unknown message ends the relay`);
+      await new Promise((res) => setTimeout(res, 1500));
+      assert.deepEqual(await counts(), before, `${when}: RFB input to ${id} reached a guest`);
+    }
+  };
+  await throughWebHost('personal focused');
+  await m.serial.check('busctl call org.bulkhead.Input1 /org/bulkhead/Input1 org.bulkhead.Input1 Lock');
+  try {
+    await waitFor('the seat locked', async () =>
+      /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked')),
+    );
+    await throughWebHost('locked');
+  } finally {
+    assert.match(await busCall('unlock', OWNER_PASSWORD), /^ok/);
+  }
+});
