@@ -15,7 +15,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${BULKHEAD_CACHE:-/var/cache/bulkhead}
 KVER=${BULKHEAD_XEN_KVER:-6.1.0-56-amd64}
 PKGS=xen-utils-4.17,xen-utils-common,xenstore-utils,qemu-system-xen,busybox-static,kmod,pciutils,usbutils,iproute2,procps,udev,dbus-daemon,libstdc++6
-cache_dir() { echo "$cache/xen-dom0-$( (cat "$here/build-dom0.sh" "$here/guest-init.sh"; echo "$KVER $PKGS") | sha256sum | cut -c1-16)"; }
+fetch_lib="$here/../scripts/lib/debian-fetch.sh"
+# shellcheck source=../scripts/lib/debian-fetch.sh
+. "$fetch_lib"
+cache_dir() { echo "$cache/xen-dom0-$( (cat "$here/build-dom0.sh" "$here/guest-init.sh" "$fetch_lib"; echo "$KVER $PKGS") | sha256sum | cut -c1-16)"; }
 out=$(cache_dir)
 if [ -s "$out/dom0.cpio.gz" ] && [ -s "$out/guest.cpio.gz" ] && [ -s "$out/xen" ] && [ -s "$out/vmlinuz" ]; then
   echo "xen harness inputs cached: $out" >&2
@@ -27,19 +30,8 @@ cannot_fetch() { echo "cannot fetch from Debian: $*" >&2; exit 75; }
 t0=$(date +%s)
 dl=$(mktemp -d)
 trap 'rm -rf "$dl" "${tmp:-}"' EXIT
-download() { (cd "$dl" && apt-get download -q "linux-image-$KVER" xen-hypervisor-4.17-amd64 >&2); }
-if ! download; then
-  echo "apt-get download failed; refreshing the package lists once" >&2
-  apt-get update -q >&2 || cannot_fetch "apt-get update failed"
-  if ! download; then
-    # The pinned kernel ABI may have left the archive: take the one linux-image-amd64 points at now.
-    KVER=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*-amd64\)$/\1/p' | head -1)
-    [ -n "$KVER" ] || cannot_fetch "no linux-image-amd64 in the package lists"
-    echo "using kernel $KVER" >&2
-    out=$(cache_dir)
-    download || cannot_fetch "apt-get download linux-image-$KVER xen-hypervisor-4.17-amd64"
-  fi
-fi
+kernel_changed() { out=$(cache_dir); }
+fetch_kernel_debs "$dl" xen-hypervisor-4.17-amd64
 tmp="$out.tmp.$$"
 rm -rf "$tmp"; mkdir -p "$tmp"
 mv "$dl" "$tmp/dl"

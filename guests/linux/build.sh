@@ -16,12 +16,18 @@ font_dir="$repo/apps/vm-daemon/guest"
 out_dir=${1:-$repo/.cache/linux-guest}
 cache=${BULKHEAD_CACHE:-/var/cache/bulkhead}
 # The kernel ABI is pinned so the cache key says which kernel is inside; when Debian has dropped
-# it, the one linux-image-amd64 points at is taken (as xen-harness/build-dom0.sh does).
+# it, the one linux-image-amd64 points at is taken (scripts/lib/debian-fetch.sh, shared with
+# xen-harness/build-dom0.sh).
 KVER=${BULKHEAD_LINUX_GUEST_KVER:-6.1.0-57-amd64}
+
+fetch_lib="$repo/scripts/lib/debian-fetch.sh"
+# shellcheck source=../../scripts/lib/debian-fetch.sh
+. "$fetch_lib"
+FETCH_WHO="linux guest: "
 
 cannot_fetch() { echo "linux guest: cannot fetch from Debian: $*" >&2; exit 75; }
 cache_dir() {
-  echo "$cache/linux-guest-$( (cd "$here" && cat build.sh init grub.cfg modules.txt src/* "$font_dir/font8x8.h"; echo "$KVER") | sha256sum | cut -c1-16)"
+  echo "$cache/linux-guest-$( (cd "$here" && cat build.sh init grub.cfg modules.txt src/* "$font_dir/font8x8.h" "$fetch_lib"; echo "$KVER") | sha256sum | cut -c1-16)"
 }
 deliver() { # cache-dir: copy the result to the output directory
   mkdir -p "$out_dir"
@@ -31,8 +37,9 @@ deliver() { # cache-dir: copy the result to the output directory
   echo "$out_dir"
 }
 
+cached() { [ -s "$1/guest.iso" ] && [ -s "$1/initrd.img" ] && [ -s "$1/vmlinuz" ]; }
 out=$(cache_dir)
-if [ -s "$out/guest.iso" ] && [ -s "$out/initrd.img" ] && [ -s "$out/vmlinuz" ]; then
+if cached "$out"; then
   echo "linux guest cached: $out" >&2
   deliver "$out"
   exit 0
@@ -66,23 +73,15 @@ dl=$(mktemp -d)
 chmod 755 "$dl" # apt-get download writes as the _apt user when it can
 tmp=""
 trap 'rm -rf "$dl" "$tmp"' EXIT
-download() { (cd "$dl" && apt-get download -q "linux-image-$KVER" busybox-static >&2); }
-if ! download; then
-  echo "linux guest: apt-get download failed; refreshing the package lists once" >&2
-  apt-get update -q >&2 || cannot_fetch "apt-get update failed"
-  if ! download; then
-    KVER=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*-amd64\)$/\1/p' | head -1)
-    [ -n "$KVER" ] || cannot_fetch "no linux-image-amd64 in the package lists"
-    echo "linux guest: using kernel $KVER" >&2
-    out=$(cache_dir)
-    if [ -s "$out/guest.iso" ] && [ -s "$out/initrd.img" ] && [ -s "$out/vmlinuz" ]; then
-      echo "linux guest cached: $out" >&2
-      deliver "$out"
-      exit 0
-    fi
-    download || cannot_fetch "apt-get download linux-image-$KVER busybox-static"
+kernel_changed() { # the kernel the archive has now may be built already
+  out=$(cache_dir)
+  if cached "$out"; then
+    echo "linux guest cached: $out" >&2
+    deliver "$out"
+    exit 0
   fi
-fi
+}
+fetch_kernel_debs "$dl" busybox-static
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"
