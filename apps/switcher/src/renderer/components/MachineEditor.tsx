@@ -59,6 +59,26 @@ function Problem({ text }: { text: string | null }) {
 
 type DiskChoice = 'new' | 'import' | 'none';
 
+/** A checkbox with its words, as the Settings dialog's choices are shown. */
+function CheckChoice(props: {
+  name: string;
+  checked: boolean;
+  setChecked: (checked: boolean) => void;
+  children: ReactNode;
+}) {
+  return (
+    <label className="choice">
+      <input
+        type="checkbox"
+        name={props.name}
+        checked={props.checked}
+        onChange={(e) => props.setChecked(e.target.checked)}
+      />{' '}
+      {props.children}
+    </label>
+  );
+}
+
 /** One choice of the New machine dialog's Disk radio group, with what follows its button. */
 function DiskRadio(props: {
   value: DiskChoice;
@@ -250,15 +270,9 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
         </div>
         <SizingRow memoryMiB={memoryMiB} setMemory={setMemory} vcpus={vcpus} setVcpus={setVcpus} />
         <NetworkSelect network={network} setNetwork={setNetwork} />
-        <label className="choice">
-          <input
-            type="checkbox"
-            name="usb-auto-attach"
-            checked={usbAutoAttach}
-            onChange={(e) => setUsbAutoAttach(e.target.checked)}
-          />{' '}
+        <CheckChoice name="usb-auto-attach" checked={usbAutoAttach} setChecked={setUsbAutoAttach}>
           New USB devices go to this machine while it is in front
-        </label>
+        </CheckChoice>
       </fieldset>
       {vm.cdrom && !admin && (
         // Also while it runs: once the installer is done, the medium goes at once.
@@ -281,15 +295,9 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
           <p id="delete-title">
             <strong>Delete {vm.name}?</strong> This cannot be undone.
           </p>
-          <label className="choice">
-            <input
-              type="checkbox"
-              name="remove-disks"
-              checked={removeDisks}
-              onChange={(e) => setRemoveDisks(e.target.checked)}
-            />{' '}
+          <CheckChoice name="remove-disks" checked={removeDisks} setChecked={setRemoveDisks}>
             Also delete its disk and everything on it
-          </label>
+          </CheckChoice>
           <div className="modal-actions">
             <button type="button" className="ghost" onClick={() => setConfirmDelete(false)}>
               Keep it
