@@ -19,6 +19,8 @@ export const ERRORS = {
   BackendFailed: 'The hypervisor backend (QEMU, xl) failed; the message carries its own words.',
   InvalidArgument: 'An argument has the wrong type, range or value; the message names it.',
   Timeout: 'The operation did not finish in time.',
+  GpuResetFailed:
+    "The GPU could not be reset between two holders: it was not handed on (it would carry the previous holder's picture) and stays with the holder it came from, or with the Control Domain.",
   NotSupported: 'This backend or seat does not support the operation.',
   NotOwner:
     "The VM belongs to the administrator (its file is in the admin's VM directory): the UI may start, stop and switch to it, never edit or delete it.",
