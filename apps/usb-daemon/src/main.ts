@@ -7,7 +7,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { BUS_NAMES } from '@bulkhead/contract';
-import { createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
+import { argsOrExit, createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { NoUsbEnumerator, type UsbEnumerator } from './enumerators/enumerator';
 import { NodeUsbEnumerator } from './enumerators/node-usb-enumerator';
@@ -69,13 +69,10 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags {
 
 async function main(): Promise<void> {
   const log = createLogger('usb-daemon');
-  let flags: Flags;
-  try {
-    flags = parseFlags(process.argv.slice(2), process.env);
-  } catch (e) {
-    log.error((e as Error).message);
-    process.exit(2);
-  }
+  const flags = argsOrExit(
+    () => parseFlags(process.argv.slice(2), process.env),
+    (m) => log.error(m),
+  );
   mkdirSync(flags.stateDir, { recursive: true });
   let enumerator: UsbEnumerator;
   try {

@@ -18,7 +18,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BUS_NAMES } from '@bulkhead/contract';
-import { createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
+import { argsOrExit, createLogger, runDaemonMain, stopOnSignals } from '@bulkhead/common';
 import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import type { VmBackend } from './backend/backend';
 import { QemuBackend } from './backend/qemu-backend';
@@ -166,20 +166,8 @@ export function readXenCapabilities(path = '/proc/xen/capabilities'): string | n
 
 async function main(): Promise<void> {
   const log = createLogger('vm-daemon');
-  let args: DaemonArgs;
-  try {
-    args = parseArgs(process.argv.slice(2), process.env);
-  } catch (e) {
-    console.error((e as Error).message);
-    process.exit(2);
-  }
-  let backendName: 'qemu' | 'xen';
-  try {
-    backendName = chooseBackend(args.backend, readXenCapabilities);
-  } catch (e) {
-    console.error((e as Error).message);
-    process.exit(2);
-  }
+  const args = argsOrExit(() => parseArgs(process.argv.slice(2), process.env));
+  const backendName = argsOrExit(() => chooseBackend(args.backend, readXenCapabilities));
   log.info(`backend ${backendName}${args.backend === 'auto' ? ' (auto: from /proc/xen/capabilities)' : ''}`);
   const accelEnv = process.env.BULKHEAD_ACCEL;
   if (accelEnv && accelEnv !== 'kvm' && accelEnv !== 'tcg') {

@@ -30,3 +30,19 @@ export function stopOnSignals(stop: (why: string) => Promise<void>): (why: strin
   process.on('SIGINT', () => once('SIGINT'));
   return once;
 }
+
+/**
+ * Read the command line with `parse`: a bad one is said by `report` (stderr by default) in the
+ * parser's words, without a stack, and exits 2 (a usage error: systemd does not restart it).
+ */
+export function argsOrExit<T>(
+  parse: () => T,
+  report: (message: string) => void = (m) => process.stderr.write(`${m}\n`),
+): T {
+  try {
+    return parse();
+  } catch (e) {
+    report((e as Error).message);
+    process.exit(2);
+  }
+}
