@@ -85,6 +85,7 @@ const managerProps = (): VmManager1Properties => ({
   LastSwitch: {},
   ConfigErrors: [],
   Accelerator: 'tcg',
+  GpuHolder: '/',
 });
 
 let bus: PrivateBus;

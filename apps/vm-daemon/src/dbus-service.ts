@@ -191,6 +191,7 @@ export class VmManagerDbus {
       LastSwitch: lastSwitchDict(m.lastSwitch),
       ConfigErrors: m.configErrors.map((e) => [e.file, e.field, e.reason] as [string, string, string]),
       Accelerator: m.accelerator,
+      GpuHolder: m.gpuHolder,
     };
   }
 

@@ -7,11 +7,13 @@
  *   node apps/vm-daemon/dist/main.js [--config-dir DIR] [--run-dir DIR] [--state-dir DIR]
  *        [--bus ADDRESS] [--backend auto|qemu|xen] [--no-autostart] [--stop-vms-on-exit]
  *        [--image-dir DIR]... [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...
+ *        [--gpu-shared-with-dom0 true|false]
  *
  * Environment: BULKHEAD_BUS, BULKHEAD_VM_DIR, BULKHEAD_RUN_DIR, BULKHEAD_STATE_DIR,
  * BULKHEAD_IMAGE_DIRS (':'-separated, added to the --image-dir list), BULKHEAD_PERSON_VM_DIR,
  * BULKHEAD_PERSON_IMAGE_DIR, BULKHEAD_MEDIA_ROOTS (':'-separated, replaces the default),
  * BULKHEAD_BACKEND (auto|qemu|xen, as --backend), BULKHEAD_ACCEL (kvm|tcg: skip the KVM probe),
+ * BULKHEAD_GPU_SHARED_WITH_DOM0 (true|false, as --gpu-shared-with-dom0),
  * BULKHEAD_LOG_LEVEL,
  * BULKHEAD_XEN_DUMP_DIR (xen: where xl writes core dumps, default /var/lib/xen/dump).
  */
@@ -25,6 +27,7 @@ import { QemuBackend } from './backend/qemu-backend';
 import { XenGpuHandoff } from './backend/xen/gpu-handoff';
 import { XenBackend } from './backend/xen/xen-backend';
 import { ExecXlRunner } from './backend/xen/xl-runner';
+import { NoDom0Display, SystemdKioskDisplay } from './gpu/dom0-display';
 import { DEFAULT_MEDIA_ROOTS, defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
 import { VmStore } from './vm-store';
 import { VmManagerDbus } from './dbus-service';
@@ -52,11 +55,17 @@ export interface DaemonArgs {
   personImageDir: string;
   /** Where ISOs and disk imports may come from (USB sticks, mounted read-only). */
   mediaRoots: string[];
+  /**
+   * The hand-off GPU is the one dom0 draws on (the laptop): dom0 holds it between VMs and the kiosk
+   * lets go of it for a VM. false (default): a second GPU only VMs hold (docs/gpu-handoff.md).
+   */
+  gpuSharedWithDom0: boolean;
 }
 
 const USAGE = `usage: bulkhead-vm-daemon [--config-dir DIR] [--run-dir DIR] [--state-dir DIR] [--bus ADDRESS]
                           [--backend auto|qemu|xen] [--no-autostart] [--stop-vms-on-exit] [--image-dir DIR]...
-                          [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...`;
+                          [--person-dir DIR] [--person-image-dir DIR] [--media-root DIR]...
+                          [--gpu-shared-with-dom0 true|false]`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   const a: DaemonArgs = {
@@ -73,6 +82,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
     personDir: env.BULKHEAD_PERSON_VM_DIR ?? '',
     personImageDir: env.BULKHEAD_PERSON_IMAGE_DIR ?? '',
     mediaRoots: env.BULKHEAD_MEDIA_ROOTS?.split(':').filter((d) => d !== '') ?? [],
+    gpuSharedWithDom0: trueOrFalse(
+      'BULKHEAD_GPU_SHARED_WITH_DOM0',
+      env.BULKHEAD_GPU_SHARED_WITH_DOM0 ?? 'false',
+    ),
   };
   let mediaRootFlags = false;
   for (let i = 0; i < argv.length; i++) {
@@ -113,6 +126,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
         mediaRootFlags = true;
         a.mediaRoots.push(value());
         break;
+      case '--gpu-shared-with-dom0':
+        a.gpuSharedWithDom0 = trueOrFalse(flag, value());
+        break;
       case '--no-autostart':
         a.autostart = false;
         break;
@@ -139,6 +155,11 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): DaemonArgs {
   if (a.personDir === a.configDir)
     throw new Error(`--person-dir must not be the admin's --config-dir (${a.configDir})\n${USAGE}`);
   return a;
+}
+
+function trueOrFalse(what: string, v: string): boolean {
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new Error(`${what} must be true or false, got '${v}'\n${USAGE}`);
 }
 
 /**
@@ -208,15 +229,20 @@ async function main(): Promise<void> {
       log: log.child('xen'),
       dumpDir: process.env.BULKHEAD_XEN_DUMP_DIR,
     });
-    const handoff = new XenGpuHandoff({ runner, log: log.child('gpu') });
-    // Once at boot: every GPU a Xen VM names goes to pciback, so dom0's own drivers let go of it
-    // before the first switch asks for it.
+    const handoff = new XenGpuHandoff({
+      runner,
+      log: log.child('gpu'),
+      sharedWithDom0: args.gpuSharedWithDom0,
+      display: args.gpuSharedWithDom0 ? new SystemdKioskDisplay() : new NoDom0Display(),
+    });
+    // Once at boot. One GPU shared with dom0: one parked in pciback goes back to dom0's driver and
+    // the kiosk. A second GPU: it goes to pciback, so dom0's drivers let go of it before any VM asks.
     const gpus = loadConfigDir(args.configDir, config)
       .vms.filter((v) => v.backend === 'xen')
       .flatMap((v) => v.gpu?.pci ?? []);
     await handoff
       .prepare(gpus)
-      .catch((e) => log.error(`making the GPUs assignable failed: ${(e as Error).message}`));
+      .catch((e) => log.error(`preparing the hand-off GPUs failed: ${(e as Error).message}`));
     gpu = handoff;
   }
 

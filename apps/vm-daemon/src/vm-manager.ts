@@ -48,7 +48,8 @@ export interface VmManagerOptions {
   backend: VmBackend;
   /** input-daemon; when it also reports restarts (InputPeerWatch), the focus is re-asserted on each. */
   input: InputFocus & Partial<InputPeerWatch>;
-  gpu?: GpuHandoff;
+  /** The GPU hand-off; when it is also a holder (gpu/gpu-holder.ts), the GPU comes home on a VM's end. */
+  gpu?: GpuHandoff & Partial<GpuHomeHooks>;
   usb?: UsbMover;
   /** Runs after each switch step that succeeded (tests stop or slow a switch with it). */
   afterSwitchStep?: AfterStepHook;
@@ -61,6 +62,17 @@ export interface VmManagerOptions {
   watchConfig?: boolean;
   /** The person's VM files (CreateVm, Update, Delete); without it those methods fail. */
   person?: VmStore;
+}
+
+/** What VmManager tells a GPU holder outside a switch, and asks it (docs/gpu-handoff.md). */
+export interface GpuHomeHooks {
+  /** The VM's domain ended (stopped, crashed): the GPU it held comes home. */
+  vmEnded(vm: string, why: string): Promise<void>;
+  /** The person was sent to the switcher outside a switch: the GPU comes home. */
+  comeHome(why: string): Promise<void>;
+  /** The VM path holding the GPU, or '/' (VmManager1.GpuHolder). */
+  readonly holder: string;
+  onHolderChanged(fn: () => void): void;
 }
 
 /**
@@ -127,6 +139,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       },
     );
     this.backend.on('state', (id, state, reason) => this.onBackendState(id, state, reason));
+    opts.gpu?.onHolderChanged?.(() => this.emit('manager-changed', ['GpuHolder']));
+  }
+
+  /** VmManager1.GpuHolder: the VM holding the GPU, or '/' (dom0, or no GPU hand-off here). */
+  get gpuHolder(): string {
+    return this.opts.gpu?.holder ?? SWITCHER_PATH;
   }
 
   // ---------------------------------------------------------------- startup
@@ -244,6 +262,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     e.stateReason = reason;
     if (state === 'stopped' || state === 'crashed') e.handle = null;
     if (changed.length) this.emit('vm-changed', e.def.id, changed);
+    if ((state === 'stopped' || state === 'crashed') && changed.includes('State'))
+      void this.opts.gpu
+        ?.vmEnded?.(vmPath(e.def.id), reason)
+        .catch((err) =>
+          this.log.error(`bringing the GPU home after ${e.def.id}'s end: ${(err as Error).message}`),
+        );
     if (
       (state === 'crashed' ||
         state === 'stopped' ||
@@ -298,6 +322,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
     this.log.warn(`focus falls back to the switcher: ${why}`);
     this.setActive(SWITCHER_PATH);
+    void this.opts.gpu
+      ?.comeHome?.(why)
+      .catch((err) => this.log.error(`bringing the GPU home: ${(err as Error).message}`));
     try {
       await this.focus.setFocus(SWITCHER_PATH, '');
     } catch (e) {

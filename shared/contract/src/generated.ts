@@ -217,9 +217,9 @@ export type Vm1Client = ClientOf<Vm1Service>;
 
 /** Registry of VMs, their lifecycle and the switch transaction. */
 export interface VmManager1Service {
-  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument). Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, GpuResetFailed, InvalidArgument. Access: ui. */
   Switch(ctx: CallContext, vm: string, options: VariantDict): Promise<void> | void;
-  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, InvalidArgument. Access: ui. */
+  /** Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls. Errors: NoSuchVm, InvalidState, InvalidConfig, Superseded, Locked, BackendFailed, Timeout, GpuResetFailed, InvalidArgument. Access: ui. */
   SwitchToSlot(ctx: CallContext, slot: number, options: VariantDict): Promise<void> | void;
   /** Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded. Errors: BackendFailed. Access: root. */
   Reload(ctx: CallContext): Promise<number> | number;
@@ -238,6 +238,8 @@ export interface VmManager1Properties {
   ConfigErrors: Array<[string, string, string]>;
   /** How VMs are run: kvm | tcg | xen. */
   Accelerator: string;
+  /** Who holds the GPU that moves between VMs: the VM's object path, or '/' when the Control Domain has it (one GPU shared with dom0: the kiosk draws on it) or nobody does (a second GPU only VMs hold, and no hand-off at all: the QEMU backend). Changes with every hand-off and when the GPU comes home outside a switch (its holder ended, the active VM was lost). See docs/gpu-handoff.md. */
+  GpuHolder: string;
 }
 
 export interface VmManager1Signals {
@@ -384,8 +386,8 @@ export const CONTRACT = {
     name: "org.bulkhead.VmManager1",
     doc: "Registry of VMs, their lifecycle and the switch transaction.",
     methods: {
-      "Switch": {"doc":"Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).","access":"ui","errors":["NoSuchVm","InvalidState","InvalidConfig","Superseded","Locked","BackendFailed","Timeout","InvalidArgument"],"inArgs":[{"name":"vm","type":"o"},{"name":"options","type":"a{sv}"}],"outArgs":[],"inSignature":"oa{sv}","outSignature":""},
-      "SwitchToSlot": {"doc":"Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls.","access":"ui","errors":["NoSuchVm","InvalidState","InvalidConfig","Superseded","Locked","BackendFailed","Timeout","InvalidArgument"],"inArgs":[{"name":"slot","type":"u"},{"name":"options","type":"a{sv}"}],"outArgs":[],"inSignature":"ua{sv}","outSignature":""},
+      "Switch": {"doc":"Switch the person to VM 'vm' ('/' = the switcher). Starts the VM first if it is stopped. Runs one switch at a time and the last request wins: a request while a switch runs becomes the one pending target (SwitchProgress step 'pending') and runs when that switch is over, its caller then getting that switch's result; it replaces an earlier pending request, whose caller gets Superseded naming the request that replaced it. Steps: freeze input, move GPU, focus input, move follow-focus USB devices, publish ActiveVm; a failing step rolls back to the previous VM. Options: none defined yet (unknown keys are rejected with InvalidArgument).","access":"ui","errors":["NoSuchVm","InvalidState","InvalidConfig","Superseded","Locked","BackendFailed","Timeout","GpuResetFailed","InvalidArgument"],"inArgs":[{"name":"vm","type":"o"},{"name":"options","type":"a{sv}"}],"outArgs":[],"inSignature":"oa{sv}","outSignature":""},
+      "SwitchToSlot": {"doc":"Same as Switch, to the VM in slot 'slot' (0 = the switcher, 1-9 = VMs). This is what a hotkey calls.","access":"ui","errors":["NoSuchVm","InvalidState","InvalidConfig","Superseded","Locked","BackendFailed","Timeout","GpuResetFailed","InvalidArgument"],"inArgs":[{"name":"slot","type":"u"},{"name":"options","type":"a{sv}"}],"outArgs":[],"inSignature":"ua{sv}","outSignature":""},
       "Reload": {"doc":"Re-read the VM definition directory. Valid files are applied (new VMs appear, removed stopped VMs disappear, running VMs keep running); invalid files are reported in ConfigErrors and change nothing. Returns the number of VM definitions loaded.","access":"root","errors":["BackendFailed"],"inArgs":[],"outArgs":[{"name":"loaded","type":"u"}],"inSignature":"","outSignature":"u"},
       "CreateVm": {"doc":"Create a VM owned by the person: its file is written (atomically, validated as files on disk are) into the person's VM directory, never the administrator's. Returns its object path. 'name': what its tile shows (no '/', '\\' or control/bidi characters). Options: id (s, default derived from the name), slot (u, default the first free), color (s, #rrggbb), memory_mib (u, default 512), vcpus (u, default 1), network (s: none | user), usb_auto_attach (b), disk_size_mib (u: a new empty disk of that size; refused beyond the free space), disk_format (s: qcow2 (default) | raw | vpc | vhdx), disk_import (s: an image file under a media root — qcow2, VHD, VHDX or raw — converted in the background: see DiskJob; CancelDiskJob removes the VM again), cdrom (s: an ISO under a media root or image dir, attached as a CD-ROM and booted before the disk). Every error names the option.","access":"ui","errors":["InvalidArgument","BackendFailed"],"inArgs":[{"name":"name","type":"s"},{"name":"options","type":"a{sv}"}],"outArgs":[{"name":"vm","type":"o"}],"inSignature":"sa{sv}","outSignature":"o"},
     },
@@ -395,6 +397,7 @@ export const CONTRACT = {
       "LastSwitch": {"type":"a{sv}","access":"read","doc":"The last finished switch: from (o), target (o), outcome (s: ok | rolled-back | failed), error (s, named error or empty), started_usec (t, wall clock), duration_usec (t), steps (a(st): step name, duration in microseconds), message (s, the error's words), skipped (as: steps that had nothing to do). Empty before the first switch."},
       "ConfigErrors": {"type":"a(sss)","access":"read","doc":"Invalid VM definition files: (file, field, reason). Empty when every file is valid."},
       "Accelerator": {"type":"s","access":"read","doc":"How VMs are run: kvm | tcg | xen."},
+      "GpuHolder": {"type":"o","access":"read","doc":"Who holds the GPU that moves between VMs: the VM's object path, or '/' when the Control Domain has it (one GPU shared with dom0: the kiosk draws on it) or nobody does (a second GPU only VMs hold, and no hand-off at all: the QEMU backend). Changes with every hand-off and when the GPU comes home outside a switch (its holder ended, the active VM was lost). See docs/gpu-handoff.md."},
     },
     signals: {
       "SwitchProgress": {"doc":"Emitted as a switch goes so the switcher can show progress: target, step (starting-vm, freeze-input, move-gpu, focus-input, move-usb, publish, rollback, done, failed; 'pending' when a request waits for the running switch, 'superseded' when a newer request replaced a pending one) and a human detail. A step is announced once it has run for 50 ms (a VM booting, a GPU moving), or as soon as it has a detail to tell; steps done sooner are not (LastSwitch lists every step with its duration). rollback, done, failed, pending and superseded are always emitted.","args":[{"name":"target","type":"o"},{"name":"step","type":"s"},{"name":"detail","type":"s"}],"signature":"oss"},
@@ -403,7 +406,7 @@ export const CONTRACT = {
 } as const satisfies Record<string, InterfaceContract>;
 
 export type InterfaceName = keyof typeof CONTRACT;
-export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotOwner","NotSupported","PolicyDenied","Superseded","Timeout","TryAgainLater"] as const;
+export const ERROR_NAMES_USED = ["AuthenticationFailed","BackendFailed","GpuResetFailed","InvalidArgument","InvalidConfig","InvalidState","Locked","NoSuchDevice","NoSuchVm","NotOwner","NotSupported","PolicyDenied","Superseded","Timeout","TryAgainLater"] as const;
 export const SERVICES = {
   "org.bulkhead.VmManager1": [
     "org.bulkhead.VmManager1",
@@ -592,6 +595,6 @@ export const vm1ViewPatch = viewPatcher<Vm1View>(CONTRACT['org.bulkhead.Vm1']);
 /** Every property of org.bulkhead.VmManager1 as plain JSON under its camelCase name (64-bit integers as numbers), as a UI mirrors it. */
 export type VmManager1View = ViewOf<VmManager1Properties>;
 /** VmManager1View before the daemon said anything: zero values, an enum's first value. */
-export const VM_MANAGER1_VIEW_DEFAULTS: VmManager1View = {"activeVm":"/","switching":false,"lastSwitch":{},"configErrors":[],"accelerator":""};
+export const VM_MANAGER1_VIEW_DEFAULTS: VmManager1View = {"activeVm":"/","switching":false,"lastSwitch":{},"configErrors":[],"accelerator":"","gpuHolder":"/"};
 /** The VmManager1View fields of the org.bulkhead.VmManager1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
 export const vmManager1ViewPatch = viewPatcher<VmManager1View>(CONTRACT['org.bulkhead.VmManager1']);

@@ -111,6 +111,7 @@ const managerProps: VmManager1Properties = {
   LastSwitch: {},
   ConfigErrors: [],
   Accelerator: 'tcg',
+  GpuHolder: '/',
 };
 
 /** Every string anywhere in a value, Variants and containers included. */

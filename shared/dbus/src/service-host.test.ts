@@ -105,6 +105,7 @@ const managerProps = (): VmManager1Properties => ({
   LastSwitch: {},
   ConfigErrors: [],
   Accelerator: 'tcg',
+  GpuHolder: '/',
 });
 
 let bus: PrivateBus;

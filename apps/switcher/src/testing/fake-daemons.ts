@@ -138,6 +138,7 @@ export class FakeVmManager implements VmManager1Service {
     LastSwitch: {},
     ConfigErrors: [],
     Accelerator: 'tcg',
+    GpuHolder: '/',
   };
   readonly vms = new Map<string, FakeVm>();
   readonly switchCalls: string[] = [];

@@ -71,6 +71,7 @@ export class FakeVmManager {
         LastSwitch: {},
         ConfigErrors: [],
         Accelerator: 'tcg',
+        GpuHolder: '/',
       }),
     );
     await this.host.requestName(BUS_NAMES.vmManager);

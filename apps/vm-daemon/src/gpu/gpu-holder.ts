@@ -115,8 +115,16 @@ export class GpuHolder implements GpuHandoff {
   private queue: Promise<unknown> = Promise.resolve();
   private watchTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly holderListeners: Array<(holder: string, why: string) => void> = [];
 
-  constructor(private readonly opts: GpuHolderOptions) {}
+  constructor(private readonly opts: GpuHolderOptions) {
+    if (opts.onHolderChanged) this.holderListeners.push(opts.onHolderChanged);
+  }
+
+  /** Calls `fn` whenever the holder changes (VmManager1.GpuHolder's PropertiesChanged). */
+  onHolderChanged(fn: (holder: string, why: string) => void): void {
+    this.holderListeners.push(fn);
+  }
 
   get sharedWithDom0(): boolean {
     return this.opts.sharedWithDom0;
@@ -177,6 +185,11 @@ export class GpuHolder implements GpuHandoff {
       if (this.holder === SWITCHER_PATH) return;
       await this.home(why);
     });
+  }
+
+  /** Resolves when every move queued so far is over (tests; a clean stop). */
+  async whenIdle(): Promise<void> {
+    await this.queue;
   }
 
   close(): void {
@@ -468,7 +481,7 @@ export class GpuHolder implements GpuHandoff {
     this.opts.log.info(
       `the GPU is held by ${holder === SWITCHER_PATH ? 'the Control Domain' : vmIdFromPath(holder)} (${why})`,
     );
-    this.opts.onHolderChanged?.(holder, why);
+    for (const fn of this.holderListeners) fn(holder, why);
   }
 
   private startWatch(): void {
