@@ -117,6 +117,20 @@ test('switch progress accumulates steps and ends with done', () => {
   assert.equal(s.progress?.status, 'done');
 });
 
+test('a hotkey switch over before any step was announced shows no card: the picture says it', () => {
+  let s = applyPush(withSnap(), 'switchProgress', {
+    target: B,
+    step: 'done',
+    detail: 'switched in 4 ms',
+    at: 12,
+  });
+  assert.equal(s.progress, null);
+  // One whose steps were announced (a VM booting) ends with its card saying so.
+  s = applyPush(s, 'switchProgress', { target: B, step: 'starting-vm', detail: 'starting business', at: 13 });
+  s = applyPush(s, 'switchProgress', { target: B, step: 'done', detail: '', at: 14 });
+  assert.equal(s.progress?.status, 'done');
+});
+
 test('a failed Switch call shows the named error in words, InvalidConfig naming the file and field', () => {
   let s = failSwitch(withSnap(), B, { name: 'NoSuchVm', message: 'no VM at /x' }, 1);
   assert.equal(s.progress?.status, 'failed');

@@ -147,6 +147,10 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
           ? { ...s, progress: { ...s.progress, pendingTarget: p.target } }
           : s;
       const same = s.progress && s.progress.target === p.target && s.progress.status === 'running';
+      // A switch nobody watched (a hotkey, over before any step was worth announcing): the new
+      // picture says it. A "Switched to" card would be two more software-rendered frames right
+      // when the kiosk paints the new VM (issue 17: hotkey to picture).
+      if (p.step === 'done' && !same) return s;
       const base: SwitchProgressView = same
         ? s.progress!
         : { target: p.target, steps: [], status: 'running', startedAt: p.at, error: null };
