@@ -361,6 +361,12 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   ): Promise<void> {
     const active = this.activeVm;
     const e = this.entryByPath(active);
+    // A hand-off that overran move-gpu's bound runs on after the rollback: once it is over, the
+    // GPU goes where ActiveVm says — home, when the active one has no GPU (docs/gpu-handoff.md).
+    if (rec.outcome !== 'ok' && !e?.def.gpu?.pci.length)
+      void this.opts.gpu
+        ?.comeHome?.(`the switch to ${rec.target} did not complete; ${active} has no GPU`)
+        .catch((err) => this.log.error(`bringing the GPU home: ${(err as Error).message}`));
     if (active !== SWITCHER_PATH && (!e || e.state !== 'running')) {
       await this.fallBackToSwitcher(`${vmIdFromPath(active)} is ${e?.state ?? 'gone'} after the switch`);
       return;

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,4 +135,29 @@ test('a failed reset fails the switch as GpuResetFailed; the person stays where 
   assert.equal(t.pci.holderOf(GPU), 'personal');
   assert.equal(t.manager.gpuHolder, vmPath('personal'));
   t.done();
+});
+
+test("a hand-off that overruns move-gpu's bound runs on; once over, the GPU goes home, where ActiveVm is", async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    const t = await laptop();
+    let release = () => {};
+    t.pci.attachGate = new Promise<void>((r) => (release = r));
+    const sw = t.manager.switchTo(vmPath('personal'));
+    for (let i = 0; i < 20 && !t.pci.calls.some((c) => c.startsWith('attach')); i++)
+      await new Promise<void>((r) => setImmediate(r));
+    mock.timers.tick(60_000); // move-gpu's bound
+    await assert.rejects(sw, { name: 'org.bulkhead.Error.Timeout' });
+    assert.equal(t.manager.activeVm, SWITCHER_PATH);
+    t.pci.attachGate = null;
+    release(); // the attach xl was waiting for finishes after all
+    await t.holder.whenIdle();
+    await t.holder.whenIdle();
+    assert.equal(t.pci.holderOf(GPU), 'dom0-native', 'not left with personal while the switcher is active');
+    assert.equal(t.display.drawing, true);
+    assert.equal(t.manager.gpuHolder, SWITCHER_PATH);
+    t.done();
+  } finally {
+    mock.timers.reset();
+  }
 });

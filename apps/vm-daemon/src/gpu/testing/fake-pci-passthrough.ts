@@ -16,6 +16,8 @@ export class FakePciPassthrough implements PciPassthrough {
   readonly calls: string[] = [];
   private nextDomid = 1;
   private failures: Array<{ re: RegExp; error: Error }> = [];
+  /** While set, attach waits for it (a hand-off held in its attach). */
+  attachGate: Promise<void> | null = null;
 
   /** `fns` start bound to dom0's native driver (the laptop at boot). */
   constructor(fns: string[] = []) {
@@ -67,6 +69,7 @@ export class FakePciPassthrough implements PciPassthrough {
   }
   async attach(guest: PciGuest, bdf: string): Promise<void> {
     this.op(`attach ${guest.name} ${bdf}`);
+    if (this.attachGate) await this.attachGate;
     const g = this.guestList.find((x) => x.domid === guest.domid);
     if (!g) throw new BulkheadError('BackendFailed', `Domain ${guest.domid} does not exist`);
     if (!this.stub.has(bdf) || this.guestList.some((x) => x.pci.includes(bdf)))
