@@ -4,6 +4,7 @@ import { BulkheadError, SWITCHER_PATH, vmPath } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
 import { XenGpuHandoff, type PciSysfs } from './gpu-handoff';
 import { FakeXenWorld } from '../../testing/fake-xen-world';
+import { FakeDom0Display } from '../../gpu/testing/fake-dom0-display';
 
 const log = createLogger('test', 'error');
 const GPU = ['0000:00:03.0'];
@@ -147,4 +148,59 @@ test('a GPU found on a third VM (stale after a crash or restart) is taken from i
     `xl pci-detach ${other.domid} 0000:00:03.0`,
     `xl pci-attach ${business.domid} 0000:00:03.0`,
   ]);
+});
+
+/** The laptop on Xen: the GPU starts on dom0's native driver; pciback state follows xl's commands. */
+function sharedRig() {
+  const world = new FakeXenWorld();
+  const sysfs = new FakePciSysfs();
+  const display = new FakeDom0Display(true);
+  const personal = world.add({ name: 'personal' });
+  world.on(/^xl pci-assignable-add /, (line) => (sysfs.assignable.add(line.split(' ')[2]), {}));
+  world.on(/^xl pci-assignable-remove -r /, (line) => (sysfs.assignable.delete(line.split(' ')[3]), {}));
+  world.on(/^xl pci-detach -f \d+ \S+$/, (line) => {
+    const [, , , id, bdf] = line.split(' ');
+    const d = world.domains.find((x) => x.domid === Number(id))!;
+    d.pci = (d.pci ?? []).filter((p) => p !== bdf);
+    return {};
+  });
+  const h = new XenGpuHandoff({ runner: world, log, sysfs, sharedWithDom0: true, display, watchMs: 0 });
+  return { world, sysfs, display, personal, h };
+}
+
+test('shared rig on Xen: dom0 → VM → dom0 through xl pci-assignable-add / -remove -r and the kiosk', async () => {
+  const { world, sysfs, display, personal, h } = sharedRig();
+  await h.handOff(side(null), side('personal'));
+  assert.deepEqual(display.calls, ['release']);
+  assert.deepEqual(world.callsMatching(/^xl pci-/), [
+    'xl pci-assignable-add 0000:00:03.0',
+    `xl pci-attach ${personal.domid} 0000:00:03.0`,
+  ]);
+  assert.deepEqual(sysfs.resets, GPU);
+  await h.handOff(side('personal'), side(null));
+  assert.deepEqual(world.callsMatching(/^xl pci-/).slice(2), [
+    `xl pci-detach ${personal.domid} 0000:00:03.0`,
+    'xl pci-assignable-remove -r 0000:00:03.0',
+  ]);
+  assert.deepEqual(display.calls, ['release', 'reclaim']);
+  assert.ok(!sysfs.isAssignable(GPU[0]), "back on dom0's driver");
+});
+
+test('shared rig on Xen: going home from a guest that hangs in pci-detach forces it (xl pci-detach -f)', async () => {
+  const { world, display, personal, h } = sharedRig();
+  await h.handOff(side(null), side('personal'));
+  world.on(
+    /^xl pci-detach \d+ /,
+    () => {
+      throw new BulkheadError('Timeout', 'xl pci-detach did not finish within 45000 ms');
+    },
+    1,
+  );
+  await h.handOff(side('personal'), side(null));
+  assert.deepEqual(world.callsMatching(/^xl pci-detach/), [
+    `xl pci-detach ${personal.domid} 0000:00:03.0`,
+    `xl pci-detach -f ${personal.domid} 0000:00:03.0`,
+  ]);
+  assert.deepEqual(personal.pci, []);
+  assert.equal(display.calls.at(-1), 'reclaim');
 });
