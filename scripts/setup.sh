@@ -20,6 +20,11 @@ declare -A NEED=(
   [rsync]=rsync
   [mkfs.ext4]=e2fsprogs
   [busctl]=systemd
+  # The image's UEFI disk (dom0-rootfs/build-image.sh): GPT, the FAT EFI system partition (the
+  # signed shim and GRUB it holds are fetched by the build with apt-get download, not installed).
+  [sgdisk]=gdisk
+  [mkfs.fat]=dosfstools
+  [mcopy]=mtools
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -27,6 +32,8 @@ for cmd in "${!NEED[@]}"; do
 done
 # Headers the native addons compile against (input-daemon's PAM check for Unlock).
 [ -f /usr/include/security/pam_appl.h ] || missing+=(libpam0g-dev)
+# The UEFI firmware the image's e2e boots the disk with.
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing+=(ovmf)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"

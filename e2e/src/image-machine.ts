@@ -1,12 +1,24 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { QmpClient } from '@bulkhead/qmp';
+import { classify, parseHexColor, readPpm, type Rgb } from './screen-picture';
 import { SerialConsole } from './serial-console';
 
+/** The GRUB entries of the image's boot menu (dom0-rootfs/boot/grub.cfg.in). */
+export type BootEntry = 'kvm' | 'xen';
+
 export interface ImageMachineOptions {
-  /** Directory with vmlinuz, initrd.img and disk.img (dom0-rootfs/build-image.sh). */
+  /** Directory with disk.img, the UEFI disk (dom0-rootfs/build-image.sh). */
   imageDir: string;
   /** Where the serial log and screendumps go. */
   artifactsDir: string;
@@ -20,6 +32,70 @@ export interface ImageMachineOptions {
   rootShell?: boolean;
   /** More QEMU arguments, appended last (e.g. `-global ICH9-LPC.disable_s3=0` for S3). */
   extraQemuArgs?: string[];
+  /**
+   * The boot menu's entry to boot (default 'kvm', the plain kernel; 'xen' is the menu's default
+   * on a laptop). Chosen by the machine, not typed at the menu: see `bootChoice`.
+   */
+  entry?: BootEntry;
+  /**
+   * Watch the screen from QEMU's start until the kiosk shows the tiles, and record that time
+   * (boot-to-tiles: artifacts/boot-to-tiles-<entry>.json and bench-results.json). Default: on
+   * when `rootShell` is (the test flavour shows the tiles by itself; production first asks for the
+   * owner's password on the screen).
+   */
+  recordBootToTiles?: boolean;
+}
+
+/** UEFI firmware (Debian's ovmf): the code read-only, a fresh copy of the variable store per boot. */
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+/**
+ * What each entry needs here and a laptop does not: the e2e's QEMU is the only place these live
+ * (the disk's boot menu has none of them).
+ * - kvm: `console=ttyS0,115200`: the kernel's messages go to the serial log the e2e keeps, and
+ *   tty1 stays free of them (the production test reads the first-start prompt off the screen).
+ *   `modprobe.blacklist=kvm_amd,kvm_intel`: no KVM inside the image. With -cpu max the image's KVM
+ *   probe passes and the VMs run nested under TCG, and in that set-up the kiosk's renderer crashed
+ *   once. Without it the image's vm-daemon runs its VMs under TCG, as on any host without
+ *   VT-x/AMD-V. (Chromium's GPU process still dies now and then under TCG either way; the kiosk
+ *   lifts Chromium's GPU crash limit. Hiding svm from the CPU model broke systemd.)
+ * - xen: Xen's console on the serial port (`console=com1 com1=115200,8n1`) and dom0's on Xen's
+ *   (`console=hvc0`), so the serial log has both and the test layer's root shell is on hvc0.
+ *   `spec-ctrl=eager-fpu`: Xen switches FPU state lazily (CR0.TS + #NM) on this AMD-looking TCG
+ *   CPU by default, and under TCG that corrupts the FPU/SSE registers of dom0's processes as soon
+ *   as another domain runs (node SIGSEGVs, xl aborts; xen-harness/README.md has the measurements).
+ *   The display is `virtio-vga,iommu_platform=on`: dom0 is a PV guest, whose "physical" addresses
+ *   are not the machine's; virtio-gpu hands the device its framebuffer pages by physical address
+ *   unless the device asks for the DMA API (VIRTIO_F_ACCESS_PLATFORM), which under Xen translates
+ *   them (xen-swiotlb). Plain virtio-vga showed garbage under PV dom0 in an earlier try (issue
+ *   15). A laptop's GPU is not virtio.
+ */
+const ENTRY_ARGS: Record<BootEntry, { xen: string; linux: string; cpu: string; display: string }> = {
+  kvm: {
+    xen: '',
+    linux: 'console=ttyS0,115200 modprobe.blacklist=kvm_amd,kvm_intel',
+    cpu: '',
+    display: 'virtio-vga',
+  },
+  xen: {
+    xen: 'console=com1 com1=115200,8n1 spec-ctrl=eager-fpu',
+    linux: 'console=hvc0',
+    // -smap: Xen 4.17's PV dom0 crashes under TCG with SMAP on (xen-harness/README.md).
+    cpu: ',-smap',
+    display: 'virtio-vga,iommu_platform=on',
+  },
+};
+
+/**
+ * The entry choice as QEMU's SMBIOS OEM string (type 11), which the boot menu reads
+ * (`bulkhead.boot=<entry>;<Xen args>;<kernel args>`, dom0-rootfs/boot/grub.cfg.in): no key is
+ * typed at the menu and the disk stays the same for every entry. A ',' in a QEMU option is ',,'.
+ */
+export function bootChoice(entry: BootEntry): string[] {
+  const a = ENTRY_ARGS[entry];
+  const value = `bulkhead.boot=${entry};${a.xen};${a.linux}`;
+  return ['-smbios', `type=11,value=${value.replaceAll(',', ',,')}`];
 }
 
 /**
@@ -46,8 +122,9 @@ async function freePort(): Promise<number> {
 
 /**
  * The Control Domain image booted in QEMU (TCG here, KVM where it works), as a person's laptop:
- * keyboard and tablet are QEMU's virtio devices driven through QMP, USB devices are hot-plugged
- * into an emulated xHCI controller, the screen is a virtio-vga display read with screendump.
+ * UEFI firmware (OVMF) boots the disk's GRUB, which boots the chosen entry (`entry`); keyboard and
+ * tablet are QEMU's virtio devices driven through QMP, USB devices are hot-plugged into an
+ * emulated xHCI controller, the screen is a virtio-vga display read with screendump.
  * The disk is used with -snapshot: every boot starts from the built image.
  */
 export class ImageMachine {
@@ -58,7 +135,12 @@ export class ImageMachine {
   cdpPort = 0;
   switcherPort = 0;
   devtoolsPort = 0;
+  /** When QEMU was started (Date.now()): boot-to-tiles counts from here. */
+  startedAt = 0;
+  /** Boot-to-tiles in ms once the watcher saw the tiles (see `recordBootToTiles`). */
+  bootToTilesMs?: number;
   private proc?: ChildProcess;
+  private watching = false;
   private stderr = '';
   readonly runDir: string;
 
@@ -66,39 +148,44 @@ export class ImageMachine {
     this.runDir = join(opts.artifactsDir, 'machine');
   }
 
+  get entry(): BootEntry {
+    return this.opts.entry ?? 'kvm';
+  }
+
   async boot(): Promise<void> {
     const { imageDir } = this.opts;
-    for (const f of ['vmlinuz', 'initrd.img', 'disk.img'])
-      if (!existsSync(join(imageDir, f)))
-        throw new Error(`image: ${join(imageDir, f)} is missing (npm run image)`);
+    for (const f of [join(imageDir, 'disk.img'), OVMF_CODE, OVMF_VARS])
+      if (!existsSync(f))
+        throw new Error(
+          `image: ${f} is missing (${f.startsWith(imageDir) ? 'npm run image' : 'apt-get install ovmf'})`,
+        );
     mkdirSync(this.runDir, { recursive: true });
     this.cdpPort = await freePort();
     this.switcherPort = await freePort();
     this.devtoolsPort = await freePort();
     const stick = join(this.runDir, 'usb-stick.img');
     writeFileSync(stick, Buffer.alloc(16 * 1024 * 1024));
+    // The firmware's variable store is written by OVMF at boot: a fresh copy each time, as the
+    // disk (snapshot=on) starts from the built image each time.
+    const vars = join(this.runDir, 'OVMF_VARS.fd');
+    copyFileSync(OVMF_VARS, vars);
+    const entry = this.entry;
     const args = [
       '-machine',
       'q35',
       '-accel',
       'tcg,thread=multi',
       '-cpu',
-      this.opts.cpu ?? process.env.BULKHEAD_E2E_CPU ?? DEFAULT_CPU,
+      (this.opts.cpu ?? process.env.BULKHEAD_E2E_CPU ?? DEFAULT_CPU) + ENTRY_ARGS[entry].cpu,
       '-smp',
       '2',
       '-m',
       String(this.opts.memoryMiB ?? 3072),
-      '-kernel',
-      join(imageDir, 'vmlinuz'),
-      '-initrd',
-      join(imageDir, 'initrd.img'),
-      // No KVM inside the image (its modules are blacklisted): with -cpu max the image's KVM probe
-      // passes and the VMs run nested under TCG, and in that set-up the kiosk's renderer crashed
-      // once. Without it the image's vm-daemon runs its VMs under TCG, as on any host without
-      // VT-x/AMD-V. (Chromium's GPU process still dies now and then under TCG either way; the
-      // kiosk lifts Chromium's GPU crash limit. Hiding svm from the CPU model broke systemd.)
-      '-append',
-      'root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=false modprobe.blacklist=kvm_amd,kvm_intel',
+      '-drive',
+      `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      '-drive',
+      `if=pflash,format=raw,unit=1,file=${vars}`,
+      ...bootChoice(entry),
       '-drive',
       `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
       '-drive',
@@ -106,7 +193,7 @@ export class ImageMachine {
       '-vga',
       'none',
       '-device',
-      'virtio-vga',
+      ENTRY_ARGS[entry].display,
       '-display',
       'none',
       '-device',
@@ -129,12 +216,15 @@ export class ImageMachine {
       'chardev:s0',
       ...(this.opts.extraQemuArgs ?? []),
     ];
+    this.startedAt = Date.now();
     this.proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d));
     this.qmp = await QmpClient.connect(join(this.runDir, 'qmp.sock'), { retryUntilMs: 15_000 });
     this.serial = await SerialConsole.connect(join(this.runDir, 'serial.sock'));
+    if (this.opts.recordBootToTiles ?? this.opts.rootShell !== false) void this.watchBootToTiles();
     if (this.opts.rootShell === false) return;
-    await this.serial.waitForShell(240_000).catch((e) => {
+    // Xen, then a PV dom0 under TCG (every page-table update a hypercall): slower to its shell.
+    await this.serial.waitForShell(entry === 'xen' ? 600_000 : 240_000).catch((e) => {
       throw new Error(`${(e as Error).message}; qemu stderr: ${this.stderr}`);
     });
   }
@@ -179,7 +269,35 @@ export class ImageMachine {
     return file;
   }
 
+  /**
+   * Polls the screen (QMP screendump, nothing else) from boot until it shows the tiles, for at most
+   * 15 minutes, then records the time from QEMU's start. A measurement, not a check: a boot that
+   * never shows the tiles fails in the scenario that waits for them.
+   */
+  private async watchBootToTiles(): Promise<void> {
+    const vms = imageVms();
+    const ppm = join(this.runDir, 'boot-to-tiles.ppm');
+    this.watching = true;
+    while (this.watching && Date.now() - this.startedAt < 15 * 60_000) {
+      try {
+        await this.qmp.execute('screendump', { filename: ppm });
+        const at = Date.now();
+        if (classify(readPpm(ppm), vms).kind === 'tiles') {
+          this.bootToTilesMs = at - this.startedAt;
+          recordBootToTiles(this.opts.artifactsDir, this.entry, this.bootToTilesMs);
+          break;
+        }
+      } catch {
+        // QEMU not ready yet, or gone (shutdown): try again, or stop below.
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    this.watching = false;
+    if (existsSync(ppm)) unlinkSync(ppm);
+  }
+
   async shutdown(): Promise<void> {
+    this.watching = false;
     this.serial?.close();
     await this.qmp?.close().catch(() => undefined);
     if (this.proc && this.proc.exitCode === null) {
@@ -188,4 +306,35 @@ export class ImageMachine {
       await exited;
     }
   }
+}
+
+const repo = join(__dirname, '..', '..');
+
+/** The image's VMs and the color each test guest paints (dom0-rootfs/vms/*.json). */
+function imageVms(): Array<{ id: string; color: Rgb }> {
+  const dir = join(repo, 'dom0-rootfs', 'vms');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>)
+    .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
+}
+
+/**
+ * Writes boot-to-tiles of one boot to artifacts/…/boot-to-tiles-<entry>.json and into
+ * bench-results.json as `e2e/boot-to-tiles/<entry>` (the last boot of that entry wins, next to
+ * what `npm run bench` wrote).
+ */
+function recordBootToTiles(artifactsDir: string, entry: BootEntry, ms: number): void {
+  const numbers = { bootToTilesMs: ms, at: new Date().toISOString(), run: process.argv[1] ?? '' };
+  writeFileSync(join(artifactsDir, `boot-to-tiles-${entry}.json`), JSON.stringify(numbers, null, 2) + '\n');
+  const file = join(repo, 'bench-results.json');
+  let results: { date?: string; benchmarks: Record<string, unknown> };
+  try {
+    results = JSON.parse(readFileSync(file, 'utf8')) as typeof results;
+    results.benchmarks ??= {};
+  } catch {
+    results = { date: new Date().toISOString(), benchmarks: {} };
+  }
+  results.benchmarks[`e2e/boot-to-tiles/${entry}`] = numbers;
+  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
 }

@@ -70,14 +70,28 @@ async function screen(): Promise<{ seen: SeenPicture; lit: number }> {
   return { seen: classify(p, imageVms), lit: lit / (p.rgb.length / 3) };
 }
 
-/** Reads files out of the ext4 disk image without mounting it (debugfs, read-only). */
+/** The disk's GPT partition `n` (sgdisk): its first byte and its type GUID. */
+function partition(n: number): { offset: number; type: string } {
+  const r = spawnSync('sgdisk', ['--info', String(n), disk], { encoding: 'utf8' });
+  const first = /First sector: (\d+)/.exec(r.stdout);
+  const type = /Partition GUID code: ([0-9A-F-]+)/i.exec(r.stdout);
+  if (r.status !== 0 || !first || !type)
+    throw new Error(`sgdisk --info ${n} ${disk}: ${r.stdout}${r.stderr}`);
+  return { offset: Number(first[1]) * 512, type: type[1].toUpperCase() };
+}
+
+/**
+ * Reads files out of the disk's root file system (ext4, GPT partition 2) without mounting it
+ * (debugfs, read-only, at the partition's offset).
+ */
 function dumpFromDisk(paths: string[]): string {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-prod-disk-'));
+  const fs = `${disk}?offset=${partition(2).offset}`;
   for (const p of paths) {
     const target = join(dir, p);
     mkdirSync(target, { recursive: true });
-    const r = spawnSync('debugfs', ['-R', `rdump ${p} ${target}`, disk], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`debugfs rdump ${p}: ${r.stderr}`);
+    const r = spawnSync('debugfs', ['-R', `rdump ${p} ${target}`, fs], { encoding: 'utf8' });
+    if (r.status !== 0 || /^rdump: /m.test(r.stderr)) throw new Error(`debugfs rdump ${p}: ${r.stderr}`);
   }
   return dir;
 }
@@ -162,6 +176,69 @@ test('1. offline: production is production — root locked, owner without a pass
     const kiosk = f('usr/local/local/lib/bulkhead/kiosk.js');
     assert.doesNotMatch(kiosk, /--no-sandbox/, "Chromium's sandbox stays on");
     assert.match(kiosk, /--remote-debugging-pipe/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("1b. offline: a UEFI disk as a laptop boots it — GPT with an EFI system partition holding Debian's signed shim and GRUB at the removable-media path, a menu with Bulkhead (Xen) first and Bulkhead (KVM), nothing only emulation needs, fstab by PARTUUID", () => {
+  const esp = partition(1);
+  assert.equal(esp.type, 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B', 'partition 1 is an EFI system partition');
+  assert.equal(
+    partition(2).type,
+    '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
+    'partition 2 is a Linux x86-64 root',
+  );
+  const espFile = (path: string) => {
+    const r = spawnSync('mtype', ['-i', `${disk}@@${esp.offset}`, `::${path}`], {
+      encoding: 'latin1',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    assert.equal(r.status, 0, `${path} on the ESP: ${r.stderr}`);
+    return Buffer.from(r.stdout, 'latin1');
+  };
+  // shim at the path firmware boots without a boot entry, Debian's GRUB next to it: both PE images
+  // with an Authenticode signature (a certificate table), as Secure Boot needs.
+  for (const path of ['/EFI/BOOT/BOOTX64.EFI', '/EFI/BOOT/grubx64.efi']) {
+    const pe = espFile(path);
+    assert.equal(pe.subarray(0, 2).toString('latin1'), 'MZ', `${path} is a PE image`);
+    const nt = pe.readUInt32LE(0x3c);
+    assert.equal(pe.subarray(nt, nt + 4).toString('latin1'), 'PE\0\0', `${path}: PE header`);
+    const opt = nt + 24;
+    assert.equal(pe.readUInt16LE(opt), 0x20b, `${path} is PE32+ (x86_64)`);
+    // Data directory 4 (the certificate table) of a PE32+ optional header: offset 112 + 4 * 8.
+    assert.ok(pe.readUInt32LE(opt + 112 + 4 * 8 + 4) > 0, `${path} is signed`);
+  }
+  assert.match(espFile('/EFI/BOOT/BOOTX64.EFI').toString('latin1'), /shim/i, 'BOOTX64.EFI is shim');
+  assert.match(espFile('/EFI/debian/grub.cfg').toString('latin1'), /configfile \/boot\/grub\/grub\.cfg/);
+  const root = dumpFromDisk(['/boot/grub', '/etc/fstab']);
+  try {
+    const menu = readFileSync(join(root, 'boot/grub/grub/grub.cfg'), 'utf8');
+    const entries = [...menu.matchAll(/^menuentry '([^']+)' --id (\w+)/gm)].map((x) => `${x[1]}=${x[2]}`);
+    assert.deepEqual(entries, ['Bulkhead (Xen)=xen', 'Bulkhead (KVM)=kvm']);
+    assert.match(menu, /^set default=xen$/m, 'Xen is the default');
+    assert.match(menu, /^\s*multiboot2 \/boot\/xen-[\w.-]+\.gz /m);
+    assert.match(menu, /^\s*module2 \/boot\/vmlinuz-\S+ placeholder root=PARTUUID=/m);
+    // multiboot2 (Xen) is a module the signed GRUB loads from here with Secure Boot off.
+    assert.ok(
+      existsSync(join(root, 'boot/grub/grub/x86_64-efi/multiboot2.mod')),
+      'multiboot2.mod beside the menu',
+    );
+    // Only the e2e's QEMU adds these (e2e/src/image-machine.ts, ENTRY_ARGS), never the disk.
+    const commands = menu
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l))
+      .join('\n');
+    assert.doesNotMatch(
+      commands,
+      /console=ttyS0|console=com1|console=hvc0|spec-ctrl|modprobe\.blacklist|smap/,
+    );
+    const partuuid = /root=PARTUUID=([0-9a-f-]{36})/.exec(menu)?.[1];
+    assert.ok(partuuid, 'the kernel finds its root by PARTUUID');
+    assert.match(
+      readFileSync(join(root, 'etc/fstab/fstab'), 'utf8'),
+      new RegExp(`^PARTUUID=${partuuid} / ext4 `, 'm'),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
