@@ -107,6 +107,8 @@ export interface SwitcherSnapshot {
   lastSwitch: LastSwitchModel | null;
   configErrors: ConfigErrorModel[];
   accelerator: string;
+  /** VmManager1.GpuHolder: the VM holding the GPU that moves between VMs, or '/' (dom0 or nobody). */
+  gpuHolder: string;
   /** null while the input daemon is down. */
   input: InputModel | null;
   /** vm-daemon's power component (Power1); null while it is not reachable. */
@@ -127,6 +129,7 @@ export function emptySnapshot(now = 0): SwitcherSnapshot {
     lastSwitch: null,
     configErrors: [],
     accelerator: '',
+    gpuHolder: '/',
     input: null,
     power: null,
     usbDevices: [],

@@ -90,6 +90,7 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
       lastSwitch: vmm.lastSwitch,
       configErrors: vmm.configErrors,
       accelerator: vmm.accelerator,
+      gpuHolder: vmm.gpuHolder,
       input,
       power: this.power.power,
       usbDevices: this.usb.sortedDevices(),

@@ -51,6 +51,7 @@ export class VmManagerMirror implements DaemonMirror {
   lastSwitch: LastSwitchModel | null = null;
   configErrors: ConfigErrorModel[] = [];
   accelerator = '';
+  gpuHolder = '/';
 
   constructor(
     private readonly client: BusClient,
@@ -115,6 +116,7 @@ export class VmManagerMirror implements DaemonMirror {
         return { file, field, reason } satisfies ConfigErrorModel;
       });
     if ('Accelerator' in p) this.accelerator = String(p.Accelerator);
+    if ('GpuHolder' in p) this.gpuHolder = String(p.GpuHolder);
     if (notify) this.events.emit('changed');
   }
 
@@ -124,6 +126,7 @@ export class VmManagerMirror implements DaemonMirror {
     this.switching = false;
     this.configErrors = [];
     this.accelerator = '';
+    this.gpuHolder = '/';
     // LastSwitch is kept: it is history, shown as such in diagnostics.
   }
 }

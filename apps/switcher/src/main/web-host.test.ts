@@ -153,6 +153,20 @@ test('switchTo reaches VmManager1.Switch; progress and the new ActiveVm come bac
   }
 });
 
+test('VmManager1.GpuHolder reaches the renderer: who owns the screen follows the GPU', async () => {
+  const c = await Client.open(wsUrl(host.token));
+  try {
+    await waitFor(() => c.lastSnapshot()?.gpuHolder === '/');
+    fakes.vmManager.props.GpuHolder = vmPath('business');
+    fakes.vmManager.handle.propertiesChanged('GpuHolder');
+    await waitFor(() => c.lastSnapshot()?.gpuHolder === vmPath('business'));
+  } finally {
+    fakes.vmManager.props.GpuHolder = '/';
+    fakes.vmManager.handle.propertiesChanged('GpuHolder');
+    c.close();
+  }
+});
+
 test('a named D-Bus error reaches the renderer by name with its message', async () => {
   const c = await Client.open(wsUrl(host.token));
   try {

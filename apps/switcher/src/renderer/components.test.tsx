@@ -120,6 +120,14 @@ test('every VM is a button named by its name, slot hotkey and state; the active 
   );
 });
 
+test('the tile of the VM holding the GPU says it owns the screen; no other tile does', () => {
+  const none = decode(render({ snapshot: snap({ gpuHolder: '/' }) }));
+  assert.doesNotMatch(none, /owns the screen|Owns the screen/);
+  const held = decode(render({ snapshot: snap({ gpuHolder: '/org/bulkhead/VmManager1/vm/business' }) }));
+  assert.match(held, /aria-label="Business, slot 2 \(Ctrl\+2\), Stopped, graphics card, owns the screen"/);
+  assert.equal(held.match(/class="badge badge-screen"[^>]*>Owns the screen</g)?.length, 1);
+});
+
 test('tile labels count attached USB devices', () => {
   assert.equal(tileLabel(vm('personal'), false, 2), 'Personal, slot 1 (Ctrl+1), Running, 2 USB devices');
 });

@@ -9,19 +9,21 @@ import { DiskJobBar, Welcome } from './MachineEditor';
 
 const basename = (p: string) => p.split('/').pop() || p;
 
-export function tileLabel(vm: VmModel, active: boolean, usbCount: number): string {
+export function tileLabel(vm: VmModel, active: boolean, usbCount: number, ownsScreen = false): string {
   const parts = [vm.name];
   if (vm.slot) parts.push(`slot ${vm.slot} (${hotkeyForSlot(vm.slot)})`);
   parts.push(stateLabel(vm.state).replace('…', ''));
   if (active) parts.push('active');
   if (usbCount) parts.push(`${usbCount} USB device${usbCount > 1 ? 's' : ''}`);
-  if (vm.hasGpu) parts.push('graphics card');
+  if (vm.hasGpu) parts.push(ownsScreen ? 'graphics card, owns the screen' : 'graphics card');
   return parts.join(', ');
 }
 
 function Tile({ vm }: { vm: VmModel }) {
   const actions = useActions();
   const active = useUi((s) => s.snapshot.activeVm === vm.path);
+  // The GPU is this VM's (docs/gpu-handoff.md): its picture is on the panel, not in this tile.
+  const ownsScreen = useUi((s) => s.snapshot.gpuHolder === vm.path);
   const thumb = useUi((s) => s.thumbnails[vm.path]);
   const usbCount = useUi((s) => s.snapshot.usbDevices.filter((d) => d.assignedVm === vm.path).length);
   const locked = useUi(isLocked);
@@ -35,7 +37,7 @@ function Tile({ vm }: { vm: VmModel }) {
         className={`tile state-${vm.state}${active ? ' active' : ''}`}
         style={style}
         data-vm={vm.id}
-        aria-label={tileLabel(vm, active, usbCount)}
+        aria-label={tileLabel(vm, active, usbCount, ownsScreen)}
         aria-current={active ? 'true' : undefined}
         aria-disabled={locked || undefined}
         onClick={() => !locked && void actions.switchTo(vm.path)}
@@ -74,6 +76,14 @@ function Tile({ vm }: { vm: VmModel }) {
           {vm.hasGpu && (
             <span className="badge" title="Has a graphics card">
               <Icon name="gpu" size={14} /> GPU
+            </span>
+          )}
+          {ownsScreen && (
+            <span
+              className="badge badge-screen"
+              title="This VM holds the graphics card: its picture is on the screen"
+            >
+              Owns the screen
             </span>
           )}
         </span>
