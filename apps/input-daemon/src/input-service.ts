@@ -38,6 +38,9 @@ export const HOLD_SAFETY_BOUND_MS = 60_000;
  */
 export const SWITCH_CALL_TIMEOUT_MS = 450_000;
 
+/** How long close() waits for hotkey actions still running (a switch vm-daemon has not answered). */
+const CLOSE_WAIT_MS = 2000;
+
 /** How a hotkey asks vm-daemon to switch (org.bulkhead.VmManager1.SwitchToSlot). */
 export interface VmManagerLink {
   switchToSlot(slot: number): Promise<void>;
@@ -244,7 +247,16 @@ export class InputService implements Input1Service {
 
   async close(): Promise<void> {
     this.idleLock?.stop();
-    await this.settled();
+    // A hotkey's SwitchToSlot may wait minutes for its answer (SWITCH_CALL_TIMEOUT_MS): stopping
+    // does not wait that long for it.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.settled(),
+      new Promise((r) => {
+        bound = setTimeout(r, CLOSE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(bound);
     for (const { sink } of this.sinks.values()) await sink.close().catch(() => undefined);
     this.sinks.clear();
   }

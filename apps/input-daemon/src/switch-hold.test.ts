@@ -299,3 +299,12 @@ test('vm-daemon never answers: input is held until the safety bound (HOLD_SAFETY
     mock.timers.reset();
   }
 });
+
+test('stopping while vm-daemon has not answered a hotkey: close() does not wait for the answer', async () => {
+  const t = setup();
+  await t.focus(VM_A);
+  t.chord(CTRL, KEY_2); // vm-daemon never answers
+  const started = Date.now();
+  await t.service.close();
+  assert.ok(Date.now() - started < 10_000, `close() took ${Date.now() - started} ms`);
+});
