@@ -154,14 +154,14 @@ export class GpuHolder implements GpuHandoff {
           await this.record(report, 'assignable-add', bdf, DOM0, () => pci.assignableAdd(bdf));
           this.opts.log.info(`${bdf} is assignable (pciback)`);
         }
-        this.setHolder(await this.readHolder(fns), 'found at start');
+        this.setHolder(await this.readHolder(fns).catch(() => this.holder), 'found at start');
         return report;
       }
       const guests = await pci.guests();
       const held = (bdf: string) => guests.some((g) => g.pci.includes(bdf));
       const home = fns.filter((bdf) => !held(bdf) && pci.isAssignable(bdf));
       await this.bringHome(report, home);
-      this.setHolder(await this.readHolder(fns), 'found at start');
+      this.setHolder(await this.readHolder(fns).catch(() => this.holder), 'found at start');
       return report;
     });
   }
