@@ -1,0 +1,519 @@
+/**
+ * A person makes, installs and removes a VM of their own, in the Control Domain image booted under
+ * QEMU (issue 18), driven from outside only: a USB stick holding the Linux test guest's ISO is
+ * hot-plugged into the outer xHCI controller, the kiosk UI is driven over DevTools (CDP), keys go
+ * in through the outer QMP. What only the inside can show (files, mounts, the nested guest's
+ * console) is read over the root shell on the serial console.
+ *
+ * The "Lab" guest is a real Debian kernel booting under TCG inside TCG: too slow for this file's
+ * budget, so its boot and the keys typed into it run only with BULKHEAD_E2E_LAB_BOOT=1 (LAB_BOOT);
+ * then the boot time is printed and written to artifacts/e2e-lifecycle/lab-boot.json.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { ImageMachine } from './image-machine';
+
+const repo = join(__dirname, '..', '..');
+/** The test flavour (FLAVOUR=test dom0-rootfs/build-image.sh): production plus the test layer. */
+const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
+const artifacts = join(repo, 'artifacts', 'e2e-lifecycle');
+const guestOut = join(repo, '.cache', 'linux-guest');
+const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
+/** The stick's filesystem label: the Control Domain mounts it at /media/bulkhead/<label>. */
+const STICK_LABEL = 'LABSTICK';
+const ISO_IN_IMAGE = `/media/bulkhead/${STICK_LABEL}/guest.iso`;
+/** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir, --person-image-dir). */
+const PERSON_VMS = '/var/lib/bulkhead/person-vms';
+const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
+/** Small, so the nested guest boots light: the Linux test guest needs ~100 MiB. */
+const LAB_MEMORY_MIB = 192;
+/**
+ * Lab's boot is opt-in (BULKHEAD_E2E_LAB_BOOT=1): the Linux guest's ISO boots to READY in 25 s
+ * (12 CPU s) under plain TCG on this host, but in the image it runs TCG inside TCG, and there it
+ * had printed nothing after GRUB's "Booting" 480 s later (2-core host shared with other test
+ * runs) — beyond this file's budget (6 min with the image's boot). Loading KVM in the image (the
+ * outer TCG emulates AMD-V) did not help: vm-daemon's probe got no QMP from `qemu -accel kvm`.
+ */
+const LAB_BOOT = process.env.BULKHEAD_E2E_LAB_BOOT === '1';
+/** How long Lab's boot may take before it counts as hung; the time is measured and printed. */
+const LAB_BOOT_CAP_MS = 900_000;
+
+let m: ImageMachine;
+let browser: Browser | undefined;
+let page: Page;
+let step = 0;
+let skip: string | false = false;
+
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | false | null | undefined>,
+  timeoutMs = 60_000,
+  everyMs = 250,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A Vm1 property read inside the image with busctl, without its type ('s "x"' → 'x'). */
+async function vmProp(id: string, name: string): Promise<string> {
+  const out = await m.serial.check(
+    `busctl get-property org.bulkhead.VmManager1 ${VM(id)} org.bulkhead.Vm1 ${name}`,
+  );
+  return out.trim().replace(/^[a-z]+ "?|"$/g, '');
+}
+const activeVm = async () =>
+  (
+    await m.serial.check(
+      'busctl get-property org.bulkhead.VmManager1 /org/bulkhead/VmManager1 org.bulkhead.VmManager1 ActiveVm',
+    )
+  )
+    .trim()
+    .replace(/^o "|"$/g, '');
+
+/** The input lines (KEY/BTN/REL) one of the image's toy guests printed on its serial port. */
+async function toyGuestInput(id: string): Promise<number> {
+  const out = await m.serial.check(`grep -cE '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
+  return Number(out.trim());
+}
+
+/** The Linux guest's console lines starting with `word`, from its serial log in the image. */
+async function labLines(word: string): Promise<string[]> {
+  const out = await m.serial.check(`grep -a '^${word}' /run/bulkhead/vms/lab/serial.log || true`);
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
+async function shot(name: string): Promise<void> {
+  step++;
+  const base = `${String(step).padStart(2, '0')}-${name}`;
+  await m.screendump(`${base}.screen`).catch(() => undefined);
+  await page?.screenshot({ path: join(artifacts, `${base}.cdp.png`) }).catch(() => undefined);
+}
+
+/**
+ * A D-Bus call as the UI's user (bulkhead-switcher, group bulkhead-ui), printing 'ok' or
+ * 'error <name>: <message>': busctl prints only the message, and the refusal is asserted by name.
+ */
+const UI_CALL_JS = `'use strict';
+const dbus = require('/opt/bulkhead/node_modules/dbus-next');
+const [path, member, opts] = process.argv.slice(2);
+const body = {};
+for (const [k, [t, v]] of Object.entries(JSON.parse(opts))) body[k] = new dbus.Variant(t, v);
+const bus = dbus.systemBus();
+bus.call(new dbus.Message({ destination: 'org.bulkhead.VmManager1', path, interface: 'org.bulkhead.Vm1', member, signature: 'a{sv}', body: [body] }))
+  .then(() => console.log('ok'), (e) => console.log('error ' + String(e.type).replace('org.bulkhead.Error.', '') + ': ' + (e.text || e.message)))
+  .finally(() => bus.disconnect());
+`;
+async function callAsUi(
+  path: string,
+  member: string,
+  opts: Record<string, [string, unknown]>,
+): Promise<string> {
+  const js = Buffer.from(UI_CALL_JS).toString('base64');
+  const args = Buffer.from(JSON.stringify(opts)).toString('base64');
+  const out = await m.serial.check(
+    `echo ${js} | base64 -d > /tmp/ui-call.js && chmod 644 /tmp/ui-call.js && ` +
+      `runuser -u bulkhead-switcher -- /usr/local/bin/node /tmp/ui-call.js ${path} ${member} "$(echo ${args} | base64 -d)"`,
+    { timeoutMs: 120_000 },
+  );
+  return out.trim().split('\n').pop() ?? '';
+}
+
+/** The Linux test guest's ISO (cached build, guests/linux/build.sh) on a FAT stick image. */
+function buildSticks(): string | { skip: string } {
+  const r = spawnSync('bash', [join(repo, 'guests', 'linux', 'build.sh'), guestOut], {
+    encoding: 'utf8',
+    timeout: 15 * 60_000,
+  });
+  if (r.status === 75)
+    return { skip: "the Linux guest ISO cannot be built: Debian's packages cannot be fetched" };
+  if (r.status !== 0) throw new Error(`guests/linux/build.sh failed: ${(r.stderr ?? '').slice(-2000)}`);
+  const stick = join(artifacts, 'lab-stick.img');
+  rmSync(stick, { force: true });
+  const run = (cmd: string, args: string[]) => {
+    const x = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (x.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${x.stderr}`);
+  };
+  // As a person's stick: an MBR with one FAT partition (type 0x0c) from 1 MiB, FAT16 on it (mtools:
+  // build.sh installs it), the ISO (17 MiB) in it. (A FAT without a partition table can be misread
+  // by the kernel as an MBR with a garbage partition: it saw an sda1 it could not mount.)
+  const sectors = (40 * 1024 * 1024) / 512;
+  const mbr = Buffer.alloc(512);
+  mbr[446 + 4] = 0x0c;
+  mbr.writeUInt32LE(2048, 446 + 8);
+  mbr.writeUInt32LE(sectors - 2048, 446 + 12);
+  mbr.writeUInt16LE(0xaa55, 510);
+  writeFileSync(stick, mbr);
+  run('truncate', ['-s', '40M', stick]);
+  const part = `${stick}@@1M`;
+  run('mformat', [
+    '-i',
+    part,
+    '-v',
+    STICK_LABEL,
+    '-H',
+    '2048',
+    '-T',
+    String(sectors - 2048),
+    '-h',
+    '64',
+    '-s',
+    '32',
+    '::',
+  ]);
+  run('mcopy', ['-i', part, join(guestOut, 'guest.iso'), '::guest.iso']);
+  // A stick with a filesystem the Control Domain does not mount (ext2: its driver is not one of
+  // vfat, exfat, ext4, iso9660 it accepts).
+  const other = join(artifacts, 'ext2-stick.img');
+  rmSync(other, { force: true });
+  run('mke2fs', ['-q', '-F', '-t', 'ext2', '-L', 'OTHERFS', other, '8M']);
+  return stick;
+}
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  const built = buildSticks();
+  if (typeof built !== 'string') {
+    skip = built.skip;
+    return;
+  }
+  m = new ImageMachine({
+    imageDir,
+    artifactsDir: artifacts,
+    extraQemuArgs: [
+      '-drive',
+      `if=none,id=labstick,file=${built},format=raw,readonly=on`,
+      '-drive',
+      `if=none,id=otherstick,file=${join(artifacts, 'ext2-stick.img')},format=raw,readonly=on`,
+    ],
+  });
+  const t0 = Date.now();
+  await m.boot();
+  await waitFor(
+    'the Bulkhead services',
+    async () =>
+      (
+        await m.serial.run(
+          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
+        )
+      ).code === 0,
+    180_000,
+    1000,
+  );
+  // Attach to the kiosk's own page (never a fresh one), as control-domain.e2e.ts does.
+  await waitFor(
+    'the kiosk showing the switcher',
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, {
+        signal: AbortSignal.timeout(10_000),
+      });
+      const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
+      return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
+    },
+    300_000,
+    1000,
+  );
+  browser = await waitFor(
+    'Chromium DevTools',
+    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
+    240_000,
+  );
+  const ctx = browser.contexts()[0];
+  page = await waitFor(
+    'the switcher page',
+    async () => ctx.pages().find((p) => p.url().includes(':8080')),
+    120_000,
+  );
+  page.setDefaultTimeout(90_000);
+  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
+  console.log(`image booted to the switcher in ${Date.now() - t0} ms`);
+});
+
+after(async () => {
+  if (m?.serial) {
+    const save = (cmd: string, file: string) =>
+      m.serial
+        .run(cmd, { timeoutMs: 30_000 })
+        .then((r) => writeFileSync(join(artifacts, file), r.output))
+        .catch(() => undefined);
+    await save('journalctl -b --no-pager -u "bulkhead-*" | tail -n 400', 'journal-tail.txt');
+    await save('tail -c 20000 /run/bulkhead/vms/lab/serial.log', 'lab-serial-tail.txt');
+  }
+  await browser?.close().catch(() => undefined);
+  await m?.shutdown();
+});
+
+test('1. a USB stick holding the test ISO is mounted read-only under /media/bulkhead; one with another filesystem is refused by name', async (t) => {
+  if (skip) return t.skip(skip);
+  assert.equal(await activeVm(), '/', 'the tiles are in front: a new stick stays in the Control Domain');
+  await m.qmp.execute('device_add', {
+    driver: 'usb-storage',
+    drive: 'labstick',
+    bus: 'xhci.0',
+    id: 'labstick0',
+    serial: 'BULKHEADLAB1',
+  });
+  const opts = await waitFor(
+    'the stick mounted at /media/bulkhead/LABSTICK',
+    async () =>
+      (await m.serial.run(`findmnt -n -o FSTYPE,OPTIONS /media/bulkhead/${STICK_LABEL}`)).output.trim(),
+    90_000,
+    1000,
+  );
+  assert.match(opts, /^vfat /);
+  for (const o of ['ro', 'nosuid', 'nodev', 'noexec'])
+    assert.ok(opts.split(/[ ,]/).includes(o), `mounted ${o}: ${opts}`);
+  assert.match(await m.serial.check(`ls -l ${ISO_IN_IMAGE}`), /17694720|guest\.iso/);
+  assert.equal(
+    (await m.serial.check("findmnt -l -n -o SOURCE,TARGET | grep ' /media/bulkhead/' || true"))
+      .trim()
+      .split('\n').length,
+    1,
+    "one mount: the stick's partition",
+  );
+
+  await m.qmp.execute('device_add', {
+    driver: 'usb-storage',
+    drive: 'otherstick',
+    bus: 'xhci.0',
+    id: 'otherstick0',
+    serial: 'BULKHEADEXT2',
+  });
+  const refusal = await waitFor(
+    'the ext2 stick refused in the journal',
+    async () =>
+      (
+        await m.serial.check(
+          'journalctl -b --no-pager -o cat -t bulkhead-media | grep "filesystem \'ext2\'" || true',
+        )
+      ).trim(),
+    90_000,
+    1000,
+  );
+  assert.match(refusal, /refused \/dev\/sd[a-z]+: filesystem 'ext2' is not one the Control Domain mounts/);
+  assert.doesNotMatch(await m.serial.check('findmnt -n -o SOURCE,TARGET -t ext2,ext4 || true'), /media/);
+  await m.qmp.execute('device_del', { id: 'otherstick0' });
+});
+
+test('2. through the UI: New machine "Lab", a 64 MiB disk, installing from the ISO on the stick; its tile appears with slot 3', async (t) => {
+  if (skip) return t.skip(skip);
+  await page.getByRole('button', { name: 'New machine' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'New machine' });
+  await dialog.waitFor();
+  await dialog.locator('[name=name]').fill('Lab');
+  await dialog.locator('[name=slot]').selectOption('3');
+  await dialog.locator('[name=memory]').fill(String(LAB_MEMORY_MIB));
+  await dialog.locator('[name=disk-size]').fill('64');
+  await dialog.locator('[name=cdrom]').fill(ISO_IN_IMAGE);
+  await dialog.locator('[name=network]').selectOption('none');
+  await shot('new-machine-filled');
+  await dialog.getByRole('button', { name: 'Create machine' }).click({ noWaitAfter: true });
+  await dialog.waitFor({ state: 'detached', timeout: 120_000 }).catch(async (e) => {
+    await shot('new-machine-stuck');
+    const said = await dialog
+      .getByRole('alert')
+      .innerText()
+      .catch(() => '');
+    throw new Error(`the dialog stayed open${said ? `, saying: ${said}` : ''}: ${(e as Error).message}`);
+  });
+  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor();
+  await shot('lab-tile');
+  assert.equal(await vmProp('lab', 'Owner'), 'person');
+  assert.equal(await vmProp('lab', 'Slot'), '3');
+  assert.equal(await vmProp('lab', 'Network'), 'none');
+  assert.equal(await vmProp('lab', 'Cdrom'), ISO_IN_IMAGE);
+  assert.equal(await vmProp('lab', 'ConfigFile'), `${PERSON_VMS}/lab.json`);
+  const info = await m.serial.check(`qemu-img info --output=json ${PERSON_IMAGES}/lab.qcow2`);
+  const disk = JSON.parse(info.slice(info.indexOf('{'))) as { format: string; 'virtual-size': number };
+  assert.equal(disk.format, 'qcow2');
+  assert.equal(disk['virtual-size'], 64 * 1024 * 1024);
+});
+
+test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other guest's", async (t) => {
+  if (skip) return t.skip(skip);
+  if (!LAB_BOOT)
+    return t.skip(
+      'the nested boot (TCG in TCG) took over 480 s here; BULKHEAD_E2E_LAB_BOOT=1 runs it (see LAB_BOOT)',
+    );
+  const p0 = await toyGuestInput('personal');
+  const b0 = await toyGuestInput('business');
+  const t0 = Date.now();
+  await m.keys(['ctrl', '3']);
+  await waitFor('Lab active', async () => (await activeVm()) === VM('lab'), 180_000, 1000);
+  const started = Date.now();
+  assert.match(
+    await m.serial.check("tr '\\0' ' ' < /proc/$(cat /run/bulkhead/vms/lab/qemu.pid)/cmdline"),
+    / -accel tcg .* -drive file=\/media\/bulkhead\/LABSTICK\/guest\.iso,format=raw,media=cdrom,/,
+    'Lab runs the ISO from the stick as its CD-ROM',
+  );
+  // The nested Debian kernel under TCG inside TCG: slow, measured. Every 30 s the nested QEMU's
+  // CPU time and the console's size go into lab-boot.json, so a slow boot says where it was.
+  const progress: Array<{ s: number; qemuCpu: string; consoleBytes: number; last: string }> = [];
+  const look = async () => {
+    const out = await m.serial.check(
+      'ps -o time= -p "$(cat /run/bulkhead/vms/lab/qemu.pid)" || true; ' +
+        "stat -c %s /run/bulkhead/vms/lab/serial.log || echo 0; tail -c 300 /run/bulkhead/vms/lab/serial.log | tr -cd '[:print:]\\n' | grep . | tail -n 1 || true",
+    );
+    const [qemuCpu = '', bytes = '0', last = ''] = out.split('\n').map((l) => l.trim());
+    progress.push({ s: Math.round((Date.now() - t0) / 1000), qemuCpu, consoleBytes: Number(bytes), last });
+  };
+  let lastLook = 0;
+  let ready = 0;
+  try {
+    ready = await waitFor(
+      "Lab's kernel and agent up (BULKHEAD-LINUX-GUEST READY)",
+      async () => {
+        if (Date.now() - lastLook > 30_000) {
+          lastLook = Date.now();
+          await look();
+        }
+        return (await labLines('BULKHEAD-LINUX-GUEST READY')).length > 0;
+      },
+      LAB_BOOT_CAP_MS,
+      2000,
+    ).then(() => Date.now());
+  } finally {
+    await look().catch(() => undefined);
+    const boot = {
+      hotkeyToActiveMs: started - t0,
+      hotkeyToReadyMs: ready ? ready - t0 : null,
+      capMs: LAB_BOOT_CAP_MS,
+      memoryMiB: LAB_MEMORY_MIB,
+      progress,
+    };
+    writeFileSync(join(artifacts, 'lab-boot.json'), JSON.stringify(boot, null, 2) + '\n');
+    await m.serial
+      .run('cat -v /run/bulkhead/vms/lab/serial.log', { timeoutMs: 60_000 })
+      .then((r) => writeFileSync(join(artifacts, 'lab-serial.txt'), r.output))
+      .catch(() => undefined);
+    if (!ready) await shot('lab-boot-timeout');
+    console.log(
+      `Lab (Linux test guest from the ISO, TCG in TCG, ${LAB_MEMORY_MIB} MiB): Ctrl+3 -> active ${boot.hotkeyToActiveMs} ms, -> READY ${boot.hotkeyToReadyMs ?? `not within ${LAB_BOOT_CAP_MS}`} ms; nested QEMU CPU time ${progress.at(-1)?.qemuCpu}`,
+    );
+  }
+  assert.deepEqual(await labLines('BULKHEAD-LINUX-GUEST READY'), ['BULKHEAD-LINUX-GUEST READY name=Lab']);
+  await shot('lab-booted');
+
+  const keyLines = async () =>
+    (await labLines('BULKHEAD-INPUT dev='))
+      .filter((l) => / type=1 /.test(l))
+      .map((l) => l.replace(/^.* type=1 /, ''));
+  const k0 = (await keyLines()).length;
+  await m.keys(['a'], ['s'], ['d']);
+  await waitFor('Lab printed a s d', async () => (await keyLines()).length >= k0 + 6, 120_000, 1000);
+  await new Promise((r) => setTimeout(r, 2000));
+  // KEY_A=30, KEY_S=31, KEY_D=32: pressed and released, nothing else (no Ctrl or 3 of the chord).
+  assert.deepEqual((await keyLines()).slice(k0), [
+    'code=30 value=1',
+    'code=30 value=0',
+    'code=31 value=1',
+    'code=31 value=0',
+    'code=32 value=1',
+    'code=32 value=0',
+  ]);
+  assert.equal(await toyGuestInput('personal'), p0, 'no key reached Personal');
+  assert.equal(await toyGuestInput('business'), b0, 'no key reached Business');
+});
+
+test('4. Lab (shut down from its tile when it ran): change its colour and memory in Settings', async (t) => {
+  if (skip) return t.skip(skip);
+  if ((await activeVm()) !== '/') {
+    await m.keys(['ctrl', '0']);
+    await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  }
+  if ((await vmProp('lab', 'State')) !== 'stopped') {
+    await page.getByRole('button', { name: 'Shut down Lab' }).click({ noWaitAfter: true });
+    // The test guest does not act on the ACPI power button: vm-daemon stops it after Stop's timeout.
+    await waitFor('Lab stopped', async () => (await vmProp('lab', 'State')) === 'stopped', 120_000, 1000);
+  }
+  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
+  await dialog.waitFor();
+  await dialog.locator('[name=color]').fill('#c0392b');
+  await dialog.locator('[name=memory]').fill('256');
+  await shot('lab-settings');
+  await dialog.getByRole('button', { name: 'Save' }).click({ noWaitAfter: true });
+  await waitFor(
+    'the new colour and memory',
+    async () => (await vmProp('lab', 'Color')) === '#c0392b' && (await vmProp('lab', 'MemoryMiB')) === '256',
+    60_000,
+    1000,
+  );
+  const file = JSON.parse(await m.serial.check(`cat ${PERSON_VMS}/lab.json`)) as Record<string, unknown>;
+  assert.equal(file.color, '#c0392b');
+  assert.equal(file.memoryMiB, 256);
+  if (await dialog.isVisible())
+    await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
+});
+
+test('5. delete Lab with its disk: the tile, the file and the disk are gone', async (t) => {
+  if (skip) return t.skip(skip);
+  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
+  await dialog.getByRole('button', { name: 'Delete…' }).click({ noWaitAfter: true });
+  const confirm = dialog.getByRole('alertdialog');
+  await confirm.waitFor();
+  assert.equal(await confirm.locator('[name=remove-disks]').isChecked(), true);
+  await shot('lab-delete-confirm');
+  await confirm.getByRole('button', { name: 'Delete Lab' }).click({ noWaitAfter: true });
+  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor({ state: 'detached', timeout: 60_000 });
+  await shot('lab-deleted');
+  assert.equal(
+    (await m.serial.check(`ls -A ${PERSON_VMS} ${PERSON_IMAGES}`)).replace(/^\S+:$/gm, '').trim(),
+    '',
+    'no file or disk left',
+  );
+});
+
+test("6. the administrator's Business VM: Settings are read-only in the UI; Update and Delete as the UI user answer NotOwner and change nothing", async (t) => {
+  if (skip) return t.skip(skip);
+  const before = await m.serial.check('sha256sum /etc/bulkhead/vms/business.json');
+  const color = await vmProp('business', 'Color');
+  await page.getByRole('button', { name: 'Settings of Business' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Business' });
+  await dialog.waitFor();
+  await dialog.getByText('This machine is managed by your administrator').waitFor();
+  assert.equal(await dialog.locator('[name=color]').isDisabled(), true);
+  assert.equal(await dialog.getByRole('button', { name: 'Save' }).count(), 0);
+  assert.equal(await dialog.getByRole('button', { name: 'Delete…' }).count(), 0);
+  await shot('business-settings');
+  await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
+
+  assert.match(await callAsUi(VM('business'), 'Update', { color: ['s', '#000000'] }), /^error NotOwner: /);
+  assert.match(await callAsUi(VM('business'), 'Delete', { remove_disks: ['b', true] }), /^error NotOwner: /);
+  assert.equal(await m.serial.check('sha256sum /etc/bulkhead/vms/business.json'), before);
+  assert.equal(await vmProp('business', 'Color'), color);
+  assert.equal(await vmProp('business', 'State'), 'running');
+});
+
+test('7. the stick pulled out: the Control Domain unmounts it', async (t) => {
+  if (skip) return t.skip(skip);
+  await m.qmp.execute('device_del', { id: 'labstick0' });
+  await waitFor(
+    'the stick unmounted',
+    async () =>
+      (await m.serial.run(`findmnt /media/bulkhead/${STICK_LABEL}`)).code !== 0 &&
+      (await m.serial.run(`test -e /media/bulkhead/${STICK_LABEL}`)).code !== 0,
+    60_000,
+    1000,
+  );
+  assert.equal((await m.serial.check('ls -A /media/bulkhead')).trim(), '');
+  if (existsSync(join(artifacts, 'lab-stick.img'))) rmSync(join(artifacts, 'lab-stick.img'));
+});
