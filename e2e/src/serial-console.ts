@@ -88,7 +88,8 @@ export class SerialConsole {
 
   private async runNow(command: string, timeoutMs: number): Promise<{ code: number; output: string }> {
     const tag = `M${Math.random().toString(36).slice(2, 10)}`;
-    const re = new RegExp(`B${tag}\\r?\\n([\\s\\S]*?)E${tag}:(\\d+)`);
+    // \r*: Xen's console (hvc0) ends a line with \r\r\n.
+    const re = new RegExp(`B${tag}\\r*\\n([\\s\\S]*?)E${tag}:(\\d+)`);
     const start = this.buf.length;
     this.sock.write(`stty -echo cols 500 2>/dev/null; echo B${tag}; ${command}; echo E${tag}:$?\n`);
     const end = Date.now() + timeoutMs;
