@@ -69,7 +69,7 @@ export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
  *   are not the machine's; virtio-gpu hands the device its framebuffer pages by physical address
  *   unless the device asks for the DMA API (VIRTIO_F_ACCESS_PLATFORM), which under Xen translates
  *   them (xen-swiotlb). Plain virtio-vga showed garbage under PV dom0 in an earlier try (issue
- *   15). A laptop's GPU is not virtio.
+ *   15); with this the kiosk is drawn right (xen-entry.e2e.ts). A laptop's GPU is not virtio.
  */
 const ENTRY_ARGS: Record<BootEntry, { xen: string; linux: string; cpu: string; display: string }> = {
   kvm: {
