@@ -55,9 +55,10 @@ const clientMessage: fc.Arbitrary<[Buffer, boolean]> = fc.oneof(
     b.writeUInt16BE(y, 3);
     return [msg(5, b), true];
   }),
-  fc.uint8Array({ maxLength: 300 }).map((text): [Buffer, boolean] => {
+  fc.tuple(fc.uint8Array({ maxLength: 300 }), fc.boolean()).map(([text, extended]): [Buffer, boolean] => {
     const b = Buffer.alloc(7 + text.length);
-    b.writeUInt32BE(text.length, 3);
+    // ExtendedClipboard (noVNC's answer to QEMU's clipboard capabilities): a negative length.
+    b.writeInt32BE(extended ? -text.length : text.length, 3);
     Buffer.from(text).copy(b, 7);
     return [msg(6, b), true];
   }),

@@ -19,6 +19,13 @@ export const RFB_KEY_EVENT = 4;
 export const RFB_POINTER_EVENT = 5;
 export const RFB_CLIENT_CUT_TEXT = 6;
 
+/**
+ * The ExtendedClipboard pseudo-encoding (0xc0a1e5ce). Taken out of the client's SetEncodings: the
+ * view never shares a clipboard with a VM, and a server told of it (QEMU is) starts a clipboard
+ * exchange whose client half (a ClientCutText with a negative length, below) would only be dropped.
+ */
+export const RFB_ENCODING_EXTENDED_CLIPBOARD = -1063131698;
+
 /** SetEncodings may list at most this many encodings (noVNC sends about 20). */
 const MAX_ENCODINGS = 1024;
 /** A ClientCutText longer than this is not skipped but refused (it would have to be buffered). */
@@ -64,7 +71,12 @@ export class RfbClientFilter {
         const type = msg[0];
         if (type === RFB_KEY_EVENT || type === RFB_POINTER_EVENT || type === RFB_CLIENT_CUT_TEXT) {
           dropped.push(type);
-          if (type === RFB_CLIENT_CUT_TEXT) this.skip = msg.readUInt32BE(4);
+          // A negative length is the ExtendedClipboard form: |length| bytes follow.
+          if (type === RFB_CLIENT_CUT_TEXT) this.skip = Math.abs(msg.readInt32BE(4));
+          continue;
+        }
+        if (type === RFB_SET_ENCODINGS) {
+          out.push(withoutExtendedClipboard(msg));
           continue;
         }
       } else {
@@ -111,7 +123,9 @@ export class RfbClientFilter {
         return 6;
       case RFB_CLIENT_CUT_TEXT: {
         if (buf.length < 8) return null;
-        const len = buf.readUInt32BE(4);
+        // Signed: noVNC answers a server's ExtendedClipboard capabilities with a negative length
+        // (RFB community extension). Refusing it closed every view every few seconds.
+        const len = Math.abs(buf.readInt32BE(4));
         if (len > MAX_CUT_TEXT) throw new RfbProtocolError(`ClientCutText of ${len} bytes`);
         // The header only; the text is skipped as it arrives (see push).
         return 8;
@@ -150,4 +164,20 @@ export class RfbClientFilter {
         return;
     }
   }
+}
+
+/** A SetEncodings message with the ExtendedClipboard pseudo-encoding taken out (else unchanged). */
+function withoutExtendedClipboard(msg: Buffer): Buffer {
+  const count = msg.readUInt16BE(2);
+  const kept: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const enc = msg.readInt32BE(4 + 4 * i);
+    if (enc !== RFB_ENCODING_EXTENDED_CLIPBOARD) kept.push(enc);
+  }
+  if (kept.length === count) return msg;
+  const out = Buffer.alloc(4 + 4 * kept.length);
+  out[0] = RFB_SET_ENCODINGS;
+  out.writeUInt16BE(kept.length, 2);
+  kept.forEach((e, i) => out.writeInt32BE(e, 4 + 4 * i));
+  return out;
 }
