@@ -249,7 +249,9 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
       qmp = await Promise.race([
         QmpClient.connect(f.qmp, {
           retryUntilMs: this.opts.startTimeoutMs ?? 15_000,
-          timeoutMs: 5000,
+          // The greeting comes once QEMU's main loop runs: 5 s was too short for a VM started in
+          // the image under TCG on a loaded 2-core machine ("no reply to qmp_capabilities").
+          timeoutMs: 15_000,
           commandTimeoutMs: 15_000,
         }),
         spawnError,
