@@ -10,10 +10,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ImageMachine } from './image-machine';
+import { colorPixels, readPpm, type Rgb } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
@@ -109,6 +110,25 @@ async function sleptAndWoken(what: string): Promise<void> {
   await attachKiosk(`after ${what}`);
 }
 
+/**
+ * How much of the lock screen's Unlock button the outer screen shows (QMP screendump, nothing
+ * attached): pixels of the button's own colour, read from the page. The button is ~280x44 px.
+ */
+async function unlockButtonOnScreen(name: string): Promise<number> {
+  const css = await page
+    .getByRole('dialog', { name: 'Locked' })
+    .getByRole('button', { name: 'Unlock' })
+    .evaluate((e) => getComputedStyle(e).backgroundColor);
+  const [r, g, b] = (css.match(/\d+/g) ?? []).map(Number);
+  const ppm = join(artifacts, `${name}.ppm`);
+  await m.qmp.execute('screendump', { filename: ppm });
+  const n = colorPixels(readPpm(ppm), [r, g, b] as Rgb, 8);
+  unlinkSync(ppm);
+  return n;
+}
+/** The lock screen on the outer screen: before any sleep (the control) and after the wake. */
+const unlockPixels = { beforeSleep: -1, afterWake: -1 };
+
 /** Types the password at the outer keyboard until the lock screen goes (the back-off may delay it). */
 async function unlockAtKeyboard(): Promise<void> {
   const dialog = page.getByRole('dialog', { name: 'Locked' });
@@ -203,7 +223,7 @@ after(async () => {
     );
     await save('dmesg | tail -n 200', 'dmesg-tail.txt');
     await save(
-      'journalctl -b --no-pager -o short-precise -t bulkhead-kiosk -t cage -u bulkhead-kiosk -u bulkhead-switcher | tail -n 300',
+      'journalctl -b --no-pager -o short-precise -t bulkhead-kiosk | tail -n 200; journalctl -b --no-pager -o short-precise -u bulkhead-kiosk | tail -n 100',
       'journal-kiosk.txt',
     );
   }
@@ -265,6 +285,15 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   await m.keys(['ctrl', '2']);
   await waitFor('Business active', async () => (await activeVm()) === VM('business'));
   const pids = await qemuPids();
+  // The control for the screen check after the wake: the secure-attention chord locks, and the
+  // outer screen shows the lock screen.
+  await m.keys(['ctrl', 'alt', 'backspace']);
+  await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 30_000 });
+  await new Promise((r) => setTimeout(r, 2000));
+  unlockPixels.beforeSleep = await unlockButtonOnScreen('lock-before-sleep');
+  await unlockAtKeyboard();
+  await m.keys(['ctrl', '2']);
+  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
   await shot('before-power-key');
 
   await m.qmp.execute('system_powerdown', {});
@@ -288,6 +317,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   const dialog = page.getByRole('dialog', { name: 'Locked' });
   await dialog.waitFor({ timeout: 60_000 });
   await shot('woken-locked');
+  unlockPixels.afterWake = await unlockButtonOnScreen('lock-after-wake');
   const p0 = (await guestInput('personal')).length;
   const b0 = (await guestInput('business')).length;
   await unlockAtKeyboard();
@@ -312,6 +342,23 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   assert.equal((await guestInput('business')).length, b1, 'nothing reached business');
   await shot('woken-personal');
 });
+
+test(
+  '2b. the outer screen shows the lock screen after the wake',
+  {
+    todo: "fails under QEMU 7.2: the S3 wake resets virtio-gpu and Linux 6.1's virtio-gpu has no resume, so the screen says 'Display output is not active' (the page, read over CDP, shows the lock screen)",
+  },
+  () => {
+    assert.ok(
+      unlockPixels.beforeSleep > 5000,
+      `control: the lock screen before any sleep (${unlockPixels.beforeSleep} px)`,
+    );
+    assert.ok(
+      unlockPixels.afterWake > 5000,
+      `the lock screen after the wake: ${unlockPixels.afterWake} px of the Unlock button`,
+    );
+  },
+);
 
 test('3. the battery drained to critical locks the seat and suspends; waking resumes the VMs', async () => {
   const pids = await qemuPids();
