@@ -91,7 +91,13 @@ test("2. dom0 runs the stack: Xen's daemons and the Bulkhead services; vm-daemon
   const daemons = await m.serial.check('pgrep -a -x "oxenstored|xenstored|xenconsoled"');
   assert.match(daemons, /xenstored/, 'a xenstored runs');
   assert.match(daemons, /xenconsoled/, 'xenconsoled runs');
-  const log = await m.serial.check('journalctl -b --no-pager -u bulkhead-vm-daemon | grep -m1 "backend "');
+  // The unit is active as soon as node starts; the daemon logs its backend ~15 s later under TCG.
+  const log = await waitFor(
+    "vm-daemon's backend line",
+    async () =>
+      (await m.serial.run('journalctl -b --no-pager -u bulkhead-vm-daemon | grep -m1 "backend "')).output,
+    120_000,
+  );
   assert.match(log, /backend xen \(auto/, 'vm-daemon: backend xen, chosen by auto');
 });
 
