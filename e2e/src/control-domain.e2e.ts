@@ -364,12 +364,15 @@ async function unlockWithPassword(password: string): Promise<string[]> {
     // The screen counts input-daemon's answers: the words of an earlier answer are no answer to this.
     const before = Number(await problem.getAttribute('data-answers'));
     await m.typeText(`${password}\n`);
+    // Short reads, retried by waitFor: the dialog may go (unlocked) between count() and the read,
+    // and a read of a gone element would wait the page's whole default timeout (seen once, loaded).
     const outcome = await waitFor(
       'the lock screen answering the attempt',
       async () =>
         (await dialog.count()) === 0
           ? 'unlocked'
-          : Number(await problem.getAttribute('data-answers')) > before && (await lockProblem()),
+          : Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
+            (await problem.innerText({ timeout: 2_000 })).trim(),
       60_000,
     );
     if (outcome === 'unlocked') return said;

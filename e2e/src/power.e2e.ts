@@ -144,7 +144,9 @@ async function unlockAtKeyboard(): Promise<void> {
       async () =>
         (await dialog.count()) === 0
           ? 'unlocked'
-          : Number(await problem.getAttribute('data-answers')) > before && (await problem.innerText()).trim(),
+          : // Short reads, retried: the dialog may go (unlocked) between count() and the read.
+            Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
+            (await problem.innerText({ timeout: 2_000 })).trim(),
       60_000,
     );
     if (outcome === 'unlocked') return;
