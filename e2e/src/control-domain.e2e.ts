@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
 import { classify, parseHexColor, percentile, readPpm, type Rgb, type SeenPicture } from './screen-picture';
 
@@ -90,47 +91,6 @@ async function waitForPicture(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | false | null | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-/** A property of a daemon, read inside the image with busctl (e.g. 's "running"'). */
-async function prop(dest: string, path: string, iface: string, name: string): Promise<string> {
-  const out = await m.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`);
-  return out.trim();
-}
-const activeVm = async () =>
-  (
-    await prop('org.bulkhead.VmManager1', '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', 'ActiveVm')
-  ).replace(/^o "|"$/g, '');
-const vmState = async (id: string) =>
-  (await prop('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'State')).replace(/^s "|"$/g, '');
-
-/** The input lines (KEY/BTN/REL) a nested test VM has printed on its serial port so far. */
-async function guestInput(id: string): Promise<string[]> {
-  const out = await m.serial.check(`grep -E '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
-  return out
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
 }
 
 async function shot(name: string): Promise<void> {
@@ -228,7 +188,7 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
   // slow; the bound is generous and time is recorded, not asserted (benchmarks judge speed).
   await waitFor(
     'both VMs running',
-    async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running',
+    async () => (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
     120_000,
   );
   await waitForPicture({ kind: 'tiles' }, 'switch-00-tiles', Date.now(), 120_000);
@@ -282,22 +242,22 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
 
 test('2. the tiles show both VMs; clicking Personal switches to it', async () => {
   await connectKiosk();
-  if ((await activeVm()) !== '/') {
+  if ((await m.activeVm()) !== '/') {
     // Scenario 1 ends on the tiles; after a failure of its own it may not have.
     await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await activeVm()) === '/');
+    await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   }
   await page.getByRole('button', { name: /^Personal, slot 1/ }).waitFor();
   await page.getByRole('button', { name: /^Business, slot 2/ }).waitFor();
   await waitFor(
     'both VMs running',
-    async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running',
+    async () => (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
     120_000,
   );
   await shot('tiles');
   const clicked = Date.now();
   await page.getByRole('button', { name: /^Personal, slot 1/ }).click({ noWaitAfter: true });
-  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
   // The shell shows the VM's own screen (its VNC display): the test guest fills it with its color.
   // Judged on the outer screen, before anything is asked of the page.
   await waitForPicture({ kind: 'vm', id: 'personal' }, 'click-personal', clicked, PICTURE_BOUND_MS);
@@ -306,21 +266,21 @@ test('2. the tiles show both VMs; clicking Personal switches to it', async () =>
 });
 
 test('3. keys reach only the active VM; Ctrl+2 switches and reaches no VM; a held button is released in the VM left behind', async () => {
-  assert.equal(await activeVm(), VM('personal'));
-  const p0 = (await guestInput('personal')).length;
-  const b0 = (await guestInput('business')).length;
+  assert.equal(await m.activeVm(), VM('personal'));
+  const p0 = (await m.guestInput('personal')).length;
+  const b0 = (await m.guestInput('business')).length;
   await m.keys(['a'], ['s'], ['d']);
-  await waitFor('personal got a s d', async () => (await guestInput('personal')).length >= p0 + 6, 20_000);
+  await waitFor('personal got a s d', async () => (await m.guestInput('personal')).length >= p0 + 6, 20_000);
   await m.button('left', true); // held across the switch
   await new Promise((r) => setTimeout(r, 300));
   await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
   await m.button('left', false);
   await m.keys(['j'], ['k'], ['l']);
-  await waitFor('business got j k l', async () => (await guestInput('business')).length >= b0 + 6, 20_000);
+  await waitFor('business got j k l', async () => (await m.guestInput('business')).length >= b0 + 6, 20_000);
   await new Promise((r) => setTimeout(r, 1000));
-  const p = (await guestInput('personal')).slice(p0);
-  const b = (await guestInput('business')).slice(b0);
+  const p = (await m.guestInput('personal')).slice(p0);
+  const b = (await m.guestInput('business')).slice(b0);
   await shot('business-after-ctrl2');
   // Personal: exactly a s d, then the held button pressed and released, nothing of the chord.
   assert.deepEqual(p, [
@@ -384,22 +344,22 @@ async function unlockWithPassword(password: string): Promise<string[]> {
 
 test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no key reaches any VM and no Switch runs until unlocked; a wrong password is refused and backs off; the right one unlocks', async () => {
   await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   await page.getByRole('list', { name: 'Machines' }).waitFor();
   await shot('switcher-after-ctrl0');
-  const p0 = (await guestInput('personal')).length;
-  const b0 = (await guestInput('business')).length;
+  const p0 = (await m.guestInput('personal')).length;
+  const b0 = (await m.guestInput('business')).length;
   await m.keys(['ctrl', 'alt', 'backspace']);
   const dialog = page.getByRole('dialog', { name: 'Locked' });
   await dialog.waitFor({ timeout: 20_000 });
   await shot('locked');
   await m.keys(['ctrl', '1'], ['x'], ['ctrl', '2'], ['y']);
   await new Promise((r) => setTimeout(r, 2000));
-  assert.equal(await activeVm(), '/', 'no switch while locked');
-  assert.equal((await guestInput('personal')).length, p0, 'no key reached personal while locked');
-  assert.equal((await guestInput('business')).length, b0, 'no key reached business while locked');
+  assert.equal(await m.activeVm(), '/', 'no switch while locked');
+  assert.equal((await m.guestInput('personal')).length, p0, 'no key reached personal while locked');
+  assert.equal((await m.guestInput('business')).length, b0, 'no key reached business while locked');
   assert.match(await busCall('switch', VM('personal')), /^error Locked: /, 'a D-Bus Switch while locked');
-  assert.equal(await activeVm(), '/', 'the refused Switch changed nothing');
+  assert.equal(await m.activeVm(), '/', 'the refused Switch changed nothing');
 
   // The keys typed while locked ("xy") went into the password field: with "wrong" after them, a
   // wrong password, typed at the keyboard like a person would.
@@ -421,17 +381,17 @@ test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no ke
   );
   assert.match(answers[2], /^error TryAgainLater: .*try again in \d+ s/, `backs off: ${answers.join(' | ')}`);
   assert.match(
-    await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+    await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
     /true/,
   );
 
   await unlockWithPassword(OWNER_PASSWORD);
   assert.match(
-    await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+    await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
     /false/,
   );
   await m.keys(['ctrl', '1']);
-  await waitFor('Personal active after unlock', async () => (await activeVm()) === VM('personal'));
+  await waitFor('Personal active after unlock', async () => (await m.activeVm()) === VM('personal'));
   await shot('unlocked-personal');
 });
 
@@ -442,7 +402,7 @@ async function nestedInfoUsb(id: string): Promise<string> {
 
 test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Business, follows focus; a hot-plugged keyboard stays with input-daemon', async () => {
   await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   await m.qmp.execute('device_add', {
     driver: 'usb-storage',
     drive: 'stick',
@@ -469,7 +429,7 @@ test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
     .getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i })
     .click({ noWaitAfter: true });
   await m.keys(['ctrl', '1']);
-  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
   await waitFor(
     'the stick moved to personal',
     async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')),
@@ -482,7 +442,7 @@ test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
   await waitFor(
     'input-daemon grabbed the USB keyboard',
     async () => {
-      const devs = await prop(
+      const devs = await m.busProperty(
         'org.bulkhead.Input1',
         '/org/bulkhead/Input1',
         'org.bulkhead.Input1',
@@ -493,7 +453,7 @@ test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
     60_000,
   );
   await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await activeVm()) === '/');
+  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   await page
     .getByRole('listitem', { name: /Keyboard.*held by Control Domain/i })
@@ -518,7 +478,7 @@ test('6. exclusive grab: no other reader of a grabbed keyboard sees a key', asyn
 
 test('7. a daemon killed inside the image: systemd restarts it, the switcher shows the outage and recovers, the active VM and devices stay', async () => {
   await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
   const pids = await m.serial.check(
     'cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid',
   );
@@ -550,9 +510,9 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
     pids,
     'no VM restarted',
   );
-  assert.equal(await vmState('personal'), 'running');
-  assert.equal(await vmState('business'), 'running');
-  assert.equal(await activeVm(), VM('business'), 'the active VM stayed active');
+  assert.equal(await m.vmState('personal'), 'running');
+  assert.equal(await m.vmState('business'), 'running');
+  assert.equal(await m.activeVm(), VM('business'), 'the active VM stayed active');
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached');
   // input-daemon and usb-daemon too.
   for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
@@ -575,12 +535,12 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached by a usb-daemon restart');
   // The seat still works: a hotkey switches and keys land in the VM.
   await m.keys(['ctrl', '1']);
-  await waitFor('Personal active after the restarts', async () => (await activeVm()) === VM('personal'));
-  const before = (await guestInput('personal')).length;
+  await waitFor('Personal active after the restarts', async () => (await m.activeVm()) === VM('personal'));
+  const before = (await m.guestInput('personal')).length;
   await m.keys(['z']);
   await waitFor(
     'z reached personal',
-    async () => (await guestInput('personal')).length >= before + 2,
+    async () => (await m.guestInput('personal')).length >= before + 2,
     20_000,
   );
   await shot('recovered');
@@ -600,7 +560,9 @@ test('8. the idle timer locks the seat; the password unlocks it again', async ()
     await page.getByRole('dialog', { name: 'Locked' }).waitFor({ state: 'detached', timeout: 60_000 });
   };
   const isLocked = async () =>
-    /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
+    /true/.test(
+      await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+    );
   await restartInput(
     `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=BULKHEAD_IDLE_LOCK_SECONDS=20\\n' > ${dropIn}/zz-idle.conf`,
   );
@@ -616,7 +578,7 @@ test('8. the idle timer locks the seat; the password unlocks it again', async ()
 });
 
 test("9. the kiosk page's renderer killed: the kiosk reloads it by itself and the screen shows the active VM again", async () => {
-  const active = await activeVm();
+  const active = await m.activeVm();
   const want: SeenPicture =
     active === '/' ? { kind: 'tiles' } : { kind: 'vm', id: active.slice(active.lastIndexOf('/') + 1) };
   // Chromium's renderers (not the browser, GPU or utility processes), each killed by its pid.
@@ -699,10 +661,10 @@ async function rfbProbe(
 
 test("11. the display channel carries no input: as the kiosk's user, RFB keys, pointer and clipboard into a VM's view reach no guest, focused, unfocused or locked; the VMs' display sockets refuse that user", async () => {
   assert.match(await busCall('switch', VM('personal')), /^ok/);
-  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
   const counts = async () => ({
-    personal: (await guestInput('personal')).length,
-    business: (await guestInput('business')).length,
+    personal: (await m.guestInput('personal')).length,
+    business: (await m.guestInput('business')).length,
   });
 
   // The control: the same messages as root, straight at the unfocused VM's VNC socket (no filter)
@@ -713,7 +675,7 @@ test("11. the display channel carries no input: as the kiosk's user, RFB keys, p
   assert.equal(control.connected, true, JSON.stringify(control));
   await waitFor(
     "the probe's keys in business's log when sent around the filter",
-    async () => (await guestInput('business')).slice(c0.business).includes('KEY down 10'),
+    async () => (await m.guestInput('business')).slice(c0.business).includes('KEY down 10'),
     20_000,
   );
 
@@ -741,7 +703,9 @@ test("11. the display channel carries no input: as the kiosk's user, RFB keys, p
   await m.serial.check('busctl call org.bulkhead.Input1 /org/bulkhead/Input1 org.bulkhead.Input1 Lock');
   try {
     await waitFor('the seat locked', async () =>
-      /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked')),
+      /true/.test(
+        await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+      ),
     );
     await throughWebHost('locked');
   } finally {

@@ -263,6 +263,44 @@ export class ImageMachine {
     await this.qmp.execute('input-send-event', { events: [{ type: 'btn', data: { down, button } }] });
   }
 
+  /** A property of a daemon, read inside the image with busctl (e.g. 's "running"'). */
+  async busProperty(dest: string, path: string, iface: string, name: string): Promise<string> {
+    return (await this.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`)).trim();
+  }
+
+  /** VmManager1.ActiveVm: a VM's object path, or '/' for the switcher. */
+  async activeVm(): Promise<string> {
+    const out = await this.busProperty(
+      'org.bulkhead.VmManager1',
+      '/org/bulkhead/VmManager1',
+      'org.bulkhead.VmManager1',
+      'ActiveVm',
+    );
+    return out.replace(/^o "|"$/g, '');
+  }
+
+  /** Vm1.State of the VM `id` ('running', 'stopped', …). */
+  async vmState(id: string): Promise<string> {
+    const out = await this.busProperty(
+      'org.bulkhead.VmManager1',
+      `/org/bulkhead/VmManager1/vm/${id}`,
+      'org.bulkhead.Vm1',
+      'State',
+    );
+    return out.replace(/^s "|"$/g, '');
+  }
+
+  /** The input lines (KEY/BTN/REL) a nested test VM has printed on its serial port so far. */
+  async guestInput(id: string): Promise<string[]> {
+    const out = await this.serial.check(
+      `grep -E '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`,
+    );
+    return out
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+  }
+
   async screendump(name: string): Promise<string> {
     const file = join(this.opts.artifactsDir, `${name}.png`);
     await this.qmp.execute('screendump', { filename: file, format: 'png' });

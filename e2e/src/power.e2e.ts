@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
 import { colorPixels, readPpm, type Rgb } from './screen-picture';
 
@@ -28,50 +29,16 @@ let browser: Browser;
 let page: Page;
 let step = 0;
 
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | false | null | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-async function prop(dest: string, path: string, iface: string, name: string): Promise<string> {
-  return (await m.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`)).trim();
-}
-const activeVm = async () =>
-  (
-    await prop('org.bulkhead.VmManager1', '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1', 'ActiveVm')
-  ).replace(/^o "|"$/g, '');
-const vmState = async (id: string) =>
-  (await prop('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'State')).replace(/^s "|"$/g, '');
 const locked = async () =>
-  /true/.test(await prop('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'));
+  /true/.test(
+    await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
+  );
 /** Power1.LastSuspend as busctl prints it (a{sv}, one line). */
 const lastSuspend = () =>
-  prop('org.bulkhead.VmManager1', '/org/bulkhead/Power1', 'org.bulkhead.Power1', 'LastSuspend');
+  m.busProperty('org.bulkhead.VmManager1', '/org/bulkhead/Power1', 'org.bulkhead.Power1', 'LastSuspend');
 /** The outer QEMU's run state: 'running', 'suspended' (S3), … */
 const runState = async () => ((await m.qmp.execute('query-status', {})) as { status: string }).status;
 
-async function guestInput(id: string): Promise<string[]> {
-  const out = await m.serial.check(`grep -E '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
-  return out
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
-}
 const qemuPids = () =>
   m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid');
 async function nestedInfoUsb(id: string): Promise<string> {
@@ -236,7 +203,7 @@ after(async () => {
 
 test('1. the top bar shows the simulated battery (UPower) and follows its level', async () => {
   // The policy in the image (/etc/bulkhead/power.json) as Power1 reports it.
-  const policy = await prop(
+  const policy = await m.busProperty(
     'org.bulkhead.VmManager1',
     '/org/bulkhead/Power1',
     'org.bulkhead.Power1',
@@ -264,7 +231,7 @@ test('1. the top bar shows the simulated battery (UPower) and follows its level'
 test('2. the power key suspends the Control Domain with its VMs; waking brings both back, the USB stick where it was, the lock screen until the password', async () => {
   await waitFor(
     'both VMs running',
-    async () => (await vmState('personal')) === 'running' && (await vmState('business')) === 'running',
+    async () => (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
     120_000,
   );
   // A USB stick on Business, given there in the USB panel.
@@ -285,7 +252,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
     60_000,
   );
   await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
   const pids = await qemuPids();
   // The control for the screen check after the wake: the secure-attention chord locks, and the
   // outer screen shows the lock screen.
@@ -295,7 +262,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   unlockPixels.beforeSleep = await unlockButtonOnScreen('lock-before-sleep');
   await unlockAtKeyboard();
   await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
   await shot('before-power-key');
 
   await m.qmp.execute('system_powerdown', {});
@@ -308,8 +275,8 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   const last = await lastSuspend();
   assert.match(last, /"reason" s "power-key"/, last);
   assert.match(last, /"outcome" s "ok"/, last);
-  assert.equal(await vmState('personal'), 'running');
-  assert.equal(await vmState('business'), 'running');
+  assert.equal(await m.vmState('personal'), 'running');
+  assert.equal(await m.vmState('business'), 'running');
   assert.equal(await qemuPids(), pids, 'no VM restarted');
   assert.match(await nestedInfoUsb('business'), /HARDDRIVE|usb-host/i, 'the stick is still on Business');
   assert.doesNotMatch(await nestedInfoUsb('personal'), /HARDDRIVE|usb-host/i);
@@ -320,28 +287,28 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   await dialog.waitFor({ timeout: 60_000 });
   await shot('woken-locked');
   unlockPixels.afterWake = await unlockButtonOnScreen('lock-after-wake');
-  const p0 = (await guestInput('personal')).length;
-  const b0 = (await guestInput('business')).length;
+  const p0 = (await m.guestInput('personal')).length;
+  const b0 = (await m.guestInput('business')).length;
   await unlockAtKeyboard();
   assert.equal(await locked(), false);
-  assert.equal((await guestInput('personal')).length, p0, 'the password reached no VM');
-  assert.equal((await guestInput('business')).length, b0, 'the password reached no VM');
+  assert.equal((await m.guestInput('personal')).length, p0, 'the password reached no VM');
+  assert.equal((await m.guestInput('business')).length, b0, 'the password reached no VM');
   // The lock took the screen home (the lock screen is the switcher's); the person goes back.
-  assert.equal(await activeVm(), '/');
+  assert.equal(await m.activeVm(), '/');
   await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await activeVm()) === VM('business'));
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
 
   // Both guests run on: keys reach the active one only, then the other after a switch.
   await m.keys(['j']);
-  await waitFor('j in business', async () => (await guestInput('business')).length >= b0 + 2, 30_000);
-  assert.equal((await guestInput('personal')).length, p0, 'nothing reached personal');
+  await waitFor('j in business', async () => (await m.guestInput('business')).length >= b0 + 2, 30_000);
+  assert.equal((await m.guestInput('personal')).length, p0, 'nothing reached personal');
   await m.keys(['ctrl', '1']);
-  await waitFor('Personal active', async () => (await activeVm()) === VM('personal'));
-  const b1 = (await guestInput('business')).length;
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
+  const b1 = (await m.guestInput('business')).length;
   await m.keys(['k']);
-  await waitFor('k in personal', async () => (await guestInput('personal')).length >= p0 + 2, 30_000);
-  assert.deepEqual((await guestInput('personal')).slice(p0), ['KEY down 25', 'KEY up 25']);
-  assert.equal((await guestInput('business')).length, b1, 'nothing reached business');
+  await waitFor('k in personal', async () => (await m.guestInput('personal')).length >= p0 + 2, 30_000);
+  assert.deepEqual((await m.guestInput('personal')).slice(p0), ['KEY down 25', 'KEY up 25']);
+  assert.equal((await m.guestInput('business')).length, b1, 'nothing reached business');
   await shot('woken-personal');
 });
 
@@ -375,8 +342,8 @@ test('3. the battery drained to critical locks the seat and suspends; waking res
     120_000,
   );
   assert.match(await lastSuspend(), /"outcome" s "ok"/);
-  assert.equal(await vmState('personal'), 'running');
-  assert.equal(await vmState('business'), 'running');
+  assert.equal(await m.vmState('personal'), 'running');
+  assert.equal(await m.vmState('business'), 'running');
   assert.equal(await qemuPids(), pids, 'no VM restarted');
   assert.equal(await locked(), true, 'locked after waking');
   await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 60_000 });

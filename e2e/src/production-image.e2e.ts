@@ -19,6 +19,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
 import { classify, parseHexColor, readPpm, type SeenPicture } from './screen-picture';
 
@@ -37,26 +38,6 @@ const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
 
 let m: ImageMachine;
 let disk: string;
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | false | null | undefined>,
-  timeoutMs: number,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 /** What the outer screen shows now (one QMP screendump). */
 async function screen(): Promise<{ seen: SeenPicture; lit: number }> {
@@ -259,14 +240,24 @@ test('2. booted: the serial console asks for a login and refuses root with an em
 
 test('3. first start asks on the screen for the password; once set, the kiosk shows the tiles', async () => {
   // The first-start prompt is the only text on tty1 (the kernel's console is the serial port).
-  await waitFor('the first-start prompt on the screen', async () => (await screen()).lit > 0.001, 300_000);
+  await waitFor(
+    'the first-start prompt on the screen',
+    async () => (await screen()).lit > 0.001,
+    300_000,
+    500,
+  );
   await m.screendump('first-start');
   // passwd: "New password:", then "Retype new password:". Typed like a person, with pauses.
   await new Promise((r) => setTimeout(r, 5000));
   await m.typeText(`${OWNER_PASSWORD}\n`);
   await new Promise((r) => setTimeout(r, 3000));
   await m.typeText(`${OWNER_PASSWORD}\n`);
-  await waitFor('the kiosk showing the tiles', async () => (await screen()).seen.kind === 'tiles', 420_000);
+  await waitFor(
+    'the kiosk showing the tiles',
+    async () => (await screen()).seen.kind === 'tiles',
+    420_000,
+    500,
+  );
   await m.screendump('tiles');
 });
 
@@ -285,7 +276,7 @@ test("4. nothing answers on any forwarded port: Chromium's DevTools (9222), the 
 
 test('5. the lock screen: a wrong password keeps the seat locked; the password chosen at first start unlocks it', async () => {
   await m.keys(['ctrl', 'alt', 'backspace']);
-  await waitFor('the lock screen', async () => (await screen()).seen.kind !== 'tiles', 60_000);
+  await waitFor('the lock screen', async () => (await screen()).seen.kind !== 'tiles', 60_000, 500);
   await m.screendump('locked');
   await m.typeText('wrong-guess\n');
   // input-daemon backs off after a failure (1 s, then doubling): let the wait pass, then retry.
@@ -297,5 +288,6 @@ test('5. the lock screen: a wrong password keeps the seat locked; the password c
     'the tiles again after the right password',
     async () => (await screen()).seen.kind === 'tiles',
     120_000,
+    500,
   );
 });

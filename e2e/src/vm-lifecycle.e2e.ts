@@ -15,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
 
 const repo = join(__dirname, '..', '..');
@@ -48,27 +49,6 @@ let page: Page;
 let step = 0;
 let skip: string | false = false;
 
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | false | null | undefined>,
-  timeoutMs = 60_000,
-  everyMs = 250,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 /** A Vm1 property read inside the image with busctl, without its type ('s "x"' → 'x'). */
 async function vmProp(id: string, name: string): Promise<string> {
   const out = await m.serial.check(
@@ -76,14 +56,6 @@ async function vmProp(id: string, name: string): Promise<string> {
   );
   return out.trim().replace(/^[a-z]+ "?|"$/g, '');
 }
-const activeVm = async () =>
-  (
-    await m.serial.check(
-      'busctl get-property org.bulkhead.VmManager1 /org/bulkhead/VmManager1 org.bulkhead.VmManager1 ActiveVm',
-    )
-  )
-    .trim()
-    .replace(/^o "|"$/g, '');
 
 /** The input lines (KEY/BTN/REL) one of the image's toy guests printed on its serial port. */
 async function toyGuestInput(id: string): Promise<number> {
@@ -262,7 +234,7 @@ after(async () => {
 
 test('1. a USB stick holding the test ISO is mounted read-only under /media/bulkhead; one with another filesystem is refused by name', async (t) => {
   if (skip) return t.skip(skip);
-  assert.equal(await activeVm(), '/', 'the tiles are in front: a new stick stays in the Control Domain');
+  assert.equal(await m.activeVm(), '/', 'the tiles are in front: a new stick stays in the Control Domain');
   await m.qmp.execute('device_add', {
     driver: 'usb-storage',
     drive: 'labstick',
@@ -356,7 +328,7 @@ test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other g
   const b0 = await toyGuestInput('business');
   const t0 = Date.now();
   await m.keys(['ctrl', '3']);
-  await waitFor('Lab active', async () => (await activeVm()) === VM('lab'), 180_000, 1000);
+  await waitFor('Lab active', async () => (await m.activeVm()) === VM('lab'), 180_000, 1000);
   const started = Date.now();
   assert.match(
     await m.serial.check("tr '\\0' ' ' < /proc/$(cat /run/bulkhead/vms/lab/qemu.pid)/cmdline"),
@@ -434,9 +406,9 @@ test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other g
 
 test('4. Lab (shut down from its tile when it ran): change its colour and memory in Settings', async (t) => {
   if (skip) return t.skip(skip);
-  if ((await activeVm()) !== '/') {
+  if ((await m.activeVm()) !== '/') {
     await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await activeVm()) === '/');
+    await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   }
   if ((await vmProp('lab', 'State')) !== 'stopped') {
     await page.getByRole('button', { name: 'Shut down Lab' }).click({ noWaitAfter: true });

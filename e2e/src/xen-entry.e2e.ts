@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
 import { classify, parseHexColor, readPpm, type SeenPicture } from './screen-picture';
 
@@ -24,26 +25,6 @@ const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
   .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
 
 let m: ImageMachine;
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | false | null | undefined>,
-  timeoutMs: number,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-}
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
@@ -86,6 +67,7 @@ test("2. dom0 runs the stack: Xen's daemons and the Bulkhead services; vm-daemon
         )
       ).code === 0,
     300_000,
+    1000,
   );
   // Debian's xen init script starts oxenstored (or xenstored) and xenconsoled.
   const daemons = await m.serial.check('pgrep -a -x "oxenstored|xenstored|xenconsoled"');
@@ -97,6 +79,7 @@ test("2. dom0 runs the stack: Xen's daemons and the Bulkhead services; vm-daemon
     async () =>
       (await m.serial.run('journalctl -b --no-pager -u bulkhead-vm-daemon | grep -m1 "backend "')).output,
     120_000,
+    1000,
   );
   assert.match(log, /backend xen \(auto/, 'vm-daemon: backend xen, chosen by auto');
 });
@@ -112,6 +95,7 @@ test('3. the kiosk shows the tiles on the screen (screendump, nothing attached)'
       return seen.kind === 'tiles';
     },
     600_000,
+    1000,
   ).catch((e: Error) => {
     throw new Error(`${e.message}; last seen: ${seen.kind === 'other' ? seen.why : seen.kind}`);
   });
