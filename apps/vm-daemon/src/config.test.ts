@@ -179,3 +179,50 @@ test('qemu-img creates and inspects qcow2 and vpc (VHD) disks; a wrong declared 
   );
   rmSync(dir, { recursive: true });
 });
+
+test('with backends set, valid files of another backend are set aside (not errors), before the id and slot checks', () => {
+  // What the image holds: the KVM entry's QEMU VMs and the Xen entry's VMs, same ids and slots.
+  const dir = dirWith({
+    'business.json': vm('business', 2, { backend: 'qemu', kind: 'business' }),
+    'business-xen.json': vm('business', 2, { backend: 'xen', kind: 'business' }),
+    'personal.json': vm('personal', 1, { backend: 'qemu' }),
+    'personal-xen.json': vm('personal', 1, { backend: 'xen' }),
+    'broken-xen.json': vm('broken', 3, { backend: 'xen', color: 'blue' }),
+  });
+  for (const backend of ['qemu', 'xen'] as const) {
+    const r = loadConfigDir(dir, { backends: [backend] });
+    assert.deepEqual(
+      r.vms.map((v) => [v.id, v.slot, v.backend, v.file.slice(dir.length + 1)]),
+      backend === 'qemu'
+        ? [
+            ['business', 2, 'qemu', 'business.json'],
+            ['personal', 1, 'qemu', 'personal.json'],
+          ]
+        : [
+            ['business', 2, 'xen', 'business-xen.json'],
+            ['personal', 1, 'xen', 'personal-xen.json'],
+          ],
+    );
+    assert.deepEqual(
+      r.otherBackend.map((o) => o.file.slice(dir.length + 1)).sort(),
+      backend === 'qemu' ? ['business-xen.json', 'personal-xen.json'] : ['business.json', 'personal.json'],
+    );
+    // An invalid file is reported whatever backend it names: it cannot be read to know.
+    assert.deepEqual(
+      r.errors.map((e) => [e.file.slice(dir.length + 1), e.field]),
+      [['broken-xen.json', 'color']],
+    );
+  }
+  // Without the option every backend is loaded, and the second file of an id is the error it was.
+  const all = loadConfigDir(dir);
+  assert.deepEqual(all.otherBackend, []);
+  assert.deepEqual(
+    all.errors.map((e) => [e.file.slice(dir.length + 1), e.field]),
+    [
+      ['broken-xen.json', 'color'],
+      ['business.json', 'id'],
+      ['personal.json', 'id'],
+    ],
+  );
+  rmSync(dir, { recursive: true });
+});

@@ -96,6 +96,14 @@ export interface ConfigOptions {
    * (default DEFAULT_MEDIA_ROOTS).
    */
   mediaRoots?: string[];
+  /**
+   * The backends whose files are loaded (default: every backend). A valid file naming another
+   * backend is set aside before the id, slot and GPU checks (LoadedConfig.otherBackend), not
+   * reported as an error: one image holds the QEMU VM files of its KVM boot entry and the Xen VM
+   * files of its Xen entry, the same ids and slots in both, and vm-daemon loads the set of the
+   * backend it chose (main.ts).
+   */
+  backends?: readonly BackendName[];
 }
 
 /** Where the Control Domain mounts USB sticks (read-only): ISOs and disk imports come from here. */
@@ -502,6 +510,8 @@ export interface LoadedConfig {
   errors: ConfigError[];
   /** Ids read from invalid files (where the id itself was readable and not taken): their LastError. */
   invalidIds: Map<string, ConfigError>;
+  /** Valid files set aside because they name a backend not in ConfigOptions.backends. */
+  otherBackend: Array<{ file: string; backend: BackendName }>;
 }
 
 /**
@@ -529,7 +539,7 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
         `cannot read the VM directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
       ),
     });
-    return { vms: [], errors, invalidIds };
+    return { vms: [], errors, invalidIds, otherBackend: [] };
   }
   if (names.length > MAX_DEFINITION_FILES) {
     errors.push({
@@ -540,6 +550,7 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
     names = names.slice(0, MAX_DEFINITION_FILES);
   }
   const vms: VmDefinition[] = [];
+  const otherBackend: LoadedConfig['otherBackend'] = [];
   const byId = new Map<string, string>();
   const bySlot = new Map<number, string>();
   /** Who claimed each GPU function first: file, and the whole claim (for shared hand-off GPUs). */
@@ -572,6 +583,10 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
       continue;
     }
     const d = parsed.def;
+    if (opts.backends && !opts.backends.includes(d.backend)) {
+      otherBackend.push({ file, backend: d.backend });
+      continue;
+    }
     if (byId.has(d.id)) {
       errors.push({
         file,
@@ -598,7 +613,7 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
     vms.push(d);
   }
   for (const id of byId.keys()) invalidIds.delete(id);
-  return { vms, errors, invalidIds };
+  return { vms, errors, invalidIds, otherBackend };
 }
 
 /** Why `gpu` may not claim its functions given the earlier claims, or null when it may. */

@@ -198,6 +198,10 @@ async function main(): Promise<void> {
   const config: ConfigOptions = {
     imageDirs: [...defaultImageDirs(args.configDir), ...args.imageDirs],
     mediaRoots: args.mediaRoots,
+    // Only the admin's files for the backend chosen: one image holds the QEMU VM files of its KVM
+    // entry and the Xen ones of its Xen entry (dom0-rootfs/vms/); the others are set aside, not
+    // errors. The person's own files (CreateVm) are all loaded, as before.
+    backends: [backendName],
   };
   const person = new VmStore({
     dir: args.personDir,

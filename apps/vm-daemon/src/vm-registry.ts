@@ -148,6 +148,8 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
   private readonly watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** The files of another backend last set aside (logged when it changes). */
+  private otherBackendText = '';
 
   constructor(private readonly opts: VmRegistryOptions) {
     super();
@@ -161,6 +163,11 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
   reload(): number {
     const loaded = this.loadAll();
     for (const e of loaded.errors) this.opts.log.warn(`config: ${formatConfigError(e)}`);
+    // Files of another backend (the image's QEMU VMs on its Xen entry, say): not errors, said once.
+    const aside = loaded.otherBackend.map((o) => `${basename(o.file)} (${o.backend})`).join(', ');
+    if (aside !== this.otherBackendText && aside !== '')
+      this.opts.log.info(`config: not loaded, for another backend than this daemon's: ${aside}`);
+    this.otherBackendText = aside;
     const seen = new Set<string>();
     for (const def of loaded.vms) {
       seen.add(def.id);
@@ -262,7 +269,7 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
       invalidIds.set(id, err);
       owners.set(id, 'person');
     }
-    return { vms, errors, invalidIds, owners };
+    return { vms, errors, invalidIds, owners, otherBackend: [...admin.otherBackend, ...mine.otherBackend] };
   }
 
   /** A VM stopped: when its file was removed meanwhile, it goes now. */

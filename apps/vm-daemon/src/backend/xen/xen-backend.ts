@@ -265,7 +265,8 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
       adopted,
       stopRequested: null,
       killedAfterTimeout: false,
-      qmp: opts.type === 'hvm' ? new LazyQmp(this.files(def.id).qmp) : null,
+      // HVM: its device model; PV/PVH: the QEMU serving its vfb/vkb (xl-config.ts).
+      qmp: new LazyQmp(this.files(def.id).qmp),
     };
     this.running.set(def.id, d);
     this.persist(d);

@@ -117,14 +117,14 @@ test('pci: permanent devices go to pci=[], the GPU only enables passthrough (the
   assert.ok(!cfg.includes('0000:00:03.0'), 'the GPU is never in the create-time config');
 });
 
-test('PV and PVH get a QEMU-served virtual keyboard/pointer with our input QMP socket; HVM keeps its device model', () => {
+test('PV and PVH get a QEMU-served virtual keyboard/pointer and framebuffer with our QMP sockets (screenshots, input); HVM keeps its device model', () => {
   for (const type of ['pv', 'pvh'] as const) {
     const cfg = generateXlConfig(def(), defaultXenOptions(def(), type), { runDir: '/run/vms/personal' });
     for (const l of [
       // The vfb is what makes libxl 4.17 start the QEMU that serves the vkbd.
       'vfb = [ "vnc=0,sdl=0" ]',
       'vkb = [ "backend-type=qemu" ]',
-      'device_model_args_pv = [ "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
+      'device_model_args_pv = [ "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
     ])
       assert.ok(lines(cfg).includes(l), `${type}: missing '${l}' in\n${cfg}`);
     assert.ok(!cfg.includes('device_model_args_hvm'), `${type}: no HVM device model`);
@@ -225,7 +225,7 @@ test('deviceModelArgs go to the device model after the QMP monitors (HVM) or to 
   });
   assert.ok(
     lines(generateXlConfig(def(), pv, { runDir: '/r' })).includes(
-      'device_model_args_pv = [ "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-trace", "xenfb_*" ]',
+      'device_model_args_pv = [ "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-trace", "xenfb_*" ]',
     ),
   );
   assert.throws(

@@ -10,8 +10,8 @@
  *   gets passthrough = "enabled" so hot-plug works on a domain created without PCI devices.
  * - HVM under QEMU TCG (the harness): tsc_mode = "native" (without it RDTSCP emulation fails and the
  *   guest reboot-loops), acpi on (so `xl shutdown -F` can press the power button), no VNC/SDL.
- *   Two extra QMP sockets on qemu-xen: qmp.sock for vm-daemon (screenshots), input-qmp.sock for
- *   input-daemon. libxl keeps /var/run/xen/qmp-libxl-<domid> for itself: QEMU serves one client
+ *   Two extra QMP sockets on qemu-xen (and on the PV/PVH guest's QEMU, below): qmp.sock for
+ *   vm-daemon (screenshots), input-qmp.sock for input-daemon. libxl keeps /var/run/xen/qmp-libxl-<domid> for itself: QEMU serves one client
  *   per QMP socket, so nobody else may hold that one.
  * - Input reaches every kind of guest through a QEMU input-daemon talks QMP to (input-qmp.sock),
  *   so the input path is one and the same for all of them. HVM: the device model's emulated
@@ -109,11 +109,13 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
     );
   }
   if (opts.type !== 'hvm') {
-    const qmp = `unix:${paths.runDir}/input-qmp.sock,server=on,wait=off`;
+    const qmp = (name: string) => `unix:${paths.runDir}/${name},server=on,wait=off`;
+    // qmp.sock as for HVM: vm-daemon's screenshots, here of the guest's xen-fbfront framebuffer
+    // (QEMU's xenfb backend makes it a graphic console once the guest connects).
     lines.push(
       `vfb = [ "vnc=0,sdl=0" ]`,
       `vkb = [ "backend-type=qemu" ]`,
-      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp)}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
   }
   if (opts.type === 'hvm') {
