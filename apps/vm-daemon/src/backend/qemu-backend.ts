@@ -511,7 +511,7 @@ export const DISPLAY_GROUP = 'bulkhead-vnc';
  * sockets beside it keep QEMU's mode (no group write), so the group cannot connect to them.
  * Without the group (developer machines, tests) nothing changes.
  */
-function shareDisplayWithGroup(dir: string, vncSocket: string, log: { warn(m: string): void }): void {
+export function shareDisplayWithGroup(dir: string, vncSocket: string, log: { warn(m: string): void }): void {
   let gid: number | undefined;
   try {
     const line = readFileSync('/etc/group', 'utf8')

@@ -19,6 +19,7 @@ import { writeFileAtomic, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
 import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
 import { SupervisedBackend, type Supervised } from '../supervised-backend';
+import { shareDisplayWithGroup } from '../qemu-backend';
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
@@ -133,6 +134,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
       state: join(dir, 'domain.json'),
       qmp: join(dir, 'qmp.sock'),
       inputQmp: join(dir, 'input-qmp.sock'),
+      vnc: join(dir, 'vnc.sock'),
       serial: join(dir, 'serial.log'),
     };
   }
@@ -184,7 +186,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         `a Xen domain named '${def.id}' already exists (domid ${clash.domid}) but is not tracked; destroy it or restart vm-daemon to adopt it`,
       );
     writeFileSync(f.cfg, text, { mode: 0o640 });
-    for (const p of [f.qmp, f.inputQmp, join(this.dumpDir, def.id)]) rmSync(p, { force: true });
+    for (const p of [f.qmp, f.inputQmp, f.vnc, join(this.dumpDir, def.id)]) rmSync(p, { force: true });
     this.ensureWatching();
     this.log.info(`starting ${def.id} (${opts.type}): xl create ${f.cfg}`);
     await xl(this.runner, ['create', f.cfg], this.opts.createTimeoutMs ?? 180_000);
@@ -195,6 +197,8 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         `xl create ${f.cfg} succeeded but no domain named '${def.id}' exists afterwards (it died at once?)`,
       );
     this.track(def, opts, dom, false, false);
+    // A PV/PVH guest's screen (xl-config.ts): the switcher's web host may open it, nobody else.
+    if (opts.type !== 'hvm' && def.display === 'vnc') shareDisplayWithGroup(f.dir, f.vnc, this.log);
     this.log.info(`${def.id}: running as domid ${dom.domid}`);
     return {
       handle: { kind: 'domid', domid: dom.domid },

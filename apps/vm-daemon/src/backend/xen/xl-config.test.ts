@@ -136,6 +136,20 @@ test('PV and PVH get a QEMU-served virtual keyboard/pointer and framebuffer with
   assert.ok(!hvm.includes('device_model_args_pv'));
 });
 
+test("display 'vnc': a PV/PVH guest's framebuffer is exported as VNC on <runDir>/vnc.sock by the QEMU serving its vfb; 'none' exports nothing", () => {
+  for (const type of ['pv', 'pvh'] as const) {
+    const cfg = generateXlConfig(def({ display: 'vnc' }), defaultXenOptions(def(), type), { runDir: '/r' });
+    assert.ok(
+      lines(cfg).includes(
+        'device_model_args_pv = [ "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-vnc", "unix:/r/vnc.sock" ]',
+      ),
+      cfg,
+    );
+    assert.ok(lines(cfg).includes('vfb = [ "vnc=0,sdl=0" ]'), 'never a TCP display');
+    assert.ok(!generateXlConfig(def(), defaultXenOptions(def(), type), { runDir: '/r' }).includes('-vnc'));
+  }
+});
+
 test('USB on PV/PVH is refused with the reason, in the sidecar and in the config; bridge networking is a vif; user networking is refused', () => {
   for (const type of ['pv', 'pvh'])
     assert.throws(

@@ -111,11 +111,17 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
   if (opts.type !== 'hvm') {
     const qmp = (name: string) => `unix:${paths.runDir}/${name},server=on,wait=off`;
     // qmp.sock as for HVM: vm-daemon's screenshots, here of the guest's xen-fbfront framebuffer
-    // (QEMU's xenfb backend makes it a graphic console once the guest connects).
+    // (QEMU's xenfb backend makes it a graphic console once the guest connects). display 'vnc':
+    // that console as VNC on <runDir>/vnc.sock, as the QEMU backend exports its VMs' screens (the
+    // switcher's VM view relays it through its RFB filter). Given here, not as the vfb's
+    // vnclisten: libxl makes that a TCP display; with vnc=0 it adds `-vnc none`, a display of its
+    // own that listens nowhere, and this one is QEMU's second.
+    const vnc =
+      def.display === 'vnc' ? `, "-vnc", ${xlString('runDir', `unix:${paths.runDir}/vnc.sock`)}` : '';
     lines.push(
       `vfb = [ "vnc=0,sdl=0" ]`,
       `vkb = [ "backend-type=qemu" ]`,
-      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${vnc}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
   }
   if (opts.type === 'hvm') {
