@@ -44,7 +44,9 @@ efi_boot() {
   [ -n "$v_grub" ] && [ -n "$v_bin" ] && [ -n "$v_shim" ] || { echo "build-image: apt knows no grub-efi-amd64-signed / shim-signed (apt-get update?)" >&2; return 1; }
   dir="$cache/efi-boot-$(printf '%s_%s' "$v_grub" "$v_shim" | tr -c 'A-Za-z0-9._+\n-' _)"
   if [ ! -s "$dir/shimx64.efi" ]; then
-    tmp=$(mktemp -d "$cache/efi-boot.tmp.XXXXXX")
+    # On a fresh machine the cache does not exist yet (build-base.sh makes it later): without it
+    # mktemp failed, and the download and copies ran in the current directory and /.
+    mkdir -p "$cache" && tmp=$(mktemp -d "$cache/efi-boot.tmp.XXXXXX") || return 1
     chmod 755 "$tmp"
     (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "grub-efi-amd64-signed=$v_grub" "shim-signed=$v_shim" "grub-efi-amd64-bin=$v_bin" >&2) || { rm -rf "$tmp"; return 1; }
     for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/x"; done
