@@ -44,6 +44,12 @@ export interface ImageMachineOptions {
    * owner's password on the screen).
    */
   recordBootToTiles?: boolean;
+  /**
+   * KVM entry: let the image load KVM (kvm_amd, on the AMD-V that the outer TCG emulates with
+   * -cpu max), so its vm-daemon's probe finds KVM working and runs the VMs nested under it instead
+   * of under TCG inside TCG. Default off: the modules are blacklisted (see ENTRY_ARGS).
+   */
+  kvmInside?: boolean;
 }
 
 /** UEFI firmware (Debian's ovmf): the code read-only, a fresh copy of the variable store per boot. */
@@ -60,6 +66,10 @@ export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
  *   once. Without it the image's vm-daemon runs its VMs under TCG, as on any host without
  *   VT-x/AMD-V. (Chromium's GPU process still dies now and then under TCG either way; the kiosk
  *   lifts Chromium's GPU crash limit. Hiding svm from the CPU model broke systemd.)
+ *   `kvmInside` leaves the blacklist out: vm-lifecycle.e2e.ts boots so, as its Linux guest from
+ *   the ISO does not boot under TCG inside TCG within its budget. Since the AVX2 cause of
+ *   Chromium's crashes was found (DEFAULT_CPU), that file passed whole with nested KVM and the
+ *   kiosk served it throughout (2026-12-01); the other e2e files keep the blacklist (not tried).
  * - xen: Xen's console on the serial port (`console=com1 com1=115200,8n1`) and dom0's on Xen's
  *   (`console=hvc0`), so the serial log has both and the test layer's root shell is on hvc0.
  *   `spec-ctrl=eager-fpu`: Xen switches FPU state lazily (CR0.TS + #NM) on this AMD-looking TCG
@@ -92,9 +102,11 @@ const ENTRY_ARGS: Record<BootEntry, { xen: string; linux: string; cpu: string; d
  * (`bulkhead.boot=<entry>;<Xen args>;<kernel args>`, dom0-rootfs/boot/grub.cfg.in): no key is
  * typed at the menu and the disk stays the same for every entry. A ',' in a QEMU option is ',,'.
  */
-export function bootChoice(entry: BootEntry): string[] {
+export function bootChoice(entry: BootEntry, opts: { kvmInside?: boolean } = {}): string[] {
   const a = ENTRY_ARGS[entry];
-  const value = `bulkhead.boot=${entry};${a.xen};${a.linux}`;
+  const linux =
+    entry === 'kvm' && opts.kvmInside ? a.linux.replace(/ ?modprobe\.blacklist=\S*/, '') : a.linux;
+  const value = `bulkhead.boot=${entry};${a.xen};${linux}`;
   return ['-smbios', `type=11,value=${value.replaceAll(',', ',,')}`];
 }
 
@@ -185,7 +197,7 @@ export class ImageMachine {
       `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
       '-drive',
       `if=pflash,format=raw,unit=1,file=${vars}`,
-      ...bootChoice(entry),
+      ...bootChoice(entry, { kvmInside: this.opts.kvmInside }),
       '-drive',
       `file=${join(imageDir, 'disk.img')},if=virtio,format=raw,snapshot=on`,
       '-drive',
