@@ -65,6 +65,21 @@ export function findButtonDevices(sysClassInput = '/sys/class/input', dev = '/de
   return out;
 }
 
+/**
+ * The keys logind must leave alone because vm-daemon reads them itself (its block inhibitor's
+ * `what`): handle-power-key when a power button was found, handle-lid-switch when a lid switch
+ * was ('' when neither: no lock is taken). The image's logind.conf.d ignores both keys anyway;
+ * the lock says who handles them (systemd-inhibit --list) and covers a logind configured otherwise.
+ */
+export function inhibitedKeys(devices: ButtonDevice[]): string {
+  return [
+    devices.some((d) => d.power) && 'handle-power-key',
+    devices.some((d) => d.lid) && 'handle-lid-switch',
+  ]
+    .filter(Boolean)
+    .join(':');
+}
+
 /** Parse input events; calls `on` for a power key press and a lid closing. */
 export function buttonEvents(on: (which: 'power-key' | 'lid') => void): (chunk: Buffer) => void {
   let rest = Buffer.alloc(0);

@@ -11,7 +11,7 @@ import { formatConfigError } from '../config';
 import type { BusClient, ServiceHost } from '@bulkhead/dbus';
 import type { Logger } from '@bulkhead/common';
 import type { VmManager } from '../vm-manager';
-import { AcpiButtons, findButtonDevices } from './acpi-buttons';
+import { AcpiButtons, findButtonDevices, inhibitedKeys } from './acpi-buttons';
 import { InhibitorLock, LOGIN1_NAME, LogindClient } from './logind';
 import { DEFAULT_POWER_POLICY_FILE, loadPowerPolicy } from './policy';
 import { PowerDbus } from './power-dbus';
@@ -78,12 +78,7 @@ export async function startPower(opts: {
   const devices = findButtonDevices(opts.sysClassInput ?? process.env.BULKHEAD_SYS_CLASS_INPUT);
   const buttons = new AcpiButtons(devices, (which) => void power.key(which), log);
   buttons.start();
-  const keys = [
-    devices.some((d) => d.power) && 'handle-power-key',
-    devices.some((d) => d.lid) && 'handle-lid-switch',
-  ]
-    .filter(Boolean)
-    .join(':');
+  const keys = inhibitedKeys(devices);
   const keyLock =
     hasLogind && keys
       ? new InhibitorLock({
