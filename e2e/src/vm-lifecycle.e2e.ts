@@ -38,7 +38,7 @@ const LAB_MEMORY_MIB = 192;
  * Lab's boot runs by default. Under TCG inside TCG (the image's KVM modules blacklisted) the ISO
  * had printed nothing after GRUB's "Booting" 480 s later, beyond this file's budget. With KVM
  * loaded in the image (`kvmInside`) the VMs run nested under KVM on the outer TCG's AMD-V: Lab
- * went from Ctrl+3 to READY in 56 s (2026-12-01). An earlier try at KVM in the image had ended in
+ * went from Ctrl+3 to READY in 56 s and 73 s (two runs, 2026-12-01). An earlier try at KVM in the image had ended in
  * vm-daemon's probe saying "no QMP from qemu -accel kvm": it had 6 s for everything, and QEMU's
  * start alone takes ~4 s in the booting image; it now bounds each phase (backend/kvm-probe.ts).
  */
