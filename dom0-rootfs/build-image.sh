@@ -100,7 +100,17 @@ find "$dest/shared" "$dest/apps" -type d -path '*/dist/*' -name testing -prune -
 install -m 0644 "$repo"/shared/contract/policy/*.conf "$stage/usr/share/dbus-1/system.d/"
 cp -a "$here/overlay/." "$stage/"
 install -d -m 0755 "$stage/etc/bulkhead/vms"
-for f in "$here"/vms/*.json; do install -m 0644 "$f" "$stage/etc/bulkhead/vms/"; done
+# The VM files of both boot entries: vm-daemon loads those of the backend it runs (QEMU on the KVM
+# entry, Xen on the Xen entry) and sets the others aside; *.xen are the Xen files' sidecars.
+for f in "$here"/vms/*.json "$here"/vms/*.xen; do install -m 0644 "$f" "$stage/etc/bulkhead/vms/"; done
+# The Xen entry's VMs boot the Linux test guest (guests/linux: Debian's kernel + a busybox
+# initramfs, cached in $cache/linux-guest-<hash>) as PV domains; it goes next to the toy kernel, in
+# a directory vm-daemon's VM files may name (config.ts, TEST_GUEST_DIR).
+guest_out="$stage/tmp/linux-guest"
+"$repo/guests/linux/build.sh" "$guest_out" >&2 || { echo "build-image: guests/linux/build.sh failed" >&2; exit 1; }
+install -d -m 0755 "$dest/apps/vm-daemon/guest/build/linux"
+install -m 0644 "$guest_out/vmlinuz" "$guest_out/initrd.img" "$dest/apps/vm-daemon/guest/build/linux/"
+rm -rf "$guest_out"
 # Accounts (the chroot script below is in single quotes: no apostrophes in it).
 # - owner: the person. Their password unlocks the seat (PAM service bulkhead-unlock). No shell and
 #   no home: the account exists for its password only and never logs in. Created without a

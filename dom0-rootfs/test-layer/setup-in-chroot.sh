@@ -7,3 +7,8 @@ set -eu
 echo 'owner:bulkhead-test' | chpasswd
 # The DevTools forward (the only TCP listener on the management NIC, test flavour only).
 systemctl enable bulkhead-cdp-forward.service >/dev/null 2>&1
+# Xen entry: xenconsoled logs every guest's console to /var/log/xen/console/guest-<name>.log
+# (Debian's /etc/init.d/xen passes XENCONSOLED_ARGS from /etc/default/xen): xen-entry.e2e.ts reads
+# the Linux test guests' BULKHEAD-INPUT lines there. Production keeps no guest console logs.
+echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> /etc/default/xen
+mkdir -p /var/log/xen/console

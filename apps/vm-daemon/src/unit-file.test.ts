@@ -81,3 +81,25 @@ test('the media root is where the image mounts USB sticks (bulkhead-media, tmpfi
   assert.match(script, /^opts=ro,nosuid,nodev,noexec$/m);
   assert.match(script, /^ALLOWED='vfat exfat ext4 iso9660'$/m);
 });
+
+test("on the Xen entry, the unit's drop-in lets xl write where libxl writes, and tmpfiles makes each of those dirs", () => {
+  const dropIn = readFileSync(
+    join(OVERLAY, 'etc/systemd/system/bulkhead-vm-daemon.service.d/xen.conf'),
+    'utf8',
+  );
+  const writable = values(dropIn, 'ReadWritePaths').map((d) => d.replace(/^-/, ''));
+  // libxl's user data and locks, the crash dumps of on_crash=coredump-destroy (the backend's
+  // default dump dir), its own QMP sockets, xl's lock, the device models' logs.
+  for (const dir of ['/var/lib/xen', '/var/lib/xen/dump', '/run/xen', '/run/lock', '/var/log/xen'])
+    assert.ok(
+      writable.some((w) => under(dir, w)),
+      `${dir} is writable for vm-daemon's xl (drop-in: ${writable.join(' ')})`,
+    );
+  const made = readFileSync(join(OVERLAY, 'etc/tmpfiles.d/bulkhead-xen.conf'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('d '))
+    .map((l) => l.split(/\s+/)[1]);
+  // /run/lock is systemd's own; every other path must exist before the unit starts to be bound.
+  for (const w of writable.filter((w) => w !== '/run/lock'))
+    assert.ok(made.includes(w), `tmpfiles makes ${w} (it makes ${made.join(' ')})`);
+});
