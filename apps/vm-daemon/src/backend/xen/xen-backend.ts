@@ -23,6 +23,7 @@ import { shareDisplayWithGroup } from '../qemu-backend';
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
+import { ppmToPng } from './ppm-png';
 import { parseXlListJson, usbdevsText, type XlDomain, type XlUsbDev } from './xl-list';
 import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';
 import { loadXenOptions, pvUsbUnsupported, type XenGuestOptions } from './xen-options';
@@ -450,11 +451,21 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         'NotSupported',
         `${vmId} is a ${d.opts.type.toUpperCase()} guest: no emulated display to capture`,
       );
-    return this.screenshotFile(vmId, this.files(vmId).dir, maxBytes, (filename) =>
-      qmp.execute('screendump', { filename, format: 'png' }, { timeoutMs: 15_000 }).catch((e) => {
+    // QEMU's own PPM (Debian's qemu-system-xen has no PNG support: ppm-png.ts), encoded here. The
+    // PPM may be up to 4 bytes per PNG byte allowed (a 4K screen's PPM is 25 MB); the PNG is held
+    // to maxBytes.
+    const ppm = await this.screenshotFile(vmId, this.files(vmId).dir, maxBytes * 4, (filename) =>
+      qmp.execute('screendump', { filename }, { timeoutMs: 15_000 }).catch((e) => {
         throw new BulkheadError('BackendFailed', `${vmId}: screendump: ${(e as Error).message}`);
       }),
     );
+    const png = ppmToPng(ppm);
+    if (png.length > maxBytes)
+      throw new BulkheadError(
+        'BackendFailed',
+        `${vmId}: screenshot is ${png.length} bytes, more than the ${maxBytes} allowed`,
+      );
+    return png;
   }
 
   // ------------------------------------------------------------ USB
