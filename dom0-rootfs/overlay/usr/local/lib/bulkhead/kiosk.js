@@ -72,7 +72,10 @@ async function main() {
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    '--disable-features=Translate',
+    // Chromium preloads a hidden Tab Search page (PreloadTopChromeWebUI, on by default) in a
+    // renderer of its own: a kiosk has no tab strip to open it from, and in the image that
+    // renderer had used as much CPU as the switcher's page by the time the tiles showed (ps).
+    '--disable-features=Translate,PreloadTopChromeWebUI',
     `--user-data-dir=${profile}`,
     '--remote-debugging-pipe',
   ];
