@@ -320,6 +320,33 @@ export class ImageMachine {
       .filter(Boolean);
   }
 
+  /**
+   * Xen entry: the input events a Linux test guest's own kernel delivered, as `type code value`
+   * ('1 30 1' is KEY_A pressed), from its `BULKHEAD-INPUT dev=… type=… code=… value=…` console
+   * lines (guests/linux/README.md), which xenconsoled logs in the test layer.
+   */
+  async xenGuestInput(id: string): Promise<string[]> {
+    const out = await this.serial.check(
+      `grep -a 'BULKHEAD-INPUT dev=' /var/log/xen/console/guest-${id}.log || true`,
+    );
+    return out
+      .split('\n')
+      .map((l) => /BULKHEAD-INPUT dev="[^"]*" type=(\d+) code=(\d+) value=(-?\d+)/.exec(l))
+      .filter((x): x is RegExpExecArray => x !== null)
+      .map((x) => `${x[1]} ${x[2]} ${x[3]}`);
+  }
+
+  /** Xen entry: each domain's name and domid, from `xl list` in dom0 (Domain-0 included). */
+  async xlDomids(): Promise<Record<string, number>> {
+    const out = await this.serial.check('xl list');
+    const domids: Record<string, number> = {};
+    for (const line of out.split('\n')) {
+      const x = /^(\S+)\s+(\d+)\s+\d+\s+\d+\s/.exec(line.trim());
+      if (x) domids[x[1]] = Number(x[2]);
+    }
+    return domids;
+  }
+
   async screendump(name: string): Promise<string> {
     const file = join(this.opts.artifactsDir, `${name}.png`);
     await this.qmp.execute('screendump', { filename: file, format: 'png' });

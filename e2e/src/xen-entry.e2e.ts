@@ -6,6 +6,7 @@
  * root shell on dom0's console (hvc0, which Xen puts on the same serial port).
  */
 import { after, before, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +26,11 @@ const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
   .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
 
 let m: ImageMachine;
+let browser: Browser | undefined;
+let page: Page;
+const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
+/** When the file's first scenario started (its wall time is printed at the end). */
+const fileStart = Date.now();
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
@@ -43,8 +49,11 @@ after(async () => {
     await save('journalctl -b --no-pager -u "bulkhead-*" -u xen | tail -n 300', 'journal-tail.txt');
     await save('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
     await save('dmesg | tail -n 150', 'dmesg-tail.txt');
+    await save('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
   }
+  await browser?.close().catch(() => undefined);
   await m?.shutdown();
+  console.log(`xen-entry.e2e: ${((Date.now() - fileStart) / 1000).toFixed(0)} s wall time, boot included`);
 });
 
 test('1. the Xen entry boots Xen 4.17 from the disk through UEFI, and Linux runs as its control domain', async () => {
@@ -101,4 +110,208 @@ test('3. the kiosk shows the tiles on the screen (screendump, nothing attached)'
   });
   unlinkSync(ppm);
   await m.screendump('tiles');
+});
+
+/**
+ * Attach Playwright over CDP to the kiosk's own page (the test layer's DevTools forward), as
+ * control-domain.e2e.ts does: no fresh page is opened.
+ */
+async function connectKiosk(): Promise<void> {
+  if (page) return;
+  browser = await waitFor(
+    'Chromium DevTools',
+    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
+    240_000,
+  );
+  const ctx = browser.contexts()[0];
+  page = await waitFor(
+    'the switcher page',
+    async () => ctx.pages().find((p) => p.url().includes(':8080')),
+    120_000,
+  );
+  page.setDefaultTimeout(90_000);
+  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
+}
+
+/** A guest's console (xenconsoled's log, test layer), the lines starting with `word`. */
+const consoleLines = async (id: string, word: string) =>
+  (await m.serial.check(`grep -a '${word}' /var/log/xen/console/guest-${id}.log || true`))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(word));
+
+/** The centre pixel of a tile's thumbnail, read in the page from the image the switcher shows. */
+const thumbCentre = (id: string) =>
+  page.locator(`button[data-vm="${id}"] img.tile-thumb`).evaluate((img: HTMLImageElement) => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const g = c.getContext('2d')!;
+    g.drawImage(img, 0, 0);
+    // Below the painted name (centred): the guest's background colour.
+    return Array.from(g.getImageData(Math.floor(c.width / 2), Math.floor(c.height * 0.85), 1, 1).data);
+  });
+
+test('4. personal (slot 1) and business (slot 2) run as Xen PV domains of the Linux test guest; their tiles show what each guest painted', async () => {
+  // vm-daemon starts them at boot (autostart), one after the other: xl create under TCG twice. A
+  // start that failed (stopped again, with a LastError) fails here at once, naming the error.
+  let failed = '';
+  await waitFor(
+    'both VMs running',
+    async () => {
+      const states = await Promise.all(['personal', 'business'].map((id) => m.vmState(id)));
+      for (const [i, id] of ['personal', 'business'].entries()) {
+        if (states[i] !== 'stopped' && states[i] !== 'crashed') continue;
+        const err = await m.busProperty('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'LastError');
+        if (err !== 's ""') failed = `${id} ${states[i]}: ${err}`;
+      }
+      return failed !== '' || states.every((st) => st === 'running');
+    },
+    600_000,
+    2000,
+  );
+  assert.equal(failed, '', 'no autostart failed');
+  const domids = await m.xlDomids();
+  for (const id of ['personal', 'business'])
+    assert.ok(domids[id] > 0, `xl lists a domain '${id}' (xl list: ${JSON.stringify(domids)})`);
+  // xl list -l takes one domain; the first "type" of its JSON is c_info's (pv, pvh or hvm).
+  const types = await m.serial.check(
+    `for d in personal business; do xl list -l $d | grep -m1 -o '"type": "[a-z]*"'; done`,
+  );
+  assert.deepEqual(
+    types
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.startsWith('"type"')),
+    ['"type": "pv"', '"type": "pv"'],
+    `both are PV domains: ${types}`,
+  );
+  // The QEMU VM files of the KVM entry are not loaded here, and not errors either.
+  const errors = await m.busProperty(
+    'org.bulkhead.VmManager1',
+    '/org/bulkhead/VmManager1',
+    'org.bulkhead.VmManager1',
+    'ConfigErrors',
+  );
+  assert.match(errors, /^a\(sss\) 0$/, `no config errors: ${errors}`);
+  // Each guest's own kernel booted and its agent is ready (input devices open, framebuffer painted).
+  for (const [id, name] of [
+    ['personal', 'Personal'],
+    ['business', 'Business'],
+  ])
+    await waitFor(
+      `${id}: READY on its console`,
+      async () =>
+        (await consoleLines(id, 'BULKHEAD-LINUX-GUEST READY')).some((l) => l.includes(`name=${name}`)),
+      300_000,
+      2000,
+    );
+  await connectKiosk();
+  await page.getByRole('button', { name: /^Personal, slot 1 \(Ctrl\+1\), Running/ }).waitFor();
+  await page.getByRole('button', { name: /^Business, slot 2 \(Ctrl\+2\), Running/ }).waitFor();
+  // The thumbnail is vm-daemon's Screenshot of the guest's xen-fbfront framebuffer (the QEMU that
+  // serves its vfb): its centre is the colour the guest painted.
+  for (const v of imageVms.filter((x, i, all) => all.findIndex((y) => y.id === x.id) === i)) {
+    const px = await waitFor(
+      `${v.id}'s thumbnail in its guest's colour`,
+      async () => {
+        const c = await thumbCentre(v.id);
+        return c.slice(0, 3).every((n, i) => Math.abs(n - v.color[i]) <= 8) && c;
+      },
+      180_000,
+      1000,
+    );
+    assert.ok(px);
+  }
+  await m.screendump('tiles-running');
+});
+
+test('5. a click on a tile switches to that VM (ActiveVm)', async () => {
+  await connectKiosk();
+  assert.equal(await m.activeVm(), '/');
+  await page.getByRole('button', { name: /^Personal, slot 1/ }).click({ noWaitAfter: true });
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+  await m.screendump('personal-active');
+});
+
+/** Personal active (scenario 5 leaves it so; after a failure of its own, Ctrl+1 makes it so). */
+async function personalActive(): Promise<void> {
+  if ((await m.activeVm()) === VM('personal')) return;
+  await m.keys(['ctrl', '1']);
+  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+}
+
+test("6. keys at the outer keyboard reach only the active guest's kernel; Ctrl+2 switches and reaches no guest", async () => {
+  await personalActive();
+  const p0 = (await m.xenGuestInput('personal')).length;
+  const b0 = (await m.xenGuestInput('business')).length;
+  await m.keys(['a'], ['s'], ['d']);
+  await waitFor(
+    'personal got a s d',
+    async () => (await m.xenGuestInput('personal')).length >= p0 + 6,
+    60_000,
+    500,
+  );
+  await m.keys(['ctrl', '2']);
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+  await m.keys(['j'], ['k'], ['l']);
+  await waitFor(
+    'business got j k l',
+    async () => (await m.xenGuestInput('business')).length >= b0 + 6,
+    60_000,
+    500,
+  );
+  await m.keys(['ctrl', '1']);
+  await waitFor('Personal active again', async () => (await m.activeVm()) === VM('personal'), 120_000);
+  await new Promise((r) => setTimeout(r, 3000));
+  const p = (await m.xenGuestInput('personal')).slice(p0);
+  const b = (await m.xenGuestInput('business')).slice(b0);
+  // EV_KEY (type 1): KEY_A 30, KEY_S 31, KEY_D 32, KEY_J 36, KEY_K 37, KEY_L 38; press 1, release 0.
+  // Nothing of either chord (KEY_LEFTCTRL 29, KEY_1 2, KEY_2 3) reached either guest.
+  assert.deepEqual(p, ['1 30 1', '1 30 0', '1 31 1', '1 31 0', '1 32 1', '1 32 0'], 'personal: a s d only');
+  assert.deepEqual(b, ['1 36 1', '1 36 0', '1 37 1', '1 37 0', '1 38 1', '1 38 0'], 'business: j k l only');
+});
+
+test('7. each daemon SIGKILLed recovers: the same domains run (domids unchanged), the same ActiveVm, keys still reach it', async () => {
+  await personalActive();
+  const before = await m.xlDomids();
+  for (const unit of ['bulkhead-vm-daemon', 'bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
+    const pid = (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim();
+    assert.match(pid, /^[1-9]\d*$/, `${unit} runs`);
+    // The daemon's main process only (KillMode=process: the guests' QEMUs stay).
+    await m.serial.check(`kill -9 ${pid}`);
+    await waitFor(
+      `${unit} back`,
+      async () =>
+        (await m.serial.run(`systemctl is-active ${unit}`)).code === 0 &&
+        (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim() !== pid,
+      120_000,
+      1000,
+    );
+    // vm-daemon answers again once it re-adopted the domains.
+    await waitFor(
+      `vm-daemon answering after ${unit}`,
+      async () => (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
+      180_000,
+      1000,
+    );
+    assert.deepEqual(await m.xlDomids(), before, `after ${unit}: the same domains, the same domids`);
+    assert.equal(await m.activeVm(), VM('personal'), `after ${unit}: the same ActiveVm`);
+  }
+  // The seat still works end to end: input-daemon (new) sends to the guest vm-daemon (new) named.
+  const p0 = (await m.xenGuestInput('personal')).length;
+  const b0 = (await m.xenGuestInput('business')).length;
+  await waitFor(
+    'z reached personal after the restarts',
+    async () => {
+      if ((await m.xenGuestInput('personal')).length < p0 + 2) await m.keys(['z']);
+      await new Promise((r) => setTimeout(r, 2000));
+      return (await m.xenGuestInput('personal')).length >= p0 + 2;
+    },
+    120_000,
+    0,
+  );
+  const p = (await m.xenGuestInput('personal')).slice(p0);
+  assert.deepEqual(p.slice(0, 2), ['1 44 1', '1 44 0'], 'KEY_Z pressed and released in personal');
+  assert.deepEqual((await m.xenGuestInput('business')).slice(b0), [], 'nothing reached business');
 });
