@@ -315,3 +315,31 @@ test('7. each daemon SIGKILLed recovers: the same domains run (domids unchanged)
   assert.deepEqual(p.slice(0, 2), ['1 44 1', '1 44 0'], 'KEY_Z pressed and released in personal');
   assert.deepEqual((await m.xenGuestInput('business')).slice(b0), [], 'nothing reached business');
 });
+
+/** Polls the outer screen (screendump only) until it shows `id`'s picture in the VM view. */
+async function screenShowsVm(id: string, name: string): Promise<void> {
+  const ppm = join(artifacts, `${name}.ppm`);
+  let seen: SeenPicture = { kind: 'other', why: 'no screendump yet' };
+  await waitFor(
+    `the screen showing ${id}'s picture`,
+    async () => {
+      await m.qmp.execute('screendump', { filename: ppm });
+      seen = classify(readPpm(ppm), imageVms);
+      return seen.kind === 'vm' && seen.id === id;
+    },
+    90_000,
+    500,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}; last seen: ${seen.kind === 'other' ? seen.why : seen.kind}`);
+  });
+  unlinkSync(ppm);
+  await m.screendump(name);
+}
+
+test("8. the VM view shows the active guest's own screen (its framebuffer's VNC through the switcher), and Ctrl+2 shows the other's", async () => {
+  await personalActive();
+  await screenShowsVm('personal', 'view-personal');
+  await m.keys(['ctrl', '2']);
+  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+  await screenShowsVm('business', 'view-business');
+});
