@@ -18,8 +18,8 @@
  * keyboard reaches no guest, keys then reach only the active guest's kernel, and the outer screen
  * shows the tiles and the chosen VM after the unlock. Not here (yet): the USB stick (the Xen
  * backend's USB passthrough is not in the Xen entry's e2e either) and the lock screen's picture
- * (the Locked property is asserted; the picture is kept as an artifact). In the first run
- * (2026-12-01, passed) both screendumps taken after the wake while locked (04-woken,
+ * (the Locked property is asserted; the picture is kept as an artifact). In both runs so far
+ * (2026-12-01, both passed) both screendumps taken after the wake while locked (04-woken,
  * 05-woken-locked) showed a garbled picture, dark rows repeated as if read at a wrong stride;
  * after the unlock the tiles (1.2 s) and Business (2.7 s) were drawn right. On the KVM entry the
  * lock screen is on the outer screen 4.3-5.7 s after the wake: not understood yet on Xen.
