@@ -314,10 +314,12 @@ export class ImageMachine {
     const out = await this.serial.check(
       `grep -E '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`,
     );
+    // grep's lines only: the image's kernel prints on the same serial console (e.g. KVM's
+    // 'Unhandled WRMSR' when a nested guest starts), and such a line is no input.
     return out
       .split('\n')
       .map((l) => l.trim())
-      .filter(Boolean);
+      .filter((l) => /^(KEY|BTN|REL) /.test(l));
   }
 
   /**

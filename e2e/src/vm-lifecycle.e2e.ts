@@ -63,16 +63,26 @@ async function vmProp(id: string, name: string): Promise<string> {
 /** The input lines (KEY/BTN/REL) one of the image's toy guests printed on its serial port. */
 async function toyGuestInput(id: string): Promise<number> {
   const out = await m.serial.check(`grep -cE '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
-  return Number(out.trim());
+  // The count is the one all-digit line: the kernel may print on the same console meanwhile.
+  const count = out
+    .split('\n')
+    .map((l) => l.trim())
+    .find((l) => /^\d+$/.test(l));
+  if (count === undefined)
+    throw new Error(`no count in the output of grep -c for ${id}: ${JSON.stringify(out)}`);
+  return Number(count);
 }
 
 /** The Linux guest's console lines starting with `word`, from its serial log in the image. */
 async function labLines(word: string): Promise<string[]> {
   const out = await m.serial.check(`grep -a '^${word}' /run/bulkhead/vms/lab/serial.log || true`);
+  // Only grep's own lines: the image's kernel prints on the same serial console, and its line in the
+  // middle of this output ('kvm [754]: vcpu0 ... Unhandled WRMSR(0xc0010007)', when Lab's kernel
+  // starts) was once taken for READY, 60 s before Lab was up (a fresh-clone run, 2026-12-01).
   return out
     .split('\n')
     .map((l) => l.trim())
-    .filter(Boolean);
+    .filter((l) => l.startsWith(word));
 }
 
 async function shot(name: string): Promise<void> {
