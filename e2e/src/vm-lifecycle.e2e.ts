@@ -9,7 +9,7 @@
  * allowed (ImageMachine `kvmInside`): its vm-daemon's probe finds KVM working on the AMD-V the outer
  * TCG emulates, and runs the VMs nested under KVM instead of under TCG inside TCG (which had not
  * booted Lab 480 s after GRUB). Lab's boot time is printed and written to
- * artifacts/e2e-lifecycle/lab-boot.json. BULKHEAD_E2E_LAB_BOOT=0 leaves Lab's boot out.
+ * artifacts/e2e-lifecycle/lab-boot.json. Opt-in (BULKHEAD_E2E_LAB_BOOT=1): see LAB_BOOT.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,14 +35,21 @@ const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
 /** Small, so the nested guest boots light: the Linux test guest needs ~100 MiB. */
 const LAB_MEMORY_MIB = 192;
 /**
- * Lab's boot runs by default. Under TCG inside TCG (the image's KVM modules blacklisted) the ISO
+ * Lab's boot. Under TCG inside TCG (the image's KVM modules blacklisted) the ISO
  * had printed nothing after GRUB's "Booting" 480 s later, beyond this file's budget. With KVM
  * loaded in the image (`kvmInside`) the VMs run nested under KVM on the outer TCG's AMD-V: Lab
  * went from Ctrl+3 to READY in 56, 73 and 82 s (three runs, 2026-12-01). An earlier try at KVM in the image had ended in
  * vm-daemon's probe saying "no QMP from qemu -accel kvm": it had 6 s for everything, and QEMU's
  * start alone takes ~4 s in the booting image; it now bounds each phase (backend/kvm-probe.ts).
+ *
+ * Opt-in again (BULKHEAD_E2E_LAB_BOOT=1, which also boots the image with KVM allowed): in a
+ * fresh-clone run on 2026-12-01 the image's own kernel panicked 202 s after boot, inside KVM_RUN of
+ * Lab's QEMU ("Kernel panic - not syncing: corrupted stack end detected inside scheduler"): nested
+ * KVM on the outer TCG's emulated AMD-V passed four image runs and then took the Control Domain
+ * down in the fifth, which a suite that must pass every time cannot carry. Without it the image
+ * boots with KVM blacklisted and the toy VMs run under TCG, as before.
  */
-const LAB_BOOT = process.env.BULKHEAD_E2E_LAB_BOOT !== '0';
+const LAB_BOOT = process.env.BULKHEAD_E2E_LAB_BOOT === '1';
 /** How long Lab's boot may take before it counts as hung; the time is measured and printed. */
 const LAB_BOOT_CAP_MS = 300_000;
 
@@ -204,7 +211,7 @@ before(async () => {
   m = new ImageMachine({
     imageDir,
     artifactsDir: artifacts,
-    kvmInside: true,
+    kvmInside: LAB_BOOT,
     extraQemuArgs: [
       '-drive',
       `if=none,id=labstick,file=${built},format=raw,readonly=on`,
@@ -356,7 +363,10 @@ test('2. through the UI: New machine "Lab", a 64 MiB disk, installing from the I
 
 test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other guest's", async (t) => {
   if (skip) return t.skip(skip);
-  if (!LAB_BOOT) return t.skip('BULKHEAD_E2E_LAB_BOOT=0: Lab is not booted');
+  if (!LAB_BOOT)
+    return t.skip(
+      'opt-in (BULKHEAD_E2E_LAB_BOOT=1): nested KVM once panicked the image kernel (see LAB_BOOT)',
+    );
   // vm-daemon's accelerator, chosen by its KVM probe at start; the probe's reason from its journal.
   const accel = (
     await m.busProperty(
