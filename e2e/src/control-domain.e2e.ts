@@ -146,16 +146,7 @@ before(async () => {
   mkdirSync(artifacts, { recursive: true });
   m = new ImageMachine({ imageDir, artifactsDir: artifacts });
   await m.boot();
-  await waitFor(
-    'the Bulkhead services',
-    async () =>
-      (
-        await m.serial.run(
-          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
-        )
-      ).code === 0,
-    180_000,
-  );
+  await m.waitForServices(180_000);
   // Nothing attaches to the kiosk before the first scenario: it watches the screen from outside.
   await kioskLoaded();
 });

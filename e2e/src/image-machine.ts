@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { QmpClient } from '@bulkhead/qmp';
 import { classify, parseHexColor, readPpm, type Rgb } from './screen-picture';
 import { SerialConsole } from './serial-console';
+import { waitFor } from './wait';
 
 /** The GRUB entries of the image's boot menu (dom0-rootfs/boot/grub.cfg.in). */
 export type BootEntry = 'kvm' | 'xen';
@@ -285,6 +286,21 @@ export class ImageMachine {
   /** A property of a daemon, read inside the image with busctl (e.g. 's "running"'). */
   async busProperty(dest: string, path: string, iface: string, name: string): Promise<string> {
     return (await this.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`)).trim();
+  }
+
+  /** Wait until systemd has every Bulkhead service of the image active (the kiosk included). */
+  async waitForServices(timeoutMs: number, pollMs?: number): Promise<void> {
+    await waitFor(
+      'the Bulkhead services',
+      async () =>
+        (
+          await this.serial.run(
+            'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
+          )
+        ).code === 0,
+      timeoutMs,
+      pollMs,
+    );
   }
 
   /** VmManager1.ActiveVm: a VM's object path, or '/' for the switcher. */

@@ -103,17 +103,7 @@ before(async () => {
     extraQemuArgs: ['-global', 'ICH9-LPC.disable_s3=0'],
   });
   await m.boot();
-  await waitFor(
-    'the Bulkhead services',
-    async () =>
-      (
-        await m.serial.run(
-          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
-        )
-      ).code === 0,
-    300_000,
-    2000,
-  );
+  await m.waitForServices(300_000, 2000);
 });
 
 after(async () => {

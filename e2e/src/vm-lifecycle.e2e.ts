@@ -221,17 +221,7 @@ before(async () => {
   });
   const t0 = Date.now();
   await m.boot();
-  await waitFor(
-    'the Bulkhead services',
-    async () =>
-      (
-        await m.serial.run(
-          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
-        )
-      ).code === 0,
-    180_000,
-    1000,
-  );
+  await m.waitForServices(180_000, 1000);
   // Attach to the kiosk's own page (never a fresh one), as control-domain.e2e.ts does.
   await waitFor(
     'the kiosk showing the switcher',

@@ -67,17 +67,7 @@ test('1. the Xen entry boots Xen 4.17 from the disk through UEFI, and Linux runs
 });
 
 test("2. dom0 runs the stack: Xen's daemons and the Bulkhead services; vm-daemon chose its Xen backend by itself", async () => {
-  await waitFor(
-    'the Bulkhead services',
-    async () =>
-      (
-        await m.serial.run(
-          'systemctl is-active bulkhead-vm-daemon bulkhead-input-daemon bulkhead-usb-daemon bulkhead-switcher bulkhead-kiosk',
-        )
-      ).code === 0,
-    300_000,
-    1000,
-  );
+  await m.waitForServices(300_000, 1000);
   // Debian's xen init script starts oxenstored (or xenstored) and xenconsoled.
   const daemons = await m.serial.check('pgrep -a -x "oxenstored|xenstored|xenconsoled"');
   assert.match(daemons, /xenstored/, 'a xenstored runs');
