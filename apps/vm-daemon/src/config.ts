@@ -7,8 +7,12 @@ import { boundedReason, describeValue, excerpt, fieldName, firstUnsafeChar, path
 /** Disk image formats qemu-img and QEMU understand under these names ('vpc' is VHD). */
 export const DISK_FORMATS = ['qcow2', 'raw', 'vpc', 'vhdx'] as const;
 export type DiskFormat = (typeof DISK_FORMATS)[number];
+/** The disk formats xl can give a Xen domain (qcow2 and VHD through QEMU's qdisk). */
+export const XEN_DISK_FORMATS: readonly DiskFormat[] = ['qcow2', 'raw', 'vpc'];
 export const BACKENDS = ['qemu', 'xen'] as const;
 export type BackendName = (typeof BACKENDS)[number];
+/** The image's GRUB entry that runs each backend (what errors and LastError tell a person to boot). */
+export const BOOT_ENTRY: Record<BackendName, string> = { qemu: 'Bulkhead (KVM)', xen: 'Bulkhead (Xen)' };
 
 export interface DiskDefinition {
   /** Absolute, or relative to the definition file's directory. Resolved to absolute on load. */
@@ -459,6 +463,21 @@ function validate(file: string, raw: unknown, imageDirs: string[], mediaRoots: s
   const backend = str('backend', 'qemu');
   if (!(BACKENDS as readonly string[]).includes(backend))
     throw new FieldError('backend', `must be one of ${BACKENDS.join(', ')}, got ${describeValue(backend)}`);
+  // What only QEMU can do is refused in a Xen file when it is loaded, not when it is started: the
+  // file's author (or the person's CreateVm/Update, which validate the same document) learns why.
+  if (backend === 'xen') {
+    if (network.mode === 'user')
+      throw new FieldError(
+        'network',
+        "'user' networking (NAT through QEMU's user-mode network) is QEMU-only; a Xen VM takes none or bridge:<name>",
+      );
+    const vhdx = disks.findIndex((d) => !XEN_DISK_FORMATS.includes(d.format));
+    if (vhdx >= 0)
+      throw new FieldError(
+        `disks[${vhdx}].format`,
+        `${disks[vhdx].format} is not supported by the Xen backend (xl takes ${XEN_DISK_FORMATS.join(', ')}; vpc = VHD); convert the image with qemu-img`,
+      );
+  }
   // A QEMU switch moves no GPU (only the Xen backend has a hand-off): accepting the flag would
   // promise a hand-off that never happens, so the file is refused where its author sees why.
   if (gpu?.handoff && backend === 'qemu')

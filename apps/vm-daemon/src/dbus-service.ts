@@ -51,7 +51,7 @@ export function vmProperties(manager: VmManager, id: string): Vm1Properties {
     State: e.state,
     StateReason: e.stateReason,
     StateReasonCode: e.stateReasonCode,
-    LastError: e.configError || e.opError,
+    LastError: e.configError || e.unavailable || e.opError,
     HasGpu: d.gpu !== null,
     Autostart: d.autostart,
     UsbAutoAttach: d.usbAutoAttach,

@@ -200,13 +200,16 @@ async function main(): Promise<void> {
     mediaRoots: args.mediaRoots,
     // Only the admin's files for the backend chosen: one image holds the QEMU VM files of its KVM
     // entry and the Xen ones of its Xen entry (dom0-rootfs/vms/); the others are set aside, not
-    // errors. The person's own files (CreateVm) are all loaded, as before.
+    // errors. The person's own files (CreateVm) are all loaded: one of the other backend is listed
+    // as unavailable on this entry (VmEntry.unavailable), kept unchanged, never dropped.
     backends: [backendName],
   };
   const person = new VmStore({
     dir: args.personDir,
     imageDir: args.personImageDir,
     mediaRoots: args.mediaRoots,
+    // CreateVm makes VMs for the backend this boot entry runs (on Xen: HVM domains).
+    backend: backendName,
   });
   try {
     person.ensureDirs();

@@ -113,6 +113,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       configDir: opts.configDir,
       config: opts.config,
       person: opts.person ? { dir: opts.person.opts.dir, config: opts.person.configOptions } : undefined,
+      runs: opts.backend.runs,
       log: opts.log,
     });
     this.registry.on('vm-added', (id) => this.emit('vm-added', id));
@@ -155,7 +156,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const persisted = this.opts.state.load();
     this.reload();
     for (const e of this.sortedEntries()) {
-      if (e.placeholder) continue;
+      if (e.placeholder || e.unavailable) continue;
       try {
         const r = await this.backend.adopt(e.def);
         if (r) {
@@ -197,7 +198,13 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   /** Start every autostart VM that is stopped, in slot order, one after the other. */
   async autostart(): Promise<void> {
     for (const e of this.sortedEntries()) {
-      if (!e.def.autostart || e.placeholder || (e.state !== 'stopped' && e.state !== 'crashed')) continue;
+      if (
+        !e.def.autostart ||
+        e.placeholder ||
+        e.unavailable ||
+        (e.state !== 'stopped' && e.state !== 'crashed')
+      )
+        continue;
       try {
         await this.start(e.def.id);
       } catch (err) {
@@ -425,6 +432,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.state === 'starting' && e.starting) return e.starting;
     if (e.diskJob)
       throw new BulkheadError('InvalidState', `${id}'s disk is still being imported (${e.diskJob.percent}%)`);
+    if (e.unavailable) throw new BulkheadError('InvalidConfig', `${id}: ${e.unavailable}`);
     if (!this.backend.runs.includes(e.def.backend))
       throw new BulkheadError(
         'InvalidConfig',
@@ -619,6 +627,11 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     return e;
   }
 
+  /** A person's VM of the other boot entry is kept as it is: nothing here rewrites its file. */
+  private requireAvailable(e: VmEntry, what: string): void {
+    if (e.unavailable) throw new BulkheadError('InvalidState', `${what} ${e.def.id}: ${e.unavailable}`);
+  }
+
   private requireStopped(e: VmEntry, what: string): void {
     if (e.state !== 'stopped' && e.state !== 'crashed')
       throw new BulkheadError('InvalidState', `${what} ${e.def.id}: it is ${e.state}; stop it first`);
@@ -702,6 +715,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const store = this.personStore();
     return this.serially(() => {
       const e = this.personVm(id, 'cannot change');
+      this.requireAvailable(e, 'cannot change');
       this.requireStopped(e, 'cannot change');
       if (e.placeholder)
         throw new BulkheadError(
@@ -724,10 +738,18 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const store = this.personStore();
     return this.serially(async () => {
       const e = this.personVm(id, 'cannot eject the medium of');
+      this.requireAvailable(e, 'cannot eject the medium of');
       if (!e.def.cdrom) throw new BulkheadError('InvalidState', `${id} has no installation medium`);
       if (e.state === 'running' || e.state === 'paused') {
         const qmp = this.backend.qmp?.(id);
-        if (qmp)
+        // A backend that knows its own way (Xen: xl cd-eject, so libxl's record agrees) goes first.
+        if (this.backend.ejectCdrom)
+          await this.backend.ejectCdrom(id).catch((err: Error) => {
+            throw err instanceof BulkheadError
+              ? err
+              : new BulkheadError('BackendFailed', `ejecting the medium of ${id}: ${err.message}`);
+          });
+        else if (qmp)
           await qmp.execute('eject', { device: CDROM_DRIVE, force: true }).catch((err: Error) => {
             throw new BulkheadError('BackendFailed', `ejecting the medium of ${id}: ${err.message}`);
           });
@@ -811,6 +833,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       const e = this.entryByPath(target);
       if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
       if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
+      // Refused before any step runs: the tile says so (LastError), a switch never half-happens.
+      if (e.unavailable) throw new BulkheadError('InvalidConfig', `${e.def.id}: ${e.unavailable}`);
     }
   }
 

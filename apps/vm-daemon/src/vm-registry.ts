@@ -12,13 +12,25 @@ import type { VmHandle } from './backend/backend';
 import type { DiskImport } from './disk-manager';
 import { basename } from 'node:path';
 import {
+  BOOT_ENTRY,
   formatConfigError,
   loadConfigDir,
   type ConfigError,
+  type BackendName,
   type ConfigOptions,
   type LoadedConfig,
   type VmDefinition,
 } from './config';
+
+/**
+ * Why a person's VM made for `backend` cannot run in a daemon that runs `runs`, or '' when it
+ * can. In words for the tile (LastError): the VM is kept, and says where it runs.
+ */
+export function unavailableReason(def: VmDefinition, runs: readonly BackendName[] | undefined): string {
+  if (!runs || runs.includes(def.backend)) return '';
+  const here = runs.map((b) => BOOT_ENTRY[b]).join(' / ');
+  return `made on the ${BOOT_ENTRY[def.backend]} boot entry (backend '${def.backend}'): it runs only there, not on ${here}. It is kept unchanged; restart into ${BOOT_ENTRY[def.backend]} to use it`;
+}
 
 /**
  * Why a VM's definition file is not (or no longer) what the VM runs with — a code the daemon acts
@@ -58,6 +70,12 @@ export class VmEntry {
   diskJob: DiskImport | null = null;
   /** Settles once the import's outcome is applied (the VM deleted after a cancel, ...). */
   diskJobSettled: Promise<void> = Promise.resolve();
+  /**
+   * Why this VM cannot run on this boot entry ('' when it can): a person's VM made on the other
+   * entry (its file says the other backend). It is listed, keeps its id and slot, and is never
+   * rewritten or removed by the daemon; it cannot start, be switched to or be changed here.
+   */
+  unavailable = '';
 
   constructor(
     public def: VmDefinition,
@@ -95,6 +113,12 @@ export interface VmRegistryOptions {
   person?: { dir: string; config: ConfigOptions };
   /** Where path fields may point and who must own the files (default: see ConfigOptions). */
   config?: ConfigOptions;
+  /**
+   * The backends this daemon runs (VmBackend.runs; default: all). A person's file for another
+   * one is listed as unavailable (VmEntry.unavailable), never dropped: the admin's files of
+   * another backend are set aside by ConfigOptions.backends instead.
+   */
+  runs?: readonly BackendName[];
   log: Logger;
 }
 
@@ -172,9 +196,13 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
     for (const def of loaded.vms) {
       seen.add(def.id);
       const owner = loaded.owners.get(def.id) ?? 'admin';
+      // Only a person's file can be of another backend here (the admin's were set aside).
+      const unavailable = unavailableReason(def, this.opts.runs);
       const e = this.vms.get(def.id);
       if (!e) {
-        this.vms.set(def.id, new VmEntry(def, false, null, owner));
+        const added = new VmEntry(def, false, null, owner);
+        added.unavailable = unavailable;
+        this.vms.set(def.id, added);
         this.emit('vm-added', def.id);
         continue;
       }
@@ -182,7 +210,9 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
         JSON.stringify(e.def) !== JSON.stringify(def) ||
         e.placeholder ||
         e.configProblem !== null ||
-        e.owner !== owner;
+        e.owner !== owner ||
+        e.unavailable !== unavailable;
+      e.unavailable = unavailable;
       e.def = def;
       e.placeholder = false;
       e.configProblem = null;

@@ -13,11 +13,14 @@ import { join, resolve, sep } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { MAX_SLOT, writeFileAtomic } from '@bulkhead/common';
 import {
+  BOOT_ENTRY,
   DISK_FORMATS,
   ID_RE,
   MAX_NAME_CHARS,
+  XEN_DISK_FORMATS,
   parseVmDefinition,
   resolveInside,
+  type BackendName,
   type DiskFormat,
   type VmDefinition,
 } from './config';
@@ -41,8 +44,18 @@ export interface VmOptions {
   cdrom?: string;
 }
 
-/** The networks the person may pick (a bridge is the administrator's business). */
-const PERSON_NETWORKS = ['none', 'user'];
+/**
+ * The networks the person may pick, per backend (a bridge is the administrator's business). On
+ * Xen, 'user' (NAT through QEMU's user-mode network) does not exist: the device model of an HVM
+ * domain gets its network cards from libxl's vif, which needs a bridge.
+ */
+const PERSON_NETWORKS: Record<BackendName, string[]> = { qemu: ['none', 'user'], xen: ['none'] };
+/** The disk formats a new or imported disk may have, per backend (xl has no VHDX). */
+const PERSON_DISK_FORMATS: Record<BackendName, readonly DiskFormat[]> = {
+  qemu: DISK_FORMATS,
+  xen: XEN_DISK_FORMATS,
+};
+
 const DEFAULT_COLOR = '#2a6fdb';
 const DEFAULT_MEMORY_MIB = 512;
 /** Largest disk the UI may ask for (1 TiB); the free space usually bounds it long before. */
@@ -73,10 +86,21 @@ export interface VmStoreOptions {
   imageDir: string;
   /** Where ISOs and imported images may come from (USB sticks mounted read-only). */
   mediaRoots: string[];
+  /**
+   * The backend this daemon runs (default qemu): CreateVm writes VMs for it, and options it
+   * cannot honour are refused by name. On Xen a person's VM is an HVM domain (no kernel, no
+   * sidecar: xen-options.ts's defaults — the device model's CD-ROM, disk and USB controller).
+   */
+  backend?: BackendName;
 }
 
 export class VmStore {
   constructor(readonly opts: VmStoreOptions) {}
+
+  /** The backend the VMs this store writes are for. */
+  get backend(): BackendName {
+    return this.opts.backend ?? 'qemu';
+  }
 
   /** The ConfigOptions the registry loads the person's dir with (disks only in imageDir). */
   get configOptions(): { imageDirs: string[]; mediaRoots: string[] } {
@@ -127,8 +151,7 @@ export class VmStore {
       slot = [...Array(MAX_SLOT).keys()].map((i) => i + 1).find((s) => !taken.slots.has(s));
       if (slot === undefined) throw bad('slot', `every slot 1-${MAX_SLOT} is taken; delete a VM first`);
     } else if (taken.slots.has(slot)) throw bad('slot', `slot ${slot} is already used by another VM`);
-    if (o.network !== undefined && !PERSON_NETWORKS.includes(o.network))
-      throw bad('network', `must be one of ${PERSON_NETWORKS.join(', ')}, got ${describeValue(o.network)}`);
+    checkNetwork(o.network, this.backend);
     if (o.disk_size_mib !== undefined && o.disk_import !== undefined)
       throw bad('disk_import', 'give either disk_size_mib (a new disk) or disk_import, not both');
     if (o.disk_format !== undefined && o.disk_size_mib === undefined && o.disk_import === undefined)
@@ -138,6 +161,11 @@ export class VmStore {
       throw bad(
         'disk_format',
         `must be one of ${DISK_FORMATS.join(', ')} (vpc = VHD), got ${describeValue(format)}`,
+      );
+    if (!PERSON_DISK_FORMATS[this.backend].includes(format))
+      throw bad(
+        'disk_format',
+        `${format} is not available on the ${BOOT_ENTRY[this.backend]} boot entry (${this.backend} takes ${PERSON_DISK_FORMATS[this.backend].join(', ')}; vpc = VHD)`,
       );
     if (o.disk_size_mib !== undefined && (o.disk_size_mib < 1 || o.disk_size_mib > MAX_DISK_MIB))
       throw bad('disk_size_mib', `must be from 1 to ${MAX_DISK_MIB} MiB, got ${o.disk_size_mib}`);
@@ -160,6 +188,7 @@ export class VmStore {
       disks: wantsDisk ? [{ path: diskPath, format }] : [],
       network: o.network ?? 'none',
       usbAutoAttach: o.usb_auto_attach ?? false,
+      backend: this.backend,
       ...(cdrom ? { cdrom } : {}),
     };
     const def = this.validate(join(this.opts.dir, `${id}.json`), doc);
@@ -183,8 +212,7 @@ export class VmStore {
     if (o.name !== undefined) checkName(o.name);
     if (o.slot !== undefined && o.slot !== def.slot && takenSlots.has(o.slot))
       throw bad('slot', `slot ${o.slot} is already used by another VM`);
-    if (o.network !== undefined && !PERSON_NETWORKS.includes(o.network))
-      throw bad('network', `must be one of ${PERSON_NETWORKS.join(', ')}, got ${describeValue(o.network)}`);
+    checkNetwork(o.network, def.backend);
     const doc = documentOf(def);
     if (o.name !== undefined) doc.name = o.name;
     if (o.slot !== undefined) doc.slot = o.slot;
@@ -255,6 +283,23 @@ export class VmStore {
     const { field, reason } = parsed.error;
     throw bad(OPTION_OF_FIELD[field] ?? field, reason);
   }
+}
+
+/** A network the person may pick on `backend`; the error says what the other backend would allow. */
+function checkNetwork(network: string | undefined, backend: BackendName): void {
+  if (network === undefined || PERSON_NETWORKS[backend].includes(network)) return;
+  if (PERSON_NETWORKS.qemu.includes(network) || PERSON_NETWORKS.xen.includes(network))
+    throw bad(
+      'network',
+      `'${network}' is not available on the ${BOOT_ENTRY[backend]} boot entry (${backend} takes ${PERSON_NETWORKS[backend].join(', ')})` +
+        (backend === 'xen'
+          ? ": NAT ('user') is QEMU's user-mode network, which Xen domains do not have"
+          : ''),
+    );
+  throw bad(
+    'network',
+    `must be one of ${PERSON_NETWORKS[backend].join(', ')}, got ${describeValue(network)}`,
+  );
 }
 
 function inside(p: string, dir: string): boolean {

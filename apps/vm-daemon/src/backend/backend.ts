@@ -80,6 +80,12 @@ export interface VmBackend extends Pick<TypedEmitter<BackendEvents>, 'on' | 'off
    * capability: only backends whose VMs can have a QEMU monitor offer it (not a Xen PV domain).
    */
   qmp?(vmId: string): QmpAccess | null;
+  /**
+   * Take the installation medium (`cdrom`) out of a running VM. Optional: without it the core
+   * sends QMP `eject` of CDROM_DRIVE through `qmp()` (the QEMU backend). The Xen backend runs
+   * `xl cd-eject`, so libxl's own record of the domain's disks agrees.
+   */
+  ejectCdrom?(vmId: string): Promise<void>;
   /** Let go of every VM without stopping them (daemon exit); they are re-adopted next start. */
   detachAll(): Promise<void>;
   /** Stop every VM (--stop-vms-on-exit). */

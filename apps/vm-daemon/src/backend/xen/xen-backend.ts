@@ -23,6 +23,7 @@ import { shareDisplayWithGroup } from '../qemu-backend';
 import { prepareDisks } from '../disk-images';
 import { QmpClient } from '@bulkhead/qmp';
 import { generateXlConfig } from './xl-config';
+import { XEN_CDROM_VDEV } from './xl-cdrom';
 import { ppmToPng } from './ppm-png';
 import { parseXlListJson, usbdevsText, type XlDomain, type XlUsbDev } from './xl-list';
 import { xenstoreRead, xl, type XenstoreWatch, type XlRunner } from './xl-runner';
@@ -175,6 +176,11 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     for (const p of [def.kernel])
       if (p && !existsSync(p))
         throw new BulkheadError('InvalidConfig', `${def.file}: kernel: ${p} does not exist`);
+    if (def.cdrom && !existsSync(def.cdrom))
+      throw new BulkheadError(
+        'InvalidConfig',
+        `${def.file}: cdrom: ${def.cdrom} does not exist (was the USB stick removed?)`,
+      );
     const { text, opts } = this.configFor(def);
     if (opts.ramdisk && !existsSync(opts.ramdisk))
       throw new BulkheadError('InvalidConfig', `${def.file}: ramdisk: ${opts.ramdisk} does not exist`);
@@ -564,6 +570,20 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
   async listUsb(vmId: string): Promise<Array<[string, number, number]>> {
     const d = this.get(vmId);
     return (await this.usbdevs(d)).map((u) => [`xenusb-c${u.ctrl}-p${u.port}`, u.hostbus, u.hostaddr]);
+  }
+
+  /**
+   * The installation medium out of a running HVM domain (xl-cdrom.ts): `xl cd-eject`, so libxl's
+   * record of the domain's disks agrees with its device model.
+   */
+  async ejectCdrom(vmId: string): Promise<void> {
+    const d = this.get(vmId);
+    if (d.opts.type !== 'hvm')
+      throw new BulkheadError(
+        'NotSupported',
+        `${vmId} is a ${d.opts.type.toUpperCase()} guest: it has no emulated CD-ROM to eject`,
+      );
+    await xl(this.runner, ['cd-eject', String(d.domid), XEN_CDROM_VDEV], this.cmdMs);
   }
 
   qmp(vmId: string): QmpAccess | null {

@@ -29,6 +29,7 @@
 import { BulkheadError } from '@bulkhead/contract';
 import type { VmDefinition } from '../../config';
 import { pvUsbUnsupported, type XenGuestOptions } from './xen-options';
+import { cdromSpec } from './xl-cdrom';
 
 export interface XlConfigPaths {
   /** The VM's run dir (QMP sockets, serial log). */
@@ -85,10 +86,11 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
   if (def.kernel) lines.push(`kernel = ${xlString(where('kernel'), def.kernel)}`);
   if (opts.ramdisk) lines.push(`ramdisk = ${xlString(where('ramdisk'), opts.ramdisk)}`);
   if (def.kernel && def.append) lines.push(`cmdline = ${xlString(where('append'), def.append)}`);
-  if (def.disks.length)
-    lines.push(
-      `disk = [ ${def.disks.map((_, i) => xlString(where(`disks[${i}]`), diskSpec(def, i, opts.type))).join(', ')} ]`,
-    );
+  // The installation medium (xl-cdrom.ts): HVM only, after the disks; refused by name otherwise.
+  const cdrom = cdromSpec(def, opts.type);
+  const diskSpecs = def.disks.map((_, i) => xlString(where(`disks[${i}]`), diskSpec(def, i, opts.type)));
+  if (cdrom) diskSpecs.push(xlString(where('cdrom'), cdrom));
+  if (diskSpecs.length) lines.push(`disk = [ ${diskSpecs.join(', ')} ]`);
   if (def.network.mode === 'user')
     throw new BulkheadError(
       'InvalidConfig',
@@ -135,7 +137,8 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
       // the kernel's text console) is a round trip to the device model in dom0, which under TCG
       // took ~0.1 s each and stretched an HVM boot to many minutes.
       `vga = "${def.display === 'none' ? 'none' : 'stdvga'}"`,
-      `boot = "c"`,
+      // With a medium: CD-ROM first, then the disk (as the QEMU backend's -boot order=dc).
+      `boot = "${cdrom ? 'dc' : 'c'}"`,
       `device_model_version = "qemu-xen"`,
       `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
