@@ -42,6 +42,10 @@ export class FakeXenWorld extends FakeXlRunner {
       }),
     );
     this.on(/^xl (pause|unpause) \d+$/, (line) => this.guard(line, () => undefined));
+    // xl cd-eject <domid> <vdev>: the domain must exist (the medium itself is not modelled).
+    this.on(/^xl cd-eject \d+ \S+$/, (line) =>
+      this.guard(line, () => void this.dom(Number(line.split(' ')[2]))),
+    );
     this.on(/^xl pci-assignable-add /, (line) => this.guard(line, () => undefined));
     this.on(/^xl pci-(attach|detach) \d+ \S+$/, (line) =>
       this.guard(line, () => {
