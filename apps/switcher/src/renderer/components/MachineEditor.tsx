@@ -114,7 +114,9 @@ export function NewMachineDialog() {
   const [diskSizeMiB, setDiskSize] = useState(8192);
   const [diskImport, setDiskImport] = useState('');
   const [cdrom, setCdrom] = useState('');
-  const [network, setNetwork] = useState('user');
+  // On the Xen boot entry a machine has no NAT network (vm-daemon refuses 'user' there).
+  const xen = useUi((s) => s.snapshot.accelerator) === 'xen';
+  const [network, setNetwork] = useState(xen ? 'none' : 'user');
   const [problem, setProblem] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
@@ -439,17 +441,20 @@ function SizingRow(props: {
 }
 
 /**
- * The network of both dialogs (Vm1.Network): the two the person may pick. An administrator's
- * bridge is shown as what it is (their settings are read-only), never offered.
+ * The network of both dialogs (Vm1.Network): the ones the person may pick. An administrator's
+ * bridge is shown as what it is (their settings are read-only), never offered. On the Xen boot
+ * entry (Accelerator xen) there is no shared Internet: it is QEMU's user-mode network, which a
+ * Xen domain does not have, and vm-daemon refuses it there by name.
  */
 function NetworkSelect(props: { network: string; setNetwork: (network: string) => void }) {
   const bridge = props.network.startsWith('bridge:') ? props.network : null;
+  const xen = useUi((s) => s.snapshot.accelerator) === 'xen';
   return (
     <label>
       Network
       <select name="network" value={props.network} onChange={(e) => props.setNetwork(e.target.value)}>
-        <option value="user">Internet (shared)</option>
-        <option value="none">None</option>
+        {(!xen || props.network === 'user') && <option value="user">Internet (shared)</option>}
+        <option value="none">{xen ? 'None (no shared Internet on the Xen boot entry)' : 'None'}</option>
         {bridge && (
           <option value={bridge}>Bridge {bridge.slice('bridge:'.length)} (set by the administrator)</option>
         )}
