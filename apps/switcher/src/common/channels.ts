@@ -60,6 +60,21 @@ export interface RequestMap {
   ejectVm: { args: { vm: string }; result: null };
   /** Vm1.CancelDiskJob: stop a disk import (the machine made for it goes too). */
   cancelDiskJob: { args: { vm: string }; result: null };
+  /**
+   * The renderer's own timing of a change of the view on screen (a VM's or the tiles, '/'), for
+   * the journal (issue 17: where hotkey to picture goes): when the push that caused it arrived
+   * (its channel), when the DOM had it, and the start of the second animation frame after that
+   * (the first frame with it was handed to the compositor). Date.now() values, milliseconds.
+   */
+  reportView: { args: ViewTiming; result: null };
+}
+
+export interface ViewTiming {
+  view: string;
+  channel: string;
+  pushAt: number;
+  domAt: number;
+  frameAt: number;
 }
 
 export interface PushMap {
@@ -111,6 +126,7 @@ export const MAX_UNLOCK_PASSWORD_BYTES = 512;
 const password: Check = (v) =>
   typeof v === 'string' && new TextEncoder().encode(v).length <= MAX_UNLOCK_PASSWORD_BYTES;
 /** Text a person types into a form: bounded, so a hostile renderer cannot send megabytes. */
+const epochMs: Check = (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 2 ** 53;
 const text =
   (max: number): Check =>
   (v) =>
@@ -181,6 +197,7 @@ const REQUEST_SCHEMA: { [C in RequestChannel]: Record<keyof RequestArgs<C>, Chec
   deleteVm: { vm: objPath, removeDisks: bool },
   cancelDiskJob: { vm: objPath },
   ejectVm: { vm: objPath },
+  reportView: { view: objPath, channel: text(32), pushAt: epochMs, domAt: epochMs, frameAt: epochMs },
 };
 
 export const REQUEST_CHANNELS = Object.keys(REQUEST_SCHEMA) as RequestChannel[];

@@ -44,6 +44,14 @@ type Handlers = {
 /** Long enough for a switch that has to boot the VM first (TCG is slow). */
 const SWITCH_TIMEOUT_MS = 180_000;
 
+/**
+ * How long thumbnails wait after a hotkey, a switch request or the tiles coming back on screen.
+ * A round is two Screenshot calls (vm-daemon, each VM's QEMU encoding a PNG) and a push the
+ * renderer decodes: on the Control Domain's two CPUs that competed with the switch and with the
+ * frame that shows its result (issue 17: hotkey to picture). No round runs while a switch does.
+ */
+const THUMB_QUIET_MS = 1500;
+
 export class SwitcherCore extends TypedEmitter<CoreEvents> {
   readonly state: DaemonState;
   private snapshotTimer: NodeJS.Timeout | undefined;
@@ -56,6 +64,10 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
    * Domain draws in software — once a second, for nothing, on top of whatever a switch must draw.
    */
   private readonly lastThumb = new Map<string, string>();
+  /** Renderers that have looked at thumbnails before (their store still has them). */
+  private readonly knownViewers = new Set<string>();
+  /** No thumbnail round before this time (Date.now()): see THUMB_QUIET_MS. */
+  private quietUntil = 0;
 
   constructor(
     private readonly client: BusClient,
@@ -71,7 +83,10 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     );
     this.state.on('secureAttention', () => this.push('secureAttention', { at: Date.now() }));
     this.state.on('prompt', (p) => this.push('prompt', p));
-    this.state.on('hotkey', (chord, action) => this.push('hotkey', { chord, action }));
+    this.state.on('hotkey', (chord, action) => {
+      this.push('hotkey', { chord, action });
+      this.quiet();
+    });
     this.state.on('usbRejected', (device, reason) => this.push('usbRejected', { device, reason }));
   }
 
@@ -89,6 +104,11 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
   /** A renderer went away: it no longer looks at thumbnails. */
   forgetClient(client: string): void {
     this.thumbViewers.delete(client);
+    this.knownViewers.delete(client);
+  }
+
+  private quiet(): void {
+    this.quietUntil = Date.now() + THUMB_QUIET_MS;
   }
 
   private push<C extends PushChannel>(channel: C, payload: PushMap[C]): void {
@@ -109,7 +129,11 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     // down (pruneThumbnails): forget what they were sent, or a VM back with the same screen would
     // never get its thumbnail again.
     if (!this.state.isUp('vmManager')) this.lastThumb.clear();
+    for (const path of this.lastThumb.keys())
+      if (this.state.vm(path)?.state !== 'running') this.lastThumb.delete(path);
     if (this.thumbBusy || this.thumbViewers.size === 0 || !this.state.isUp('vmManager')) return;
+    // A switch, or a picture that must reach the screen first: this round is skipped.
+    if (this.state.switching || Date.now() < this.quietUntil) return;
     this.thumbBusy = true;
     try {
       for (const vm of this.state.snapshot().vms) {
@@ -139,6 +163,7 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     getSnapshot: async () => this.state.snapshot(),
     switchTo: async ({ vm }) => {
       this.requireUp('vmManager');
+      this.quiet();
       await this.vmManager(SWITCH_TIMEOUT_MS).Switch(vm, {});
       return null;
     },
@@ -208,15 +233,32 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
       return null;
     },
     setThumbnailsVisible: async ({ visible }, client) => {
-      if (visible) {
-        this.thumbViewers.add(client);
-        // A viewer that starts looking gets every VM's screen in the next round, changed or not.
-        this.lastThumb.clear();
-      } else this.thumbViewers.delete(client);
-      if (visible) void this.takeThumbnails();
+      if (!visible) {
+        this.thumbViewers.delete(client);
+        return null;
+      }
+      this.thumbViewers.add(client);
+      // A viewer that starts looking gets every VM's screen in the next round, changed or not.
+      this.lastThumb.clear();
+      if (this.knownViewers.has(client)) {
+        // The tiles came back (Ctrl+0): the renderer still has the screens it was sent, and the
+        // tiles' first frame goes first; the next round after the quiet time refreshes them.
+        this.quiet();
+      } else {
+        this.knownViewers.add(client);
+        void this.takeThumbnails();
+      }
       return null;
     },
     vncUrl: async ({ vm }) => ({ url: this.opts.vncUrl(vm) }),
+    reportView: async (t) => {
+      // One line per change of the view on screen, with absolute times to set beside the
+      // daemons' journal lines (input-daemon's hotkey, vm-daemon's switch).
+      this.opts.log?.(
+        `view ${t.view} shown: push '${t.channel}' at ${new Date(t.pushAt).toISOString()}, DOM +${t.domAt - t.pushAt} ms, second frame +${t.frameAt - t.pushAt} ms`,
+      );
+      return null;
+    },
     createVm: async ({ name, options }) => {
       this.requireUp('vmManager');
       // Creating the disk (qemu-img) can take a few seconds on a loaded machine.

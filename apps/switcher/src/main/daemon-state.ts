@@ -103,6 +103,11 @@ export class DaemonState extends TypedEmitter<DaemonStateEvents> {
     return this.vmManager.vms.get(path);
   }
 
+  /** vm-daemon's `Switching`. */
+  get switching(): boolean {
+    return this.vmManager.switching;
+  }
+
   isUp(d: DaemonName): boolean {
     return this.daemons[d].up;
   }

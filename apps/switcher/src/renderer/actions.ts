@@ -1,8 +1,15 @@
 /** What the UI can do: requests on the transport, with their outcome folded into the store. */
-import type { EvdevEvent, InputDeviceClass, MachineOptions, RequestFailure } from '../common/channels';
+import type {
+  EvdevEvent,
+  InputDeviceClass,
+  MachineOptions,
+  RequestFailure,
+  ViewTiming,
+} from '../common/channels';
 import type { Transport } from './transport';
 import {
   beginSwitch,
+  expireHotkeyView,
   failSwitch,
   finishSwitch,
   isLocked,
@@ -47,6 +54,10 @@ export interface Actions {
   showPanel(p: Panel): void;
   dismissProgress(): void;
   dismissNotice(): void;
+  /** The hotkey's view heard at `at` was not confirmed in time: show what ActiveVm says. */
+  expireHotkeyView(at: number): void;
+  /** The timing of a change of the view on screen, for the journal (view-timing.ts). */
+  reportView(t: ViewTiming): void;
 }
 
 export function createActions(store: UiStore, transport: Transport): Actions {
@@ -126,5 +137,9 @@ export function createActions(store: UiStore, transport: Transport): Actions {
     showPanel: (panel) => set((s) => ({ ...s, panel })),
     dismissProgress: () => set((s) => ({ ...s, progress: null })),
     dismissNotice: () => set((s) => ({ ...s, notice: null })),
+    expireHotkeyView: (at) => set((s) => expireHotkeyView(s, at)),
+    reportView(t) {
+      void transport.request('reportView', t);
+    },
   };
 }

@@ -40,6 +40,8 @@ const actions: Actions = {
   showPanel: () => undefined,
   dismissProgress: () => undefined,
   dismissNotice: () => undefined,
+  expireHotkeyView: () => undefined,
+  reportView: () => undefined,
 };
 
 function vm(id: string, over: Partial<VmModel> = {}): VmModel {

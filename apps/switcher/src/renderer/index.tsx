@@ -5,14 +5,16 @@ import { App } from './components/App';
 import { ActionsContext, StoreContext } from './components/context';
 import { applyPush, createUiStore } from './store';
 import { pickTransport } from './transport';
+import { notePush } from './view-timing';
 
 const store = createUiStore();
 const transport = pickTransport();
 const actions = createActions(store, transport);
 
-transport.onPush((channel, payload) =>
-  store.setState(applyPush(store.getState(), channel, payload as never), true),
-);
+transport.onPush((channel, payload) => {
+  notePush(channel);
+  store.setState(applyPush(store.getState(), channel, payload as never), true);
+});
 transport.onConnection((connection) => store.setState({ ...store.getState(), connection }, true));
 
 createRoot(document.getElementById('root')!).render(

@@ -2,7 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VM1_VIEW_DEFAULTS } from '@bulkhead/contract';
 import { emptySnapshot, type SwitcherSnapshot, type VmModel } from '../common/model';
-import { applyPush, beginSwitch, failSwitch, initialUiState, isLocked, shownVm, type UiState } from './store';
+import {
+  applyPush,
+  beginSwitch,
+  expireHotkeyView,
+  failSwitch,
+  initialUiState,
+  isLocked,
+  shownVm,
+  type UiState,
+} from './store';
 
 const P = '/org/bulkhead/VmManager1/vm/personal';
 const B = '/org/bulkhead/VmManager1/vm/business';
@@ -167,4 +176,102 @@ test('prompts queue once each and disappear when the daemon no longer lists them
   assert.equal(s.prompts.length, 1);
   s = applyPush(s, 'snapshot', liveSnapshot({ prompts: [] }));
   assert.equal(s.prompts.length, 0);
+});
+
+// Issue 17 (hotkey to picture): a switch hotkey shows its view at once, before vm-daemon switched.
+const hotkey = (s: UiState, slot: number) =>
+  applyPush(s, 'hotkey', { chord: `Ctrl+${slot}`, action: `slot:${slot}` });
+
+test("a switch hotkey shows the target's view at once; ActiveVm then confirms it", () => {
+  let s = withSnap({ activeVm: P });
+  s = hotkey(s, 2);
+  assert.equal(shownVm(s)?.id, 'business', 'shown before vm-daemon switched');
+  assert.equal(s.snapshot.activeVm, P, 'the model still says where vm-daemon is');
+  s = applyPush(s, 'snapshot', liveSnapshot({ activeVm: P, switching: true }));
+  assert.equal(shownVm(s)?.id, 'business', 'kept while the switch runs');
+  s = applyPush(s, 'snapshot', liveSnapshot({ activeVm: B }));
+  assert.equal(s.hotkeyView, null);
+  assert.equal(shownVm(s)?.id, 'business');
+  // Ctrl+0: the tiles at once.
+  s = hotkey(s, 0);
+  assert.equal(shownVm(s), null);
+});
+
+test("a hotkey's own switch shows no progress card while it runs; a failure takes the view back and says why", () => {
+  let s = hotkey(withSnap({ activeVm: P }), 2);
+  for (const step of ['freeze-input', 'focus-input'])
+    s = applyPush(s, 'switchProgress', { target: B, step, detail: '', at: 11 });
+  assert.equal(s.progress, null, 'the picture is the progress');
+  s = applyPush(s, 'switchProgress', { target: B, step: 'failed', detail: 'focus-input: timed out', at: 12 });
+  assert.equal(s.hotkeyView, null);
+  assert.equal(shownVm(s)?.id, 'personal', 'back to where vm-daemon is');
+  assert.equal(s.progress?.status, 'failed');
+});
+
+test("a hotkey's view is dropped when its switch ends elsewhere, is superseded, on a lock, or when it expires", () => {
+  const base = withSnap({ activeVm: P });
+  // The switch ended (not running) with ActiveVm elsewhere: rolled back.
+  let s = hotkey(base, 2);
+  s = applyPush(
+    s,
+    'snapshot',
+    liveSnapshot({
+      activeVm: P,
+      switching: false,
+      lastSwitch: {
+        from: P,
+        target: B,
+        outcome: 'failed',
+        error: 'x',
+        startedMs: 1,
+        durationMs: 1,
+        steps: [],
+      },
+    }),
+  );
+  assert.equal(shownVm(s)?.id, 'personal');
+  // Replaced by a newer request before it ran.
+  s = applyPush(hotkey(base, 2), 'switchProgress', { target: B, step: 'superseded', detail: '', at: 1 });
+  assert.equal(shownVm(s)?.id, 'personal');
+  // The secure-attention chord, or the seat locked.
+  s = applyPush(hotkey(base, 2), 'secureAttention', { at: 1 });
+  assert.equal(s.hotkeyView, null);
+  const locked = liveSnapshot({ activeVm: P });
+  locked.input!.locked = true;
+  assert.equal(applyPush(hotkey(base, 2), 'snapshot', locked).hotkeyView, null);
+  // vm-daemon gone.
+  s = applyPush(hotkey(base, 2), 'daemon', {
+    name: 'vmManager',
+    status: { up: false, since: 2, detail: '' },
+  });
+  assert.equal(s.hotkeyView, null);
+  // Not confirmed within the bound.
+  s = hotkey(base, 2);
+  assert.equal(expireHotkeyView(s, s.hotkeyView!.at + 1).hotkeyView, s.hotkeyView, 'another hotkey’s expiry');
+  assert.equal(expireHotkeyView(s, s.hotkeyView!.at).hotkeyView, null);
+  // A click is the newest request.
+  assert.equal(beginSwitch(hotkey(base, 2), P, 1).hotkeyView, null);
+});
+
+test('no early view for a stopped VM, a GPU VM, an empty slot, or while locked; a newer such hotkey drops an older view', () => {
+  const stopped = withSnap({
+    activeVm: P,
+    vms: [vm('personal'), vm('business', { slot: 2, state: 'stopped' })],
+  });
+  assert.equal(hotkey(stopped, 2).hotkeyView, null, 'booting it takes the switch itself');
+  const gpu = withSnap({ activeVm: P, vms: [vm('personal'), vm('business', { slot: 2, hasGpu: true })] });
+  assert.equal(hotkey(gpu, 2).hotkeyView, null);
+  assert.equal(hotkey(withSnap({ activeVm: P }), 7).hotkeyView, null);
+  const locked = applyPush(withSnap({ activeVm: P }), 'secureAttention', { at: 1 });
+  assert.equal(hotkey(locked, 2).hotkeyView, null);
+  // Ctrl+2 (running) then Ctrl+3 (nothing to show early): vm-daemon ends on 3's request.
+  const three = withSnap({
+    activeVm: P,
+    vms: [vm('personal'), vm('business', { slot: 2 }), vm('lab', { slot: 3, state: 'stopped' })],
+  });
+  let s = hotkey(three, 2);
+  assert.ok(s.hotkeyView);
+  s = hotkey(s, 3);
+  assert.equal(s.hotkeyView, null);
+  assert.equal(shownVm(s)?.id, 'personal');
 });

@@ -46,7 +46,26 @@ export interface UiState {
   prompts: PromptModel[];
   /** The New-machine dialog or a machine's settings, when open. */
   editor: EditorView | null;
+  /**
+   * Where a switch hotkey asked to go, shown at once, before vm-daemon has switched (issue 17:
+   * hotkey to picture). Only a running VM without a GPU (its view is mounted and painted) or the
+   * tiles ('/'). Cleared when `ActiveVm` names it, when its switch fails or is replaced, on a
+   * lock, when vm-daemon or input-daemon goes away, or after HOTKEY_VIEW_BOUND_MS
+   * (expireHotkeyView). Safe for input (docs/security-model.md, rule 6): from the chord on,
+   * input-daemon holds what is typed and delivers it only where the switch lands, or drops it;
+   * the view shows and takes nothing.
+   */
+  hotkeyView: HotkeyView | null;
 }
+
+export interface HotkeyView {
+  target: string;
+  /** When the renderer heard the hotkey (Date.now()). */
+  at: number;
+}
+
+/** The longest a hotkey's view is shown without vm-daemon's `ActiveVm` confirming it. */
+export const HOTKEY_VIEW_BOUND_MS = 20_000;
 
 export function initialUiState(over: Partial<UiState> = {}): UiState {
   return {
@@ -59,6 +78,7 @@ export function initialUiState(over: Partial<UiState> = {}): UiState {
     secureAttention: false,
     prompts: [],
     editor: null,
+    hotkeyView: null,
     ...over,
   };
 }
@@ -93,6 +113,7 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       const locked = snap.input?.locked ?? false;
       return {
         ...s,
+        hotkeyView: settleHotkeyView(s.hotkeyView, snap),
         snapshot: snap,
         thumbnails: pruneThumbnails(s.thumbnails, snap),
         prompts,
@@ -131,12 +152,21 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
         ...s,
         snapshot,
         progress,
+        hotkeyView: !status.up && (name === 'vmManager' || name === 'input') ? null : s.hotkeyView,
         thumbnails: pruneThumbnails(s.thumbnails, snapshot),
         prompts: name === 'usb' && !status.up ? [] : s.prompts,
       };
     }
     case 'switchProgress': {
       const p = payload as PushMap['switchProgress'];
+      // A hotkey's switch whose target is already on screen (hotkeyView): the picture is the
+      // progress; a card over it would be more software-rendered frames while the view is painted.
+      // Only a failure is shown, and it takes the view back to where vm-daemon is.
+      if (s.hotkeyView?.target === p.target) {
+        if (p.step === 'superseded') return { ...s, hotkeyView: null };
+        if (p.step !== 'failed') return s;
+        s = { ...s, hotkeyView: null };
+      }
       // Coming back to the tiles needs no progress card, only a failure does.
       if (p.target === '/' && p.step !== 'failed' && !(s.progress?.target === '/')) return s;
       // A request waiting for the running switch: named on the running switch's card; a request
@@ -176,7 +206,7 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       };
     }
     case 'secureAttention':
-      return { ...s, secureAttention: true };
+      return { ...s, secureAttention: true, hotkeyView: null };
     case 'prompt':
       return { ...s, prompts: mergePrompts(s.prompts, [payload as PromptModel]) };
     case 'thumbnail': {
@@ -200,15 +230,61 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       };
     }
     case 'hotkey':
-      return s;
+      return hotkeyPressed(s, payload as PushMap['hotkey'], Date.now());
     default:
       return s;
   }
 }
 
+/**
+ * input-daemon recognised a chord (HotkeyPressed, sent before it asks vm-daemon to switch). A
+ * switch chord to the tiles or to a running VM without a GPU shows that view at once; anything
+ * else (a stopped VM to boot, a GPU VM, no VM in the slot, locked, a lock chord) shows nothing
+ * early and drops an earlier hotkey's view: the newest request is the one vm-daemon carries out.
+ */
+export function hotkeyPressed(s: UiState, h: PushMap['hotkey'], now: number): UiState {
+  const m = /^slot:(\d+)$/.exec(h.action);
+  if (!m) return s.hotkeyView ? { ...s, hotkeyView: null } : s;
+  const slot = Number(m[1]);
+  let target: string | null = null;
+  if (!isLocked(s) && s.snapshot.daemons.vmManager.up && s.snapshot.daemons.input.up) {
+    if (slot === 0) target = '/';
+    else {
+      const vm = s.snapshot.vms.find((v) => v.slot === slot);
+      if (vm && vm.state === 'running' && !vm.hasGpu) target = vm.path;
+    }
+  }
+  if (target === null || target === s.snapshot.activeVm) return s.hotkeyView ? { ...s, hotkeyView: null } : s;
+  return { ...s, hotkeyView: { target, at: now } };
+}
+
+/** A hotkey's view once vm-daemon's state is known: kept while its switch may still land there. */
+function settleHotkeyView(h: HotkeyView | null, snap: SwitcherSnapshot): HotkeyView | null {
+  if (!h) return h;
+  if (!snap.daemons.vmManager.up || snap.input?.locked) return null;
+  if (snap.activeVm === h.target) return null; // confirmed: ActiveVm shows it from now on
+  // Its switch ended elsewhere (failed, rolled back) and nothing newer is running.
+  if (!snap.switching && snap.lastSwitch?.target === h.target) return null;
+  if (h.target !== '/') {
+    const vm = snap.vms.find((v) => v.path === h.target);
+    if (!vm || vm.state !== 'running' || vm.hasGpu) return null;
+  }
+  return h;
+}
+
+/** The bound passed without vm-daemon confirming the hotkey's view: back to what `ActiveVm` says. */
+export function expireHotkeyView(s: UiState, at: number): UiState {
+  return s.hotkeyView?.at === at ? { ...s, hotkeyView: null } : s;
+}
+
 /** The renderer asked for a switch: show progress at once, before the first signal arrives. */
 export function beginSwitch(s: UiState, target: string, now: number): UiState {
-  return { ...s, progress: { target, steps: [], status: 'running', startedAt: now, error: null } };
+  // A click is the newest request: an earlier hotkey's view gives way to it.
+  return {
+    ...s,
+    hotkeyView: null,
+    progress: { target, steps: [], status: 'running', startedAt: now, error: null },
+  };
 }
 
 /** The Switch call itself failed: the named D-Bus error, in words. */
@@ -240,7 +316,7 @@ export function createUiStore(initial: Partial<UiState> = {}): UiStore {
 
 /** Derived: the VM whose screen the switcher shows full screen, or null for the tiles. */
 export function shownVm(s: UiState) {
-  const a = s.snapshot.activeVm;
+  const a = s.hotkeyView?.target ?? s.snapshot.activeVm;
   if (a === '/' || !s.snapshot.daemons.vmManager.up) return null;
   const vm = s.snapshot.vms.find((v) => v.path === a);
   return vm && !vm.hasGpu ? vm : null;

@@ -1,6 +1,6 @@
 import { useEffect } from 'react';
 import { useShallow } from 'zustand/react/shallow';
-import { displayedVms, isLocked, shownVm } from '../store';
+import { HOTKEY_VIEW_BOUND_MS, displayedVms, isLocked, shownVm } from '../store';
 import { useActions, useUi } from './context';
 import { Diagnostics } from './Diagnostics';
 import { LockScreen, NoticeToast, OutageBanner, PromptDialog, SwitchProgressCard } from './Overlays';
@@ -10,6 +10,7 @@ import { MachineEditor } from './MachineEditor';
 import { TopBar } from './TopBar';
 import { UsbPanel } from './UsbPanel';
 import { VmView } from './VmView';
+import { useViewTiming } from '../view-timing';
 
 /** Digits 1-9 on the tiles screen switch to that slot; Ctrl+digit too (the hotkeys' shape). */
 function useSlotKeys(enabled: boolean) {
@@ -33,6 +34,17 @@ function useSlotKeys(enabled: boolean) {
   }, [actions, enabled, vms]);
 }
 
+/** A hotkey's early view (store: hotkeyView) lasts at most HOTKEY_VIEW_BOUND_MS unconfirmed. */
+function useHotkeyViewBound() {
+  const actions = useActions();
+  const at = useUi((s) => s.hotkeyView?.at);
+  useEffect(() => {
+    if (at === undefined) return;
+    const t = setTimeout(() => actions.expireHotkeyView(at), HOTKEY_VIEW_BOUND_MS);
+    return () => clearTimeout(t);
+  }, [actions, at]);
+}
+
 export function App() {
   const vm = useUi(shownVm);
   const panel = useUi((s) => s.panel);
@@ -42,6 +54,9 @@ export function App() {
   const connected = useUi((s) => s.connection);
   const displayed = useUi(useShallow(displayedVms));
   useSlotKeys(!vm && panel === 'machines' && !locked && !modal);
+  useHotkeyViewBound();
+  const actions = useActions();
+  useViewTiming(vm?.path ?? '/', actions.reportView);
 
   return (
     <div className={`app${vm ? ' in-vm' : ''}`} aria-busy={connected === 'connecting'}>
