@@ -108,6 +108,13 @@ export interface ConfigOptions {
    * backend it chose (main.ts).
    */
   backends?: readonly BackendName[];
+  /**
+   * The running backend's own check of each of its files, after the fields' (e.g. the Xen
+   * backend's sidecar and guest kind: xen-options.ts xenDefinitionProblem). A problem is the
+   * file's ConfigError: the VM is not loaded, and a kind the backend cannot start or give input
+   * focus is refused here, when its file is loaded, not at a start or a switch.
+   */
+  check?: (def: VmDefinition) => ConfigError | null;
 }
 
 /** Where the Control Domain mounts USB sticks (read-only): ISOs and disk imports come from here. */
@@ -604,6 +611,11 @@ export function loadConfigDir(dir: string, opts: ConfigOptions = {}): LoadedConf
     const d = parsed.def;
     if (opts.backends && !opts.backends.includes(d.backend)) {
       otherBackend.push({ file, backend: d.backend });
+      continue;
+    }
+    const problem = opts.check?.(d) ?? null;
+    if (problem) {
+      reject(problem, d.id);
       continue;
     }
     if (byId.has(d.id)) {

@@ -27,6 +27,7 @@ import { QemuBackend } from './backend/qemu-backend';
 import { XenGpuHandoff } from './backend/xen/gpu-handoff';
 import { XenBackend } from './backend/xen/xen-backend';
 import { ExecXlRunner } from './backend/xen/xl-runner';
+import { xenDefinitionProblem } from './backend/xen/xen-options';
 import { NoDom0Display, SystemdKioskDisplay } from './gpu/dom0-display';
 import { DEFAULT_MEDIA_ROOTS, defaultImageDirs, loadConfigDir, type ConfigOptions } from './config';
 import { VmStore } from './vm-store';
@@ -203,6 +204,8 @@ async function main(): Promise<void> {
     // errors. The person's own files (CreateVm) are all loaded: one of the other backend is listed
     // as unavailable on this entry (VmEntry.unavailable), kept unchanged, never dropped.
     backends: [backendName],
+    // A Xen file's sidecar and guest kind are checked when it is loaded (ConfigErrors), not at start.
+    check: backendName === 'xen' ? xenDefinitionProblem : undefined,
   };
   const person = new VmStore({
     dir: args.personDir,

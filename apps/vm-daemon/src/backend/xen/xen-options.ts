@@ -169,3 +169,43 @@ export function loadXenOptions(def: Pick<VmDefinition, 'file' | 'kernel'>): XenG
   }
   return parseXenOptions(file, read.text, def);
 }
+
+/**
+ * How each kind of Xen guest this backend starts receives input focus: input-daemon's QMP sink on
+ * <runDir>/input-qmp.sock (xl-config.ts gives every kind one). A kind missing here would be
+ * refused when its file is loaded (xenDefinitionProblem), never found out at a switch.
+ */
+export const XEN_INPUT_PATH: Readonly<Record<XenGuestType, string>> = {
+  hvm: "the device model's emulated PS/2 keyboard and mouse (input-send-event on its QMP)",
+  pv: "xen-kbdfront (vkb), served by the QEMU libxl starts for the guest's vfb",
+  pvh: "xen-kbdfront (vkb), served by the QEMU libxl starts for the guest's vfb",
+};
+
+/**
+ * The load-time check of a Xen VM file (ConfigOptions.check, set by main.ts on the Xen backend):
+ * its sidecar is read and validated now, not at the first start, and a guest that could not be
+ * started or given focus is a ConfigError of its file (InvalidConfig on the bus, the VM not
+ * loaded). null when the file is fine.
+ */
+export function xenDefinitionProblem(def: Pick<VmDefinition, 'file' | 'kernel'>): ConfigError | null {
+  let opts: XenGuestOptions;
+  try {
+    opts = loadXenOptions(def);
+  } catch (e) {
+    if (e instanceof XenSidecarError) return { file: e.file, field: e.field, reason: e.reason };
+    throw e;
+  }
+  if (!Object.hasOwn(XEN_INPUT_PATH, opts.type))
+    return {
+      file: sidecarPath(def),
+      field: 'type',
+      reason: `a ${String(opts.type)} guest cannot be given input focus by this backend`,
+    };
+  if ((opts.type === 'pv' || opts.type === 'pvh') && !def.kernel)
+    return {
+      file: def.file,
+      field: 'kernel',
+      reason: `a ${opts.type.toUpperCase()} guest needs a kernel (no bootloader is run; set "kernel" or use "type": "hvm" in ${basename(sidecarPath(def))})`,
+    };
+  return null;
+}

@@ -4,9 +4,15 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import type { VmDefinition } from '../../config';
+import { loadConfigDir, type VmDefinition } from '../../config';
 import { generateXlConfig } from './xl-config';
-import { defaultXenOptions, loadXenOptions, parseXenOptions } from './xen-options';
+import {
+  XEN_INPUT_PATH,
+  defaultXenOptions,
+  loadXenOptions,
+  parseXenOptions,
+  xenDefinitionProblem,
+} from './xen-options';
 
 const def = (over: Partial<VmDefinition> = {}): VmDefinition => ({
   id: 'personal',
@@ -260,4 +266,43 @@ test('HVM with display none gets no emulated VGA; with vnc it keeps stdvga (scre
       generateXlConfig(def({ kernel: null, append: '', display: 'vnc' }), hvm, { runDir: '/r' }),
     ).includes('vga = "stdvga"'),
   );
+});
+
+test("a Xen file is checked when it is loaded: a bad sidecar or a PV guest without a kernel is the file's ConfigError and the VM is not loaded", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'xenload-'));
+  const vm = (id: string, slot: number, extra: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      id,
+      name: id,
+      slot,
+      kind: 'business',
+      color: '#123456',
+      memoryMiB: 64,
+      backend: 'xen',
+      ...extra,
+    });
+  writeFileSync(join(dir, 'k'), 'kernel');
+  writeFileSync(join(dir, 'pv.json'), vm('pv', 1, { kernel: 'k' }));
+  writeFileSync(join(dir, 'pv.xen'), '{"type":"pv"}');
+  writeFileSync(join(dir, 'hvm.json'), vm('hvm', 2, { kernel: 'k' }));
+  writeFileSync(join(dir, 'hvm.xen'), '{"type":"hvm","usbctrl":{"version":2,"ports":6}}');
+  writeFileSync(join(dir, 'pvusb.json'), vm('pvusb', 3, { kernel: 'k' }));
+  writeFileSync(join(dir, 'pvusb.xen'), '{"type":"pv","usbctrl":{"version":2,"ports":6}}');
+  writeFileSync(join(dir, 'nokernel.json'), vm('nokernel', 4));
+  writeFileSync(join(dir, 'nokernel.xen'), '{"type":"pvh"}');
+  writeFileSync(join(dir, 'kvm.json'), vm('kvm', 5));
+  writeFileSync(join(dir, 'kvm.xen'), '{"type":"kvm"}');
+  const r = loadConfigDir(dir, { check: xenDefinitionProblem });
+  assert.deepEqual(r.vms.map((v) => v.id).sort(), ['hvm', 'pv'], JSON.stringify(r.errors));
+  const errs = Object.fromEntries(
+    r.errors.map((e) => [e.file.slice(dir.length + 1), `${e.field}: ${e.reason}`]),
+  );
+  assert.match(errs['pvusb.xen'], /^usbctrl: a PV guest cannot take USB devices/);
+  assert.match(errs['nokernel.json'], /^kernel: a PVH guest needs a kernel/);
+  assert.match(errs['kvm.xen'], /^type: must be pv, pvh or hvm, got "kvm"/);
+  assert.equal(Object.keys(errs).length, 3, JSON.stringify(errs));
+  // Without the check (another backend's daemon, or before this check existed) all five load.
+  assert.equal(loadConfigDir(dir).vms.length, 5);
+  // Every kind the sidecar may name has an input path (else it would be refused here too).
+  for (const t of ['pv', 'pvh', 'hvm'] as const) assert.ok(XEN_INPUT_PATH[t]);
 });
