@@ -51,7 +51,7 @@ export function vmProperties(manager: VmManager, id: string): Vm1Properties {
     State: e.state,
     StateReason: e.stateReason,
     StateReasonCode: e.stateReasonCode,
-    LastError: e.configError || e.unavailable || e.opError,
+    LastError: e.configError || e.opError,
     HasGpu: d.gpu !== null,
     Autostart: d.autostart,
     UsbAutoAttach: d.usbAutoAttach,
@@ -64,6 +64,7 @@ export function vmProperties(manager: VmManager, id: string): Vm1Properties {
     Cdrom: d.cdrom ?? '',
     DiskJob: e.diskJob ? 'import' : '',
     DiskJobProgress: e.diskJob?.percent ?? 0,
+    Unavailable: e.unavailable,
     InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
   };
 }

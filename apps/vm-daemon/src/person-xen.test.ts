@@ -318,7 +318,9 @@ test("a person's VM made on the KVM entry is listed on the Xen entry as unavaila
       /made on the Bulkhead \(KVM\) boot entry \(backend 'qemu'\): it runs only there, not on Bulkhead \(Xen\)/,
     );
     const props = vmProperties(t.manager, 'old');
-    assert.equal(props.LastError, `${e.unavailable}`, 'the tile says why');
+    assert.equal(props.Unavailable, e.unavailable, 'the tile says why');
+    assert.equal(props.LastError, '', 'not an error of the VM: it is fine, on the other entry');
+    assert.equal(vmProperties(t.manager, 'business').Unavailable, '');
     assert.equal(props.Slot, 4);
     assert.equal(props.State, 'stopped');
     assert.deepEqual(t.manager.configErrors, [], 'not a config error: the file is fine, for the other entry');

@@ -140,6 +140,7 @@ const DEFINITION_PROPERTIES: Array<keyof Vm1Properties> = [
   'ConfigFile',
   'Owner',
   'Cdrom',
+  'Unavailable',
 ];
 
 /** A VM object that says what is wrong with its file, so the switcher can show it. */

@@ -350,7 +350,7 @@ from the media roots (\`/media/bulkhead\`, checked after symlinks are followed).
 On the Xen boot entry the same rules hold for the VMs \`CreateVm\` makes there (HVM domains: the
 ISO is the device model's CD-ROM, the disk is in \`<state dir>/images\`); options Xen cannot honour
 (\`network\` \`user\`, \`disk_format\` \`vhdx\`) are InvalidArgument naming the option. A person's VM
-made on the other boot entry is listed with the reason in \`LastError\` and cannot be started,
+made on the other boot entry is listed with the reason in \`Vm1.Unavailable\` and cannot be started,
 switched to, changed or ejected there (InvalidConfig / InvalidState before anything runs); vm-daemon
 never rewrites or removes its file, and ui may still \`Delete\` it. Proven by
 \`apps/vm-daemon/src/person-xen.test.ts\`.

@@ -184,7 +184,7 @@ export interface Vm1Properties {
   StateReason: string;
   /** Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us). */
   StateReasonCode: Vm1StateReasonCode;
-  /** The last error of an operation on this VM, including its definition file's errors; empty when none. A person's VM made on the other boot entry (Backend not the one vm-daemon runs) says so here ('made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs. */
+  /** The last error of an operation on this VM, including its definition file's errors; empty when none. (A VM that cannot run on this boot entry says why in Unavailable.) */
   LastError: string;
   HasGpu: boolean;
   Autostart: boolean;
@@ -194,11 +194,13 @@ export interface Vm1Properties {
   Vcpus: number;
   /** The VM's network: none (no network card) | user (NAT through the Control Domain, QEMU user networking) | bridge:NAME (an administrator's VM on a host bridge). The person's VMs take none or user (CreateVm, Update). */
   Network: string;
-  /** qemu | xen: the backend the VM's file is for. vm-daemon loads the administrator's files of its own backend only; a person's file of the other one is listed, unavailable on this boot entry (LastError). */
+  /** qemu | xen: the backend the VM's file is for. vm-daemon loads the administrator's files of its own backend only; a person's file of the other one is listed, unavailable on this boot entry (Unavailable). */
   Backend: string;
   ConfigFile: string;
   /** admin (a file of the administrator's VM directory: the UI may not edit or delete it) | person (created by the person: Update and Delete work). */
   Owner: string;
+  /** Why this VM cannot run on this boot entry, in words; empty when it can. Set for a person's VM made on the other entry (its Backend is not the one vm-daemon runs: 'made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs (Delete works). The switcher shows such a tile as not available here. */
+  Unavailable: string;
   /** The installation medium attached as a CD-ROM (booted before the disk); empty when none. */
   Cdrom: string;
   /** The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile. */
@@ -365,16 +367,17 @@ export const CONTRACT = {
       "State": {"type":"s","access":"read","doc":"stopped | starting | running | paused | stopping | crashed."},
       "StateReason": {"type":"s","access":"read","doc":"Why the VM is in its State, in words for people (e.g. 'qemu exited with signal SIGKILL'). Programs read StateReasonCode."},
       "StateReasonCode": {"type":"s","access":"read","doc":"Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us)."},
-      "LastError": {"type":"s","access":"read","doc":"The last error of an operation on this VM, including its definition file's errors; empty when none. A person's VM made on the other boot entry (Backend not the one vm-daemon runs) says so here ('made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs."},
+      "LastError": {"type":"s","access":"read","doc":"The last error of an operation on this VM, including its definition file's errors; empty when none. (A VM that cannot run on this boot entry says why in Unavailable.)"},
       "HasGpu": {"type":"b","access":"read","doc":""},
       "Autostart": {"type":"b","access":"read","doc":""},
       "UsbAutoAttach": {"type":"b","access":"read","doc":"New USB devices go to this VM when it is focused and no rule says otherwise."},
       "MemoryMiB": {"type":"u","access":"read","doc":""},
       "Vcpus": {"type":"u","access":"read","doc":""},
       "Network": {"type":"s","access":"read","doc":"The VM's network: none (no network card) | user (NAT through the Control Domain, QEMU user networking) | bridge:NAME (an administrator's VM on a host bridge). The person's VMs take none or user (CreateVm, Update)."},
-      "Backend": {"type":"s","access":"read","doc":"qemu | xen: the backend the VM's file is for. vm-daemon loads the administrator's files of its own backend only; a person's file of the other one is listed, unavailable on this boot entry (LastError)."},
+      "Backend": {"type":"s","access":"read","doc":"qemu | xen: the backend the VM's file is for. vm-daemon loads the administrator's files of its own backend only; a person's file of the other one is listed, unavailable on this boot entry (Unavailable)."},
       "ConfigFile": {"type":"s","access":"read","doc":""},
       "Owner": {"type":"s","access":"read","doc":"admin (a file of the administrator's VM directory: the UI may not edit or delete it) | person (created by the person: Update and Delete work)."},
+      "Unavailable": {"type":"s","access":"read","doc":"Why this VM cannot run on this boot entry, in words; empty when it can. Set for a person's VM made on the other entry (its Backend is not the one vm-daemon runs: 'made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs (Delete works). The switcher shows such a tile as not available here."},
       "Cdrom": {"type":"s","access":"read","doc":"The installation medium attached as a CD-ROM (booted before the disk); empty when none."},
       "DiskJob": {"type":"s","access":"read","doc":"The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile."},
       "DiskJobProgress": {"type":"u","access":"read","doc":"Percent done (0-100) of DiskJob."},
@@ -588,7 +591,7 @@ export const usbDevice1ViewPatch = viewPatcher<UsbDevice1View>(CONTRACT['org.bul
 /** Every property of org.bulkhead.Vm1 as plain JSON under its camelCase name (64-bit integers as numbers), as a UI mirrors it. */
 export type Vm1View = ViewOf<Vm1Properties>;
 /** Vm1View before the daemon said anything: zero values, an enum's first value. */
-export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"network":"","backend":"","configFile":"","owner":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
+export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"network":"","backend":"","configFile":"","owner":"","unavailable":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
 /** The Vm1View fields of the org.bulkhead.Vm1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
 export const vm1ViewPatch = viewPatcher<Vm1View>(CONTRACT['org.bulkhead.Vm1']);
 

@@ -79,6 +79,7 @@ function fakeHostileVmProps(): Vm1Properties {
     Cdrom: '',
     DiskJob: '',
     DiskJobProgress: 0,
+    Unavailable: '',
   };
 }
 

@@ -71,6 +71,7 @@ function fakeVmProps(name: string): Vm1Properties {
     Cdrom: '',
     DiskJob: '',
     DiskJobProgress: 0,
+    Unavailable: '',
   };
 }
 

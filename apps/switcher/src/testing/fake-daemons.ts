@@ -79,6 +79,7 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
     Cdrom: '',
     DiskJob: '',
     DiskJobProgress: 0,
+    Unavailable: '',
     ...over,
   };
 }

@@ -140,6 +140,7 @@ export class FakeVm implements Vm1Service {
       Cdrom: '',
       DiskJob: '',
       DiskJobProgress: 0,
+      Unavailable: '',
     };
   }
 

@@ -227,7 +227,9 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
   const [busy, setBusy] = useState(false);
   const admin = vm.owner !== 'person';
   const running = vm.state !== 'stopped' && vm.state !== 'crashed';
-  const locked = admin || running;
+  // Made on the other boot entry (Vm1.Unavailable): kept as it is; it can only be deleted here.
+  const unavailable = vm.unavailable !== '';
+  const locked = admin || running || unavailable;
 
   const run = async (p: Promise<RequestFailure | null>) => {
     setBusy(true);
@@ -258,6 +260,11 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
         </p>
       )}
       {!admin && running && <p className="form-note">Shut {vm.name} down to change or delete it.</p>}
+      {!admin && unavailable && (
+        <p className="form-note">
+          {vm.name} cannot run or be changed on this boot entry: {vm.unavailable}.
+        </p>
+      )}
       <fieldset disabled={locked || confirmDelete}>
         <label>
           Name
@@ -276,7 +283,7 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
           New USB devices go to this machine while it is in front
         </CheckChoice>
       </fieldset>
-      {vm.cdrom && !admin && (
+      {vm.cdrom && !admin && !unavailable && (
         // Also while it runs: once the installer is done, the medium goes at once.
         <p className="form-note">
           Installing from {vm.cdrom.split('/').pop()}.{' '}
@@ -316,7 +323,7 @@ export function MachineSettings({ vm }: { vm: VmModel }) {
         </div>
       ) : (
         <div className="modal-actions">
-          {!locked && (
+          {!admin && !running && (
             <button type="button" className="ghost danger-text" onClick={() => setConfirmDelete(true)}>
               Delete…
             </button>

@@ -12,7 +12,7 @@ const basename = (p: string) => p.split('/').pop() || p;
 export function tileLabel(vm: VmModel, active: boolean, usbCount: number, ownsScreen = false): string {
   const parts = [vm.name];
   if (vm.slot) parts.push(`slot ${vm.slot} (${hotkeyForSlot(vm.slot)})`);
-  parts.push(stateLabel(vm.state).replace('…', ''));
+  parts.push(vm.unavailable ? 'not on this boot entry' : stateLabel(vm.state).replace('…', ''));
   if (active) parts.push('active');
   if (usbCount) parts.push(`${usbCount} USB device${usbCount > 1 ? 's' : ''}`);
   if (vm.hasGpu) parts.push(ownsScreen ? 'graphics card, owns the screen' : 'graphics card');
@@ -29,18 +29,20 @@ function Tile({ vm }: { vm: VmModel }) {
   const locked = useUi(isLocked);
   const switching = useUi((s) => s.progress?.status === 'running' && s.progress.target === vm.path);
   const busy = vm.state === 'starting' || vm.state === 'stopping' || switching;
+  // A person's machine made on the other boot entry (Vm1.Unavailable): listed, kept, not started here.
+  const unavailable = vm.unavailable !== '';
   const style = { '--vm-color': vm.color || '#6e7781' } as CSSProperties;
   return (
     <li className="tile-cell">
       <button
         type="button"
-        className={`tile state-${vm.state}${active ? ' active' : ''}`}
+        className={`tile state-${vm.state}${active ? ' active' : ''}${unavailable ? ' unavailable' : ''}`}
         style={style}
         data-vm={vm.id}
         aria-label={tileLabel(vm, active, usbCount, ownsScreen)}
         aria-current={active ? 'true' : undefined}
-        aria-disabled={locked || undefined}
-        onClick={() => !locked && void actions.switchTo(vm.path)}
+        aria-disabled={locked || unavailable || undefined}
+        onClick={() => !locked && !unavailable && void actions.switchTo(vm.path)}
       >
         <span className="tile-screen">
           {thumb && vm.state === 'running' ? (
@@ -49,11 +51,13 @@ function Tile({ vm }: { vm: VmModel }) {
             <span className="tile-placeholder">
               <span className="tile-initial">{(vm.name || vm.id).slice(0, 1).toUpperCase()}</span>
               <span className="tile-placeholder-text">
-                {vm.state === 'running'
-                  ? 'Waiting for the screen…'
-                  : vm.state === 'stopped'
-                    ? 'Select to start'
-                    : stateLabel(vm.state)}
+                {unavailable
+                  ? 'Not on this boot entry'
+                  : vm.state === 'running'
+                    ? 'Waiting for the screen…'
+                    : vm.state === 'stopped'
+                      ? 'Select to start'
+                      : stateLabel(vm.state)}
               </span>
             </span>
           )}
@@ -87,6 +91,7 @@ function Tile({ vm }: { vm: VmModel }) {
             </span>
           )}
         </span>
+        {unavailable && <span className="tile-error tile-unavailable">{vm.unavailable}</span>}
         {(vm.lastError || vm.state === 'crashed') && (
           <span className="tile-error">
             {vm.lastError || vm.stateReason || 'The machine stopped unexpectedly'}
@@ -114,7 +119,7 @@ function Tile({ vm }: { vm: VmModel }) {
           >
             <Icon name="power" size={14} /> Shut down
           </button>
-        ) : vm.state === 'stopped' || vm.state === 'crashed' ? (
+        ) : !unavailable && (vm.state === 'stopped' || vm.state === 'crashed') ? (
           <button
             type="button"
             className="ghost small"
