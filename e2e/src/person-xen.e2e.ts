@@ -1,0 +1,193 @@
+/**
+ * A person's own machine on the image's "Bulkhead (Xen)" entry (issue 18), driven from outside:
+ * the kiosk UI over DevTools (CDP), what only the inside can show (xl, files, D-Bus properties)
+ * over the root shell on the serial console.
+ *
+ * 1. Through the UI: New machine "Lab" (slot 3, a 16 MiB disk, no network: the dialog offers no
+ *    shared Internet on Xen); vm-daemon writes it for the Xen backend.
+ * 2. Start from its tile: `xl list` shows the domain, an HVM one (`xl list -l`), built from the
+ *    person's options (the emulated USB controller, the qcow2 disk through the device model).
+ * 3. A person's VM file made on the KVM entry is listed as unavailable here: its tile says so,
+ *    and the file is left as it was.
+ *
+ * Opt-in (BULKHEAD_E2E_XEN_PERSON=1): one more Xen boot (~3-4 min under TCG) that the image
+ * suite does not carry; without it the file skips before booting anything. Lab has no operating
+ * system: its firmware finds no bootable disk, and the domain runs on (what is checked is that
+ * vm-daemon makes and starts it, not an install).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { waitFor } from './wait';
+import { ImageMachine } from './image-machine';
+
+const repo = join(__dirname, '..', '..');
+const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
+const artifacts = join(repo, 'artifacts', 'e2e-person-xen');
+const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
+/** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir). */
+const PERSON_VMS = '/var/lib/bulkhead/person-vms';
+const OPT_IN = process.env.BULKHEAD_E2E_XEN_PERSON === '1';
+const fileStart = Date.now();
+
+let m: ImageMachine;
+let browser: Browser | undefined;
+let page: Page;
+let skip: string | false = false;
+
+/** A Vm1 property read inside the image with busctl, without its type ('s "x"' → 'x'). */
+async function vmProp(id: string, name: string): Promise<string> {
+  const out = await m.serial.check(
+    `busctl get-property org.bulkhead.VmManager1 ${VM(id)} org.bulkhead.Vm1 ${name}`,
+  );
+  return out.trim().replace(/^[a-z]+ "?|"$/g, '');
+}
+
+before(async () => {
+  if (!OPT_IN) {
+    skip = 'opt-in (BULKHEAD_E2E_XEN_PERSON=1): one more Xen boot the image suite does not carry';
+    return;
+  }
+  mkdirSync(artifacts, { recursive: true });
+  m = new ImageMachine({ imageDir, artifactsDir: artifacts, entry: 'xen' });
+  await m.boot();
+  await m.waitForServices(300_000, 2000);
+  browser = await waitFor(
+    'Chromium DevTools',
+    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
+    300_000,
+  );
+  const ctx = browser.contexts()[0];
+  page = await waitFor(
+    'the switcher page',
+    async () => ctx.pages().find((p) => p.url().includes(':8080')),
+    180_000,
+  );
+  page.setDefaultTimeout(120_000);
+  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 120_000 });
+});
+
+after(async () => {
+  if (m?.serial) {
+    const save = (cmd: string, file: string) =>
+      m.serial
+        .run(cmd, { timeoutMs: 30_000 })
+        .then((r) => writeFileSync(join(artifacts, file), r.output))
+        .catch(() => undefined);
+    await save('journalctl -b --no-pager -u bulkhead-vm-daemon | tail -n 200', 'vm-daemon-tail.txt');
+    await save('xl list; cat /run/bulkhead/vms/lab/lab.cfg; xl dmesg | tail -n 60', 'xl.txt');
+  }
+  await browser?.close().catch(() => undefined);
+  await m?.shutdown();
+  if (OPT_IN)
+    console.log(`person-xen.e2e: ${((Date.now() - fileStart) / 1000).toFixed(0)} s wall time, boot included`);
+});
+
+test('1. through the UI on the Xen entry: New machine "Lab" (slot 3, a 16 MiB disk), written for the Xen backend; the dialog offers no shared Internet', async (t) => {
+  if (skip) return t.skip(skip);
+  assert.equal(
+    (
+      await m.busProperty(
+        'org.bulkhead.VmManager1',
+        '/org/bulkhead/VmManager1',
+        'org.bulkhead.VmManager1',
+        'Accelerator',
+      )
+    ).replace(/^s "|"$/g, ''),
+    'xen',
+  );
+  await page.getByRole('button', { name: 'New machine' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'New machine' });
+  await dialog.waitFor();
+  const networks = await dialog.locator('[name=network] option').allInnerTexts();
+  assert.deepEqual(networks, ['None (no shared Internet on the Xen boot entry)']);
+  await dialog.locator('[name=name]').fill('Lab');
+  await dialog.locator('[name=slot]').selectOption('3');
+  await dialog.locator('[name=memory]').fill('128');
+  await dialog.locator('[name=disk-size]').fill('16');
+  await page.screenshot({ path: join(artifacts, '1-new-machine.png') }).catch(() => undefined);
+  await dialog.getByRole('button', { name: 'Create machine' }).click({ noWaitAfter: true });
+  await dialog.waitFor({ state: 'detached', timeout: 120_000 }).catch(async (e) => {
+    const said = await dialog
+      .getByRole('alert')
+      .innerText()
+      .catch(() => '');
+    throw new Error(`the dialog stayed open${said ? `, saying: ${said}` : ''}: ${(e as Error).message}`);
+  });
+  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor();
+  assert.equal(await vmProp('lab', 'Owner'), 'person');
+  assert.equal(await vmProp('lab', 'Backend'), 'xen');
+  assert.equal(await vmProp('lab', 'Unavailable'), '');
+  const doc = JSON.parse(
+    await m.serial.check(`cat ${PERSON_VMS}/lab.json`).then((s) => s.slice(s.indexOf('{'))),
+  ) as Record<string, unknown>;
+  assert.equal(doc.backend, 'xen');
+  assert.equal(doc.network, 'none');
+});
+
+test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with the emulated USB controller and its qcow2 disk", async (t) => {
+  if (skip) return t.skip(skip);
+  const t0 = Date.now();
+  await page.getByRole('button', { name: 'Start Lab in the background' }).click({ noWaitAfter: true });
+  const domids = await waitFor(
+    'lab in xl list',
+    async () => {
+      const d = await m.xlDomids();
+      return d.lab !== undefined ? d : null;
+    },
+    300_000,
+    2000,
+  );
+  console.log(
+    `person-xen.e2e: Lab's domain (domid ${domids.lab}) listed ${((Date.now() - t0) / 1000).toFixed(1)} s after the click`,
+  );
+  await waitFor('Lab running', async () => (await vmProp('lab', 'State')) === 'running', 300_000, 2000);
+  await page.screenshot({ path: join(artifacts, '2-lab-running.png') }).catch(() => undefined);
+  const info = await m.serial.check('xl list -l lab');
+  assert.match(info, /"type": "hvm"/, 'an HVM domain');
+  const cfg = await m.serial.check('cat /run/bulkhead/vms/lab/lab.cfg');
+  assert.match(cfg, /^type = "hvm"$/m);
+  assert.match(cfg, /^usbctrl = \[ "type=devicemodel,version=2,ports=6" \]$/m);
+  assert.match(
+    cfg,
+    /format=qcow2,vdev=hda,access=rw,backendtype=qdisk,target=\/var\/lib\/bulkhead\/person-images\/lab\.qcow2/,
+  );
+  assert.match(cfg, /^boot = "c"$/m, 'no medium: the disk');
+  assert.equal(await vmProp('lab', 'InputQmpSocket'), '/run/bulkhead/vms/lab/input-qmp.sock');
+});
+
+test("3. a person's VM file made on the KVM entry is listed here as not available, and left as it was", async (t) => {
+  if (skip) return t.skip(skip);
+  const old = JSON.stringify({
+    id: 'old',
+    name: 'Old',
+    slot: 5,
+    color: '#808000',
+    memoryMiB: 256,
+    network: 'user',
+    backend: 'qemu',
+  });
+  await m.serial.check(
+    `echo '${old}' > ${PERSON_VMS}/old.json && chmod 644 ${PERSON_VMS}/old.json && sha256sum ${PERSON_VMS}/old.json`,
+  );
+  const sum = (await m.serial.check(`sha256sum ${PERSON_VMS}/old.json`)).trim();
+  const tile = page.getByRole('button', { name: /^Old, slot 5 \(Ctrl\+5\), not on this boot entry/ });
+  await tile.waitFor({ timeout: 60_000 });
+  assert.equal(await tile.getAttribute('aria-disabled'), 'true');
+  assert.match(await vmProp('old', 'Unavailable'), /made on the Bulkhead \(KVM\) boot entry/);
+  await page.screenshot({ path: join(artifacts, '3-old-unavailable.png') }).catch(() => undefined);
+  assert.match(
+    await m.serial.check(
+      `busctl call org.bulkhead.VmManager1 ${VM('old')} org.bulkhead.Vm1 Start 'a{sv}' 0 2>&1 || true`,
+    ),
+    /made on the Bulkhead \(KVM\) boot entry/,
+  );
+  assert.equal(
+    (await m.serial.check(`sha256sum ${PERSON_VMS}/old.json`)).trim(),
+    sum,
+    'the file is untouched',
+  );
+  assert.equal((await m.xlDomids()).old, undefined, 'no domain for it');
+});
