@@ -156,6 +156,11 @@ test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with th
   );
   assert.match(cfg, /^boot = "c"$/m, 'no medium: the disk');
   assert.equal(await vmProp('lab', 'InputQmpSocket'), '/run/bulkhead/vms/lab/input-qmp.sock');
+  assert.match(
+    await m.serial.check('stat -c "%F %G" /run/bulkhead/vms/lab/vnc.sock'),
+    /socket bulkhead-vnc/,
+    "its screen as VNC for the switcher's VM view",
+  );
 });
 
 test("3. a person's VM file made on the KVM entry is listed here as not available, and left as it was", async (t) => {

@@ -104,7 +104,7 @@ async function refused(p: Promise<unknown>, name: string, words: RegExp): Promis
 const cfgLines = (t: ReturnType<typeof setup>, id: string) =>
   readFileSync(join(t.root, 'run', id, `${id}.cfg`), 'utf8').split('\n');
 
-test('CreateVm on Xen makes an HVM domain: its xl config has the ISO as CD-ROM booted first, the qcow2 disk, the emulated USB controller and the input QMP socket', async () => {
+test('CreateVm on Xen makes an HVM domain: its xl config has the ISO as CD-ROM booted first, the qcow2 disk, the emulated USB controller, the input QMP socket and its screen as VNC for the VM view', async () => {
   const t = setup();
   try {
     const iso = join(t.media, 'install.iso');
@@ -145,7 +145,7 @@ test('CreateVm on Xen makes an HVM domain: its xl config has the ISO as CD-ROM b
       'boot = "dc"',
       'usbctrl = [ "type=devicemodel,version=2,ports=6" ]',
       `disk = [ "format=qcow2,vdev=hda,access=rw,backendtype=qdisk,target=${disk}", "format=raw,vdev=hdc,access=ro,devtype=cdrom,target=${iso}" ]`,
-      `device_model_args_hvm = [ "-qmp", "unix:${runDir}/qmp.sock,server=on,wait=off", "-qmp", "unix:${runDir}/input-qmp.sock,server=on,wait=off" ]`,
+      `device_model_args_hvm = [ "-qmp", "unix:${runDir}/qmp.sock,server=on,wait=off", "-qmp", "unix:${runDir}/input-qmp.sock,server=on,wait=off", "-vnc", "unix:${runDir}/vnc.sock" ]`,
     ])
       assert.ok(lines.includes(l), `missing '${l}' in\n${lines.join('\n')}`);
     assert.ok(!lines.some((l) => l.startsWith('kernel') || l.startsWith('vif')), 'no kernel, no network');

@@ -204,8 +204,9 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         `xl create ${f.cfg} succeeded but no domain named '${def.id}' exists afterwards (it died at once?)`,
       );
     this.track(def, opts, dom, false, false);
-    // A PV/PVH guest's screen (xl-config.ts): the switcher's web host may open it, nobody else.
-    if (opts.type !== 'hvm' && def.display === 'vnc') shareDisplayWithGroup(f.dir, f.vnc, this.log);
+    // The guest's screen (xl-config.ts; HVM: its emulated VGA, PV/PVH: its vfb): the switcher's
+    // web host may open it, nobody else.
+    if (def.display === 'vnc') shareDisplayWithGroup(f.dir, f.vnc, this.log);
     this.log.info(`${def.id}: running as domid ${dom.domid}`);
     return {
       handle: { kind: 'domid', domid: dom.domid },

@@ -140,7 +140,9 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
       // With a medium: CD-ROM first, then the disk (as the QEMU backend's -boot order=dc).
       `boot = "${cdrom ? 'dc' : 'c'}"`,
       `device_model_version = "qemu-xen"`,
-      `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+      // display 'vnc' (a person's VM installing from its CD-ROM): the emulated VGA as VNC on
+      // <runDir>/vnc.sock for the switcher's VM view, as for PV/PVH above.
+      `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${def.display === 'vnc' ? `, "-vnc", ${xlString('runDir', `unix:${paths.runDir}/vnc.sock`)}` : ''}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
     if (opts.serialLog) lines.push(`serial = ${xlString('runDir', `file:${paths.runDir}/serial.log`)}`);
   }
