@@ -3,17 +3,20 @@
  * the kiosk UI over DevTools (CDP), what only the inside can show (xl, files, D-Bus properties)
  * over the root shell on the serial console.
  *
- * 1. Through the UI: New machine "Lab" (slot 3, a 16 MiB disk, no network: the dialog offers no
- *    shared Internet on Xen); vm-daemon writes it for the Xen backend.
+ * 1. Through the UI: New machine "Lab" (slot 3, a 16 MiB disk, installing from an "ISO", no
+ *    network: the dialog offers no shared Internet on Xen); vm-daemon writes it for Xen.
  * 2. Start from its tile: `xl list` shows the domain, an HVM one (`xl list -l`), built from the
- *    person's options (the emulated USB controller, the qcow2 disk through the device model).
+ *    person's options (the emulated USB controller, the qcow2 disk and the CD-ROM through the
+ *    device model, its screen as VNC); Eject in its settings takes the medium out of the running
+ *    domain (`xl cd-eject`) and out of its file.
  * 3. A person's VM file made on the KVM entry is listed as unavailable here: its tile says so,
  *    and the file is left as it was.
  *
  * Opt-in (BULKHEAD_E2E_XEN_PERSON=1): one more Xen boot (~3-4 min under TCG) that the image
  * suite does not carry; without it the file skips before booting anything. Lab has no operating
- * system: its firmware finds no bootable disk, and the domain runs on (what is checked is that
- * vm-daemon makes and starts it, not an install).
+ * system and its "ISO" is a blank file (any file is a raw CD-ROM medium; no stick, no install):
+ * its firmware finds nothing to boot, and the domain runs on. What is checked is that vm-daemon
+ * makes, starts and ejects it on real Xen, not an install.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,6 +32,8 @@ const artifacts = join(repo, 'artifacts', 'e2e-person-xen');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
 /** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir). */
 const PERSON_VMS = '/var/lib/bulkhead/person-vms';
+/** The installation medium: a blank file in the person's image dir (where CreateVm's cdrom may point). */
+const ISO = '/var/lib/bulkhead/person-images/blank.iso';
 const OPT_IN = process.env.BULKHEAD_E2E_XEN_PERSON === '1';
 const fileStart = Date.now();
 
@@ -87,6 +92,7 @@ after(async () => {
 
 test('1. through the UI on the Xen entry: New machine "Lab" (slot 3, a 16 MiB disk), written for the Xen backend; the dialog offers no shared Internet', async (t) => {
   if (skip) return t.skip(skip);
+  await m.serial.check(`dd if=/dev/zero of=${ISO} bs=64k count=16 status=none && ls -l ${ISO}`);
   assert.equal(
     (
       await m.busProperty(
@@ -107,6 +113,7 @@ test('1. through the UI on the Xen entry: New machine "Lab" (slot 3, a 16 MiB di
   await dialog.locator('[name=slot]').selectOption('3');
   await dialog.locator('[name=memory]').fill('128');
   await dialog.locator('[name=disk-size]').fill('16');
+  await dialog.locator('[name=cdrom]').fill(ISO);
   await page.screenshot({ path: join(artifacts, '1-new-machine.png') }).catch(() => undefined);
   await dialog.getByRole('button', { name: 'Create machine' }).click({ noWaitAfter: true });
   await dialog.waitFor({ state: 'detached', timeout: 120_000 }).catch(async (e) => {
@@ -125,6 +132,7 @@ test('1. through the UI on the Xen entry: New machine "Lab" (slot 3, a 16 MiB di
   ) as Record<string, unknown>;
   assert.equal(doc.backend, 'xen');
   assert.equal(doc.network, 'none');
+  assert.equal(doc.cdrom, ISO);
 });
 
 test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with the emulated USB controller and its qcow2 disk", async (t) => {
@@ -154,13 +162,40 @@ test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with th
     cfg,
     /format=qcow2,vdev=hda,access=rw,backendtype=qdisk,target=\/var\/lib\/bulkhead\/person-images\/lab\.qcow2/,
   );
-  assert.match(cfg, /^boot = "c"$/m, 'no medium: the disk');
+  assert.match(
+    cfg,
+    /format=raw,vdev=hdc,access=ro,devtype=cdrom,target=\/var\/lib\/bulkhead\/person-images\/blank\.iso/,
+  );
+  assert.match(cfg, /^boot = "dc"$/m, 'the CD-ROM first');
+  console.log(
+    `person-xen.e2e: xl block-list lab: ${(await m.serial.check('xl block-list lab')).replace(/\s+/g, ' ')}`,
+  );
   assert.equal(await vmProp('lab', 'InputQmpSocket'), '/run/bulkhead/vms/lab/input-qmp.sock');
   assert.match(
     await m.serial.check('stat -c "%F %G" /run/bulkhead/vms/lab/vnc.sock'),
     /socket bulkhead-vnc/,
     "its screen as VNC for the switcher's VM view",
   );
+});
+
+test("2b. Eject in Lab's settings takes the medium out of the running domain (xl cd-eject) and out of its file", async (t) => {
+  if (skip) return t.skip(skip);
+  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: 'Eject blank.iso' }).click({ noWaitAfter: true });
+  await waitFor('Cdrom empty', async () => (await vmProp('lab', 'Cdrom')) === '', 120_000, 2000);
+  assert.equal(await vmProp('lab', 'State'), 'running', 'ejected from the running domain');
+  assert.equal(await vmProp('lab', 'LastError'), '');
+  const doc = JSON.parse(
+    await m.serial.check(`cat ${PERSON_VMS}/lab.json`).then((s) => s.slice(s.indexOf('{'))),
+  ) as Record<string, unknown>;
+  assert.equal(doc.cdrom, undefined, 'the next start boots the disk');
+  // What libxl now records for the domain's CD-ROM (printed: the medium should be gone).
+  console.log(
+    `person-xen.e2e: after the eject, xl list -l lab: ${(await m.serial.check("xl list -l lab | grep -E 'pdev_path|is_cdrom|vdev' || true")).replace(/\s+/g, ' ')}`,
+  );
+  await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
 });
 
 test("3. a person's VM file made on the KVM entry is listed here as not available, and left as it was", async (t) => {
