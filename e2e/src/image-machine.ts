@@ -241,6 +241,8 @@ export class ImageMachine {
     this.proc.stderr!.on('data', (d) => (this.stderr += d));
     this.qmp = await QmpClient.connect(join(this.runDir, 'qmp.sock'), { retryUntilMs: 15_000 });
     this.serial = await SerialConsole.connect(join(this.runDir, 'serial.sock'));
+    // Xen entry: dom0's console input passes Xen's 128-byte serial ring (SerialConsole.typingChunk).
+    if (entry === 'xen') this.serial.typingChunk = 32;
     if (this.opts.recordBootToTiles ?? this.opts.rootShell !== false) void this.watchBootToTiles();
     if (this.opts.rootShell === false) return;
     // Xen, then a PV dom0 under TCG (every page-table update a hypercall): slower to its shell.

@@ -9,6 +9,14 @@ import { connect, type Socket } from 'node:net';
 export class SerialConsole {
   private buf = '';
   private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Type each command in pieces of at most this many bytes, with a pause after each (0: all at
+   * once). The Xen entry needs it (ImageMachine sets it): dom0's hvc0 input comes through Xen's
+   * serial receive ring (128 bytes), which a busy dom0 drains late; a whole command (~140 bytes)
+   * at once lost its tail there under load ('-bash: o: command not found', then every later
+   * command waited on a half-typed line).
+   */
+  typingChunk = 0;
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
@@ -91,13 +99,21 @@ export class SerialConsole {
     // \r*: Xen's console (hvc0) ends a line with \r\r\n.
     const re = new RegExp(`B${tag}\\r*\\n([\\s\\S]*?)E${tag}:(\\d+)`);
     const start = this.buf.length;
-    this.sock.write(`stty -echo cols 500 2>/dev/null; echo B${tag}; ${command}; echo E${tag}:$?\n`);
+    const line = `stty -echo cols 500 2>/dev/null; echo B${tag}; ${command}; echo E${tag}:$?\n`;
+    if (this.typingChunk > 0)
+      for (let i = 0; i < line.length; i += this.typingChunk) {
+        this.sock.write(line.slice(i, i + this.typingChunk));
+        await new Promise((r) => setTimeout(r, 40));
+      }
+    else this.sock.write(line);
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       const m = re.exec(this.buf.slice(Math.max(0, start - 100)));
       if (m) return { code: Number(m[2]), output: m[1].replace(/\r/g, '') };
       await new Promise((r) => setTimeout(r, 50));
     }
+    // A line typed only in part (input lost) would swallow the next command: Ctrl+C clears it.
+    if (this.typingChunk > 0) this.sock.write('\x03\n');
     throw new Error(`in the image: '${command}' did not finish within ${timeoutMs} ms`);
   }
 
