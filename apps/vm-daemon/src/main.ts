@@ -213,6 +213,7 @@ async function main(): Promise<void> {
     mediaRoots: args.mediaRoots,
     // CreateVm makes VMs for the backend this boot entry runs (on Xen: HVM domains).
     backend: backendName,
+    check: config.check,
   });
   try {
     person.ensureDirs();

@@ -37,6 +37,7 @@ import { unavailableReason } from './vm-registry';
 import { VmStore, type VmOptions } from './vm-store';
 import { XenBackend } from './backend/xen/xen-backend';
 import { FakeXenWorld } from './testing/fake-xen-world';
+import { xenDefinitionProblem } from './backend/xen/xen-options';
 
 const log = createLogger('test', 'error');
 const fakeInput: InputFocus = { freeze: async () => DONE, setFocus: async () => DONE };
@@ -61,6 +62,8 @@ function setup() {
       imageDir: join(root, 'person-images'),
       mediaRoots: [media],
       backend,
+      // As main.ts: the Xen backend's own check of each file (guest kind, sidecar, medium).
+      check: backend === 'xen' ? xenDefinitionProblem : undefined,
     });
   const world = new FakeXenWorld();
   const backend = new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir, pollMs: 0 });
@@ -68,7 +71,7 @@ function setup() {
     backend,
     input: fakeInput,
     configDir,
-    config: { backends: ['xen'], mediaRoots: [media] },
+    config: { backends: ['xen'], mediaRoots: [media], check: xenDefinitionProblem },
     state: new StateStore(join(root, 'state'), log),
     log,
     watchConfig: false,
@@ -258,6 +261,24 @@ test("every option's validation per backend: what Xen cannot do is refused by na
       loaded.vms.map((v) => v.id),
       ['c'],
       'the same values in a QEMU file are fine',
+    );
+
+    // A medium on a Xen guest that boots a kernel directly: refused when the file is loaded.
+    const pvDir = join(t.root, 'pv-check');
+    mkdirSync(pvDir);
+    writeFileSync(join(pvDir, 'k'), 'kernel');
+    writeFileSync(join(t.media, 'x.iso'), 'iso');
+    const pv = { slot: 1, color: '#000000', memoryMiB: 64, backend: 'xen', kernel: 'k' };
+    writeFileSync(join(pvDir, 'pv.json'), JSON.stringify({ ...pv, id: 'pv', cdrom: join(t.media, 'x.iso') }));
+    writeFileSync(join(pvDir, 'pv2.json'), JSON.stringify({ ...pv, id: 'pv2', slot: 2 }));
+    const pvLoaded = loadConfigDir(pvDir, { mediaRoots: [t.media], check: xenDefinitionProblem });
+    assert.deepEqual(
+      pvLoaded.errors.map((e) => [e.field, e.reason.slice(0, 60)]),
+      [['cdrom', 'a PV guest boots its kernel directly and has no emulated CD-']],
+    );
+    assert.deepEqual(
+      pvLoaded.vms.map((v) => v.id),
+      ['pv2'],
     );
   } finally {
     await t.done();

@@ -21,6 +21,7 @@ import {
   parseVmDefinition,
   resolveInside,
   type BackendName,
+  type ConfigOptions,
   type DiskFormat,
   type VmDefinition,
 } from './config';
@@ -92,6 +93,11 @@ export interface VmStoreOptions {
    * sidecar: xen-options.ts's defaults — the device model's CD-ROM, disk and USB controller).
    */
   backend?: BackendName;
+  /**
+   * The running backend's check of each file (ConfigOptions.check: on Xen the guest kind, its
+   * sidecar and its medium), applied to the person's files when loaded and to every request.
+   */
+  check?: ConfigOptions['check'];
 }
 
 export class VmStore {
@@ -103,8 +109,8 @@ export class VmStore {
   }
 
   /** The ConfigOptions the registry loads the person's dir with (disks only in imageDir). */
-  get configOptions(): { imageDirs: string[]; mediaRoots: string[] } {
-    return { imageDirs: [this.opts.imageDir], mediaRoots: this.opts.mediaRoots };
+  get configOptions(): ConfigOptions {
+    return { imageDirs: [this.opts.imageDir], mediaRoots: this.opts.mediaRoots, check: this.opts.check };
   }
 
   /** Make the directories (the daemon owns them; nobody else may write them). */
@@ -279,8 +285,9 @@ export class VmStore {
   /** parseVmDefinition on the document, its errors reworded to name the caller's option. */
   private validate(file: string, doc: Record<string, unknown>): VmDefinition {
     const parsed = parseVmDefinition(file, JSON.stringify(doc), this.configOptions);
-    if (parsed.ok) return parsed.def;
-    const { field, reason } = parsed.error;
+    const problem = parsed.ok ? (this.opts.check?.(parsed.def) ?? null) : parsed.error;
+    if (parsed.ok && !problem) return parsed.def;
+    const { field, reason } = problem!;
     throw bad(OPTION_OF_FIELD[field] ?? field, reason);
   }
 }

@@ -27,6 +27,7 @@ import { BulkheadError } from '@bulkhead/contract';
 import { formatConfigError, type ConfigError, type VmDefinition } from '../../config';
 import { readDefinitionFile } from '../../config-files';
 import { describeValue, fieldName } from '../../config-text';
+import { cdromProblem } from './xl-cdrom';
 
 export type XenGuestType = 'pv' | 'pvh' | 'hvm';
 
@@ -187,7 +188,9 @@ export const XEN_INPUT_PATH: Readonly<Record<XenGuestType, string>> = {
  * started or given focus is a ConfigError of its file (InvalidConfig on the bus, the VM not
  * loaded). null when the file is fine.
  */
-export function xenDefinitionProblem(def: Pick<VmDefinition, 'file' | 'kernel'>): ConfigError | null {
+export function xenDefinitionProblem(
+  def: Pick<VmDefinition, 'file' | 'kernel' | 'cdrom' | 'disks'>,
+): ConfigError | null {
   let opts: XenGuestOptions;
   try {
     opts = loadXenOptions(def);
@@ -207,5 +210,8 @@ export function xenDefinitionProblem(def: Pick<VmDefinition, 'file' | 'kernel'>)
       field: 'kernel',
       reason: `a ${opts.type.toUpperCase()} guest needs a kernel (no bootloader is run; set "kernel" or use "type": "hvm" in ${basename(sidecarPath(def))})`,
     };
+  // An installation medium only an HVM guest's device model can carry (xl-cdrom.ts).
+  const cdrom = cdromProblem(def, opts.type);
+  if (cdrom) return { file: def.file, field: 'cdrom', reason: cdrom };
   return null;
 }
