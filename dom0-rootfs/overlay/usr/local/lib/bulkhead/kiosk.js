@@ -46,9 +46,18 @@ async function readToken() {
 
 const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://127.0.0.1:${SWITCHER_PORT}/`);
 
+// Where Chromium keeps its profile and its shared memory: memory (tmpfs), never the root disk.
+// Debian's chromium wrapper adds --disable-dev-shm-usage whenever /dev/shm is under 3.8 GB (it is
+// half the RAM), and with it Chromium creates every shared memory region (raster tiles, compositor
+// frames, the Wayland buffers it hands cage) as a file in $TMPDIR, else /tmp — on the image's ext4
+// root. Every frame then dirtied file pages the kernel wrote back to disk (issue 17: in a booted
+// test image the kiosk's frames came seconds apart and a disk flush worker had seconds of CPU).
+// TMPDIR points it at /dev/shm, which is what Chromium uses when the flag is absent.
+const MEMORY_DIR = process.env.KIOSK_MEMORY_DIR || '/dev/shm';
+
 async function main() {
   const url = `http://127.0.0.1:${SWITCHER_PORT}/?token=${await readToken()}`;
-  const profile = mkdtempSync('/tmp/kiosk-profile.');
+  const profile = mkdtempSync(`${MEMORY_DIR}/kiosk-profile.`);
   // A kiosk must never quit: Chromium gives up ("GPU process isn't usable. Goodbye.") after its
   // GPU process crashed 3 times, seen under QEMU TCG (SIGSEGV) while the VM view was drawing;
   // without the limit the GPU process is simply restarted. The page is the only thing on screen,
@@ -72,10 +81,15 @@ async function main() {
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    // Chromium preloads a hidden Tab Search page (PreloadTopChromeWebUI, on by default) in a
-    // renderer of its own: a kiosk has no tab strip to open it from, and in the image that
-    // renderer had used as much CPU as the switcher's page by the time the tiles showed (ps).
-    '--disable-features=Translate,PreloadTopChromeWebUI',
+    // Chromium keeps hidden browser-UI pages ("top-chrome WebUI") in a renderer of their own,
+    // though a kiosk has no tab strip and no omnibox to open them from: the preloaded Tab Search
+    // (PreloadTopChromeWebUI), and in Chromium 156 the omnibox popup as WebUI, two pages
+    // (WebUIOmniboxPopup: chrome://omnibox-popup.top-chrome/, WebUIOmniboxAimPopup: its
+    // omnibox_popup_aim.html). With only PreloadTopChromeWebUI off, that renderer was still there
+    // in the image and had used 34 s of CPU by the end of the hotkey scenario, next to the
+    // switcher page's 41 s (ps; issue 17). With all three off Chromium starts no top-chrome
+    // renderer (DevTools' target list and ps, Chromium 156 on the build machine).
+    '--disable-features=Translate,PreloadTopChromeWebUI,WebUIOmniboxPopup,WebUIOmniboxAimPopup',
     `--user-data-dir=${profile}`,
     '--remote-debugging-pipe',
   ];
@@ -90,6 +104,7 @@ async function main() {
   // and 4 pass through cage to Chromium (cage closes no inherited fds).
   const chromium = spawn('cage', ['-d', '--', 'chromium', ...flags, url], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'pipe'],
+    env: { ...process.env, TMPDIR: MEMORY_DIR },
   });
   chromium.on('exit', (code, signal) => {
     log(`cage/chromium exited (${signal ?? `status ${code}`})`);
