@@ -77,18 +77,23 @@ export function App() {
           }
         />
       ))}
-      {vm ? null : (
-        <>
-          <TopBar />
-          <OutageBanner />
-          <LowBatteryWarning />
-          <main className="content" inert={locked || modal ? true : undefined}>
-            {panel === 'machines' && <TileGrid />}
-            {panel === 'usb' && <UsbPanel />}
-            {panel === 'diagnostics' && <Diagnostics />}
-          </main>
-        </>
-      )}
+      {/* The switcher's own screen stays mounted, and painted, under a shown VM (covered: hidden,
+          inert): coming back to it (Ctrl+0) only changes which layer is drawn, no new DOM and no
+          fresh raster of the whole screen in software (issue 17: hotkey to picture). */}
+      <div
+        className={`home${vm ? ' home-covered' : ''}`}
+        inert={vm ? true : undefined}
+        aria-hidden={vm ? true : undefined}
+      >
+        <TopBar />
+        <OutageBanner />
+        <LowBatteryWarning />
+        <main className="content" inert={locked || modal ? true : undefined}>
+          {panel === 'machines' && <TileGrid shown={!vm} />}
+          {panel === 'usb' && <UsbPanel />}
+          {panel === 'diagnostics' && <Diagnostics />}
+        </main>
+      </div>
       <MachineEditor />
       <SwitchProgressCard />
       <NoticeToast />

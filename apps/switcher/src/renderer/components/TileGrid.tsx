@@ -183,7 +183,8 @@ function moveFocus(e: KeyboardEvent<HTMLElement>) {
   tiles[Math.max(0, Math.min(tiles.length - 1, j))].focus();
 }
 
-export function TileGrid() {
+/** `shown` false: the tiles are covered by a VM's view (kept mounted): no thumbnails then. */
+export function TileGrid({ shown = true }: { shown?: boolean }) {
   const actions = useActions();
   const vms = useUi((s) => s.snapshot.vms);
   const allErrors = useUi((s) => s.snapshot.configErrors);
@@ -194,9 +195,10 @@ export function TileGrid() {
   const gridRef = useRef<HTMLUListElement>(null);
 
   useEffect(() => {
+    if (!shown) return;
     actions.setThumbnailsVisible(true);
     return () => actions.setThumbnailsVisible(false);
-  }, [actions]);
+  }, [actions, shown]);
 
   useEffect(() => {
     // Start with the keyboard on the first tile, so Enter works right away.
