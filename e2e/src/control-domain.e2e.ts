@@ -173,6 +173,57 @@ after(async () => {
   await m?.shutdown();
 });
 
+/**
+ * Where each of the last `n` hotkey switches' time went inside the image, from the image's own
+ * journal afterwards (nothing attached to the kiosk while it ran): input-daemon's hotkey line, the
+ * end of vm-daemon's switch, and the switcher page's own timing of the view change (the push that
+ * caused it, the DOM commit, the second animation frame: the web host logs the page's reportView).
+ * All in the image's clock, in ms after the hotkey line; null where a line is missing.
+ */
+async function hotkeySplit(n: number): Promise<
+  Array<{
+    switchDoneMs: number | null;
+    channel: string | null;
+    pushMs: number | null;
+    domMs: number | null;
+    frameMs: number | null;
+  }>
+> {
+  const lines = await m.serial
+    .run(
+      `journalctl -b --no-pager -o cat -u bulkhead-input-daemon -u bulkhead-vm-daemon -u bulkhead-switcher | grep -E 'info: hotkey Ctrl\\+[0-9] |switch .* (ok in|failed at) |view .* shown: ' | tail -n ${n * 4}`,
+      { timeoutMs: 60_000 },
+    )
+    .then((r) => r.output.split('\n'))
+    .catch(() => [] as string[]);
+  const iso = (l: string) => {
+    const t = /(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z)/.exec(l);
+    return t ? Date.parse(t[1]) : NaN;
+  };
+  const hotkeys = lines
+    .filter((l) => / info: hotkey Ctrl\+\d /.test(l))
+    .map(iso)
+    .slice(-n);
+  const switches = lines.filter((l) => / (ok in|failed at) /.test(l)).map(iso);
+  const views = lines
+    .map((l) => /view (\S+) shown: push '(\w*)' at (\S+), DOM \+(\d+) ms, second frame \+(\d+) ms/.exec(l))
+    .filter((v): v is RegExpExecArray => !!v)
+    .map((v) => ({ channel: v[2], push: Date.parse(v[3]), dom: Number(v[4]), frame: Number(v[5]) }));
+  return hotkeys.map((h, i) => {
+    const next = hotkeys[i + 1] ?? Infinity;
+    const within = (t: number) => t >= h - 50 && t < next;
+    const done = switches.find(within);
+    const view = views.find((v) => within(v.push));
+    return {
+      switchDoneMs: done === undefined ? null : done - h,
+      channel: view?.channel ?? null,
+      pushMs: view ? view.push - h : null,
+      domMs: view ? view.push + view.dom - h : null,
+      frameMs: view ? view.push + view.frame - h : null,
+    };
+  });
+}
+
 test("1. ten hotkey switches: after each, the outer screen alone shows the new VM's picture or the tiles", async () => {
   // Nothing is attached to the kiosk here (no DevTools session, no CDP screenshot, no fresh page):
   // only what Chromium paints on its own reaches the outer QEMU's screen. Under TCG a switch is
@@ -210,6 +261,25 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
     const ok = / ok in (\d+) us/.exec(l);
     return ok ? Math.round(Number(ok[1]) / 1000) : null;
   });
+  const split = await hotkeySplit(slots.length);
+  // Where the image's CPU goes, after the timed switches (the tiles shown, nothing attached):
+  // each process's CPU time so far, and a 5 s sample of what runs while nobody does anything.
+  await m.serial
+    .run(
+      "cat /proc/loadavg; ps -eo pid,user,time,pcpu,args --sort=-time | cut -c1-220 | head -n 25; top -b -n 2 -d 5 -w 160 | awk '/^top -/{n++} n==2' | head -n 25",
+      { timeoutMs: 90_000 },
+    )
+    .then(async (r) => {
+      // Chromium's own list of its targets (DevTools' HTTP listing: nothing attaches): which page
+      // each renderer is for.
+      const targets = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, {
+        signal: AbortSignal.timeout(10_000),
+      })
+        .then((res) => res.text())
+        .catch((e: Error) => `no target list: ${e.message}`);
+      writeFileSync(join(artifacts, 'hotkey-to-picture-cpu.txt'), `${r.output}\n${targets}\n`);
+    })
+    .catch(() => undefined);
   const summary = {
     what: 'hotkey (outer QMP input-send-event) to the first outer screendump showing the new picture, ms',
     switches: times.length,
@@ -218,10 +288,15 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
     max: sorted[sorted.length - 1],
     times,
     vmDaemonSwitchMs,
+    split,
   };
   console.log(
     `hotkey -> picture over ${times.length} switches: p50 ${summary.p50} ms, p95 ${summary.p95} ms, max ${summary.max} ms (${times.map((t) => t.ms).join(', ')}); vm-daemon's own switch ms: ${vmDaemonSwitchMs.join(', ')}`,
   );
+  for (const [i, s] of split.entries())
+    console.log(
+      `  switch ${i + 1}: picture ${times[i]?.ms ?? '?'} ms; in the image after input-daemon's hotkey line: vm-daemon done +${s.switchDoneMs ?? '?'}, the page's push +${s.pushMs ?? '?'} ('${s.channel ?? '?'}'), DOM +${s.domMs ?? '?'}, second frame +${s.frameMs ?? '?'} ms`,
+    );
   writeFileSync(join(artifacts, 'hotkey-to-picture.json'), JSON.stringify(summary, null, 2) + '\n');
   recordBench('e2e/hotkey-to-picture', {
     p50Ms: summary.p50,
