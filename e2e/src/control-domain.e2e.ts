@@ -469,13 +469,7 @@ async function nestedInfoUsb(id: string): Promise<string> {
 test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Business, follows focus; a hot-plugged keyboard stays with input-daemon', async () => {
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
-  await m.qmp.execute('device_add', {
-    driver: 'usb-storage',
-    drive: 'stick',
-    bus: 'xhci.0',
-    id: 'stick0',
-    serial: 'BULKHEAD0001',
-  });
+  await m.plugUsbStick();
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
   await row.waitFor({ timeout: 60_000 });

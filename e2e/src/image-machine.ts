@@ -285,6 +285,20 @@ export class ImageMachine {
     await this.qmp.execute('input-send-event', { events: [{ type: 'btn', data: { down, button } }] });
   }
 
+  /**
+   * Plugs the machine's USB stick (the 16 MiB `stick` drive made at boot) into the outer xHCI, as
+   * a person plugs one in: QEMU's usb-storage, vendor 46f4, product 0001, serial BULKHEAD0001.
+   */
+  async plugUsbStick(): Promise<void> {
+    await this.qmp.execute('device_add', {
+      driver: 'usb-storage',
+      drive: 'stick',
+      bus: 'xhci.0',
+      id: 'stick0',
+      serial: 'BULKHEAD0001',
+    });
+  }
+
   /** A property of a daemon, read inside the image with busctl (e.g. 's "running"'). */
   async busProperty(dest: string, path: string, iface: string, name: string): Promise<string> {
     return (await this.serial.check(`busctl get-property ${dest} ${path} ${iface} ${name}`)).trim();

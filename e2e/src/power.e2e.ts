@@ -392,13 +392,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
     120_000,
   );
   // A USB stick on Business, given there in the USB panel.
-  await m.qmp.execute('device_add', {
-    driver: 'usb-storage',
-    drive: 'stick',
-    bus: 'xhci.0',
-    id: 'stick0',
-    serial: 'BULKHEAD0001',
-  });
+  await m.plugUsbStick();
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
   await row.waitFor({ timeout: 60_000 });

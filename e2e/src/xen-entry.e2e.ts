@@ -395,13 +395,7 @@ test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM
   await connectKiosk();
   await m.keys(['ctrl', '0']);
   await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000);
-  await m.qmp.execute('device_add', {
-    driver: 'usb-storage',
-    drive: 'stick',
-    bus: 'xhci.0',
-    id: 'stick0',
-    serial: 'BULKHEAD0001',
-  });
+  await m.plugUsbStick();
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const held = (who: string) =>
     page.getByRole('listitem', { name: new RegExp(`HARDDRIVE.*held by ${who}`, 'i') });
