@@ -53,6 +53,15 @@ after(async () => {
     await save('dmesg | tail -n 150', 'dmesg-tail.txt');
     await save('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
   }
+  // The daemons' starts, adoptions and failures in the run's own output: CI keeps no artifacts.
+  if (m?.serial)
+    await m.serial
+      .run(
+        'journalctl -b --no-pager -u "bulkhead-*" | grep -E "starting|running as|adopt|fail|error|Timeout" | grep -v screendump | tail -n 30',
+        { timeoutMs: 30_000 },
+      )
+      .then((r) => console.log(`xen-entry.e2e: the daemons' journal (starts, failures):\n${r.output}`))
+      .catch(() => undefined);
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
   console.log(`xen-entry.e2e: ${((Date.now() - fileStart) / 1000).toFixed(0)} s wall time, boot included`);
@@ -150,10 +159,12 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
   // vm-daemon starts them at boot (autostart), one after the other: xl create under TCG twice. A
   // start that failed (stopped again, with a LastError) fails here at once, naming the error.
   let failed = '';
+  let lastStates = 'none read';
   await waitFor(
     'both VMs running',
     async () => {
       const states = await Promise.all(['personal', 'business'].map((id) => m.vmState(id)));
+      lastStates = `personal ${states[0]}, business ${states[1]}`;
       for (const [i, id] of ['personal', 'business'].entries()) {
         if (states[i] !== 'stopped' && states[i] !== 'crashed') continue;
         const err = await m.busProperty('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', 'LastError');
@@ -163,7 +174,16 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
     },
     600_000,
     2000,
-  );
+  ).catch(async (e: Error) => {
+    // What vm-daemon did meanwhile, in the test's own output (CI keeps no artifacts).
+    const log = await m.serial
+      .run('journalctl -b --no-pager -u bulkhead-vm-daemon | grep -v screendump | tail -n 25', {
+        timeoutMs: 30_000,
+      })
+      .then((r) => r.output)
+      .catch((err: Error) => `(journal not read: ${err.message})`);
+    throw new Error(`${e.message} (last: ${lastStates}); vm-daemon's journal:\n${log}`);
+  });
   assert.equal(failed, '', 'no autostart failed');
   const domids = await m.xlDomids();
   for (const id of ['personal', 'business'])
