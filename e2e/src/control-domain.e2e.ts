@@ -6,12 +6,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
-import { classify, parseHexColor, percentile, readPpm, type Rgb, type SeenPicture } from './screen-picture';
+import { ImageMachine, readImageVms } from './image-machine';
+import { attachKiosk, kioskLoaded } from './kiosk';
+import { classify, percentile, readPpm, type SeenPicture } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
 /** The test flavour (FLAVOUR=test dom0-rootfs/build-image.sh): production plus the test layer. */
@@ -47,14 +48,7 @@ function recordBench(name: string, numbers: Record<string, number>): void {
 }
 
 /** The image's VMs and the color each test guest paints (dom0-rootfs/vms/*.json, `color`). */
-const imageVms: Array<{ id: string; slot: number; color: Rgb }> = readdirSync(
-  join(repo, 'dom0-rootfs', 'vms'),
-)
-  .filter((f) => f.endsWith('.json'))
-  .map(
-    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
-  )
-  .map((v) => ({ id: String(v.id), slot: Number(v.slot), color: parseHexColor(String(v.color)) }));
+const imageVms = readImageVms();
 const vmInSlot = (slot: number) => {
   const vm = imageVms.find((v) => v.slot === slot);
   if (!vm) throw new Error(`no VM in slot ${slot} in dom0-rootfs/vms`);
@@ -102,44 +96,10 @@ async function shot(name: string): Promise<void> {
   await page?.screenshot({ path: join(artifacts, `${base}.cdp.png`) }).catch(() => undefined);
 }
 
-/** Waits, over DevTools' HTTP listing only (nothing attached), until the kiosk shows the switcher. */
-async function kioskLoaded(): Promise<void> {
-  // The image's kiosk replaces a page whose first navigation hung (cold boot, network service
-  // restart): dom0-rootfs/overlay/usr/local/lib/bulkhead/kiosk.js.
-  await waitFor(
-    'the kiosk showing the switcher',
-    async () => {
-      const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, {
-        signal: AbortSignal.timeout(10_000),
-      });
-      const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
-      return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
-    },
-    300_000,
-  );
-}
-
-/**
- * Attach Playwright over CDP to the kiosk's own page. No fresh page is ever opened: a kiosk page
- * that does not show the switcher is a failure a person would see, not something to work around.
- */
+/** Attach to the kiosk's own page once (src/kiosk.ts), after it shows the switcher. */
 async function connectKiosk(): Promise<void> {
   if (page) return;
-  await kioskLoaded();
-  browser = await waitFor(
-    'Chromium DevTools',
-    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
-    240_000,
-  );
-  const ctx = browser.contexts()[0];
-  page = await waitFor(
-    'the switcher page',
-    async () => ctx.pages().find((p) => p.url().includes(':8080')),
-    120_000,
-  );
-  // Everything runs under TCG, twice nested for the VMs: be patient, not flaky.
-  page.setDefaultTimeout(90_000);
-  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
+  ({ browser, page } = await attachKiosk(m, { loaded: true }));
 }
 
 before(async () => {
@@ -148,7 +108,7 @@ before(async () => {
   await m.boot();
   await m.waitForServices(180_000);
   // Nothing attaches to the kiosk before the first scenario: it watches the screen from outside.
-  await kioskLoaded();
+  await kioskLoaded(m);
 });
 
 after(async () => {

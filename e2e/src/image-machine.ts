@@ -393,7 +393,7 @@ export class ImageMachine {
    * never shows the tiles fails in the scenario that waits for them.
    */
   private async watchBootToTiles(): Promise<void> {
-    const vms = imageVms();
+    const vms = readImageVms();
     const ppm = join(this.runDir, 'boot-to-tiles.ppm');
     this.watching = true;
     while (this.watching && Date.now() - this.startedAt < 15 * 60_000) {
@@ -428,13 +428,32 @@ export class ImageMachine {
 
 const repo = join(__dirname, '..', '..');
 
-/** The image's VMs and the color each test guest paints (dom0-rootfs/vms/*.json). */
-function imageVms(): Array<{ id: string; color: Rgb }> {
+/** One of the image's VM files (dom0-rootfs/vms/*.json), as the screen checks need it. */
+export interface ImageVm {
+  id: string;
+  slot: number;
+  /** The color its test guest paints: what `classify` looks for on the screen. */
+  color: Rgb;
+  /** The file's `backend` ('qemu' where it names none, as vm-daemon reads it). */
+  backend: string;
+}
+
+/**
+ * The image's VMs and the color each test guest paints (dom0-rootfs/vms/*.json): every file, or
+ * only those of one backend ('qemu': the KVM entry's, 'xen': the Xen entry's).
+ */
+export function readImageVms(backend?: string): ImageVm[] {
   const dir = join(repo, 'dom0-rootfs', 'vms');
   return readdirSync(dir)
     .filter((f) => f.endsWith('.json'))
     .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>)
-    .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
+    .map((v) => ({
+      id: String(v.id),
+      slot: Number(v.slot),
+      color: parseHexColor(String(v.color)),
+      backend: String(v.backend ?? 'qemu'),
+    }))
+    .filter((v) => backend === undefined || v.backend === backend);
 }
 
 /**

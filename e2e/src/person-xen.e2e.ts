@@ -25,9 +25,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
+import { attachKiosk } from './kiosk';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
@@ -62,19 +63,12 @@ before(async () => {
   m = new ImageMachine({ imageDir, artifactsDir: artifacts, entry: 'xen' });
   await m.boot();
   await m.waitForServices(300_000, 2000);
-  browser = await waitFor(
-    'Chromium DevTools',
-    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
-    300_000,
-  );
-  const ctx = browser.contexts()[0];
-  page = await waitFor(
-    'the switcher page',
-    async () => ctx.pages().find((p) => p.url().includes(':8080')),
-    180_000,
-  );
-  page.setDefaultTimeout(120_000);
-  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 120_000 });
+  ({ browser, page } = await attachKiosk(m, {
+    connectBoundMs: 300_000,
+    pageBoundMs: 180_000,
+    actionTimeoutMs: 120_000,
+    shownBoundMs: 120_000,
+  }));
 });
 
 after(async () => {

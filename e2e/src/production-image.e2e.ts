@@ -20,8 +20,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
-import { classify, parseHexColor, readPpm, type SeenPicture } from './screen-picture';
+import { ImageMachine, readImageVms } from './image-machine';
+import { classify, readPpm, type SeenPicture } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_PRODUCTION_IMAGE_DIR ?? join(repo, '.cache', 'image');
@@ -29,12 +29,7 @@ const artifacts = join(repo, 'artifacts', 'e2e-production');
 /** What the person chooses at first start (typed at the keyboard: letters, digits and '-'). */
 const OWNER_PASSWORD = 'first-start-7';
 
-const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
-  .filter((f) => f.endsWith('.json'))
-  .map(
-    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
-  )
-  .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
+const imageVms = readImageVms();
 
 let m: ImageMachine;
 let disk: string;

@@ -16,9 +16,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
 import { ImageMachine } from './image-machine';
+import { attachKiosk } from './kiosk';
 
 const repo = join(__dirname, '..', '..');
 /** The test flavour (FLAVOUR=test dom0-rootfs/build-image.sh): production plus the test layer. */
@@ -222,32 +223,8 @@ before(async () => {
   const t0 = Date.now();
   await m.boot();
   await m.waitForServices(180_000, 1000);
-  // Attach to the kiosk's own page (never a fresh one), as control-domain.e2e.ts does.
-  await waitFor(
-    'the kiosk showing the switcher',
-    async () => {
-      const res = await fetch(`http://127.0.0.1:${m.cdpPort}/json/list`, {
-        signal: AbortSignal.timeout(10_000),
-      });
-      const targets = (await res.json()) as Array<{ type: string; url: string; title: string }>;
-      return targets.some((t) => t.type === 'page' && t.url.includes(':8080') && t.title === 'Bulkhead');
-    },
-    300_000,
-    1000,
-  );
-  browser = await waitFor(
-    'Chromium DevTools',
-    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
-    240_000,
-  );
-  const ctx = browser.contexts()[0];
-  page = await waitFor(
-    'the switcher page',
-    async () => ctx.pages().find((p) => p.url().includes(':8080')),
-    120_000,
-  );
-  page.setDefaultTimeout(90_000);
-  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
+  // Attach to the kiosk's own page (never a fresh one), once it shows the switcher.
+  ({ browser, page } = await attachKiosk(m, { loaded: 1000 }));
   console.log(`image booted to the switcher in ${Date.now() - t0} ms`);
 });
 

@@ -6,24 +6,20 @@
  * root shell on dom0's console (hvc0, which Xen puts on the same serial port).
  */
 import { after, before, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
-import { classify, parseHexColor, readPpm, type SeenPicture } from './screen-picture';
+import { ImageMachine, readImageVms } from './image-machine';
+import { attachKiosk } from './kiosk';
+import { classify, readPpm, type SeenPicture } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
 const artifacts = join(repo, 'artifacts', 'e2e-xen');
 
-const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
-  .filter((f) => f.endsWith('.json'))
-  .map(
-    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
-  )
-  .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
+const imageVms = readImageVms();
 
 let m: ImageMachine;
 let browser: Browser | undefined;
@@ -115,25 +111,10 @@ test('3. the kiosk shows the tiles on the screen (screendump, nothing attached)'
   await m.screendump('tiles');
 });
 
-/**
- * Attach Playwright over CDP to the kiosk's own page (the test layer's DevTools forward), as
- * control-domain.e2e.ts does: no fresh page is opened.
- */
+/** Attach to the kiosk's own page once (src/kiosk.ts): no fresh page is opened. */
 async function connectKiosk(): Promise<void> {
   if (page) return;
-  browser = await waitFor(
-    'Chromium DevTools',
-    () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
-    240_000,
-  );
-  const ctx = browser.contexts()[0];
-  page = await waitFor(
-    'the switcher page',
-    async () => ctx.pages().find((p) => p.url().includes(':8080')),
-    120_000,
-  );
-  page.setDefaultTimeout(90_000);
-  await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
+  ({ browser, page } = await attachKiosk(m));
 }
 
 /** A guest's console (xenconsoled's log, test layer), the lines starting with `word`. */
