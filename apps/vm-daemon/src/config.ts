@@ -1,6 +1,7 @@
 import { readdirSync, realpathSync } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 import { MAX_SLOT, VM_KINDS, type VmKind } from '@bulkhead/common';
+import { VM1_DISPLAY_VALUES, type Vm1Display } from '@bulkhead/contract';
 import { defaultFileRules, readDefinitionFile, type FileRules } from './config-files';
 import { boundedReason, describeValue, excerpt, fieldName, firstUnsafeChar, pathText } from './config-text';
 
@@ -45,8 +46,11 @@ export interface VmDefinition {
    */
   gpu: { pci: string[]; handoff: boolean } | null;
   usbAutoAttach: boolean;
-  /** 'none' | 'vnc': how the screen is exported (always a VNC unix socket for the QEMU backend). */
-  display: string;
+  /**
+   * 'none' | 'vnc': how the screen is exported (always a VNC unix socket for the QEMU backend).
+   * Published as Vm1.Display: with 'none' the switcher asks for no screenshots and shows no view.
+   */
+  display: Vm1Display;
   backend: BackendName;
   /** Direct kernel boot (the test guest): absolute or relative to the file. */
   kernel: string | null;
@@ -465,7 +469,7 @@ function validate(file: string, raw: unknown, imageDirs: string[], mediaRoots: s
   }
 
   const display = str('display', 'vnc');
-  if (!['vnc', 'none'].includes(display))
+  if (!(VM1_DISPLAY_VALUES as readonly string[]).includes(display))
     throw new FieldError('display', `must be vnc or none, got ${describeValue(display)}`);
   const backend = str('backend', 'qemu');
   if (!(BACKENDS as readonly string[]).includes(backend))
@@ -521,7 +525,7 @@ function validate(file: string, raw: unknown, imageDirs: string[], mediaRoots: s
     autostart: bool('autostart', false),
     gpu,
     usbAutoAttach: bool('usbAutoAttach', false),
-    display,
+    display: display as Vm1Display,
     backend: backend as BackendName,
     kernel,
     append,

@@ -65,6 +65,7 @@ export function vmProperties(manager: VmManager, id: string): Vm1Properties {
     DiskJob: e.diskJob ? 'import' : '',
     DiskJobProgress: e.diskJob?.percent ?? 0,
     Unavailable: e.unavailable,
+    Display: d.display,
     InputQmpSocket: e.state === 'running' || e.state === 'paused' ? e.inputQmpSocket : '',
   };
 }

@@ -141,6 +141,7 @@ const DEFINITION_PROPERTIES: Array<keyof Vm1Properties> = [
   'Owner',
   'Cdrom',
   'Unavailable',
+  'Display',
 ];
 
 /** A VM object that says what is wrong with its file, so the switcher can show it. */

@@ -201,6 +201,8 @@ export interface Vm1Properties {
   Owner: string;
   /** Why this VM cannot run on this boot entry, in words; empty when it can. Set for a person's VM made on the other entry (its Backend is not the one vm-daemon runs: 'made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs (Delete works). The switcher shows such a tile as not available here. */
   Unavailable: string;
+  /** vnc (the VM has an emulated screen the switcher can show: its VM view and the tile's thumbnails, from Screenshot) | none (console only: no emulated display, so Screenshot has nothing to capture and the switcher asks for none). From the VM's file ('display', default vnc): Update does not take it; a file changed on disk changes it (PropertiesChanged, as the file's other properties). */
+  Display: Vm1Display;
   /** The installation medium attached as a CD-ROM (booted before the disk); empty when none. */
   Cdrom: string;
   /** The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile. */
@@ -378,6 +380,7 @@ export const CONTRACT = {
       "ConfigFile": {"type":"s","access":"read","doc":""},
       "Owner": {"type":"s","access":"read","doc":"admin (a file of the administrator's VM directory: the UI may not edit or delete it) | person (created by the person: Update and Delete work)."},
       "Unavailable": {"type":"s","access":"read","doc":"Why this VM cannot run on this boot entry, in words; empty when it can. Set for a person's VM made on the other entry (its Backend is not the one vm-daemon runs: 'made on the Bulkhead (KVM) boot entry ...'): it is listed and kept unchanged, and Start, a switch to it, Update and Eject are refused before anything runs (Delete works). The switcher shows such a tile as not available here."},
+      "Display": {"type":"s","access":"read","doc":"vnc (the VM has an emulated screen the switcher can show: its VM view and the tile's thumbnails, from Screenshot) | none (console only: no emulated display, so Screenshot has nothing to capture and the switcher asks for none). From the VM's file ('display', default vnc): Update does not take it; a file changed on disk changes it (PropertiesChanged, as the file's other properties)."},
       "Cdrom": {"type":"s","access":"read","doc":"The installation medium attached as a CD-ROM (booted before the disk); empty when none."},
       "DiskJob": {"type":"s","access":"read","doc":"The disk operation running for this VM: '' (none) | import. The VM cannot start meanwhile."},
       "DiskJobProgress": {"type":"u","access":"read","doc":"Percent done (0-100) of DiskJob."},
@@ -481,6 +484,10 @@ export type Vm1State = (typeof VM1_STATE_VALUES)[number];
 /** The values of org.bulkhead.Vm1.StateReasonCode. */
 export const VM1_STATE_REASON_CODE_VALUES = ["none","re-adopted","start-requested","started","start-failed","stop-requested","stopped-by-user","guest-shutdown","crashed","paused-by-user","resumed-by-user","vcpus-stopped","vcpus-resumed"] as const;
 export type Vm1StateReasonCode = (typeof VM1_STATE_REASON_CODE_VALUES)[number];
+
+/** The values of org.bulkhead.Vm1.Display. */
+export const VM1_DISPLAY_VALUES = ["vnc","none"] as const;
+export type Vm1Display = (typeof VM1_DISPLAY_VALUES)[number];
 
 /** The values of org.bulkhead.VmManager1.LastSwitch.outcome. */
 export const LAST_SWITCH_OUTCOME_VALUES = ["ok","rolled-back","failed"] as const;
@@ -591,7 +598,7 @@ export const usbDevice1ViewPatch = viewPatcher<UsbDevice1View>(CONTRACT['org.bul
 /** Every property of org.bulkhead.Vm1 as plain JSON under its camelCase name (64-bit integers as numbers), as a UI mirrors it. */
 export type Vm1View = ViewOf<Vm1Properties>;
 /** Vm1View before the daemon said anything: zero values, an enum's first value. */
-export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"network":"","backend":"","configFile":"","owner":"","unavailable":"","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
+export const VM1_VIEW_DEFAULTS: Vm1View = {"id":"","name":"","slot":0,"kind":"personal","color":"","icon":"","state":"stopped","stateReason":"","stateReasonCode":"none","lastError":"","hasGpu":false,"autostart":false,"usbAutoAttach":false,"memoryMiB":0,"vcpus":0,"network":"","backend":"","configFile":"","owner":"","unavailable":"","display":"vnc","cdrom":"","diskJob":"","diskJobProgress":0,"inputQmpSocket":""};
 /** The Vm1View fields of the org.bulkhead.Vm1 properties in `props` (GetAll or PropertiesChanged), as plain JSON. */
 export const vm1ViewPatch = viewPatcher<Vm1View>(CONTRACT['org.bulkhead.Vm1']);
 

@@ -80,6 +80,7 @@ function fakeHostileVmProps(): Vm1Properties {
     DiskJob: '',
     DiskJobProgress: 0,
     Unavailable: '',
+    Display: 'vnc',
   };
 }
 

@@ -72,6 +72,7 @@ function fakeVmProps(name: string): Vm1Properties {
     DiskJob: '',
     DiskJobProgress: 0,
     Unavailable: '',
+    Display: 'vnc',
   };
 }
 

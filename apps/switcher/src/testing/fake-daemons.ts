@@ -80,6 +80,7 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
     DiskJob: '',
     DiskJobProgress: 0,
     Unavailable: '',
+    Display: 'vnc',
     ...over,
   };
 }

@@ -141,6 +141,7 @@ export class FakeVm implements Vm1Service {
       DiskJob: '',
       DiskJobProgress: 0,
       Unavailable: '',
+      Display: 'vnc',
     };
   }
 
