@@ -33,35 +33,23 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
-import { classify, colorPixels, parseHexColor, readPpm, type Rgb, type SeenPicture } from './screen-picture';
+import { ImageMachine, readImageVms } from './image-machine';
+import { parseHexColor, type Rgb, type SeenPicture } from './screen-picture';
+import { SleepWake, lastSuspend, locked, unlockAtKeyboard } from './sleep-wake';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
 const artifacts = join(repo, 'artifacts', 'e2e-power-xen');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
-/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
-const OWNER_PASSWORD = 'bulkhead-test';
 const enabled = process.env.BULKHEAD_E2E_XEN_POWER !== '0' && process.env.BULKHEAD_E2E_XEN !== '0';
-const imageVms = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
-  .filter((f) => f.endsWith('-xen.json'))
-  .map(
-    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
-  )
-  .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
 
 let m: ImageMachine;
 let step = 0;
-const runState = async () => ((await m.qmp.execute('query-status', {})) as { status: string }).status;
-const lastSuspend = async () =>
-  m.busProperty('org.bulkhead.VmManager1', '/org/bulkhead/Power1', 'org.bulkhead.Power1', 'LastSuspend');
-const locked = async () =>
-  /true/.test(
-    await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
-  );
+/** Sleeps and wakes, the outer screen judged from screendumps (src/sleep-wake.ts); made in before(). */
+let sw: SleepWake;
 const shot = (name: string) =>
   m.screendump(`${String(++step).padStart(2, '0')}-${name}`).catch(() => undefined);
 
@@ -106,43 +94,10 @@ async function stickPath(): Promise<string> {
 const stickHolder = async (path: string) =>
   m.busProperty('org.bulkhead.Usb1', path, 'org.bulkhead.UsbDevice1', 'AssignedVm');
 
-/** Polls the outer screen (screendump only) until it shows `want` or `boundMs` passed. */
+/** Polls the outer screen (screendump only) until it shows `want`, for at most `boundMs`: 'ok', or what it showed. */
 async function pictureShown(want: SeenPicture, name: string, boundMs: number): Promise<string> {
-  const ppm = join(artifacts, `${name}.ppm`);
-  const since = Date.now();
-  for (;;) {
-    let seen: SeenPicture = { kind: 'other', why: 'no screendump' };
-    try {
-      await m.qmp.execute('screendump', { filename: ppm });
-      seen = classify(readPpm(ppm), imageVms);
-    } catch (e) {
-      seen = { kind: 'other', why: (e as Error).message };
-    }
-    const ok = seen.kind === want.kind && (seen.kind !== 'vm' || want.kind !== 'vm' || seen.id === want.id);
-    if (ok || Date.now() - since > boundMs) {
-      await shot(name);
-      if (existsSync(ppm)) unlinkSync(ppm);
-      const what = seen.kind === 'vm' ? `the ${seen.id} VM` : seen.kind === 'tiles' ? 'the tiles' : seen.why;
-      console.log(`screen ${name}: ${what} after ${Date.now() - since} ms`);
-      return ok ? 'ok' : what;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-/** Types the password at the outer keyboard until the seat is unlocked (the back-off may delay it). */
-async function unlockAtKeyboard(): Promise<void> {
-  await waitFor(
-    'unlocked by the password',
-    async () => {
-      if (!(await locked())) return true;
-      await m.typeText(`${OWNER_PASSWORD}\n`);
-      await new Promise((r) => setTimeout(r, 5000));
-      return !(await locked());
-    },
-    120_000,
-    0,
-  );
+  const shown = await sw.pictureShown(want, name, Date.now(), boundMs);
+  return shown.ms >= 0 ? 'ok' : shown.seen;
 }
 
 /**
@@ -154,98 +109,6 @@ const ACCENT: Rgb = parseHexColor(
     readFileSync(join(repo, 'apps', 'switcher', 'src', 'renderer', 'styles.css'), 'utf8'),
   )?.[1] ?? 'no --accent in styles.css',
 );
-/** The lock screen is on the outer screen when this much of the Unlock button (~280x44) shows. */
-const LOCK_SCREEN_PX = 5000;
-
-/**
- * Polls the outer screen until it shows the lock screen (at least LOCK_SCREEN_PX pixels of the
- * Unlock button's colour) or `boundMs` passed: the time from `since` to the first picture showing
- * it (-1 if none did) and the pixels of the last picture, which is kept.
- */
-async function lockScreenShown(
-  name: string,
-  since: number,
-  boundMs: number,
-): Promise<{ ms: number; px: number }> {
-  const ppm = join(artifacts, `${name}.ppm`);
-  for (;;) {
-    let px = -1;
-    try {
-      await m.qmp.execute('screendump', { filename: ppm });
-      px = colorPixels(readPpm(ppm), ACCENT, 8);
-    } catch {
-      px = -1;
-    }
-    const at = Date.now();
-    if (px >= LOCK_SCREEN_PX || at - since > boundMs) {
-      await shot(name);
-      if (existsSync(ppm)) unlinkSync(ppm);
-      const ms = px >= LOCK_SCREEN_PX ? at - since : -1;
-      console.log(
-        `screen ${name}: ${ms >= 0 ? `the lock screen after ${ms} ms` : 'no lock screen'} (${px} px of the Unlock button)`,
-      );
-      return { ms, px };
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-interface SleepTiming {
-  what: string;
-  toSuspendedMs: number;
-  wakeToRunningMs: number;
-  wakeToShellMs: number;
-  /** system_wakeup → the first screendump showing the lock screen; -1: not within the bound. */
-  wakeToLockScreenMs: number;
-  lockScreenPx: number;
-}
-const timings: SleepTiming[] = [];
-
-/**
- * Waits until the outer QEMU reports S3, leaves it asleep 3 s, wakes it (`system_wakeup`) and
- * times from outside: `since` → 'suspended' → the wake → 'running' → the serial shell answering →
- * the lock screen on the outer screen (screendumps only, polled from the wake on) → the suspend
- * transaction over (Power1.LastSuspend has an outcome).
- */
-async function sleptAndWoken(what: string, since: number): Promise<SleepTiming> {
-  await waitFor(
-    `${what}: the outer QEMU reporting S3`,
-    async () => (await runState()) === 'suspended',
-    120_000,
-    100,
-  );
-  const suspendedAt = Date.now();
-  await shot(`${what}-asleep`);
-  await new Promise((r) => setTimeout(r, 3000));
-  assert.equal(await runState(), 'suspended', 'still asleep until woken');
-  const wokeAt = Date.now();
-  await m.qmp.execute('system_wakeup', {});
-  // The outer screen from the wake on (screendumps only), while the rest is checked.
-  const picture = lockScreenShown(`${what}-woken-lock-screen`, wokeAt, 180_000);
-  await waitFor(`${what}: running again`, async () => (await runState()) === 'running', 60_000, 100);
-  const runningAt = Date.now();
-  await m.serial.check('true', { timeoutMs: 180_000 });
-  const shellAt = Date.now();
-  await waitFor(
-    `${what}: the suspend transaction over`,
-    async () => /"outcome" s "(ok|incomplete|failed)"/.test(await lastSuspend()),
-    120_000,
-  );
-  const shown = await picture;
-  const t: SleepTiming = {
-    what,
-    toSuspendedMs: suspendedAt - since,
-    wakeToRunningMs: runningAt - wokeAt,
-    wakeToShellMs: shellAt - wokeAt,
-    wakeToLockScreenMs: shown.ms,
-    lockScreenPx: shown.px,
-  };
-  timings.push(t);
-  console.log(`sleep ${JSON.stringify(t)}`);
-  writeFileSync(join(artifacts, 'suspend-resume.json'), JSON.stringify(timings, null, 2) + '\n');
-  return t;
-}
-
 before(async () => {
   if (!enabled) return;
   mkdirSync(artifacts, { recursive: true });
@@ -255,6 +118,16 @@ before(async () => {
     entry: 'xen',
     display: 'qxl-vga,xres=1280,yres=800',
     extraQemuArgs: ['-global', 'ICH9-LPC.disable_s3=0'],
+  });
+  sw = new SleepWake(m, {
+    artifactsDir: artifacts,
+    keep: shot,
+    vms: readImageVms('xen'),
+    unlockColor: () => ACCENT,
+    pollMs: 500,
+    shellBoundMs: 180_000,
+    lockScreenSuffix: '-woken-lock-screen',
+    awaitOutcome: true,
   });
   await m.boot();
   await m.waitForServices(300_000, 2000);
@@ -298,9 +171,9 @@ test(
     // The control for the picture after the wake: the secure-attention chord locks, and the outer
     // screen shows the lock screen (no sleep involved); the password unlocks, back to Personal.
     await m.keys(['ctrl', 'alt', 'backspace']);
-    await waitFor('locked by the chord', locked, 60_000);
-    const control = await lockScreenShown('lock-before-sleep', Date.now(), 90_000);
-    await unlockAtKeyboard();
+    await waitFor('locked by the chord', () => locked(m), 60_000);
+    const control = await sw.lockScreenShown('lock-before-sleep', Date.now(), 90_000);
+    await unlockAtKeyboard(m);
     assert.ok(
       control.ms >= 0,
       `control: the lock screen before any sleep (${control.px} px of the Unlock button)`,
@@ -339,9 +212,9 @@ test(
 
     const pressed = Date.now();
     await m.qmp.execute('system_powerdown', {});
-    const woken = await sleptAndWoken('power-key', pressed);
+    const woken = await sw.sleptAndWoken('power-key', pressed);
 
-    const last = await lastSuspend();
+    const last = await lastSuspend(m);
     assert.match(last, /"reason" s "power-key"/, last);
     assert.match(last, /"outcome" s "ok"/, last);
     assert.match(last, /"pause-vms" "ok" "paused (personal, business|business, personal)"/, last);
@@ -352,7 +225,7 @@ test(
     assert.equal(await m.vmState('personal'), 'running');
     assert.equal(await m.vmState('business'), 'running');
     assert.deepEqual(await m.xlDomids(), domids, 'the same domains: none restarted');
-    assert.equal(await locked(), true, 'the seat is locked after the wake');
+    assert.equal(await locked(m), true, 'the seat is locked after the wake');
     // The stick is still on Business: usb-daemon says so, libxl lists it on the domain, and
     // business's kernel has it now (its console's last USB line), never personal's.
     const usbAfter = await waitFor(
@@ -380,7 +253,7 @@ test(
     // The password at the outer keyboard unlocks and reaches no guest.
     const p0 = (await m.xenGuestInput('personal')).length;
     const b0 = (await m.xenGuestInput('business')).length;
-    await unlockAtKeyboard();
+    await unlockAtKeyboard(m);
     assert.equal((await m.xenGuestInput('personal')).length, p0, 'the password reached no guest');
     assert.equal((await m.xenGuestInput('business')).length, b0, 'the password reached no guest');
     assert.equal(await m.activeVm(), '/', 'the lock took the screen home');
@@ -433,16 +306,16 @@ test(
   async () => {
     const domids = await m.xlDomids();
     assert.ok(domids.personal && domids.business, JSON.stringify(domids));
-    assert.equal(await locked(), false, 'unlocked before the battery drains');
+    assert.equal(await locked(m), false, 'unlocked before the battery drains');
     // Xen's console ring emptied: its S3 lines below are this sleep's.
     await m.serial.check('xl dmesg -c > /dev/null');
     // 4 %: at or under the policy's 5 % and above UPower's own last-resort action level (2 %).
     // Not awaited: the machine may be asleep before the command's answer reaches the console.
     const set = Date.now();
     const setting = m.serial.run('bulkhead-test-battery 4', { timeoutMs: 400_000 });
-    const woken = await sleptAndWoken('critical', set);
+    const woken = await sw.sleptAndWoken('critical', set);
     assert.match((await setting).output, /^ok 4 /m);
-    const last = await lastSuspend();
+    const last = await lastSuspend(m);
     assert.match(last, /"reason" s "critical-battery"/, last);
     assert.match(last, /"outcome" s "ok"/, last);
     assert.match(last, /"pause-vms" "ok" "paused (personal, business|business, personal)"/, last);
@@ -452,12 +325,12 @@ test(
     assert.equal(await m.vmState('personal'), 'running');
     assert.equal(await m.vmState('business'), 'running');
     assert.deepEqual(await m.xlDomids(), domids, 'the same domains: none restarted');
-    assert.equal(await locked(), true, 'locked after waking');
+    assert.equal(await locked(m), true, 'locked after waking');
     assert.ok(
       woken.wakeToLockScreenMs >= 0,
       `the lock screen on the outer screen within 180 s of the wake (${woken.lockScreenPx} px of the Unlock button)`,
     );
-    await unlockAtKeyboard();
+    await unlockAtKeyboard(m);
     // Plugged in: charging, so the policy has nothing more to do.
     assert.match(await m.serial.check('bulkhead-test-battery 5 charging'), /^ok /m);
     assert.equal(await pictureShown({ kind: 'tiles' }, 'critical-woken-tiles', 120_000), 'ok');

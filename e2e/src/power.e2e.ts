@@ -29,44 +29,34 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
-import { classify, colorPixels, parseHexColor, readPpm, type Rgb, type SeenPicture } from './screen-picture';
+import { ImageMachine, readImageVms } from './image-machine';
+import { attachKiosk as attachKioskPage } from './kiosk';
+import type { Rgb } from './screen-picture';
+import {
+  LOCK_SCREEN_PX,
+  SleepWake,
+  lastSuspend,
+  locked,
+  unlockAtKeyboard,
+  type SleepTiming,
+} from './sleep-wake';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
 const artifacts = join(repo, 'artifacts', 'e2e-power');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
-/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
-const OWNER_PASSWORD = 'bulkhead-test';
 /** The display of this test's outer QEMU (see above); the size is virtio-vga's default. */
 const DISPLAY = 'qxl-vga,xres=1280,yres=800';
-/** The KVM entry's VMs (QEMU backend) and their colors: what the screen classification looks for. */
-const imageVms: Array<{ id: string; color: Rgb }> = readdirSync(join(repo, 'dom0-rootfs', 'vms'))
-  .filter((f) => f.endsWith('.json'))
-  .map(
-    (f) => JSON.parse(readFileSync(join(repo, 'dom0-rootfs', 'vms', f), 'utf8')) as Record<string, unknown>,
-  )
-  .filter((v) => (v.backend ?? 'qemu') === 'qemu')
-  .map((v) => ({ id: String(v.id), color: parseHexColor(String(v.color)) }));
-
 let m: ImageMachine;
 let browser: Browser;
 let page: Page;
 let step = 0;
-
-const locked = async () =>
-  /true/.test(
-    await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
-  );
-/** Power1.LastSuspend as busctl prints it (a{sv}, one line). */
-const lastSuspend = () =>
-  m.busProperty('org.bulkhead.VmManager1', '/org/bulkhead/Power1', 'org.bulkhead.Power1', 'LastSuspend');
-/** The outer QEMU's run state: 'running', 'suspended' (S3), … */
-const runState = async () => ((await m.qmp.execute('query-status', {})) as { status: string }).status;
+/** Sleeps and wakes, the outer screen judged from screendumps (src/sleep-wake.ts); made in before(). */
+let sw: SleepWake;
 
 const qemuPids = () =>
   m.serial.check('cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid');
@@ -101,140 +91,8 @@ async function shot(name: string): Promise<void> {
   await page?.screenshot({ path: join(artifacts, `${base}.cdp.png`) }).catch(() => undefined);
 }
 
-/**
- * One sleep and wake, timed from outside: `since` (the power key, or the battery set critical) →
- * the outer QEMU reporting S3 'suspended' → `system_wakeup` → 'running' again → the serial
- * console's shell answering → the lock screen on the outer screen (QMP screendump alone, polled
- * from the wake on; see lockScreenShown).
- */
-interface SleepTiming {
-  what: string;
-  toSuspendedMs: number;
-  wakeToRunningMs: number;
-  wakeToShellMs: number;
-  /** system_wakeup → the first screendump showing the lock screen; -1: not within the bound. */
-  wakeToLockScreenMs: number;
-  lockScreenPx: number;
-}
-const timings: SleepTiming[] = [];
-
-/** Waits until the outer QEMU says the Control Domain sleeps (S3), then wakes it as a lid would. */
-async function sleptAndWoken(what: string, since: number): Promise<SleepTiming> {
-  await waitFor(
-    `${what}: the outer QEMU reporting the Control Domain suspended`,
-    async () => ((await runState()) === 'suspended' ? true : false),
-    120_000,
-    100,
-  );
-  const suspendedAt = Date.now();
-  await m.screendump(`${String(++step).padStart(2, '0')}-${what}-asleep.screen`).catch(() => undefined);
-  // Asleep for a moment, as a laptop with its lid shut.
-  await new Promise((r) => setTimeout(r, 3000));
-  assert.equal(await runState(), 'suspended', 'still asleep until woken');
-  const wokeAt = Date.now();
-  await m.qmp.execute('system_wakeup', {});
-  // The outer screen from the wake on, while the rest is checked: nothing but screendump is
-  // asked of it (no DevTools screenshot, which would make Chromium paint).
-  const picture = lockScreenShown(`${what}-woken`, wokeAt, 180_000);
-  await waitFor(
-    `${what}: running again`,
-    async () => ((await runState()) === 'running' ? true : false),
-    60_000,
-    100,
-  );
-  const runningAt = Date.now();
-  // The serial console's shell is frozen with the rest while asleep; it answers again.
-  await m.serial.check('true', { timeoutMs: 120_000 });
-  const shellAt = Date.now();
-  const shown = await picture;
-  const t: SleepTiming = {
-    what,
-    toSuspendedMs: suspendedAt - since,
-    wakeToRunningMs: runningAt - wokeAt,
-    wakeToShellMs: shellAt - wokeAt,
-    wakeToLockScreenMs: shown.ms,
-    lockScreenPx: shown.px,
-  };
-  timings.push(t);
-  console.log(`sleep ${JSON.stringify(t)}`);
-  await attachKiosk(`after ${what}`);
-  return t;
-}
-
 /** The Unlock button's colour, read from the page at the control (before any sleep). */
 let unlockRgb: Rgb | undefined;
-/** The lock screen is on the outer screen when this much of the Unlock button's colour shows. */
-const LOCK_SCREEN_PX = 5000;
-
-/**
- * How much of the lock screen's Unlock button the outer screen shows (QMP screendump, nothing
- * attached): pixels of the button's own colour. The button is ~280x44 px.
- */
-async function unlockButtonOnScreen(name: string): Promise<number> {
-  const rgb = unlockRgb;
-  if (!rgb) throw new Error("the Unlock button's colour was not read before the sleep");
-  const ppm = join(artifacts, `${name}.ppm`);
-  return m.qmp.execute('screendump', { filename: ppm }).then(() => {
-    const n = colorPixels(readPpm(ppm), rgb, 8);
-    unlinkSync(ppm);
-    return n;
-  });
-}
-
-/**
- * Polls the outer screen until it shows the lock screen (at least LOCK_SCREEN_PX of the Unlock
- * button's colour) or `boundMs` passed; the time from `since` to the first picture that showed it
- * (-1 if none did) and its pixels. The last picture is kept as a PNG.
- */
-async function lockScreenShown(
-  name: string,
-  since: number,
-  boundMs: number,
-): Promise<{ ms: number; px: number }> {
-  let px = -1;
-  for (;;) {
-    px = await unlockButtonOnScreen(name).catch(() => -1);
-    const at = Date.now();
-    if (px >= LOCK_SCREEN_PX || at - since > boundMs) {
-      await m.screendump(`${String(++step).padStart(2, '0')}-${name}.screen`).catch(() => undefined);
-      return { ms: px >= LOCK_SCREEN_PX ? at - since : -1, px };
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-const describe = (p: SeenPicture) =>
-  p.kind === 'vm' ? `the ${p.id} VM` : p.kind === 'tiles' ? 'the tiles' : p.why;
-
-/**
- * Polls the outer screen (screendump only) until it shows `want` or `boundMs` passed; the time
- * from `since`, or what it showed instead. The last picture is kept as a PNG.
- */
-async function pictureShown(
-  want: SeenPicture,
-  name: string,
-  since: number,
-  boundMs: number,
-): Promise<{ ms: number; seen: string }> {
-  const ppm = join(artifacts, `${name}.ppm`);
-  for (;;) {
-    let seen: SeenPicture = { kind: 'other', why: 'no screendump' };
-    try {
-      await m.qmp.execute('screendump', { filename: ppm });
-      seen = classify(readPpm(ppm), imageVms);
-    } catch (e) {
-      seen = { kind: 'other', why: (e as Error).message };
-    }
-    const at = Date.now();
-    const ok = seen.kind === want.kind && (seen.kind !== 'vm' || want.kind !== 'vm' || seen.id === want.id);
-    if (ok || at - since > boundMs) {
-      await m.screendump(`${String(++step).padStart(2, '0')}-${name}.screen`).catch(() => undefined);
-      if (existsSync(ppm)) unlinkSync(ppm);
-      return { ms: ok ? at - since : -1, seen: describe(seen) };
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 /** What the outer screen showed in scenario 2, asserted in 2b. */
 const screen = {
@@ -246,32 +104,6 @@ const screen = {
   businessAfterWake: { ms: -1, seen: 'not reached' },
   personalAfterWake: { ms: -1, seen: 'not reached' },
 };
-
-/** Types the password at the outer keyboard until the lock screen goes (the back-off may delay it). */
-async function unlockAtKeyboard(): Promise<void> {
-  const dialog = page.getByRole('dialog', { name: 'Locked' });
-  const problem = dialog.locator('.lock-problem');
-  for (let attempt = 0; attempt < 4; attempt++) {
-    await waitFor('the Unlock button accepting an attempt', async () =>
-      dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
-    );
-    const before = Number(await problem.getAttribute('data-answers'));
-    await m.typeText(`${OWNER_PASSWORD}\n`);
-    const outcome = await waitFor(
-      'the lock screen answering',
-      async () =>
-        (await dialog.count()) === 0
-          ? 'unlocked'
-          : // Short reads, retried: the dialog may go (unlocked) between count() and the read.
-            Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
-            (await problem.innerText({ timeout: 2_000 })).trim(),
-      60_000,
-    );
-    if (outcome === 'unlocked') return;
-    assert.match(outcome, /^Too many wrong passwords/, 'only the back-off delays the right password');
-  }
-  throw new Error('the right password did not unlock');
-}
 
 /** Each time the DevTools attachment had to be made again, with what had changed: reported. */
 const replaced: string[] = [];
@@ -287,29 +119,13 @@ const chromiumPid = async () => (await m.serial.check('pgrep -o -u bulkhead-ui -
 async function attachKiosk(when = 'boot'): Promise<void> {
   if (page && !page.isClosed() && browser?.isConnected()) return;
   const why = page ? (browser?.isConnected() ? 'page closed' : 'DevTools connection dropped') : '';
-  if (!browser?.isConnected()) {
-    await browser?.close().catch(() => undefined);
-    browser = await waitFor(
-      'Chromium DevTools',
-      () => chromium.connectOverCDP(`http://127.0.0.1:${m.cdpPort}`, { timeout: 60_000 }),
-      300_000,
-    );
-  }
-  page = await waitFor(
-    'the switcher page',
-    async () =>
-      browser
-        .contexts()[0]
-        .pages()
-        .find((p) => p.url().includes(':8080') && !p.isClosed()),
-    300_000,
-  );
-  page.setDefaultTimeout(90_000);
-  await page
-    .getByRole('list', { name: 'Machines' })
-    .or(page.getByRole('dialog', { name: 'Locked' }))
-    .first()
-    .waitFor({ timeout: 120_000 });
+  ({ browser, page } = await attachKioskPage(m, {
+    browser,
+    connectBoundMs: 300_000,
+    pageBoundMs: 300_000,
+    shownBoundMs: 120_000,
+    orLocked: true,
+  }));
   const now = {
     chromiumPid: await chromiumPid(),
     pageOrigin: await page.evaluate(() => performance.timeOrigin),
@@ -328,6 +144,17 @@ before(async () => {
     artifactsDir: artifacts,
     display: DISPLAY,
     extraQemuArgs: ['-global', 'ICH9-LPC.disable_s3=0'],
+  });
+  sw = new SleepWake(m, {
+    artifactsDir: artifacts,
+    keep: (name) => m.screendump(`${String(++step).padStart(2, '0')}-${name}.screen`),
+    vms: readImageVms('qemu'),
+    unlockColor: () => unlockRgb,
+    pollMs: 250,
+    shellBoundMs: 120_000,
+    lockScreenSuffix: '-woken',
+    awaitOutcome: false,
+    afterWake: (what) => attachKiosk(`after ${what}`),
   });
   await m.boot();
   await m.waitForServices(180_000);
@@ -351,8 +178,6 @@ after(async () => {
       'journal-kiosk.txt',
     );
   }
-  if (timings.length)
-    writeFileSync(join(artifacts, 'suspend-resume.json'), JSON.stringify(timings, null, 2) + '\n');
   if (replaced.length) console.log(`DevTools attached again: ${replaced.join('; ')}`);
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
@@ -417,8 +242,8 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
     .getByRole('button', { name: 'Unlock' })
     .evaluate((e) => getComputedStyle(e).backgroundColor);
   unlockRgb = (css.match(/\d+/g) ?? []).slice(0, 3).map(Number) as unknown as Rgb;
-  screen.lockBeforeSleepPx = (await lockScreenShown('lock-before-sleep', Date.now(), 30_000)).px;
-  await unlockAtKeyboard();
+  screen.lockBeforeSleepPx = (await sw.lockScreenShown('lock-before-sleep', Date.now(), 30_000)).px;
+  await unlockAtKeyboard(m, page);
   await m.keys(['ctrl', '2']);
   await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
   await shot('before-power-key');
@@ -426,13 +251,13 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
 
   const pressed = Date.now();
   await m.qmp.execute('system_powerdown', {});
-  screen.afterWake = await sleptAndWoken('power-key', pressed);
+  screen.afterWake = await sw.sleptAndWoken('power-key', pressed);
   await waitFor(
     'the suspend transaction over',
-    async () => /"outcome" s "(ok|incomplete|failed)"/.test(await lastSuspend()),
+    async () => /"outcome" s "(ok|incomplete|failed)"/.test(await lastSuspend(m)),
     120_000,
   );
-  const last = await lastSuspend();
+  const last = await lastSuspend(m);
   assert.match(last, /"reason" s "power-key"/, last);
   assert.match(last, /"outcome" s "ok"/, last);
   assert.equal(await m.vmState('personal'), 'running');
@@ -443,25 +268,25 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
 
   // The lock screen is up (the outer screen's picture of it was taken from the wake on, in
   // sleptAndWoken) and no key reaches a VM until the password.
-  assert.equal(await locked(), true);
+  assert.equal(await locked(m), true);
   const dialog = page.getByRole('dialog', { name: 'Locked' });
   await dialog.waitFor({ timeout: 60_000 });
   await shot('woken-locked');
   const p0 = (await m.guestInput('personal')).length;
   const b0 = (await m.guestInput('business')).length;
-  await unlockAtKeyboard();
+  await unlockAtKeyboard(m, page);
   const unlockedAt = Date.now();
-  assert.equal(await locked(), false);
+  assert.equal(await locked(m), false);
   assert.equal((await m.guestInput('personal')).length, p0, 'the password reached no VM');
   assert.equal((await m.guestInput('business')).length, b0, 'the password reached no VM');
   // The lock took the screen home (the lock screen is the switcher's): the tiles, on the outer
   // screen too; the person goes back to Business.
   assert.equal(await m.activeVm(), '/');
-  screen.tilesAfterUnlock = await pictureShown({ kind: 'tiles' }, 'woken-tiles', unlockedAt, 60_000);
+  screen.tilesAfterUnlock = await sw.pictureShown({ kind: 'tiles' }, 'woken-tiles', unlockedAt, 60_000);
   const ctrl2 = Date.now();
   await m.keys(['ctrl', '2']);
   await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
-  screen.businessAfterWake = await pictureShown(
+  screen.businessAfterWake = await sw.pictureShown(
     { kind: 'vm', id: 'business' },
     'woken-business',
     ctrl2,
@@ -475,7 +300,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   const ctrl1 = Date.now();
   await m.keys(['ctrl', '1']);
   await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
-  screen.personalAfterWake = await pictureShown(
+  screen.personalAfterWake = await sw.pictureShown(
     { kind: 'vm', id: 'personal' },
     'woken-personal',
     ctrl1,
@@ -535,26 +360,26 @@ test('3. the battery drained to critical locks the seat and suspends; waking res
   // Not awaited: the machine may be asleep before the command's answer reaches the console.
   const set = Date.now();
   const setting = m.serial.run('bulkhead-test-battery 4', { timeoutMs: 400_000 });
-  const woken = await sleptAndWoken('critical', set);
+  const woken = await sw.sleptAndWoken('critical', set);
   assert.match((await setting).output, /^ok 4 /m);
   await waitFor(
     'the suspend transaction over',
-    async () => /"reason" s "critical-battery"/.test(await lastSuspend()),
+    async () => /"reason" s "critical-battery"/.test(await lastSuspend(m)),
     120_000,
   );
-  assert.match(await lastSuspend(), /"outcome" s "ok"/);
+  assert.match(await lastSuspend(m), /"outcome" s "ok"/);
   assert.equal(await m.vmState('personal'), 'running');
   assert.equal(await m.vmState('business'), 'running');
   assert.equal(await qemuPids(), pids, 'no VM restarted');
-  assert.equal(await locked(), true, 'locked after waking');
+  assert.equal(await locked(m), true, 'locked after waking');
   await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 60_000 });
   assert.ok(
     woken.wakeToLockScreenMs >= 0,
     `the lock screen on the outer screen within 180 s of the wake: ${woken.lockScreenPx} px of the Unlock button`,
   );
   await shot('critical-woken-locked');
-  await unlockAtKeyboard();
-  assert.equal(await locked(), false);
+  await unlockAtKeyboard(m, page);
+  assert.equal(await locked(m), false);
   // Plugged in: charging, the warning gone.
   await setBattery(5, 'charging');
   await page.getByRole('img', { name: /^Battery 5%, charging$/ }).waitFor({ timeout: 60_000 });
