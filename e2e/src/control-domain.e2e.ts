@@ -6,11 +6,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
-import { ImageMachine, readImageVms } from './image-machine';
+import { ImageMachine, readImageVms, recordBench } from './image-machine';
 import { attachKiosk, kioskLoaded } from './kiosk';
 import { classify, percentile, readPpm, type SeenPicture } from './screen-picture';
 
@@ -31,21 +31,6 @@ let step = 0;
  * Speed is recorded (hotkey-to-picture.json, bench-results.json), not asserted.
  */
 const PICTURE_BOUND_MS = 30_000;
-
-/** Adds one entry to bench-results.json (written by `npm run bench`), keeping what is there. */
-function recordBench(name: string, numbers: Record<string, number>): void {
-  const file = join(repo, 'bench-results.json');
-  let results: { date?: string; benchmarks: Record<string, unknown> } = { benchmarks: {} };
-  try {
-    results = JSON.parse(readFileSync(file, 'utf8')) as typeof results;
-    results.benchmarks ??= {};
-  } catch {
-    // No bench run yet (or an unreadable file): start a fresh one.
-    results = { date: new Date().toISOString(), benchmarks: {} };
-  }
-  results.benchmarks[name] = { ...numbers, at: new Date().toISOString() };
-  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
-}
 
 /** The image's VMs and the color each test guest paints (dom0-rootfs/vms/*.json, `color`). */
 const imageVms = readImageVms();
@@ -113,18 +98,13 @@ before(async () => {
 
 after(async () => {
   if (m) {
-    const save = (cmd: string, file: string) =>
-      m.serial
-        ?.run(cmd, { timeoutMs: 30_000 })
-        .then((r) => writeFileSync(join(artifacts, file), r.output))
-        .catch(() => undefined);
-    await save('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
-    await save(
+    await m.saveOutput('journalctl -b --no-pager -u "bulkhead-*" -u dbus | tail -n 400', 'journal-tail.txt');
+    await m.saveOutput(
       'journalctl -b --no-pager -t bulkhead-kiosk | grep -v "^$" | tail -n 300',
       'kiosk-journal.txt',
     );
-    await save('dmesg | tail -n 100', 'dmesg-tail.txt');
-    await save(
+    await m.saveOutput('dmesg | tail -n 100', 'dmesg-tail.txt');
+    await m.saveOutput(
       'journalctl -b --no-pager -o short-precise | grep -v "input-daemon/evdev" | tail -n 1500',
       'journal-full-tail.txt',
     );
@@ -263,6 +243,7 @@ test("1. ten hotkey switches: after each, the outer screen alone shows the new V
     p95Ms: summary.p95,
     maxMs: summary.max,
     switches: times.length,
+    at: new Date().toISOString(),
   });
 });
 

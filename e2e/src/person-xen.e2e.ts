@@ -23,7 +23,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
@@ -73,13 +73,8 @@ before(async () => {
 
 after(async () => {
   if (m?.serial) {
-    const save = (cmd: string, file: string) =>
-      m.serial
-        .run(cmd, { timeoutMs: 30_000 })
-        .then((r) => writeFileSync(join(artifacts, file), r.output))
-        .catch(() => undefined);
-    await save('journalctl -b --no-pager -u bulkhead-vm-daemon | tail -n 200', 'vm-daemon-tail.txt');
-    await save('xl list; cat /run/bulkhead/vms/lab/lab.cfg; xl dmesg | tail -n 60', 'xl.txt');
+    await m.saveOutput('journalctl -b --no-pager -u bulkhead-vm-daemon | tail -n 200', 'vm-daemon-tail.txt');
+    await m.saveOutput('xl list; cat /run/bulkhead/vms/lab/lab.cfg; xl dmesg | tail -n 60', 'xl.txt');
   }
   await browser?.close().catch(() => undefined);
   await m?.shutdown();

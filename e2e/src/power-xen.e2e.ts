@@ -33,7 +33,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait';
 import { ImageMachine, readImageVms } from './image-machine';
@@ -135,18 +135,13 @@ before(async () => {
 
 after(async () => {
   if (!m) return;
-  const save = (cmd: string, file: string) =>
-    m.serial
-      ?.run(cmd, { timeoutMs: 30_000 })
-      .then((r) => writeFileSync(join(artifacts, file), r.output))
-      .catch(() => undefined);
-  await save('xl dmesg | tail -n 60', 'xl-dmesg-tail.txt');
-  await save('dmesg | tail -n 200', 'dmesg-tail.txt');
-  await save(
+  await m.saveOutput('xl dmesg | tail -n 60', 'xl-dmesg-tail.txt');
+  await m.saveOutput('dmesg | tail -n 200', 'dmesg-tail.txt');
+  await m.saveOutput(
     'journalctl -b --no-pager -o short-precise -u bulkhead-vm-daemon -u bulkhead-input-daemon -u systemd-logind -u systemd-suspend -u bulkhead-redraw-after-sleep | tail -n 400',
     'journal-power.txt',
   );
-  await save(
+  await m.saveOutput(
     'journalctl -b --no-pager -o short-precise -t bulkhead-kiosk -t cage | tail -n 200',
     'journal-kiosk.txt',
   );

@@ -29,7 +29,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
@@ -163,17 +163,12 @@ before(async () => {
 
 after(async () => {
   if (m) {
-    const save = (cmd: string, file: string) =>
-      m.serial
-        ?.run(cmd, { timeoutMs: 30_000 })
-        .then((r) => writeFileSync(join(artifacts, file), r.output))
-        .catch(() => undefined);
-    await save(
+    await m.saveOutput(
       'journalctl -b --no-pager -o short-precise -u bulkhead-vm-daemon -u bulkhead-input-daemon -u bulkhead-usb-daemon -u upower -u systemd-logind -u systemd-suspend | tail -n 600',
       'journal-power.txt',
     );
-    await save('dmesg | tail -n 200', 'dmesg-tail.txt');
-    await save(
+    await m.saveOutput('dmesg | tail -n 200', 'dmesg-tail.txt');
+    await m.saveOutput(
       'journalctl -b --no-pager -o short-precise -t bulkhead-kiosk | tail -n 200; journalctl -b --no-pager -o short-precise -u bulkhead-kiosk | tail -n 100',
       'journal-kiosk.txt',
     );

@@ -14,11 +14,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
-import { ImageMachine } from './image-machine';
+import { ImageMachine, recordBench } from './image-machine';
 import { attachKiosk } from './kiosk';
 
 const repo = join(__dirname, '..', '..');
@@ -135,20 +135,11 @@ async function callAsUi(
  * the image's sit in one file.
  */
 function recordLabBoot(ms: number): void {
-  const file = join(repo, 'bench-results.json');
-  let results: { date?: string; benchmarks: Record<string, unknown> };
-  try {
-    results = JSON.parse(readFileSync(file, 'utf8')) as typeof results;
-    results.benchmarks ??= {};
-  } catch {
-    results = { date: new Date().toISOString(), benchmarks: {} };
-  }
-  results.benchmarks['e2e/lab-boot/nested-kvm'] = {
+  recordBench('e2e/lab-boot/nested-kvm', {
     hotkeyToReadyMs: ms,
     memoryMiB: LAB_MEMORY_MIB,
     at: new Date().toISOString(),
-  };
-  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  });
 }
 
 /** The Linux test guest's ISO (cached build, guests/linux/build.sh) on a FAT stick image. */
@@ -230,13 +221,8 @@ before(async () => {
 
 after(async () => {
   if (m?.serial) {
-    const save = (cmd: string, file: string) =>
-      m.serial
-        .run(cmd, { timeoutMs: 30_000 })
-        .then((r) => writeFileSync(join(artifacts, file), r.output))
-        .catch(() => undefined);
-    await save('journalctl -b --no-pager -u "bulkhead-*" | tail -n 400', 'journal-tail.txt');
-    await save('tail -c 20000 /run/bulkhead/vms/lab/serial.log', 'lab-serial-tail.txt');
+    await m.saveOutput('journalctl -b --no-pager -u "bulkhead-*" | tail -n 400', 'journal-tail.txt');
+    await m.saveOutput('tail -c 20000 /run/bulkhead/vms/lab/serial.log', 'lab-serial-tail.txt');
   }
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
