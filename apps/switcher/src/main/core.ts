@@ -137,7 +137,9 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     this.thumbBusy = true;
     try {
       for (const vm of this.state.snapshot().vms) {
-        if (vm.state !== 'running') {
+        // A VM without a screen (Vm1.Display none: console only) has nothing to capture: asking
+        // would only cost a call to its device model every round and fail the same way each time.
+        if (vm.state !== 'running' || vm.display === 'none') {
           this.lastThumb.delete(vm.path);
           continue;
         }

@@ -54,6 +54,8 @@ test('vmFromProps maps every Vm1 property of the contract into the VM model', ()
   expected.state = 'crashed';
   props.Kind = 'service';
   expected.kind = 'service';
+  props.Display = 'none';
+  expected.display = 'none';
   const vm = vmFromProps('/org/bulkhead/VmManager1/vm/x', props) as unknown as Record<string, unknown>;
   for (const [field, value] of Object.entries(expected))
     assert.deepEqual(vm[field], value, `Vm1 property ${field} reaches the model`);

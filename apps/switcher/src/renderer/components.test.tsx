@@ -190,6 +190,57 @@ test('a running VM keeps its (hidden) display while the tiles or another VM are 
   assert.deepEqual(order(tiles), order(inBusiness));
 });
 
+test('a running VM without a screen (Display none) says so on its tile instead of waiting for one', () => {
+  const vms = [
+    vm('personal'),
+    vm('business', { slot: 2, kind: 'business', color: '#c0392b', display: 'none' }),
+  ];
+  const html = decode(render({ snapshot: snap({ vms }) }));
+  const tile = (id: string) =>
+    new RegExp(`<button[^>]*data-vm="${id}".*?</button>`, 's').exec(html)?.[0] ?? '';
+  assert.match(tile('business'), /<span class="tile-placeholder-text">No screen — console only<\/span>/);
+  assert.doesNotMatch(tile('business'), /Waiting for the screen/);
+  assert.match(
+    tile('business'),
+    /aria-label="Business, slot 2 \(Ctrl\+2\), Running, no screen, console only"/,
+  );
+  // A VM with a screen whose first thumbnail has not come yet still waits for it.
+  assert.match(tile('personal'), /<span class="tile-placeholder-text">Waiting for the screen…<\/span>/);
+  // Stopped, it is started like any other.
+  const stopped = decode(
+    render({ snapshot: snap({ vms: [vm('business', { slot: 2, display: 'none', state: 'stopped' })] }) }),
+  );
+  assert.match(stopped, /<span class="tile-placeholder-text">Select to start<\/span>/);
+});
+
+test('the view of a VM without a screen shows a card saying so and the way back, not a wait for its picture', () => {
+  const vms = [
+    vm('personal'),
+    vm('business', { slot: 2, kind: 'business', color: '#c0392b', display: 'none' }),
+  ];
+  const html = decode(render({ snapshot: snap({ vms, activeVm: '/org/bulkhead/VmManager1/vm/business' }) }));
+  const view =
+    /<section class="vm-view"[^>]*aria-label="Business display".*?<\/section>/s.exec(html)?.[0] ?? '';
+  assert.ok(view, 'business is shown full screen');
+  assert.match(view, /<div class="vm-no-screen" role="note" aria-labelledby="no-screen-business">/);
+  assert.match(view, /<h2 id="no-screen-business">Business has no screen<\/h2>/);
+  assert.match(view, /console only/);
+  assert.match(
+    view,
+    /Press <kbd>Ctrl\+0<\/kbd> or choose <strong>Machines<\/strong> above to go back to the tiles/,
+  );
+  assert.match(view, /<span class="vm-bar-status" role="status">No screen — console only<\/span>/);
+  assert.doesNotMatch(view, /Waiting for Business’s screen|Connecting to the display|showing screenshots/);
+  assert.match(view, /aria-label="Back to machines \(Ctrl\+0\)"/);
+  // A VM with a screen keeps waiting for its picture (its hidden view here).
+  const personal =
+    /<section class="vm-view vm-view-hidden"[^>]*aria-label="Personal display".*?<\/section>/s.exec(
+      html,
+    )?.[0] ?? '';
+  assert.match(personal, /Waiting for Personal’s screen…/);
+  assert.doesNotMatch(personal, /vm-no-screen/);
+});
+
 test('the lock screen is a modal dialog asking for the password: a focused password field and Unlock', () => {
   const html = decode(render({ snapshot: snap(), secureAttention: true }));
   assert.match(html, /role="dialog" aria-modal="true" aria-labelledby="lock-title"/);

@@ -87,6 +87,8 @@ export function fakeVmProps(id: string, over: Partial<Vm1Properties> = {}): Vm1P
 
 export class FakeVm implements Vm1Service {
   handle!: ExportedInterface<'org.bulkhead.Vm1'>;
+  /** How many times Screenshot was called (tests of who asks for screens). */
+  screenshotCalls = 0;
   constructor(public props: Vm1Properties) {}
   set(p: Partial<Vm1Properties>): void {
     Object.assign(this.props, p);
@@ -108,8 +110,12 @@ export class FakeVm implements Vm1Service {
   Pause(): void {}
   Resume(): void {}
   Screenshot(): Buffer {
+    this.screenshotCalls++;
     if (this.props.State !== 'running')
       throw new BulkheadError('InvalidState', `${this.props.Id} is not running`);
+    // As vm-daemon answers for a console-only Xen HVM guest (its device model has no console).
+    if (this.props.Display === 'none')
+      throw new BulkheadError('BackendFailed', 'There is no console to take a screendump from');
     return solidPng(64, 40, this.props.Color);
   }
   AttachUsbDevice(): string {

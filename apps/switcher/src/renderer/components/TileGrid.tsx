@@ -13,6 +13,7 @@ export function tileLabel(vm: VmModel, active: boolean, usbCount: number, ownsSc
   const parts = [vm.name];
   if (vm.slot) parts.push(`slot ${vm.slot} (${hotkeyForSlot(vm.slot)})`);
   parts.push(vm.unavailable ? 'not on this boot entry' : stateLabel(vm.state).replace('…', ''));
+  if (vm.display === 'none' && !vm.unavailable) parts.push('no screen, console only');
   if (active) parts.push('active');
   if (usbCount) parts.push(`${usbCount} USB device${usbCount > 1 ? 's' : ''}`);
   if (vm.hasGpu) parts.push(ownsScreen ? 'graphics card, owns the screen' : 'graphics card');
@@ -54,7 +55,10 @@ function Tile({ vm }: { vm: VmModel }) {
                 {unavailable
                   ? 'Not on this boot entry'
                   : vm.state === 'running'
-                    ? 'Waiting for the screen…'
+                    ? // Vm1.Display none: no screen will ever come (and none is asked for).
+                      vm.display === 'none'
+                      ? 'No screen — console only'
+                      : 'Waiting for the screen…'
                     : vm.state === 'stopped'
                       ? 'Select to start'
                       : stateLabel(vm.state)}

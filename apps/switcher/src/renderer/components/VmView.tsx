@@ -34,6 +34,10 @@ const RECONNECT_MAX_MS = 60_000;
  * The view stays mounted, and its display connected, while the VM runs, also when another VM or
  * the tiles are shown (`shown` false: hidden, inert, no input, no thumbnails): a switch makes an
  * already painted view visible instead of connecting a new noVNC and waiting for a first frame.
+ *
+ * A VM without a screen (Vm1.Display none: console only) has no display to connect to and no
+ * screenshot to stand in: its view says so, and how to get back, instead of waiting for a picture.
+ * Input is routed as for any other VM (input-daemon, or the demo's forwarding below).
  */
 export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: boolean; banner?: ReactNode }) {
   const actions = useActions();
@@ -46,9 +50,11 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
   // Bumped to connect again after the display was lost: a view now lives as long as its VM.
   const [attempt, setAttempt] = useState(0);
   const failures = useRef(0);
+  const noScreen = vm.display === 'none';
 
   // The VNC display.
   useEffect(() => {
+    if (noScreen) return; // nothing to connect to (and no reconnect loop in the web host's log)
     let rfb: { disconnect(): void } | null = null;
     let cancelled = false;
     let retry: ReturnType<typeof setTimeout> | undefined;
@@ -87,14 +93,14 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
       clearTimeout(retry);
       rfb?.disconnect();
     };
-  }, [actions, vm.path, attempt]);
+  }, [actions, vm.path, attempt, noScreen]);
 
   // Screenshots stand in while the shown view has no live display.
   useEffect(() => {
-    if (!shown || display === 'live') return;
+    if (!shown || display === 'live' || noScreen) return;
     actions.setThumbnailsVisible(true);
     return () => actions.setThumbnailsVisible(false);
-  }, [actions, display, shown]);
+  }, [actions, display, shown, noScreen]);
 
   // Keyboard: forwarded as evdev events (demo), or only Ctrl+0 handled here when input is elsewhere.
   useEffect(() => {
@@ -203,19 +209,27 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
         </span>
         <BatteryIndicator />
         <span className="vm-bar-status" role="status">
-          {display === 'live'
-            ? inject
-              ? 'Keyboard and mouse go to this machine'
-              : 'Live'
-            : display === 'connecting'
-              ? 'Connecting to the display…'
-              : 'Live display unavailable — showing screenshots'}
+          {noScreen
+            ? 'No screen — console only'
+            : display === 'live'
+              ? inject
+                ? 'Keyboard and mouse go to this machine'
+                : 'Live'
+              : display === 'connecting'
+                ? 'Connecting to the display…'
+                : 'Live display unavailable — showing screenshots'}
         </span>
       </div>
       {banner}
-      <div className={`vm-screen display-${display}`} ref={screenRef} tabIndex={-1}>
+      <div
+        className={`vm-screen ${noScreen ? 'no-screen' : `display-${display}`}`}
+        ref={screenRef}
+        tabIndex={-1}
+      >
         <div className="vm-vnc" ref={vncRef} />
-        {display !== 'live' &&
+        {noScreen && <NoScreenCard vm={vm} />}
+        {!noScreen &&
+          display !== 'live' &&
           (thumb ? (
             <img
               className="vm-fallback"
@@ -228,5 +242,29 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
           ))}
       </div>
     </section>
+  );
+}
+
+/** What the view of a VM without a screen (Vm1.Display none) shows instead of a picture. */
+function NoScreenCard({ vm }: { vm: VmModel }) {
+  return (
+    <div className="vm-no-screen" role="note" aria-labelledby={`no-screen-${vm.id}`}>
+      <div className="card">
+        <h2 id={`no-screen-${vm.id}`}>{vm.name} has no screen</h2>
+        <p>
+          It runs console only: it has no emulated display, so there is no picture to show here. What you type
+          still goes to {vm.name}.
+        </p>
+        <p>
+          Press <kbd>Ctrl+0</kbd> or choose <strong>Machines</strong> above to go back to the tiles
+          {vm.slot > 0 ? (
+            <>
+              ; <kbd>{hotkeyForSlot(vm.slot)}</kbd> comes back here
+            </>
+          ) : null}
+          .
+        </p>
+      </div>
+    </div>
   );
 }
