@@ -229,11 +229,16 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
     1000,
   );
   assert.ok(px);
-  // Business has display 'none' (no emulated VGA: dom0-rootfs/vms/business-xen.json): no picture,
-  // its tile keeps the placeholder with its initial.
+  // Business has display 'none' (no emulated VGA: dom0-rootfs/vms/business-xen.json), published as
+  // Vm1.Display none: no picture (the switcher asks for none), its tile keeps the placeholder with
+  // its initial and says it has no screen, rather than waiting for one.
   const bTile = page.locator('button[data-vm="business"]');
   assert.equal(await bTile.locator('img.tile-thumb').count(), 0, 'no thumbnail for business');
   assert.equal((await bTile.locator('.tile-initial').textContent())?.trim(), 'B');
+  assert.equal(
+    (await bTile.locator('.tile-placeholder-text').textContent())?.trim(),
+    'No screen — console only',
+  );
   await m.screendump('tiles-running');
 });
 
