@@ -48,6 +48,11 @@ after(async () => {
     await save('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
     await save('dmesg | tail -n 150', 'dmesg-tail.txt');
     await save('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
+    // Who used dom0's CPU (under TCG, dom0's load sets how fast the guests boot): printed too.
+    await m.serial
+      .run('ps -eo pid,time,rss,args --sort=-time | head -n 12 | cut -c1-150', { timeoutMs: 30_000 })
+      .then((r) => console.log(`xen-entry.e2e: dom0's busiest processes:\n${r.output}`))
+      .catch(() => undefined);
   }
   // The daemons' starts, adoptions and failures in the run's own output: CI keeps no artifacts.
   if (m?.serial)
