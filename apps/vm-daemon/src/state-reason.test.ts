@@ -80,3 +80,36 @@ test('StateReasonCode says whether a state change was requested, done by the gue
     done();
   }
 });
+
+test("a guest's reboot starts it again (guest-reboot), and a reboot loop leaves it stopped with LastError", async () => {
+  const { backend, manager, done } = setup();
+  const starts = () => backend.calls.filter((c) => c === 'start personal').length;
+  const settled = () => new Promise((r) => setTimeout(r, 20));
+  try {
+    await manager.init();
+    await manager.start('personal');
+    const rebooted = () =>
+      backend.emit('state', 'personal', 'stopped', 'domain 1: the guest rebooted', { guestReboot: true });
+    rebooted();
+    await settled();
+    assert.deepEqual(reason(manager), ['running', 'started'], 'running again after its reboot');
+    assert.equal(starts(), 2);
+    rebooted();
+    await settled();
+    assert.equal(starts(), 3);
+    // The third reboot within the bound is a loop: not started again, and said so.
+    rebooted();
+    await settled();
+    assert.deepEqual(reason(manager), ['stopped', 'guest-reboot']);
+    assert.equal(starts(), 3);
+    assert.match(vmProperties(manager, 'personal').LastError, /rebooted 3 times within 120 s/);
+    // A power-off without the reboot detail stays a stop.
+    await manager.start('personal');
+    backend.emit('state', 'personal', 'stopped', 'domain 1: the guest powered off', {});
+    await settled();
+    assert.deepEqual(reason(manager), ['stopped', 'guest-shutdown']);
+    assert.equal(starts(), 4);
+  } finally {
+    done();
+  }
+});

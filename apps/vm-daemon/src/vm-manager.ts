@@ -13,7 +13,13 @@ import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, inspectSource } from './disk-manager';
 import type { VmOptions, VmStore } from './vm-store';
-import { CDROM_DRIVE, describeHandle, type UsbAttachRequest, type VmBackend } from './backend/backend';
+import {
+  CDROM_DRIVE,
+  describeHandle,
+  type EndingDetail,
+  type UsbAttachRequest,
+  type VmBackend,
+} from './backend/backend';
 import type { StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
 import {
@@ -74,6 +80,10 @@ export interface GpuHomeHooks {
   readonly holder: string;
   onHolderChanged(fn: () => void): void;
 }
+
+/** A guest that reboots this many times within REBOOT_LOOP_MS is left stopped (a boot loop). */
+const REBOOT_LOOP_COUNT = 3;
+const REBOOT_LOOP_MS = 120_000;
 
 /**
  * The core of vm-daemon: the lifecycle of the registry's VMs through a backend, the active VM,
@@ -139,7 +149,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         afterStep: opts.afterSwitchStep,
       },
     );
-    this.backend.on('state', (id, state, reason) => this.onBackendState(id, state, reason));
+    this.backend.on('state', (id, state, reason, ending) => this.onBackendState(id, state, reason, ending));
     opts.gpu?.onHolderChanged?.(() => this.emit('manager-changed', ['GpuHolder']));
   }
 
@@ -312,11 +322,44 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
   }
 
-  private onBackendState(id: string, state: VmState, reason: string): void {
+  private onBackendState(id: string, state: VmState, reason: string, ending?: EndingDetail): void {
     const e = this.vms.get(id);
     if (!e) return;
     if (state === 'crashed') e.opError = `crashed: ${reason}`;
-    this.setState(e, state, this.backendReasonCode(e, state), reason);
+    const code = this.backendReasonCode(e, state);
+    if (state === 'stopped' && ending?.guestReboot && code === 'guest-shutdown') {
+      this.setState(e, state, 'guest-reboot', reason);
+      this.restartAfterReboot(e);
+      return;
+    }
+    this.setState(e, state, code, reason);
+  }
+
+  /** When each VM's guest rebooted lately (ms), for the reboot-loop bound. */
+  private readonly reboots = new Map<string, number[]>();
+
+  /**
+   * A guest reboot is a reboot, not a stop (QEMU resets in place; Xen destroys the domain, so the
+   * core starts it again), unless the guest reboots in a loop: REBOOT_LOOP_COUNT within
+   * REBOOT_LOOP_MS leaves it stopped with LastError saying so.
+   */
+  private restartAfterReboot(e: VmEntry): void {
+    const now = Date.now();
+    const recent = (this.reboots.get(e.def.id) ?? []).filter((t) => now - t < REBOOT_LOOP_MS);
+    recent.push(now);
+    this.reboots.set(e.def.id, recent);
+    if (recent.length >= REBOOT_LOOP_COUNT) {
+      this.setOpError(
+        e,
+        `rebooted ${recent.length} times within ${REBOOT_LOOP_MS / 1000} s: not started again (start it when the cause is fixed)`,
+      );
+      this.log.error(`${e.def.id}: ${e.opError}`);
+      return;
+    }
+    this.log.warn(`${e.def.id}: the guest rebooted; starting it again`);
+    this.start(e.def.id).catch((err: Error) =>
+      this.log.error(`${e.def.id}: starting again after its reboot failed: ${err.message}`),
+    );
   }
 
   /** The active VM died or was paused: the person gets the switcher (as xenmgr does). */

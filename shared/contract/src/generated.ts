@@ -182,7 +182,7 @@ export interface Vm1Properties {
   State: Vm1State;
   /** Why the VM is in its State, in words for people (e.g. 'qemu exited with signal SIGKILL'). Programs read StateReasonCode. */
   StateReason: string;
-  /** Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us). */
+  /** Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), guest-reboot (the guest rebooted, e.g. a triple fault of an HVM guest, on a backend where a reboot ends the domain: Xen; vm-daemon starts it again at once, unless it rebooted 3 times within 120 s, then it stays stopped with LastError saying so), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us). */
   StateReasonCode: Vm1StateReasonCode;
   /** The last error of an operation on this VM, including its definition file's errors; empty when none. (A VM that cannot run on this boot entry says why in Unavailable.) */
   LastError: string;
@@ -368,7 +368,7 @@ export const CONTRACT = {
       "Icon": {"type":"s","access":"read","doc":""},
       "State": {"type":"s","access":"read","doc":"stopped | starting | running | paused | stopping | crashed."},
       "StateReason": {"type":"s","access":"read","doc":"Why the VM is in its State, in words for people (e.g. 'qemu exited with signal SIGKILL'). Programs read StateReasonCode."},
-      "StateReasonCode": {"type":"s","access":"read","doc":"Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us)."},
+      "StateReasonCode": {"type":"s","access":"read","doc":"Why the VM is in its State, as a code (StateReason has the words; both change together): none (defined, never started), re-adopted (found running after a daemon restart), start-requested, started, start-failed, stop-requested (ACPI power-down asked), stopped-by-user (Stop or Kill finished), guest-shutdown (the guest powered off by itself), guest-reboot (the guest rebooted, e.g. a triple fault of an HVM guest, on a backend where a reboot ends the domain: Xen; vm-daemon starts it again at once, unless it rebooted 3 times within 120 s, then it stays stopped with LastError saying so), crashed (the device model died), paused-by-user, resumed-by-user, vcpus-stopped / vcpus-resumed (the device model paused or resumed the vCPUs without a request from us)."},
       "LastError": {"type":"s","access":"read","doc":"The last error of an operation on this VM, including its definition file's errors; empty when none. (A VM that cannot run on this boot entry says why in Unavailable.)"},
       "HasGpu": {"type":"b","access":"read","doc":""},
       "Autostart": {"type":"b","access":"read","doc":""},
@@ -482,7 +482,7 @@ export const VM1_STATE_VALUES = ["stopped","starting","running","paused","stoppi
 export type Vm1State = (typeof VM1_STATE_VALUES)[number];
 
 /** The values of org.bulkhead.Vm1.StateReasonCode. */
-export const VM1_STATE_REASON_CODE_VALUES = ["none","re-adopted","start-requested","started","start-failed","stop-requested","stopped-by-user","guest-shutdown","crashed","paused-by-user","resumed-by-user","vcpus-stopped","vcpus-resumed"] as const;
+export const VM1_STATE_REASON_CODE_VALUES = ["none","re-adopted","start-requested","started","start-failed","stop-requested","stopped-by-user","guest-shutdown","guest-reboot","crashed","paused-by-user","resumed-by-user","vcpus-stopped","vcpus-resumed"] as const;
 export type Vm1StateReasonCode = (typeof VM1_STATE_REASON_CODE_VALUES)[number];
 
 /** The values of org.bulkhead.Vm1.Display. */

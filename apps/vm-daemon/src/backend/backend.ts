@@ -25,7 +25,17 @@ export interface RunningVm {
  * human reason: 'qemu exited with signal SIGKILL; last stderr: ...'.
  */
 export interface BackendEvents {
-  state: [vmId: string, state: VmState, reason: string];
+  /** `ending` says more about a VM that ended (stopped or crashed) when the backend knows it. */
+  state: [vmId: string, state: VmState, reason: string, ending?: EndingDetail];
+}
+
+/** What a backend knows of how a VM ended beyond its state and words. */
+export interface EndingDetail {
+  /**
+   * The guest rebooted (it asked to, or an HVM guest triple-faulted) and the backend ended the VM
+   * for it (Xen's on_reboot = "destroy"): the core starts it again, as QEMU's reset does in place.
+   */
+  guestReboot?: boolean;
 }
 
 export interface UsbAttachRequest {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../config';
-import type { BackendEvents } from './backend';
+import type { BackendEvents, EndingDetail } from './backend';
 
 /** What the base keeps of one running VM; a backend's own record extends it. */
 export interface Supervised {
@@ -23,7 +23,7 @@ export interface Supervised {
 }
 
 /** How a VM ended, as the `state` event reports it. */
-export interface Ending {
+export interface Ending extends EndingDetail {
   state: 'stopped' | 'crashed';
   reason: string;
 }
@@ -60,10 +60,10 @@ export abstract class SupervisedBackend<V extends Supervised> extends TypedEmitt
     v.goneHandled = true;
     if (this.running.get(v.def.id) === v) this.running.delete(v.def.id);
     release();
-    const { state, reason } = classify();
+    const { state, reason, ...detail } = classify();
     this.log.info(`${v.def.id}: ${state}: ${reason}`);
     v.markGone();
-    this.emit('state', v.def.id, state, reason);
+    this.emit('state', v.def.id, state, reason, detail);
   }
 
   /** True once `v` ended, false after `ms`; `whileWaiting` runs meanwhile (a poll, say). */

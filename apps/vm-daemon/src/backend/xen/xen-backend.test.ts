@@ -96,6 +96,43 @@ test('a domain destroyed behind our back is reported on @releaseDomain; a core d
   await b.detachAll();
 });
 
+test("how a domain ended comes from xl's log of it: a reboot (e.g. an HVM triple fault) is told apart from a power-off", async () => {
+  const { root, world, def } = setup();
+  const xlLogDir = join(root, 'xl-logs');
+  mkdirSync(xlLogDir);
+  const b = new XenBackend({
+    runRoot: join(root, 'run'),
+    runner: world,
+    log,
+    dumpDir: join(root, 'dump'),
+    xlLogDir,
+    pollMs: 0,
+  });
+  const seen: unknown[][] = [];
+  b.on('state', (...args) => seen.push(args));
+  await b.start(def('a'));
+  await b.start(def('b'));
+  // What xl's process for each domain writes before it destroys it (Xen 4.17's xl_vmcontrol.c).
+  writeFileSync(
+    join(xlLogDir, 'xl-a.log'),
+    'Waiting for domain a (domid 1) to die [pid 605]\nDomain 1 has shut down, reason code 1 0x1\nAction for shutdown reason code 1 is destroy\n',
+  );
+  writeFileSync(
+    join(xlLogDir, 'xl-b.log'),
+    'Waiting for domain b (domid 2) to die [pid 606]\nDomain 2 has shut down, reason code 0 0x0\n',
+  );
+  world.domains = world.domains.filter((d) => d.name !== 'a' && d.name !== 'b');
+  world.fire('@releaseDomain');
+  await b.reconcileSoon();
+  const a = seen.find((s) => s[0] === 'a')!;
+  assert.deepEqual([a[1], a[3]], ['stopped', { guestReboot: true }]);
+  assert.match(String(a[2]), /the guest rebooted/);
+  const bb = seen.find((s) => s[0] === 'b')!;
+  assert.deepEqual([bb[1], bb[3]], ['stopped', {}]);
+  assert.match(String(bb[2]), /the guest powered off/);
+  await b.detachAll();
+});
+
 test("xl failures come back as BackendFailed with xl's own words", async () => {
   const { world, mk, def } = setup();
   const b = mk();

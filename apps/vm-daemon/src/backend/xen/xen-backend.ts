@@ -35,6 +35,8 @@ export interface XenBackendOptions {
   log: Logger;
   /** Where xl writes core dumps (XEN_DUMP_DIR). */
   dumpDir?: string;
+  /** Where xl's per-domain logs are (xl-<name>.log: how each domain shut down); default /var/log/xen. */
+  xlLogDir?: string;
   /** Time limits of xl commands. */
   createTimeoutMs?: number;
   commandTimeoutMs?: number;
@@ -381,12 +383,49 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
             reason: `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`,
           };
         }
-        return {
-          state: 'stopped',
-          reason: `domain ${d.domid} is gone without a stop request from vm-daemon (the guest powered off or rebooted, or it was destroyed outside vm-daemon)`,
-        };
+        switch (this.shutdownReasonCode(d)) {
+          case 0:
+            return { state: 'stopped', reason: `domain ${d.domid}: the guest powered off` };
+          case 1:
+            return {
+              state: 'stopped',
+              reason: `domain ${d.domid}: the guest rebooted (it asked to, or an HVM guest triple-faulted); xl destroyed the domain (on_reboot = "destroy")`,
+              guestReboot: true,
+            };
+          case 3:
+            return { state: 'crashed', reason: `domain ${d.domid} crashed (no core dump was written)` };
+          case 4:
+            return { state: 'crashed', reason: `domain ${d.domid}: the guest's watchdog fired` };
+          default:
+            return {
+              state: 'stopped',
+              reason: `domain ${d.domid} is gone without a stop request from vm-daemon (the guest powered off or rebooted, or it was destroyed outside vm-daemon)`,
+            };
+        }
       },
     );
+  }
+
+  /**
+   * How domain `d` shut down, as xl's own process for it logged before destroying it
+   * (xl-<name>.log: "Domain <domid> has shut down, reason code <n> ..."; libxl's shutdown reasons:
+   * 0 poweroff, 1 reboot, 2 suspend, 3 crash, 4 watchdog, 5 soft reset), or null when the log has
+   * no such line for this domid (destroyed outside xl's monitor, or the log is unreadable).
+   */
+  private shutdownReasonCode(d: Domain): number | null {
+    let text: string;
+    try {
+      const file = join(this.opts.xlLogDir ?? '/var/log/xen', `xl-${d.def.id}.log`);
+      // The log of one domain's life is a few lines; a huge one is not read whole.
+      if (statSync(file).size > 1 << 20) return null;
+      text = readFileSync(file, 'utf8');
+    } catch {
+      return null;
+    }
+    const re = new RegExp(`^Domain ${d.domid} has shut down, reason code (\\d+)`, 'gm');
+    let code: number | null = null;
+    for (const m of text.matchAll(re)) code = Number(m[1]);
+    return code;
   }
 
   /** Waits for the end; the watch normally settles it, polling covers a watch lost mid-way. */
