@@ -353,10 +353,10 @@ test("a person's VM made on the KVM entry is listed on the Xen entry as unavaila
     await t.manager.autostart();
     await refused(
       t.manager.updateVm('old', { color: '#ffffff' }),
-      'InvalidState',
+      'InvalidConfig',
       /cannot change old: made on the Bulkhead \(KVM\)/,
     );
-    await refused(t.manager.ejectVm('old'), 'InvalidState', /Bulkhead \(KVM\)/);
+    await refused(t.manager.ejectVm('old'), 'InvalidConfig', /Bulkhead \(KVM\)/);
     assert.deepEqual(
       t.world.calls.filter((c) => !c.startsWith('xl list')),
       [],

@@ -671,8 +671,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   }
 
   /** A person's VM of the other boot entry is kept as it is: nothing here rewrites its file. */
+  /** A VM made on the other boot entry: InvalidConfig, the error Start and a switch to it answer. */
   private requireAvailable(e: VmEntry, what: string): void {
-    if (e.unavailable) throw new BulkheadError('InvalidState', `${what} ${e.def.id}: ${e.unavailable}`);
+    if (e.unavailable) throw new BulkheadError('InvalidConfig', `${what} ${e.def.id}: ${e.unavailable}`);
   }
 
   private requireStopped(e: VmEntry, what: string): void {
