@@ -346,17 +346,17 @@ test("a person's VM made on the KVM entry is listed on the Xen entry as unavaila
     assert.equal(props.State, 'stopped');
     assert.deepEqual(t.manager.configErrors, [], 'not a config error: the file is fine, for the other entry');
 
-    await refused(t.manager.start('old'), 'InvalidConfig', /^old: made on the Bulkhead \(KVM\) boot entry/);
-    await refused(t.manager.switchTo(vmPath('old')), 'InvalidConfig', /Bulkhead \(KVM\)/);
-    await refused(t.manager.switchToSlot(4), 'InvalidConfig', /Bulkhead \(KVM\)/);
+    await refused(t.manager.start('old'), 'Unavailable', /^old: made on the Bulkhead \(KVM\) boot entry/);
+    await refused(t.manager.switchTo(vmPath('old')), 'Unavailable', /Bulkhead \(KVM\)/);
+    await refused(t.manager.switchToSlot(4), 'Unavailable', /Bulkhead \(KVM\)/);
     assert.equal(t.manager.lastSwitch, null, 'refused before any switch step ran');
     await t.manager.autostart();
     await refused(
       t.manager.updateVm('old', { color: '#ffffff' }),
-      'InvalidConfig',
+      'Unavailable',
       /cannot change old: made on the Bulkhead \(KVM\)/,
     );
-    await refused(t.manager.ejectVm('old'), 'InvalidConfig', /Bulkhead \(KVM\)/);
+    await refused(t.manager.ejectVm('old'), 'Unavailable', /Bulkhead \(KVM\)/);
     assert.deepEqual(
       t.world.calls.filter((c) => !c.startsWith('xl list')),
       [],

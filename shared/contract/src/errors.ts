@@ -25,6 +25,8 @@ export const ERRORS = {
   NotOwner:
     "The VM belongs to the administrator (its file is in the admin's VM directory): the UI may start, stop and switch to it, never edit or delete it.",
   Cancelled: 'The operation was cancelled on request; it left nothing behind.',
+  Unavailable:
+    'The VM was made on the other boot entry (its file is for the other hypervisor backend): it is listed and kept, but it cannot start, be switched to or change here (Vm1.Unavailable says why).',
   Failed: 'An unexpected internal error; details are in the daemon log.',
 } as const;
 

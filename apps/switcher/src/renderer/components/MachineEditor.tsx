@@ -33,7 +33,7 @@ export function machineProblem(e: RequestFailure): string {
   if (e.name === 'NotOwner')
     return 'This machine is managed by your administrator: you can start, stop and switch to it, but not change or delete it.';
   if (e.name === 'ServiceDown') return 'The VM manager is not running; try again when it is back.';
-  if (e.name === 'InvalidState')
+  if (e.name === 'InvalidState' || e.name === 'Unavailable')
     return e.message.replace(/^cannot \w+ /, '').replace(/^./, (c) => c.toUpperCase());
   const m = /^(\w+): (.*)$/s.exec(e.message);
   if (e.name === 'InvalidArgument' && m && OPTION_LABELS[m[1]]) return `${OPTION_LABELS[m[1]]}: ${m[2]}`;
