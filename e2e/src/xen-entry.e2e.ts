@@ -461,3 +461,71 @@ test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM
   const listed = await m.serial.check('xl usb-list business');
   assert.match(listed, /Port \d+: Bus \d+ Device \d+/, `xl lists the stick on business: ${listed}`);
 });
+
+test('10. a guest that reboots is started again (guest-reboot); one that reboots in a loop is left stopped, saying so, and the other domains are untouched', async () => {
+  // A PV guest with no initramfs: its kernel cannot mount a root, panics, and reboots after 1 s
+  // (panic=1), every boot. xl's log of each domain says "reason code 1" (reboot); vm-daemon starts
+  // it again twice and, at the third reboot within 120 s, leaves it stopped with LastError.
+  const before = await m.xlDomids();
+  const file = {
+    $comment: 'xen-entry.e2e scenario 10: a guest that reboots at every boot (kernel panic, panic=1).',
+    id: 'rebooter',
+    name: 'Rebooter',
+    slot: 9,
+    kind: 'personal',
+    color: '#777777',
+    memoryMiB: 128,
+    vcpus: 1,
+    disks: [],
+    network: 'none',
+    display: 'none',
+    autostart: false,
+    gpu: null,
+    usbAutoAttach: false,
+    backend: 'xen',
+    kernel: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/vmlinuz',
+    append: 'console=hvc0 panic=1',
+  };
+  const put = (name: string, text: string) =>
+    m.serial.check(`echo ${Buffer.from(text).toString('base64')} | base64 -d > /etc/bulkhead/vms/${name}`);
+  await put('rebooter.xen', JSON.stringify({ type: 'pv' }));
+  await put('rebooter.json', JSON.stringify(file));
+  const prop = (name: string) =>
+    m.busProperty('org.bulkhead.VmManager1', VM('rebooter'), 'org.bulkhead.Vm1', name);
+  await waitFor(
+    'vm-daemon loaded rebooter.json',
+    async () => (await m.vmState('rebooter')) === 'stopped',
+    60_000,
+    1000,
+  );
+  await m.serial.check(
+    `busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Start 'a{sv}' 0`,
+  );
+  const lastError = await waitFor(
+    'rebooter left stopped after its reboot loop',
+    async () => {
+      const err = await prop('LastError');
+      return /rebooted 3 times within 120 s/.test(err) && (await m.vmState('rebooter')) === 'stopped' && err;
+    },
+    420_000,
+    2000,
+  );
+  console.log(`rebooter: ${lastError}`);
+  assert.equal(await prop('StateReasonCode'), 's "guest-reboot"');
+  // Three domains, each ended by its guest's reboot as xl's own process for it logged.
+  const shutdowns = (
+    await m.serial.check('cat /var/log/xen/xl-rebooter.log* | grep -a "has shut down, reason code" || true')
+  )
+    .split('\n')
+    .filter((l) => /has shut down, reason code/.test(l));
+  assert.ok(
+    shutdowns.length >= 3 && shutdowns.every((l) => /reason code 1 /.test(l)),
+    `xl logged three reboots: ${shutdowns.join(' | ')}`,
+  );
+  const restarts = await m.serial.check(
+    'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
+  );
+  assert.equal(restarts.trim(), '2', 'started again after the first two reboots, not after the third');
+  assert.deepEqual(await m.xlDomids(), before, 'personal and business run on, the same domains');
+  await m.serial.check('rm -f /etc/bulkhead/vms/rebooter.json /etc/bulkhead/vms/rebooter.xen');
+});
