@@ -71,3 +71,39 @@ test('thumbnails: a running VM with Display none is never asked for a Screenshot
   await waitFor("business's thumbnail", () => thumbs.includes(vmPath('business')));
   assert.ok(business.screenshotCalls >= 1);
 });
+
+test('thumbnails: an unchanged screen is pushed again after the refresh time (a lost push is repaired)', async () => {
+  const bus2 = await startPrivateBus({ mode: 'open' });
+  const fakes2 = await startFakeDaemons(bus2.address, {
+    vms: [fakeVmProps('personal', { Slot: 1, State: 'running', Display: 'vnc' })],
+  });
+  const conn2 = await connectBus(bus2.address);
+  conn2.setMaxListeners(100);
+  const pushedAt: number[] = [];
+  const core2 = new SwitcherCore(new BusClient(conn2, 10_000), {
+    injectInput: false,
+    vncUrl: () => '',
+    thumbnailIntervalMs: 50,
+    thumbnailRefreshMs: 400,
+    log: () => undefined,
+  });
+  core2.on('push', (channel) => {
+    if (channel === 'thumbnail') pushedAt.push(Date.now());
+  });
+  try {
+    await core2.start();
+    await waitFor('the VM in the model', () => core2.state.snapshot().vms.length === 1);
+    await core2.handle('setThumbnailsVisible', { visible: true }, 'renderer-1');
+    const personal = fakes2.vmManager.vms.get(vmPath('personal'))!;
+    await waitFor('three pushes of the same screen', () => pushedAt.length >= 3, 5000);
+    // Pushed about every 400 ms, not every 50 ms round: the screen did not change in between.
+    assert.ok(personal.screenshotCalls >= 3 * 6, `rounds ran meanwhile: ${personal.screenshotCalls}`);
+    for (let i = 1; i < pushedAt.length; i++)
+      assert.ok(pushedAt[i] - pushedAt[i - 1] >= 350, `pushes ${pushedAt[i] - pushedAt[i - 1]} ms apart`);
+  } finally {
+    await core2.stop();
+    conn2.disconnect();
+    fakes2.close();
+    await bus2.stop();
+  }
+});

@@ -34,6 +34,8 @@ export interface CoreOptions {
   /** How the renderer reaches a VM's VNC display; '' when there is none. */
   vncUrl: (vmPath: string) => string;
   thumbnailIntervalMs?: number;
+  /** An unchanged screen is pushed again after this long (default THUMB_REFRESH_MS). */
+  thumbnailRefreshMs?: number;
   log?: (msg: string) => void;
 }
 
@@ -52,6 +54,15 @@ const SWITCH_TIMEOUT_MS = 180_000;
  */
 const THUMB_QUIET_MS = 1500;
 
+/**
+ * An unchanged screen is pushed again after this long. A push can be lost on the way: the
+ * renderer ignores a thumbnail of a VM its own model does not show running yet (its first
+ * snapshot still on the way when the first round ran), and a guest's static painting never changes
+ * again, so without this its tile kept "Waiting for the screen…" (seen on the Xen entry,
+ * 2026-12-01). One decode per VM every 10 s costs little.
+ */
+const THUMB_REFRESH_MS = 10_000;
+
 export class SwitcherCore extends TypedEmitter<CoreEvents> {
   readonly state: DaemonState;
   private snapshotTimer: NodeJS.Timeout | undefined;
@@ -63,7 +74,7 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
    * push makes every viewing renderer decode an image and repaint its tile, and the Control
    * Domain draws in software — once a second, for nothing, on top of whatever a switch must draw.
    */
-  private readonly lastThumb = new Map<string, string>();
+  private readonly lastThumb = new Map<string, { png: string; at: number }>();
   /** Renderers that have looked at thumbnails before (their store still has them). */
   private readonly knownViewers = new Set<string>();
   /** No thumbnail round before this time (Date.now()): see THUMB_QUIET_MS. */
@@ -149,8 +160,10 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
             .Screenshot({})) as unknown as Buffer;
           if (!png?.length) continue;
           const b64 = Buffer.from(png).toString('base64');
-          if (this.lastThumb.get(vm.path) === b64) continue;
-          this.lastThumb.set(vm.path, b64);
+          const last = this.lastThumb.get(vm.path);
+          const refreshMs = this.opts.thumbnailRefreshMs ?? THUMB_REFRESH_MS;
+          if (last?.png === b64 && Date.now() - last.at < refreshMs) continue;
+          this.lastThumb.set(vm.path, { png: b64, at: Date.now() });
           this.push('thumbnail', { vm: vm.path, png: b64, at: Date.now() });
         } catch (e) {
           this.opts.log?.(`screenshot of ${vm.id}: ${(e as Error).message}`);
