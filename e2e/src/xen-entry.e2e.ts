@@ -462,19 +462,21 @@ test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM
   assert.match(listed, /Port \d+: Bus \d+ Device \d+/, `xl lists the stick on business: ${listed}`);
 });
 
-test('10. a guest that reboots is started again (guest-reboot); one that reboots in a loop is left stopped, saying so, and the other domains are untouched', async () => {
-  // A PV guest with no initramfs: its kernel cannot mount a root, panics, and reboots after 1 s
-  // (panic=1), every boot. xl's log of each domain says "reason code 1" (reboot); vm-daemon starts
-  // it again twice and, at the third reboot within 120 s, leaves it stopped with LastError.
+test("10. a guest's reboot starts it again on a new domain (guest-reboot), and the other domains are untouched", async () => {
+  // A third PV guest (the Linux test guest), made by a VM file the test writes into the admin's
+  // directory. `xl reboot` asks its kernel over xenstore (control/shutdown) as a person typing
+  // "reboot" in it would end up doing: the test guest has no /sbin/reboot, so its kernel restarts
+  // itself ("forcing the issue"), and Xen ends the domain with reason code 1, a reboot. (A kernel
+  // panic is no test of this: a PV kernel reports a panic to Xen as a crash.)
   const before = await m.xlDomids();
   const file = {
-    $comment: 'xen-entry.e2e scenario 10: a guest that reboots at every boot (kernel panic, panic=1).',
+    $comment: 'xen-entry.e2e scenario 10: a guest that is rebooted once.',
     id: 'rebooter',
     name: 'Rebooter',
     slot: 9,
     kind: 'personal',
     color: '#777777',
-    memoryMiB: 128,
+    memoryMiB: 256,
     vcpus: 1,
     disks: [],
     network: 'none',
@@ -484,48 +486,58 @@ test('10. a guest that reboots is started again (guest-reboot); one that reboots
     usbAutoAttach: false,
     backend: 'xen',
     kernel: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/vmlinuz',
-    append: 'console=hvc0 panic=1',
+    append: 'console=hvc0 quiet bulkhead.name=Rebooter bulkhead.color=777777',
   };
   const put = (name: string, text: string) =>
     m.serial.check(`echo ${Buffer.from(text).toString('base64')} | base64 -d > /etc/bulkhead/vms/${name}`);
-  await put('rebooter.xen', JSON.stringify({ type: 'pv' }));
+  await put(
+    'rebooter.xen',
+    JSON.stringify({ type: 'pv', ramdisk: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/initrd.img' }),
+  );
   await put('rebooter.json', JSON.stringify(file));
   const prop = (name: string) =>
     m.busProperty('org.bulkhead.VmManager1', VM('rebooter'), 'org.bulkhead.Vm1', name);
-  await waitFor(
-    'vm-daemon loaded rebooter.json',
-    async () => (await m.vmState('rebooter')) === 'stopped',
-    60_000,
-    1000,
-  );
-  await m.serial.check(
-    `busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Start 'a{sv}' 0`,
-  );
-  const lastError = await waitFor(
-    'rebooter left stopped after its reboot loop',
-    async () => {
-      const err = await prop('LastError');
-      return /rebooted 3 times within 120 s/.test(err) && (await m.vmState('rebooter')) === 'stopped' && err;
-    },
-    420_000,
-    2000,
-  );
-  console.log(`rebooter: ${lastError}`);
-  assert.equal(await prop('StateReasonCode'), 's "guest-reboot"');
-  // Three domains, each ended by its guest's reboot as xl's own process for it logged.
-  const shutdowns = (
-    await m.serial.check('cat /var/log/xen/xl-rebooter.log* | grep -a "has shut down, reason code" || true')
-  )
-    .split('\n')
-    .filter((l) => /has shut down, reason code/.test(l));
-  assert.ok(
-    shutdowns.length >= 3 && shutdowns.every((l) => /reason code 1 /.test(l)),
-    `xl logged three reboots: ${shutdowns.join(' | ')}`,
-  );
-  const restarts = await m.serial.check(
-    'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
-  );
-  assert.equal(restarts.trim(), '2', 'started again after the first two reboots, not after the third');
-  assert.deepEqual(await m.xlDomids(), before, 'personal and business run on, the same domains');
-  await m.serial.check('rm -f /etc/bulkhead/vms/rebooter.json /etc/bulkhead/vms/rebooter.xen');
+  try {
+    await waitFor(
+      'vm-daemon loaded rebooter.json',
+      async () => (await m.vmState('rebooter')) === 'stopped',
+      60_000,
+      1000,
+    );
+    await m.serial.check(
+      `busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Start 'a{sv}' 0`,
+    );
+    const first = (await m.xlDomids()).rebooter;
+    assert.ok(first > 0, 'rebooter runs as a domain');
+    await m.serial.check('xl reboot rebooter');
+    const second = await waitFor(
+      'rebooter running again on a new domain',
+      async () => {
+        const now = (await m.xlDomids()).rebooter;
+        return now && now !== first && (await m.vmState('rebooter')) === 'running' && now;
+      },
+      300_000,
+      2000,
+    );
+    console.log(`rebooter: domain ${first} rebooted, running again as domain ${second}`);
+    assert.equal(await prop('LastError'), 's ""');
+    const shut = await m.serial.check(
+      `cat /var/log/xen/xl-rebooter.log* | grep -a "Domain ${first} has shut down, reason code" || true`,
+    );
+    assert.match(
+      shut,
+      new RegExp(`Domain ${first} has shut down, reason code 1 `),
+      `xl logged a reboot: ${shut}`,
+    );
+    const restarts = await m.serial.check(
+      'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
+    );
+    assert.equal(restarts.trim(), '1', 'vm-daemon started it again once');
+    const after = await m.xlDomids();
+    delete after.rebooter;
+    assert.deepEqual(after, before, 'personal and business run on, the same domains');
+  } finally {
+    await m.serial.run(`busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Kill`);
+    await m.serial.run('rm -f /etc/bulkhead/vms/rebooter.json /etc/bulkhead/vms/rebooter.xen');
+  }
 });
