@@ -475,7 +475,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.state === 'starting' && e.starting) return e.starting;
     if (e.diskJob)
       throw new BulkheadError('InvalidState', `${id}'s disk is still being imported (${e.diskJob.percent}%)`);
-    if (e.unavailable) throw new BulkheadError('Unavailable', `${id}: ${e.unavailable}`);
+    this.requireAvailable(e);
     if (!this.backend.runs.includes(e.def.backend))
       throw new BulkheadError(
         'InvalidConfig',
@@ -671,9 +671,13 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   }
 
   /** A person's VM of the other boot entry is kept as it is: nothing here rewrites its file. */
-  /** A VM made on the other boot entry: Unavailable, as Start and a switch to it answer. */
-  private requireAvailable(e: VmEntry, what: string): void {
-    if (e.unavailable) throw new BulkheadError('Unavailable', `${what} ${e.def.id}: ${e.unavailable}`);
+  /**
+   * A VM made on the other boot entry answers Unavailable to Start, a switch to it, Update and
+   * Eject; `what` ("cannot change") leads the message where the request needs naming.
+   */
+  private requireAvailable(e: VmEntry, what?: string): void {
+    if (e.unavailable)
+      throw new BulkheadError('Unavailable', `${what ? `${what} ` : ''}${e.def.id}: ${e.unavailable}`);
   }
 
   private requireStopped(e: VmEntry, what: string): void {
@@ -878,7 +882,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       if (!e) throw new BulkheadError('NoSuchVm', `no VM at ${target}`);
       if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
       // Refused before any step runs: the tile says so (LastError), a switch never half-happens.
-      if (e.unavailable) throw new BulkheadError('Unavailable', `${e.def.id}: ${e.unavailable}`);
+      this.requireAvailable(e);
     }
   }
 
