@@ -17,7 +17,11 @@ function setup() {
   const world = new FakeXenWorld();
   const dumpDir = join(root, 'dump');
   mkdirSync(dumpDir);
-  const mk = () => new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir, pollMs: 0 });
+  // xl's per-domain logs: the test's own dir, never the host's /var/log/xen.
+  const xlLogDir = join(root, 'xl-logs');
+  mkdirSync(xlLogDir);
+  const mk = () =>
+    new XenBackend({ runRoot: join(root, 'run'), runner: world, log, dumpDir, xlLogDir, pollMs: 0 });
   const def = (id: string, over: Partial<VmDefinition> = {}): VmDefinition => {
     const file = join(root, `${id}.json`);
     writeFileSync(join(root, 'vmlinuz'), 'k');
@@ -43,7 +47,7 @@ function setup() {
       ...over,
     };
   };
-  return { root, world, dumpDir, mk, def };
+  return { root, world, dumpDir, xlLogDir, mk, def };
 }
 
 const states = (b: XenBackend) => {
@@ -97,17 +101,8 @@ test('a domain destroyed behind our back is reported on @releaseDomain; a core d
 });
 
 test("how a domain ended comes from xl's log of it: a reboot (e.g. an HVM triple fault) is told apart from a power-off", async () => {
-  const { root, world, def } = setup();
-  const xlLogDir = join(root, 'xl-logs');
-  mkdirSync(xlLogDir);
-  const b = new XenBackend({
-    runRoot: join(root, 'run'),
-    runner: world,
-    log,
-    dumpDir: join(root, 'dump'),
-    xlLogDir,
-    pollMs: 0,
-  });
+  const { world, def, mk, xlLogDir } = setup();
+  const b = mk();
   const seen: unknown[][] = [];
   b.on('state', (...args) => seen.push(args));
   await b.start(def('a'));
