@@ -330,15 +330,20 @@ export class ImageMachine {
     return out.replace(/^o "|"$/g, '');
   }
 
-  /** Vm1.State of the VM `id` ('running', 'stopped', …). */
-  async vmState(id: string): Promise<string> {
+  /** A Vm1 property of the VM `id`, read inside the image with busctl, without its type ('s "x"' → 'x'). */
+  async vmProperty(id: string, name: string): Promise<string> {
     const out = await this.busProperty(
       'org.bulkhead.VmManager1',
       `/org/bulkhead/VmManager1/vm/${id}`,
       'org.bulkhead.Vm1',
-      'State',
+      name,
     );
-    return out.replace(/^s "|"$/g, '');
+    return out.replace(/^[a-z]+ "?|"$/g, '');
+  }
+
+  /** Vm1.State of the VM `id` ('running', 'stopped', …). */
+  vmState(id: string): Promise<string> {
+    return this.vmProperty(id, 'State');
   }
 
   /** The input lines (KEY/BTN/REL) a nested test VM has printed on its serial port so far. */
@@ -391,6 +396,18 @@ export class ImageMachine {
       ?.run(cmd, { timeoutMs: 30_000 })
       .then((r) => writeFileSync(join(this.opts.artifactsDir, file), r.output))
       .catch(() => undefined);
+  }
+
+  /**
+   * The output of `cmd` in the root shell on the serial console (30 s bound), for a test's own
+   * report (CI keeps no artifacts); words saying why when the console is gone or does not answer.
+   */
+  async outputOf(cmd: string): Promise<string> {
+    if (!this.serial) return '(not read: no console)';
+    return this.serial
+      .run(cmd, { timeoutMs: 30_000 })
+      .then((r) => r.output)
+      .catch((e: Error) => `(not read: ${e.message})`);
   }
 
   async screendump(name: string): Promise<string> {

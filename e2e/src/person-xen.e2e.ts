@@ -46,14 +46,6 @@ let browser: Browser | undefined;
 let page: Page;
 let skip: string | false = false;
 
-/** A Vm1 property read inside the image with busctl, without its type ('s "x"' → 'x'). */
-async function vmProp(id: string, name: string): Promise<string> {
-  const out = await m.serial.check(
-    `busctl get-property org.bulkhead.VmManager1 ${VM(id)} org.bulkhead.Vm1 ${name}`,
-  );
-  return out.trim().replace(/^[a-z]+ "?|"$/g, '');
-}
-
 before(async () => {
   if (!OPT_IN) {
     skip = 'opt-in (BULKHEAD_E2E_XEN_PERSON=1): one more Xen boot the image suite does not carry';
@@ -116,9 +108,9 @@ test('1. through the UI on the Xen entry: New machine "Lab" (slot 3, a 16 MiB di
     throw new Error(`the dialog stayed open${said ? `, saying: ${said}` : ''}: ${(e as Error).message}`);
   });
   await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor();
-  assert.equal(await vmProp('lab', 'Owner'), 'person');
-  assert.equal(await vmProp('lab', 'Backend'), 'xen');
-  assert.equal(await vmProp('lab', 'Unavailable'), '');
+  assert.equal(await m.vmProperty('lab', 'Owner'), 'person');
+  assert.equal(await m.vmProperty('lab', 'Backend'), 'xen');
+  assert.equal(await m.vmProperty('lab', 'Unavailable'), '');
   const doc = JSON.parse(
     await m.serial.check(`cat ${PERSON_VMS}/lab.json`).then((s) => s.slice(s.indexOf('{'))),
   ) as Record<string, unknown>;
@@ -143,7 +135,7 @@ test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with th
   console.log(
     `person-xen.e2e: Lab's domain (domid ${domids.lab}) listed ${((Date.now() - t0) / 1000).toFixed(1)} s after the click`,
   );
-  await waitFor('Lab running', async () => (await vmProp('lab', 'State')) === 'running', 300_000, 2000);
+  await waitFor('Lab running', async () => (await m.vmProperty('lab', 'State')) === 'running', 300_000, 2000);
   await page.screenshot({ path: join(artifacts, '2-lab-running.png') }).catch(() => undefined);
   const info = await m.serial.check('xl list -l lab');
   assert.match(info, /"type": "hvm"/, 'an HVM domain');
@@ -162,7 +154,7 @@ test("2. Lab's Start from its tile: xl list shows its domain, an HVM one with th
   console.log(
     `person-xen.e2e: xl block-list lab: ${(await m.serial.check('xl block-list lab')).replace(/\s+/g, ' ')}`,
   );
-  assert.equal(await vmProp('lab', 'InputQmpSocket'), '/run/bulkhead/vms/lab/input-qmp.sock');
+  assert.equal(await m.vmProperty('lab', 'InputQmpSocket'), '/run/bulkhead/vms/lab/input-qmp.sock');
   assert.match(
     await m.serial.check('stat -c "%F %G" /run/bulkhead/vms/lab/vnc.sock'),
     /socket bulkhead-vnc/,
@@ -176,9 +168,9 @@ test("2b. Eject in Lab's settings takes the medium out of the running domain (xl
   const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
   await dialog.waitFor();
   await dialog.getByRole('button', { name: 'Eject blank.iso' }).click({ noWaitAfter: true });
-  await waitFor('Cdrom empty', async () => (await vmProp('lab', 'Cdrom')) === '', 120_000, 2000);
-  assert.equal(await vmProp('lab', 'State'), 'running', 'ejected from the running domain');
-  assert.equal(await vmProp('lab', 'LastError'), '');
+  await waitFor('Cdrom empty', async () => (await m.vmProperty('lab', 'Cdrom')) === '', 120_000, 2000);
+  assert.equal(await m.vmProperty('lab', 'State'), 'running', 'ejected from the running domain');
+  assert.equal(await m.vmProperty('lab', 'LastError'), '');
   const doc = JSON.parse(
     await m.serial.check(`cat ${PERSON_VMS}/lab.json`).then((s) => s.slice(s.indexOf('{'))),
   ) as Record<string, unknown>;
@@ -208,7 +200,7 @@ test("3. a person's VM file made on the KVM entry is listed here as not availabl
   const tile = page.getByRole('button', { name: /^Old, slot 5 \(Ctrl\+5\), not on this boot entry/ });
   await tile.waitFor({ timeout: 60_000 });
   assert.equal(await tile.getAttribute('aria-disabled'), 'true');
-  assert.match(await vmProp('old', 'Unavailable'), /made on the Bulkhead \(KVM\) boot entry/);
+  assert.match(await m.vmProperty('old', 'Unavailable'), /made on the Bulkhead \(KVM\) boot entry/);
   await page.screenshot({ path: join(artifacts, '3-old-unavailable.png') }).catch(() => undefined);
   assert.match(
     await m.serial.check(

@@ -60,14 +60,6 @@ let page: Page;
 let step = 0;
 let skip: string | false = false;
 
-/** A Vm1 property read inside the image with busctl, without its type ('s "x"' → 'x'). */
-async function vmProp(id: string, name: string): Promise<string> {
-  const out = await m.serial.check(
-    `busctl get-property org.bulkhead.VmManager1 ${VM(id)} org.bulkhead.Vm1 ${name}`,
-  );
-  return out.trim().replace(/^[a-z]+ "?|"$/g, '');
-}
-
 /** The input lines (KEY/BTN/REL) one of the image's toy guests printed on its serial port. */
 async function toyGuestInput(id: string): Promise<number> {
   const out = await m.serial.check(`grep -cE '^(KEY|BTN|REL) ' /run/bulkhead/vms/${id}/serial.log || true`);
@@ -303,11 +295,11 @@ test('2. through the UI: New machine "Lab", a 64 MiB disk, installing from the I
   });
   await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor();
   await shot('lab-tile');
-  assert.equal(await vmProp('lab', 'Owner'), 'person');
-  assert.equal(await vmProp('lab', 'Slot'), '3');
-  assert.equal(await vmProp('lab', 'Network'), 'none');
-  assert.equal(await vmProp('lab', 'Cdrom'), ISO_IN_IMAGE);
-  assert.equal(await vmProp('lab', 'ConfigFile'), `${PERSON_VMS}/lab.json`);
+  assert.equal(await m.vmProperty('lab', 'Owner'), 'person');
+  assert.equal(await m.vmProperty('lab', 'Slot'), '3');
+  assert.equal(await m.vmProperty('lab', 'Network'), 'none');
+  assert.equal(await m.vmProperty('lab', 'Cdrom'), ISO_IN_IMAGE);
+  assert.equal(await m.vmProperty('lab', 'ConfigFile'), `${PERSON_VMS}/lab.json`);
   const info = await m.serial.check(`qemu-img info --output=json ${PERSON_IMAGES}/lab.qcow2`);
   const disk = JSON.parse(info.slice(info.indexOf('{'))) as { format: string; 'virtual-size': number };
   assert.equal(disk.format, 'qcow2');
@@ -423,10 +415,15 @@ test('4. Lab (shut down from its tile when it ran): change its colour and memory
     await m.keys(['ctrl', '0']);
     await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
   }
-  if ((await vmProp('lab', 'State')) !== 'stopped') {
+  if ((await m.vmProperty('lab', 'State')) !== 'stopped') {
     await page.getByRole('button', { name: 'Shut down Lab' }).click({ noWaitAfter: true });
     // The test guest does not act on the ACPI power button: vm-daemon stops it after Stop's timeout.
-    await waitFor('Lab stopped', async () => (await vmProp('lab', 'State')) === 'stopped', 120_000, 1000);
+    await waitFor(
+      'Lab stopped',
+      async () => (await m.vmProperty('lab', 'State')) === 'stopped',
+      120_000,
+      1000,
+    );
   }
   await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
   const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
@@ -437,7 +434,9 @@ test('4. Lab (shut down from its tile when it ran): change its colour and memory
   await dialog.getByRole('button', { name: 'Save' }).click({ noWaitAfter: true });
   await waitFor(
     'the new colour and memory',
-    async () => (await vmProp('lab', 'Color')) === '#c0392b' && (await vmProp('lab', 'MemoryMiB')) === '256',
+    async () =>
+      (await m.vmProperty('lab', 'Color')) === '#c0392b' &&
+      (await m.vmProperty('lab', 'MemoryMiB')) === '256',
     60_000,
     1000,
   );
@@ -470,7 +469,7 @@ test('5. delete Lab with its disk: the tile, the file and the disk are gone', as
 test("6. the administrator's Business VM: Settings are read-only in the UI; Update and Delete as the UI user answer NotOwner and change nothing", async (t) => {
   if (skip) return t.skip(skip);
   const before = await m.serial.check('sha256sum /etc/bulkhead/vms/business.json');
-  const color = await vmProp('business', 'Color');
+  const color = await m.vmProperty('business', 'Color');
   await page.getByRole('button', { name: 'Settings of Business' }).click({ noWaitAfter: true });
   const dialog = page.getByRole('dialog', { name: 'Settings of Business' });
   await dialog.waitFor();
@@ -484,8 +483,8 @@ test("6. the administrator's Business VM: Settings are read-only in the UI; Upda
   assert.match(await callAsUi(VM('business'), 'Update', { color: ['s', '#000000'] }), /^error NotOwner: /);
   assert.match(await callAsUi(VM('business'), 'Delete', { remove_disks: ['b', true] }), /^error NotOwner: /);
   assert.equal(await m.serial.check('sha256sum /etc/bulkhead/vms/business.json'), before);
-  assert.equal(await vmProp('business', 'Color'), color);
-  assert.equal(await vmProp('business', 'State'), 'running');
+  assert.equal(await m.vmProperty('business', 'Color'), color);
+  assert.equal(await m.vmProperty('business', 'State'), 'running');
 });
 
 test('7. the stick pulled out: the Control Domain unmounts it', async (t) => {

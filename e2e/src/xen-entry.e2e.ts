@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait';
 import { ImageMachine, readImageVms } from './image-machine';
@@ -39,30 +39,19 @@ before(async () => {
 
 after(async () => {
   if (m?.serial) {
-    const save = (cmd: string, file: string) =>
-      m.serial
-        .run(cmd, { timeoutMs: 30_000 })
-        .then((r) => writeFileSync(join(artifacts, file), r.output))
-        .catch(() => undefined);
-    await save('journalctl -b --no-pager -u "bulkhead-*" -u xen | tail -n 300', 'journal-tail.txt');
-    await save('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
-    await save('dmesg | tail -n 150', 'dmesg-tail.txt');
-    await save('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
-    // Who used dom0's CPU (under TCG, dom0's load sets how fast the guests boot): printed too.
-    await m.serial
-      .run('ps -eo pid,time,rss,args --sort=-time | head -n 12 | cut -c1-150', { timeoutMs: 30_000 })
-      .then((r) => console.log(`xen-entry.e2e: dom0's busiest processes:\n${r.output}`))
-      .catch(() => undefined);
+    await m.saveOutput('journalctl -b --no-pager -u "bulkhead-*" -u xen | tail -n 300', 'journal-tail.txt');
+    await m.saveOutput('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
+    await m.saveOutput('dmesg | tail -n 150', 'dmesg-tail.txt');
+    await m.saveOutput('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
+    // In the run's own output too (CI keeps no artifacts): who used dom0's CPU (under TCG, dom0's
+    // load sets how fast the guests boot), and the daemons' starts, adoptions and failures.
+    const busiest = await m.outputOf('ps -eo pid,time,rss,args --sort=-time | head -n 12 | cut -c1-150');
+    console.log(`xen-entry.e2e: dom0's busiest processes:\n${busiest}`);
+    const starts = await m.outputOf(
+      'journalctl -b --no-pager -u "bulkhead-*" | grep -E "starting|running as|adopt|fail|error|Timeout" | grep -v screendump | tail -n 30',
+    );
+    console.log(`xen-entry.e2e: the daemons' journal (starts, failures):\n${starts}`);
   }
-  // The daemons' starts, adoptions and failures in the run's own output: CI keeps no artifacts.
-  if (m?.serial)
-    await m.serial
-      .run(
-        'journalctl -b --no-pager -u "bulkhead-*" | grep -E "starting|running as|adopt|fail|error|Timeout" | grep -v screendump | tail -n 30',
-        { timeoutMs: 30_000 },
-      )
-      .then((r) => console.log(`xen-entry.e2e: the daemons' journal (starts, failures):\n${r.output}`))
-      .catch(() => undefined);
   await browser?.close().catch(() => undefined);
   await m?.shutdown();
   console.log(`xen-entry.e2e: ${((Date.now() - fileStart) / 1000).toFixed(0)} s wall time, boot included`);
@@ -153,20 +142,19 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
       lastStates = `personal ${states[0]}, business ${states[1]}`;
       for (const [i, id] of ['personal', 'business'].entries()) {
         if (states[i] !== 'stopped' && states[i] !== 'crashed') continue;
-        const prop = (name: string) =>
-          m.busProperty('org.bulkhead.VmManager1', VM(id), 'org.bulkhead.Vm1', name);
+        const prop = (name: string) => m.vmProperty(id, name);
         const err = await prop('LastError');
         // Stopped or crashed after its autostart (a failed start, or a domain that died while it
         // booted): fail now, naming why, rather than wait out the bound for a VM nothing restarts.
         // A guest's reboot is not that: vm-daemon starts it again (guest-reboot; under TCG the HVM
         // guest triple-faulted early in its boot in one of three local runs and in one CI run).
         const code = await prop('StateReasonCode');
-        if (code === 's "guest-reboot"' && err === 's ""') {
+        if (code === 'guest-reboot' && err === '') {
           console.log(`${id} rebooted while it booted: ${await prop('StateReason')}`);
           continue;
         }
-        if (err !== 's ""' || code !== 's "none"')
-          failed = `${id} ${states[i]}: ${await prop('StateReason')} (${code}; LastError ${err})`;
+        if (err !== '' || code !== 'none')
+          failed = `${id} ${states[i]}: ${await prop('StateReason')} (${code}; LastError '${err}')`;
       }
       return failed !== '' || states.every((st) => st === 'running');
     },
@@ -174,23 +162,16 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
     2000,
   ).catch(async (e: Error) => {
     // What vm-daemon did meanwhile, in the test's own output (CI keeps no artifacts).
-    const log = await m.serial
-      .run('journalctl -b --no-pager -u bulkhead-vm-daemon | grep -v screendump | tail -n 25', {
-        timeoutMs: 30_000,
-      })
-      .then((r) => r.output)
-      .catch((err: Error) => `(journal not read: ${err.message})`);
+    const log = await m.outputOf(
+      'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -v screendump | tail -n 25',
+    );
     throw new Error(`${e.message} (last: ${lastStates}); vm-daemon's journal:\n${log}`);
   });
   if (failed) {
     // The guest's own console and its device model's log say why it stopped (CI keeps no artifacts).
-    const why = await m.serial
-      .run(
-        'for f in /var/log/xen/console/guest-business.log /var/log/xen/qemu-dm-business.log /var/log/xen/console/guest-personal.log; do echo "== $f"; tail -n 15 $f; done; xl dmesg | grep -iE "crash|fault|d[12]v" | tail -n 15',
-        { timeoutMs: 30_000 },
-      )
-      .then((r) => r.output)
-      .catch((err: Error) => `(logs not read: ${err.message})`);
+    const why = await m.outputOf(
+      'for f in /var/log/xen/console/guest-business.log /var/log/xen/qemu-dm-business.log /var/log/xen/console/guest-personal.log; do echo "== $f"; tail -n 15 $f; done; xl dmesg | grep -iE "crash|fault|d[12]v" | tail -n 15',
+    );
     assert.fail(`an autostarted VM is not running: ${failed}\n${why}`);
   }
   const domids = await m.xlDomids();
@@ -495,8 +476,6 @@ test("10. a guest's reboot starts it again on a new domain (guest-reboot), and t
     JSON.stringify({ type: 'pv', ramdisk: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/initrd.img' }),
   );
   await put('rebooter.json', JSON.stringify(file));
-  const prop = (name: string) =>
-    m.busProperty('org.bulkhead.VmManager1', VM('rebooter'), 'org.bulkhead.Vm1', name);
   try {
     await waitFor(
       'vm-daemon loaded rebooter.json',
@@ -520,7 +499,7 @@ test("10. a guest's reboot starts it again on a new domain (guest-reboot), and t
       2000,
     );
     console.log(`rebooter: domain ${first} rebooted, running again as domain ${second}`);
-    assert.equal(await prop('LastError'), 's ""');
+    assert.equal(await m.vmProperty('rebooter', 'LastError'), '');
     const shut = await m.serial.check(
       `cat /var/log/xen/xl-rebooter.log* | grep -a "Domain ${first} has shut down, reason code" || true`,
     );
