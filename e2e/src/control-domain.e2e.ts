@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
 import { ImageMachine, readImageVms, recordBench } from './image-machine';
-import { attachKiosk, kioskLoaded } from './kiosk';
+import { attachKiosk, kioskLoaded, OWNER_PASSWORD, unlockOnLockScreen } from './kiosk';
 import { classify, percentile, readPpm, type SeenPicture } from './screen-picture';
 
 const repo = join(__dirname, '..', '..');
@@ -304,9 +304,6 @@ test('3. keys reach only the active VM; Ctrl+2 switches and reaches no VM; a hel
   assert.deepEqual(b, ['KEY down 24', 'KEY up 24', 'KEY down 25', 'KEY up 25', 'KEY down 26', 'KEY up 26']);
 });
 
-/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
-const OWNER_PASSWORD = 'bulkhead-test';
-
 /** A lock-related D-Bus call as root inside the image: 'ok' or 'error <Name>: <message>'. */
 const busCall = async (what: 'unlock' | 'switch', args: string) =>
   (await m.serial.check(`bulkhead-test-call ${what} ${args}`)).trim();
@@ -315,39 +312,8 @@ const busCall = async (what: 'unlock' | 'switch', args: string) =>
 const lockProblem = async () =>
   (await page.getByRole('dialog', { name: 'Locked' }).locator('.lock-problem').innerText()).trim();
 
-/**
- * Types the password on the lock screen until input-daemon takes it: an attempt refused because
- * the back-off still runs ("Too many wrong passwords. Try again in N s") is made again once the
- * screen's countdown is over. Returns the words the screen showed on the way.
- */
-async function unlockWithPassword(password: string): Promise<string[]> {
-  const said: string[] = [];
-  const dialog = page.getByRole('dialog', { name: 'Locked' });
-  const problem = dialog.locator('.lock-problem');
-  for (let attempt = 0; attempt < 6; attempt++) {
-    await waitFor('the Unlock button accepting an attempt', async () =>
-      dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
-    );
-    // The screen counts input-daemon's answers: the words of an earlier answer are no answer to this.
-    const before = Number(await problem.getAttribute('data-answers'));
-    await m.typeText(`${password}\n`);
-    // Short reads, retried by waitFor: the dialog may go (unlocked) between count() and the read,
-    // and a read of a gone element would wait the page's whole default timeout (seen once, loaded).
-    const outcome = await waitFor(
-      'the lock screen answering the attempt',
-      async () =>
-        (await dialog.count()) === 0
-          ? 'unlocked'
-          : Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
-            (await problem.innerText({ timeout: 2_000 })).trim(),
-      60_000,
-    );
-    if (outcome === 'unlocked') return said;
-    said.push(outcome);
-    assert.match(outcome, /^Too many wrong passwords\. Try again in \d+ s\.$/, 'only the back-off delays it');
-  }
-  throw new Error(`the right password did not unlock: the screen said ${JSON.stringify(said)}`);
-}
+/** The lock screen takes the password (control-domain's six attempts: the back-off may run). */
+const unlockWithPassword = (password: string) => unlockOnLockScreen(m, page, password, 6);
 
 test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no key reaches any VM and no Switch runs until unlocked; a wrong password is refused and backs off; the right one unlocks', async () => {
   await m.keys(['ctrl', '0']);

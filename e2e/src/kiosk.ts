@@ -4,6 +4,7 @@
  * fresh page is ever opened: a kiosk page that does not show the switcher is a failure a person
  * would see, not something to work around.
  */
+import assert from 'node:assert/strict';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { ImageMachine } from './image-machine';
 import { waitFor } from './wait';
@@ -82,4 +83,47 @@ export async function attachKiosk(
     timeout: opts.shownBoundMs ?? 60_000,
   });
   return { browser: b, page };
+}
+
+/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
+export const OWNER_PASSWORD = 'bulkhead-test';
+
+/**
+ * Types `password` at the outer keyboard on the kiosk's lock screen until input-daemon takes it,
+ * at most `attempts` times: an attempt refused because the back-off still runs ("Too many wrong
+ * passwords. Try again in N s") is made again once the screen's countdown is over; any other
+ * answer fails. Returns the words the screen showed on the way.
+ */
+export async function unlockOnLockScreen(
+  m: ImageMachine,
+  page: Page,
+  password: string,
+  attempts: number,
+): Promise<string[]> {
+  const said: string[] = [];
+  const dialog = page.getByRole('dialog', { name: 'Locked' });
+  const problem = dialog.locator('.lock-problem');
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    await waitFor('the Unlock button accepting an attempt', async () =>
+      dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
+    );
+    // The screen counts input-daemon's answers: the words of an earlier answer are no answer to this.
+    const before = Number(await problem.getAttribute('data-answers'));
+    await m.typeText(`${password}\n`);
+    // Short reads, retried by waitFor: the dialog may go (unlocked) between count() and the read,
+    // and a read of a gone element would wait the page's whole default timeout (seen once, loaded).
+    const outcome = await waitFor(
+      'the lock screen answering the attempt',
+      async () =>
+        (await dialog.count()) === 0
+          ? 'unlocked'
+          : Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
+            (await problem.innerText({ timeout: 2_000 })).trim(),
+      60_000,
+    );
+    if (outcome === 'unlocked') return said;
+    said.push(outcome);
+    assert.match(outcome, /^Too many wrong passwords\. Try again in \d+ s\.$/, 'only the back-off delays it');
+  }
+  throw new Error(`the right password did not unlock: the screen said ${JSON.stringify(said)}`);
 }

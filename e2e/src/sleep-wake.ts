@@ -10,10 +10,8 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import type { ImageMachine } from './image-machine';
 import { classify, colorPixels, readPpm, type Rgb, type SeenPicture } from './screen-picture';
+import { OWNER_PASSWORD, unlockOnLockScreen } from './kiosk';
 import { waitFor } from './wait';
-
-/** The unlock password of the test flavour (dom0-rootfs/test-layer/setup-in-chroot.sh). */
-export const OWNER_PASSWORD = 'bulkhead-test';
 
 /** The outer QEMU's run state: 'running', 'suspended' (S3), … */
 export const runState = async (m: ImageMachine) =>
@@ -211,26 +209,5 @@ export async function unlockAtKeyboard(m: ImageMachine, page?: Page): Promise<vo
     );
     return;
   }
-  const dialog = page.getByRole('dialog', { name: 'Locked' });
-  const problem = dialog.locator('.lock-problem');
-  for (let attempt = 0; attempt < 4; attempt++) {
-    await waitFor('the Unlock button accepting an attempt', async () =>
-      dialog.getByRole('button', { name: 'Unlock' }).isEnabled(),
-    );
-    const before = Number(await problem.getAttribute('data-answers'));
-    await m.typeText(`${OWNER_PASSWORD}\n`);
-    const outcome = await waitFor(
-      'the lock screen answering',
-      async () =>
-        (await dialog.count()) === 0
-          ? 'unlocked'
-          : // Short reads, retried: the dialog may go (unlocked) between count() and the read.
-            Number(await problem.getAttribute('data-answers', { timeout: 2_000 })) > before &&
-            (await problem.innerText({ timeout: 2_000 })).trim(),
-      60_000,
-    );
-    if (outcome === 'unlocked') return;
-    assert.match(outcome, /^Too many wrong passwords/, 'only the back-off delays the right password');
-  }
-  throw new Error('the right password did not unlock');
+  await unlockOnLockScreen(m, page, OWNER_PASSWORD, 4);
 }
