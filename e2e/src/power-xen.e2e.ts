@@ -148,6 +148,25 @@ after(async () => {
   await m.shutdown();
 });
 
+/**
+ * What each sleep must leave: vm-daemon's suspend record (`reason`, ok, both guests paused), Xen
+ * itself through S3 and back (not only dom0's kernel: `xlDmesg` reads its console ring), both
+ * guests running as the same domains, and the seat locked.
+ */
+async function assertSleptWhole(reason: string, domids: Record<string, number>, xlDmesg: string) {
+  const last = await lastSuspend(m);
+  assert.match(last, new RegExp(`"reason" s "${reason}"`), last);
+  assert.match(last, /"outcome" s "ok"/, last);
+  assert.match(last, /"pause-vms" "ok" "paused (personal, business|business, personal)"/, last);
+  const xl = await m.serial.check(xlDmesg);
+  assert.match(xl, /Entering ACPI S3 state/);
+  assert.match(xl, /Finishing wakeup from ACPI S3 state/);
+  assert.equal(await m.vmState('personal'), 'running');
+  assert.equal(await m.vmState('business'), 'running');
+  assert.deepEqual(await m.xlDomids(), domids, 'the same domains: none restarted');
+  assert.equal(await locked(m), true, 'the seat is locked after the wake');
+}
+
 test(
   'the power key suspends Xen and dom0 with both guests; waking brings the same domains back, consoles going on, the seat locked until the password',
   { skip: enabled ? false : 'left out: BULKHEAD_E2E_XEN_POWER=0 or BULKHEAD_E2E_XEN=0' },
@@ -209,18 +228,7 @@ test(
     await m.qmp.execute('system_powerdown', {});
     const woken = await sw.sleptAndWoken('power-key', pressed);
 
-    const last = await lastSuspend(m);
-    assert.match(last, /"reason" s "power-key"/, last);
-    assert.match(last, /"outcome" s "ok"/, last);
-    assert.match(last, /"pause-vms" "ok" "paused (personal, business|business, personal)"/, last);
-    // Xen itself went through S3 (not only dom0's kernel), and came back.
-    const xl = await m.serial.check('xl dmesg | tail -n 40');
-    assert.match(xl, /Entering ACPI S3 state/);
-    assert.match(xl, /Finishing wakeup from ACPI S3 state/);
-    assert.equal(await m.vmState('personal'), 'running');
-    assert.equal(await m.vmState('business'), 'running');
-    assert.deepEqual(await m.xlDomids(), domids, 'the same domains: none restarted');
-    assert.equal(await locked(m), true, 'the seat is locked after the wake');
+    await assertSleptWhole('power-key', domids, 'xl dmesg | tail -n 40');
     // The stick is still on Business: usb-daemon says so, libxl lists it on the domain, and
     // business's kernel has it now (its console's last USB line), never personal's.
     const usbAfter = await waitFor(
@@ -310,17 +318,7 @@ test(
     const setting = m.serial.run('bulkhead-test-battery 4', { timeoutMs: 400_000 });
     const woken = await sw.sleptAndWoken('critical', set);
     assert.match((await setting).output, /^ok 4 /m);
-    const last = await lastSuspend(m);
-    assert.match(last, /"reason" s "critical-battery"/, last);
-    assert.match(last, /"outcome" s "ok"/, last);
-    assert.match(last, /"pause-vms" "ok" "paused (personal, business|business, personal)"/, last);
-    const xl = await m.serial.check('xl dmesg');
-    assert.match(xl, /Entering ACPI S3 state/);
-    assert.match(xl, /Finishing wakeup from ACPI S3 state/);
-    assert.equal(await m.vmState('personal'), 'running');
-    assert.equal(await m.vmState('business'), 'running');
-    assert.deepEqual(await m.xlDomids(), domids, 'the same domains: none restarted');
-    assert.equal(await locked(m), true, 'locked after waking');
+    await assertSleptWhole('critical-battery', domids, 'xl dmesg');
     assert.ok(
       woken.wakeToLockScreenMs >= 0,
       `the lock screen on the outer screen within 180 s of the wake (${woken.lockScreenPx} px of the Unlock button)`,
