@@ -109,7 +109,7 @@ export class SerialConsole {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       const m = re.exec(this.buf.slice(Math.max(0, start - 100)));
-      if (m) return { code: Number(m[2]), output: m[1].replace(/\r/g, '') };
+      if (m) return { code: Number(m[2]), output: withoutXenLines(m[1]).replace(/\r/g, '') };
       await new Promise((r) => setTimeout(r, 50));
     }
     // A line typed only in part (input lost) would swallow the next command: Ctrl+C clears it.
@@ -120,4 +120,19 @@ export class SerialConsole {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/**
+ * A command's output (raw, before its \r are removed) without the hypervisor's own lines. On the
+ * Xen entry Xen prints on the same serial port as dom0's console (hvc0), a whole line at a time,
+ * prefixed `(XEN) `: a guest's triple fault dumps ~15 such lines, which once landed in the middle of
+ * a busctl answer and were taken for its value. Xen's serial driver ends each line it prints with
+ * \r\n; dom0's output has one \r more (its tty's \r\n, then Xen's for the \n), so a command that
+ * prints Xen's lines itself (`xl dmesg`) keeps them.
+ */
+export function withoutXenLines(raw: string): string {
+  return raw
+    .split('\n')
+    .filter((l) => !(l.startsWith('(XEN) ') && l.endsWith('\r') && !l.endsWith('\r\r')))
+    .join('\n');
 }

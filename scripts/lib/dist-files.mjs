@@ -23,5 +23,7 @@ export function distFiles(accept) {
   };
   for (const d of ['shared', 'apps'])
     for (const pkg of readdirSync(join(repoRoot, d))) walk(join(repoRoot, d, pkg, 'dist'));
+  // The e2e package's own helpers have unit tests too (its *.e2e.js files are run by the image phase).
+  walk(join(repoRoot, 'e2e', 'dist'));
   return out.sort();
 }

@@ -1,0 +1,76 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Socket } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SerialConsole } from './serial-console';
+
+/**
+ * A fake serial port on a unix socket: answers each typed command line like the image's shell
+ * would (its markers, `reply` between them, exit code 0), and lets the test say what Xen prints on
+ * the same port in between.
+ */
+async function fakeXenSerial(reply: (cmd: string) => string): Promise<{ path: string; close(): void }> {
+  const path = join(mkdtempSync(join(tmpdir(), 'serial-')), 'ttyS0');
+  const socks: Socket[] = [];
+  const server = createServer((s) => {
+    socks.push(s);
+    let typed = '';
+    s.on('data', (d) => {
+      typed += d.toString();
+      let nl: number;
+      while ((nl = typed.indexOf('\n')) >= 0) {
+        const line = typed.slice(0, nl);
+        typed = typed.slice(nl + 1);
+        const b = /echo (BM\w+); (.*); echo (EM\w+):\$\?$/.exec(line);
+        if (b) s.write(`${b[1]}\r\r\n${reply(b[2])}${b[3]}:0\r\r\n`);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    path,
+    close: () => {
+      for (const s of socks) s.destroy();
+      server.close();
+    },
+  };
+}
+
+test("a command's output leaves out the lines Xen printed on the same serial port meanwhile (a guest's triple-fault dump)", async () => {
+  const port = await fakeXenSerial(
+    () =>
+      [
+        '(XEN) d2v0 Triple fault - invoking HVM shutdown action 1',
+        '(XEN) *** Dumping Dom2 vcpu#0 state: ***',
+        '(XEN) RIP:    0010:[<ffffffff83a592eb>]',
+      ]
+        .map((l) => `${l}\r\n`)
+        .join('') + 'o "/org/bulkhead/VmManager1/vm/personal"\r\r\n',
+  );
+  const serial = await SerialConsole.connect(port.path);
+  try {
+    const out = await serial.check('busctl get-property org.bulkhead.VmManager1 / x ActiveVm');
+    assert.equal(out.trim(), 'o "/org/bulkhead/VmManager1/vm/personal"');
+  } finally {
+    serial.close();
+    port.close();
+  }
+});
+
+test("Xen's lines that the command itself prints (xl dmesg, through dom0's console) are kept", async () => {
+  const port = await fakeXenSerial(
+    () => '(XEN) d2v0 Triple fault - invoking HVM shutdown action 1\r\r\n(XEN) ACPI S3\r\r\n',
+  );
+  const serial = await SerialConsole.connect(port.path);
+  try {
+    assert.deepEqual((await serial.check('xl dmesg | tail -n 2')).trim().split('\n'), [
+      '(XEN) d2v0 Triple fault - invoking HVM shutdown action 1',
+      '(XEN) ACPI S3',
+    ]);
+  } finally {
+    serial.close();
+    port.close();
+  }
+});
