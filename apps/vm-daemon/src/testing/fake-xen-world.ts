@@ -9,6 +9,11 @@ import { xlListJson, type FixtureDomain } from './xl-fixtures';
 export class FakeXenWorld extends FakeXlRunner {
   domains: FixtureDomain[] = [];
   /**
+   * Domains Xen is still destroying: gone from `xl list -l`, but their names are still taken
+   * (`xl domid` finds them, and `xl create` of the same name fails as libxl's rename does).
+   */
+  dying: FixtureDomain[] = [];
+  /**
    * Like Xen 4.17 with a devicemodel USB controller: a hot-plugged USB device is recorded only in
    * xenstore (/libxl/<domid>/device/vusb/0/port/<n> = "<bus>-<addr>" here), not in `xl list -l`.
    */
@@ -29,10 +34,23 @@ export class FakeXenWorld extends FakeXlRunner {
         };
       return { stdout: xlListJson(doms, !m) };
     });
+    this.on(/^xl domid \S+$/, (line) => {
+      const name = line.split(' ')[2];
+      const d = [...this.domains, ...this.dying].find((x) => x.name === name);
+      return d
+        ? { stdout: `${d.domid}\n` }
+        : { code: 1, stderr: `Can't get domid of domain name '${name}', maybe this domain does not exist.` };
+    });
     this.on(/^xl create /, (line) =>
       this.guard(line, () => {
         const name = /\/([^/]+)\.cfg$/.exec(line)?.[1] ?? 'guest';
-        this.domains.push({ domid: this.nextDomid++, name, usbctrl: true });
+        const domid = this.nextDomid++;
+        if ([...this.domains, ...this.dying].some((x) => x.name === name))
+          throw new FakeXlError(
+            `libxl: error: libxl_dom.c:0:libxl__domain_rename: Domain ${domid}:domain with name "${name}" already exists.\n` +
+              `libxl: error: libxl_create.c:1296:initiate_domain_create: Domain ${domid}:cannot make domain: -6`,
+          );
+        this.domains.push({ domid, name, usbctrl: true });
       }),
     );
     this.on(/^xl (destroy|shutdown -F) \d+$/, (line) =>

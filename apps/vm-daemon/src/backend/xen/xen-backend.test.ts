@@ -100,6 +100,44 @@ test('a domain destroyed behind our back is reported on @releaseDomain; a core d
   await b.detachAll();
 });
 
+test('a start waits while Xen is still destroying the last domain of the same name (a rebooted guest started again at once)', async () => {
+  const { world, def, mk } = setup();
+  const b = mk();
+  await b.start(def('a'));
+  // xl destroyed domain 1 after the guest's reboot: gone from `xl list -l`, its name not yet free.
+  const [old] = world.domains.splice(0, 1);
+  world.dying.push(old);
+  world.fire('@releaseDomain');
+  await b.reconcileSoon();
+  setTimeout(() => (world.dying = []), 600);
+  const t0 = Date.now();
+  const again = await b.start(def('a'));
+  assert.ok(Date.now() - t0 >= 500, 'it waited for the name');
+  assert.deepEqual(again.handle, { kind: 'domid', domid: 2 });
+  assert.equal(world.domains.length, 1);
+  await b.detachAll();
+});
+
+test('a name still held after the bound fails the start by name, and no xl create ran', async () => {
+  const { world, def, root } = setup();
+  const b = new XenBackend({
+    runRoot: join(root, 'run'),
+    runner: world,
+    log,
+    dumpDir: join(root, 'dump'),
+    xlLogDir: join(root, 'xl-logs'),
+    pollMs: 0,
+    nameFreeTimeoutMs: 300,
+  });
+  world.dying.push({ domid: 7, name: 'a' });
+  await assert.rejects(
+    b.start(def('a')),
+    (e: BulkheadError) =>
+      e.errorName === 'BackendFailed' && /domain 7 still holds the name 'a' 0.3 s after/.test(e.message),
+  );
+  assert.ok(!world.calls.some((c) => c.startsWith('xl create')), `no create: ${world.calls.join(', ')}`);
+});
+
 test("how a domain ended comes from xl's log of it: a reboot (e.g. an HVM triple fault) is told apart from a power-off", async () => {
   const { world, def, mk, xlLogDir } = setup();
   const b = mk();

@@ -40,6 +40,8 @@ export interface XenBackendOptions {
   /** Time limits of xl commands. */
   createTimeoutMs?: number;
   commandTimeoutMs?: number;
+  /** How long a start waits for a dying domain of the same name to be gone (default 30 s). */
+  nameFreeTimeoutMs?: number;
   /** Safety-net poll of `xl list -l` besides the xenstore watch (default 10 s; 0 = off). */
   pollMs?: number;
   /** dom0's USB device at a sysfs bus id ("1-1"): its bus number and address (default: sysfs). */
@@ -194,6 +196,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         'InvalidState',
         `a Xen domain named '${def.id}' already exists (domid ${clash.domid}) but is not tracked; destroy it or restart vm-daemon to adopt it`,
       );
+    await this.waitForNameFree(def.id);
     writeFileSync(f.cfg, text, { mode: 0o640 });
     for (const p of [f.qmp, f.inputQmp, f.vnc, join(this.dumpDir, def.id)]) rmSync(p, { force: true });
     this.ensureWatching();
@@ -216,6 +219,28 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
       adopted: false,
       state: 'running',
     };
+  }
+
+  /**
+   * Waits until no domain holds the name `id`. A domain gone from `xl list -l` can still hold it
+   * while Xen tears it down (xl destroys a rebooted guest's domain, on_reboot = "destroy"), and an
+   * `xl create` in that window fails in libxl's rename of the new domain ("cannot make domain: -6",
+   * seen in CI when a rebooted HVM guest was started again at once). `xl domid <name>` looks the
+   * name up as libxl's rename does, dying domains included.
+   */
+  private async waitForNameFree(id: string): Promise<void> {
+    const bound = this.opts.nameFreeTimeoutMs ?? 30_000;
+    const end = Date.now() + bound;
+    for (;;) {
+      const r = await this.runner.run('xl', ['domid', id], this.cmdMs);
+      if (r.code !== 0) return;
+      if (Date.now() >= end)
+        throw new BulkheadError(
+          'BackendFailed',
+          `the Xen domain ${r.stdout.trim()} still holds the name '${id}' ${bound / 1000} s after it left xl's list (Xen is still destroying it); start it again later`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
