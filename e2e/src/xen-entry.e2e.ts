@@ -115,8 +115,62 @@ async function connectKiosk(): Promise<void> {
 const consoleLines = async (id: string, word: string) =>
   (await m.serial.check(`grep -a '${word}' /var/log/xen/console/guest-${id}.log || true`))
     .split('\n')
-    .map((l) => l.trim())
+    .map((l) => l.replace(XENCONSOLED_TIME, '').trim())
     .filter((l) => l.startsWith(word));
+
+/** xenconsoled's stamp at the start of each line of a guest's log (test layer: --timestamp=guest). */
+const XENCONSOLED_TIME = /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /;
+
+/**
+ * `id`'s current domain has booted: its console log (xenconsoled writes "Logfile Opened" when a new
+ * domain's console connects, one log per name across domains) has the guest's READY after the last
+ * such line. A READY of an earlier domain of the same name does not count.
+ */
+async function upSinceItsDomainStarted(id: string): Promise<boolean> {
+  const marks = await m.serial.check(
+    `grep -a -e 'Logfile Opened' -e 'BULKHEAD-LINUX-GUEST READY' /var/log/xen/console/guest-${id}.log | tail -n 1 || true`,
+  );
+  return marks.includes('BULKHEAD-LINUX-GUEST READY');
+}
+
+/** How many times vm-daemon has seen business's guest reboot since dom0 booted (its journal). */
+async function businessReboots(): Promise<number> {
+  const n = await m.serial.check(
+    "journalctl -b -o cat -u bulkhead-vm-daemon | grep -c 'business: the guest rebooted' || true",
+  );
+  return Number(n.trim()) || 0;
+}
+
+/**
+ * Runs a scenario that involves business, once more if it failed while business's guest rebooted.
+ * Under TCG the HVM guest sometimes triple-faults (Xen: "dNv0 Triple fault - invoking HVM shutdown
+ * action 1"): twice in one CI run, once in ~8 local ones, early in its boot or a minute into its
+ * run; the cause is not known (TCG's emulation of AMD-V is the suspect: the same guest under KVM
+ * or as PV never did). For Xen that is a reboot; vm-daemon starts the guest again (scenario 10
+ * tests that), but a scenario's keys or USB stick meanwhile went to a domain that is gone. The
+ * reboot is said in the output with Xen's line; a failure without a reboot, or a second failure,
+ * fails the test.
+ */
+async function despiteBusinessReboot(scenario: () => Promise<void>): Promise<void> {
+  const before = await businessReboots();
+  try {
+    await scenario();
+  } catch (e) {
+    const after = await businessReboots().catch(() => before);
+    if (after === before) throw e;
+    const xen = await m.outputOf("xl dmesg | grep -a 'Triple fault' | tail -n 3");
+    console.log(
+      `business's guest rebooted ${after - before} time(s) during the scenario (${xen.trim()}); it failed with: ${(e as Error).message.split('\n')[0]}; run again once business is up`,
+    );
+    await waitFor(
+      'business running again and READY on its new domain',
+      async () => (await m.vmState('business')) === 'running' && (await upSinceItsDomainStarted('business')),
+      420_000,
+      3000,
+    );
+    await scenario();
+  }
+}
 
 /** The centre pixel of a tile's thumbnail, read in the page from the image the switcher shows. */
 const thumbCentre = (id: string) =>
@@ -265,91 +319,94 @@ async function personalActive(): Promise<void> {
   await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
 }
 
-test("6. keys at the outer keyboard reach only the active guest's kernel, PV (personal) and HVM (business) alike; PV -> HVM -> PV by hotkey, and the hotkeys reach neither", async () => {
-  await personalActive();
-  const p0 = (await m.xenGuestInput('personal')).length;
-  const b0 = (await m.xenGuestInput('business')).length;
-  await m.keys(['a'], ['s'], ['d']);
-  await waitFor(
-    'personal (PV) got a s d',
-    async () => (await m.xenGuestInput('personal')).length >= p0 + 6,
-    60_000,
-    500,
-  );
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
-  await m.keys(['j'], ['k'], ['l']);
-  await waitFor(
-    'business (HVM) got j k l',
-    async () => (await m.xenGuestInput('business')).length >= b0 + 6,
-    60_000,
-    500,
-  );
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active again', async () => (await m.activeVm()) === VM('personal'), 120_000);
-  await m.keys(['f']);
-  await waitFor(
-    'personal (PV) got f after the switch back',
-    async () => (await m.xenGuestInput('personal')).length >= p0 + 8,
-    60_000,
-    500,
-  );
-  await new Promise((r) => setTimeout(r, 3000));
-  const p = (await m.xenGuestInput('personal')).slice(p0);
-  const b = (await m.xenGuestInput('business')).slice(b0);
-  // EV_KEY (type 1): KEY_A 30, KEY_S 31, KEY_D 32, KEY_F 33, KEY_J 36, KEY_K 37, KEY_L 38; press 1,
-  // release 0. Nothing of either chord (KEY_LEFTCTRL 29, KEY_1 2, KEY_2 3) reached either guest.
-  assert.deepEqual(
-    p,
-    ['1 30 1', '1 30 0', '1 31 1', '1 31 0', '1 32 1', '1 32 0', '1 33 1', '1 33 0'],
-    'personal: a s d, then f, only',
-  );
-  assert.deepEqual(b, ['1 36 1', '1 36 0', '1 37 1', '1 37 0', '1 38 1', '1 38 0'], 'business: j k l only');
-});
+test("6. keys at the outer keyboard reach only the active guest's kernel, PV (personal) and HVM (business) alike; PV -> HVM -> PV by hotkey, and the hotkeys reach neither", async () =>
+  despiteBusinessReboot(async () => {
+    await personalActive();
+    const p0 = (await m.xenGuestInput('personal')).length;
+    const b0 = (await m.xenGuestInput('business')).length;
+    await m.keys(['a'], ['s'], ['d']);
+    await waitFor(
+      'personal (PV) got a s d',
+      async () => (await m.xenGuestInput('personal')).length >= p0 + 6,
+      60_000,
+      500,
+    );
+    await m.keys(['ctrl', '2']);
+    await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+    await m.keys(['j'], ['k'], ['l']);
+    await waitFor(
+      'business (HVM) got j k l',
+      async () => (await m.xenGuestInput('business')).length >= b0 + 6,
+      60_000,
+      500,
+    );
+    await m.keys(['ctrl', '1']);
+    await waitFor('Personal active again', async () => (await m.activeVm()) === VM('personal'), 120_000);
+    await m.keys(['f']);
+    await waitFor(
+      'personal (PV) got f after the switch back',
+      async () => (await m.xenGuestInput('personal')).length >= p0 + 8,
+      60_000,
+      500,
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    const p = (await m.xenGuestInput('personal')).slice(p0);
+    const b = (await m.xenGuestInput('business')).slice(b0);
+    // EV_KEY (type 1): KEY_A 30, KEY_S 31, KEY_D 32, KEY_F 33, KEY_J 36, KEY_K 37, KEY_L 38; press 1,
+    // release 0. Nothing of either chord (KEY_LEFTCTRL 29, KEY_1 2, KEY_2 3) reached either guest.
+    assert.deepEqual(
+      p,
+      ['1 30 1', '1 30 0', '1 31 1', '1 31 0', '1 32 1', '1 32 0', '1 33 1', '1 33 0'],
+      'personal: a s d, then f, only',
+    );
+    assert.deepEqual(b, ['1 36 1', '1 36 0', '1 37 1', '1 37 0', '1 38 1', '1 38 0'], 'business: j k l only');
+  }));
 
-test('7. each daemon SIGKILLed recovers: the same domains run (domids unchanged), the same ActiveVm, keys still reach it', async () => {
-  await personalActive();
-  const before = await m.xlDomids();
-  for (const unit of ['bulkhead-vm-daemon', 'bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
-    const pid = (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim();
-    assert.match(pid, /^[1-9]\d*$/, `${unit} runs`);
-    // The daemon's main process only (KillMode=process: the guests' QEMUs stay).
-    await m.serial.check(`kill -9 ${pid}`);
+test('7. each daemon SIGKILLed recovers: the same domains run (domids unchanged), the same ActiveVm, keys still reach it', async () =>
+  despiteBusinessReboot(async () => {
+    await personalActive();
+    const before = await m.xlDomids();
+    for (const unit of ['bulkhead-vm-daemon', 'bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
+      const pid = (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim();
+      assert.match(pid, /^[1-9]\d*$/, `${unit} runs`);
+      // The daemon's main process only (KillMode=process: the guests' QEMUs stay).
+      await m.serial.check(`kill -9 ${pid}`);
+      await waitFor(
+        `${unit} back`,
+        async () =>
+          (await m.serial.run(`systemctl is-active ${unit}`)).code === 0 &&
+          (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim() !== pid,
+        120_000,
+        1000,
+      );
+      // vm-daemon answers again once it re-adopted the domains.
+      await waitFor(
+        `vm-daemon answering after ${unit}`,
+        async () =>
+          (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
+        180_000,
+        1000,
+      );
+      assert.deepEqual(await m.xlDomids(), before, `after ${unit}: the same domains, the same domids`);
+      assert.equal(await m.activeVm(), VM('personal'), `after ${unit}: the same ActiveVm`);
+    }
+    // The seat still works end to end: input-daemon (new) sends to the guest vm-daemon (new) named.
+    const p0 = (await m.xenGuestInput('personal')).length;
+    const b0 = (await m.xenGuestInput('business')).length;
     await waitFor(
-      `${unit} back`,
-      async () =>
-        (await m.serial.run(`systemctl is-active ${unit}`)).code === 0 &&
-        (await m.serial.check(`systemctl show --no-pager -p MainPID --value ${unit}`)).trim() !== pid,
+      'z reached personal after the restarts',
+      async () => {
+        if ((await m.xenGuestInput('personal')).length < p0 + 2) await m.keys(['z']);
+        await new Promise((r) => setTimeout(r, 2000));
+        return (await m.xenGuestInput('personal')).length >= p0 + 2;
+      },
       120_000,
-      1000,
+      0,
     );
-    // vm-daemon answers again once it re-adopted the domains.
-    await waitFor(
-      `vm-daemon answering after ${unit}`,
-      async () => (await m.vmState('personal')) === 'running' && (await m.vmState('business')) === 'running',
-      180_000,
-      1000,
-    );
-    assert.deepEqual(await m.xlDomids(), before, `after ${unit}: the same domains, the same domids`);
-    assert.equal(await m.activeVm(), VM('personal'), `after ${unit}: the same ActiveVm`);
-  }
-  // The seat still works end to end: input-daemon (new) sends to the guest vm-daemon (new) named.
-  const p0 = (await m.xenGuestInput('personal')).length;
-  const b0 = (await m.xenGuestInput('business')).length;
-  await waitFor(
-    'z reached personal after the restarts',
-    async () => {
-      if ((await m.xenGuestInput('personal')).length < p0 + 2) await m.keys(['z']);
-      await new Promise((r) => setTimeout(r, 2000));
-      return (await m.xenGuestInput('personal')).length >= p0 + 2;
-    },
-    120_000,
-    0,
-  );
-  const p = (await m.xenGuestInput('personal')).slice(p0);
-  assert.deepEqual(p.slice(0, 2), ['1 44 1', '1 44 0'], 'KEY_Z pressed and released in personal');
-  assert.deepEqual((await m.xenGuestInput('business')).slice(b0), [], 'nothing reached business');
-});
+    const p = (await m.xenGuestInput('personal')).slice(p0);
+    assert.deepEqual(p.slice(0, 2), ['1 44 1', '1 44 0'], 'KEY_Z pressed and released in personal');
+    assert.deepEqual((await m.xenGuestInput('business')).slice(b0), [], 'nothing reached business');
+  }));
 
 /** Polls the outer screen (screendump only) until it shows `id`'s picture in the VM view. */
 async function screenShowsVm(id: string, name: string): Promise<void> {
@@ -371,26 +428,27 @@ async function screenShowsVm(id: string, name: string): Promise<void> {
   await m.screendump(name);
 }
 
-test("8. the VM view shows the PV guest's own screen (its framebuffer's VNC through the switcher); Ctrl+2 leaves it for business (HVM, no display)", async () => {
-  await personalActive();
-  await screenShowsVm('personal', 'view-personal');
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
-  // Business has no display (display 'none'): what matters is that personal's picture is gone.
-  const ppm = join(artifacts, 'view-business.ppm');
-  await waitFor(
-    "the screen no longer showing personal's picture",
-    async () => {
-      await m.qmp.execute('screendump', { filename: ppm });
-      const seen = classify(readPpm(ppm), imageVms);
-      return !(seen.kind === 'vm' && seen.id === 'personal');
-    },
-    60_000,
-    500,
-  );
-  unlinkSync(ppm);
-  await m.screendump('view-business');
-});
+test("8. the VM view shows the PV guest's own screen (its framebuffer's VNC through the switcher); Ctrl+2 leaves it for business (HVM, no display)", async () =>
+  despiteBusinessReboot(async () => {
+    await personalActive();
+    await screenShowsVm('personal', 'view-personal');
+    await m.keys(['ctrl', '2']);
+    await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+    // Business has no display (display 'none'): what matters is that personal's picture is gone.
+    const ppm = join(artifacts, 'view-business.ppm');
+    await waitFor(
+      "the screen no longer showing personal's picture",
+      async () => {
+        await m.qmp.execute('screendump', { filename: ppm });
+        const seen = classify(readPpm(ppm), imageVms);
+        return !(seen.kind === 'vm' && seen.id === 'personal');
+      },
+      60_000,
+      500,
+    );
+    unlinkSync(ppm);
+    await m.screendump('view-business');
+  }));
 
 /** The vendor:product ids on `id`'s latest `BULKHEAD-USB` console line ([] for none or no line yet). */
 async function guestUsb(id: string): Promise<{ lines: string[]; now: string[] }> {
@@ -405,118 +463,132 @@ async function guestUsb(id: string): Promise<{ lines: string[]; now: string[] }>
 /** QEMU's usb-storage: vendor 46f4, product 0001. */
 const STICK = '46f4:0001';
 
-test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM) in the USB panel, shows in its kernel and in no other; to personal (PV) it is refused by name', async () => {
-  await connectKiosk();
-  await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000);
-  await m.plugUsbStick();
-  await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
-  const held = (who: string) =>
-    page.getByRole('listitem', { name: new RegExp(`HARDDRIVE.*held by ${who}`, 'i') });
-  await held('Control Domain').waitFor({ timeout: 90_000 });
-  await m.screendump('usb-stick-in-panel');
-  // Personal is a PV guest: no USB (Debian's kernel lacks the pvUSB front end). The request fails
-  // with the reason on screen, and the stick stays with the Control Domain.
-  await held('Control Domain').getByRole('combobox').selectOption({ label: 'Personal' });
-  const toast = page.locator('.toast[role="alert"]').filter({ hasText: /cannot take USB devices/ });
-  await toast.waitFor({ timeout: 90_000 });
-  const said = (await toast.textContent()) ?? '';
-  assert.match(said, /PV guest cannot take USB devices/, `the refusal names why: ${said}`);
-  await m.screendump('usb-refused-personal');
-  await held('Control Domain').waitFor({ timeout: 30_000 });
-  // Business is HVM: its device model's emulated EHCI controller takes it (xl usbdev-attach).
-  await held('Control Domain').getByRole('combobox').selectOption({ label: 'Business' });
-  await held('Business').waitFor({ timeout: 120_000 });
-  await waitFor(
-    "the stick on business's console (its kernel's USB devices)",
-    async () => (await guestUsb('business')).now.includes(STICK),
-    120_000,
-    2000,
-  );
-  await m.screendump('usb-stick-on-business');
-  const p = await guestUsb('personal');
-  assert.ok(
-    p.lines.every((l) => !l.includes(STICK)),
-    `never in personal's kernel: ${p.lines.join(' | ')}`,
-  );
-  const listed = await m.serial.check('xl usb-list business');
-  assert.match(listed, /Port \d+: Bus \d+ Device \d+/, `xl lists the stick on business: ${listed}`);
-});
-
-test("10. a guest's reboot starts it again on a new domain (guest-reboot), and the other domains are untouched", async () => {
-  // A third PV guest (the Linux test guest), made by a VM file the test writes into the admin's
-  // directory. `xl reboot` asks its kernel over xenstore (control/shutdown) as a person typing
-  // "reboot" in it would end up doing: the test guest has no /sbin/reboot, so its kernel restarts
-  // itself ("forcing the issue"), and Xen ends the domain with reason code 1, a reboot. (A kernel
-  // panic is no test of this: a PV kernel reports a panic to Xen as a crash.)
-  const before = await m.xlDomids();
-  const file = {
-    $comment: 'xen-entry.e2e scenario 10: a guest that is rebooted once.',
-    id: 'rebooter',
-    name: 'Rebooter',
-    slot: 9,
-    kind: 'personal',
-    color: '#777777',
-    memoryMiB: 256,
-    vcpus: 1,
-    disks: [],
-    network: 'none',
-    display: 'none',
-    autostart: false,
-    gpu: null,
-    usbAutoAttach: false,
-    backend: 'xen',
-    kernel: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/vmlinuz',
-    append: 'console=hvc0 quiet bulkhead.name=Rebooter bulkhead.color=777777',
-  };
-  const put = (name: string, text: string) =>
-    m.serial.check(`echo ${Buffer.from(text).toString('base64')} | base64 -d > /etc/bulkhead/vms/${name}`);
-  await put(
-    'rebooter.xen',
-    JSON.stringify({ type: 'pv', ramdisk: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/initrd.img' }),
-  );
-  await put('rebooter.json', JSON.stringify(file));
-  try {
+test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM) in the USB panel, shows in its kernel and in no other; to personal (PV) it is refused by name', async () =>
+  despiteBusinessReboot(async () => {
+    await connectKiosk();
+    await m.keys(['ctrl', '0']);
+    await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000);
+    // Plugged already when this is the run again after business rebooted (the stick then went back
+    // to the Control Domain with the domain that held it).
+    const peripherals = await m.qmp.execute<Array<{ name: string }>>('qom-list', {
+      path: '/machine/peripheral',
+    });
+    if (!peripherals.some((p) => p.name === 'stick0')) await m.plugUsbStick();
+    await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
+    const held = (who: string) =>
+      page.getByRole('listitem', { name: new RegExp(`HARDDRIVE.*held by ${who}`, 'i') });
+    await held('Control Domain').waitFor({ timeout: 90_000 });
+    await m.screendump('usb-stick-in-panel');
+    // Personal is a PV guest: no USB (Debian's kernel lacks the pvUSB front end). The request fails
+    // with the reason on screen, and the stick stays with the Control Domain.
+    await held('Control Domain').getByRole('combobox').selectOption({ label: 'Personal' });
+    const toast = page.locator('.toast[role="alert"]').filter({ hasText: /cannot take USB devices/ });
+    await toast.waitFor({ timeout: 90_000 });
+    const said = (await toast.textContent()) ?? '';
+    assert.match(said, /PV guest cannot take USB devices/, `the refusal names why: ${said}`);
+    await m.screendump('usb-refused-personal');
+    await held('Control Domain').waitFor({ timeout: 30_000 });
+    // Business is HVM: its device model's emulated EHCI controller takes it (xl usbdev-attach).
+    await held('Control Domain').getByRole('combobox').selectOption({ label: 'Business' });
+    await held('Business').waitFor({ timeout: 120_000 });
     await waitFor(
-      'vm-daemon loaded rebooter.json',
-      async () => (await m.vmState('rebooter')) === 'stopped',
-      60_000,
-      1000,
-    );
-    await m.serial.check(
-      `busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Start 'a{sv}' 0`,
-    );
-    const first = (await m.xlDomids()).rebooter;
-    assert.ok(first > 0, 'rebooter runs as a domain');
-    await m.serial.check('xl reboot rebooter');
-    const second = await waitFor(
-      'rebooter running again on a new domain',
-      async () => {
-        const now = (await m.xlDomids()).rebooter;
-        return now && now !== first && (await m.vmState('rebooter')) === 'running' && now;
-      },
-      300_000,
+      "the stick on business's console (its kernel's USB devices)",
+      async () => (await guestUsb('business')).now.includes(STICK),
+      120_000,
       2000,
     );
-    console.log(`rebooter: domain ${first} rebooted, running again as domain ${second}`);
-    assert.equal(await m.vmProperty('rebooter', 'LastError'), '');
-    const shut = await m.serial.check(
-      `cat /var/log/xen/xl-rebooter.log* | grep -a "Domain ${first} has shut down, reason code" || true`,
+    await m.screendump('usb-stick-on-business');
+    const p = await guestUsb('personal');
+    assert.ok(
+      p.lines.every((l) => !l.includes(STICK)),
+      `never in personal's kernel: ${p.lines.join(' | ')}`,
     );
-    assert.match(
-      shut,
-      new RegExp(`Domain ${first} has shut down, reason code 1 `),
-      `xl logged a reboot: ${shut}`,
+    const listed = await m.serial.check('xl usb-list business');
+    assert.match(listed, /Port \d+: Bus \d+ Device \d+/, `xl lists the stick on business: ${listed}`);
+  }));
+
+test("10. a guest's reboot starts it again on a new domain (guest-reboot), and the other domains are untouched", async () =>
+  despiteBusinessReboot(async () => {
+    // A third PV guest (the Linux test guest), made by a VM file the test writes into the admin's
+    // directory. `xl reboot` asks its kernel over xenstore (control/shutdown) as a person typing
+    // "reboot" in it would end up doing: the test guest has no /sbin/reboot, so its kernel restarts
+    // itself ("forcing the issue"), and Xen ends the domain with reason code 1, a reboot. (A kernel
+    // panic is no test of this: a PV kernel reports a panic to Xen as a crash.)
+    const before = await m.xlDomids();
+    const rebooterRestarts = async () =>
+      Number(
+        (
+          await m.serial.check(
+            'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
+          )
+        ).trim(),
+      );
+    const restarts0 = await rebooterRestarts();
+    const file = {
+      $comment: 'xen-entry.e2e scenario 10: a guest that is rebooted once.',
+      id: 'rebooter',
+      name: 'Rebooter',
+      slot: 9,
+      kind: 'personal',
+      color: '#777777',
+      memoryMiB: 256,
+      vcpus: 1,
+      disks: [],
+      network: 'none',
+      display: 'none',
+      autostart: false,
+      gpu: null,
+      usbAutoAttach: false,
+      backend: 'xen',
+      kernel: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/vmlinuz',
+      append: 'console=hvc0 quiet bulkhead.name=Rebooter bulkhead.color=777777',
+    };
+    const put = (name: string, text: string) =>
+      m.serial.check(`echo ${Buffer.from(text).toString('base64')} | base64 -d > /etc/bulkhead/vms/${name}`);
+    await put(
+      'rebooter.xen',
+      JSON.stringify({ type: 'pv', ramdisk: '/opt/bulkhead/apps/vm-daemon/guest/build/linux/initrd.img' }),
     );
-    const restarts = await m.serial.check(
-      'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
-    );
-    assert.equal(restarts.trim(), '1', 'vm-daemon started it again once');
-    const after = await m.xlDomids();
-    delete after.rebooter;
-    assert.deepEqual(after, before, 'personal and business run on, the same domains');
-  } finally {
-    await m.serial.run(`busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Kill`);
-    await m.serial.run('rm -f /etc/bulkhead/vms/rebooter.json /etc/bulkhead/vms/rebooter.xen');
-  }
-});
+    await put('rebooter.json', JSON.stringify(file));
+    try {
+      await waitFor(
+        'vm-daemon loaded rebooter.json',
+        async () => (await m.vmState('rebooter')) === 'stopped',
+        60_000,
+        1000,
+      );
+      await m.serial.check(
+        `busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Start 'a{sv}' 0`,
+      );
+      const first = (await m.xlDomids()).rebooter;
+      assert.ok(first > 0, 'rebooter runs as a domain');
+      await m.serial.check('xl reboot rebooter');
+      const second = await waitFor(
+        'rebooter running again on a new domain',
+        async () => {
+          const now = (await m.xlDomids()).rebooter;
+          return now && now !== first && (await m.vmState('rebooter')) === 'running' && now;
+        },
+        300_000,
+        2000,
+      );
+      console.log(`rebooter: domain ${first} rebooted, running again as domain ${second}`);
+      assert.equal(await m.vmProperty('rebooter', 'LastError'), '');
+      const shut = await m.serial.check(
+        `cat /var/log/xen/xl-rebooter.log* | grep -a "Domain ${first} has shut down, reason code" || true`,
+      );
+      assert.match(
+        shut,
+        new RegExp(`Domain ${first} has shut down, reason code 1 `),
+        `xl logged a reboot: ${shut}`,
+      );
+      const restarts = await rebooterRestarts();
+      assert.equal(restarts - restarts0, 1, 'vm-daemon started it again once');
+      const after = await m.xlDomids();
+      delete after.rebooter;
+      assert.deepEqual(after, before, 'personal and business run on, the same domains');
+    } finally {
+      await m.serial.run(`busctl call org.bulkhead.VmManager1 ${VM('rebooter')} org.bulkhead.Vm1 Kill`);
+      await m.serial.run('rm -f /etc/bulkhead/vms/rebooter.json /etc/bulkhead/vms/rebooter.xen');
+    }
+  }));

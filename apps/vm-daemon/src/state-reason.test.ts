@@ -103,12 +103,21 @@ test("a guest's reboot starts it again (guest-reboot), and a reboot loop leaves 
     assert.deepEqual(reason(manager), ['stopped', 'guest-reboot']);
     assert.equal(starts(), 3);
     assert.match(vmProperties(manager, 'personal').LastError, /rebooted 3 times within 120 s/);
+    // A person's Start after the loop begins a new count: two reboots are restarts again.
+    await manager.start('personal');
+    rebooted();
+    await settled();
+    rebooted();
+    await settled();
+    assert.deepEqual(reason(manager), ['running', 'started'], 'still restarted after a new Start');
+    assert.equal(starts(), 6);
     // A power-off without the reboot detail stays a stop.
+    await manager.kill('personal');
     await manager.start('personal');
     backend.emit('state', 'personal', 'stopped', 'domain 1: the guest powered off', {});
     await settled();
     assert.deepEqual(reason(manager), ['stopped', 'guest-shutdown']);
-    assert.equal(starts(), 4);
+    assert.equal(starts(), 7);
   } finally {
     done();
   }

@@ -127,7 +127,10 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       log: opts.log,
     });
     this.registry.on('vm-added', (id) => this.emit('vm-added', id));
-    this.registry.on('vm-removed', (id) => this.emit('vm-removed', id));
+    this.registry.on('vm-removed', (id) => {
+      this.reboots.delete(id);
+      this.emit('vm-removed', id);
+    });
     this.registry.on('vm-changed', (id, props) => this.emit('vm-changed', id, props));
     this.registry.on('config-errors-changed', () => this.emit('manager-changed', ['ConfigErrors']));
     this.focus = new SerialInputFocus(opts.input);
@@ -357,7 +360,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       return;
     }
     this.log.warn(`${e.def.id}: the guest rebooted; starting it again`);
-    this.start(e.def.id).catch((err: Error) =>
+    this.start(e.def.id, { afterReboot: true }).catch((err: Error) =>
       this.log.error(`${e.def.id}: starting again after its reboot failed: ${err.message}`),
     );
   }
@@ -469,8 +472,14 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
 
   // ---------------------------------------------------------------- lifecycle
 
-  async start(id: string): Promise<void> {
+  /**
+   * Starts VM `id`. Any start but the core's own after a guest's reboot (a person's Start, a switch
+   * to a stopped VM, autostart) begins a new count of reboots: after a reboot loop left it stopped,
+   * a person who starts it again gets the full REBOOT_LOOP_COUNT, not one reboot before it stops.
+   */
+  async start(id: string, opts: { afterReboot?: boolean } = {}): Promise<void> {
     const e = this.get(id);
+    if (!opts.afterReboot) this.reboots.delete(id);
     if (e.placeholder) throw new BulkheadError('InvalidConfig', e.configError);
     if (e.state === 'starting' && e.starting) return e.starting;
     if (e.diskJob)
