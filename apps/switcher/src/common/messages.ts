@@ -86,3 +86,15 @@ export const STATE_LABELS: Record<string, string> = {
   crashed: 'Crashed',
 };
 export const stateLabel = (s: string): string => STATE_LABELS[s] ?? s;
+
+/** What the tile and the VM view say of a running VM without a screen (Vm1.Display none). */
+export const NO_SCREEN_LABEL = 'No screen — console only';
+
+/**
+ * What a running GPU VM's tile says instead of a thumbnail: its picture is drawn by the graphics
+ * card passed through to it, which the Control Domain cannot capture (the device model's emulated
+ * screen is not that picture), so no thumbnail is asked for (docs/gpu-handoff.md).
+ */
+export const GPU_SCREEN_LABEL = 'Its picture is on its graphics card';
+/** The same while it holds the graphics card: the panel shows it right now. */
+export const GPU_ON_SCREEN_LABEL = 'On the screen now';

@@ -1,7 +1,7 @@
 import { useEffect, useRef, type CSSProperties, type KeyboardEvent } from 'react';
 import type { ConfigErrorModel, VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
-import { stateLabel } from '../../common/messages';
+import { GPU_ON_SCREEN_LABEL, GPU_SCREEN_LABEL, NO_SCREEN_LABEL, stateLabel } from '../../common/messages';
 import { isLocked } from '../store';
 import { useActions, useUi } from './context';
 import { Icon } from './icons';
@@ -46,7 +46,7 @@ function Tile({ vm }: { vm: VmModel }) {
         onClick={() => !locked && !unavailable && void actions.switchTo(vm.path)}
       >
         <span className="tile-screen">
-          {thumb && vm.state === 'running' ? (
+          {thumb && vm.state === 'running' && !vm.hasGpu ? (
             <img className="tile-thumb" alt="" src={`data:image/png;base64,${thumb}`} draggable={false} />
           ) : (
             <span className="tile-placeholder">
@@ -55,10 +55,15 @@ function Tile({ vm }: { vm: VmModel }) {
                 {unavailable
                   ? 'Not on this boot entry'
                   : vm.state === 'running'
-                    ? // Vm1.Display none: no screen will ever come (and none is asked for).
-                      vm.display === 'none'
-                      ? 'No screen — console only'
-                      : 'Waiting for the screen…'
+                    ? // Its own graphics card draws its picture: none to capture (none is asked for).
+                      vm.hasGpu
+                      ? ownsScreen
+                        ? GPU_ON_SCREEN_LABEL
+                        : GPU_SCREEN_LABEL
+                      : // Vm1.Display none: no screen will ever come (and none is asked for).
+                        vm.display === 'none'
+                        ? NO_SCREEN_LABEL
+                        : 'Waiting for the screen…'
                     : vm.state === 'stopped'
                       ? 'Select to start'
                       : stateLabel(vm.state)}

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState, type CSSProperties, type ReactNode } from 'react';
 import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
+import { NO_SCREEN_LABEL } from '../../common/messages';
 import {
   EV_KEY,
   EV_REL,
@@ -210,7 +211,7 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
         <BatteryIndicator />
         <span className="vm-bar-status" role="status">
           {noScreen
-            ? 'No screen — console only'
+            ? NO_SCREEN_LABEL
             : display === 'live'
               ? inject
                 ? 'Keyboard and mouse go to this machine'
