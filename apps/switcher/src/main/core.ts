@@ -150,7 +150,9 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
       for (const vm of this.state.snapshot().vms) {
         // A VM without a screen (Vm1.Display none: console only) has nothing to capture: asking
         // would only cost a call to its device model every round and fail the same way each time.
-        if (vm.state !== 'running' || vm.display === 'none') {
+        // A VM with a passed-through GPU draws on that card, which the device model's screen is
+        // not: its capture would be a blank or stale emulated screen, so none is taken either.
+        if (vm.state !== 'running' || vm.display === 'none' || vm.hasGpu) {
           this.lastThumb.delete(vm.path);
           continue;
         }

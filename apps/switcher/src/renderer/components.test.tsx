@@ -213,6 +213,21 @@ test('a running VM without a screen (Display none) says so on its tile instead o
   assert.match(stopped, /<span class="tile-placeholder-text">Select to start<\/span>/);
 });
 
+test("a running GPU VM's tile says where its picture is instead of a thumbnail, and when it is on the screen", () => {
+  const gamer = vm('gamer', { slot: 3, hasGpu: true });
+  const tileOf = (html: string) => /<button[^>]*data-vm="gamer".*?<\/button>/s.exec(html)?.[0] ?? '';
+  const away = tileOf(
+    decode(
+      render({ snapshot: snap({ vms: [gamer], gpuHolder: '/' }), thumbnails: { [gamer.path]: 'iVBORw0K' } }),
+    ),
+  );
+  assert.doesNotMatch(away, /tile-thumb/, 'no thumbnail even if one came: it would not be its picture');
+  assert.match(away, /<span class="tile-placeholder-text">Its picture is on its graphics card<\/span>/);
+  const holding = tileOf(decode(render({ snapshot: snap({ vms: [gamer], gpuHolder: gamer.path }) })));
+  assert.match(holding, /<span class="tile-placeholder-text">On the screen now<\/span>/);
+  assert.match(holding, /Owns the screen/);
+});
+
 test('the view of a VM without a screen shows a card saying so and the way back, not a wait for its picture', () => {
   const vms = [
     vm('personal'),
