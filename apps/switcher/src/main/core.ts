@@ -62,6 +62,8 @@ const THUMB_QUIET_MS = 1500;
  * 2026-12-01). One decode per VM every 10 s costs little.
  */
 const THUMB_REFRESH_MS = 10_000;
+/** How long one thumbnail's Vm1.Screenshot may take (see takeThumbnails). */
+const SCREENSHOT_TIMEOUT_MS = 20_000;
 
 export class SwitcherCore extends TypedEmitter<CoreEvents> {
   readonly state: DaemonState;
@@ -157,8 +159,12 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
           continue;
         }
         try {
+          // 20 s: on a Xen dom0 under TCG a screenshot (QEMU's PPM, encoded to PNG by vm-daemon)
+          // took over 5 s while the guests booted, and a call given up on is work thrown away:
+          // vm-daemon finishes it anyway and the next round asks again, so no thumbnail ever came
+          // (xen-entry.e2e, "no reply within 5000 ms" each round). Rounds never overlap.
           const png = (await this.client
-            .proxy(BUS_NAMES.vmManager, vm.path, 'org.bulkhead.Vm1', { timeoutMs: 5000 })
+            .proxy(BUS_NAMES.vmManager, vm.path, 'org.bulkhead.Vm1', { timeoutMs: SCREENSHOT_TIMEOUT_MS })
             .Screenshot({})) as unknown as Buffer;
           if (!png?.length) continue;
           const b64 = Buffer.from(png).toString('base64');
