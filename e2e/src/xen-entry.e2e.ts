@@ -172,17 +172,24 @@ async function despiteBusinessReboot(scenario: () => Promise<void>): Promise<voi
   }
 }
 
-/** The centre pixel of a tile's thumbnail, read in the page from the image the switcher shows. */
+/**
+ * The centre pixel of a tile's thumbnail, read in the page from the image the switcher shows (each
+ * try waits at most 10 s for the thumbnail: the caller polls, and says what it saw last).
+ */
 const thumbCentre = (id: string) =>
-  page.locator(`button[data-vm="${id}"] img.tile-thumb`).evaluate((img: HTMLImageElement) => {
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
-    const g = c.getContext('2d')!;
-    g.drawImage(img, 0, 0);
-    // Below the painted name (centred): the guest's background colour.
-    return Array.from(g.getImageData(Math.floor(c.width / 2), Math.floor(c.height * 0.85), 1, 1).data);
-  });
+  page.locator(`button[data-vm="${id}"] img.tile-thumb`).evaluate(
+    (img: HTMLImageElement) => {
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext('2d')!;
+      g.drawImage(img, 0, 0);
+      // Below the painted name (centred): the guest's background colour.
+      return Array.from(g.getImageData(Math.floor(c.width / 2), Math.floor(c.height * 0.85), 1, 1).data);
+    },
+    undefined,
+    { timeout: 10_000 },
+  );
 
 test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM domain, both of the Linux test guest; personal's tile shows its painting, business's (no display) the placeholder", async () => {
   // vm-daemon starts them at boot (autostart), one after the other: xl create under TCG twice. A
@@ -281,15 +288,25 @@ test("4. personal (slot 1) runs as a Xen PV domain, business (slot 2) as an HVM 
   // The thumbnail is vm-daemon's Screenshot of the PV guest's xen-fbfront framebuffer (the QEMU that
   // serves its vfb): its centre is the colour the guest painted.
   const personal = imageVms.find((v) => v.id === 'personal')!;
+  let lastCentre = 'no thumbnail in the tile';
   const px = await waitFor(
     "personal's thumbnail in its guest's colour",
     async () => {
       const c = await thumbCentre('personal');
+      lastCentre = `centre ${c.join(',')}`;
       return c.slice(0, 3).every((n, i) => Math.abs(n - personal.color[i]) <= 8) && c;
     },
     180_000,
     1000,
-  );
+  ).catch(async (e: Error) => {
+    // Why, in the run's own output (CI keeps no artifacts): what the switcher's core logged of its
+    // screenshots, and whether vm-daemon gives one when asked directly.
+    const why = await m.outputOf(
+      "journalctl -b --no-pager -u bulkhead-switcher | grep -iE 'screenshot|thumbnail|error' | tail -n 15; " +
+        `busctl --timeout=30 call org.bulkhead.VmManager1 ${VM('personal')} org.bulkhead.Vm1 Screenshot 'a{sv}' 0 | cut -c1-60`,
+    );
+    throw new Error(`${e.message} (last: ${lastCentre})\n${why}`);
+  });
   assert.ok(px);
   // Business has display 'none' (no emulated VGA: dom0-rootfs/vms/business-xen.json), published as
   // Vm1.Display none: no picture (the switcher asks for none), its tile keeps the placeholder with
