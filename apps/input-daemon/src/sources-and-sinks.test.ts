@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@bulkhead/common';
@@ -109,6 +110,37 @@ test('a replay file goes through the same parser; a truncated tail is reported',
   assert.equal(frames.length, 300);
   assert.match(warnings[0], /10 trailing bytes/);
   await assert.rejects(new ReplaySource(join(file, 'nope')).start(), /replay .*nope/);
+});
+
+test('a FIFO replays as a live device: each frame as it is written, split records joined, a writer that leaves ends nothing', async () => {
+  const fifo = join(mkdtempSync(join(tmpdir(), 'replay-fifo-')), 'kbd.fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const src = new ReplaySource(fifo, 'keyboard');
+  const frames: Frame[] = [];
+  src.on('frame', (fr) => frames.push(fr));
+  await src.start();
+  const waitFrames = async (n: number) => {
+    for (let i = 0; i < 200 && frames.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(frames.length, n);
+  };
+  // A writer writes a press, then closes: the frame arrives, and the source does not end.
+  let w = openSync(fifo, 'w');
+  const press = encodeEvents([ev(EV_KEY, 30, 1)]);
+  writeSync(w, press.subarray(0, 10));
+  writeSync(w, press.subarray(10));
+  closeSync(w);
+  await waitFrames(1);
+  // Another writer later: its release still arrives.
+  w = openSync(fifo, 'w');
+  writeSync(w, encodeEvents([ev(EV_KEY, 30, 0)]));
+  closeSync(w);
+  await waitFrames(2);
+  assert.deepEqual(
+    frames.map((f) => f.filter((e) => e.type === EV_KEY).map((e) => [e.code, e.value])),
+    [[[30, 1]], [[30, 0]]],
+  );
+  await src.stop();
+  await src.done;
 });
 
 test('the evdev seat survives a directory of non-devices and a missing directory', async () => {

@@ -1,4 +1,6 @@
+import { constants, openSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import { TypedEmitter } from '@bulkhead/common';
 import type { LedController, LedState } from '../router';
 import {
@@ -18,6 +20,11 @@ export class ReplayError extends Error {
  * /dev/input/eventN, e.g. `cat /dev/input/event3 > rec.bin`) through the same parser and pipeline
  * as live devices. Reads in odd-sized chunks on purpose: structs split across reads are the norm.
  * A trailing partial struct is reported (not silently lost).
+ *
+ * A FIFO is read as a live device instead: on the main loop as its data comes (libuv polls it, as
+ * the evdev seat polls an event node), never ending by itself (it is opened for writing too, so a
+ * writer that comes and goes is no end of input). A file read through the thread pool would add a
+ * hop per key that a keyboard's keys do not take (key-latency.bench's device path).
  */
 export class ReplaySource extends TypedEmitter<SourceEvents> implements InputSource {
   readonly seat = 'replay' as const;
@@ -42,6 +49,13 @@ export class ReplaySource extends TypedEmitter<SourceEvents> implements InputSou
   }
 
   async start(): Promise<void> {
+    let fifo = false;
+    try {
+      fifo = statSync(this.file).isFIFO();
+    } catch {
+      /* open() below says what is wrong */
+    }
+    if (fifo) return this.startLive();
     let fh;
     try {
       fh = await open(this.file, 'r');
@@ -68,8 +82,31 @@ export class ReplaySource extends TypedEmitter<SourceEvents> implements InputSou
     })();
   }
 
+  private live: Socket | null = null;
+
+  private startLive(): void {
+    let fd: number;
+    try {
+      fd = openSync(this.file, constants.O_RDWR | constants.O_NONBLOCK);
+    } catch (e) {
+      throw new ReplayError(`replay ${this.file}: ${(e as Error).message}`);
+    }
+    const framer = new DeviceFramer(this.info, (f) => this.emit('frame', f, this.info));
+    const sock = new Socket({ fd, readable: true, writable: false });
+    this.live = sock;
+    sock.on('data', (chunk: Buffer) => framer.parser.push(chunk));
+    this.done = new Promise<void>((resolve) => {
+      sock.once('close', () => resolve());
+      sock.once('error', (e) => {
+        this.opts.onWarning?.(`replay ${this.file}: ${e.message}`);
+        resolve();
+      });
+    });
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    this.live?.destroy();
     await this.done.catch(() => undefined);
   }
 }
