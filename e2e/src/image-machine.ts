@@ -38,6 +38,14 @@ export interface ImageMachineOptions {
    * restores it on resume in a way cage can use (power.e2e.ts has the details).
    */
   display?: string;
+  /**
+   * The outer machine's emulated VT-d with interrupt remapping (`-device intel-iommu,intremap=on`),
+   * which Xen needs to pass a PCI device through to a guest (gpu-xen.e2e.ts; xen-harness does the
+   * same). It goes before every PCI device, not with `extraQemuArgs`: QEMU gives a device its DMA
+   * address space (and so its MSI path) when the device is made, and a device made before the IOMMU
+   * bypasses it, so its MSIs would not go through the remapping Xen sets up for it.
+   */
+  iommu?: boolean;
   /** More QEMU arguments, appended last (e.g. `-global ICH9-LPC.disable_s3=0` for S3). */
   extraQemuArgs?: string[];
   /**
@@ -201,6 +209,7 @@ export class ImageMachine {
       '2',
       '-m',
       String(this.opts.memoryMiB ?? 3072),
+      ...(this.opts.iommu ? ['-device', 'intel-iommu,intremap=on'] : []),
       '-drive',
       `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
       '-drive',
