@@ -122,3 +122,34 @@ test("a guest's reboot starts it again (guest-reboot), and a reboot loop leaves 
     done();
   }
 });
+
+test('a guest that rebooted while no daemon ran (a vm-daemon killed meanwhile) is started again by the next one', async () => {
+  const { backend, manager, done } = setup();
+  try {
+    backend.rebootedAway.set('personal', 'domain 1: the guest rebooted while vm-daemon was not running');
+    await manager.init();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(
+      backend.calls.filter((c) => c.startsWith('start')),
+      ['start personal'],
+    );
+    assert.deepEqual(reason(manager), ['running', 'started']);
+  } finally {
+    done();
+  }
+});
+
+test('a VM that nothing ended by a reboot stays stopped at init (it is not autostart)', async () => {
+  const { backend, manager, done } = setup();
+  try {
+    await manager.init();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(
+      backend.calls.filter((c) => c.startsWith('start')),
+      [],
+    );
+    assert.equal(reason(manager)[0], 'stopped');
+  } finally {
+    done();
+  }
+});

@@ -168,10 +168,16 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.accelerator = await this.backend.accelerator();
     const persisted = this.opts.state.load();
     this.reload();
+    const rebootedAway: VmEntry[] = [];
     for (const e of this.sortedEntries()) {
       if (e.placeholder || e.unavailable) continue;
       try {
         const r = await this.backend.adopt(e.def);
+        const rebooted = r ? null : (this.backend.rebootedWhileAway?.(e.def.id) ?? null);
+        if (rebooted) {
+          this.setState(e, 'stopped', 'guest-reboot', rebooted);
+          rebootedAway.push(e);
+        }
         if (r) {
           this.setState(
             e,
@@ -206,6 +212,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
     this.persist();
     if (this.opts.watchConfig !== false) this.registry.watch();
+    // A guest that rebooted while no daemon ran is started again, as if this daemon had seen it.
+    for (const e of rebootedAway) this.restartAfterReboot(e);
   }
 
   /** Start every autostart VM that is stopped, in slot order, one after the other. */

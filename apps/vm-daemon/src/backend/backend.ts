@@ -75,6 +75,11 @@ export interface VmBackend extends Pick<TypedEmitter<BackendEvents>, 'on' | 'off
   start(def: VmDefinition): Promise<RunningVm>;
   /** Find a VM that still runs from an earlier daemon process and take it over; null when none. */
   adopt(def: VmDefinition): Promise<RunningVm | null>;
+  /**
+   * After `adopt` found nothing to take over: why, when the VM's guest rebooted while no daemon
+   * ran (a backend whose reboot ends the VM, Xen's on_reboot = "destroy"), else null. Asked once.
+   */
+  rebootedWhileAway?(vmId: string): string | null;
   /** Ask the guest to power off; kill it after `timeoutMs`. Resolves when it is gone. */
   stop(vmId: string, timeoutMs: number): Promise<{ killed: boolean }>;
   kill(vmId: string): Promise<void>;

@@ -22,6 +22,8 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
   readonly vms = new Map<string, FakeVm>();
   /** Ids that `adopt` finds running, as if left by an earlier daemon process. */
   readonly survivors = new Set<string>();
+  /** Ids whose guest rebooted while no daemon ran (with why), as Xen's backend finds them. */
+  readonly rebootedAway = new Map<string, string>();
   readonly calls: string[] = [];
   private readonly failures = new Map<string, BulkheadError>();
   private nextPid = 1000;
@@ -78,6 +80,11 @@ export class FakeBackend extends TypedEmitter<BackendEvents> implements VmBacken
       adopted: true,
       state: 'running',
     };
+  }
+  rebootedWhileAway(vmId: string): string | null {
+    const why = this.rebootedAway.get(vmId) ?? null;
+    this.rebootedAway.delete(vmId);
+    return why;
   }
   async stop(vmId: string): Promise<{ killed: boolean }> {
     this.calls.push(`stop ${vmId}`);

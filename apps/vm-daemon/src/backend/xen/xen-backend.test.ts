@@ -100,6 +100,42 @@ test('a domain destroyed behind our back is reported on @releaseDomain; a core d
   await b.detachAll();
 });
 
+test("a guest that rebooted while no vm-daemon ran is found by the next daemon's adopt (rebootedWhileAway); a power-off is not", async () => {
+  const { world, def, mk, xlLogDir } = setup();
+  const first = mk();
+  await first.start(def('a'));
+  await first.start(def('b'));
+  // vm-daemon is killed; meanwhile a's guest reboots (xl destroys domain 1), b's powers off.
+  writeFileSync(join(xlLogDir, 'xl-a.log'), 'Domain 1 has shut down, reason code 1 0x1\n');
+  writeFileSync(join(xlLogDir, 'xl-b.log'), 'Domain 2 has shut down, reason code 0 0x0\n');
+  world.domains = [];
+  const next = mk();
+  assert.equal(await next.adopt(def('a')), null);
+  assert.equal(await next.adopt(def('b')), null);
+  assert.match(
+    String(next.rebootedWhileAway('a')),
+    /domain 1: the guest rebooted while vm-daemon was not running/,
+  );
+  assert.equal(next.rebootedWhileAway('a'), null, 'asked once');
+  assert.equal(next.rebootedWhileAway('b'), null);
+  await first.detachAll();
+});
+
+test("a rebooted guest's record outlives the daemon that saw the reboot, until its next start", async () => {
+  const { world, def, mk, xlLogDir } = setup();
+  const first = mk();
+  await first.start(def('a'));
+  writeFileSync(join(xlLogDir, 'xl-a.log'), 'Domain 1 has shut down, reason code 1 0x1\n');
+  world.domains = [];
+  world.fire('@releaseDomain');
+  await first.reconcileSoon();
+  // Killed before it started the guest again: the next daemon still learns of the reboot.
+  const next = mk();
+  assert.equal(await next.adopt(def('a')), null);
+  assert.match(String(next.rebootedWhileAway('a')), /domain 1: the guest rebooted/);
+  await first.detachAll();
+});
+
 test('a start waits while Xen is still destroying the last domain of the same name (a rebooted guest started again at once)', async () => {
   const { world, def, mk } = setup();
   const b = mk();

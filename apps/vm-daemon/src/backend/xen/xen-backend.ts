@@ -243,19 +243,36 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     }
   }
 
+  /** VMs whose domain rebooted while no vm-daemon ran (found by adopt), with why. */
+  private readonly rebootedAway = new Map<string, string>();
+
+  rebootedWhileAway(vmId: string): string | null {
+    const why = this.rebootedAway.get(vmId) ?? null;
+    this.rebootedAway.delete(vmId);
+    return why;
+  }
+
   async adopt(def: VmDefinition): Promise<RunningVm | null> {
     if (this.running.has(def.id)) return null;
     const dom = (await this.listDomains()).find((d) => d.name === def.id);
     const f = this.files(def.id);
-    if (!dom) {
-      rmSync(f.state, { force: true });
-      return null;
-    }
     let persisted: PersistedDomain | null = null;
     try {
       persisted = JSON.parse(readFileSync(f.state, 'utf8')) as PersistedDomain;
     } catch {
       /* no record: adopted with defaults */
+    }
+    if (!dom) {
+      // The domain the last daemon ran is gone. If its guest rebooted meanwhile (xl destroyed the
+      // domain, on_reboot = "destroy"), nobody started it again: the core asks rebootedWhileAway.
+      const domid = persisted?.domid;
+      if (Number.isInteger(domid) && this.shutdownReasonCode(def.id, domid!) === 1)
+        this.rebootedAway.set(
+          def.id,
+          `domain ${domid}: the guest rebooted while vm-daemon was not running; xl destroyed the domain (on_reboot = "destroy")`,
+        );
+      rmSync(f.state, { force: true });
+      return null;
     }
     if (persisted && persisted.domid !== dom.domid)
       this.log.warn(
@@ -383,7 +400,10 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
       d,
       () => {
         void d.qmp?.close();
-        rmSync(this.files(d.def.id).state, { force: true });
+        // A rebooted guest's record is kept until its next start writes the new one: a daemon
+        // killed before that start finds it (adopt → rebootedWhileAway) and starts it again.
+        if (d.stopRequested || this.shutdownReasonCode(d.def.id, d.domid) !== 1)
+          rmSync(this.files(d.def.id).state, { force: true });
       },
       () => {
         if (d.stopRequested)
@@ -408,7 +428,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
             reason: `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`,
           };
         }
-        switch (this.shutdownReasonCode(d)) {
+        switch (this.shutdownReasonCode(d.def.id, d.domid)) {
           case 0:
             return { state: 'stopped', reason: `domain ${d.domid}: the guest powered off` };
           case 1:
@@ -432,22 +452,22 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
   }
 
   /**
-   * How domain `d` shut down, as xl's own process for it logged before destroying it
+   * How domain `domid` of VM `id` shut down, as xl's own process for it logged before destroying it
    * (xl-<name>.log: "Domain <domid> has shut down, reason code <n> ..."; libxl's shutdown reasons:
    * 0 poweroff, 1 reboot, 2 suspend, 3 crash, 4 watchdog, 5 soft reset), or null when the log has
    * no such line for this domid (destroyed outside xl's monitor, or the log is unreadable).
    */
-  private shutdownReasonCode(d: Domain): number | null {
+  private shutdownReasonCode(id: string, domid: number): number | null {
     let text: string;
     try {
-      const file = join(this.opts.xlLogDir ?? '/var/log/xen', `xl-${d.def.id}.log`);
+      const file = join(this.opts.xlLogDir ?? '/var/log/xen', `xl-${id}.log`);
       // The log of one domain's life is a few lines; a huge one is not read whole.
       if (statSync(file).size > 1 << 20) return null;
       text = readFileSync(file, 'utf8');
     } catch {
       return null;
     }
-    const re = new RegExp(`^Domain ${d.domid} has shut down, reason code (\\d+)`, 'gm');
+    const re = new RegExp(`^Domain ${domid} has shut down, reason code (\\d+)`, 'gm');
     let code: number | null = null;
     for (const m of text.matchAll(re)) code = Number(m[1]);
     return code;
