@@ -102,8 +102,22 @@ export class UinputWriterSink implements InputSink {
     }
   }
   async close(): Promise<void> {
+    if (this.dead && this.destroyed) return;
     this.dead = true;
+    this.destroyed = true;
     this.device.destroy();
+    await this.onClose?.();
+  }
+  private destroyed = false;
+  /** Run once by close(): e.g. the fast path's QMP connection. */
+  onClose?: () => Promise<void>;
+
+  /**
+   * The reader of this device is gone (the VM's QEMU exited: a restart, a Xen guest's reboot):
+   * writes would reach nobody, so the sink is dead and the next SetFocus builds a new one.
+   */
+  readerGone(): void {
+    this.dead = true;
   }
 }
 
@@ -119,11 +133,19 @@ export async function createVmUinputSink(
   vmId: string,
   qmp: QmpConnection,
   uinputPath = '/dev/uinput',
+  /** The kernel's side (tests pass fakes: this host has no /dev/uinput). */
+  kernel: {
+    create: (spec: UinputSpec, path: string) => UinputDevice;
+    nodeOf: (sysname: string) => Promise<string>;
+  } = { create: (spec, path) => UinputDevice.create(spec, path), nodeOf: (n) => eventNodeOf(n) },
 ): Promise<UinputWriterSink> {
-  const device = UinputDevice.create(seatDeviceSpec(`bulkhead-input ${vmId}`), uinputPath);
+  const device = kernel.create(seatDeviceSpec(`bulkhead-input ${vmId}`), uinputPath);
   try {
-    const node = await eventNodeOf(device.sysname);
+    const node = await kernel.nodeOf(device.sysname);
     const id = `bulkhead-input-${vmId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    // An input-daemon before this one (killed, restarted) left its object in this QEMU, reading a
+    // uinput device that died with it: take it out, or the add fails on the duplicate id.
+    await qmp.execute('object-del', { id }).catch(() => undefined);
     await qmp.execute('object-add', {
       'qom-type': 'input-linux',
       id,
@@ -132,7 +154,11 @@ export async function createVmUinputSink(
       repeat: false,
       grab_all: false,
     });
-    return new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true);
+    const sink = new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true);
+    // QEMU reads the device only while it runs: its QMP connection closing is its end.
+    qmp.on('close', () => sink.readerGone());
+    sink.onClose = () => qmp.close().catch(() => undefined);
+    return sink;
   } catch (e) {
     device.destroy();
     throw e;

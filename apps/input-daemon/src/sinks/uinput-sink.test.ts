@@ -1,0 +1,81 @@
+/**
+ * The uinput fast path to a VM (QEMU's input-linux reading a per-VM uinput device), with fakes for
+ * the kernel's side (this host has no /dev/uinput) and for the VM's QMP connection: the sink dies
+ * with the QEMU that reads it, and a QEMU that an earlier input-daemon fed is cleared first.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { UinputDevice } from '../evdev-native';
+import { EV_KEY } from '../input-event';
+import { createVmUinputSink } from './uinput-sink';
+import type { QmpConnection } from './qmp-sink';
+
+/** A fake QMP connection: records commands, fails object-add on a duplicate id like QEMU. */
+class FakeQmp extends EventEmitter implements QmpConnection {
+  readonly commands: string[] = [];
+  readonly objects = new Set<string>();
+  closed = false;
+  send(cmd: string): void {
+    this.commands.push(cmd);
+  }
+  async execute(cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    this.commands.push(cmd);
+    const id = String(args.id);
+    if (cmd === 'object-del') {
+      if (!this.objects.delete(id)) throw new Error(`GenericError: object '${id}' not found`);
+    } else if (cmd === 'object-add') {
+      if (this.objects.has(id))
+        throw new Error(
+          `GenericError: attempt to add duplicate property '${id}' to object (type 'container')`,
+        );
+      this.objects.add(id);
+    }
+    return {};
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+    this.emit('close');
+  }
+}
+
+/** A fake uinput device: what was written, whether it was destroyed. */
+function fakeKernel() {
+  const device = { sysname: 'input42', writes: [] as Buffer[], destroyed: false };
+  const dev = {
+    sysname: device.sysname,
+    write: (b: Buffer) => (device.writes.push(b), b.length),
+    destroy: () => void (device.destroyed = true),
+  } as unknown as UinputDevice;
+  return { device, kernel: { create: () => dev, nodeOf: async () => '/dev/input/event42' } };
+}
+
+const KEY_A = [{ type: EV_KEY, code: 30, value: 1 }];
+
+test("the fast path dies with the QEMU that reads it (a VM's restart, a Xen guest's reboot): writes stop, the next SetFocus builds a new one", async () => {
+  const qmp = new FakeQmp();
+  const { device, kernel } = fakeKernel();
+  const sink = await createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel);
+  assert.equal(sink.alive, true);
+  sink.write(KEY_A);
+  assert.equal(device.writes.length, 1);
+  // The device model exits: its QMP connection closes. Keys written now would reach nobody.
+  qmp.emit('close');
+  assert.equal(sink.alive, false, 'not alive: InputService.sinkFor makes a new sink');
+  sink.write(KEY_A);
+  assert.equal(device.writes.length, 1, 'nothing written to a device nobody reads');
+  await sink.close();
+  assert.equal(device.destroyed, true, 'its uinput device goes');
+});
+
+test("a QEMU still holding an earlier input-daemon's object (that daemon was killed) gets the fast path again", async () => {
+  const qmp = new FakeQmp();
+  qmp.objects.add('bulkhead-input-business'); // left by the killed daemon
+  const { kernel } = fakeKernel();
+  const sink = await createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel);
+  assert.deepEqual(qmp.commands, ['object-del', 'object-add']);
+  assert.match(sink.description, /QEMU input-linux bulkhead-input-business/);
+  // Closing the sink closes its QMP connection too.
+  await sink.close();
+  assert.equal(qmp.closed, true);
+});
