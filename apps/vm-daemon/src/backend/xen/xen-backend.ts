@@ -396,14 +396,17 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
   /** The domain is no longer in xl's list (or no longer under its name). */
   private gone(d: Domain): void {
     const dump = join(this.dumpDir, d.def.id);
+    // How the guest ended by itself, from xl's log, read once by `ended`'s release (which runs
+    // before its classify) and used by both.
+    let endCode: number | null = null;
     this.ended(
       d,
       () => {
         void d.qmp?.close();
+        if (!d.stopRequested) endCode = this.shutdownReasonCode(d.def.id, d.domid);
         // A rebooted guest's record is kept until its next start writes the new one: a daemon
         // killed before that start finds it (adopt → rebootedWhileAway) and starts it again.
-        if (d.stopRequested || this.shutdownReasonCode(d.def.id, d.domid) !== 1)
-          rmSync(this.files(d.def.id).state, { force: true });
+        if (endCode !== 1) rmSync(this.files(d.def.id).state, { force: true });
       },
       () => {
         if (d.stopRequested)
@@ -428,7 +431,7 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
             reason: `domain ${d.domid} crashed (xl wrote a core dump: ${dump}, ${size} bytes)`,
           };
         }
-        switch (this.shutdownReasonCode(d.def.id, d.domid)) {
+        switch (endCode) {
           case 0:
             return { state: 'stopped', reason: `domain ${d.domid}: the guest powered off` };
           case 1:
