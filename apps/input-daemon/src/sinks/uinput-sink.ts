@@ -70,6 +70,7 @@ export async function eventNodeOf(sysname: string, timeoutMs = 2000): Promise<st
  */
 export class UinputWriterSink implements InputSink {
   private dead = false;
+  private destroyed = false;
   private readonly heldCtrl = new Set<number>();
   constructor(
     readonly target: string,
@@ -77,6 +78,8 @@ export class UinputWriterSink implements InputSink {
     readonly description: string,
     /** Drop ScrollLock while Ctrl is held: QEMU's grab-toggle below is Ctrl+ScrollLock. */
     private readonly suppressGrabToggle = false,
+    /** Run once by close(), after the device: e.g. closing the fast path's QMP connection. */
+    private readonly onClose?: () => Promise<void>,
   ) {}
   get alive(): boolean {
     return !this.dead;
@@ -102,15 +105,12 @@ export class UinputWriterSink implements InputSink {
     }
   }
   async close(): Promise<void> {
-    if (this.dead && this.destroyed) return;
+    if (this.destroyed) return;
     this.dead = true;
     this.destroyed = true;
     this.device.destroy();
     await this.onClose?.();
   }
-  private destroyed = false;
-  /** Run once by close(): e.g. the fast path's QMP connection. */
-  onClose?: () => Promise<void>;
 
   /**
    * The reader of this device is gone (the VM's QEMU exited: a restart, a Xen guest's reboot):
@@ -154,10 +154,11 @@ export async function createVmUinputSink(
       repeat: false,
       grab_all: false,
     });
-    const sink = new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true);
+    const sink = new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true, () =>
+      qmp.close().catch(() => undefined),
+    );
     // QEMU reads the device only while it runs: its QMP connection closing is its end.
     qmp.on('close', () => sink.readerGone());
-    sink.onClose = () => qmp.close().catch(() => undefined);
     return sink;
   } catch (e) {
     device.destroy();
