@@ -20,6 +20,17 @@ export function tileLabel(vm: VmModel, active: boolean, usbCount: number, ownsSc
   return parts.join(', ');
 }
 
+/** What a tile says where it has no thumbnail to show. */
+function placeholderText(vm: VmModel, ownsScreen: boolean): string {
+  if (vm.unavailable) return 'Not on this boot entry';
+  if (vm.state === 'stopped') return 'Select to start';
+  if (vm.state !== 'running') return stateLabel(vm.state);
+  // Its own graphics card draws its picture: none to capture (none is asked for).
+  if (vm.hasGpu) return ownsScreen ? GPU_ON_SCREEN_LABEL : GPU_SCREEN_LABEL;
+  // Vm1.Display none: no screen will ever come (and none is asked for).
+  return vm.display === 'none' ? NO_SCREEN_LABEL : 'Waiting for the screen…';
+}
+
 function Tile({ vm }: { vm: VmModel }) {
   const actions = useActions();
   const active = useUi((s) => s.snapshot.activeVm === vm.path);
@@ -51,23 +62,7 @@ function Tile({ vm }: { vm: VmModel }) {
           ) : (
             <span className="tile-placeholder">
               <span className="tile-initial">{(vm.name || vm.id).slice(0, 1).toUpperCase()}</span>
-              <span className="tile-placeholder-text">
-                {unavailable
-                  ? 'Not on this boot entry'
-                  : vm.state === 'running'
-                    ? // Its own graphics card draws its picture: none to capture (none is asked for).
-                      vm.hasGpu
-                      ? ownsScreen
-                        ? GPU_ON_SCREEN_LABEL
-                        : GPU_SCREEN_LABEL
-                      : // Vm1.Display none: no screen will ever come (and none is asked for).
-                        vm.display === 'none'
-                        ? NO_SCREEN_LABEL
-                        : 'Waiting for the screen…'
-                    : vm.state === 'stopped'
-                      ? 'Select to start'
-                      : stateLabel(vm.state)}
-              </span>
+              <span className="tile-placeholder-text">{placeholderText(vm, ownsScreen)}</span>
             </span>
           )}
           {busy && <span className="tile-busy" aria-hidden="true" />}
