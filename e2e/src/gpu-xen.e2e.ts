@@ -74,10 +74,7 @@ before(async () => {
 
 after(async () => {
   if (m?.serial) {
-    await m.saveOutput('journalctl -b --no-pager -u "bulkhead-*" | tail -n 400', 'journal-tail.txt');
-    await m.saveOutput('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
-    await m.saveOutput('dmesg | tail -n 200', 'dmesg-tail.txt');
-    await m.saveOutput('xl list; tail -n 60 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
+    await m.saveXenState();
     // In the run's own output (CI keeps no artifacts): what vm-daemon's GPU hand-off logged.
     const gpu = await m.outputOf(
       'journalctl -b --no-pager -o cat -u bulkhead-vm-daemon | grep -a -i -E "gpu|pci|kiosk" | tail -n 40 | cut -c1-220',

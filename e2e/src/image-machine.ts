@@ -408,6 +408,20 @@ export class ImageMachine {
   }
 
   /**
+   * The Xen entry's after() artifacts: the daemons' and Xen's journal, Xen's and dom0's kernel
+   * logs, the domains and the tails of their console logs.
+   */
+  async saveXenState(): Promise<void> {
+    await this.saveOutput(
+      'journalctl -b --no-pager -u "bulkhead-*" -u xen | tail -n 400',
+      'journal-tail.txt',
+    );
+    await this.saveOutput('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
+    await this.saveOutput('dmesg | tail -n 200', 'dmesg-tail.txt');
+    await this.saveOutput('xl list; tail -n 60 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
+  }
+
+  /**
    * The output of `cmd` in the root shell on the serial console (30 s bound), for a test's own
    * report (CI keeps no artifacts); words saying why when the console is gone or does not answer.
    */

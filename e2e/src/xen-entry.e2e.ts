@@ -39,10 +39,7 @@ before(async () => {
 
 after(async () => {
   if (m?.serial) {
-    await m.saveOutput('journalctl -b --no-pager -u "bulkhead-*" -u xen | tail -n 300', 'journal-tail.txt');
-    await m.saveOutput('xl dmesg | tail -n 200', 'xl-dmesg-tail.txt');
-    await m.saveOutput('dmesg | tail -n 150', 'dmesg-tail.txt');
-    await m.saveOutput('xl list; tail -n 40 /var/log/xen/console/guest-*.log', 'xen-guests-tail.txt');
+    await m.saveXenState();
     // In the run's own output too (CI keeps no artifacts): who used dom0's CPU (under TCG, dom0's
     // load sets how fast the guests boot), and the daemons' starts, adoptions and failures.
     const busiest = await m.outputOf('ps -eo pid,time,rss,args --sort=-time | head -n 12 | cut -c1-150');
@@ -133,10 +130,10 @@ async function upSinceItsDomainStarted(id: string): Promise<boolean> {
   return marks.includes('BULKHEAD-LINUX-GUEST READY');
 }
 
-/** How many times vm-daemon has seen business's guest reboot since dom0 booted (its journal). */
-async function businessReboots(): Promise<number> {
+/** How many times vm-daemon has seen VM `id`'s guest reboot since dom0 booted (its journal). */
+async function rebootsSeen(id: string): Promise<number> {
   const n = await m.serial.check(
-    "journalctl -b -o cat -u bulkhead-vm-daemon | grep -c 'business: the guest rebooted' || true",
+    `journalctl -b -o cat -u bulkhead-vm-daemon | grep -c '${id}: the guest rebooted; starting it again' || true`,
   );
   return Number(n.trim()) || 0;
 }
@@ -152,11 +149,11 @@ async function businessReboots(): Promise<number> {
  * fails the test.
  */
 async function despiteBusinessReboot(scenario: () => Promise<void>): Promise<void> {
-  const before = await businessReboots();
+  const before = await rebootsSeen('business');
   try {
     await scenario();
   } catch (e) {
-    const after = await businessReboots().catch(() => before);
+    const after = await rebootsSeen('business').catch(() => before);
     if (after === before) throw e;
     const xen = await m.outputOf("xl dmesg | grep -a 'Triple fault' | tail -n 3");
     console.log(
@@ -532,15 +529,7 @@ test("10. a guest's reboot starts it again on a new domain (guest-reboot), and t
     // itself ("forcing the issue"), and Xen ends the domain with reason code 1, a reboot. (A kernel
     // panic is no test of this: a PV kernel reports a panic to Xen as a crash.)
     const before = await m.xlDomids();
-    const rebooterRestarts = async () =>
-      Number(
-        (
-          await m.serial.check(
-            'journalctl -b --no-pager -u bulkhead-vm-daemon | grep -c "rebooter: the guest rebooted; starting it again" || true',
-          )
-        ).trim(),
-      );
-    const restarts0 = await rebooterRestarts();
+    const restarts0 = await rebootsSeen('rebooter');
     const file = {
       $comment: 'xen-entry.e2e scenario 10: a guest that is rebooted once.',
       id: 'rebooter',
@@ -599,7 +588,7 @@ test("10. a guest's reboot starts it again on a new domain (guest-reboot), and t
         new RegExp(`Domain ${first} has shut down, reason code 1 `),
         `xl logged a reboot: ${shut}`,
       );
-      const restarts = await rebooterRestarts();
+      const restarts = await rebootsSeen('rebooter');
       assert.equal(restarts - restarts0, 1, 'vm-daemon started it again once');
       const after = await m.xlDomids();
       delete after.rebooter;
