@@ -1,7 +1,7 @@
 /**
  * The uinput fast path to a VM (QEMU's input-linux reading a per-VM uinput device), with fakes for
  * the kernel's side (this host has no /dev/uinput) and for the VM's QMP connection: the sink dies
- * with the QEMU that reads it, and a QEMU that an earlier input-daemon fed is cleared first.
+ * with the QEMU that reads it; a QEMU that an earlier input-daemon fed refuses it by name.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,14 +68,23 @@ test("the fast path dies with the QEMU that reads it (a VM's restart, a Xen gues
   assert.equal(device.destroyed, true, 'its uinput device goes');
 });
 
-test("a QEMU still holding an earlier input-daemon's object (that daemon was killed) gets the fast path again", async () => {
+test("a QEMU still holding an earlier input-daemon's object refuses the fast path by name (the caller falls back to QMP), and the device is not left behind", async () => {
   const qmp = new FakeQmp();
   qmp.objects.add('bulkhead-input-business'); // left by the killed daemon
+  const { device, kernel } = fakeKernel();
+  await assert.rejects(
+    createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel),
+    /duplicate property 'bulkhead-input-business'/,
+  );
+  assert.deepEqual(qmp.commands, ['object-add']);
+  assert.equal(device.destroyed, true);
+  assert.equal(qmp.closed, false, 'the connection stays open for the QMP fallback');
+});
+
+test('closing the fast path closes its QMP connection too', async () => {
+  const qmp = new FakeQmp();
   const { kernel } = fakeKernel();
   const sink = await createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel);
-  assert.deepEqual(qmp.commands, ['object-del', 'object-add']);
-  assert.match(sink.description, /QEMU input-linux bulkhead-input-business/);
-  // Closing the sink closes its QMP connection too.
   await sink.close();
   assert.equal(qmp.closed, true);
 });

@@ -143,9 +143,10 @@ export async function createVmUinputSink(
   try {
     const node = await kernel.nodeOf(device.sysname);
     const id = `bulkhead-input-${vmId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-    // An input-daemon before this one (killed, restarted) left its object in this QEMU, reading a
-    // uinput device that died with it: take it out, or the add fails on the duplicate id.
-    await qmp.execute('object-del', { id }).catch(() => undefined);
+    // An input-daemon before this one (killed, restarted) left its object in this QEMU: the add
+    // fails on the duplicate id and the caller falls back to QMP input-send-event. (Deleting the
+    // stale object first was tried: in one CI run QEMU 7.2 then closed the QMP connection, and the
+    // fallback on that connection lost every key.)
     await qmp.execute('object-add', {
       'qom-type': 'input-linux',
       id,
