@@ -9,12 +9,12 @@ import { BusClient, ServiceHost, connectBus } from '@bulkhead/dbus';
 import { evdevAvailable, UinputDevice } from './evdev-native';
 import { HeldKeysJournal, HELD_KEYS_FILE, readHeldKeys } from './held-keys';
 import { buildChords, HotkeyMatcher, loadHotkeysFile } from './hotkeys';
-import { InputService, SWITCH_CALL_TIMEOUT_MS, type SinkFactory, type VmManagerLink } from './input-service';
+import { InputService, SWITCH_CALL_TIMEOUT_MS, type VmManagerLink } from './input-service';
 import { qmpConnector } from './qmp-wiring';
-import { QmpSink } from './sinks/qmp-sink';
 import type { InputSink } from './sinks/sink';
 import { CountingSwitcherSink } from './sinks/switcher-sink';
 import { createVmUinputSink, seatDeviceSpec, UinputWriterSink } from './sinks/uinput-sink';
+import { vmSinkFactory } from './sinks/vm-sink-factory';
 import { EvdevSeat } from './sources/evdev-seat';
 import { ReplaySource } from './sources/replay-source';
 import type { InputSource } from './sources/source';
@@ -146,22 +146,11 @@ async function main(): Promise<void> {
       log.warn(`no uinput device for the switcher (${(e as Error).message}); its input is counted only`);
     }
   }
-  const connectQmp = qmpConnector();
-  const sinkFactory: SinkFactory = {
-    async forVm(target, vmId, socket) {
-      const qmp = await connectQmp(socket);
-      if (uinput) {
-        try {
-          return await createVmUinputSink(target, vmId, qmp);
-        } catch (e) {
-          log.warn(
-            `${target}: uinput fast path failed (${(e as Error).message}); using QMP input-send-event`,
-          );
-        }
-      }
-      return new QmpSink(target, qmp, socket, { onError: (e) => log.warn(`${target}: ${e.message}`) });
-    },
-  };
+  const sinkFactory = vmSinkFactory({
+    connect: qmpConnector(),
+    fastPath: uinput ? (target, vmId, qmp) => createVmUinputSink(target, vmId, qmp) : null,
+    warn: (m) => log.warn(m),
+  });
 
   const bus = await connectBus();
   const client = new BusClient(bus, 10_000);
