@@ -117,3 +117,21 @@ export function percentile(sorted: number[], q: number): number {
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[i];
 }
+
+/**
+ * How many pixels differ between two screendumps of the same size (any channel by more than
+ * `tol`): the test of "the screen changed" where no color tells what to expect (a key the toy
+ * guest echoes on its own screen). Different sizes (a mode set) count as every pixel changed.
+ */
+export function pixelsChanged(a: Picture, b: Picture, tol = 8): number {
+  if (a.width !== b.width || a.height !== b.height) return Math.max(a.width * a.height, b.width * b.height);
+  let n = 0;
+  for (let i = 0; i < a.rgb.length; i += 3)
+    if (
+      Math.abs(a.rgb[i] - b.rgb[i]) > tol ||
+      Math.abs(a.rgb[i + 1] - b.rgb[i + 1]) > tol ||
+      Math.abs(a.rgb[i + 2] - b.rgb[i + 2]) > tol
+    )
+      n++;
+  return n;
+}
