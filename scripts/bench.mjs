@@ -69,6 +69,12 @@ if (picture?.p50Ms !== undefined) {
     `\nhotkey → picture in the image (e2e run of ${picture.at ?? 'unknown date'}, ${picture.switches} switches): p50 ${picture.p50Ms} / p95 ${picture.p95Ms} ms${echo} (goal: p95 ≤ 500 ms)`,
   );
 } else console.log('\nhotkey → picture: no image e2e run recorded yet (npm test runs it)');
+// The other figures only a booted image gives (boot to the tiles, the GPU hand-off per direction
+// beside its bare xl sequence, Lab's boot), as its e2e last recorded them; sample lists left out.
+const brief = (v) =>
+  JSON.stringify(v, (k, x) => (Array.isArray(x) && x.length > 3 ? `[${x.length} samples]` : x));
+for (const [name, value] of Object.entries(results.benchmarks))
+  if (name.startsWith('e2e/') && name !== 'e2e/hotkey-to-picture') console.log(`${name}: ${brief(value)}`);
 console.log(
   `\n${benches.length} benchmarks, ${failed} failed; numbers written to ${relative(process.cwd(), file) || file}`,
 );
