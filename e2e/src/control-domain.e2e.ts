@@ -321,8 +321,7 @@ test('2. the tiles show both VMs; clicking Personal switches to it', async () =>
   await connectKiosk();
   if ((await m.activeVm()) !== '/') {
     // Scenario 1 ends on the tiles; after a failure of its own it may not have.
-    await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
+    await m.hotkeyTo(0, '/', 'the switcher active');
   }
   await page.getByRole('button', { name: /^Personal, slot 1/ }).waitFor();
   await page.getByRole('button', { name: /^Business, slot 2/ }).waitFor();
@@ -350,8 +349,7 @@ test('3. keys reach only the active VM; Ctrl+2 switches and reaches no VM; a hel
   await waitFor('personal got a s d', async () => (await m.guestInput('personal')).length >= p0 + 6, 20_000);
   await m.button('left', true); // held across the switch
   await new Promise((r) => setTimeout(r, 300));
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
+  await m.hotkeyTo(2, VM('business'), 'Business active');
   await m.button('left', false);
   await m.keys(['j'], ['k'], ['l']);
   await waitFor('business got j k l', async () => (await m.guestInput('business')).length >= b0 + 6, 20_000);
@@ -386,8 +384,7 @@ const lockProblem = async () =>
 const unlockWithPassword = (password: string) => unlockOnLockScreen(m, page, password, 6);
 
 test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no key reaches any VM and no Switch runs until unlocked; a wrong password is refused and backs off; the right one unlocks', async () => {
-  await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
+  await m.hotkeyTo(0, '/', 'the switcher active');
   await page.getByRole('list', { name: 'Machines' }).waitFor();
   await shot('switcher-after-ctrl0');
   const p0 = (await m.guestInput('personal')).length;
@@ -433,8 +430,7 @@ test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no ke
     await m.busProperty('org.bulkhead.Input1', '/org/bulkhead/Input1', 'org.bulkhead.Input1', 'Locked'),
     /false/,
   );
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active after unlock', async () => (await m.activeVm()) === VM('personal'));
+  await m.hotkeyTo(1, VM('personal'), 'Personal active after unlock');
   await shot('unlocked-personal');
 });
 
@@ -444,8 +440,7 @@ async function nestedInfoUsb(id: string): Promise<string> {
 }
 
 test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Business, follows focus; a hot-plugged keyboard stays with input-daemon', async () => {
-  await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
+  await m.hotkeyTo(0, '/', 'the switcher active');
   await m.plugUsbStick();
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   const row = page.getByRole('listitem', { name: /HARDDRIVE.*held by Control Domain/i });
@@ -465,8 +460,7 @@ test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
   await page
     .getByRole('switch', { name: /HARDDRIVE.*follows the active machine/i })
     .click({ noWaitAfter: true });
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
+  await m.hotkeyTo(1, VM('personal'), 'Personal active');
   await waitFor(
     'the stick moved to personal',
     async () => /HARDDRIVE|usb-host/i.test(await nestedInfoUsb('personal')),
@@ -489,8 +483,7 @@ test('5. a hot-plugged USB stick appears in the USB panel, is assigned to Busine
     },
     60_000,
   );
-  await m.keys(['ctrl', '0']);
-  await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
+  await m.hotkeyTo(0, '/', 'the switcher active');
   await page.getByRole('button', { name: /USB devices/ }).click({ noWaitAfter: true });
   await page
     .getByRole('listitem', { name: /Keyboard.*held by Control Domain/i })
@@ -514,8 +507,7 @@ test('6. exclusive grab: no other reader of a grabbed keyboard sees a key', asyn
 });
 
 test('7. a daemon killed inside the image: systemd restarts it, the switcher shows the outage and recovers, the active VM and devices stay', async () => {
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
+  await m.hotkeyTo(2, VM('business'), 'Business active');
   const pids = await m.serial.check(
     'cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid',
   );
@@ -571,8 +563,7 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
   );
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached by a usb-daemon restart');
   // The seat still works: a hotkey switches and keys land in the VM.
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active after the restarts', async () => (await m.activeVm()) === VM('personal'));
+  await m.hotkeyTo(1, VM('personal'), 'Personal active after the restarts');
   const before = (await m.guestInput('personal')).length;
   await m.keys(['z']);
   await waitFor(

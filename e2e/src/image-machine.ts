@@ -329,6 +329,15 @@ export class ImageMachine {
   }
 
   /** VmManager1.ActiveVm: a VM's object path, or '/' for the switcher. */
+  /**
+   * A person's switch by hotkey: Ctrl+<slot> at the outer keyboard, then ActiveVm (read over the
+   * serial shell) is `path` ('/' for the switcher) within `timeoutMs`; `what` names it in a timeout.
+   */
+  async hotkeyTo(slot: number, path: string, what: string, timeoutMs = 60_000): Promise<void> {
+    await this.keys(['ctrl', String(slot)]);
+    await waitFor(what, async () => (await this.activeVm()) === path, timeoutMs);
+  }
+
   async activeVm(): Promise<string> {
     const out = await this.busProperty(
       'org.bulkhead.VmManager1',

@@ -179,8 +179,7 @@ test(
     );
     assert.equal(await pictureShown({ kind: 'tiles' }, 'tiles-before-sleep', 300_000), 'ok');
     // Personal's picture (a PV domain with its own screen) in the VM view before the sleep.
-    await m.keys(['ctrl', '1']);
-    await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+    await m.hotkeyTo(1, VM('personal'), 'Personal active', 120_000);
     assert.equal(await pictureShown({ kind: 'vm', id: 'personal' }, 'personal-before', 120_000), 'ok');
     // The control for the picture after the wake: the secure-attention chord locks, and the outer
     // screen shows the lock screen (no sleep involved); the password unlocks, back to Personal.
@@ -192,8 +191,7 @@ test(
       control.ms >= 0,
       `control: the lock screen before any sleep (${control.px} px of the Unlock button)`,
     );
-    await m.keys(['ctrl', '1']);
-    await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+    await m.hotkeyTo(1, VM('personal'), 'Personal active', 120_000);
     assert.equal(await pictureShown({ kind: 'vm', id: 'personal' }, 'personal-again', 120_000), 'ok');
 
     // A USB stick on Business (an HVM domain: its device model's emulated controller takes it),
@@ -263,8 +261,7 @@ test(
     assert.equal(await pictureShown({ kind: 'tiles' }, 'woken-tiles', 120_000), 'ok');
 
     // Keys reach only the active guest's kernel, after the wake as before it.
-    await m.keys(['ctrl', '2']);
-    await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+    await m.hotkeyTo(2, VM('business'), 'Business active', 120_000);
     await m.keys(['j']);
     await waitFor(
       'j in business',
@@ -272,8 +269,7 @@ test(
       60_000,
       500,
     );
-    await m.keys(['ctrl', '1']);
-    await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+    await m.hotkeyTo(1, VM('personal'), 'Personal active', 120_000);
     assert.equal(await pictureShown({ kind: 'vm', id: 'personal' }, 'woken-personal', 120_000), 'ok');
     await m.keys(['k']);
     await waitFor(

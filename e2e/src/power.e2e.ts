@@ -225,8 +225,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   // Back to the tiles: the switcher's home, which the lock brings back after the unlock.
   await page.getByRole('button', { name: /^Machines/ }).click({ noWaitAfter: true });
   await page.getByRole('list', { name: 'Machines' }).waitFor({ timeout: 60_000 });
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
+  await m.hotkeyTo(2, VM('business'), 'Business active');
   const pids = await qemuPids();
   // The control for the screen check after the wake: the secure-attention chord locks, and the
   // outer screen shows the lock screen.
@@ -239,8 +238,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   unlockRgb = (css.match(/\d+/g) ?? []).slice(0, 3).map(Number) as unknown as Rgb;
   screen.lockBeforeSleepPx = (await sw.lockScreenShown('lock-before-sleep', Date.now(), 30_000)).px;
   await unlockAtKeyboard(m, page);
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
+  await m.hotkeyTo(2, VM('business'), 'Business active');
   await shot('before-power-key');
   const logs = await serialLogs();
 
@@ -279,8 +277,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   assert.equal(await m.activeVm(), '/');
   screen.tilesAfterUnlock = await sw.pictureShown({ kind: 'tiles' }, 'woken-tiles', unlockedAt, 60_000);
   const ctrl2 = Date.now();
-  await m.keys(['ctrl', '2']);
-  await waitFor('Business active', async () => (await m.activeVm()) === VM('business'));
+  await m.hotkeyTo(2, VM('business'), 'Business active');
   screen.businessAfterWake = await sw.pictureShown(
     { kind: 'vm', id: 'business' },
     'woken-business',
@@ -293,8 +290,7 @@ test('2. the power key suspends the Control Domain with its VMs; waking brings b
   await waitFor('j in business', async () => (await m.guestInput('business')).length >= b0 + 2, 30_000);
   assert.equal((await m.guestInput('personal')).length, p0, 'nothing reached personal');
   const ctrl1 = Date.now();
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'));
+  await m.hotkeyTo(1, VM('personal'), 'Personal active');
   screen.personalAfterWake = await sw.pictureShown(
     { kind: 'vm', id: 'personal' },
     'woken-personal',

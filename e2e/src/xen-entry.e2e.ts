@@ -329,8 +329,7 @@ test('5. a click on a tile switches to that VM (ActiveVm)', async () => {
 /** Personal active (scenario 5 leaves it so; after a failure of its own, Ctrl+1 makes it so). */
 async function personalActive(): Promise<void> {
   if ((await m.activeVm()) === VM('personal')) return;
-  await m.keys(['ctrl', '1']);
-  await waitFor('Personal active', async () => (await m.activeVm()) === VM('personal'), 120_000);
+  await m.hotkeyTo(1, VM('personal'), 'Personal active', 120_000);
 }
 
 test("6. keys at the outer keyboard reach only the active guest's kernel, PV (personal) and HVM (business) alike; PV -> HVM -> PV by hotkey, and the hotkeys reach neither", async () =>
@@ -345,8 +344,7 @@ test("6. keys at the outer keyboard reach only the active guest's kernel, PV (pe
       60_000,
       500,
     );
-    await m.keys(['ctrl', '2']);
-    await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+    await m.hotkeyTo(2, VM('business'), 'Business active', 120_000);
     await m.keys(['j'], ['k'], ['l']);
     await waitFor(
       'business (HVM) got j k l',
@@ -354,8 +352,7 @@ test("6. keys at the outer keyboard reach only the active guest's kernel, PV (pe
       60_000,
       500,
     );
-    await m.keys(['ctrl', '1']);
-    await waitFor('Personal active again', async () => (await m.activeVm()) === VM('personal'), 120_000);
+    await m.hotkeyTo(1, VM('personal'), 'Personal active again', 120_000);
     await m.keys(['f']);
     await waitFor(
       'personal (PV) got f after the switch back',
@@ -446,8 +443,7 @@ test("8. the VM view shows the PV guest's own screen (its framebuffer's VNC thro
   despiteBusinessReboot(async () => {
     await personalActive();
     await screenShowsVm('personal', 'view-personal');
-    await m.keys(['ctrl', '2']);
-    await waitFor('Business active', async () => (await m.activeVm()) === VM('business'), 120_000);
+    await m.hotkeyTo(2, VM('business'), 'Business active', 120_000);
     // Business has no display (display 'none'): what matters is that personal's picture is gone.
     const ppm = join(artifacts, 'view-business.ppm');
     await waitFor(
@@ -480,8 +476,7 @@ const STICK = '46f4:0001';
 test('9. a USB stick hot-plugged at the outer machine, assigned to business (HVM) in the USB panel, shows in its kernel and in no other; to personal (PV) it is refused by name', async () =>
   despiteBusinessReboot(async () => {
     await connectKiosk();
-    await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000);
+    await m.hotkeyTo(0, '/', 'the switcher active', 120_000);
     // Plugged already when this is the run again after business rebooted (the stick then went back
     // to the Control Domain with the domain that held it).
     const peripherals = await m.qmp.execute<Array<{ name: string }>>('qom-list', {
