@@ -13,23 +13,28 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { waitFor } from './wait';
 import { ImageMachine, recordBench } from './image-machine';
 import { attachKiosk } from './kiosk';
+import {
+  ASD_EVENTS,
+  buildSticks,
+  guestConsoleLines,
+  ISO_IN_IMAGE,
+  keyEvents,
+  labStickDrive,
+  plugLabStick,
+  STICK_LABEL,
+} from './lab-stick';
 
 const repo = join(__dirname, '..', '..');
 /** The test flavour (FLAVOUR=test dom0-rootfs/build-image.sh): production plus the test layer. */
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
 const artifacts = join(repo, 'artifacts', 'e2e-lifecycle');
-const guestOut = join(repo, '.cache', 'linux-guest');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
-/** The stick's filesystem label: the Control Domain mounts it at /media/bulkhead/<label>. */
-const STICK_LABEL = 'LABSTICK';
-const ISO_IN_IMAGE = `/media/bulkhead/${STICK_LABEL}/guest.iso`;
 /** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir, --person-image-dir). */
 const PERSON_VMS = '/var/lib/bulkhead/person-vms';
 const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
@@ -74,16 +79,7 @@ async function toyGuestInput(id: string): Promise<number> {
 }
 
 /** The Linux guest's console lines starting with `word`, from its serial log in the image. */
-async function labLines(word: string): Promise<string[]> {
-  const out = await m.serial.check(`grep -a '^${word}' /run/bulkhead/vms/lab/serial.log || true`);
-  // Only grep's own lines: the image's kernel prints on the same serial console, and its line in the
-  // middle of this output ('kvm [754]: vcpu0 ... Unhandled WRMSR(0xc0010007)', when Lab's kernel
-  // starts) was once taken for READY, 60 s before Lab was up (a fresh-clone run, 2026-12-01).
-  return out
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l.startsWith(word));
-}
+const labLines = (word: string) => guestConsoleLines(m, '/run/bulkhead/vms/lab/serial.log', word);
 
 async function shot(name: string): Promise<void> {
   step++;
@@ -134,61 +130,10 @@ function recordLabBoot(ms: number): void {
   });
 }
 
-/** The Linux test guest's ISO (cached build, guests/linux/build.sh) on a FAT stick image. */
-function buildSticks(): string | { skip: string } {
-  const r = spawnSync('bash', [join(repo, 'guests', 'linux', 'build.sh'), guestOut], {
-    encoding: 'utf8',
-    timeout: 15 * 60_000,
-  });
-  if (r.status === 75)
-    return { skip: "the Linux guest ISO cannot be built: Debian's packages cannot be fetched" };
-  if (r.status !== 0) throw new Error(`guests/linux/build.sh failed: ${(r.stderr ?? '').slice(-2000)}`);
-  const stick = join(artifacts, 'lab-stick.img');
-  rmSync(stick, { force: true });
-  const run = (cmd: string, args: string[]) => {
-    const x = spawnSync(cmd, args, { encoding: 'utf8' });
-    if (x.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${x.stderr}`);
-  };
-  // As a person's stick: an MBR with one FAT partition (type 0x0c) from 1 MiB, FAT16 on it (mtools:
-  // build.sh installs it), the ISO (17 MiB) in it. (A FAT without a partition table can be misread
-  // by the kernel as an MBR with a garbage partition: it saw an sda1 it could not mount.)
-  const sectors = (40 * 1024 * 1024) / 512;
-  const mbr = Buffer.alloc(512);
-  mbr[446 + 4] = 0x0c;
-  mbr.writeUInt32LE(2048, 446 + 8);
-  mbr.writeUInt32LE(sectors - 2048, 446 + 12);
-  mbr.writeUInt16LE(0xaa55, 510);
-  writeFileSync(stick, mbr);
-  run('truncate', ['-s', '40M', stick]);
-  const part = `${stick}@@1M`;
-  run('mformat', [
-    '-i',
-    part,
-    '-v',
-    STICK_LABEL,
-    '-H',
-    '2048',
-    '-T',
-    String(sectors - 2048),
-    '-h',
-    '64',
-    '-s',
-    '32',
-    '::',
-  ]);
-  run('mcopy', ['-i', part, join(guestOut, 'guest.iso'), '::guest.iso']);
-  // A stick with a filesystem the Control Domain does not mount (ext2: its driver is not one of
-  // vfat, exfat, ext4, iso9660 it accepts).
-  const other = join(artifacts, 'ext2-stick.img');
-  rmSync(other, { force: true });
-  run('mke2fs', ['-q', '-F', '-t', 'ext2', '-L', 'OTHERFS', other, '8M']);
-  return stick;
-}
-
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
-  const built = buildSticks();
-  if (typeof built !== 'string') {
+  const built = buildSticks(artifacts);
+  if ('skip' in built) {
     skip = built.skip;
     return;
   }
@@ -197,10 +142,9 @@ before(async () => {
     artifactsDir: artifacts,
     kvmInside: LAB_BOOT,
     extraQemuArgs: [
+      ...labStickDrive(built.lab),
       '-drive',
-      `if=none,id=labstick,file=${built},format=raw,readonly=on`,
-      '-drive',
-      `if=none,id=otherstick,file=${join(artifacts, 'ext2-stick.img')},format=raw,readonly=on`,
+      `if=none,id=otherstick,file=${built.ext2},format=raw,readonly=on`,
     ],
   });
   const t0 = Date.now();
@@ -223,20 +167,7 @@ after(async () => {
 test('1. a USB stick holding the test ISO is mounted read-only under /media/bulkhead; one with another filesystem is refused by name', async (t) => {
   if (skip) return t.skip(skip);
   assert.equal(await m.activeVm(), '/', 'the tiles are in front: a new stick stays in the Control Domain');
-  await m.qmp.execute('device_add', {
-    driver: 'usb-storage',
-    drive: 'labstick',
-    bus: 'xhci.0',
-    id: 'labstick0',
-    serial: 'BULKHEADLAB1',
-  });
-  const opts = await waitFor(
-    'the stick mounted at /media/bulkhead/LABSTICK',
-    async () =>
-      (await m.serial.run(`findmnt -n -o FSTYPE,OPTIONS /media/bulkhead/${STICK_LABEL}`)).output.trim(),
-    90_000,
-    1000,
-  );
+  const opts = await plugLabStick(m);
   assert.match(opts, /^vfat /);
   for (const o of ['ro', 'nosuid', 'nodev', 'noexec'])
     assert.ok(opts.split(/[ ,]/).includes(o), `mounted ${o}: ${opts}`);
@@ -388,23 +319,13 @@ test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other g
   assert.deepEqual(await labLines('BULKHEAD-LINUX-GUEST READY'), ['BULKHEAD-LINUX-GUEST READY name=Lab']);
   await shot('lab-booted');
 
-  const keyLines = async () =>
-    (await labLines('BULKHEAD-INPUT dev='))
-      .filter((l) => / type=1 /.test(l))
-      .map((l) => l.replace(/^.* type=1 /, ''));
+  const keyLines = async () => keyEvents(await labLines('BULKHEAD-INPUT dev='));
   const k0 = (await keyLines()).length;
   await m.keys(['a'], ['s'], ['d']);
   await waitFor('Lab printed a s d', async () => (await keyLines()).length >= k0 + 6, 120_000, 1000);
   await new Promise((r) => setTimeout(r, 2000));
   // KEY_A=30, KEY_S=31, KEY_D=32: pressed and released, nothing else (no Ctrl or 3 of the chord).
-  assert.deepEqual((await keyLines()).slice(k0), [
-    'code=30 value=1',
-    'code=30 value=0',
-    'code=31 value=1',
-    'code=31 value=0',
-    'code=32 value=1',
-    'code=32 value=0',
-  ]);
+  assert.deepEqual((await keyLines()).slice(k0), ASD_EVENTS);
   assert.equal(await toyGuestInput('personal'), p0, 'no key reached Personal');
   assert.equal(await toyGuestInput('business'), b0, 'no key reached Business');
 });
