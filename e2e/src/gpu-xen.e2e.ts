@@ -29,6 +29,10 @@
  * behind pcifront), with no kiosk step in between; `xl destroy personal` -> the tiles.
  * Hotkey -> picture, the lock's chord -> lock screen, and the bare sequence against move-gpu go to
  * bench-results.json (`e2e/gpu-xen/hotkey-to-picture`, `e2e/gpu-xen/bare-sequence`).
+ * 2026-12-02 03:13 (ROUNDS=1): 8 of 9 passed, 1 skipped, 887 s with the boot; the chord -> the lock
+ * screen 76.5 s; hotkey -> picture p50 dom0 -> VM 9.1 s, VM -> VM 6.6 s, VM -> dom0 69.0 s; move-gpu
+ * over the bare sequence (p50s) 5.0x, 2.3x, 4.0x, VM -> VM's xl sub-steps 1.065x
+ * (docs/gpu-handoff.md, "In the image").
  *
  * Every picture is proven by screendumps of the outer QEMU only: nothing is attached to the kiosk
  * (DevTools would make it paint). A guest's own painting is told from the kiosk's VM view of the
