@@ -204,3 +204,37 @@ test('shared rig on Xen: going home from a guest that hangs in pci-detach forces
   assert.deepEqual(personal.pci, []);
   assert.equal(display.calls.at(-1), 'reclaim');
 });
+
+test("a detach waits while the holder's PCI back end is still taking the device (xenbus Reconfiguring), then goes ahead", async () => {
+  const { world, personal, business, h } = setup();
+  personal.pci = [...GPU];
+  const state = `/local/domain/0/backend/pci/${personal.domid}/0/state`;
+  world.xenstore.set(state, '7');
+  const connectedAt = Date.now() + 300;
+  setTimeout(() => world.xenstore.set(state, '4'), 300);
+  await h.handOff(side('personal'), side('business'));
+  const detach = world.calls.indexOf(`xl pci-detach ${personal.domid} 0000:00:03.0`);
+  assert.ok(detach > 0);
+  assert.ok(Date.now() >= connectedAt, 'the detach came after the back end was Connected');
+  assert.ok(world.calls.slice(0, detach).filter((c) => c === `xenstore-read ${state}`).length >= 2);
+  assert.deepEqual(business.pci, GPU);
+});
+
+test('a back end that never settles delays the detach by the bound only; an HVM guest (no PV back end) is not waited for', async () => {
+  const world = new FakeXenWorld();
+  const personal = world.add({ name: 'personal' });
+  const business = world.add({ name: 'business' });
+  const h = new XenGpuHandoff({ runner: world, log, sysfs: new FakePciSysfs(), settleMs: 250 });
+  personal.pci = [...GPU];
+  world.xenstore.set(`/local/domain/0/backend/pci/${personal.domid}/0/state`, '1');
+  const t0 = Date.now();
+  await h.handOff(side('personal'), side('business'));
+  const waited = Date.now() - t0;
+  assert.ok(waited >= 250 && waited < 5000, `waited ${waited} ms`);
+  assert.deepEqual(business.pci, GPU);
+  // business (HVM here: no back end in xenstore) gives it back at once.
+  const t1 = Date.now();
+  await h.handOff(side('business'), side('personal'));
+  assert.ok(Date.now() - t1 < 250, 'no wait without a PV back end');
+  assert.deepEqual(personal.pci, GPU);
+});

@@ -46,12 +46,47 @@ export class RealPciSysfs implements PciSysfs {
 }
 
 /** PCI pass-through on Xen: `xl` for the assignments, sysfs for the state of a function and its reset. */
+/**
+ * xenbus states of a PV guest's PCI back end (xen/include/public/io/xenbus.h) while a device is
+ * still being handed over: being set up (Initialising, InitWait, Initialised) or hot-plugged
+ * (Reconfiguring, Reconfigured). 4 is Connected, 5/6 Closing/Closed.
+ */
+const PCI_BACKEND_BUSY = new Set([1, 2, 3, 7, 8]);
+
 export class XenPciPassthrough implements PciPassthrough {
   constructor(
     private readonly runner: XlRunner,
     private readonly sysfs: PciSysfs,
     private readonly stepMs: number,
+    /** Longest wait for a guest's PCI back end to settle before a detach (see settled()). */
+    private readonly settleMs = 10_000,
+    private readonly log?: Logger,
   ) {}
+
+  /**
+   * Waits until `guest`'s PCI back end is no longer in the middle of a hand-over. A detach while
+   * the guest's pcifront still takes the device (a switch pressed within a second of the one that
+   * gave it the GPU) took 12.6 s in the image and left the back end broken: every later attach to
+   * that domain failed with "Backend /local/domain/0/backend/pci/<domid>/0 not ready". An HVM
+   * guest has no such back end (its device model holds the device): nothing to wait for. Past
+   * the bound the detach goes ahead anyway: a guest that never connects must still lose the GPU.
+   */
+  private async settled(guest: PciGuest): Promise<void> {
+    const path = `/local/domain/0/backend/pci/${guest.domid}/0/state`;
+    const deadline = Date.now() + this.settleMs;
+    for (;;) {
+      const r = await this.runner.run('xenstore-read', [path], this.stepMs);
+      const state = Number(r.stdout.trim());
+      if (r.code !== 0 || !PCI_BACKEND_BUSY.has(state)) return;
+      if (Date.now() >= deadline) {
+        this.log?.warn(
+          `${guest.name}: its PCI back end is still in state ${state} after ${this.settleMs} ms; detaching anyway`,
+        );
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 
   async guests(): Promise<PciGuest[]> {
     return parseXlListJson(await xl(this.runner, ['list', '-l'], this.stepMs))
@@ -59,6 +94,8 @@ export class XenPciPassthrough implements PciPassthrough {
       .map((d) => ({ name: d.name, domid: d.domid, pci: d.pci }));
   }
   async detach(guest: PciGuest, bdf: string, force = false): Promise<void> {
+    // A forced detach is for a guest that hangs: it is not waited for.
+    if (!force) await this.settled(guest);
     await xl(this.runner, ['pci-detach', ...(force ? ['-f'] : []), String(guest.domid), bdf], this.stepMs);
   }
   async attach(guest: PciGuest, bdf: string): Promise<void> {
@@ -90,6 +127,8 @@ export interface XenGpuHandoffOptions {
   display?: Dom0Display;
   /** How often the holder's domain is checked (default 2000 ms; 0 = never). */
   watchMs?: number;
+  /** Longest wait for a PV guest's PCI back end to settle before a detach (default 10 s). */
+  settleMs?: number;
   onHolderChanged?: (holder: string, why: string) => void;
 }
 
@@ -97,7 +136,13 @@ export interface XenGpuHandoffOptions {
 export class XenGpuHandoff extends GpuHolder {
   constructor(opts: XenGpuHandoffOptions) {
     super({
-      pci: new XenPciPassthrough(opts.runner, opts.sysfs ?? new RealPciSysfs(), opts.stepTimeoutMs ?? 45_000),
+      pci: new XenPciPassthrough(
+        opts.runner,
+        opts.sysfs ?? new RealPciSysfs(),
+        opts.stepTimeoutMs ?? 45_000,
+        opts.settleMs,
+        opts.log,
+      ),
       display: opts.display ?? new NoDom0Display(),
       sharedWithDom0: opts.sharedWithDom0 ?? false,
       log: opts.log,
