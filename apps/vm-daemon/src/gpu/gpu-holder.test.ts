@@ -365,3 +365,29 @@ test('second-GPU rig: the holder dies: nothing for dom0 to take, the holder is "
   assert.equal(pci.holderOf(GPU[0]), 'pciback');
   assert.deepEqual(display.calls, []);
 });
+
+test('the watch never piles up behind a slow xl list: a switch queued behind a check waits for that one only', async () => {
+  mock.timers.enable({ apis: ['setInterval'] });
+  try {
+    const { pci, h } = laptop({ watchMs: 2000 });
+    await h.handOff(home, vm('personal'));
+    const before = pci.guestsCalls;
+    let open!: () => void;
+    pci.guestsGate = new Promise<void>((r) => (open = r));
+    // Five ticks while the first check's `xl list -l` hangs: one check, not five queued.
+    for (let i = 0; i < 5; i++) mock.timers.tick(2000);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pci.guestsCalls - before, 1, 'one check in flight');
+    // A switch queued now; then the check's list answers.
+    const moved = h.handOff(vm('personal'), vm('business'));
+    pci.guestsGate = null;
+    open();
+    await moved;
+    // The one check, then the move's own list: nothing in between.
+    assert.equal(pci.guestsCalls - before, 2);
+    assert.equal(pci.holderOf(GPU[0]), 'business');
+    h.close();
+  } finally {
+    mock.timers.reset();
+  }
+});

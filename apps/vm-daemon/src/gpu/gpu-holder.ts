@@ -114,6 +114,8 @@ export class GpuHolder implements GpuHandoff {
   private readonly known = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
   private watchTimer: NodeJS.Timeout | null = null;
+  /** A watch check is queued or running (the next tick skips). */
+  private checkQueued = false;
   private closed = false;
   private readonly holderListeners: Array<(holder: string, why: string) => void> = [];
 
@@ -487,7 +489,13 @@ export class GpuHolder implements GpuHandoff {
   private startWatch(): void {
     const ms = this.opts.watchMs ?? 2000;
     if (this.watchTimer || ms <= 0 || this.closed) return;
-    this.watchTimer = setInterval(() => void this.checkHolder(), ms);
+    this.watchTimer = setInterval(() => {
+      // One check at a time: `xl list -l` can take longer than the interval under load, and
+      // checks piling up in the queue each delayed the next switch's move (1.1-2.5 s in the image).
+      if (this.checkQueued) return;
+      this.checkQueued = true;
+      void this.checkHolder().finally(() => (this.checkQueued = false));
+    }, ms);
     this.watchTimer.unref?.();
   }
 

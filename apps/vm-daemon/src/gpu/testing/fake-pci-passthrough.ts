@@ -18,6 +18,9 @@ export class FakePciPassthrough implements PciPassthrough {
   private failures: Array<{ re: RegExp; error: Error }> = [];
   /** While set, attach waits for it (a hand-off held in its attach). */
   attachGate: Promise<void> | null = null;
+  /** While set, guests() waits for it (`xl list -l` slow under load); guestsCalls counts them. */
+  guestsGate: Promise<void> | null = null;
+  guestsCalls = 0;
 
   /** `fns` start bound to dom0's native driver (the laptop at boot). */
   constructor(fns: string[] = []) {
@@ -58,6 +61,8 @@ export class FakePciPassthrough implements PciPassthrough {
   }
 
   async guests(): Promise<PciGuest[]> {
+    this.guestsCalls++;
+    if (this.guestsGate) await this.guestsGate;
     return this.guestList.map((g) => ({ ...g, pci: [...g.pci] }));
   }
   async detach(guest: PciGuest, bdf: string, force = false): Promise<void> {
