@@ -14,6 +14,10 @@ import { waitFor } from './wait';
 import { ImageMachine, readImageVms } from './image-machine';
 import { attachKiosk } from './kiosk';
 import { classify, readPpm, type SeenPicture } from './screen-picture';
+import {
+  despiteBusinessReboot as despiteBusinessRebootOn,
+  rebootsSeen as rebootsSeenOn,
+} from './xen-reboots';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
@@ -118,56 +122,8 @@ const consoleLines = async (id: string, word: string) =>
 /** xenconsoled's stamp at the start of each line of a guest's log (test layer: --timestamp=guest). */
 const XENCONSOLED_TIME = /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /;
 
-/**
- * `id`'s current domain has booted: its console log (xenconsoled writes "Logfile Opened" when a new
- * domain's console connects, one log per name across domains) has the guest's READY after the last
- * such line. A READY of an earlier domain of the same name does not count.
- */
-async function upSinceItsDomainStarted(id: string): Promise<boolean> {
-  const marks = await m.serial.check(
-    `grep -a -e 'Logfile Opened' -e 'BULKHEAD-LINUX-GUEST READY' /var/log/xen/console/guest-${id}.log | tail -n 1 || true`,
-  );
-  return marks.includes('BULKHEAD-LINUX-GUEST READY');
-}
-
-/** How many times vm-daemon has seen VM `id`'s guest reboot since dom0 booted (its journal). */
-async function rebootsSeen(id: string): Promise<number> {
-  const n = await m.serial.check(
-    `journalctl -b -o cat -u bulkhead-vm-daemon | grep -c '${id}: the guest rebooted; starting it again' || true`,
-  );
-  return Number(n.trim()) || 0;
-}
-
-/**
- * Runs a scenario that involves business, once more if it failed while business's guest rebooted.
- * Under TCG the HVM guest sometimes triple-faults (Xen: "dNv0 Triple fault - invoking HVM shutdown
- * action 1"): twice in one CI run, once in ~8 local ones, early in its boot or a minute into its
- * run; the cause is not known (TCG's emulation of AMD-V is the suspect: the same guest under KVM
- * or as PV never did). For Xen that is a reboot; vm-daemon starts the guest again (scenario 10
- * tests that), but a scenario's keys or USB stick meanwhile went to a domain that is gone. The
- * reboot is said in the output with Xen's line; a failure without a reboot, or a second failure,
- * fails the test.
- */
-async function despiteBusinessReboot(scenario: () => Promise<void>): Promise<void> {
-  const before = await rebootsSeen('business');
-  try {
-    await scenario();
-  } catch (e) {
-    const after = await rebootsSeen('business').catch(() => before);
-    if (after === before) throw e;
-    const xen = await m.outputOf("xl dmesg | grep -a 'Triple fault' | tail -n 3");
-    console.log(
-      `business's guest rebooted ${after - before} time(s) during the scenario (${xen.trim()}); it failed with: ${(e as Error).message.split('\n')[0]}; run again once business is up`,
-    );
-    await waitFor(
-      'business running again and READY on its new domain',
-      async () => (await m.vmState('business')) === 'running' && (await upSinceItsDomainStarted('business')),
-      420_000,
-      3000,
-    );
-    await scenario();
-  }
-}
+const rebootsSeen = (id: string) => rebootsSeenOn(m, id);
+const despiteBusinessReboot = (scenario: () => Promise<void>) => despiteBusinessRebootOn(m, scenario);
 
 /**
  * The centre pixel of a tile's thumbnail, read in the page from the image the switcher shows (each
