@@ -4,9 +4,11 @@
  * test guest's ISO (guests/linux/build.sh) on a FAT stick image, its hot-plug into the outer xHCI,
  * and the Linux guest's console lines (READY, BULKHEAD-INPUT) as the files read them.
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Page } from 'playwright-core';
 import type { ImageMachine } from './image-machine';
 import { waitFor } from './wait';
 
@@ -135,3 +137,62 @@ export const ASD_EVENTS = [
   'code=32 value=1',
   'code=32 value=0',
 ];
+
+/** Where the image's vm-daemon keeps the person's VMs and their disks (--person-dir, --person-image-dir). */
+export const PERSON_VMS = '/var/lib/bulkhead/person-vms';
+export const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
+
+/**
+ * Through Lab's Settings (Lab stopped): colour #c0392b and 256 MiB, saved; waits until vm-daemon's
+ * properties say so and returns Lab's VM file as written (the caller asserts on it). `shot` is
+ * taken with the dialog filled in, before Save.
+ */
+export async function changeLabSettings(
+  m: ImageMachine,
+  page: Page,
+  shot: () => Promise<void>,
+): Promise<Record<string, unknown>> {
+  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
+  await dialog.waitFor();
+  await dialog.locator('[name=color]').fill('#c0392b');
+  await dialog.locator('[name=memory]').fill('256');
+  await shot();
+  await dialog.getByRole('button', { name: 'Save' }).click({ noWaitAfter: true });
+  await waitFor(
+    'the new colour and memory',
+    async () =>
+      (await m.vmProperty('lab', 'Color')) === '#c0392b' &&
+      (await m.vmProperty('lab', 'MemoryMiB')) === '256',
+    60_000,
+    1000,
+  );
+  const text = await m.serial.check(`cat ${PERSON_VMS}/lab.json`);
+  const file = JSON.parse(text.slice(text.indexOf('{'))) as Record<string, unknown>;
+  if (await dialog.isVisible())
+    await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
+  return file;
+}
+
+/**
+ * Deletes Lab from its Settings with its disks (asserts the confirmation's "remove disks" is
+ * checked by default) and waits for its tile to go. `shot(name)` is taken at the confirmation and
+ * after. Returns what is left in the person's VM and image dirs ('' when nothing).
+ */
+export async function deleteLabWithDisks(
+  m: ImageMachine,
+  page: Page,
+  shot: (name: 'lab-delete-confirm' | 'lab-deleted') => Promise<void>,
+): Promise<string> {
+  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
+  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
+  await dialog.getByRole('button', { name: 'Delete…' }).click({ noWaitAfter: true });
+  const confirm = dialog.getByRole('alertdialog');
+  await confirm.waitFor();
+  assert.equal(await confirm.locator('[name=remove-disks]').isChecked(), true, 'remove disks is the default');
+  await shot('lab-delete-confirm');
+  await confirm.getByRole('button', { name: 'Delete Lab' }).click({ noWaitAfter: true });
+  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor({ state: 'detached', timeout: 60_000 });
+  await shot('lab-deleted');
+  return (await m.serial.check(`ls -A ${PERSON_VMS} ${PERSON_IMAGES}`)).replace(/^\S+:$/gm, '').trim();
+}

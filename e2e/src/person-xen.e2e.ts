@@ -48,10 +48,14 @@ import { attachKiosk } from './kiosk';
 import {
   ASD_EVENTS,
   buildSticks,
+  changeLabSettings,
+  deleteLabWithDisks,
   guestConsoleLines,
   ISO_IN_IMAGE,
   keyEvents,
   labStickDrive,
+  PERSON_IMAGES,
+  PERSON_VMS,
   plugLabStick,
   STICK_LABEL,
 } from './lab-stick';
@@ -61,8 +65,6 @@ const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-t
 const artifacts = join(repo, 'artifacts', 'e2e-person-xen');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
 /** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir, --person-image-dir). */
-const PERSON_VMS = '/var/lib/bulkhead/person-vms';
-const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
 /** Lab's serial port: the xl config's `serial = "file:..."` (the sidecar default serialLog). */
 const LAB_SERIAL = '/run/bulkhead/vms/lab/serial.log';
 /**
@@ -307,10 +309,7 @@ test("3. Ctrl+3 starts and switches to Lab, an HVM domain booting the stick's IS
 
 test("3b. Eject in Lab's settings takes the medium out of the running domain (xl cd-eject) and out of its file", async (t) => {
   if (skip) return t.skip(skip);
-  if ((await m.activeVm()) !== '/') {
-    await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000, 1000);
-  }
+  if ((await m.activeVm()) !== '/') await m.hotkeyTo(0, '/', 'the switcher active', 120_000);
   assert.equal(await m.vmProperty('lab', 'State'), 'running', 'Lab runs (scenario 3 started it)');
   await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
   const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
@@ -330,10 +329,7 @@ test("3b. Eject in Lab's settings takes the medium out of the running domain (xl
 
 test('4. Lab shut down from its tile; its colour and memory changed in Settings', async (t) => {
   if (skip) return t.skip(skip);
-  if ((await m.activeVm()) !== '/') {
-    await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await m.activeVm()) === '/', 120_000, 1000);
-  }
+  if ((await m.activeVm()) !== '/') await m.hotkeyTo(0, '/', 'the switcher active', 120_000);
   if ((await m.vmProperty('lab', 'State')) !== 'stopped') {
     await page.getByRole('button', { name: 'Shut down Lab' }).click({ noWaitAfter: true });
     // The test guest does not act on the ACPI power button: vm-daemon destroys it after Stop's timeout.
@@ -345,47 +341,24 @@ test('4. Lab shut down from its tile; its colour and memory changed in Settings'
     );
   }
   assert.equal((await m.xlDomids()).lab, undefined, 'no domain left');
-  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
-  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
-  await dialog.waitFor();
-  await dialog.locator('[name=color]').fill('#c0392b');
-  await dialog.locator('[name=memory]').fill('256');
-  await page.screenshot({ path: join(artifacts, '4-lab-settings.png') }).catch(() => undefined);
-  await dialog.getByRole('button', { name: 'Save' }).click({ noWaitAfter: true });
-  await waitFor(
-    'the new colour and memory',
-    async () =>
-      (await m.vmProperty('lab', 'Color')) === '#c0392b' &&
-      (await m.vmProperty('lab', 'MemoryMiB')) === '256',
-    60_000,
-    1000,
+  const doc = await changeLabSettings(m, page, () =>
+    page.screenshot({ path: join(artifacts, '4-lab-settings.png') }).then(
+      () => undefined,
+      () => undefined,
+    ),
   );
-  const doc = JSON.parse(
-    await m.serial.check(`cat ${PERSON_VMS}/lab.json`).then((s) => s.slice(s.indexOf('{'))),
-  ) as Record<string, unknown>;
   assert.equal(doc.color, '#c0392b');
   assert.equal(doc.memoryMiB, 256);
   assert.equal(doc.backend, 'xen');
-  if (await dialog.isVisible())
-    await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
 });
 
 test('5. delete Lab with its disk: the tile, the file and the disk are gone', async (t) => {
   if (skip) return t.skip(skip);
-  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
-  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
-  await dialog.getByRole('button', { name: 'Delete…' }).click({ noWaitAfter: true });
-  const confirm = dialog.getByRole('alertdialog');
-  await confirm.waitFor();
-  assert.equal(await confirm.locator('[name=remove-disks]').isChecked(), true);
-  await confirm.getByRole('button', { name: 'Delete Lab' }).click({ noWaitAfter: true });
-  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor({ state: 'detached', timeout: 60_000 });
-  await page.screenshot({ path: join(artifacts, '5-lab-deleted.png') }).catch(() => undefined);
-  assert.equal(
-    (await m.serial.check(`ls -A ${PERSON_VMS} ${PERSON_IMAGES}`)).replace(/^\S+:$/gm, '').trim(),
-    '',
-    'no file or disk left',
-  );
+  const left = await deleteLabWithDisks(m, page, async (name) => {
+    if (name === 'lab-deleted')
+      await page.screenshot({ path: join(artifacts, '5-lab-deleted.png') }).catch(() => undefined);
+  });
+  assert.equal(left, '', 'no file or disk left');
   // The ISO stays on the stick: deleting a VM removes its disks, never its medium.
   assert.match(await m.serial.check(`ls -l ${ISO_IN_IMAGE}`), /guest\.iso/);
   assert.match(await m.serial.check(`findmnt -n -o FSTYPE /media/bulkhead/${STICK_LABEL}`), /vfat/);

@@ -22,10 +22,14 @@ import { attachKiosk } from './kiosk';
 import {
   ASD_EVENTS,
   buildSticks,
+  changeLabSettings,
+  deleteLabWithDisks,
   guestConsoleLines,
   ISO_IN_IMAGE,
   keyEvents,
   labStickDrive,
+  PERSON_IMAGES,
+  PERSON_VMS,
   plugLabStick,
   STICK_LABEL,
 } from './lab-stick';
@@ -36,8 +40,6 @@ const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-t
 const artifacts = join(repo, 'artifacts', 'e2e-lifecycle');
 const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
 /** Where the image's vm-daemon keeps the person's VMs (its unit's --person-dir, --person-image-dir). */
-const PERSON_VMS = '/var/lib/bulkhead/person-vms';
-const PERSON_IMAGES = '/var/lib/bulkhead/person-images';
 /** Small, so the nested guest boots light: the Linux test guest needs ~100 MiB. */
 const LAB_MEMORY_MIB = 192;
 /**
@@ -332,10 +334,7 @@ test("3. Ctrl+3 starts and switches to Lab; keys reach its kernel and no other g
 
 test('4. Lab (shut down from its tile when it ran): change its colour and memory in Settings', async (t) => {
   if (skip) return t.skip(skip);
-  if ((await m.activeVm()) !== '/') {
-    await m.keys(['ctrl', '0']);
-    await waitFor('the switcher active', async () => (await m.activeVm()) === '/');
-  }
+  if ((await m.activeVm()) !== '/') await m.hotkeyTo(0, '/', 'the switcher active');
   if ((await m.vmProperty('lab', 'State')) !== 'stopped') {
     await page.getByRole('button', { name: 'Shut down Lab' }).click({ noWaitAfter: true });
     // The test guest does not act on the ACPI power button: vm-daemon stops it after Stop's timeout.
@@ -346,45 +345,14 @@ test('4. Lab (shut down from its tile when it ran): change its colour and memory
       1000,
     );
   }
-  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
-  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
-  await dialog.waitFor();
-  await dialog.locator('[name=color]').fill('#c0392b');
-  await dialog.locator('[name=memory]').fill('256');
-  await shot('lab-settings');
-  await dialog.getByRole('button', { name: 'Save' }).click({ noWaitAfter: true });
-  await waitFor(
-    'the new colour and memory',
-    async () =>
-      (await m.vmProperty('lab', 'Color')) === '#c0392b' &&
-      (await m.vmProperty('lab', 'MemoryMiB')) === '256',
-    60_000,
-    1000,
-  );
-  const file = JSON.parse(await m.serial.check(`cat ${PERSON_VMS}/lab.json`)) as Record<string, unknown>;
+  const file = await changeLabSettings(m, page, () => shot('lab-settings'));
   assert.equal(file.color, '#c0392b');
   assert.equal(file.memoryMiB, 256);
-  if (await dialog.isVisible())
-    await dialog.getByRole('button', { name: 'Close' }).click({ noWaitAfter: true });
 });
 
 test('5. delete Lab with its disk: the tile, the file and the disk are gone', async (t) => {
   if (skip) return t.skip(skip);
-  await page.getByRole('button', { name: 'Settings of Lab' }).click({ noWaitAfter: true });
-  const dialog = page.getByRole('dialog', { name: 'Settings of Lab' });
-  await dialog.getByRole('button', { name: 'Delete…' }).click({ noWaitAfter: true });
-  const confirm = dialog.getByRole('alertdialog');
-  await confirm.waitFor();
-  assert.equal(await confirm.locator('[name=remove-disks]').isChecked(), true);
-  await shot('lab-delete-confirm');
-  await confirm.getByRole('button', { name: 'Delete Lab' }).click({ noWaitAfter: true });
-  await page.getByRole('button', { name: /^Lab, slot 3/ }).waitFor({ state: 'detached', timeout: 60_000 });
-  await shot('lab-deleted');
-  assert.equal(
-    (await m.serial.check(`ls -A ${PERSON_VMS} ${PERSON_IMAGES}`)).replace(/^\S+:$/gm, '').trim(),
-    '',
-    'no file or disk left',
-  );
+  assert.equal(await deleteLabWithDisks(m, page, shot), '', 'no file or disk left');
 });
 
 test("6. the administrator's Business VM: Settings are read-only in the UI; Update and Delete as the UI user answer NotOwner and change nothing", async (t) => {
