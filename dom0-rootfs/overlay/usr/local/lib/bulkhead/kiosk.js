@@ -14,12 +14,15 @@
 //   domain enabled (it reports the crash; it asks nothing of the page and makes it paint nothing);
 //   on Inspector.targetCrashed the page is reloaded.
 // When cage (and with it Chromium) exits, this exits with its status; systemd restarts the unit.
+// cage draws on dom0's own display only (kiosk-gpu.js): in the second-GPU rig the other card is
+// the GPU that moves between VMs.
 //
 // The test flavour's layer may set BULKHEAD_KIOSK_DEVTOOLS_PORT (a drop-in on bulkhead-kiosk): then
 // Chromium also listens for DevTools on 127.0.0.1 at that port, for the e2e. Production never does.
 'use strict';
 const { spawn } = require('node:child_process');
 const { mkdtempSync, readFileSync } = require('node:fs');
+const { kioskDrmDevice } = require('./kiosk-gpu.js');
 
 const SWITCHER_PORT = 8080;
 const TITLE = 'Bulkhead';
@@ -102,9 +105,19 @@ async function main() {
   // of cage (this script as cage's client), pointer input reached the page but the keyboard did
   // not (seen in the image: nothing typed on the lock screen arrived). The DevTools pipe's fds 3
   // and 4 pass through cage to Chromium (cage closes no inherited fds).
+  /** @type {{ device?: string, why: string }} */
+  let drm;
+  try {
+    drm = kioskDrmDevice({ gpu: process.env.BULKHEAD_KIOSK_GPU });
+  } catch (e) {
+    // A wrong address draws nothing: the boot display's choice instead, said in the journal.
+    log(`${e.message}: the boot display's choice instead`);
+    drm = kioskDrmDevice({});
+  }
+  log(`DRM device: ${drm.device ?? '(wlroots chooses)'} (${drm.why})`);
   const chromium = spawn('cage', ['-d', '--', 'chromium', ...flags, url], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'pipe'],
-    env: { ...process.env, TMPDIR: MEMORY_DIR },
+    env: { ...process.env, TMPDIR: MEMORY_DIR, ...(drm.device ? { WLR_DRM_DEVICES: drm.device } : {}) },
   });
   chromium.on('exit', (code, signal) => {
     log(`cage/chromium exited (${signal ?? `status ${code}`})`);
