@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import * as dbus from 'dbus-next';
 
 /**
@@ -51,10 +52,45 @@ export async function connectBus(
   });
   // After connecting, a lost connection must not crash the process with an unhandled 'error'.
   bus.on('error', () => undefined);
+  coalesceWrites(bus);
   return bus;
 }
 
-/** The unique name this connection got from the bus (":1.42"). */
-export function uniqueName(bus: dbus.MessageBus): string {
-  return (bus as unknown as { name: string }).name;
+/**
+ * Messages sent in one turn of the event loop leave in one write to the bus socket. dbus-next
+ * writes each message on its own, and each write wakes dbus-daemon: a switch sends a signal, a
+ * call, more signals and its reply within a few microtasks, and on two cores every wake-up is a
+ * chance to be preempted (issue 17's switch tail). The socket is corked at the first write of a
+ * turn and uncorked in that turn's check phase (setImmediate): after the current callback and
+ * every promise it resolved, before the loop waits for I/O again, so nothing waits for a later
+ * event and the order of messages is kept. A process that exits in the same turn (a signal, then
+ * process.exit) still sends them: the 'exit' handler uncorks, and a socket write is attempted at
+ * once.
+ */
+function coalesceWrites(bus: dbus.MessageBus): void {
+  const stream = (bus as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
+  if (!stream || typeof stream.cork !== 'function') return;
+  const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+  let corked = false;
+  const flush = () => {
+    if (!corked) return;
+    corked = false;
+    corkedStreams.delete(flush);
+    stream.uncork();
+  };
+  stream.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true;
+      stream.cork();
+      corkedStreams.add(flush);
+      setImmediate(flush);
+    }
+    return write(...args);
+  }) as Socket['write'];
 }
+
+/** Flushes of the sockets corked in this turn, for a process exiting before its check phase. */
+const corkedStreams = new Set<() => void>();
+process.on('exit', () => {
+  for (const flush of [...corkedStreams]) flush();
+});
