@@ -193,10 +193,6 @@ async function main(): Promise<void> {
   await host.requestName(BUS_NAMES.input);
   await source.start();
   service.resumeLock();
-  log.info(
-    `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}, held keys recorded in ${journal.path}`,
-  );
-
   stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping`);
     await source.stop().catch(() => undefined);
@@ -205,6 +201,10 @@ async function main(): Promise<void> {
     host.close();
     bus.disconnect();
   });
+  // Said last, once a stop is handled: whoever waits for this line may send SIGTERM at once.
+  log.info(
+    `ready: seat ${source.seat}, ${chords.length} hotkeys, ${uinput ? 'uinput fast path' : 'QMP input path'}, held keys recorded in ${journal.path}`,
+  );
 }
 
 runDaemonMain('input-daemon', main);

@@ -97,13 +97,14 @@ async function main(): Promise<void> {
   });
   await service.start();
   await host.requestName(BUS_NAMES.usb);
-  log.info(`serving ${BUS_NAMES.usb}`);
   stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping (devices stay where they are)`);
     await service.stop().catch(() => undefined);
     host.close();
     bus.disconnect();
   });
+  // Said last, once a stop is handled: whoever waits for this line may send SIGTERM at once.
+  log.info(`serving ${BUS_NAMES.usb}`);
   process.on('uncaughtException', (e) => log.error(`uncaught: ${e.stack ?? e}`));
   process.on('unhandledRejection', (e) => log.error(`unhandled rejection: ${(e as Error)?.stack ?? e}`));
 }

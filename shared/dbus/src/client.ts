@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import * as dbus from 'dbus-next';
 import {
   CONTRACT,
@@ -77,19 +78,57 @@ export class BusClient {
     const what = `${destination} ${path} ${iface}.${member}`;
     const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    const closing = this.connectionClosed(what);
     try {
       const reply = await Promise.race([
         this.bus.call(new Message({ destination, path, interface: iface, member, signature, body })),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`${what}: no reply within ${timeoutMs} ms`)), timeoutMs);
         }),
+        closing.closed,
       ]);
       return reply?.body ?? [];
     } catch (e) {
       throw fromDBusError(e, what);
     } finally {
       clearTimeout(timer);
+      closing.done();
     }
+  }
+
+  /** Why the bus connection is closed, once it is; null while open (or not yet watched). */
+  private closedWhy: string | null = null;
+  private watchingClose = false;
+  /** The calls waiting for a reply now: each rejects when the connection closes. */
+  private readonly waiting = new Set<(why: string) => void>();
+
+  /**
+   * Rejects the call if the bus connection is or becomes closed. dbus-next never settles a call
+   * whose connection ended (it writes into the closed stream and emits 'error'), so without this
+   * every call made after the bus went away (a daemon's RemoveMatch while it stops, say) waited
+   * for its whole timeout, one after the other. One 'close' listener per client; `done` removes
+   * the call from the waiting set, so nothing is kept per call once it settled.
+   */
+  private connectionClosed(what: string): { closed: Promise<never>; done: () => void } {
+    const stream = (this.bus as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
+    if (stream && !this.watchingClose) {
+      this.watchingClose = true;
+      if (stream.destroyed || stream.writableEnded) this.closedWhy = 'the bus connection is closed';
+      else
+        stream.once('close', () => {
+          this.closedWhy = 'the bus connection closed';
+          for (const reject of [...this.waiting]) reject(this.closedWhy);
+          this.waiting.clear();
+        });
+    }
+    let reject!: (why: string) => void;
+    const closed = new Promise<never>((_, rej) => {
+      reject = (why) => rej(new Error(`${what}: ${why}`));
+    });
+    closed.catch(() => undefined); // rejected with no call racing it (a call that threw first)
+    if (this.closedWhy) reject(this.closedWhy);
+    else this.waiting.add(reject);
+    return { closed, done: () => this.waiting.delete(reject) };
   }
 
   /** A typed proxy whose methods are the interface's methods, marshalled by the contract. */

@@ -76,3 +76,23 @@ test('a message sent right before process.exit still reaches the bus', async () 
     listener.close();
   }
 });
+
+test('calls on a connection whose bus went away fail at once, naming the closed connection, not after their timeout', async () => {
+  const own = await startPrivateBus({ mode: 'open' });
+  const conn = await connectBus(own.address);
+  const client = new BusClient(conn, 10_000);
+  try {
+    await own.stop();
+    await new Promise((r) => setTimeout(r, 100)); // the socket's close reaches this process
+    const t0 = Date.now();
+    // Made after the connection closed.
+    await assert.rejects(
+      client.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId', '', []),
+      /org\.freedesktop\.DBus\.GetId: the bus connection (is )?closed/,
+    );
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+  } finally {
+    conn.disconnect();
+    await own.stop().catch(() => undefined);
+  }
+});
