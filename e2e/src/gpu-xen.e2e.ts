@@ -45,21 +45,33 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './wait';
 import { ImageMachine, readImageVms, recordBench } from './image-machine';
-import {
-  classify,
-  colorPixels,
-  colorShare,
-  parseHexColor,
-  percentile,
-  readPpm,
-  type Picture,
-  type Rgb,
-} from './screen-picture';
+import { colorPixels, percentile, type Rgb } from './screen-picture';
 import { LOCK_SCREEN_PX, locked, unlockAtKeyboard } from './sleep-wake';
+import {
+  ACCENT,
+  DISPLAY_STEP,
+  Screen,
+  bootGpuRig,
+  reportGpuRig,
+  VM,
+  WORK,
+  consoleLines as consoleLinesOf,
+  givePersonalTheGpu,
+  gpuHolder as gpuHolderOf,
+  guestOwnPainting,
+  lastSwitch as lastSwitchOf,
+  pciDriver,
+  printSteps,
+  putFile,
+  startWorkGuest,
+  stepNames,
+  tilesOf,
+  vmDaemonGpuEnv,
+  workColor,
+} from './gpu-rig';
 
 const repo = join(__dirname, '..', '..');
 const imageDir = process.env.BULKHEAD_IMAGE_DIR ?? join(repo, '.cache', 'image-test');
@@ -67,8 +79,6 @@ const artifacts = join(repo, 'artifacts', 'e2e-gpu-xen');
 const OPT_IN = process.env.BULKHEAD_E2E_GPU === '1';
 /** Ctrl+1 / Ctrl+0 rounds for the hotkey-to-picture numbers (the first two scenarios are round 1). */
 const ROUNDS = Math.max(1, Number(process.env.BULKHEAD_E2E_GPU_ROUNDS ?? 3));
-const VM = (id: string) => `/org/bulkhead/VmManager1/vm/${id}`;
-const MGR = ['org.bulkhead.VmManager1', '/org/bulkhead/VmManager1', 'org.bulkhead.VmManager1'] as const;
 /** The display device of the outer machine, at the address xen-harness uses too. */
 const DISPLAY = 'virtio-vga,iommu_platform=on,addr=05.0';
 /** virtio-vga's PCI ids (virtio 1.0 GPU). */
@@ -79,23 +89,6 @@ const fileStart = Date.now();
 
 const imageVms = readImageVms();
 const personalColor: Rgb = imageVms.find((v) => v.id === 'personal' && v.backend === 'xen')!.color;
-/**
- * The second PV guest for VM -> VM, made at run time from personal's file (business is an HVM
- * domain whose Linux test guest has no display behind pcifront): the same kernel, its own name,
- * colour and slot.
- */
-const WORK = { id: 'work', name: 'Work', slot: 3, hex: 'd9822b' } as const;
-const workColor: Rgb = parseHexColor(`#${WORK.hex}`);
-/**
- * The lock screen's Unlock button is the switcher's accent colour (button.primary), read from its
- * stylesheet as power-xen.e2e does: the screen is judged from screendumps alone.
- */
-const ACCENT: Rgb = parseHexColor(
-  /--accent:\s*(#[0-9a-f]{6})/i.exec(
-    readFileSync(join(repo, 'apps', 'switcher', 'src', 'renderer', 'styles.css'), 'utf8'),
-  )?.[1] ?? 'no --accent in styles.css',
-);
-
 let m: ImageMachine;
 let skip: string | false = false;
 /** dom0's BDF of the display device (sysfs), found in scenario 1. */
@@ -120,31 +113,14 @@ before(async () => {
       'opt-in (BULKHEAD_E2E_GPU=1): boots the Xen entry once more with the display passed through (~8 min under TCG), over the image suite CI budget';
     return;
   }
-  mkdirSync(artifacts, { recursive: true });
-  // 3.5 GiB (not the usual 3): dom0 keeps 2 GiB, and a third 320 MiB guest (work, for VM -> VM)
-  // does not fit beside personal and business in the 1 GiB Xen has left of 3.
-  m = new ImageMachine({
-    imageDir,
-    artifactsDir: artifacts,
-    entry: 'xen',
-    display: DISPLAY,
-    iommu: true,
-    memoryMiB: 3584,
-  });
-  await m.boot();
+  m = await bootGpuRig({ imageDir, artifactsDir: artifacts, display: DISPLAY });
+  screen = new Screen(m, artifacts);
 });
 
 after(async () => {
-  if (m?.serial) {
-    await m.saveXenState();
-    // In the run's own output (CI keeps no artifacts): what vm-daemon's GPU hand-off logged.
-    const gpu = await m.outputOf(
-      'journalctl -b --no-pager -o cat -u bulkhead-vm-daemon | grep -a -i -E "gpu|pci|kiosk" | tail -n 40 | cut -c1-220',
-    );
-    console.log(`gpu-xen.e2e: vm-daemon's GPU lines:\n${gpu}`);
-    const iommu = await m.outputOf("xl dmesg | grep -a -i -E 'I/O virt|VT-d|iommu|intremap' | head -n 12");
-    console.log(`gpu-xen.e2e: Xen's IOMMU lines:\n${iommu}`);
-  }
+  await reportGpuRig(m, 'gpu-xen.e2e', [
+    ["Xen's IOMMU lines", "xl dmesg | grep -a -i -E 'I/O virt|VT-d|iommu|intremap' | head -n 12"],
+  ]);
   await m?.shutdown();
   if (!OPT_IN) return;
   const stats = (xs: number[]) =>
@@ -183,83 +159,18 @@ after(async () => {
   console.log(`gpu-xen.e2e: ${((Date.now() - fileStart) / 1000).toFixed(0)} s wall time, boot included`);
 });
 
-const ppm = join(artifacts, 'screen.ppm');
-async function screen(): Promise<Picture> {
-  await m.qmp.execute('screendump', { filename: ppm });
-  return readPpm(ppm);
-}
-
-/**
- * The guest's own painting fills its whole framebuffer with its colour (its name drawn in the
- * middle): both top corners and most of the screen are the colour. The kiosk's VM view of the same
- * guest has the switcher's bar on top.
- */
-function guestOwnPainting(p: Picture, color: Rgb): { yes: boolean; why: string } {
-  const whole = colorShare(p, color, { x0: 0, x1: 1, y0: 0, y1: 1 });
-  const tl = colorShare(p, color, { x0: 0, x1: 0.06, y0: 0, y1: 0.06 });
-  const tr = colorShare(p, color, { x0: 0.94, x1: 1, y0: 0, y1: 0.06 });
-  return {
-    yes: whole >= 0.85 && tl >= 0.95 && tr >= 0.95,
-    why: `${p.width}x${p.height}, colour on ${(whole * 100).toFixed(0)}% of the screen, corners ${(tl * 100).toFixed(0)}% / ${(tr * 100).toFixed(0)}%`,
-  };
-}
-
-/** Polls the screen from `t0` until `want` says yes; the ms from t0 to that screendump. */
-async function pictureAfter(
-  t0: number,
-  what: string,
-  want: (p: Picture) => { yes: boolean; why: string },
-  boundMs: number,
-  file: string,
-): Promise<number> {
-  let last = 'no screendump yet';
-  const at = await waitFor(
-    what,
-    async () => {
-      const p = await screen();
-      const now = Date.now();
-      const r = want(p);
-      last = r.why;
-      return r.yes && now;
-    },
-    boundMs,
-    200,
-  ).catch((e: Error) => {
-    throw new Error(`${e.message}; last seen: ${last}`);
-  });
-  unlinkSync(ppm);
-  await m.screendump(file);
-  return at - t0;
-}
-
-const tiles = (p: Picture) => {
-  const seen = classify(p, imageVms);
-  return { yes: seen.kind === 'tiles', why: seen.kind === 'other' ? seen.why : seen.kind };
-};
-
-async function gpuHolder(): Promise<string> {
-  return (await m.busProperty(...MGR, 'GpuHolder')).replace(/^o "|"$/g, '');
-}
-
-/** LastSwitch's outcome and step names (busctl's JSON), for the GPU's sub-steps. */
-async function lastSwitch(): Promise<{ outcome: string; target: string; steps: Array<[string, number]> }> {
-  const out = await m.serial.check(`busctl --json=short get-property ${MGR.join(' ')} LastSwitch`);
-  const json = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as {
-    data: Record<string, { data: unknown }>;
-  };
-  return {
-    outcome: String(json.data.outcome?.data),
-    target: String(json.data.target?.data),
-    steps: (json.data.steps?.data ?? []) as Array<[string, number]>,
-  };
-}
-
-const stepNames = (s: Array<[string, number]>) => s.map(([n]) => n);
+/** The display (the machine's only one), read by screendump alone. */
+let screen: Screen;
+const pictureAfter = (...a: Parameters<Screen['after']>) => screen.after(...a);
+const tiles = tilesOf(imageVms);
+const gpuHolder = () => gpuHolderOf(m);
+const lastSwitch = () => lastSwitchOf(m);
+const consoleLines = (id: string, word: string) => consoleLinesOf(m, id, word);
+/** The driver bound to the display device in dom0 ('' for none). */
+const dom0Driver = () => pciDriver(m, bdf);
 
 /** The xl and sysfs sub-steps of move-gpu, whose bare counterparts scenario 8 times. */
 const XL_RESET = /^gpu-(detach|reset|attach|assignable-add|assignable-remove|forced-detach):/;
-/** dom0's display (the kiosk's stop and start): no bare counterpart. */
-const DISPLAY_STEP = /^gpu-(release|reclaim)-display:/;
 function recordMove(dir: Direction, steps: Array<[string, number]>): void {
   const sum = (re: RegExp) => steps.filter(([n]) => re.test(n)).reduce((a, [, us]) => a + Number(us), 0);
   moves[dir].push({
@@ -298,24 +209,6 @@ function overheadNumbers(): Record<string, unknown> {
   }
   return out;
 }
-const printSteps = (s: Array<[string, number]>) =>
-  s.map(([n, us]) => `${n} ${(us / 1000).toFixed(0)} ms`).join(', ');
-
-/** A guest's console lines (xenconsoled's log) starting with `word`, stamps left out. */
-async function consoleLines(id: string, word: string): Promise<string[]> {
-  return (await m.serial.check(`grep -a '${word}' /var/log/xen/console/guest-${id}.log || true`))
-    .split('\n')
-    .map((l) => l.replace(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /, '').trim())
-    .filter((l) => l.startsWith(word));
-}
-
-/** The driver bound to the display device in dom0 ('' for none). */
-async function dom0Driver(): Promise<string> {
-  return (
-    await m.serial.check(`basename "$(readlink /sys/bus/pci/devices/${bdf}/driver)" 2>/dev/null || true`)
-  ).trim();
-}
-
 test('1. the Xen entry boots with the outer display passed to dom0 under the emulated VT-d: Xen has its IOMMU on, dom0 drives the display with virtio-gpu, the kiosk shows the tiles on it', async (t) => {
   if (skip) return t.skip(skip);
   // Xen's own boot lines, on the serial port (its console ring in `xl dmesg` may have moved on).
@@ -359,43 +252,21 @@ test("2. the rig, configured at run time: xen-pciback, vm-daemon with BULKHEAD_G
     600_000,
     3000,
   );
-  // vm-daemon stopped (its domains run on: KillMode=process), personal's domain gone: the new VM
-  // file takes effect on a fresh domain (libxl needs passthrough="enabled" at create for hot-plug).
-  // Under TCG, next to the kiosk and two guests, the stop alone can take a minute.
-  await m.serial.check('systemctl stop bulkhead-vm-daemon && xl destroy personal', { timeoutMs: 240_000 });
-  const put = (path: string, text: string) =>
-    m.serial.check(`echo ${Buffer.from(text).toString('base64')} | base64 -d > ${path}`);
-  await m.serial.check('mkdir -p /etc/systemd/system/bulkhead-vm-daemon.service.d');
-  await put(
-    '/etc/systemd/system/bulkhead-vm-daemon.service.d/gpu-shared.conf',
-    '# gpu-xen.e2e: the display is the only GPU, shared by the kiosk and a VM (docs/gpu-handoff.md)\n[Service]\nEnvironment=BULKHEAD_GPU_SHARED_WITH_DOM0=true\n',
+  // personal's domain made again with the display in its gpu.pci, vm-daemon with the drop-in.
+  await givePersonalTheGpu(
+    m,
+    bdf,
+    'gpu-xen.e2e: personal with the outer display passed through (issue 16).',
+    async () => {
+      await m.serial.check('mkdir -p /etc/systemd/system/bulkhead-vm-daemon.service.d');
+      await putFile(
+        m,
+        '/etc/systemd/system/bulkhead-vm-daemon.service.d/gpu-shared.conf',
+        '# gpu-xen.e2e: the display is the only GPU, shared by the kiosk and a VM (docs/gpu-handoff.md)\n[Service]\nEnvironment=BULKHEAD_GPU_SHARED_WITH_DOM0=true\n',
+      );
+    },
   );
-  const file = JSON.parse(
-    readFileSync(join(repo, 'dom0-rootfs', 'vms', 'personal-xen.json'), 'utf8'),
-  ) as Record<string, unknown>;
-  file.$comment = 'gpu-xen.e2e: personal with the outer display passed through (issue 16).';
-  file.gpu = { pci: [bdf], handoff: true };
-  await put('/etc/bulkhead/vms/personal-xen.json', JSON.stringify(file, null, 2));
-  await m.serial.check('systemctl daemon-reload && systemctl start bulkhead-vm-daemon');
-  // vm-daemon's autostart starts personal again, now with passthrough enabled.
-  await waitFor(
-    'personal running again, READY on its new domain',
-    async () =>
-      (await m.vmState('personal')) === 'running' &&
-      (
-        await m.serial.check(
-          "grep -a -e 'Logfile Opened' -e 'BULKHEAD-LINUX-GUEST READY' /var/log/xen/console/guest-personal.log | tail -n 1 || true",
-        )
-      ).includes('READY'),
-    600_000,
-    3000,
-  );
-  // The running daemon's own environment (not systemctl show: PID 1, busy after the reload and
-  // restart under TCG, kept that from answering within 60 s in the second run).
-  const env = await m.serial.check(
-    "tr '\\0' '\\n' < /proc/$(pgrep -o -f vm-daemon/dist/main.js)/environ | grep GPU || true",
-    { timeoutMs: 120_000 },
-  );
+  const env = await vmDaemonGpuEnv(m);
   assert.match(env, /BULKHEAD_GPU_SHARED_WITH_DOM0=true/, `vm-daemon's environment: ${env}`);
   const cfg = await m.serial.check('xl list -l personal | grep -a -i passthrough || true');
   console.log(`gpu-xen: personal's domain: ${cfg.trim()}`);
@@ -652,45 +523,10 @@ async function vmToVm(from: string, to: string, slot: number, color: Rgb, name: 
 test("8. VM -> VM: a second PV guest (work, made at run time from personal's file, the same gpu.pci); Ctrl+3 while personal holds the GPU shows work's own painting, Ctrl+1 personal's, with no kiosk in between (no display sub-steps); Ctrl+0 the tiles", async (t) => {
   if (skip) return t.skip(skip);
   assert.equal(await gpuHolder(), VM('personal'), 'personal holds the GPU');
-  const file = JSON.parse(
-    readFileSync(join(repo, 'dom0-rootfs', 'vms', 'personal-xen.json'), 'utf8'),
-  ) as Record<string, unknown>;
-  file.$comment = 'gpu-xen.e2e: a second PV guest with the outer display for VM -> VM (issue 16).';
-  Object.assign(file, {
-    id: WORK.id,
-    name: WORK.name,
-    slot: WORK.slot,
-    color: `#${WORK.hex}`,
-    autostart: false,
-    gpu: { pci: [bdf], handoff: true },
-    append: `console=hvc0 quiet bulkhead.name=${WORK.name} bulkhead.color=${WORK.hex}`,
-  });
-  // vm-daemon watches its config dir: the new file is a new VM, started over the bus. Its Xen
-  // sidecar (a PV domain with the test guest's initramfs) is personal's, written first.
-  await m.serial.check('cp /etc/bulkhead/vms/personal-xen.xen /etc/bulkhead/vms/work-xen.xen');
-  await m.serial.check(
-    `echo ${Buffer.from(JSON.stringify(file, null, 2)).toString('base64')} | base64 -d > /etc/bulkhead/vms/work-xen.json`,
-  );
-  await waitFor(
-    'work known to vm-daemon',
-    async () => (await m.vmState(WORK.id).catch(() => '')) === 'stopped',
-    120_000,
-    2000,
-  );
-  await m.serial.check(`busctl call org.bulkhead.VmManager1 ${VM(WORK.id)} org.bulkhead.Vm1 Start a{sv} 0`, {
-    timeoutMs: 240_000,
-  });
-  await waitFor(
-    'work running, READY',
-    async () =>
-      (await m.vmState(WORK.id)) === 'running' &&
-      (
-        await m.serial.check(
-          `grep -a -c 'BULKHEAD-LINUX-GUEST READY' /var/log/xen/console/guest-${WORK.id}.log || true`,
-        )
-      ).trim() !== '0',
-    600_000,
-    3000,
+  await startWorkGuest(
+    m,
+    bdf,
+    'gpu-xen.e2e: a second PV guest with the outer display for VM -> VM (issue 16).',
   );
   assert.equal(await gpuHolder(), VM('personal'), 'personal still holds the GPU');
   for (let r = 1; r <= 2; r++) {

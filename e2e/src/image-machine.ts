@@ -11,7 +11,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { QmpClient } from '@bulkhead/qmp';
-import { classify, parseHexColor, readPpm, type Rgb } from './screen-picture';
+import { classify, parseHexColor, readPpm, type Picture, type Rgb } from './screen-picture';
 import { SerialConsole } from './serial-console';
 import { waitFor } from './wait';
 
@@ -442,10 +442,21 @@ export class ImageMachine {
       .catch((e: Error) => `(not read: ${e.message})`);
   }
 
-  async screendump(name: string): Promise<string> {
+  /**
+   * A PNG screendump in the artifacts dir. `device`: the qdev id of one display when the machine
+   * has more than one (QMP screendump's `device`; the two-GPU rig, gpu-xen-two.e2e.ts); none: the
+   * first display.
+   */
+  async screendump(name: string, device?: string): Promise<string> {
     const file = join(this.opts.artifactsDir, `${name}.png`);
-    await this.qmp.execute('screendump', { filename: file, format: 'png' });
+    await this.qmp.execute('screendump', { filename: file, format: 'png', ...(device ? { device } : {}) });
     return file;
+  }
+
+  /** The picture on one display now (a PPM screendump to `file`, read back); `device` as in screendump. */
+  async screenPicture(file: string, device?: string): Promise<Picture> {
+    await this.qmp.execute('screendump', { filename: file, ...(device ? { device } : {}) });
+    return readPpm(file);
   }
 
   /**
