@@ -234,17 +234,19 @@ async function main(): Promise<void> {
     });
   } else {
     const runner = new ExecXlRunner();
-    backend = new XenBackend({
+    const xen = new XenBackend({
       runRoot: args.runDir,
       runner,
       log: log.child('xen'),
       dumpDir: process.env.BULKHEAD_XEN_DUMP_DIR,
     });
+    backend = xen;
     const handoff = new XenGpuHandoff({
       runner,
       log: log.child('gpu'),
       sharedWithDom0: args.gpuSharedWithDom0,
       display: args.gpuSharedWithDom0 ? new SystemdKioskDisplay() : new NoDom0Display(),
+      runningDomains: () => xen.runningDomains(),
     });
     // Once at boot. One GPU shared with dom0: one parked in pciback goes back to dom0's driver and
     // the kiosk. A second GPU: it goes to pciback, so dom0's drivers let go of it before any VM asks.

@@ -13,7 +13,12 @@ const home = { vm: SWITCHER_PATH, pci: [] };
 const vm = (id: string, pci = GPU) => ({ vm: vmPath(id), pci });
 
 /** The laptop: one GPU, bound to dom0's native driver, the kiosk drawing; personal and business run. */
-function laptop(opts: { watchMs?: number } = {}) {
+function laptop(
+  opts: {
+    watchMs?: number;
+    runningDomains?: (pci: FakePciPassthrough) => Array<{ name: string; domid: number }>;
+  } = {},
+) {
   const pci = new FakePciPassthrough(GPU);
   const display = new FakeDom0Display(true);
   pci.addGuest('personal');
@@ -26,9 +31,14 @@ function laptop(opts: { watchMs?: number } = {}) {
     log,
     watchMs: opts.watchMs ?? 0,
     onHolderChanged: (holder) => holders.push(holder),
+    runningDomains: opts.runningDomains && (() => opts.runningDomains!(pci)),
   });
   return { pci, display, h, holders };
 }
+
+/** The backend's own record of the running domains, as it is now (its death watch caught up). */
+const backendDomains = (pci: FakePciPassthrough) =>
+  pci.guestList.map((g) => ({ name: g.name, domid: g.domid }));
 
 /** A second GPU only VMs hold: dom0 draws on its own display. */
 function twoGpus() {
@@ -268,6 +278,7 @@ test('the holder dies: the watch brings the GPU home within watchMs (fake clock)
     await h.handOff({ vm: vmPath('a'), pci: [] }, { vm: vmPath('b'), pci: [] }); // drains the queue
     assert.equal(h.holder, vmPath('personal'), 'not before the bound');
     mock.timers.tick(1);
+    await new Promise((r) => setImmediate(r)); // the watch's list (taken outside the queue) answers
     await h.handOff({ vm: vmPath('a'), pci: [] }, { vm: vmPath('b'), pci: [] });
     assert.deepEqual(pci.calls, [
       'reset 0000:00:02.0',
@@ -390,4 +401,73 @@ test('the watch never piles up behind a slow xl list: a switch queued behind a c
   } finally {
     mock.timers.reset();
   }
+});
+
+test("with the backend's running domains, VM -> VM and back reuse the last list: no xl list -l, the same steps", async () => {
+  const { pci, display, h } = laptop({ runningDomains: backendDomains });
+  await h.handOff(home, vm('personal'));
+  const lists = pci.guestsCalls;
+  pci.calls.length = 0;
+  await h.handOff(vm('personal'), vm('business'));
+  await h.handOff(vm('business'), vm('personal'));
+  assert.equal(pci.guestsCalls, lists, 'no list of the guests for either move');
+  assert.deepEqual(pci.calls, [
+    'detach personal 0000:00:02.0',
+    'detach personal 0000:00:02.1',
+    'reset 0000:00:02.0',
+    'reset 0000:00:02.1',
+    'attach business 0000:00:02.0',
+    'attach business 0000:00:02.1',
+    'detach business 0000:00:02.0',
+    'detach business 0000:00:02.1',
+    'reset 0000:00:02.0',
+    'reset 0000:00:02.1',
+    'attach personal 0000:00:02.0',
+    'attach personal 0000:00:02.1',
+  ]);
+  await h.handOff(vm('personal'), home);
+  assert.equal(pci.guestsCalls, lists, 'going home neither');
+  assert.equal(pci.holderOf(GPU[0]), 'dom0-native');
+  assertSomebodyDraws(pci, display);
+});
+
+test('a domain re-created since the last list (a new domid) or a new one started: the move lists afresh', async () => {
+  const { pci, h } = laptop({ runningDomains: backendDomains });
+  await h.handOff(home, vm('personal'));
+  // personal rebooted: libxl left the GPU in pciback, vm-daemon started a new domain.
+  pci.kill('personal');
+  pci.addGuest('personal');
+  let lists = pci.guestsCalls;
+  pci.calls.length = 0;
+  await h.handOff(vm('personal'), vm('business'));
+  assert.equal(pci.guestsCalls, lists + 1);
+  assert.deepEqual(pci.calls, [
+    'reset 0000:00:02.0',
+    'reset 0000:00:02.1',
+    'attach business 0000:00:02.0',
+    'attach business 0000:00:02.1',
+  ]);
+  pci.addGuest('work');
+  lists = pci.guestsCalls;
+  await h.handOff(vm('business'), vm('work'));
+  assert.equal(pci.guestsCalls, lists + 1, 'work is in no earlier list');
+  assert.equal(pci.holderOf(GPU[0]), 'work');
+});
+
+test('a holder the backend has not yet seen go: the move on the reused list fails before changing anything, lists afresh and goes on', async () => {
+  let stale: Array<{ name: string; domid: number }> | null = null;
+  const { pci, h } = laptop({ runningDomains: (p) => stale ?? backendDomains(p) });
+  await h.handOff(home, vm('personal'));
+  stale = backendDomains(pci); // the backend's death watch has not fired yet
+  pci.kill('personal');
+  const lists = pci.guestsCalls;
+  const r = await h.handOff(vm('personal'), vm('business'));
+  assert.equal(pci.guestsCalls, lists + 1, 'one fresh list after the failed try');
+  assert.equal(pci.holderOf(GPU[0]), 'business');
+  assert.equal(h.holder, vmPath('business'));
+  assert.deepEqual(names(r).slice(0, 2), [
+    'gpu-detach:personal:0000:00:02.0',
+    'gpu-reset:Domain-0:0000:00:02.0',
+  ]);
+  assert.ok(!r.skipped && r.substeps!.length === 5, 'the failed detach, then reset x2 and attach x2');
 });

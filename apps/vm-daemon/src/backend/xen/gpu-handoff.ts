@@ -130,6 +130,8 @@ export interface XenGpuHandoffOptions {
   /** Longest wait for a PV guest's PCI back end to settle before a detach (default 10 s). */
   settleMs?: number;
   onHolderChanged?: (holder: string, why: string) => void;
+  /** The Xen backend's running domains (XenBackend.runningDomains): see GpuHolderOptions. */
+  runningDomains?: () => Array<{ name: string; domid: number }>;
 }
 
 /** The GPU hand-off on Xen (implements switch-transaction.ts's GpuHandoff through GpuHolder). */
@@ -148,6 +150,7 @@ export class XenGpuHandoff extends GpuHolder {
       log: opts.log,
       watchMs: opts.watchMs,
       onHolderChanged: opts.onHolderChanged,
+      runningDomains: opts.runningDomains,
     });
   }
 }

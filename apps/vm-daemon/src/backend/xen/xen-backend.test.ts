@@ -341,3 +341,19 @@ test('operations on a VM that does not run are InvalidState', async () => {
   for (const op of [() => b.pause('x'), () => b.stop('x', 10), () => b.listUsb('x')])
     await assert.rejects(op(), (e: BulkheadError) => e.errorName === 'InvalidState');
 });
+
+test('runningDomains: the domains this backend runs, by name and domid; one gone leaves the list once its death is seen', async () => {
+  const { world, mk, def } = setup();
+  const b = mk();
+  await b.start(def('a'));
+  await b.start(def('b'));
+  assert.deepEqual(b.runningDomains(), [
+    { name: 'a', domid: 1 },
+    { name: 'b', domid: 2 },
+  ]);
+  world.domains = world.domains.filter((d) => d.name !== 'a');
+  world.fire('@releaseDomain');
+  await b.reconcileSoon();
+  assert.deepEqual(b.runningDomains(), [{ name: 'b', domid: 2 }]);
+  await b.detachAll();
+});

@@ -154,6 +154,16 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     return parseXlListJson(await xl(this.runner, ['list', '-l'], this.cmdMs));
   }
 
+  /**
+   * The domains this backend runs, as it knows them now (its creates, adoptions and death
+   * watch): what GpuHolder compares its last `xl list -l` with before reusing it.
+   */
+  runningDomains(): Array<{ name: string; domid: number }> {
+    return [...this.running.values()]
+      .filter((d) => !d.goneHandled)
+      .map((d) => ({ name: d.def.id, domid: d.domid }));
+  }
+
   /** Domid of a VM this backend runs, or null. */
   domidOf(vmId: string): number | null {
     const d = this.running.get(vmId);
