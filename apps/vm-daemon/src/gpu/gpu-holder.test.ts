@@ -403,6 +403,9 @@ test('the watch never piles up behind a slow xl list: a switch queued behind a c
   }
 });
 
+/** The fake's call lines for one operation on each of the GPU's functions ("reset 0000:00:02.0", ...). */
+const onEach = (op: string) => GPU.map((bdf) => `${op} ${bdf}`);
+
 test("with the backend's running domains, VM -> VM and back reuse the last list: no xl list -l, the same steps", async () => {
   const { pci, display, h } = laptop({ runningDomains: backendDomains });
   await h.handOff(home, vm('personal'));
@@ -412,18 +415,12 @@ test("with the backend's running domains, VM -> VM and back reuse the last list:
   await h.handOff(vm('business'), vm('personal'));
   assert.equal(pci.guestsCalls, lists, 'no list of the guests for either move');
   assert.deepEqual(pci.calls, [
-    'detach personal 0000:00:02.0',
-    'detach personal 0000:00:02.1',
-    'reset 0000:00:02.0',
-    'reset 0000:00:02.1',
-    'attach business 0000:00:02.0',
-    'attach business 0000:00:02.1',
-    'detach business 0000:00:02.0',
-    'detach business 0000:00:02.1',
-    'reset 0000:00:02.0',
-    'reset 0000:00:02.1',
-    'attach personal 0000:00:02.0',
-    'attach personal 0000:00:02.1',
+    ...onEach('detach personal'),
+    ...onEach('reset'),
+    ...onEach('attach business'),
+    ...onEach('detach business'),
+    ...onEach('reset'),
+    ...onEach('attach personal'),
   ]);
   await h.handOff(vm('personal'), home);
   assert.equal(pci.guestsCalls, lists, 'going home neither');
@@ -441,12 +438,7 @@ test('a domain re-created since the last list (a new domid) or a new one started
   pci.calls.length = 0;
   await h.handOff(vm('personal'), vm('business'));
   assert.equal(pci.guestsCalls, lists + 1);
-  assert.deepEqual(pci.calls, [
-    'reset 0000:00:02.0',
-    'reset 0000:00:02.1',
-    'attach business 0000:00:02.0',
-    'attach business 0000:00:02.1',
-  ]);
+  assert.deepEqual(pci.calls, [...onEach('reset'), ...onEach('attach business')]);
   pci.addGuest('work');
   lists = pci.guestsCalls;
   await h.handOff(vm('business'), vm('work'));
