@@ -40,6 +40,12 @@
  * LastSwitch has a display sub-step. Hotkey -> picture per direction goes to bench-results.json
  * (`e2e/gpu-xen-two/hotkey-to-picture`).
  *
+ * 2026-12-02 06:23: 7 of 7 passed, 619 s with the boot; hotkey -> picture dom0 -> VM p50 6.1 s,
+ * VM -> VM 7.6 / 5.8 s, Ctrl+0 2.2 s, the chord -> the lock screen on dom0's display 6.8 s (the
+ * one-GPU rig: 76.5 s, the kiosk's restart); move-gpu 1.7-4.1 s. The run before (06:08) stopped in
+ * scenario 1: the kiosk's Chromium hung before its first paint (not the rig: cage was on card0).
+ * docs/gpu-handoff.md, "The two-GPU rig in the image".
+ *
  * Opt-in (BULKHEAD_E2E_GPU=1, as gpu-xen.e2e.ts): one more boot of the Xen entry, over the image
  * suite's CI budget; without it the file skips before booting anything.
  */

@@ -40,6 +40,10 @@
  * corners: the guest fills its whole framebuffer with its colour, while the kiosk's view has the
  * switcher's bar on top and the scaled picture between margins.
  *
+ * The two-GPU rig (dom0 keeps a display of its own, a second GPU moves between VMs) is
+ * gpu-xen-two.e2e.ts; what both files share (the screen, the picture judges, GpuHolder and
+ * LastSwitch, the work guest, personal's gpu.pci) is gpu-rig.ts.
+ *
  * Opt-in (BULKHEAD_E2E_GPU=1): one more boot of the Xen entry (~8 min with the scenarios under
  * TCG), over the image suite's CI budget; without it the file skips before booting anything.
  */
