@@ -199,9 +199,12 @@ export async function startWorkGuest(m: ImageMachine, bdf: string, why: string):
     120_000,
     2000,
   );
-  await m.serial.check(`busctl call org.bulkhead.VmManager1 ${VM(WORK.id)} org.bulkhead.Vm1 Start a{sv} 0`, {
-    timeoutMs: 240_000,
-  });
+  // busctl's own bound on a call is 25 s: `xl create` of a PV guest took 22.9 s while business's
+  // HVM guest was restarting (the lead's run at 06:44), and the call failed with "Connection timed out".
+  await m.serial.check(
+    `busctl --timeout=240 call org.bulkhead.VmManager1 ${VM(WORK.id)} org.bulkhead.Vm1 Start a{sv} 0`,
+    { timeoutMs: 250_000 },
+  );
   await waitFor(
     'work running, READY',
     async () =>
