@@ -32,7 +32,10 @@
  * 2026-12-02 03:13 (ROUNDS=1): 8 of 9 passed, 1 skipped, 887 s with the boot; the chord -> the lock
  * screen 76.5 s; hotkey -> picture p50 dom0 -> VM 9.1 s, VM -> VM 6.6 s, VM -> dom0 69.0 s; move-gpu
  * over the bare sequence (p50s) 5.0x, 2.3x, 4.0x, VM -> VM's xl sub-steps 1.065x
- * (docs/gpu-handoff.md, "In the image").
+ * (docs/gpu-handoff.md, "In the image"). 2026-12-02 06:44 (ROUNDS=1, today's tree with settled() and
+ * checkQueued, this file on gpu-rig.ts): 8 of 9 passed, 1 skipped, 722 s; p50 dom0 -> VM 5.9 s,
+ * VM -> VM 4.2 s, VM -> dom0 50.2 s, the chord -> the lock screen 63.7 s; move-gpu over bare 5.7x,
+ * 2.1x, 3.9x, VM -> VM's xl sub-steps 1.38x.
  *
  * Every picture is proven by screendumps of the outer QEMU only: nothing is attached to the kiosk
  * (DevTools would make it paint). A guest's own painting is told from the kiosk's VM view of the
