@@ -463,3 +463,28 @@ test('a holder the backend has not yet seen go: the move on the reused list fail
   ]);
   assert.ok(!r.skipped && r.substeps!.length === 5, 'the failed detach, then reset x2 and attach x2');
 });
+
+test("the watch does not list the guests while a move runs (its xl list -l slowed the move's xl steps)", async () => {
+  mock.timers.enable({ apis: ['setInterval'] });
+  try {
+    const { pci, h } = laptop({ watchMs: 2000, runningDomains: backendDomains });
+    await h.handOff(home, vm('personal'));
+    let open!: () => void;
+    pci.attachGate = new Promise<void>((r) => (open = r));
+    const moved = h.handOff(vm('personal'), vm('business'));
+    await new Promise((r) => setImmediate(r)); // the move is in its attach now
+    const before = pci.guestsCalls;
+    for (let i = 0; i < 3; i++) mock.timers.tick(2000);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pci.guestsCalls, before, 'no list while the move runs');
+    pci.attachGate = null;
+    open();
+    await moved;
+    mock.timers.tick(2000);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pci.guestsCalls, before + 1, 'the next tick after it lists again');
+    h.close();
+  } finally {
+    mock.timers.reset();
+  }
+});

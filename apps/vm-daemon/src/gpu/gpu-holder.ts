@@ -142,6 +142,8 @@ export class GpuHolder implements GpuHandoff {
    */
   private lastGuests: PciGuest[] | null = null;
   private listGen = 0;
+  /** Moves (or judgements) running in the queue now. */
+  private running = 0;
   private closed = false;
   private readonly holderListeners: Array<(holder: string, why: string) => void> = [];
 
@@ -160,7 +162,15 @@ export class GpuHolder implements GpuHandoff {
 
   /** Runs `fn` after every move queued before it. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const r = this.queue.then(fn, fn);
+    const run = async () => {
+      this.running++;
+      try {
+        return await fn();
+      } finally {
+        this.running--;
+      }
+    };
+    const r = this.queue.then(run, run);
     this.queue = r.catch(() => undefined);
     return r;
   }
@@ -579,6 +589,9 @@ export class GpuHolder implements GpuHandoff {
       // One check at a time: `xl list -l` can take longer than the interval under load, and
       // checks piling up in the queue each delayed the next switch's move (1.1-2.5 s in the image).
       if (this.checkQueued) return;
+      // Nor during a move: an `xl list -l` beside its xl pci-detach/attach slowed them (the
+      // watch lists outside the queue); the move's own report says where the GPU went.
+      if (this.running) return;
       this.checkQueued = true;
       void this.checkHolder().finally(() => (this.checkQueued = false));
     }, ms);
