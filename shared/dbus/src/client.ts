@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import * as dbus from 'dbus-next';
 import {
   CONTRACT,
@@ -6,6 +5,7 @@ import {
   type InterfaceName,
   type InterfaceTypes,
 } from '@bulkhead/contract';
+import { busSocket } from './connect';
 import { fromDBusError } from './errors';
 import { unwrap } from './variants';
 
@@ -110,7 +110,7 @@ export class BusClient {
    * the call from the waiting set, so nothing is kept per call once it settled.
    */
   private connectionClosed(what: string): { closed: Promise<never>; done: () => void } {
-    const stream = (this.bus as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
+    const stream = busSocket(this.bus);
     if (stream && !this.watchingClose) {
       this.watchingClose = true;
       if (stream.destroyed || stream.writableEnded) this.closedWhy = 'the bus connection is closed';

@@ -68,7 +68,7 @@ export async function connectBus(
  * once.
  */
 function coalesceWrites(bus: dbus.MessageBus): void {
-  const stream = (bus as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
+  const stream = busSocket(bus);
   if (!stream || typeof stream.cork !== 'function') return;
   const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
   let corked = false;
@@ -94,3 +94,11 @@ const corkedStreams = new Set<() => void>();
 process.on('exit', () => {
   for (const flush of [...corkedStreams]) flush();
 });
+
+/**
+ * The socket under a dbus-next connection (dbus-next keeps it private), or undefined for anything
+ * else (a test's fake bus).
+ */
+export function busSocket(bus: dbus.MessageBus): Socket | undefined {
+  return (bus as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
+}
