@@ -70,6 +70,19 @@ export function createActions(store: UiStore, transport: Transport): Actions {
     const r = await p;
     if (!r.ok && r.error) set((s) => showFailure(s, r.error!, what));
   };
+  // Thumbnails are wanted while any view asks for them (the tiles; a VM's view while its live
+  // display is not up). The core keeps one flag per connection, so the views are counted here: two
+  // views turning it on and off in separate renders must not turn it off under each other. And a
+  // request made before the connection opened was dropped ("not connected"), and a connection
+  // opened again is a new client to the core: each time it opens, it is told again. Without this
+  // the tiles of a kiosk whose first render came before its WebSocket opened never got a thumbnail
+  // (xen-entry.e2e scenario 4: no Screenshot call in 180 s, while vm-daemon answered one at once).
+  let thumbnailViews = 0;
+  const sendThumbnailsVisible = () =>
+    void transport.request('setThumbnailsVisible', { visible: thumbnailViews > 0 });
+  transport.onConnection((c) => {
+    if (c === 'open' && thumbnailViews > 0) sendThumbnailsVisible();
+  });
   return {
     async switchTo(vm) {
       if (isLocked(store.getState())) return;
@@ -104,7 +117,9 @@ export function createActions(store: UiStore, transport: Transport): Actions {
       void transport.request('injectInput', { deviceClass, events });
     },
     setThumbnailsVisible(visible) {
-      void transport.request('setThumbnailsVisible', { visible });
+      const before = thumbnailViews > 0;
+      thumbnailViews = Math.max(0, thumbnailViews + (visible ? 1 : -1));
+      if (thumbnailViews > 0 !== before) sendThumbnailsVisible();
     },
     async vncUrl(vm) {
       const r = await transport.request('vncUrl', { vm });

@@ -334,6 +334,7 @@ test('unlock sends the password once and keeps it nowhere in the UI store', asyn
         },
       };
     },
+    onConnection: () => undefined,
   } as unknown as Transport;
   const real = createActions(store, fakeTransport);
   const failure = await real.unlock(secret);
