@@ -4,7 +4,7 @@ import { createServer, type Socket } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SerialConsole } from './serial-console';
+import { ConsoleSilentError, SerialConsole } from './serial-console';
 
 /**
  * A fake serial port on a unix socket: answers each typed command line like the image's shell
@@ -69,6 +69,60 @@ test("Xen's lines that the command itself prints (xl dmesg, through dom0's conso
       '(XEN) d2v0 Triple fault - invoking HVM shutdown action 1',
       '(XEN) ACPI S3',
     ]);
+  } finally {
+    serial.close();
+    port.close();
+  }
+});
+
+/** A fake serial port of a machine with no shell: prints `noise` every 100 ms, or nothing. */
+async function fakeShelllessSerial(noise: string): Promise<{ path: string; close(): void }> {
+  const path = join(mkdtempSync(join(tmpdir(), 'serial-')), 'ttyS0');
+  const socks: Socket[] = [];
+  const server = createServer((s) => {
+    socks.push(s);
+    s.on('data', () => undefined);
+    if (noise) {
+      const t = setInterval(() => s.write(noise), 100);
+      s.on('close', () => clearInterval(t));
+    }
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    path,
+    close: () => {
+      for (const s of socks) s.destroy();
+      server.close();
+    },
+  };
+}
+
+test('a boot whose console prints nothing is given up as silent, naming its last line, long before the shell timeout', async () => {
+  const port = await fakeShelllessSerial('');
+  const serial = await SerialConsole.connect(port.path);
+  try {
+    const t0 = Date.now();
+    await assert.rejects(serial.waitForShell(60_000, { silentMs: 300 }), (e: Error) => {
+      assert.ok(e instanceof ConsoleSilentError, `${e.name}: ${e.message}`);
+      assert.match(e.message, /printed nothing for \d+ s/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 15_000, 'well before the 60 s shell timeout');
+  } finally {
+    serial.close();
+    port.close();
+  }
+});
+
+test('a boot that keeps printing is not taken as silent: it runs to the shell timeout', async () => {
+  const port = await fakeShelllessSerial('[  OK  ] Started something.\r\n');
+  const serial = await SerialConsole.connect(port.path);
+  try {
+    await assert.rejects(serial.waitForShell(1500, { silentMs: 300 }), (e: Error) => {
+      assert.ok(!(e instanceof ConsoleSilentError), e.message);
+      assert.match(e.message, /no shell on the serial console within 1500 ms/);
+      return true;
+    });
   } finally {
     serial.close();
     port.close();

@@ -1,5 +1,10 @@
 import { connect, type Socket } from 'node:net';
 
+/** The console went silent before its shell came: see SerialConsole.waitForShell. */
+export class ConsoleSilentError extends Error {
+  override name = 'ConsoleSilentError';
+}
+
 /**
  * The image's root shell on its serial port (autologin on ttyS0, test image only): runs one
  * command at a time and returns its output and exit code. Used to read what only the inside can
@@ -17,9 +22,12 @@ export class SerialConsole {
    * command waited on a half-typed line).
    */
   typingChunk = 0;
+  /** When the console last printed anything (Date.now()); connecting counts as the start. */
+  lastOutputAt = Date.now();
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
+      this.lastOutputAt = Date.now();
       this.buf += d;
       if (this.buf.length > 4_000_000) this.buf = this.buf.slice(-1_000_000);
     });
@@ -43,13 +51,22 @@ export class SerialConsole {
   }
 
   /** Wait until the console shows a shell prompt (the autologin finished). */
-  async waitForShell(timeoutMs: number): Promise<void> {
+  /**
+   * With `silentMs`, gives up early with a ConsoleSilentError once the console has printed nothing
+   * at all for that long (not even the echo of what this types): a boot that hung.
+   */
+  async waitForShell(timeoutMs: number, opts: { silentMs?: number } = {}): Promise<void> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       try {
-        await this.run('true', { timeoutMs: 5000 });
+        await this.run('true', { timeoutMs: Math.min(5000, Math.max(100, end - Date.now())) });
         return;
       } catch {
+        const silent = Date.now() - this.lastOutputAt;
+        if (opts.silentMs !== undefined && silent >= opts.silentMs)
+          throw new ConsoleSilentError(
+            `the serial console printed nothing for ${Math.round(silent / 1000)} s (no shell yet); its last line: ${JSON.stringify(this.buf.trimEnd().split('\n').pop()?.slice(-200) ?? '')}`,
+          );
         this.sock.write('\n');
       }
     }
