@@ -1,3 +1,7 @@
+// First: @bulkhead/contract changes dbus-next's marshalling before dbus-next loads
+// (contract/src/dbus-next-marshalling.ts); the modules below load dbus-next.
+import '@bulkhead/contract';
+
 export * from './connect';
 export * from './identity';
 export * from './errors';
