@@ -6,16 +6,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConsoleSilentError, SerialConsole } from './serial-console';
 
-/**
- * A fake serial port on a unix socket: answers each typed command line like the image's shell
- * would (its markers, `reply` between them, exit code 0), and lets the test say what Xen prints on
- * the same port in between.
- */
-async function fakeXenSerial(reply: (cmd: string) => string): Promise<{ path: string; close(): void }> {
+/** A fake serial port on a unix socket; `serve` is given each connection (the console's). */
+async function fakeSerialPort(serve: (s: Socket) => void): Promise<{ path: string; close(): void }> {
   const path = join(mkdtempSync(join(tmpdir(), 'serial-')), 'ttyS0');
   const socks: Socket[] = [];
   const server = createServer((s) => {
     socks.push(s);
+    serve(s);
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    path,
+    close: () => {
+      for (const s of socks) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/**
+ * Answers each typed command line like the image's shell would (its markers, `reply` between them,
+ * exit code 0), and lets the test say what Xen prints on the same port in between.
+ */
+function fakeXenSerial(reply: (cmd: string) => string) {
+  return fakeSerialPort((s) => {
     let typed = '';
     s.on('data', (d) => {
       typed += d.toString();
@@ -28,14 +42,6 @@ async function fakeXenSerial(reply: (cmd: string) => string): Promise<{ path: st
       }
     });
   });
-  await new Promise<void>((r) => server.listen(path, r));
-  return {
-    path,
-    close: () => {
-      for (const s of socks) s.destroy();
-      server.close();
-    },
-  };
 }
 
 test("a command's output leaves out the lines Xen printed on the same serial port meanwhile (a guest's triple-fault dump)", async () => {
@@ -75,26 +81,14 @@ test("Xen's lines that the command itself prints (xl dmesg, through dom0's conso
   }
 });
 
-/** A fake serial port of a machine with no shell: prints `noise` every 100 ms, or nothing. */
-async function fakeShelllessSerial(noise: string): Promise<{ path: string; close(): void }> {
-  const path = join(mkdtempSync(join(tmpdir(), 'serial-')), 'ttyS0');
-  const socks: Socket[] = [];
-  const server = createServer((s) => {
-    socks.push(s);
+/** A machine with no shell: its console prints `noise` every 100 ms, or nothing at all. */
+function fakeShelllessSerial(noise: string) {
+  return fakeSerialPort((s) => {
     s.on('data', () => undefined);
-    if (noise) {
-      const t = setInterval(() => s.write(noise), 100);
-      s.on('close', () => clearInterval(t));
-    }
+    if (!noise) return;
+    const t = setInterval(() => s.write(noise), 100);
+    s.on('close', () => clearInterval(t));
   });
-  await new Promise<void>((r) => server.listen(path, r));
-  return {
-    path,
-    close: () => {
-      for (const s of socks) s.destroy();
-      server.close();
-    },
-  };
 }
 
 test('a boot whose console prints nothing is given up as silent, naming its last line, long before the shell timeout', async () => {
