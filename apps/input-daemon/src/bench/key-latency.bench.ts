@@ -10,7 +10,7 @@
  *  - through input-daemon's device path: a second daemon whose seat reads `struct input_event`
  *    records from a FIFO (--seat replay:<fifo>, the same parser and pipeline as /dev/input/event*)
  *    — how a key from the keyboard travels on hardware, with no D-Bus on its way in. The FIFO is
- *    read through libuv's thread pool, a hop the evdev seat (epoll on the main loop) does not have.
+ *    polled on the main loop as the evdev seat polls an event node (replay-source.ts).
  * Prints p50/p99 of each and their ratios to bare (goal ≤ 1.10×), then `BENCH-JSON {...}`.
  *   node apps/input-daemon/dist/bench/key-latency.bench.js [keys=200]
  */
