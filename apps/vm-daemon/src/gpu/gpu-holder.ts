@@ -46,8 +46,8 @@ export interface PciGuest {
 
 /** The hypervisor's PCI pass-through operations (Xen: backend/xen/gpu-handoff.ts). */
 export interface PciPassthrough {
-  /** Every running guest (not dom0) and what it holds. */
-  guests(): Promise<PciGuest[]>;
+  /** Every running guest (not dom0) and what it holds; `signal` cancels the listing. */
+  guests(signal?: AbortSignal): Promise<PciGuest[]>;
   /** Take a function from a guest; `force` does not wait for the guest to let go. */
   detach(guest: PciGuest, bdf: string, force?: boolean): Promise<void>;
   attach(guest: PciGuest, bdf: string): Promise<void>;
@@ -144,6 +144,8 @@ export class GpuHolder implements GpuHandoff {
   private listGen = 0;
   /** Moves (or judgements) running in the queue now. */
   private running = 0;
+  /** The holder watch's list in flight (outside the queue): a move cancels it (see move()). */
+  private watchList: { since: number; abort: AbortController } | null = null;
   private closed = false;
   private readonly holderListeners: Array<(holder: string, why: string) => void> = [];
 
@@ -244,6 +246,15 @@ export class GpuHolder implements GpuHandoff {
     if (fns.length === 0) return skipped('no VM in this switch has a GPU');
     for (const f of fns) this.known.add(f);
     const toId = to.vm === SWITCHER_PATH ? null : vmIdFromPath(to.vm);
+    // The holder watch's `xl list -l`, if one is running, is cancelled: beside the move's own xl
+    // pci-detach/attach it slowed them (issue 16); the move's report says where the GPU went, and
+    // the watch's next tick lists afresh.
+    if (this.watchList) {
+      this.opts.log.info(
+        `GPU hand-off: cancelling the holder watch's xl list -l (running for ${Date.now() - this.watchList.since} ms) beside this move`,
+      );
+      this.watchList.abort.abort();
+    }
     this.listGen++;
     const reused = mayReuse ? this.reusableGuests() : null;
     const guests = reused ?? (await this.listGuests());
@@ -275,9 +286,9 @@ export class GpuHolder implements GpuHandoff {
   }
 
   /** `guests()`, kept as the last list unless a move started or ended while it ran. */
-  private async listGuests(): Promise<PciGuest[]> {
+  private async listGuests(signal?: AbortSignal): Promise<PciGuest[]> {
     const gen = this.listGen;
-    const guests = await this.opts.pci.guests();
+    const guests = await this.opts.pci.guests(signal);
     if (gen === this.listGen) this.lastGuests = guests.map((g) => ({ ...g, pci: [...g.pci] }));
     return guests;
   }
@@ -613,12 +624,18 @@ export class GpuHolder implements GpuHandoff {
     if (this.holder === SWITCHER_PATH || this.closed) return;
     const gen = this.listGen;
     let guests: PciGuest[];
+    const watchList = { since: Date.now(), abort: new AbortController() };
+    this.watchList = watchList;
     try {
-      guests = await this.listGuests();
+      guests = await this.listGuests(watchList.abort.signal);
     } catch (e) {
-      this.opts.log.warn(`GPU watch: cannot list the guests: ${(e as Error).message}`);
+      if (!watchList.abort.signal.aborted)
+        this.opts.log.warn(`GPU watch: cannot list the guests: ${(e as Error).message}`);
       return;
+    } finally {
+      if (this.watchList === watchList) this.watchList = null;
     }
+    if (watchList.abort.signal.aborted) return;
     await this.serial(async () => {
       if (this.holder === SWITCHER_PATH || this.closed || gen !== this.listGen) return;
       const id = vmIdFromPath(this.holder);

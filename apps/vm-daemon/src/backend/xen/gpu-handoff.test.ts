@@ -238,3 +238,33 @@ test('a back end that never settles delays the detach by the bound only; an HVM 
   assert.ok(Date.now() - t1 < 250, 'no wait without a PV back end');
   assert.deepEqual(personal.pci, GPU);
 });
+
+test("after an attach the guest's back end is confirmed settled in the background: the next detach reads nothing first; a detach during the check waits for it", async () => {
+  const { world, personal, business, h } = setup();
+  personal.pci = [...GPU];
+  const stateOf = (d: { domid: number }) => `/local/domain/0/backend/pci/${d.domid}/0/state`;
+  world.xenstore.set(stateOf(personal), '4');
+  world.xenstore.set(stateOf(business), '4');
+  await h.handOff(side('personal'), side('business'));
+  // Read before the first detach (personal got its GPU before this daemon's time).
+  assert.ok(world.calls.includes(`xenstore-read ${stateOf(personal)}`));
+  await new Promise((r) => setTimeout(r, 50)); // the background check after business's attach
+  assert.ok(world.calls.includes(`xenstore-read ${stateOf(business)}`), 'business checked after its attach');
+  world.calls.length = 0;
+  // personal's back end will still be Reconfiguring after this attach (libxl sets 7 in it).
+  world.xenstore.set(stateOf(personal), '7');
+  const connectedAt = Date.now() + 400;
+  setTimeout(() => world.xenstore.set(stateOf(personal), '4'), 400);
+  await h.handOff(side('business'), side('personal'));
+  const detach = world.calls.indexOf(`xl pci-detach ${business.domid} 0000:00:03.0`);
+  assert.ok(detach >= 0);
+  assert.deepEqual(
+    world.calls.slice(0, detach).filter((c) => c.startsWith('xenstore-read')),
+    [],
+    `no read before the detach: ${world.calls.join(', ')}`,
+  );
+  // personal was just attached, its back end still Reconfiguring: a switch now waits for it.
+  await h.handOff(side('personal'), side('business'));
+  assert.ok(Date.now() >= connectedAt, 'the detach came after the back end was Connected');
+  assert.deepEqual(business.pci, GPU);
+});

@@ -71,35 +71,68 @@ export class XenPciPassthrough implements PciPassthrough {
    * guest has no such back end (its device model holds the device): nothing to wait for. Past
    * the bound the detach goes ahead anyway: a guest that never connects must still lose the GPU.
    */
-  private async settled(guest: PciGuest): Promise<void> {
+  private async settled(guest: PciGuest, pollMs = 100, quiet = false): Promise<boolean> {
     const path = `/local/domain/0/backend/pci/${guest.domid}/0/state`;
     const deadline = Date.now() + this.settleMs;
     for (;;) {
       const r = await this.runner.run('xenstore-read', [path], this.stepMs);
       const state = Number(r.stdout.trim());
-      if (r.code !== 0 || !PCI_BACKEND_BUSY.has(state)) return;
+      if (r.code !== 0 || !PCI_BACKEND_BUSY.has(state)) return true;
       if (Date.now() >= deadline) {
-        this.log?.warn(
-          `${guest.name}: its PCI back end is still in state ${state} after ${this.settleMs} ms; detaching anyway`,
-        );
-        return;
+        if (!quiet)
+          this.log?.warn(
+            `${guest.name}: its PCI back end is still in state ${state} after ${this.settleMs} ms; detaching anyway`,
+          );
+        return false;
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, pollMs));
     }
   }
 
-  async guests(): Promise<PciGuest[]> {
-    return parseXlListJson(await xl(this.runner, ['list', '-l'], this.stepMs))
+  /**
+   * Domains (domid) whose PCI back end was seen settled after this daemon's last hot-plug into
+   * them: nothing but a hot-plug (ours) moves a back end out of Connected, so their next detach
+   * needs no xenstore-read first (issue 16: under TCG each read, a spawn of the daemon, took
+   * 0.1-0.2 s inside the detach sub-step).
+   */
+  private readonly settledAfterAttach = new Set<number>();
+  /** The background check after an attach, per domid, until it ends. */
+  private readonly settling = new Map<number, Promise<void>>();
+
+  /** After an attach: confirms, outside any move, that the guest's back end settles. */
+  private confirmSettled(guest: PciGuest): void {
+    const domid = guest.domid;
+    const check: Promise<void> = this.settled(guest, 250, true)
+      .then((ok) => {
+        if (ok && this.settling.get(domid) === check) this.settledAfterAttach.add(domid);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.settling.get(domid) === check) this.settling.delete(domid);
+      });
+    this.settling.set(domid, check);
+  }
+
+  async guests(signal?: AbortSignal): Promise<PciGuest[]> {
+    return parseXlListJson(await xl(this.runner, ['list', '-l'], this.stepMs, signal))
       .filter((d) => d.domid !== 0)
       .map((d) => ({ name: d.name, domid: d.domid, pci: d.pci }));
   }
   async detach(guest: PciGuest, bdf: string, force = false): Promise<void> {
     // A forced detach is for a guest that hangs: it is not waited for.
-    if (!force) await this.settled(guest);
+    if (!force) {
+      await this.settling.get(guest.domid);
+      if (!this.settledAfterAttach.has(guest.domid)) await this.settled(guest);
+    }
+    this.settledAfterAttach.delete(guest.domid);
+    this.settling.delete(guest.domid);
     await xl(this.runner, ['pci-detach', ...(force ? ['-f'] : []), String(guest.domid), bdf], this.stepMs);
   }
   async attach(guest: PciGuest, bdf: string): Promise<void> {
+    this.settledAfterAttach.delete(guest.domid);
+    this.settling.delete(guest.domid);
     await xl(this.runner, ['pci-attach', String(guest.domid), bdf], this.stepMs);
+    this.confirmSettled(guest);
   }
   async reset(bdf: string): Promise<'ok' | 'unsupported'> {
     return this.sysfs.reset(bdf);

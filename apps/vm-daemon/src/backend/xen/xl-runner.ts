@@ -22,8 +22,11 @@ export interface XenstoreWatch {
 }
 
 export interface XlRunner {
-  /** Run one tool to completion. Rejects only when the program cannot run or overruns `timeoutMs`. */
-  run(tool: XenTool, args: string[], timeoutMs: number): Promise<ToolResult>;
+  /**
+   * Run one tool to completion. Rejects only when the program cannot run, overruns `timeoutMs`,
+   * or `signal` aborts it (then it is killed: for read-only commands such as `xl list -l`).
+   */
+  run(tool: XenTool, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<ToolResult>;
   /**
    * Watch a xenstore path (or a special path such as @releaseDomain): `onFire` gets the path that
    * fired (the watch also fires once when registered); `onEnd` when the watcher exits.
@@ -42,8 +45,12 @@ export class ExecXlRunner implements XlRunner {
     return this.binDir ? `${this.binDir}/${tool}` : tool;
   }
 
-  run(tool: XenTool, args: string[], timeoutMs: number): Promise<ToolResult> {
+  run(tool: XenTool, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<ToolResult> {
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new BulkheadError('BackendFailed', `${tool} ${args.join(' ')} cancelled`));
+        return;
+      }
       let child: ChildProcess;
       try {
         child = spawn(this.path(tool), args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -70,6 +77,13 @@ export class ExecXlRunner implements XlRunner {
           ),
         );
       }, timeoutMs);
+      const onAbort = () => {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(new BulkheadError('BackendFailed', `${tool} ${args.join(' ')} cancelled (killed)`));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      child.once('close', () => signal?.removeEventListener('abort', onAbort));
       child.once('error', (e) => {
         clearTimeout(timer);
         reject(new BulkheadError('BackendFailed', `cannot run ${tool}: ${e.message}`));
@@ -128,8 +142,13 @@ export function xlMessage(stderr: string, stdout = ''): string {
  * Run `xl <args>`; a non-zero exit becomes BulkheadError('BackendFailed') with xl's own message.
  * Timeouts stay 'Timeout'; a missing xl stays BackendFailed ("cannot run xl").
  */
-export async function xl(runner: XlRunner, args: string[], timeoutMs: number): Promise<string> {
-  const r = await runner.run('xl', args, timeoutMs);
+export async function xl(
+  runner: XlRunner,
+  args: string[],
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<string> {
+  const r = await runner.run('xl', args, timeoutMs, signal);
   if (r.code !== 0)
     throw new BulkheadError(
       'BackendFailed',

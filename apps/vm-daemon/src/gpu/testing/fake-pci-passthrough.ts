@@ -60,9 +60,21 @@ export class FakePciPassthrough implements PciPassthrough {
     if (i >= 0) throw this.failures.splice(i, 1)[0].error;
   }
 
-  async guests(): Promise<PciGuest[]> {
+  async guests(signal?: AbortSignal): Promise<PciGuest[]> {
     this.guestsCalls++;
-    if (this.guestsGate) await this.guestsGate;
+    if (this.guestsGate)
+      await Promise.race([
+        this.guestsGate,
+        new Promise((_, reject) =>
+          signal?.addEventListener(
+            'abort',
+            () => reject(new BulkheadError('BackendFailed', 'xl list -l cancelled')),
+            {
+              once: true,
+            },
+          ),
+        ),
+      ]);
     return this.guestList.map((g) => ({ ...g, pci: [...g.pci] }));
   }
   async detach(guest: PciGuest, bdf: string, force = false): Promise<void> {
