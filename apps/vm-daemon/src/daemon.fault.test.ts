@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { SWITCHER_PATH, VM_MANAGER_PATH, vmPath } from '@bulkhead/contract';
 import type { BusClient, PrivateBus } from '@bulkhead/dbus';
 import { FakeInputDaemon } from './testing/fake-input-daemon';
-import { spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
+import { processAlive, spawnDaemon, waitFor, type DaemonProcess } from './testing/daemon-process';
 import { TEST_GUEST_KERNEL as KERNEL, QemuTestWorld, qemuPid } from './testing/qemu-test-world';
 
 const MGR = 'org.bulkhead.VmManager1';
@@ -34,14 +34,6 @@ const activeVm = () =>
 const manager = () => client.proxy(MGR, VM_MANAGER_PATH, 'org.bulkhead.VmManager1');
 const pidOf = (id: string) => qemuPid(runDir, id);
 const lastFocus = () => input.calls.filter((c) => c.method === 'SetFocus').at(-1)?.target ?? SWITCHER_PATH;
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const start = () => spawnDaemon({ bus: bus.address, configDir, runDir, stateDir });
 
 async function killDaemon(): Promise<void> {
@@ -53,7 +45,7 @@ async function killDaemon(): Promise<void> {
 /** After a restart: same QEMU pids, re-adopted, ActiveVm as expected, input told so. */
 async function assertRecovered(pids: Record<string, number>, expectActive: string[]): Promise<void> {
   for (const id of IDS) {
-    assert.ok(alive(pids[id]), `${id}'s QEMU was stopped`);
+    assert.ok(processAlive(pids[id]), `${id}'s QEMU was stopped`);
     assert.equal(pidOf(id), pids[id], `${id} was restarted`);
     assert.equal(await state(id), 'running');
     assert.match(await reason(id), /re-adopted/);

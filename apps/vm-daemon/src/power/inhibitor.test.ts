@@ -12,17 +12,8 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { waitFor } from '../testing/daemon-process';
+import { processAlive, waitFor } from '../testing/daemon-process';
 import { InhibitorLock } from './logind';
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 function fakeSystemdInhibit(dir: string): string {
   const file = join(dir, 'fake-systemd-inhibit');
@@ -55,7 +46,7 @@ test('the lock asks logind for what and how, and release() ends its holder', asy
       /--what=handle-power-key:handle-lid-switch --mode=block /,
     );
     lock.release();
-    await waitFor('holder gone', () => !alive(pid));
+    await waitFor('holder gone', () => !processAlive(pid));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -80,9 +71,9 @@ test('a SIGKILLed vm-daemon leaves no inhibitor lock behind', async () => {
     const holder = await new Promise<number>((resolve) =>
       createInterface({ input: daemon.stdout! }).once('line', (l) => resolve(Number(l))),
     );
-    assert.ok(alive(holder));
+    assert.ok(processAlive(holder));
     process.kill(daemon.pid!, 'SIGKILL');
-    await waitFor('the lock holder ended with its daemon', () => !alive(holder));
+    await waitFor('the lock holder ended with its daemon', () => !processAlive(holder));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

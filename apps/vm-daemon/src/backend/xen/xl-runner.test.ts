@@ -4,6 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecXlRunner, xl } from './xl-runner';
+import { processAlive } from '../../testing/daemon-process';
 
 // A fake `xl` run for real: `xl list -l` writes its pid and hangs (a slow list under load).
 let dir: string;
@@ -14,15 +15,6 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 test('a cancelled command is killed at once and rejected as cancelled; one cancelled before it starts never runs', async () => {
   const runner = new ExecXlRunner(dir);
   const abort = new AbortController();
@@ -31,12 +23,12 @@ test('a cancelled command is killed at once and rejected as cancelled; one cance
   for (let i = 0; i < 100 && !readFileSafe(join(dir, 'pid')); i++)
     await new Promise((r) => setTimeout(r, 20));
   const pid = Number(readFileSafe(join(dir, 'pid')));
-  assert.ok(pid > 0 && alive(pid), 'the command runs');
+  assert.ok(pid > 0 && processAlive(pid), 'the command runs');
   abort.abort();
   await assert.rejects(listing, /xl list -l cancelled \(killed\)/);
   assert.ok(Date.now() - t0 < 5000);
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
-  assert.equal(alive(pid), false, 'the command was killed');
+  for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(processAlive(pid), false, 'the command was killed');
   rmSync(join(dir, 'pid'), { force: true });
   await assert.rejects(runner.run('xl', ['list', '-l'], 20_000, abort.signal), /cancelled/);
   await new Promise((r) => setTimeout(r, 100));
