@@ -74,6 +74,13 @@ export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 /**
+ * A boot whose console printed nothing for this long before its shell came is taken as hung (see
+ * ImageMachine.boot). dom0's kernel boots `quiet`, so a normal boot is silent from Xen's last line
+ * (or GRUB's) until the autologin shell: about a minute under TCG, a few at a loaded CI's worst.
+ */
+const BOOT_SILENT_MS = 360_000;
+
+/**
  * What each entry needs here and a laptop does not: the e2e's QEMU is the only place these live
  * (the disk's boot menu has none of them).
  * - kvm: `console=ttyS0,115200`: the kernel's messages go to the serial log the e2e keeps, and
@@ -98,13 +105,6 @@ export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
  *   them (xen-swiotlb). Plain virtio-vga showed garbage under PV dom0 in an earlier try (issue
  *   15); with this the kiosk is drawn right (xen-entry.e2e.ts). A laptop's GPU is not virtio.
  */
-/**
- * A boot whose console printed nothing for this long before its shell came is taken as hung (see
- * ImageMachine.boot). dom0's kernel boots `quiet`, so a normal boot is silent from Xen's last line
- * (or GRUB's) until the autologin shell: about a minute under TCG, a few at a loaded CI's worst.
- */
-const BOOT_SILENT_MS = 360_000;
-
 const ENTRY_ARGS: Record<BootEntry, { xen: string; linux: string; cpu: string; display: string }> = {
   kvm: {
     xen: '',

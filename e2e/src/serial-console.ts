@@ -50,9 +50,8 @@ export class SerialConsole {
     }
   }
 
-  /** Wait until the console shows a shell prompt (the autologin finished). */
   /**
-   * With `silentMs`, gives up early with a ConsoleSilentError once the console has printed nothing
+   * Wait until the console shows a shell prompt (the autologin finished). With `silentMs`, gives up early with a ConsoleSilentError once the console has printed nothing
    * at all for that long (not even the echo of what this types): a boot that hung.
    */
   async waitForShell(timeoutMs: number, opts: { silentMs?: number } = {}): Promise<void> {

@@ -3,7 +3,6 @@
  * a{sv} dicts the XML describes with org.bulkhead.Dict, and the plain-JSON views of properties the
  * switcher mirrors. Hand-written once here so the generated code stays declarations and tables.
  */
-import './dbus-next-marshalling'; // before dbus-next itself (see the file)
 import { Variant } from 'dbus-next';
 
 /** A value that does not match what the contract says: names the property/key and the problem. */

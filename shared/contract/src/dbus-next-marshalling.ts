@@ -9,7 +9,7 @@
  * new tree (~90 KB per switch), and each struct, array and message built a `@nornagon/put` writer
  * whose constructor makes ten closures and whose every byte written is an object (~80 KB). With the
  * unit's 1 MiB semi-space that was a scavenge every other switch (154 in 300). With both changes:
- * ~284 KB per switch and 90 scavenges in 300; the garbage collector's share of the daemon's CPU
+ * ~285 KB per switch and 91 scavenges in 300; the garbage collector's share of the daemon's CPU
  * per switch fell from 0.63 to 0.25 ms (CPU profile, same machine, another image booting beside).
  *
  * 1. `parseSignature` answers from a cache (the daemons send the same few dozen signatures again
