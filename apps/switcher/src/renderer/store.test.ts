@@ -275,3 +275,34 @@ test('no early view for a stopped VM, a GPU VM, an empty slot, or while locked; 
   assert.equal(s.hotkeyView, null);
   assert.equal(shownVm(s)?.id, 'personal');
 });
+
+test('a snapshot equal to the one shown changes nothing: the same state, no component told', () => {
+  const s = applyPush(withSnap({ activeVm: B }), 'thumbnail', { vm: P, png: 'AAAA', at: 1 });
+  // A fresh copy, as each push arrives (JSON over the bridge).
+  const again = applyPush(s, 'snapshot', JSON.parse(JSON.stringify(liveSnapshot({ activeVm: B }))));
+  assert.equal(again, s);
+  assert.equal(applyPush(s, 'vmPatch', { path: P, patch: { state: 'running' } }), s);
+  assert.equal(applyPush(s, 'daemon', { name: 'usb', status: { up: true, since: 1, detail: '' } }), s);
+});
+
+test("a switch's snapshot keeps every VM object and list it did not change", () => {
+  const s = withSnap({ activeVm: '/' });
+  const next = applyPush(
+    s,
+    'snapshot',
+    JSON.parse(JSON.stringify(liveSnapshot({ activeVm: B, switching: true }))),
+  );
+  assert.notEqual(next, s);
+  assert.equal(next.snapshot.activeVm, B);
+  assert.equal(next.snapshot.switching, true);
+  assert.equal(next.snapshot.vms, s.snapshot.vms, 'the VM list, unchanged, is the same array');
+  assert.equal(next.snapshot.daemons, s.snapshot.daemons);
+  assert.equal(next.thumbnails, s.thumbnails);
+  assert.equal(shownVm(next), s.snapshot.vms[1], "the shown VM is the store's own object");
+  // One VM changes: the other keeps its object.
+  const vms = JSON.parse(JSON.stringify(next.snapshot.vms)) as VmModel[];
+  vms[0].state = 'stopping';
+  const third = applyPush(next, 'snapshot', { ...JSON.parse(JSON.stringify(next.snapshot)), vms });
+  assert.equal(third.snapshot.vms[1], next.snapshot.vms[1]);
+  assert.equal(third.snapshot.vms[0].state, 'stopping');
+});

@@ -5,6 +5,7 @@ import { createStore, type StoreApi } from 'zustand/vanilla';
 import type { PushChannel, PushMap, RequestFailure } from '../common/channels';
 import { emptySnapshot, type PromptModel, type SwitcherSnapshot, type VmModel } from '../common/model';
 import { describeFailure, type HumanError } from '../common/messages';
+import { shareUnchanged } from './share-unchanged';
 
 export type Panel = 'machines' | 'usb' | 'diagnostics';
 /** The machine dialog on screen: New machine, or one machine's settings (by object path). */
@@ -89,7 +90,8 @@ let noticeIds = 0;
 function pruneThumbnails(thumbs: Record<string, string>, snap: SwitcherSnapshot): Record<string, string> {
   const out: Record<string, string> = {};
   for (const vm of snap.vms) if (vm.state === 'running' && thumbs[vm.path]) out[vm.path] = thumbs[vm.path];
-  return out;
+  // Nothing dropped: the same object, so nothing that reads the thumbnails renders again.
+  return Object.keys(out).length === Object.keys(thumbs).length ? thumbs : out;
 }
 
 function mergePrompts(known: PromptModel[], incoming: PromptModel[]): PromptModel[] {
@@ -97,33 +99,49 @@ function mergePrompts(known: PromptModel[], incoming: PromptModel[]): PromptMode
   return [...known, ...incoming.filter((p) => !ids.has(p.id))];
 }
 
+/** Every field of `next` is `s`'s own object (see share-unchanged.ts). */
+function sameState(s: UiState, next: UiState): boolean {
+  return (Object.keys(next) as Array<keyof UiState>).every((k) => next[k] === s[k]);
+}
+
 /** Applies one push from the main process. */
 export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload: PushMap[C]): UiState {
   switch (channel) {
     case 'snapshot': {
-      const snap = payload as SwitcherSnapshot;
+      // What did not change keeps its objects (share-unchanged.ts): a switch pushes several
+      // snapshots, and each would otherwise render every tile and view again.
+      const snap = shareUnchanged(s.snapshot, payload as SwitcherSnapshot);
       // Prompts: the daemon's list is the truth; ones it no longer has were answered or expired.
       const open = new Set(snap.prompts.map((p) => p.id));
       const prompts = snap.daemons.usb.up
-        ? mergePrompts(
-            s.prompts.filter((p) => open.has(p.id)),
-            snap.prompts,
+        ? shareUnchanged(
+            s.prompts,
+            mergePrompts(
+              s.prompts.filter((p) => open.has(p.id)),
+              snap.prompts,
+            ),
           )
         : [];
       const locked = snap.input?.locked ?? false;
-      return {
+      const next: UiState = {
         ...s,
         hotkeyView: settleHotkeyView(s.hotkeyView, snap),
         snapshot: snap,
         thumbnails: pruneThumbnails(s.thumbnails, snap),
-        prompts,
+        prompts: prompts.length === 0 && s.prompts.length === 0 ? s.prompts : prompts,
         // Locked=false from the input daemon ends a secure-attention lock screen.
         secureAttention: s.secureAttention && (locked || !snap.daemons.input.up ? s.secureAttention : false),
       };
+      // Nothing changed: the same state, so the store tells no component (the push cost nothing).
+      return sameState(s, next) ? s : next;
     }
     case 'vmPatch': {
       const { path, patch } = payload as PushMap['vmPatch'];
-      const vms = s.snapshot.vms.map((v) => (v.path === path ? { ...v, ...patch } : v));
+      const vms = shareUnchanged(
+        s.snapshot.vms,
+        s.snapshot.vms.map((v) => (v.path === path ? { ...v, ...patch } : v)),
+      );
+      if (vms === s.snapshot.vms) return s;
       const snapshot = { ...s.snapshot, vms };
       return { ...s, snapshot, thumbnails: pruneThumbnails(s.thumbnails, snapshot) };
     }
@@ -137,6 +155,7 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
         if (name === 'input') snapshot = { ...snapshot, input: null, features: { injectInput: false } };
         if (name === 'usb') snapshot = { ...snapshot, usbDevices: [], prompts: [] };
       }
+      snapshot = shareUnchanged(s.snapshot, snapshot);
       const progress =
         !status.up && name === 'vmManager' && s.progress?.status === 'running'
           ? {
@@ -148,14 +167,15 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
               }),
             }
           : s.progress;
-      return {
+      const next: UiState = {
         ...s,
         snapshot,
         progress,
         hotkeyView: !status.up && (name === 'vmManager' || name === 'input') ? null : s.hotkeyView,
         thumbnails: pruneThumbnails(s.thumbnails, snapshot),
-        prompts: name === 'usb' && !status.up ? [] : s.prompts,
+        prompts: name === 'usb' && !status.up && s.prompts.length ? [] : s.prompts,
       };
+      return sameState(s, next) ? s : next;
     }
     case 'switchProgress': {
       const p = payload as PushMap['switchProgress'];

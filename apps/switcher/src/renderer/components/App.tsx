@@ -1,4 +1,4 @@
-import { useEffect } from 'react';
+import { memo, useEffect } from 'react';
 import { useShallow } from 'zustand/react/shallow';
 import { HOTKEY_VIEW_BOUND_MS, displayedVms, isLocked, shownVm } from '../store';
 import { useActions, useUi } from './context';
@@ -11,6 +11,27 @@ import { TopBar } from './TopBar';
 import { UsbPanel } from './UsbPanel';
 import { VmView } from './VmView';
 import { useViewTiming } from '../view-timing';
+
+/**
+ * The app's parts without props, memoised: each renders when what it selects from the store
+ * changes, not with every render of App (a switch renders App: which view is shown). On the
+ * Control Domain the kiosk draws in software, and the frames right after a hotkey are the ones
+ * that show the VM switched to (issue 17: hotkey to picture).
+ */
+const Parts = {
+  TopBar: memo(TopBar),
+  OutageBanner: memo(OutageBanner),
+  LowBatteryWarning: memo(LowBatteryWarning),
+  UsbPanel: memo(UsbPanel),
+  Diagnostics: memo(Diagnostics),
+  MachineEditor: memo(MachineEditor),
+  SwitchProgressCard: memo(SwitchProgressCard),
+  NoticeToast: memo(NoticeToast),
+  PromptDialog: memo(PromptDialog),
+  LockScreen: memo(LockScreen),
+  SuspendCard: memo(SuspendCard),
+  TileGrid: memo(TileGrid),
+};
 
 /** Digits 1-9 on the tiles screen switch to that slot; Ctrl+digit too (the hotkeys' shape). */
 function useSlotKeys(enabled: boolean) {
@@ -70,8 +91,8 @@ export function App() {
           banner={
             d.path === vm?.path ? (
               <>
-                <OutageBanner />
-                <LowBatteryWarning />
+                <Parts.OutageBanner />
+                <Parts.LowBatteryWarning />
               </>
             ) : undefined
           }
@@ -85,21 +106,21 @@ export function App() {
         inert={vm ? true : undefined}
         aria-hidden={vm ? true : undefined}
       >
-        <TopBar />
-        <OutageBanner />
-        <LowBatteryWarning />
+        <Parts.TopBar />
+        <Parts.OutageBanner />
+        <Parts.LowBatteryWarning />
         <main className="content" inert={locked || modal ? true : undefined}>
-          {panel === 'machines' && <TileGrid shown={!vm} />}
-          {panel === 'usb' && <UsbPanel />}
-          {panel === 'diagnostics' && <Diagnostics />}
+          {panel === 'machines' && <Parts.TileGrid shown={!vm} />}
+          {panel === 'usb' && <Parts.UsbPanel />}
+          {panel === 'diagnostics' && <Parts.Diagnostics />}
         </main>
       </div>
-      <MachineEditor />
-      <SwitchProgressCard />
-      <NoticeToast />
-      <PromptDialog />
-      <LockScreen />
-      <SuspendCard />
+      <Parts.MachineEditor />
+      <Parts.SwitchProgressCard />
+      <Parts.NoticeToast />
+      <Parts.PromptDialog />
+      <Parts.LockScreen />
+      <Parts.SuspendCard />
     </div>
   );
 }

@@ -1,4 +1,4 @@
-import { useEffect, useRef, type CSSProperties, type KeyboardEvent } from 'react';
+import { memo, useEffect, useRef, type CSSProperties, type KeyboardEvent } from 'react';
 import type { ConfigErrorModel, VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
 import { GPU_ON_SCREEN_LABEL, GPU_SCREEN_LABEL, NO_SCREEN_LABEL, stateLabel } from '../../common/messages';
@@ -31,7 +31,11 @@ function placeholderText(vm: VmModel, ownsScreen: boolean): string {
   return vm.display === 'none' ? NO_SCREEN_LABEL : 'Waiting for the screen…';
 }
 
-function Tile({ vm }: { vm: VmModel }) {
+/**
+ * Memoised: a tile renders again only when its VM object changes (the store keeps unchanged VMs'
+ * objects across snapshots, share-unchanged.ts) or what it selects from the store does.
+ */
+const Tile = memo(function Tile({ vm }: { vm: VmModel }) {
   const actions = useActions();
   const active = useUi((s) => s.snapshot.activeVm === vm.path);
   // The GPU is this VM's (docs/gpu-handoff.md): its picture is on the panel, not in this tile.
@@ -137,7 +141,7 @@ function Tile({ vm }: { vm: VmModel }) {
       </span>
     </li>
   );
-}
+});
 
 function BrokenTile({ err }: { err: ConfigErrorModel }) {
   return (

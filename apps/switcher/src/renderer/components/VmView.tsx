@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type CSSProperties, type ReactNode } from 'react';
+import { memo, useEffect, useRef, useState, type CSSProperties, type ReactNode } from 'react';
 import type { VmModel } from '../../common/model';
 import { hotkeyForSlot } from '../../common/model';
 import { NO_SCREEN_LABEL } from '../../common/messages';
@@ -40,7 +40,15 @@ const RECONNECT_MAX_MS = 60_000;
  * screenshot to stand in: its view says so, and how to get back, instead of waiting for a picture.
  * Input is routed as for any other VM (input-daemon, or the demo's forwarding below).
  */
-export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: boolean; banner?: ReactNode }) {
+export const VmView = memo(function VmView({
+  vm,
+  shown = true,
+  banner,
+}: {
+  vm: VmModel;
+  shown?: boolean;
+  banner?: ReactNode;
+}) {
   const actions = useActions();
   const inject = useUi((s) => s.snapshot.features.injectInput);
   const inputUp = useUi((s) => s.snapshot.daemons.input.up);
@@ -244,7 +252,7 @@ export function VmView({ vm, shown = true, banner }: { vm: VmModel; shown?: bool
       </div>
     </section>
   );
-}
+});
 
 /** What the view of a VM without a screen (Vm1.Display none) shows instead of a picture. */
 function NoScreenCard({ vm }: { vm: VmModel }) {
