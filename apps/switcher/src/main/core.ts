@@ -62,6 +62,18 @@ const THUMB_QUIET_MS = 1500;
  * 2026-12-01). One decode per VM every 10 s costs little.
  */
 const THUMB_REFRESH_MS = 10_000;
+/**
+ * A screen that came back the same THUMB_STILL_AFTER rounds in a row is captured only every
+ * THUMB_STILL_EVERY rounds until it changes: each capture costs the VM's device model a PNG encode
+ * of its whole screen and vm-daemon a file read, whether or not anything changed. In the test image
+ * with the tiles shown and both toy guests' screens still, their two QEMUs took 10-12 % of a CPU
+ * each and vm-daemon 6 % (`top`, 2026-12-02), against 0.2 % each with a VM's view shown: CPU the
+ * next switch's frames and a laptop's battery want. A changed screen is seen within
+ * THUMB_STILL_EVERY rounds (4 s at the default 1 s), and every VM is captured again in the first
+ * round after the tiles come back on screen (the backoff is forgotten with the last thumbnails).
+ */
+const THUMB_STILL_AFTER = 3;
+const THUMB_STILL_EVERY = 4;
 /** How long one thumbnail's Vm1.Screenshot may take (see takeThumbnails). */
 const SCREENSHOT_TIMEOUT_MS = 20_000;
 
@@ -76,7 +88,19 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
    * push makes every viewing renderer decode an image and repaint its tile, and the Control
    * Domain draws in software — once a second, for nothing, on top of whatever a switch must draw.
    */
-  private readonly lastThumb = new Map<string, { png: string; at: number }>();
+  private readonly lastThumb = new Map<
+    string,
+    {
+      png: string;
+      /** When it was last pushed. */
+      at: number;
+      /** Rounds in a row it came back the same, and the round it was last captured in. */
+      still: number;
+      round: number;
+    }
+  >();
+  /** Thumbnail rounds run so far (the backoff of still screens counts in rounds). */
+  private thumbRound = 0;
   /** Renderers that have looked at thumbnails before (their store still has them). */
   private readonly knownViewers = new Set<string>();
   /** No thumbnail round before this time (Date.now()): see THUMB_QUIET_MS. */
@@ -148,6 +172,7 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
     // A switch, or a picture that must reach the screen first: this round is skipped.
     if (this.state.switching || Date.now() < this.quietUntil) return;
     this.thumbBusy = true;
+    const round = ++this.thumbRound;
     try {
       for (const vm of this.state.snapshot().vms) {
         // A VM without a screen (Vm1.Display none: console only) has nothing to capture: asking
@@ -158,6 +183,8 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
           this.lastThumb.delete(vm.path);
           continue;
         }
+        const before = this.lastThumb.get(vm.path);
+        if (before && before.still >= THUMB_STILL_AFTER && round - before.round < THUMB_STILL_EVERY) continue;
         try {
           // 20 s: on a Xen dom0 under TCG a screenshot (QEMU's PPM, encoded to PNG by vm-daemon)
           // took over 5 s while the guests booted, and a call given up on is work thrown away:
@@ -170,8 +197,12 @@ export class SwitcherCore extends TypedEmitter<CoreEvents> {
           const b64 = Buffer.from(png).toString('base64');
           const last = this.lastThumb.get(vm.path);
           const refreshMs = this.opts.thumbnailRefreshMs ?? THUMB_REFRESH_MS;
-          if (last?.png === b64 && Date.now() - last.at < refreshMs) continue;
-          this.lastThumb.set(vm.path, { png: b64, at: Date.now() });
+          const still = last?.png === b64 ? last.still + 1 : 0;
+          if (last?.png === b64 && Date.now() - last.at < refreshMs) {
+            this.lastThumb.set(vm.path, { ...last, still, round });
+            continue;
+          }
+          this.lastThumb.set(vm.path, { png: b64, at: Date.now(), still, round });
           this.push('thumbnail', { vm: vm.path, png: b64, at: Date.now() });
         } catch (e) {
           this.opts.log?.(`screenshot of ${vm.id}: ${(e as Error).message}`);
