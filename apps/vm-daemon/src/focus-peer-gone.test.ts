@@ -48,6 +48,7 @@ class FakeDyingInputDaemon implements Input1Service {
   SetFocus(): void {
     this.calls++;
   }
+  Prepare(): void {}
   Lock(): void {}
   Unlock(): void {}
   InjectEvents(): void {}

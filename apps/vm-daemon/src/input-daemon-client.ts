@@ -87,6 +87,19 @@ export class InputDaemonClient implements InputFocus, InputPeerWatch {
     return this.focusCall('SetFocus', 'oa{sv}', [target, options]);
   }
 
+  async prepare(target: string, qmpSocket: string): Promise<void> {
+    if (!this.owner || !qmpSocket) return;
+    await this.client.call(
+      BUS_NAMES.input,
+      INPUT_PATH,
+      'org.bulkhead.Input1',
+      'Prepare',
+      'oa{sv}',
+      [target, { qmp_socket: variant('s', qmpSocket) }],
+      { timeoutMs: this.timeoutMs },
+    );
+  }
+
   private async focusCall(member: string, signature: string, body: unknown[]): Promise<StepResult> {
     if (!this.owner) return skipped('input-daemon is not on the bus');
     try {
@@ -128,6 +141,11 @@ export class SerialInputFocus implements InputFocus {
 
   setFocus(target: string, qmpSocket: string): Promise<StepResult> {
     return this.serial(() => this.inner.setFocus(target, qmpSocket));
+  }
+
+  /** Not queued: it routes nothing, and a switch's calls must not wait behind a connect. */
+  prepare(target: string, qmpSocket: string): Promise<void> {
+    return this.inner.prepare?.(target, qmpSocket) ?? Promise.resolve();
   }
 
   /** SetFocus with the (target, qmp socket) `current()` returns at its turn; null = nothing to send. */

@@ -74,6 +74,19 @@ test('autostart VMs start and reach running; the bad files are reported and the 
   );
   assert.equal(await vmProp('spare', 'State'), 'stopped');
   assert.equal(await vmProp('personal', 'InputQmpSocket'), join(runDir, 'personal', 'input-qmp.sock'));
+  // Each running VM's input path is prepared for its first switch (Input1.Prepare), and only that.
+  await waitFor(
+    'Input1.Prepare for both running VMs',
+    async () => input.calls.filter((c) => c.method === 'Prepare').length >= 2,
+    10_000,
+  );
+  assert.deepEqual(
+    input.calls
+      .filter((c) => c.method === 'Prepare')
+      .map((c) => [c.target, c.options.qmp_socket])
+      .sort(),
+    ['business', 'personal'].map((id) => [vmPath(id), join(runDir, id, 'input-qmp.sock')]),
+  );
   const errors = (await mgrProp('ConfigErrors')) as Array<[string, string, string]>;
   assert.deepEqual(
     errors.map(([f, field]) => [f, field]),

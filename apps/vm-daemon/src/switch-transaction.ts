@@ -61,6 +61,12 @@ export interface InputFocus {
    */
   assertUnlocked?(): Promise<void>;
   setFocus(target: string, qmpSocket: string): Promise<StepResult>;
+  /**
+   * Lets input-daemon connect to a VM's QEMU before its first switch (Input1.Prepare): called when
+   * a VM starts running, outside any switch. Best effort: a failure only costs the first switch
+   * the connect.
+   */
+  prepare?(target: string, qmpSocket: string): Promise<void>;
 }
 
 /** Who holds a GPU in a switch: a VM path and its PCI functions (empty when it has none). */

@@ -188,6 +188,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
           e.handle = r.handle;
           e.inputQmpSocket = r.inputQmpSocket;
           this.emit('vm-changed', e.def.id, ['InputQmpSocket']);
+          this.prepareInput(e);
         }
       } catch (err) {
         this.setOpError(e, (err as Error).message);
@@ -305,6 +306,20 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       void this.fallBackToSwitcher(`${e.def.id} is ${state}: ${reason}`);
     }
     if (state === 'stopped' || state === 'crashed') this.registry.stopped(e);
+  }
+
+  /**
+   * A running VM's input path opened ahead of its first switch (Input1.Prepare), in the background:
+   * the first switch to each VM then does not wait for input-daemon's connect to its QEMU.
+   */
+  private prepareInput(e: VmEntry): void {
+    if (e.state !== 'running' || !e.inputQmpSocket) return;
+    const path = vmPath(e.def.id);
+    void this.focus
+      .prepare?.(path, e.inputQmpSocket)
+      .catch((err) =>
+        this.log.info(`input-daemon did not prepare ${e.def.id}'s input: ${(err as Error).message}`),
+      );
   }
 
   private setOpError(e: VmEntry, msg: string): void {
@@ -517,6 +532,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
             'started',
             `started (${describeHandle(r.handle)}, ${this.accelerator})`,
           );
+        this.prepareInput(e);
       } catch (err) {
         const be =
           err instanceof BulkheadError ? err : new BulkheadError('BackendFailed', (err as Error).message);

@@ -225,6 +225,7 @@ export class FakeInput implements Input1Service {
     this.props.FocusedTarget = target;
     this.handle.propertiesChanged('FocusedTarget');
   }
+  Prepare(): void {}
   Lock(): void {
     this.props.Locked = true;
     this.handle.propertiesChanged('Locked');

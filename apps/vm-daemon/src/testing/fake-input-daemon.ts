@@ -56,6 +56,9 @@ export class FakeInputDaemon implements Input1Service {
     this.frozen = false;
     this.iface.propertiesChanged('FocusedTarget', 'Frozen');
   }
+  Prepare(_ctx: CallContext, target: string, options: VariantDict): void {
+    this.calls.push({ method: 'Prepare', target, options: unwrap(options) as Record<string, unknown> });
+  }
   Lock(): void {}
   Unlock(): void {}
   InjectEvents(): void {
