@@ -59,6 +59,11 @@ class FakeRestartingInput implements InputFocus, InputPeerWatch {
     this.focused = target;
     return DONE;
   }
+  /** Input1.Prepare calls, apart from the focus calls: `<instance> <target> <socket>`. */
+  prepared: string[] = [];
+  async prepare(target: string, socket: string): Promise<void> {
+    if (this.present) this.prepared.push(`${this.instance} ${target} ${socket}`);
+  }
 }
 
 /** Holds a switch step until the test opens the gate. */
@@ -124,6 +129,19 @@ function setup() {
     done: () => (manager.close(), rmSync(root, { recursive: true })),
   };
 }
+
+test('a VM that starts running is prepared in input-daemon, and again in a new input-daemon instance', async () => {
+  const t = setup();
+  await t.manager.init();
+  await t.manager.switchToSlot(2);
+  await waitFor('business prepared', () => t.input.prepared.length === 1);
+  assert.deepEqual(t.input.prepared, [`1 ${B} /fake/business/input-qmp.sock`]);
+  t.input.die();
+  t.input.restart();
+  await waitFor('business prepared in the new instance', () => t.input.prepared.length === 2);
+  assert.equal(t.input.prepared[1], `2 ${B} /fake/business/input-qmp.sock`);
+  t.done();
+});
 
 test('a new input-daemon instance is told ActiveVm with its input QMP socket', async () => {
   const t = setup();

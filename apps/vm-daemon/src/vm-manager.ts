@@ -134,7 +134,11 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.registry.on('vm-changed', (id, props) => this.emit('vm-changed', id, props));
     this.registry.on('config-errors-changed', () => this.emit('manager-changed', ['ConfigErrors']));
     this.focus = new SerialInputFocus(opts.input);
-    opts.input.onNewInstance?.(() => this.reassertFocus());
+    opts.input.onNewInstance?.(() => {
+      this.reassertFocus();
+      // A new input-daemon has no connection to any VM: the running ones are prepared again.
+      for (const e of this.vms.values()) this.prepareInput(e);
+    });
     this.transaction = new SwitchTransaction(
       {
         ensureRunning: (target, progress, beforeStart) => this.ensureRunning(target, progress, beforeStart),
