@@ -320,7 +320,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (e.state !== 'running' || !e.inputQmpSocket) return;
     const path = vmPath(e.def.id);
     void this.focus
-      .prepare?.(path, e.inputQmpSocket)
+      .prepare(path, e.inputQmpSocket)
       .catch((err) =>
         this.log.info(`input-daemon did not prepare ${e.def.id}'s input: ${(err as Error).message}`),
       );

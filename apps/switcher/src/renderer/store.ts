@@ -113,22 +113,22 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
       const snap = shareUnchanged(s.snapshot, payload as SwitcherSnapshot);
       // Prompts: the daemon's list is the truth; ones it no longer has were answered or expired.
       const open = new Set(snap.prompts.map((p) => p.id));
-      const prompts = snap.daemons.usb.up
-        ? shareUnchanged(
-            s.prompts,
-            mergePrompts(
+      const prompts = shareUnchanged(
+        s.prompts,
+        snap.daemons.usb.up
+          ? mergePrompts(
               s.prompts.filter((p) => open.has(p.id)),
               snap.prompts,
-            ),
-          )
-        : [];
+            )
+          : [],
+      );
       const locked = snap.input?.locked ?? false;
       const next: UiState = {
         ...s,
         hotkeyView: settleHotkeyView(s.hotkeyView, snap),
         snapshot: snap,
         thumbnails: pruneThumbnails(s.thumbnails, snap),
-        prompts: prompts.length === 0 && s.prompts.length === 0 ? s.prompts : prompts,
+        prompts,
         // Locked=false from the input daemon ends a secure-attention lock screen.
         secureAttention: s.secureAttention && (locked || !snap.daemons.input.up ? s.secureAttention : false),
       };
