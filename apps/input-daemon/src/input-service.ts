@@ -289,7 +289,8 @@ export class InputService implements Input1Service {
     // does not wait that long for it.
     let bound: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.settled(),
+      // A Prepare still connecting would add its sink after the ones closed below.
+      Promise.all([this.settled(), Promise.allSettled([...this.connecting.values()])]),
       new Promise((r) => {
         bound = setTimeout(r, CLOSE_WAIT_MS);
       }),

@@ -89,6 +89,18 @@ test('a SetFocus while Prepare still connects waits for that connection instead 
   assert.equal(t.service.properties().FocusedTarget, VM_A);
 });
 
+test('stopping the daemon while Prepare connects closes that connection too', async () => {
+  const t = setup();
+  const release = t.holdConnects();
+  const preparing = t.service.Prepare(ctx, VM_A, socket('/run/a.sock'));
+  const closing = t.service.close();
+  await new Promise((r) => setImmediate(r));
+  release();
+  await Promise.all([preparing, closing]);
+  assert.equal(t.sinks.length, 1);
+  assert.equal(t.sinks[0].alive, false, 'the prepared connection was closed with the rest');
+});
+
 test('Prepare refuses the switcher, a path that is no VM, and a call without qmp_socket, by name', async () => {
   const t = setup();
   for (const [target, options] of [
