@@ -47,13 +47,20 @@ function setup() {
     switcher,
     connects,
     sinks,
-    holdConnects(): () => void {
+    /**
+     * Prepare(VM_A) with its connect held open; `meanwhile` starts while it connects and
+     * `whileHeld` checks the state then; the connect is let go and both are awaited.
+     */
+    async duringPrepare(meanwhile: () => Promise<unknown>, whileHeld: () => void = () => undefined) {
       let release!: () => void;
       hold = new Promise((r) => (release = r));
-      return () => {
-        hold = null;
-        release();
-      };
+      const preparing = service.Prepare(ctx, VM_A, socket('/run/a.sock'));
+      const other = meanwhile();
+      await new Promise((r) => setImmediate(r));
+      whileHeld();
+      hold = null;
+      release();
+      await Promise.all([preparing, other]);
     },
   };
 }
@@ -78,25 +85,17 @@ test('Prepare connects to the VM and routes nothing; the first SetFocus to it us
 
 test('a SetFocus while Prepare still connects waits for that connection instead of opening another', async () => {
   const t = setup();
-  const release = t.holdConnects();
-  const preparing = t.service.Prepare(ctx, VM_A, socket('/run/a.sock'));
-  const focusing = t.service.SetFocus(ctx, VM_A, socket('/run/a.sock'));
-  await new Promise((r) => setImmediate(r));
-  assert.equal(t.service.properties().FocusedTarget, '/', 'SetFocus waits for the connect');
-  release();
-  await Promise.all([preparing, focusing]);
+  await t.duringPrepare(
+    () => t.service.SetFocus(ctx, VM_A, socket('/run/a.sock')),
+    () => assert.equal(t.service.properties().FocusedTarget, '/', 'SetFocus waits for the connect'),
+  );
   assert.deepEqual(t.connects, [`${VM_A} /run/a.sock`], 'one connect for both');
   assert.equal(t.service.properties().FocusedTarget, VM_A);
 });
 
 test('stopping the daemon while Prepare connects closes that connection too', async () => {
   const t = setup();
-  const release = t.holdConnects();
-  const preparing = t.service.Prepare(ctx, VM_A, socket('/run/a.sock'));
-  const closing = t.service.close();
-  await new Promise((r) => setImmediate(r));
-  release();
-  await Promise.all([preparing, closing]);
+  await t.duringPrepare(() => t.service.close());
   assert.equal(t.sinks.length, 1);
   assert.equal(t.sinks[0].alive, false, 'the prepared connection was closed with the rest');
 });
