@@ -582,6 +582,14 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
     async () => (await m.guestInput('personal')).length >= before + 2,
     20_000,
   );
+  // The new input-daemon reaches personal's QEMU by the fast path again, beside the object its
+  // killed predecessor left there (not the per-key QMP fallback).
+  const { path, lines } = await m.inputPathOf('personal');
+  assert.equal(
+    path,
+    'uinput',
+    `after input-daemon's restart, personal's input path: ${lines || 'none logged'}`,
+  );
   await shot('recovered');
 });
 

@@ -431,6 +431,28 @@ export class ImageMachine {
       .map((x) => `${x[1]} ${x[2]} ${x[3]}`);
   }
 
+  /**
+   * How the running input-daemon (its current systemd invocation only, so after a restart not its
+   * predecessor's lines) reaches VM `id`: 'uinput' (the fast path: QEMU's input-linux reads a
+   * uinput device), 'qmp' (input-send-event per frame: the fallback), or 'none' when it has not
+   * opened one yet; with the lines it logged about it, for a failure's message.
+   */
+  async inputPathOf(id: string): Promise<{ path: 'uinput' | 'qmp' | 'none'; lines: string }> {
+    const lines = await this.serial.check(
+      `journalctl -b --no-pager -o cat _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value bulkhead-input-daemon) | grep -E 'vm/${id}: (input via|uinput fast path failed)' || true`,
+    );
+    const last =
+      lines
+        .trim()
+        .split('\n')
+        .filter((l) => / input via /.test(l))
+        .pop() ?? '';
+    return {
+      path: / input via uinput /.test(last) ? 'uinput' : / input via qmp /.test(last) ? 'qmp' : 'none',
+      lines: lines.trim(),
+    };
+  }
+
   /** Xen entry: each domain's name and domid, from `xl list` in dom0 (Domain-0 included). */
   async xlDomids(): Promise<Record<string, number>> {
     const out = await this.serial.check('xl list');

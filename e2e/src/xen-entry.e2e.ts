@@ -373,6 +373,16 @@ test('7. each daemon SIGKILLed recovers: the same domains run (domids unchanged)
     const p = (await m.xenGuestInput('personal')).slice(p0);
     assert.deepEqual(p.slice(0, 2), ['1 44 1', '1 44 0'], 'KEY_Z pressed and released in personal');
     assert.deepEqual((await m.xenGuestInput('business')).slice(b0), [], 'nothing reached business');
+    // The new input-daemon reaches both device models by the fast path again, beside the objects
+    // its killed predecessor left in them (not the per-key QMP fallback).
+    for (const id of ['personal', 'business']) {
+      const { path, lines } = await m.inputPathOf(id);
+      assert.equal(
+        path,
+        'uinput',
+        `after input-daemon's restart, ${id}'s input path: ${lines || 'none logged'}`,
+      );
+    }
   }));
 
 /** Polls the outer screen (screendump only) until it shows `id`'s picture in the VM view. */

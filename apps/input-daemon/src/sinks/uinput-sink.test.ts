@@ -1,14 +1,15 @@
 /**
  * The uinput fast path to a VM (QEMU's input-linux reading a per-VM uinput device), with fakes for
  * the kernel's side (this host has no /dev/uinput) and for the VM's QMP connection: the sink dies
- * with the QEMU that reads it; a QEMU that an earlier input-daemon fed refuses it by name.
+ * with the QEMU that reads it; a QEMU that an earlier input-daemon fed takes a new one beside the
+ * stale object; an add QEMU refuses fails by name.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { UinputDevice } from '../evdev-native';
 import { EV_KEY } from '../input-event';
-import { createVmUinputSink } from './uinput-sink';
+import { createVmUinputSink, inputObjectId } from './uinput-sink';
 import type { QmpConnection } from './qmp-sink';
 
 /** A fake QMP connection: records commands, fails object-add on a duplicate id like QEMU. */
@@ -68,13 +69,33 @@ test("the fast path dies with the QEMU that reads it (a VM's restart, a Xen gues
   assert.equal(device.destroyed, true, 'its uinput device goes');
 });
 
-test("a QEMU still holding an earlier input-daemon's object refuses the fast path by name (the caller falls back to QMP), and the device is not left behind", async () => {
+test("a QEMU still holding an earlier input-daemon's object (killed, restarted) takes this one's under an id of its own: the fast path works again", async () => {
   const qmp = new FakeQmp();
-  qmp.objects.add('bulkhead-input-business'); // left by the killed daemon
+  // What the killed daemon left: its object, under its own process's id.
+  qmp.objects.add(inputObjectId('business'));
+  const { device, kernel } = fakeKernel();
+  const sink = await createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel);
+  assert.deepEqual(qmp.commands, ['object-add'], 'nothing deleted: the stale object stays, inert');
+  assert.equal(qmp.objects.size, 2);
+  sink.write(KEY_A);
+  assert.equal(device.writes.length, 1, 'keys go to the uinput device QEMU reads');
+  await sink.close();
+});
+
+test('every sink, of this process too, gets its own id: a VM whose QEMU stays gets a second sink', () => {
+  const ids = [inputObjectId('business'), inputObjectId('business'), inputObjectId('a/b c')];
+  assert.equal(new Set(ids).size, 3);
+  for (const id of ids) assert.match(id, /^bulkhead-input-[A-Za-z0-9_-]+$/, 'a valid QOM id');
+  assert.ok(ids[2].startsWith('bulkhead-input-a_b_c-'));
+});
+
+test('an object-add QEMU refuses anyway fails by name (the caller falls back to QMP), and the device is not left behind', async () => {
+  const qmp = new FakeQmp();
+  qmp.objects.add('bulkhead-input-business-x'); // the same id twice: QEMU refuses it
   const { device, kernel } = fakeKernel();
   await assert.rejects(
-    createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel),
-    /duplicate property 'bulkhead-input-business'/,
+    createVmUinputSink('/vm/business', 'business', qmp, '/dev/uinput', kernel, 'bulkhead-input-business-x'),
+    /duplicate property 'bulkhead-input-business-x'/,
   );
   assert.deepEqual(qmp.commands, ['object-add']);
   assert.equal(device.destroyed, true);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UinputDevice, type UinputSpec } from '../evdev-native';
@@ -121,6 +122,22 @@ export class UinputWriterSink implements InputSink {
   }
 }
 
+/** This process's tag in the QOM ids of its input-linux objects (see inputObjectId). */
+const INSTANCE_TAG = randomBytes(4).toString('hex');
+let objectsMade = 0;
+
+/**
+ * The QOM id of a new input-linux object for VM `vmId`: unique to this process and to each sink it
+ * makes. A killed input-daemon leaves its object in a QEMU that outlives it (its uinput device is
+ * gone, so QEMU's read fails and it stops polling it: inert); with one fixed id per VM the next
+ * daemon's `object-add` failed on the duplicate and that VM fell back to QMP input-send-event until
+ * it restarted. Deleting the stale object first is no way out (see createVmUinputSink).
+ */
+export function inputObjectId(vmId: string): string {
+  objectsMade += 1;
+  return `bulkhead-input-${vmId.replace(/[^A-Za-z0-9_-]/g, '_')}-${INSTANCE_TAG}-${objectsMade}`;
+}
+
 /**
  * The fast path for a VM when /dev/uinput exists (Control Domain image; not this host): create a
  * per-VM uinput device and have the VM's QEMU read it with an `input-linux` object added over QMP.
@@ -138,15 +155,16 @@ export async function createVmUinputSink(
     create: (spec: UinputSpec, path: string) => UinputDevice;
     nodeOf: (sysname: string) => Promise<string>;
   } = { create: (spec, path) => UinputDevice.create(spec, path), nodeOf: (n) => eventNodeOf(n) },
+  id = inputObjectId(vmId),
 ): Promise<UinputWriterSink> {
   const device = kernel.create(seatDeviceSpec(`bulkhead-input ${vmId}`), uinputPath);
   try {
     const node = await kernel.nodeOf(device.sysname);
-    const id = `bulkhead-input-${vmId.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-    // An input-daemon before this one (killed, restarted) left its object in this QEMU: the add
-    // fails on the duplicate id and the caller falls back to QMP input-send-event. (Deleting the
-    // stale object first was tried: in one CI run QEMU 7.2 then closed the QMP connection, and the
-    // fallback on that connection lost every key.)
+    // An input-daemon before this one (killed, restarted) may have left its object in this QEMU;
+    // ours has an id of its own (inputObjectId), so both live side by side and only ours reads a
+    // device. (Deleting the stale object first was tried: in one CI run QEMU 7.2 then closed the
+    // QMP connection, and the fallback on that connection lost every key.) An add QEMU refuses
+    // anyway throws, and the caller falls back to QMP input-send-event.
     await qmp.execute('object-add', {
       'qom-type': 'input-linux',
       id,
