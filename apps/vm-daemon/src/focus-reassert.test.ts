@@ -53,8 +53,14 @@ class FakeRestartingInput implements InputFocus, InputPeerWatch {
     this.calls.push(`${this.instance} freeze`);
     return DONE;
   }
+  /** SetFocus calls still to fail (as a call timing out does), before any reaches the instance. */
+  failFocus = 0;
   async setFocus(target: string): Promise<StepResult> {
     if (!this.present) return skipped('absent');
+    if (this.failFocus > 0) {
+      this.failFocus--;
+      throw new Error('org.bulkhead.Input1.SetFocus: no reply within 5000 ms');
+    }
     this.calls.push(`${this.instance} focus ${target}`);
     this.focused = target;
     return DONE;
@@ -150,6 +156,21 @@ test('a new input-daemon instance is told ActiveVm with its input QMP socket', a
   t.input.die();
   t.input.restart();
   await waitFor('the new instance is focused on business', () => t.input.focused === B);
+  assert.deepEqual(
+    t.input.calls.filter((c) => c.startsWith('2 ')),
+    [`2 focus ${B}`],
+  );
+  t.done();
+});
+
+test('a re-assert the new instance did not answer (a call timeout under load) is sent again: it ends focused on ActiveVm, not on nobody', async () => {
+  const t = setup();
+  await t.manager.init();
+  await t.manager.switchToSlot(2);
+  t.input.die();
+  t.input.failFocus = 1;
+  t.input.restart();
+  await waitFor('the new instance is focused on business', () => t.input.focused === B, 5000);
   assert.deepEqual(
     t.input.calls.filter((c) => c.startsWith('2 ')),
     [`2 focus ${B}`],

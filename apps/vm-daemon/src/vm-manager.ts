@@ -84,6 +84,8 @@ export interface GpuHomeHooks {
 /** A guest that reboots this many times within REBOOT_LOOP_MS is left stopped (a boot loop). */
 const REBOOT_LOOP_COUNT = 3;
 const REBOOT_LOOP_MS = 120_000;
+/** Tries of one re-assert of the input focus to a new input-daemon instance (1 s, 2 s apart). */
+const REASSERT_ATTEMPTS = 3;
 
 /**
  * The core of vm-daemon: the lifecycle of the registry's VMs through a backend, the active VM,
@@ -470,18 +472,29 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
    * it ActiveVm — read when the call's turn comes, so it is never older than a SetFocus before it.
    * During a switch nothing is sent: the switch's own SetFocus, or settleAfterSwitch, does it.
    */
-  private reassertFocus(): void {
+  private reassertFocus(attempt = 1): void {
     if (this.closed) return;
-    this.log.info('input-daemon (re)appeared on the bus: re-asserting the input focus');
+    const instance = this.opts.input.instance;
+    if (attempt === 1) this.log.info('input-daemon (re)appeared on the bus: re-asserting the input focus');
     void this.focus
       .setFocusLatest(() => {
         if (this.transaction.inProgress) return null;
         const active = this.activeVm;
         return [active, active === SWITCHER_PATH ? '' : (this.entryByPath(active)?.inputQmpSocket ?? '')];
       })
-      .catch((err) =>
-        this.log.error(`re-asserting the input focus on ${this.activeVm}: ${(err as Error).message}`),
-      );
+      .catch((err) => {
+        const what = `re-asserting the input focus on ${this.activeVm}: ${(err as Error).message}`;
+        // Until a re-assert lands the new instance routes to nobody: the person's keys go nowhere
+        // until their next switch. A call that failed (e.g. timed out while the instance was still
+        // connecting to the VMs, under load) is sent again, reading ActiveVm afresh; not when yet
+        // another instance came meanwhile (it has its own re-assert).
+        if (attempt < REASSERT_ATTEMPTS && !this.closed && this.opts.input.instance === instance) {
+          this.log.warn(`${what}; trying again in ${attempt} s`);
+          setTimeout(() => {
+            if (this.opts.input.instance === instance) this.reassertFocus(attempt + 1);
+          }, attempt * 1000).unref();
+        } else this.log.error(what);
+      });
   }
 
   private setActive(target: string): void {
