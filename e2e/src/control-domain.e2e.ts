@@ -434,6 +434,26 @@ test('4. Ctrl+0 returns to the switcher; the secure-attention chord locks; no ke
   await shot('unlocked-personal');
 });
 
+/**
+ * usb-daemon's record of the USB stick (the outer machine's "QEMU USB HARDDRIVE"): its AssignedVm
+ * and State over the bus, e.g. `o "/org/bulkhead/VmManager1/vm/business" s "attached"`.
+ */
+async function stickRecord(): Promise<string> {
+  return (
+    await m.serial.check(
+      "for p in $(busctl --list tree org.bulkhead.Usb1 | grep /device/); do busctl get-property org.bulkhead.Usb1 $p org.bulkhead.UsbDevice1 Product AssignedVm State | tr '\\n' ' '; echo; done | grep -i harddrive | sed 's/^s \"[^\"]*\" //' || true",
+    )
+  ).trim();
+}
+
+/** How many times usb-daemon has asked the running VMs what they hold (at its start, and each time vm-daemon came). */
+async function usbReconciles(): Promise<number> {
+  const n = await m.serial.check(
+    "journalctl -b -o cat -u bulkhead-usb-daemon | grep -c 'asked the running VMs which USB devices they hold' || true",
+  );
+  return Number(n.trim()) || 0;
+}
+
 /** `info usb` of a nested VM, through its HMP monitor socket (root-only, in the image). */
 async function nestedInfoUsb(id: string): Promise<string> {
   return m.serial.check(`echo 'info usb' | socat -t 2 - UNIX-CONNECT:/run/bulkhead/vms/${id}/monitor.sock`);
@@ -531,6 +551,11 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
     'cat /run/bulkhead/vms/personal/qemu.pid /run/bulkhead/vms/business/qemu.pid',
   );
   const usbBefore = await nestedInfoUsb('personal');
+  // The stick follows focus (scenario 5): business holds it, in its QEMU and in usb-daemon's record.
+  const onBusiness = `o "${VM('business')}" s "attached"`;
+  assert.equal(await stickRecord(), onBusiness, 'the stick on business before the kills');
+  assert.match(await nestedInfoUsb('business'), /HARDDRIVE|usb-host/i);
+  const reconciles = await usbReconciles();
   // The daemon's main process only: its VMs (QEMU) are in the same cgroup and must survive.
   await m.serial.check('kill -9 $(systemctl show -p MainPID --value bulkhead-vm-daemon)');
   await page
@@ -558,6 +583,16 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
   assert.equal(await m.vmState('business'), 'running');
   assert.equal(await m.activeVm(), VM('business'), 'the active VM stayed active');
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached');
+  // usb-daemon asked the VMs again once vm-daemon was back, and still has the stick on business
+  // (it once took QEMU's unset hostaddr of a stick attached by port for a device gone, and
+  // recorded it back in the Control Domain while business held it).
+  await waitFor(
+    'usb-daemon asked the VMs again',
+    async () => (await usbReconciles()) > reconciles,
+    60_000,
+    1000,
+  );
+  assert.equal(await stickRecord(), onBusiness, "after vm-daemon's restart: the stick still on business");
   // input-daemon and usb-daemon too.
   for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
     await m.serial.check(`kill -9 $(systemctl show -p MainPID --value ${unit})`);
@@ -573,6 +608,15 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
     60_000,
   );
   assert.equal(await nestedInfoUsb('personal'), usbBefore, 'no device detached by a usb-daemon restart');
+  assert.match(await nestedInfoUsb('business'), /HARDDRIVE|usb-host/i, 'the stick still in business');
+  await waitFor(
+    "the new usb-daemon's record of the stick",
+    async () => (await stickRecord()) === onBusiness,
+    60_000,
+    1000,
+  ).catch(async (e: Error) => {
+    throw new Error(`${e.message}: ${await stickRecord()}`);
+  });
   // The seat still works: a hotkey switches and keys land in the VM.
   await m.hotkeyTo(1, VM('personal'), 'Personal active after the restarts');
   const before = (await m.guestInput('personal')).length;

@@ -417,6 +417,9 @@ export class UsbAssignment {
         this.log.warn(`cannot ask ${vm.path} which USB devices it holds: ${(e as Error).message}`);
       }
     }
+    this.log.info(
+      `asked the running VMs which USB devices they hold: ${[...holders].map(([key, h]) => `${h.vm} ${key} (${h.handle})`).join(', ') || 'none'}`,
+    );
     for (const [key, h] of holders) {
       const entry = this.devices.atKey(key);
       if (!entry) {

@@ -38,6 +38,8 @@ export interface QemuBackendOptions {
   probeKernel?: string | null;
   /** How long QEMU may take to open its QMP socket. */
   startTimeoutMs?: number;
+  /** The host's USB devices in sysfs (tests pass a directory of their own). */
+  usbSysfsDir?: string;
 }
 
 /** Files of one VM's run dir. */
@@ -69,6 +71,46 @@ interface Instance extends Supervised {
 }
 
 const USB_HANDLE_RE = /^usbhost-b(\d{1,3})-(a(\d{1,3})|p([0-9.]{1,32}))$/;
+
+/**
+ * The host USB devices one QEMU holds, from its QOM tree (`qom-list /machine/peripheral`): a
+ * (handle, bus, address) per usb-host device of ours. Callers (usb-daemon) know a host device by
+ * bus and address, so an attachment by port is reported at the address the host's kernel gives
+ * the device now at that port (`addressAtPort`: sysfs devnum). QEMU's `hostaddr` of such a device
+ * is the property as set, 0: usb-daemon took it for a device not on the host and recorded a stick
+ * that business still held as back in the Control Domain (seen after vm-daemon's SIGKILL in the
+ * KVM entry's e2e). `hostaddr` stays the answer where the port has no device (it went).
+ */
+export async function usbAttachments(
+  entries: ReadonlyArray<{ name: string; type: string }>,
+  hostaddr: (name: string) => Promise<number>,
+  addressAtPort: (bus: number, port: string) => number | null,
+): Promise<Array<[string, number, number]>> {
+  const out: Array<[string, number, number]> = [];
+  for (const e of entries) {
+    const m = USB_HANDLE_RE.exec(e.name);
+    if (!m || e.type !== 'child<usb-host>') continue;
+    const bus = Number(m[1]);
+    let address = m[3] ? Number(m[3]) : (addressAtPort(bus, m[4]) ?? 0);
+    if (address === 0) address = await hostaddr(e.name).catch(() => 0);
+    out.push([e.name, bus, address]);
+  }
+  return out;
+}
+
+/**
+ * The address the kernel gave the USB device now at `<bus>-<port>` (sysfs `devnum`), or null
+ * when nothing is there or it cannot be read. `port` is a port path ("1", "1.4"), checked.
+ */
+export function usbAddressAtPort(sysfsDir: string, bus: number, port: string): number | null {
+  if (!Number.isInteger(bus) || !/^\d{1,3}(\.\d{1,3}){0,6}$/.test(port)) return null;
+  try {
+    const n = Number(readFileSync(join(sysfsDir, `${bus}-${port}`, 'devnum'), 'utf8').trim());
+    return Number.isInteger(n) && n > 0 && n < 256 ? n : null;
+  } catch {
+    return null;
+  }
+}
 
 /** The last non-empty line of a (possibly large) log file, or ''. */
 export function lastLine(path: string, maxBytes = 4096): string {
@@ -469,20 +511,13 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
     const entries = await this.qmpCall<Array<{ name: string; type: string }>>(vmId, 'qom-list', {
       path: '/machine/peripheral',
     });
-    const out: Array<[string, number, number]> = [];
-    for (const e of entries) {
-      const m = USB_HANDLE_RE.exec(e.name);
-      if (!m || e.type !== 'child<usb-host>') continue;
-      let address = m[3] ? Number(m[3]) : 0;
-      if (!m[3]) {
-        address = await this.qmpCall<number>(vmId, 'qom-get', {
-          path: `/machine/peripheral/${e.name}`,
-          property: 'hostaddr',
-        }).catch(() => 0);
-      }
-      out.push([e.name, Number(m[1]), address]);
-    }
-    return out;
+    const sysfs = this.opts.usbSysfsDir ?? '/sys/bus/usb/devices';
+    return usbAttachments(
+      entries,
+      (name) =>
+        this.qmpCall<number>(vmId, 'qom-get', { path: `/machine/peripheral/${name}`, property: 'hostaddr' }),
+      (bus, port) => usbAddressAtPort(sysfs, bus, port),
+    );
   }
 
   qmp(vmId: string): QmpAccess | null {
