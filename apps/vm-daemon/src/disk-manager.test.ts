@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -13,13 +13,14 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readFileSync,
   readdirSync,
   rmSync,
   writeSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { createLogger } from '@bulkhead/common';
 import { DiskImport, inspectSource } from './disk-manager';
@@ -173,3 +174,92 @@ test('a daemon restarted in the middle of an import removes the partial output i
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('a daemon restarted after an import was cut off names the VM that never got its disk (LastError) and removes the partial output', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  const media = join(root, 'media');
+  mkdirSync(media);
+  mkdirSync(join(root, 'etc-vms'));
+  writeFileSync(join(media, 'seed.img'), Buffer.alloc(4096));
+  const store = new VmStore({ dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [media] });
+  store.ensureDirs();
+  // What the killed daemon left: the VM file CreateVm wrote, and qemu-img's hidden partial output.
+  const plan = store.planCreate(
+    'Lab',
+    { disk_import: join(media, 'seed.img') },
+    { ids: new Set(), slots: new Set() },
+  );
+  store.write(plan.def.file, plan.doc);
+  const partial = join(root, 'images', `.${basename(plan.importDisk!.path)}.importing`);
+  writeFileSync(partial, 'half a disk');
+  const manager = new VmManager({
+    backend: new FakeBackend(),
+    input: { freeze: async () => DONE, setFocus: async () => DONE },
+    configDir: join(root, 'etc-vms'),
+    state: new StateStore(join(root, 'state'), log),
+    log,
+    watchConfig: false,
+    person: store,
+  });
+  try {
+    await manager.init();
+    assert.ok(!existsSync(partial), 'the partial output is gone');
+    assert.match(
+      vmProperties(manager, plan.def.id).LastError,
+      /disk import was cut off when vm-daemon stopped .*delete this VM and create it again/,
+    );
+  } finally {
+    manager.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+// vm-daemon's unit stops only its main process (KillMode=process: the VMs must outlive it), so
+// nothing kills qemu-img with it: what ends it is its progress output (-p) to the daemon's closed
+// pipe (SIGPIPE, default in the child), within a percent of the conversion.
+test('qemu-img dies with the daemon that ran the import (SIGKILL of the daemon alone, as its unit does)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    const src = join(dir, 'big.img');
+    randomRaw(src, 96);
+    // A stand-in for vm-daemon: a node process that runs one DiskImport and says when it is under way.
+    const daemon = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { DiskImport } = require(${JSON.stringify(join(__dirname, 'disk-manager.js'))});
+         const job = new DiskImport(${JSON.stringify(src)}, 'raw', ${JSON.stringify(join(dir, 'out.qcow2'))}, 'qcow2');
+         job.on('progress', (p) => { if (p > 0) console.log('under way'); });
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      daemon.stdout!.on('data', () => resolve());
+      daemon.once('exit', () => reject(new Error('the stand-in exited before the import got under way')));
+    });
+    const converting = () => qemuImgsWriting(dir);
+    assert.equal(converting().length, 1, 'qemu-img is converting');
+    daemon.kill('SIGKILL');
+    await waitFor('qemu-img gone with the daemon', () => converting().length === 0, 10_000, 50);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Pids of qemu-img processes whose command line names a file in `dir`. */
+function qemuImgsWriting(dir: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (basename(argv[0] ?? '') === 'qemu-img' && argv.some((a) => a.startsWith(dir)))
+      pids.push(Number(name));
+  }
+  return pids;
+}

@@ -216,9 +216,7 @@ async function main(): Promise<void> {
     check: config.check,
   });
   try {
-    person.ensureDirs();
-    for (const f of person.removeImportLeftovers())
-      log.warn(`removed ${f}: a disk import that was cut off when vm-daemon last stopped`);
+    person.ensureDirs(); // (VmManager.init removes what an import cut off left in them)
   } catch (e) {
     log.warn(`cannot make the person's VM directories (CreateVm will fail): ${(e as Error).message}`);
   }

@@ -1,4 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import {
   BulkheadError,
   SWITCHER_PATH,
@@ -174,6 +175,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     this.accelerator = await this.backend.accelerator();
     const persisted = this.opts.state.load();
     this.reload();
+    this.importsCutOff();
     const rebootedAway: VmEntry[] = [];
     for (const e of this.sortedEntries()) {
       if (e.placeholder || e.unavailable) continue;
@@ -326,6 +328,32 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       .catch((err) =>
         this.log.info(`input-daemon did not prepare ${e.def.id}'s input: ${(err as Error).message}`),
       );
+  }
+
+  /**
+   * A disk import the daemon's last stop (SIGKILL, a crash, power loss) cut off left qemu-img's
+   * hidden partial output and a person VM whose disk was never finished: the output is removed
+   * and the VM says why it has no disk (LastError), instead of a Start failing on a missing file.
+   */
+  private importsCutOff(): void {
+    if (!this.opts.person) return;
+    let removed: string[];
+    try {
+      removed = this.opts.person.removeImportLeftovers();
+    } catch (err) {
+      this.log.warn(`cannot look for cut-off disk imports: ${(err as Error).message}`);
+      return;
+    }
+    for (const f of removed) {
+      this.log.warn(`removed ${f}: a disk import that was cut off when vm-daemon last stopped`);
+      const disk = join(dirname(f), basename(f).slice(1, -'.importing'.length));
+      for (const e of this.vms.values())
+        if (!e.placeholder && e.def.disks.some((d) => d.path === disk) && !existsSync(disk))
+          this.setOpError(
+            e,
+            `its disk import was cut off when vm-daemon stopped (${basename(disk)} was never finished); delete this VM and create it again`,
+          );
+    }
   }
 
   private setOpError(e: VmEntry, msg: string): void {
