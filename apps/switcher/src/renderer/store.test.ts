@@ -208,6 +208,38 @@ test("a hotkey's own switch shows no progress card while it runs; a failure take
   assert.equal(s.progress?.status, 'failed');
 });
 
+test("a failed switch's card goes when a later switch ends well (a hotkey's, a click's, the tiles')", () => {
+  for (const [later, how] of [
+    [B, 'hotkey'],
+    [B, 'click'],
+    ['/', 'hotkey'],
+  ] as const) {
+    let s = applyPush(withSnap({ activeVm: P }), 'switchProgress', {
+      target: P,
+      step: 'failed',
+      detail: 'freeze-input: the seat is locked; unlock first',
+      at: 1,
+    });
+    assert.equal(s.progress?.status, 'failed');
+    if (how === 'hotkey') s = hotkey(s, later === '/' ? 0 : 2);
+    s = applyPush(s, 'switchProgress', { target: later, step: 'freeze-input', detail: '', at: 2 });
+    s = applyPush(s, 'switchProgress', { target: later, step: 'done', detail: '', at: 3 });
+    if (how === 'click')
+      // A watched switch: its own card says "Switched to" (and goes by itself), not the failure.
+      assert.deepEqual([s.progress?.target, s.progress?.status], [later, 'done']);
+    else assert.equal(s.progress, null, `no card after a ${how} switch to ${later} that ended well`);
+  }
+  // Its own failure stays until dismissed, also when other pushes come.
+  let s = applyPush(withSnap({ activeVm: P }), 'switchProgress', {
+    target: B,
+    step: 'failed',
+    detail: 'x',
+    at: 1,
+  });
+  s = applyPush(s, 'snapshot', liveSnapshot({ activeVm: P }));
+  assert.equal(s.progress?.status, 'failed');
+});
+
 test("a hotkey's view is dropped when its switch ends elsewhere, is superseded, on a lock, or when it expires", () => {
   const base = withSnap({ activeVm: P });
   // The switch ended (not running) with ActiveVm elsewhere: rolled back.

@@ -179,6 +179,10 @@ export function applyPush<C extends PushChannel>(s: UiState, channel: C, payload
     }
     case 'switchProgress': {
       const p = payload as PushMap['switchProgress'];
+      // A switch that ended well outdates an earlier switch's failure card: it stayed up over every
+      // VM after it until dismissed (a refusal while locked, then every later hotkey's picture
+      // under "Could not switch to Personal", seen in the image's screendumps).
+      if (p.step === 'done' && s.progress?.status === 'failed') s = { ...s, progress: null };
       // A hotkey's switch whose target is already on screen (hotkeyView): the picture is the
       // progress; a card over it would be more software-rendered frames while the view is painted.
       // Only a failure is shown, and it takes the view back to where vm-daemon is.
