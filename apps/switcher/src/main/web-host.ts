@@ -2,7 +2,8 @@
 /**
  * The switcher's web host: the same core as under Electron, run by plain Node. Serves the renderer
  * bundle over HTTP on 127.0.0.1 and carries the channel map over a WebSocket protected by a
- * random per-start token; also proxies each VM's VNC display (a unix socket in vm-daemon's run
+ * random token (with --token-file, one per boot: a restarted web host keeps it, see
+ * tokenFromEarlierStart); also proxies each VM's VNC display (a unix socket in vm-daemon's run
  * directory) to the renderer's noVNC. Used by tests, the demo and the Control Domain image.
  *
  *   node apps/switcher/dist/main/web-host.js --port 0 --bus <address> [--vm-run-dir /run/bulkhead/vms]
@@ -11,7 +12,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { createReadStream, existsSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -63,6 +64,24 @@ function tokenMatches(given: string | null, token: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** The shape of the tokens startWebHost makes: 24 random bytes, base64url. */
+const TOKEN_RE = /^[A-Za-z0-9_-]{32}$/;
+
+/**
+ * The token in `file` when a web host before this one (same boot: the file is in /run) wrote one,
+ * else null (no file, unreadable, or not a token of ours). A restarted web host (a crash, SIGKILL)
+ * keeps it: the kiosk's page holds the token in its URL, reconnects by itself, and would be
+ * refused for good with a new one (the kiosk reads the file only when it starts).
+ */
+export function tokenFromEarlierStart(file: string): string | null {
+  try {
+    const t = readFileSync(file, 'utf8');
+    return TOKEN_RE.test(t) ? t : null;
+  } catch {
+    return null;
+  }
 }
 
 export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> {
@@ -270,9 +289,10 @@ if (require.main === module) {
     );
     process.exit(0);
   }
+  if (o.tokenFile) o.token = tokenFromEarlierStart(o.tokenFile) ?? undefined;
   startWebHost(o).then(
     (h) => {
-      // The kiosk reads the per-start token from this file. In the image the kiosk runs as another
+      // The kiosk reads the per-boot token from this file. In the image the kiosk runs as another
       // user of our group (bulkhead-ui), without our VNC access: readable by the group, by no one else.
       if (o.tokenFile) writeFileSync(o.tokenFile, h.token, { mode: 0o640 });
       console.log(`SWITCHER-URL ${h.url}`);

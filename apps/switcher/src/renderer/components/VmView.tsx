@@ -104,6 +104,18 @@ export const VmView = memo(function VmView({
     };
   }, [actions, vm.path, attempt, noScreen]);
 
+  // The web host came back (a restart took its VNC relays with it): a view waiting out its backoff
+  // (up to a minute) connects now. Only on the connection's reopening, not at mount.
+  const connection = useUi((s) => s.connection);
+  const lastConnection = useRef(connection);
+  useEffect(() => {
+    const was = lastConnection.current;
+    lastConnection.current = connection;
+    if (connection !== 'open' || was === 'open' || display === 'live' || noScreen) return;
+    failures.current = 0;
+    setAttempt((n) => n + 1);
+  }, [connection, display, noScreen]);
+
   // Screenshots stand in while the shown view has no live display.
   useEffect(() => {
     if (!shown || display === 'live' || noScreen) return;

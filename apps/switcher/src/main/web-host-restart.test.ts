@@ -1,0 +1,101 @@
+/**
+ * The web host as the image runs it (its CLI, --token-file), SIGKILLed and started again: the
+ * kiosk's page keeps the token it was loaded with and reconnects with it, so a restarted web host
+ * must accept it (one token per boot, in /run); a token file that is not one of ours is replaced.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import { startPrivateBus, type PrivateBus } from '@bulkhead/dbus';
+import { tokenFromEarlierStart } from './web-host';
+
+let bus: PrivateBus;
+let dir: string;
+before(async () => {
+  bus = await startPrivateBus({ mode: 'open' });
+  dir = mkdtempSync(join(tmpdir(), 'web-host-token-'));
+});
+after(async () => {
+  await bus?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Starts the web host's CLI; resolves with the URL it prints, and the process. */
+function startCli(tokenFile: string): Promise<{ url: URL; child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    [join(__dirname, 'web-host.js'), '--port', '0', '--bus', bus.address, '--token-file', tokenFile],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /SWITCHER-URL (\S+)/.exec(out);
+      if (m) resolve({ url: new URL(m[1]), child });
+    });
+    child.once('exit', (code) => reject(new Error(`web host exited (${code}) before printing its URL`)));
+  });
+}
+
+function kill(child: ChildProcess): Promise<void> {
+  return new Promise((r) => {
+    child.once('exit', () => r());
+    child.kill('SIGKILL');
+  });
+}
+
+/** Whether the page's WebSocket (at `port`, with `token`) is let in. */
+function wsOpens(port: string, token: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${encodeURIComponent(token)}`);
+    ws.once('open', () => (ws.close(), resolve(true)));
+    ws.once('unexpected-response', () => resolve(false));
+    ws.once('error', () => resolve(false));
+  });
+}
+
+test("a web host SIGKILLed and started again lets the kiosk page's token in (the page reconnects with it)", async () => {
+  const file = join(dir, 'token');
+  const first = await startCli(file);
+  const token = first.url.searchParams.get('token')!;
+  assert.equal(readFileSync(file, 'utf8'), token, 'written for the kiosk');
+  await kill(first.child);
+  const second = await startCli(file);
+  try {
+    assert.equal(second.url.searchParams.get('token'), token, 'the same token');
+    assert.equal(await wsOpens(second.url.port, token), true, "the page's token is let in");
+    assert.equal(
+      await wsOpens(
+        second.url.port,
+        token.replace(/^./, (c) => (c === 'A' ? 'B' : 'A')),
+      ),
+      false,
+    );
+  } finally {
+    await kill(second.child);
+  }
+});
+
+test('a token file that is not one of ours (garbage, empty, too short) gets a new random token', async () => {
+  for (const junk of ['', 'x', 'a'.repeat(31), `${'a'.repeat(32)}\n`, '../../../../etc/passwd']) {
+    const file = join(dir, 'junk');
+    writeFileSync(file, junk);
+    assert.equal(tokenFromEarlierStart(file), null, JSON.stringify(junk));
+  }
+  assert.equal(tokenFromEarlierStart(join(dir, 'absent')), null);
+  const file = join(dir, 'junk');
+  writeFileSync(file, 'not a token');
+  const h = await startCli(file);
+  try {
+    const token = h.url.searchParams.get('token')!;
+    assert.match(token, /^[A-Za-z0-9_-]{32}$/);
+    assert.equal(readFileSync(file, 'utf8'), token);
+  } finally {
+    await kill(h.child);
+  }
+});
