@@ -44,9 +44,10 @@ export async function despiteBusinessReboot(
   // A reboot before the scenario (during the one before it, or between them) is no failure of this
   // one either: its guest may still be booting, deaf to keys (session 11's run: business rebooted
   // 20 s before scenario 6 and took 100 s to boot again; its keys went to a guest not yet up).
-  if (!(await businessUp(m))) {
+  // (Not answering counts as not up: vm-daemon may not be on the bus yet, right after the boot.)
+  if (!(await businessUp(m).catch(() => false))) {
     console.log(
-      "business's guest is not up on its current domain (it rebooted before the scenario); waiting for it",
+      "business's guest is not up on its current domain yet (still booting, or it rebooted before the scenario); waiting for it",
     );
     await waitForBusinessUp(m);
     await recover?.();
