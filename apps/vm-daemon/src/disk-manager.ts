@@ -91,6 +91,20 @@ export interface ImportEvents {
 }
 
 /** One running import: `done` settles when it finished, failed or was cancelled. */
+/**
+ * The hidden name qemu-img writes an import of `target` to, next to it; renamed to `target` only
+ * once qemu-img has finished (DiskImport). The one place that knows the name.
+ */
+export function importTempPath(target: string): string {
+  return join(dirname(target), `.${basename(target)}.importing`);
+}
+
+/** The disk an import's temporary output at `path` was for (importTempPath's inverse), or null. */
+export function importTargetOf(path: string): string | null {
+  const m = /^\.(.+)\.importing$/.exec(basename(path));
+  return m ? join(dirname(path), m[1]) : null;
+}
+
 export class DiskImport extends TypedEmitter<ImportEvents> {
   percent = 0;
   private child: ChildProcess | null = null;
@@ -106,7 +120,7 @@ export class DiskImport extends TypedEmitter<ImportEvents> {
     readonly targetFormat: DiskFormat,
   ) {
     super();
-    this.tempPath = join(dirname(target), `.${basename(target)}.importing`);
+    this.tempPath = importTempPath(target);
     this.done = this.run();
     // The caller may only look at `percent` and never await `done`: no unhandled rejection.
     this.done.catch(() => undefined);

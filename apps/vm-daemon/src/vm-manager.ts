@@ -1,5 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import {
   BulkheadError,
   SWITCHER_PATH,
@@ -12,7 +12,7 @@ import { MAX_SLOT, TypedEmitter, type Logger, type SwitchProgressStep, type VmSt
 import type { ConfigError, ConfigOptions } from './config';
 import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
-import { DiskImport, createDisk, inspectSource } from './disk-manager';
+import { DiskImport, createDisk, importTargetOf, inspectSource } from './disk-manager';
 import type { VmOptions, VmStore } from './vm-store';
 import {
   CDROM_DRIVE,
@@ -346,7 +346,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     }
     for (const f of removed) {
       this.log.warn(`removed ${f}: a disk import that was cut off when vm-daemon last stopped`);
-      const disk = join(dirname(f), basename(f).slice(1, -'.importing'.length));
+      const disk = importTargetOf(f)!;
       for (const e of this.vms.values())
         if (!e.placeholder && e.def.disks.some((d) => d.path === disk) && !existsSync(disk))
           this.setOpError(

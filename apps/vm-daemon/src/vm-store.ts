@@ -25,7 +25,7 @@ import {
   type DiskFormat,
   type VmDefinition,
 } from './config';
-import { checkFreeSpace } from './disk-manager';
+import { checkFreeSpace, importTargetOf } from './disk-manager';
 import { describeValue, pathText } from './config-text';
 
 /** What CreateVm and Update accept (after the bus adapter checked each option's D-Bus type). */
@@ -131,7 +131,7 @@ export class VmStore {
     } catch {
       return [];
     }
-    const gone = names.filter((n) => /^\..+\.importing$/.test(n)).map((n) => join(this.opts.imageDir, n));
+    const gone = names.map((n) => join(this.opts.imageDir, n)).filter((f) => importTargetOf(f) !== null);
     for (const f of gone) rmSync(f, { force: true });
     return gone;
   }
