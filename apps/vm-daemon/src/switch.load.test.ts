@@ -1,7 +1,8 @@
 /**
  * Load: 10,000 switch requests fired as fast as possible from 4 bus connections at the real
  * vm-daemon with 2 running test-guest VMs, the real input-daemon (virtual seat) and the real
- * usb-daemon (no USB devices on the test host), each its own process run with its unit's V8 flags. No deadlock (every request is
+ * usb-daemon (no USB devices on the test host), each its own process run with its unit's V8 flags
+ * and malloc settings. No deadlock (every request is
  * answered), every answer is a switch result or Superseded (the last request wins, issue 17), the
  * final state is the last request's: ActiveVm = LastSwitch's target = the target of the last
  * answered switch = input-daemon's focus. Each daemon is at most 60 MiB RSS idle, and its RSS
@@ -24,7 +25,13 @@ import {
 } from '@bulkhead/dbus';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BUS_NAMES, INPUT_PATH } from '@bulkhead/contract';
-import { spawnDaemon, unitNodeFlags, waitFor, type DaemonProcess } from './testing/daemon-process';
+import {
+  spawnDaemon,
+  unitMallocEnv,
+  unitNodeFlags,
+  waitFor,
+  type DaemonProcess,
+} from './testing/daemon-process';
 
 const KERNEL = join(__dirname, '..', 'guest', 'build', 'bulkhead-guest.elf');
 const MGR = 'org.bulkhead.VmManager1';
@@ -40,13 +47,16 @@ const clients: BusClient[] = [];
 let daemon: DaemonProcess;
 const peers: Array<{ name: string; child: ChildProcess }> = [];
 
-/** input-daemon or usb-daemon as its own process, as its systemd unit runs it (V8 flags). */
+/** input-daemon or usb-daemon as its own process, as its systemd unit runs it (V8 flags, malloc). */
 async function spawnPeer(name: 'input-daemon' | 'usb-daemon', args: string[], ready: string): Promise<void> {
   let log = '';
   const child = spawn(
     process.execPath,
     [...unitNodeFlags(`bulkhead-${name}.service`), join(APPS, name, 'dist', 'main.js'), ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BULKHEAD_BUS: bus.address } },
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...unitMallocEnv(`bulkhead-${name}.service`), BULKHEAD_BUS: bus.address },
+    },
   );
   child.stderr!.on('data', (d) => (log += d));
   peers.push({ name, child });

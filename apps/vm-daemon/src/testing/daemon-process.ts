@@ -7,22 +7,30 @@ import { join } from 'node:path';
  * tests measure the daemon as the image runs it (e.g. its V8 heap bounds).
  */
 export function unitNodeFlags(unit: string): string[] {
-  const file = join(
-    __dirname,
-    '..',
-    '..',
-    '..',
-    '..',
-    'dom0-rootfs',
-    'overlay',
-    'etc',
-    'systemd',
-    'system',
-    unit,
-  );
+  const file = unitFile(unit);
   const exec = /^ExecStart=\S*\/node\s+(.*?)\s*\S+\/main\.js/m.exec(readFileSync(file, 'utf8'));
   if (!exec) throw new Error(`${file}: no ExecStart=…/node … main.js line`);
   return exec[1].split(/\s+/).filter((f) => f.startsWith('--'));
+}
+
+/**
+ * The unit's Environment= settings of glibc's allocator (MALLOC_*), which shape the daemon's RSS
+ * as much as its V8 flags do; the rest of its environment (the bus, …) is the test's to set.
+ */
+export function unitMallocEnv(unit: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of readFileSync(unitFile(unit), 'utf8').split('\n')) {
+    if (!line.startsWith('Environment=')) continue;
+    for (const pair of line.slice('Environment='.length).split(/\s+/)) {
+      const m = /^(MALLOC_[A-Z_]+)=(\S+)$/.exec(pair);
+      if (m) env[m[1]] = m[2];
+    }
+  }
+  return env;
+}
+
+function unitFile(unit: string): string {
+  return join(__dirname, '..', '..', '..', '..', 'dom0-rootfs', 'overlay', 'etc', 'systemd', 'system', unit);
 }
 
 export interface DaemonProcess {
@@ -58,7 +66,13 @@ export async function spawnDaemon(opts: {
     ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, BULKHEAD_BUS: opts.bus, BULKHEAD_ACCEL: 'tcg', ...opts.env },
+      env: {
+        ...process.env,
+        ...unitMallocEnv('bulkhead-vm-daemon.service'),
+        BULKHEAD_BUS: opts.bus,
+        BULKHEAD_ACCEL: 'tcg',
+        ...opts.env,
+      },
     },
   );
   let log = '';
