@@ -5,8 +5,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
@@ -97,5 +97,29 @@ test('a token file that is not one of ours (garbage, empty, too short) gets a ne
     assert.equal(readFileSync(file, 'utf8'), token);
   } finally {
     await kill(h.child);
+  }
+});
+
+test("a FIFO or a symlink at the token file's name: no wait, no token read through it, replaced by the web host's own file", async () => {
+  const target = join(dir, 'elsewhere');
+  writeFileSync(target, 'a'.repeat(32)); // a well-formed token, but not in the token file itself
+  const link = join(dir, 'token-link');
+  symlinkSync(target, link);
+  assert.equal(tokenFromEarlierStart(link), null, 'a symlink is not followed');
+  const fifo = join(dir, 'token-fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  // With no writer, a blocking open of a FIFO would hold the web host's start for good.
+  assert.equal(tokenFromEarlierStart(fifo), null, 'a FIFO is no token');
+  for (const file of [link, fifo]) {
+    const h = await startCli(file);
+    try {
+      const token = h.url.searchParams.get('token')!;
+      assert.notEqual(token, 'a'.repeat(32));
+      assert.ok(lstatSync(file).isFile(), `${file} is now a regular file`);
+      assert.equal(readFileSync(file, 'utf8'), token);
+      assert.equal(readFileSync(target, 'utf8'), 'a'.repeat(32), "the symlink's target is not written");
+    } finally {
+      await kill(h.child);
+    }
   }
 });

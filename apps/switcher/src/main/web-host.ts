@@ -12,11 +12,21 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  existsSync,
+  fstatSync,
+  openSync,
+  readSync,
+  statSync,
+} from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { writeFileAtomic } from '@bulkhead/common';
 import { vmIdFromPath, vmPath } from '@bulkhead/contract';
 import { BusClient, connectBus, type MessageBus } from '@bulkhead/dbus';
 import { validateRequest, ChannelError, type PushChannel, type ServerFrame } from '../common/channels';
@@ -76,11 +86,26 @@ const TOKEN_RE = /^[A-Za-z0-9_-]{32}$/;
  * refused for good with a new one (the kiosk reads the file only when it starts).
  */
 export function tokenFromEarlierStart(file: string): string | null {
+  let fd: number;
   try {
-    const t = readFileSync(file, 'utf8');
+    // Never follows a symlink, never waits on a FIFO put there: such a file is no token of ours.
+    fd = openSync(
+      file,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+    );
+  } catch {
+    return null;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return null;
+    const buf = Buffer.alloc(33); // a token and one byte more: anything longer is not one
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const t = buf.subarray(0, n).toString('latin1');
     return TOKEN_RE.test(t) ? t : null;
   } catch {
     return null;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -294,7 +319,8 @@ if (require.main === module) {
     (h) => {
       // The kiosk reads the per-boot token from this file. In the image the kiosk runs as another
       // user of our group (bulkhead-ui), without our VNC access: readable by the group, by no one else.
-      if (o.tokenFile) writeFileSync(o.tokenFile, h.token, { mode: 0o640 });
+      // Temp file and rename: a symlink or FIFO left at that name is replaced, not written through.
+      if (o.tokenFile) writeFileAtomic(o.tokenFile, h.token, 0o640, { durable: false });
       console.log(`SWITCHER-URL ${h.url}`);
       const stop = () => void h.close().finally(() => process.exit(0));
       process.on('SIGTERM', stop);
