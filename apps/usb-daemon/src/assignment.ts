@@ -142,15 +142,14 @@ export class UsbAssignment {
     for (const info of initial) this.deviceAdded(info, false);
 
     const vms = this.vms;
-    vms.events.on(
-      'synced',
-      () => void this.reconcile().catch((e) => this.log.error(`reconcile: ${(e as Error).message}`)),
-    );
+    vms.events.on('synced', () => void this.reconcileSoon());
     vms.events.on('vmState', (path, state, previous) => this.vmStateChanged(path, state, previous));
     vms.events.on('vmRemoved', (path) => this.vmGone(path, 'was removed'));
     vms.events.on('activeVm', (path) => this.focusChanged(path));
     await vms.start();
-    await this.reconcile();
+    // vm-daemon answered: the reconciliation its list started is the start's (waited for here);
+    // it did not: one without VMs (devices recorded on VMs no longer known come back).
+    await (this.reconciling ?? this.reconcileSoon());
 
     this.started = true;
     // Devices present at start are not new: a restart must not move a device the person took
@@ -404,6 +403,32 @@ export class UsbAssignment {
    * lists are assigned to it (matched by bus/address), devices we thought it held and it does
    * not list return to the Control Domain. Nothing is detached.
    */
+  private reconciling: Promise<void> | null = null;
+  private reconcileAgain = false;
+
+  /**
+   * One reconciliation at a time: a request while one runs (vm-daemon came back mid-way) runs
+   * one more after it, on the newer VM list, instead of a second beside it on an older one.
+   * Never rejects (a failure is logged).
+   */
+  private reconcileSoon(): Promise<void> {
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      try {
+        do {
+          this.reconcileAgain = false;
+          await this.reconcile().catch((e) => this.log.error(`reconcile: ${(e as Error).message}`));
+        } while (this.reconcileAgain);
+      } finally {
+        this.reconciling = null;
+      }
+    })();
+    return this.reconciling;
+  }
+
   private async reconcile(): Promise<void> {
     const holders = new Map<string, { vm: string; handle: string }>();
     const asked = new Set<string>();
