@@ -123,6 +123,37 @@ test('an image with a backing file is refused (it would read a file the person n
   }
 });
 
+test('an import source that names another file as its data (qcow2 data_file), or is no regular file, is refused before qemu-img reads it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmd-import-'));
+  try {
+    const secret = join(dir, 'secret');
+    writeFileSync(secret, 'root:$y$secret\n'.padEnd(65536, 'x'));
+    const src = join(dir, 'evil.qcow2');
+    // The guest's data is the host's file: converting it would copy the file into the VM's disk.
+    execFileSync('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      `data_file=${secret},data_file_raw=on`,
+      src,
+      '64K',
+    ]);
+    await assert.rejects(inspectSource(src), (e: unknown) => {
+      assert.ok(e instanceof BulkheadError && e.errorName === 'InvalidArgument', String(e));
+      assert.match(e.message, /^disk_import: evil\.qcow2 keeps its data in another file \(qcow2 data_file\)/);
+      return true;
+    });
+    const fifo = join(dir, 'image.raw');
+    execFileSync('mkfifo', [fifo]);
+    // No writer: qemu-img's open would wait for one, and the CreateVm with it.
+    await assert.rejects(inspectSource(fifo), /disk_import: image\.raw is not a regular file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('CreateVm with disk_import: DiskJob shows the import; cancelling it removes the VM, its file and every byte of the disk', async () => {
   const root = mkdtempSync(join(tmpdir(), 'vmd-import-'));
   const media = join(root, 'media');

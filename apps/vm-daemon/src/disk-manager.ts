@@ -8,7 +8,17 @@
  * ever left under the name a VM file points to.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, renameSync, statfsSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readSync,
+  rmSync,
+  renameSync,
+  statfsSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
@@ -59,12 +69,58 @@ export interface SourceImage {
   virtualSize: number;
 }
 
+/** qcow2's header flag (incompatible feature bit 2) for guest data kept in another file. */
+const QCOW2_EXTERNAL_DATA_FILE = 4n;
+
 /**
- * What an import source is, by qemu-img. An image with a backing file is refused: converting it
- * would read the backing file, which the person names (a qcow2 on a stick whose backing file is
- * /etc/shadow would copy the host's file into their VM).
+ * The source's own bytes, before any qemu-img opens it: a regular file (a FIFO on an ext4 stick
+ * would hold qemu-img; a device node is refused by the nodev mount, and here too), and, for a
+ * qcow2, no reference to another file in its header: neither a backing file nor an external data
+ * file (`data_file`), which qemu-img would open, as root, when it merely opens the image.
+ */
+function checkSourceFile(path: string): void {
+  const name = basename(path);
+  let fd: number;
+  try {
+    fd = openSync(
+      path,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+    );
+  } catch (e) {
+    throw new BulkheadError(
+      'InvalidArgument',
+      `disk_import: cannot open ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
+  }
+  try {
+    if (!fstatSync(fd).isFile())
+      throw new BulkheadError('InvalidArgument', `disk_import: ${name} is not a regular file`);
+    const h = Buffer.alloc(104);
+    const n = readSync(fd, h, 0, h.length, 0);
+    if (n < 4 || h.readUInt32BE(0) !== 0x514649fb) return; // not a qcow2 ("QFI\xfb")
+    if (n >= 16 && h.readBigUInt64BE(8) !== 0n)
+      throw new BulkheadError(
+        'InvalidArgument',
+        `disk_import: ${name} has a backing file; only self-contained images can be imported`,
+      );
+    if (n >= 80 && h.readUInt32BE(4) >= 3 && (h.readBigUInt64BE(72) & QCOW2_EXTERNAL_DATA_FILE) !== 0n)
+      throw new BulkheadError(
+        'InvalidArgument',
+        `disk_import: ${name} keeps its data in another file (qcow2 data_file); only self-contained images can be imported`,
+      );
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What an import source is, by qemu-img. An image that names another file is refused: converting
+ * it would read that file, which the image's author names (a qcow2 on a stick whose backing file
+ * or data file is /etc/shadow, or the laptop's disk, would copy it into their VM). Checked in the
+ * file's header before qemu-img opens it (checkSourceFile) and again in what qemu-img reports.
  */
 export async function inspectSource(path: string): Promise<SourceImage> {
+  checkSourceFile(path);
   const out = await run('qemu-img', ['info', '--output=json', '-U', path]);
   let j: Record<string, unknown>;
   try {
@@ -82,6 +138,12 @@ export async function inspectSource(path: string): Promise<SourceImage> {
     throw new BulkheadError(
       'InvalidArgument',
       `disk_import: ${basename(path)} has a backing file; only self-contained images can be imported`,
+    );
+  const specific = (j['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data;
+  if (specific && specific['data-file'] !== undefined)
+    throw new BulkheadError(
+      'InvalidArgument',
+      `disk_import: ${basename(path)} keeps its data in another file (qcow2 data_file); only self-contained images can be imported`,
     );
   return { format, virtualSize: Number(j['virtual-size']) };
 }
