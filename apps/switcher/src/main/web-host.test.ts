@@ -1,5 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { WebSocket } from 'ws';
 import { BulkheadError, usbDevicePath, vmPath } from '@bulkhead/contract';
 import { startPrivateBus, type PrivateBus } from '@bulkhead/dbus';
@@ -82,6 +83,39 @@ test('the URL printed has a token, and the page is served', async () => {
   assert.equal(res.status, 200);
   assert.match(await res.text(), /<div id="root">/);
   assert.equal((await fetch(`http://127.0.0.1:${host.port}/../../etc/passwd`)).status, 404);
+});
+
+/** One raw HTTP request (what fetch would refuse to send); resolves with the status line. */
+function rawRequest(port: number, head: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, '127.0.0.1', () => sock.write(`${head}\r\nHost: 127.0.0.1\r\n\r\n`));
+    let got = '';
+    sock.on('data', (d) => {
+      got += d;
+      if (got.includes('\r\n')) {
+        resolve(got.split('\r\n')[0]);
+        sock.destroy();
+      }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(got.split('\r\n')[0]));
+  });
+}
+
+test('malformed request paths get 400 or 404, before or after the token, and the web host stays up', async () => {
+  const token = new URL(host.url).searchParams.get('token')!;
+  const upgrade =
+    'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==';
+  for (const [head, status] of [
+    ['GET /%E0%A4%A HTTP/1.1', /^HTTP\/1\.1 400/],
+    ['GET //[ HTTP/1.1', /^HTTP\/1\.1 400/],
+    ['HEAD /%ZZ HTTP/1.1', /^HTTP\/1\.1 400/],
+    [`GET //[ HTTP/1.1\r\n${upgrade}`, /^HTTP\/1\.1 400/],
+    [`GET /vnc/%E0%A4%A?token=${token} HTTP/1.1\r\n${upgrade}`, /^HTTP\/1\.1 404/],
+  ] as const)
+    assert.match(await rawRequest(host.port, head), status, head);
+  const res = await fetch(host.url);
+  assert.equal(res.status, 200, 'still serving the page');
 });
 
 test('a WebSocket without the token, or with a wrong one, is refused', async () => {

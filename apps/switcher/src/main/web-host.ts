@@ -130,7 +130,17 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   });
   await core.start();
 
-  const server: Server = createServer((req, res) => serveStatic(req, res, staticDir));
+  const server: Server = createServer((req, res) => {
+    // Whatever a local process (or a guest on user networking, through the host's loopback)
+    // sends, the web host answers it and stays up: the kiosk's screen depends on it.
+    try {
+      serveStatic(req, res, staticDir);
+    } catch (e) {
+      log(`HTTP ${String(req.method).slice(0, 16)}: ${(e as Error).message}`);
+      if (!res.headersSent) res.writeHead(400, { 'content-type': 'text/plain' });
+      res.end('bad request');
+    }
+  });
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
   const vncWss = new WebSocketServer({
     noServer: true,
@@ -140,7 +150,11 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   let nextClient = 1;
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = requestUrl(req);
+    if (!url) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     if (!tokenMatches(url.searchParams.get('token'), token)) {
       socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -151,7 +165,7 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
     }
     const vnc = /^\/vnc\/([^/]+)$/.exec(url.pathname);
     if (vnc) {
-      const id = decodeURIComponent(vnc[1]);
+      const id = decodedOrNull(vnc[1]);
       // The id becomes a file name: only what vm-daemon could have made a VM object of.
       if (!id || id.includes('/') || id === '.' || id === '..' || !core.state.vm(vmPath(id))) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
@@ -222,7 +236,12 @@ function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): vo
     res.writeHead(405).end();
     return;
   }
-  const pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
+  const url = requestUrl(req);
+  const pathname = url && decodedOrNull(url.pathname);
+  if (pathname === null) {
+    res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request');
+    return;
+  }
   const rel = pathname === '/' ? 'index.html' : pathname.slice(1);
   const file = normalize(join(dir, rel));
   if (!file.startsWith(normalize(dir) + sep) || !existsSync(file) || !statSync(file).isFile()) {
@@ -238,7 +257,28 @@ function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): vo
     'x-content-type-options': 'nosniff',
   });
   if (req.method === 'HEAD') res.end();
-  else createReadStream(file).pipe(res);
+  else
+    createReadStream(file)
+      .on('error', () => res.destroy()) // gone or unreadable since the stat: no crash, no half answer
+      .pipe(res);
+}
+
+/** The request's URL, or null when it is not one (`//[`: an invalid host). */
+function requestUrl(req: IncomingMessage): URL | null {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return null;
+  }
+}
+
+/** A percent-decoded URL part, or null when its escapes are malformed (`%E0%A4%A`). */
+function decodedOrNull(part: string): string | null {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
 }
 
 /**
