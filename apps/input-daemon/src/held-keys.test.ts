@@ -4,7 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@bulkhead/common';
@@ -184,6 +185,25 @@ test('the journal file is one page rewritten in place while it fits, a whole new
     journal.released(a, [30, 31, 32]);
     assert.deepEqual(readHeldKeys(file, quiet), []);
     journal.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a held-keys journal that is a FIFO or a symlink is kept aside and ignored, without waiting on it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  try {
+    const warnings: string[] = [];
+    const log = { info: () => undefined, warn: (m: string) => void warnings.push(m) };
+    const path = join(dir, HELD_KEYS_FILE);
+    execFileSync('mkfifo', [path]);
+    assert.deepEqual(readHeldKeys(path, log), []);
+    assert.match(warnings.pop() ?? '', /not a regular file \(fifo\); kept aside as .*\.corrupt/);
+    assert.equal(existsSync(path), false, 'moved aside');
+    writeFileSync(join(dir, 'other.json'), JSON.stringify({ version: 1, vms: {} }));
+    symlinkSync(join(dir, 'other.json'), path);
+    assert.deepEqual(readHeldKeys(path, log), []);
+    assert.match(warnings.pop() ?? '', /not a regular file \(symlink\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

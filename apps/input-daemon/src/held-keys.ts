@@ -28,22 +28,17 @@
  * File: <run dir>/held-keys.json = { "version": 1, "vms": { "<VM object path>": { "socket":
  * "<input QMP socket>", "codes": [<evdev code>, …] } } }.
  */
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { defaultFileRules, readDefinitionFile } from '@bulkhead/common';
 import { SWITCHER_PATH, vmIdFromPath } from '@bulkhead/contract';
 import type { PressRecorder } from './router';
 import type { InputSink } from './sinks/sink';
 
 export const HELD_KEYS_FILE = 'held-keys.json';
+
+/** Largest journal read (a page while its JSON fits; a VM holds at most a few dozen keys). */
+const MAX_JOURNAL_BYTES = 1 << 20;
 
 /** Size of the journal file while its JSON fits: one page, rewritten in place (see above). */
 export const JOURNAL_PAGE = 4096;
@@ -65,9 +60,12 @@ export interface JournalLogger {
  * what is wrong), kept aside as `<file>.corrupt` and treated as empty — never fatal.
  */
 export function readHeldKeys(path: string, log: JournalLogger): HeldEntry[] {
-  if (!existsSync(path)) return [];
+  // A regular file of our own, bounded: a FIFO left there would hold the daemon's start for good.
+  const read = readDefinitionFile(path, { ...defaultFileRules(), maxBytes: MAX_JOURNAL_BYTES });
+  if (!read.ok && read.missing) return [];
   try {
-    const doc = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    if (!read.ok) throw new Error(read.reason);
+    const doc = JSON.parse(read.text) as unknown;
     const vms = (doc as { vms?: unknown })?.vms;
     if (
       (doc as { version?: unknown })?.version !== 1 ||

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildChords, HotkeyConfigError, HotkeyMatcher, loadHotkeysFile, parseChord } from './hotkeys';
@@ -137,6 +137,22 @@ test('a hotkeys file overrides defaults; bad entries name the file and the chord
     () => loadHotkeysFile(bad),
     (e: unknown) => e instanceof HotkeyConfigError && e.message.startsWith(bad),
   );
+  // A symlink to another file is not followed: its first bytes would be quoted in a JSON error.
+  const secret = join(dir, 'secret');
+  writeFileSync(secret, 'root:$y$secret-hash');
+  const link = join(dir, 'link.json');
+  symlinkSync(secret, link);
+  assert.throws(
+    () => loadHotkeysFile(link),
+    (e: unknown) =>
+      e instanceof HotkeyConfigError &&
+      /not a regular file \(symlink\)/.test(e.message) &&
+      !e.message.includes('root:'),
+  );
+  const writable = join(dir, 'writable.json');
+  writeFileSync(writable, JSON.stringify({ hotkeys: { 'Ctrl+1': 'none' } }));
+  chmodSync(writable, 0o666);
+  assert.throws(() => loadHotkeysFile(writable), /writable by group and others/);
   assert.throws(() => parseChord('Ctrl+1', 'slot:12', 'x'), /unknown action 'slot:12'/);
   assert.throws(() => parseChord('1', 'slot:1', 'x'), /modifiers and one key/);
 });

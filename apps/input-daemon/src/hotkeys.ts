@@ -8,7 +8,7 @@
  * (Ctrl+C, Ctrl+click, Ctrl+wheel, lone Alt/Shift taps work as typed). A switch while a modifier
  * is held back drops it. Details and why pointer motion does not count: HotkeyMatcher.
  */
-import { readFileSync } from 'node:fs';
+import { readDefinitionFile } from '@bulkhead/common';
 import {
   KEY_LEFTALT,
   KEY_LEFTCTRL,
@@ -148,9 +148,13 @@ export function buildChords(overrides: Record<string, string> = {}, where = 'hot
  * Entries override the defaults. Errors name the file and the entry.
  */
 export function loadHotkeysFile(path: string): Chord[] {
+  // An administrator's file (root's, writable by nobody else, a regular file: never a symlink to
+  // a file whose first bytes a JSON error would quote, never a FIFO that would hold the start).
+  const read = readDefinitionFile(path);
+  if (!read.ok) throw new HotkeyConfigError(`${path}: ${read.reason}`);
   let doc: unknown;
   try {
-    doc = JSON.parse(readFileSync(path, 'utf8'));
+    doc = JSON.parse(read.text);
   } catch (e) {
     throw new HotkeyConfigError(`${path}: ${(e as Error).message}`);
   }

@@ -7,7 +7,17 @@
  */
 import { join } from 'node:path';
 import { BulkheadError, SWITCHER_PATH } from '@bulkhead/contract';
-import { TypedEmitter, readJsonFile, writeFileAtomic, type Logger } from '@bulkhead/common';
+import {
+  TypedEmitter,
+  defaultFileRules,
+  readDefinitionFile,
+  readJsonFile,
+  writeFileAtomic,
+  type Logger,
+} from '@bulkhead/common';
+
+/** Largest rules file read (a rule is ~100 bytes). */
+const MAX_RULES_FILE_BYTES = 256 * 1024;
 import { displayName, type UsbDeviceInfo } from './device';
 import { CONTROL_DOMAIN, DeviceTable, keyOf, type DeviceChange, type DeviceEntry } from './device-table';
 import type { UsbDeviceKey, UsbEnumerator } from './enumerators/enumerator';
@@ -174,14 +184,19 @@ export class UsbAssignment {
   // Rules and state files
 
   private loadRules(): void {
-    const r = readJsonFile(this.opts.rulesFile, (v) => v);
+    // An administrator's file: a regular file of root's (the daemon's uid), writable by nobody
+    // else, bounded, UTF-8; a rules file anyone could write would decide where keyboards go.
+    const r = readDefinitionFile(this.opts.rulesFile, {
+      ...defaultFileRules(),
+      maxBytes: MAX_RULES_FILE_BYTES,
+    });
     if (!r.ok) {
       if (r.missing) this.log.info(`no rules file at ${this.opts.rulesFile}: default policy`);
-      else this.rulesBroken(`${r.error}`);
+      else this.rulesBroken(`${this.opts.rulesFile}: ${r.reason}`);
       return;
     }
     try {
-      this.rules = parseRules(JSON.stringify(r.value));
+      this.rules = parseRules(r.text);
     } catch (e) {
       this.rulesBroken(`${this.opts.rulesFile}: ${(e as Error).message}`);
     }

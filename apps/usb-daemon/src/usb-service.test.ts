@@ -1,6 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -604,4 +613,48 @@ test('MoveFollowFocus (the switch step) moves follow-focus devices and answers w
     },
     new FakeUsbEnumerator([stick, cam, plain]),
   );
+});
+
+test('a rules file others may write, a symlink or a FIFO is refused: nothing is attached by it, and the daemon starts', async () => {
+  const stick = fakeDevice({ address: 21, serial: 'RULED1' });
+  const rules = JSON.stringify({
+    rules: [{ match: { vid: '0781', pid: '5567', serial: 'RULED1' }, action: 'always', vm: 'work' }],
+  });
+  const cases: Array<[string, (file: string, dir: string) => void, boolean]> = [
+    ['root-only (the control: the rule applies)', (f) => writeFileSync(f, rules, { mode: 0o644 }), true],
+    ['writable by others', (f) => (writeFileSync(f, rules), chmodSync(f, 0o666)), false],
+    [
+      'a symlink to a file with the rule',
+      (f, dir) => (
+        writeFileSync(join(dir, 'elsewhere.json'), rules),
+        symlinkSync(join(dir, 'elsewhere.json'), f)
+      ),
+      false,
+    ],
+    ['a FIFO (would hold the start for good)', (f) => execFileSync('mkfifo', [f]), false],
+  ];
+  for (const [what, make, applies] of cases)
+    await withRig(
+      async (rig) => {
+        rig.vms.addVm('work');
+        make(rig.rulesFile, rig.dir);
+        await rig.startDaemon();
+        if (applies)
+          await waitFor(
+            `${what}: attached by the rule`,
+            async () => (await rig.props(stick)).State === 'attached',
+          );
+        else {
+          await new Promise((r) => setTimeout(r, 200));
+          const p = await rig.props(stick);
+          assert.equal(p.AssignedVm, '/', what);
+          assert.equal(
+            rig.vms.calls.filter((c) => c.method === 'AttachUsbDevice').length,
+            0,
+            `${what}: nothing attached`,
+          );
+        }
+      },
+      new FakeUsbEnumerator([stick]),
+    );
 });

@@ -311,6 +311,7 @@ test('a file that is not UTF-8 is refused as such, its bytes not quoted', () => 
   assert.deepEqual(readDefinitionFile(join(dir, 'missing.json')), {
     ok: false,
     reason: 'cannot read: ENOENT (lstat)',
+    missing: true,
   });
   rmSync(dir, { recursive: true, force: true });
 });

@@ -1,14 +1,6 @@
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-  unlinkSync,
-  existsSync,
-} from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync, unlinkSync, existsSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
+import { defaultFileRules, readDefinitionFile } from './config-file';
 
 /**
  * Write a file so that a reader (or a reboot after power loss) sees either the old or the new
@@ -56,15 +48,26 @@ export function writeFileAtomic(
 
 export type JsonFileResult<T> = { ok: true; value: T } | { ok: false; missing: boolean; error: string };
 
-/** Read and parse a JSON state file; a missing or corrupt file is reported, never thrown. */
-export function readJsonFile<T>(path: string, validate: (v: unknown) => T): JsonFileResult<T> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
-    return { ok: false, missing, error: `${path}: ${missing ? 'missing' : (e as Error).message}` };
-  }
+/** Largest state file read: each daemon's is a few KiB at most. */
+export const MAX_STATE_FILE_BYTES = 1 << 20;
+
+/**
+ * Read and parse a JSON state file; a missing or corrupt file is reported, never thrown. What is
+ * not a regular file of the daemon's own uid (a FIFO would block the daemon's start for good, a
+ * symlink would be followed), is writable by others, or is larger than `maxBytes` (a huge valid
+ * JSON would exhaust the daemon's bounded heap on every start) counts as corrupt.
+ */
+export function readJsonFile<T>(
+  path: string,
+  validate: (v: unknown) => T,
+  maxBytes = MAX_STATE_FILE_BYTES,
+): JsonFileResult<T> {
+  const read = readDefinitionFile(path, { ...defaultFileRules(), maxBytes });
+  if (!read.ok)
+    return read.missing
+      ? { ok: false, missing: true, error: `${path}: missing` }
+      : { ok: false, missing: false, error: `${path}: ${read.reason}` };
+  const text = read.text;
   try {
     return { ok: true, value: validate(JSON.parse(text)) };
   } catch (e) {

@@ -3,3 +3,4 @@ export * from './log';
 export * from './typed-emitter';
 export * from './domain';
 export * from './daemon-main';
+export * from './config-file';

@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import { writeFileAtomic, type Logger } from '@bulkhead/common';
+import { defaultFileRules, readDefinitionFile, writeFileAtomic, type Logger } from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
 import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
 import { SupervisedBackend, type Supervised } from '../supervised-backend';
@@ -267,8 +267,10 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     const dom = (await this.listDomains()).find((d) => d.name === def.id);
     const f = this.files(def.id);
     let persisted: PersistedDomain | null = null;
+    // Our own record (a regular file of ours, a few hundred bytes): anything else is no record.
+    const record = readDefinitionFile(f.state, { ...defaultFileRules(), maxBytes: 64 * 1024 });
     try {
-      persisted = JSON.parse(readFileSync(f.state, 'utf8')) as PersistedDomain;
+      if (record.ok) persisted = JSON.parse(record.text) as PersistedDomain;
     } catch {
       /* no record: adopted with defaults */
     }
