@@ -373,6 +373,28 @@ test(
       const r2 = await call(ui, 'Reload', '', []);
       assert.equal(r2.error, 'org.bulkhead.Error.AccessDenied');
       assert.equal((await call(ui, 'Switch', 'oa{sv}', ['/', {}])).ok, true);
+      // Nobody learns which objects exist: an object that exists and one that does not get the
+      // same answer, whatever the interface (Properties, one outside the contract).
+      for (const [iface, member, sig, body] of [
+        ['org.freedesktop.DBus.Properties', 'Get', 'ss', ['org.bulkhead.Vm1', 'State']],
+        ['org.freedesktop.DBus.Properties', 'GetAll', 's', ['org.bulkhead.VmManager1']],
+        ['com.example.Nothing', 'Foo', '', []],
+      ] as const) {
+        const answers = [];
+        for (const path of [VM_MANAGER_PATH, `${VM_MANAGER_PATH}/vm/nosuchvm`])
+          answers.push(
+            (
+              await callAs(nobody, open.address, 'org.bulkhead.VmManager1', path, iface, member, sig, [
+                ...body,
+              ])
+            ).error,
+          );
+        assert.deepEqual(
+          answers,
+          ['org.bulkhead.Error.AccessDenied', 'org.bulkhead.Error.AccessDenied'],
+          `${iface}.${member}`,
+        );
+      }
     } finally {
       conn.disconnect();
       await open.stop();

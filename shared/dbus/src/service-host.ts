@@ -411,8 +411,11 @@ export class ServiceHost {
         );
       }
       const ctx = await this.context(msg);
+      // A caller with no role at all (not root, not the UI) gets the same answer for every call,
+      // on an object that exists or not, with any interface: it learns nothing (Properties and
+      // interfaces outside the contract were looked up first and told UnknownObject apart).
+      this.requireAnyRole(ctx, `${iface ?? ''}.${member}`);
       if (iface === INTROSPECTABLE && member === 'Introspect') {
-        this.requireAnyRole(ctx, 'Introspect');
         return this.reply(msg, 's', [this.introspect(path)]);
       }
       // Authorise before looking the object up, so an unauthorised caller learns nothing about
@@ -424,7 +427,6 @@ export class ServiceHost {
         throw new BulkheadError('AccessDenied', `uid ${ctx.uid} may not call ${iface}.${member}`);
       const node = this.objects.get(path);
       if (iface === OM && member === 'GetManagedObjects' && this.managers.has(path)) {
-        this.requireAnyRole(ctx, 'GetManagedObjects');
         return this.reply(msg, 'a{oa{sa{sv}}}', [this.managedObjects(path)]);
       }
       if (!node) throw new DispatchError('org.freedesktop.DBus.Error.UnknownObject', `no object at ${path}`);
