@@ -224,9 +224,16 @@ export class InputService implements Input1Service {
     // Not locked: nothing to do, and no password is checked (no guessing oracle while unlocked).
     if (!this.router.isLocked) return;
     // The check runs outside the focus queue: PAM may sleep seconds after a failure, and
-    // Freeze/SetFocus/Lock must not wait for it.
+    // Freeze/SetFocus/Lock must not wait for it. A lock that comes meanwhile (a sleep's, the
+    // chord) is a new lock: this password, typed for the earlier one, does not undo it.
+    const lockedAs = this.lockGeneration;
     await this.options.unlock.attempt(opts.password);
     return this.serial(async () => {
+      if (this.lockGeneration !== lockedAs)
+        throw new BulkheadError(
+          'TryAgainLater',
+          'Unlock: the seat was locked again while the password was checked; enter it again',
+        );
       this.router.unlock();
       this.persistLocked(false);
       this.exported?.propertiesChanged('Locked');
@@ -319,7 +326,11 @@ export class InputService implements Input1Service {
     if (this.router.isLocked) void this.returnHome();
   }
 
+  /** Counts Lock calls: an Unlock undoes only the lock it was typed for (see Unlock). */
+  private lockGeneration = 0;
+
   private lockNow(): void {
+    this.lockGeneration++;
     const was = this.router.isLocked;
     this.router.lock();
     this.persistLocked(true);

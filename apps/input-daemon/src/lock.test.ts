@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '@bulkhead/common';
-import type { CallContext } from '@bulkhead/contract';
+import { BulkheadError, type CallContext } from '@bulkhead/contract';
+import { variant } from '@bulkhead/dbus';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService } from './input-service';
@@ -60,5 +61,44 @@ test('the secure-attention chord locks, pulls the screen back to the switcher, a
   press(seat, KEY_LEFTCTRL, KEY_1);
   await service.settled();
   assert.deepEqual(switched, [0, 1], 'Ctrl+1 switches again after Unlock');
+  await service.close();
+});
+
+test('a lock that comes while the password is being checked (a sleep, the chord) is not undone by that password', async () => {
+  const seat = new VirtualSeat();
+  let release!: () => void;
+  // PAM checking: takes a while (seconds after a failure, on hardware).
+  const slowUnlock = {
+    attempt: () => new Promise<void>((r) => (release = r)),
+  };
+  const service = new InputService(
+    seat,
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    {
+      forVm: async () => {
+        throw new Error('no VMs in this test');
+      },
+    },
+    { switchToSlot: async () => undefined },
+    createLogger('test', 'error'),
+    { unlock: slowUnlock },
+  );
+  await service.Lock(ctx);
+  const unlocking = service.Unlock(ctx, { password: variant('s', 'right') });
+  await new Promise((r) => setImmediate(r));
+  await service.Lock(ctx); // the suspend transaction's lock, before the machine sleeps
+  release();
+  await assert.rejects(
+    unlocking,
+    (e: unknown) => e instanceof BulkheadError && e.errorName === 'TryAgainLater',
+  );
+  assert.equal(service.properties().Locked, true, 'still locked: the password was for the earlier lock');
+  // The next attempt, started after that lock, unlocks.
+  const again = service.Unlock(ctx, { password: variant('s', 'right') });
+  await new Promise((r) => setImmediate(r));
+  release();
+  await again;
+  assert.equal(service.properties().Locked, false);
   await service.close();
 });

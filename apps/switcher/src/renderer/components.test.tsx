@@ -282,6 +282,17 @@ test('a failed unlock is said in words, with the wait input-daemon asked for cou
   );
   assert.deepEqual(wrong, { text: 'Wrong password.', retryAt: t0 + 4000 });
   assert.deepEqual(later, { text: 'Too many wrong passwords.', retryAt: t0 + 8000 });
+  assert.deepEqual(
+    unlockProblem(
+      {
+        name: 'TryAgainLater',
+        message: 'Unlock: the seat was locked again while the password was checked; enter it again',
+      },
+      t0,
+      false,
+    ),
+    { text: 'The seat was locked again while your password was checked. Enter it again.', retryAt: t0 },
+  );
   assert.equal(
     unlockProblem({ name: 'InvalidArgument', message: "option 'password' is required" }, t0, true).text,
     'Type your password, then Unlock.',

@@ -27,6 +27,12 @@ export function unlockProblem(
     case 'AuthenticationFailed':
       return { text: 'Wrong password.', retryAt };
     case 'TryAgainLater':
+      // A lock (a sleep, the chord) that came while the password was checked: not a wrong one.
+      if (/locked again/.test(failure.message))
+        return {
+          text: 'The seat was locked again while your password was checked. Enter it again.',
+          retryAt: now,
+        };
       return { text: 'Too many wrong passwords.', retryAt };
     case 'InvalidArgument':
       return {
