@@ -719,7 +719,9 @@ test("10. the running image: TCP listeners only where documented (the web host o
     .map((l) => l.trim())
     .filter(Boolean)
     .sort();
-  assert.deepEqual(listeners, ['0.0.0.0:9223', '127.0.0.1:8080', '127.0.0.1:9222']);
+  // The web host on 127.0.0.2, not 127.0.0.1: a VM on QEMU's user-mode network reaches the
+  // Control Domain's 127.0.0.1 (slirp maps 10.0.2.2 there) and no other loopback address.
+  assert.deepEqual(listeners, ['0.0.0.0:9223', '127.0.0.1:9222', '127.0.0.2:8080']);
   const renderers = (
     await m.serial.check(
       `for p in $(pgrep -u bulkhead-ui -x chromium); do tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '--type=renderer' && echo "$p $(grep '^Seccomp:' /proc/$p/status)"; done; true`,

@@ -146,9 +146,11 @@ test('1. offline: production is production — root locked, owner without a pass
       );
       assert.doesNotMatch(text, /--autologin|-a root/, `${name}: autologin`);
     }
-    // The one TCP listener: the web host, on loopback (its code binds 127.0.0.1 only).
+    // The one TCP listener: the web host, on a loopback address (its code takes 127.x.y.z only),
+    // and not 127.0.0.1, which guests on QEMU's user-mode network reach through 10.0.2.2.
     const hosts = enabled.filter((n) => /--port \d+/.test(unitText(n)));
     assert.deepEqual(hosts, ['bulkhead-switcher.service']);
+    assert.match(unitText('bulkhead-switcher.service'), / --listen 127\.0\.0\.2 /);
     const kiosk = f('usr/local/local/lib/bulkhead/kiosk.js');
     assert.doesNotMatch(kiosk, /--no-sandbox/, "Chromium's sandbox stays on");
     assert.match(kiosk, /--remote-debugging-pipe/);

@@ -8,7 +8,7 @@ import { EV_KEY, EV_SYN, SYN_REPORT } from './input-event';
 import { InputService } from './input-service';
 import { VirtualSeat } from './sources/virtual-seat';
 import { FakeSink } from './testing/fake-sink';
-import { PasswordlessUnlock } from './unlock/unlock-check';
+import { PasswordlessUnlock, type UnlockCheck } from './unlock/unlock-check';
 
 const ctx = {} as CallContext;
 const KEY_LEFTCTRL = 29;
@@ -29,10 +29,13 @@ function press(seat: VirtualSeat, ...keys: number[]): void {
     ]);
 }
 
-test('the secure-attention chord locks, pulls the screen back to the switcher, and slot hotkeys do not switch until Unlock', async () => {
-  const seat = new VirtualSeat();
-  const switched: number[] = [];
-  const service = new InputService(
+/** input-daemon's service on a virtual seat, no VMs, the switcher's sink only. */
+function seatService(
+  seat: VirtualSeat,
+  unlock: UnlockCheck,
+  switchToSlot: (slot: number) => Promise<void>,
+): InputService {
+  return new InputService(
     seat,
     new HotkeyMatcher(buildChords()),
     new FakeSink('/'),
@@ -41,14 +44,18 @@ test('the secure-attention chord locks, pulls the screen back to the switcher, a
         throw new Error('no VMs in this test');
       },
     },
-    {
-      switchToSlot: async (slot) => {
-        switched.push(slot);
-      },
-    },
+    { switchToSlot },
     createLogger('test', 'error'),
-    { unlock: new PasswordlessUnlock() },
+    { unlock },
   );
+}
+
+test('the secure-attention chord locks, pulls the screen back to the switcher, and slot hotkeys do not switch until Unlock', async () => {
+  const seat = new VirtualSeat();
+  const switched: number[] = [];
+  const service = seatService(seat, new PasswordlessUnlock(), async (slot) => {
+    switched.push(slot);
+  });
   press(seat, KEY_LEFTCTRL, KEY_LEFTALT, KEY_BACKSPACE);
   await service.settled();
   assert.equal(service.properties().Locked, true);
@@ -71,19 +78,7 @@ test('a lock that comes while the password is being checked (a sleep, the chord)
   const slowUnlock = {
     attempt: () => new Promise<void>((r) => (release = r)),
   };
-  const service = new InputService(
-    seat,
-    new HotkeyMatcher(buildChords()),
-    new FakeSink('/'),
-    {
-      forVm: async () => {
-        throw new Error('no VMs in this test');
-      },
-    },
-    { switchToSlot: async () => undefined },
-    createLogger('test', 'error'),
-    { unlock: slowUnlock },
-  );
+  const service = seatService(seat, slowUnlock, async () => undefined);
   await service.Lock(ctx);
   const unlocking = service.Unlock(ctx, { password: variant('s', 'right') });
   await new Promise((r) => setImmediate(r));

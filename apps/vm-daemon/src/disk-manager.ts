@@ -8,20 +8,10 @@
  * ever left under the name a VM file points to.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import {
-  closeSync,
-  constants,
-  existsSync,
-  fstatSync,
-  openSync,
-  readSync,
-  rmSync,
-  renameSync,
-  statfsSync,
-} from 'node:fs';
+import { closeSync, existsSync, fstatSync, readSync, rmSync, renameSync, statfsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import { TypedEmitter } from '@bulkhead/common';
+import { TypedEmitter, openReadOnlyNoWait } from '@bulkhead/common';
 import type { DiskFormat } from './config';
 
 /** Formats an import may come in, as qemu-img names them ('vpc' is VHD). */
@@ -82,10 +72,7 @@ function checkSourceFile(path: string): void {
   const name = basename(path);
   let fd: number;
   try {
-    fd = openSync(
-      path,
-      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
-    );
+    fd = openReadOnlyNoWait(path);
   } catch (e) {
     throw new BulkheadError(
       'InvalidArgument',

@@ -61,6 +61,17 @@ function refusal(st: Stats, rules: FileRules): string | null {
   return null;
 }
 
+/**
+ * Open for reading without following a symlink (ELOOP), without waiting for a FIFO's writer and
+ * without taking a terminal: the caller then judges what it opened (fstat).
+ */
+export function openReadOnlyNoWait(path: string): number {
+  return openSync(
+    path,
+    constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+  );
+}
+
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
@@ -84,10 +95,7 @@ export function readDefinitionFile(file: string, rules: FileRules = defaultFileR
   if (before) return { ok: false, reason: before };
   let fd: number;
   try {
-    fd = openSync(
-      file,
-      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
-    );
+    fd = openReadOnlyNoWait(file);
   } catch (e) {
     // ELOOP: the name became a symlink after the lstat.
     const code = (e as NodeJS.ErrnoException).code;

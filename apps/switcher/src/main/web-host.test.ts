@@ -309,3 +309,29 @@ test('vm-daemon going away is shown as down with no VMs; it recovers by itself w
     c.close();
   }
 });
+
+test('--listen: another loopback address only (guests on user networking reach 127.0.0.1), never a network one', async () => {
+  const other = await startWebHost({ busAddress: bus.address, log: () => undefined, listen: '127.0.0.2' });
+  try {
+    assert.match(other.url, /^http:\/\/127\.0\.0\.2:\d+\/\?token=/);
+    const res = await fetch(other.url);
+    assert.equal(res.status, 200);
+    assert.match(
+      res.headers.get('content-security-policy') ?? '',
+      /connect-src 'self' ws:\/\/127\.0\.0\.2:\*/,
+    );
+    await assert.rejects(fetch(`http://127.0.0.1:${other.port}/`), 'nothing on 127.0.0.1 at that port');
+    // The page's channel works from the address it was loaded from.
+    const token = new URL(other.url).searchParams.get('token')!;
+    const c = await Client.open(`ws://127.0.0.2:${other.port}/ws?token=${token}`);
+    c.close();
+  } finally {
+    await other.close();
+  }
+  for (const listen of ['0.0.0.0', '10.0.2.15', '::', 'localhost', '127.0.0.256'])
+    await assert.rejects(
+      startWebHost({ busAddress: bus.address, log: () => undefined, listen }),
+      /is not a loopback address/,
+      listen,
+    );
+});

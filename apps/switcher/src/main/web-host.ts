@@ -8,25 +8,16 @@
  *
  *   node apps/switcher/dist/main/web-host.js --port 0 --bus <address> [--vm-run-dir /run/bulkhead/vms]
  *
- * Prints `SWITCHER-URL http://127.0.0.1:PORT/?token=...` once it listens.
+ * Prints `SWITCHER-URL http://<listen>:PORT/?token=...` once it listens (127.0.0.1 unless --listen).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  createReadStream,
-  existsSync,
-  fstatSync,
-  openSync,
-  readSync,
-  statSync,
-} from 'node:fs';
+import { closeSync, createReadStream, existsSync, fstatSync, readSync, statSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { writeFileAtomic } from '@bulkhead/common';
+import { openReadOnlyNoWait, writeFileAtomic } from '@bulkhead/common';
 import { vmIdFromPath, vmPath } from '@bulkhead/contract';
 import { BusClient, connectBus, type MessageBus } from '@bulkhead/dbus';
 import { validateRequest, ChannelError, type PushChannel, type ServerFrame } from '../common/channels';
@@ -38,6 +29,12 @@ export interface WebHostOptions {
   busAddress?: string;
   bus?: MessageBus;
   port?: number;
+  /**
+   * The loopback address to listen on (default 127.0.0.1). The image uses another one: a guest
+   * on QEMU's user-mode network reaches the host's 127.0.0.1 (slirp maps 10.0.2.2 there), and
+   * only that address of 127/8.
+   */
+  listen?: string;
   /** vm-daemon's run directory: each VM's VNC socket is <vmRunDir>/<id>/vnc.sock. */
   vmRunDir?: string;
   /** Where index.html, app.js and app.css are (the esbuild output). */
@@ -89,10 +86,7 @@ export function tokenFromEarlierStart(file: string): string | null {
   let fd: number;
   try {
     // Never follows a symlink, never waits on a FIFO put there: such a file is no token of ours.
-    fd = openSync(
-      file,
-      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
-    );
+    fd = openReadOnlyNoWait(file);
   } catch {
     return null;
   }
@@ -111,6 +105,8 @@ export function tokenFromEarlierStart(file: string): string | null {
 
 export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> {
   const log = opts.log ?? ((m: string) => console.error(`[switcher] ${m}`));
+  const listen = opts.listen ?? '127.0.0.1';
+  if (!LOOPBACK_RE.test(listen)) throw new Error(`listen: ${listen} is not a loopback address (127.x.y.z)`);
   const token = opts.token ?? randomBytes(24).toString('base64url');
   const staticDir = opts.staticDir ?? DEFAULT_STATIC_DIR;
   const vmRunDir = opts.vmRunDir ?? DEFAULT_VM_RUN_DIR;
@@ -134,7 +130,7 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
     // Whatever a local process (or a guest on user networking, through the host's loopback)
     // sends, the web host answers it and stays up: the kiosk's screen depends on it.
     try {
-      serveStatic(req, res, staticDir);
+      serveStatic(req, res, staticDir, listen);
     } catch (e) {
       log(`HTTP ${String(req.method).slice(0, 16)}: ${(e as Error).message}`);
       if (!res.headersSent) res.writeHead(400, { 'content-type': 'text/plain' });
@@ -209,10 +205,10 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, listen, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  const url = `http://127.0.0.1:${port}/?token=${token}`;
+  const url = `http://${listen}:${port}/?token=${token}`;
   return {
     url,
     port,
@@ -231,7 +227,11 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   };
 }
 
-function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): void {
+/** 127.x.y.z: the web host is never reachable from another machine. */
+const LOOPBACK_RE =
+  /^127\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)$/;
+
+function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string, listen: string): void {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405).end();
     return;
@@ -252,8 +252,7 @@ function serveStatic(req: IncomingMessage, res: ServerResponse, dir: string): vo
     'content-type': MIME[extname(file)] ?? 'application/octet-stream',
     'cache-control': 'no-store',
     // The renderer only talks to its own origin.
-    'content-security-policy':
-      "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws://127.0.0.1:* ws://localhost:*; style-src 'self' 'unsafe-inline'",
+    'content-security-policy': `default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws://${listen}:*; style-src 'self' 'unsafe-inline'`,
     'x-content-type-options': 'nosniff',
   });
   if (req.method === 'HEAD') res.end();
@@ -327,6 +326,7 @@ function parseArgs(argv: string[]): WebHostOptions & { help?: boolean; tokenFile
       return v;
     };
     if (a === '--port') o.port = Number(val());
+    else if (a === '--listen') o.listen = val();
     else if (a === '--bus') o.busAddress = val();
     else if (a === '--vm-run-dir') o.vmRunDir = val();
     else if (a === '--static-dir') o.staticDir = val();
@@ -350,7 +350,7 @@ if (require.main === module) {
   }
   if (o.help) {
     console.log(
-      'usage: web-host.js [--port N] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input] [--token-file FILE]',
+      'usage: web-host.js [--port N] [--listen 127.x.y.z] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input] [--token-file FILE]',
     );
     process.exit(0);
   }

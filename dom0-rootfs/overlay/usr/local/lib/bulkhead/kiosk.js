@@ -25,6 +25,9 @@ const { mkdtempSync, readFileSync } = require('node:fs');
 const { kioskDrmDevice } = require('./kiosk-gpu.js');
 
 const SWITCHER_PORT = 8080;
+// The web host's address (bulkhead-switcher.service's --listen): a loopback address other than
+// 127.0.0.1, the one address of the Control Domain a VM on QEMU's user-mode network reaches.
+const SWITCHER_HOST = '127.0.0.2';
 const TITLE = 'Bulkhead';
 const GRACE_MS = Number(process.env.KIOSK_GRACE_MS || 20000);
 // The web host's per-boot token (written by bulkhead-switcher, readable by group bulkhead-ui).
@@ -47,7 +50,7 @@ async function readToken() {
   throw new Error(`no token in ${TOKEN_FILE} after 60 s (is bulkhead-switcher running?)`);
 }
 
-const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://127.0.0.1:${SWITCHER_PORT}/`);
+const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://${SWITCHER_HOST}:${SWITCHER_PORT}/`);
 
 // Where Chromium keeps its profile and its shared memory: memory (tmpfs), never the root disk.
 // Debian's chromium wrapper adds --disable-dev-shm-usage whenever /dev/shm is under 3.8 GB (it is
@@ -59,7 +62,7 @@ const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://127.
 const MEMORY_DIR = process.env.KIOSK_MEMORY_DIR || '/dev/shm';
 
 async function main() {
-  const url = `http://127.0.0.1:${SWITCHER_PORT}/?token=${await readToken()}`;
+  const url = `http://${SWITCHER_HOST}:${SWITCHER_PORT}/?token=${await readToken()}`;
   const profile = mkdtempSync(`${MEMORY_DIR}/kiosk-profile.`);
   // A kiosk must never quit: Chromium gives up ("GPU process isn't usable. Goodbye.") after its
   // GPU process crashed 3 times, seen under QEMU TCG (SIGSEGV) while the VM view was drawing;

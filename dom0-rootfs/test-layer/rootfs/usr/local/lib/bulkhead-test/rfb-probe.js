@@ -3,7 +3,7 @@
 // no guest saw anything; run as root straight at a VM's socket it is the control that shows the same
 // messages do reach a guest when nothing filters them.
 //
-//   rfb-probe.js web <vm id>        through the switcher's web host (ws://127.0.0.1:8080/vnc/<id>,
+//   rfb-probe.js web <vm id>        through the switcher's web host (ws://127.0.0.2:8080/vnc/<id>,
 //                                   with the token of /run/bulkhead-ui/token): what the kiosk opens
 //   rfb-probe.js socket <path>      straight at a VM's VNC socket (/run/bulkhead/vms/<id>/vnc.sock)
 //
@@ -75,7 +75,7 @@ function open() {
     const token = readFileSync('/run/bulkhead-ui/token', 'utf8').trim();
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(
-        `ws://127.0.0.1:8080/vnc/${encodeURIComponent(target)}?token=${token}`,
+        `ws://127.0.0.2:8080/vnc/${encodeURIComponent(target)}?token=${token}`,
         'binary',
       );
       ws.once('error', reject);
