@@ -109,3 +109,33 @@ test('closing the fast path closes its QMP connection too', async () => {
   await sink.close();
   assert.equal(qmp.closed, true);
 });
+
+test("QEMU's grab toggle (Ctrl+ScrollLock, in any order) can never be typed: no ScrollLock reaches the device, so no key is left down either", async () => {
+  const { device, kernel } = fakeKernel();
+  const sink = await createVmUinputSink('/vm/a', 'a', new FakeQmp(), '/dev/uinput', kernel);
+  const SCROLL = 70;
+  const CTRL = 29;
+  const key = (code: number, value: number) => [{ type: EV_KEY, code, value }];
+  // ScrollLock first, then Ctrl, releases in either order; then ScrollLock and Ctrl alone.
+  for (const [code, value] of [
+    [SCROLL, 1],
+    [CTRL, 1],
+    [CTRL, 0],
+    [SCROLL, 0],
+    [SCROLL, 1],
+    [CTRL, 1],
+    [SCROLL, 0],
+    [CTRL, 0],
+    [SCROLL, 1],
+    [SCROLL, 0],
+  ])
+    sink.write(key(code, value));
+  // Each write is one frame: its events (24 bytes each) and a SYN_REPORT. Read the key codes back.
+  const codes = device.writes.flatMap((b) => {
+    const out: number[] = [];
+    for (let off = 0; off + 24 <= b.length; off += 24)
+      if (b.readUInt16LE(off + 16) === EV_KEY) out.push(b.readUInt16LE(off + 18));
+    return out;
+  });
+  assert.deepEqual(codes, [CTRL, CTRL, CTRL, CTRL], 'only the Ctrl presses and releases');
+});

@@ -22,7 +22,7 @@ import {
   encodeEvents,
   type Frame,
 } from '../input-event';
-import { ALL_KEY_CODES, KEY_LEFTCTRL, KEY_RIGHTCTRL, KEY_SCROLLLOCK } from '../keycodes';
+import { ALL_KEY_CODES, KEY_SCROLLLOCK } from '../keycodes';
 import type { InputSink } from './sink';
 import type { QmpConnection } from './qmp-sink';
 
@@ -72,12 +72,17 @@ export async function eventNodeOf(sysname: string, timeoutMs = 2000): Promise<st
 export class UinputWriterSink implements InputSink {
   private dead = false;
   private destroyed = false;
-  private readonly heldCtrl = new Set<number>();
   constructor(
     readonly target: string,
     readonly device: UinputDevice,
     readonly description: string,
-    /** Drop ScrollLock while Ctrl is held: QEMU's grab-toggle below is Ctrl+ScrollLock. */
+    /**
+     * Never write ScrollLock: QEMU's grab-toggle below is Ctrl+ScrollLock, and input-linux fires
+     * it once all keys are up after both were down in any order (ScrollLock, Ctrl, releases):
+     * dropping ScrollLock only while Ctrl was held let that order through, and left a ScrollLock
+     * press whose release was dropped. QEMU never passes ScrollLock to the guest with this
+     * toggle anyway, so nothing the guest would see is lost.
+     */
     private readonly suppressGrabToggle = false,
     /** Run once by close(), after the device: e.g. closing the fast path's QMP connection. */
     private readonly onClose?: () => Promise<void>,
@@ -88,16 +93,7 @@ export class UinputWriterSink implements InputSink {
   write(frame: Frame): void {
     if (this.dead) return;
     let out = frame;
-    if (this.suppressGrabToggle) {
-      out = frame.filter((e) => {
-        if (e.type !== EV_KEY) return true;
-        if (e.code === KEY_LEFTCTRL || e.code === KEY_RIGHTCTRL) {
-          if (e.value === 0) this.heldCtrl.delete(e.code);
-          else this.heldCtrl.add(e.code);
-        }
-        return !(e.code === KEY_SCROLLLOCK && this.heldCtrl.size > 0);
-      });
-    }
+    if (this.suppressGrabToggle) out = frame.filter((e) => !(e.type === EV_KEY && e.code === KEY_SCROLLLOCK));
     try {
       this.device.write(encodeEvents(out));
     } catch (e) {
@@ -142,8 +138,7 @@ export function inputObjectId(vmId: string): string {
  * The fast path for a VM when /dev/uinput exists (Control Domain image; not this host): create a
  * per-VM uinput device and have the VM's QEMU read it with an `input-linux` object added over QMP.
  * QEMU's input-linux grabs/ungrabs its device on a "grab-toggle" chord (default: both Ctrl keys);
- * we pick ctrl-scrolllock and never write ScrollLock while Ctrl is held, so the toggle can never
- * fire. Frames then go kernel → QEMU without a QMP round trip each.
+ * we pick ctrl-scrolllock and never write ScrollLock at all, so the toggle can never fire. Frames then go kernel → QEMU without a QMP round trip each.
  */
 export async function createVmUinputSink(
   target: string,
