@@ -297,6 +297,10 @@ export class Router {
     const hold = this.hold!;
     this.hold = null;
     if (how === 'drop' || !this.destination()) {
+      // Modifiers the pipeline holds back were typed during the hold too (Ctrl+2, then Ctrl while
+      // the switch runs): a new generation drops them with the frames, instead of their press
+      // reaching the VM being left with the next key.
+      this.destinationChanges++;
       if (hold.frames.length)
         this.log.info(`dropping ${hold.frames.length} frame(s) held in a switch: ${why}`);
       this.stats.heldDropped += hold.frames.length;

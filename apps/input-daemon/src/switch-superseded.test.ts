@@ -64,7 +64,7 @@ function setup() {
       .filter((e) => e.type === EV_KEY && e.code !== CTRL)
       .map((e) => `${e.value ? 'down' : 'up'} ${e.code}`);
   const tick = () => new Promise((r) => setImmediate(r));
-  return { service, vmd, sinks, focus, tap, chord, keys, tick };
+  return { service, vmd, sinks, focus, key, tap, chord, keys, tick };
 }
 
 const superseded = () => new BulkheadError('Superseded', 'replaced by a newer request (fake)');
@@ -133,4 +133,23 @@ test('a hotkey Superseded by a click (not a hotkey): what was typed after it rea
   assert.equal(t.service.properties().LastHotkeyError, '');
   t.tap(Y); // the hold is over: input flows to the focus again
   assert.deepEqual(t.keys(t.sinks[VM_2]), ['down 21', 'up 21']);
+});
+
+test('a Ctrl pressed while a dropped hotkey switch ran never reaches the VM being left, with the next key or later', async () => {
+  for (const end of ['Superseded', 'NoSuchVm'] as const) {
+    const t = setup();
+    await t.focus(VM_1);
+    t.chord(KEY_2);
+    t.key(CTRL, 1); // typed during the hold; the matcher holds a lone Ctrl back (a chord may follow)
+    const before = t.sinks[VM_1].events().length;
+    t.vmd.calls[0].reject(new BulkheadError(end, `${end} (fake)`));
+    await t.service.settled();
+    t.tap(X); // after the hold: input flows to VM 1 again
+    t.key(CTRL, 0);
+    const after = t.sinks[VM_1].events()
+      .slice(before)
+      .filter((e) => e.type === EV_KEY)
+      .map((e) => `${e.value ? 'down' : 'up'} ${e.code}`);
+    assert.deepEqual(after, ['down 45', 'up 45'], `${end}: only what was typed after the hold, no Ctrl`);
+  }
 });
