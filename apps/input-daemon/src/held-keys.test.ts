@@ -156,6 +156,39 @@ test('at start the leftovers are released in every VM whose QEMU still runs, foc
   rmSync(dir, { recursive: true });
 });
 
+test("after a SIGKILL the leftovers on the uinput fast path go by the sink's QMP connection (the new device's kernel drops releases of keys it never had down)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  try {
+    const socketB = join(dir, 'b-input.sock');
+    writeFileSync(socketB, '');
+    writeFileSync(
+      join(dir, HELD_KEYS_FILE),
+      JSON.stringify({ version: 1, vms: { [VM_B]: { socket: socketB, codes: [31, BTN_LEFT] } } }),
+    );
+    const journal = new HeldKeysJournal(dir, quiet);
+    const released: number[][] = [];
+    // Stands in for the fast path: writes go to a new uinput device, releases in the guest by QMP.
+    const fastPath = Object.assign(new FakeSink(VM_B), {
+      releaseInGuest: async (codes: readonly number[]) => void released.push([...codes]),
+    });
+    const service = new InputService(
+      new VirtualSeat(),
+      new HotkeyMatcher(buildChords()),
+      new FakeSink('/'),
+      { forVm: async () => fastPath },
+      { switchToSlot: async () => undefined },
+      createLogger('held-keys-test', 'error'),
+      { journal },
+    );
+    await service.releaseLeftovers(readHeldKeys(join(dir, HELD_KEYS_FILE), quiet));
+    assert.deepEqual(released, [[31, BTN_LEFT]]);
+    assert.deepEqual(fastPath.frames, [], 'not through the new device');
+    assert.deepEqual(onDisk(dir, VM_B), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the journal file is one page rewritten in place while it fits, a whole new file when it does not, and always reads back whole', () => {
   const dir = mkdtempSync(join(tmpdir(), 'held-keys-page-'));
   try {

@@ -270,10 +270,16 @@ export class InputService implements Input1Service {
         const vmId = vmIdFromPath(e.target)!;
         try {
           const sink = await this.sinkFor(e.target, vmId, e.socket);
-          const releases = e.codes.map((c) => ev(EV_KEY, c, 0));
-          sink.write(releases);
-          this.options.journal?.released(sink, e.codes);
-          await sink.delivered?.();
+          if (sink.releaseInGuest) {
+            // The uinput fast path: its new device never had these keys down, and the kernel
+            // drops releases of keys a device does not hold. QEMU answered: forgotten.
+            await sink.releaseInGuest(e.codes);
+            this.options.journal?.released(sink, e.codes);
+          } else {
+            sink.write(e.codes.map((c) => ev(EV_KEY, c, 0)));
+            this.options.journal?.released(sink, e.codes);
+            await sink.delivered?.();
+          }
           this.log.info(
             `${e.target}: released ${e.codes.length} key(s)/button(s) left down by the previous daemon`,
           );

@@ -19,6 +19,13 @@ export interface InputSink {
    * the sink closed first. Absent: a write() that returned has already reached it (uinput).
    */
   delivered?(): Promise<boolean>;
+  /**
+   * Releases `codes` in the guest whatever this path's own device believes is down; resolves once
+   * QEMU took them. For the uinput fast path, whose new device (after a restart) never had the
+   * keys a killed daemon left down: the kernel drops releases of keys a device does not hold, so
+   * they go by QMP input-send-event on the sink's QMP connection. Absent: write() releases them.
+   */
+  releaseInGuest?(codes: readonly number[]): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -139,3 +139,23 @@ test("QEMU's grab toggle (Ctrl+ScrollLock, in any order) can never be typed: no 
   });
   assert.deepEqual(codes, [CTRL, CTRL, CTRL, CTRL], 'only the Ctrl presses and releases');
 });
+
+test("the fast path releases keys in the guest by QMP (a daemon's leftovers after a SIGKILL), not through its new device", async () => {
+  const { device, kernel } = fakeKernel();
+  const qmp = new FakeQmp();
+  const sent: unknown[] = [];
+  const execute = qmp.execute.bind(qmp);
+  qmp.execute = async (cmd: string, args: Record<string, unknown> = {}) => {
+    if (cmd === 'input-send-event') sent.push(args.events);
+    return execute(cmd, args);
+  };
+  const sink = await createVmUinputSink('/vm/a', 'a', qmp, '/dev/uinput', kernel);
+  await sink.releaseInGuest!([30, 0x110]);
+  assert.deepEqual(sent, [
+    [
+      { type: 'key', data: { down: false, key: { type: 'qcode', data: 'a' } } },
+      { type: 'btn', data: { down: false, button: 'left' } },
+    ],
+  ]);
+  assert.equal(device.writes.length, 0);
+});

@@ -20,11 +20,12 @@ import {
   REL_X,
   REL_Y,
   encodeEvents,
+  ev,
   type Frame,
 } from '../input-event';
 import { ALL_KEY_CODES, KEY_SCROLLLOCK } from '../keycodes';
 import type { InputSink } from './sink';
-import type { QmpConnection } from './qmp-sink';
+import { frameToQmpEvents, type QmpConnection } from './qmp-sink';
 
 /**
  * USB ids of the uinput devices input-daemon itself creates (switcher sink, per-VM fast path).
@@ -86,7 +87,16 @@ export class UinputWriterSink implements InputSink {
     private readonly suppressGrabToggle = false,
     /** Run once by close(), after the device: e.g. closing the fast path's QMP connection. */
     private readonly onClose?: () => Promise<void>,
-  ) {}
+    /** The fast path's QMP connection, for releaseInGuest (see InputSink). */
+    qmp?: QmpConnection,
+  ) {
+    if (qmp)
+      this.releaseInGuest = async (codes) => {
+        const events = frameToQmpEvents(codes.map((c) => ev(EV_KEY, c, 0)));
+        if (events.length) await qmp.execute('input-send-event', { events });
+      };
+  }
+  readonly releaseInGuest?: (codes: readonly number[]) => Promise<void>;
   get alive(): boolean {
     return !this.dead;
   }
@@ -168,8 +178,13 @@ export async function createVmUinputSink(
       repeat: false,
       grab_all: false,
     });
-    const sink = new UinputWriterSink(target, device, `uinput ${node} → QEMU input-linux ${id}`, true, () =>
-      qmp.close().catch(() => undefined),
+    const sink = new UinputWriterSink(
+      target,
+      device,
+      `uinput ${node} → QEMU input-linux ${id}`,
+      true,
+      () => qmp.close().catch(() => undefined),
+      qmp,
     );
     // QEMU reads the device only while it runs: its QMP connection closing is its end.
     qmp.on('close', () => sink.readerGone());
