@@ -596,11 +596,28 @@ test('7. a daemon killed inside the image: systemd restarts it, the switcher sho
     1000,
   );
   assert.equal(await stickRecord(), onBusiness, "after vm-daemon's restart: the stick still on business");
-  // input-daemon and usb-daemon too.
+  // input-daemon and usb-daemon too. input-daemon dies with X held down in business: its
+  // successor releases it there (the held-keys journal) by QMP, since its own new uinput device
+  // never had X down and the kernel would drop that release; the outer key stays down until then.
+  const xBefore = (await m.guestInput('business')).length;
+  await m.key('x', true);
+  await waitFor(
+    'X down in business',
+    async () => (await m.guestInput('business')).slice(xBefore).some((l) => /^KEY down 2d\b/.test(l)),
+    20_000,
+  );
   for (const unit of ['bulkhead-input-daemon', 'bulkhead-usb-daemon']) {
     await m.serial.check(`kill -9 $(systemctl show -p MainPID --value ${unit})`);
     await waitFor(`${unit} back`, () => daemonReady(unit), 120_000, 1000);
+    if (unit === 'bulkhead-input-daemon')
+      await waitFor(
+        'X released in business by the restarted input-daemon (the key still down on the keyboard)',
+        async () => (await m.guestInput('business')).slice(xBefore).some((l) => /^KEY up 2d\b/.test(l)),
+        60_000,
+        1000,
+      );
   }
+  await m.key('x', false);
   await waitFor(
     'all services up in the switcher',
     async () =>
