@@ -50,7 +50,8 @@ async function readToken() {
   throw new Error(`no token in ${TOKEN_FILE} after 60 s (is bulkhead-switcher running?)`);
 }
 
-const isSwitcherUrl = (/** @type {string} */ url) => url.startsWith(`http://${SWITCHER_HOST}:${SWITCHER_PORT}/`);
+const isSwitcherUrl = (/** @type {string} */ url) =>
+  url.startsWith(`http://${SWITCHER_HOST}:${SWITCHER_PORT}/`);
 
 // Where Chromium keeps its profile and its shared memory: memory (tmpfs), never the root disk.
 // Debian's chromium wrapper adds --disable-dev-shm-usage whenever /dev/shm is under 3.8 GB (it is
