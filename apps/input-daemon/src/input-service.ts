@@ -432,7 +432,10 @@ export class InputService implements Input1Service {
     const action = chord.action;
     const p = (async () => {
       if (action.kind === 'secure-attention') {
-        await this.serial(async () => this.lockNow());
+        // At once, not in the focus queue: keys read with the chord (one burst from the keyboard)
+        // are routed before any queued call runs, and went to the VM being locked away from. A
+        // Freeze still queued then finds the seat locked and refuses a switch to a VM.
+        this.lockNow();
         this.setHotkeyError('');
         return;
       }

@@ -97,3 +97,35 @@ test('a lock that comes while the password is being checked (a sleep, the chord)
   assert.equal(service.properties().Locked, false);
   await service.close();
 });
+
+test('keys typed right after the secure-attention chord, in the same read of the keyboard, go to the lock screen, never to the VM that had the focus', async () => {
+  const VM_A = '/org/bulkhead/VmManager1/vm/a';
+  const seat = new VirtualSeat();
+  const switcher = new FakeSink('/');
+  const vmA = new FakeSink(VM_A);
+  const service = new InputService(
+    seat,
+    new HotkeyMatcher(buildChords()),
+    switcher,
+    { forVm: async () => vmA },
+    { switchToSlot: async () => undefined },
+    createLogger('test', 'error'),
+    { unlock: new PasswordlessUnlock() },
+  );
+  await service.SetFocus(ctx, VM_A, { qmp_socket: variant('s', '/fake/a.sock') });
+  // One burst of events (the daemon was busy; a read returns them all): the chord, then a password.
+  press(seat, KEY_LEFTCTRL, KEY_LEFTALT, KEY_BACKSPACE);
+  const KEY_P = 25;
+  press(seat, KEY_P);
+  assert.deepEqual(vmA.events(), [], 'the VM got nothing: neither the chord nor what followed it');
+  assert.deepEqual(
+    switcher.events().map((e) => [e.code, e.value]),
+    [
+      [KEY_P, 1],
+      [KEY_P, 0],
+    ],
+  );
+  await service.settled();
+  assert.equal(service.properties().Locked, true);
+  await service.close();
+});
