@@ -121,9 +121,9 @@ export class InputService implements Input1Service {
       log.warn(`${options.lockFile}: the seat was locked when the previous daemon ended; it stays locked`);
       this.router.lock();
     }
-    source.on('frame', (frame) => {
+    source.on('frame', (frame, device) => {
       this.idleLock?.activity();
-      this.pipeline.handleFrame(frame);
+      this.pipeline.handleFrame(frame, device);
     });
     source.on('devices', () => this.exported?.propertiesChanged('Devices'));
   }

@@ -179,3 +179,39 @@ test('after a chord, the still-held Ctrl can switch again but never reaches the 
     [down(C), up(C)],
   );
 });
+
+test('two keyboards pressing the same key: the VM gets one press, and its release once both keyboards let go', () => {
+  const { a, pipeline } = setup();
+  const kbd1 = { name: 'fake keyboard 1' };
+  const kbd2 = { name: 'fake keyboard 2' };
+  const A = 30;
+  pipeline.handleFrame([down(A)], kbd1);
+  pipeline.handleFrame([down(A)], kbd2);
+  pipeline.handleFrame([up(A)], kbd1);
+  pipeline.handleFrame([ev(EV_KEY, A, 2)], kbd2);
+  assert.deepEqual(a.events(), [down(A), ev(EV_KEY, A, 2)], 'still down: keyboard 2 holds it');
+  pipeline.handleFrame([up(A)], kbd2);
+  assert.deepEqual(a.events(), [down(A), ev(EV_KEY, A, 2), up(A)]);
+  // The same for a button held on two mice.
+  const mouse1 = { name: 'fake mouse 1' };
+  const mouse2 = { name: 'fake mouse 2' };
+  pipeline.handleFrame([down(BTN_LEFT)], mouse1);
+  pipeline.handleFrame([down(BTN_LEFT)], mouse2);
+  pipeline.handleFrame([up(BTN_LEFT)], mouse2);
+  pipeline.handleFrame([up(BTN_LEFT)], mouse1);
+  assert.deepEqual(a.events().slice(3), [down(BTN_LEFT), up(BTN_LEFT)]);
+});
+
+test('Ctrl held on one keyboard and tapped on another, then 2: still the chord Ctrl+2, nothing of it reaches the VM', () => {
+  const { a, pipeline, chords } = setup();
+  const kbd1 = { name: 'fake keyboard 1' };
+  const kbd2 = { name: 'fake keyboard 2' };
+  pipeline.handleFrame([down(CTRL)], kbd1);
+  pipeline.handleFrame([down(CTRL)], kbd2);
+  pipeline.handleFrame([up(CTRL)], kbd2);
+  pipeline.handleFrame([down(KEY_2)], kbd1);
+  pipeline.handleFrame([up(KEY_2)], kbd1);
+  pipeline.handleFrame([up(CTRL)], kbd1);
+  assert.deepEqual(chords, ['Ctrl+2']);
+  assert.deepEqual(a.events(), []);
+});

@@ -12,6 +12,14 @@ import type { Router } from './router';
 export class InputPipeline {
   /** The router's destination generation the matcher's pending modifiers belong to. */
   private generation: number;
+  /**
+   * Per key or button down on some device: the devices holding it. Several keyboards (and mice)
+   * are merged into one, as the hotkey matcher and the router see a key by its code only: a key
+   * goes down with the first device's press and up with the last device's release. Before this,
+   * the same key on two keyboards reached the VM as two presses and one release, and Ctrl held on
+   * one keyboard and tapped on the other let Ctrl+2 through as a plain 2.
+   */
+  private readonly holders = new Map<number, Set<unknown>>();
 
   constructor(
     private readonly hotkeys: HotkeyMatcher,
@@ -21,9 +29,14 @@ export class InputPipeline {
     this.generation = router.generation;
   }
 
-  handleFrame(frame: Frame): void {
+  /**
+   * `device` names the device the frame comes from (any value that stays the same for it, e.g. its
+   * DeviceInfo); frames without one count as one device's.
+   */
+  handleFrame(frame: Frame, device: unknown = ONE_DEVICE): void {
     let out: InputEvent[] = [];
     for (const e of frame) {
+      if (e.type === EV_KEY && !this.merge(e, device)) continue;
       // The destination changed since the modifiers were held back (Freeze, SetFocus, Lock,
       // Unlock — between frames or by a chord's action): they never reach the new target.
       if (this.router.generation !== this.generation) {
@@ -51,4 +64,27 @@ export class InputPipeline {
     }
     if (out.length) this.router.route(out);
   }
+
+  /** False: the event is another device's view of a key already down (or still held elsewhere). */
+  private merge(e: InputEvent, device: unknown): boolean {
+    const holding = this.holders.get(e.code);
+    if (e.value === 1) {
+      if (holding) {
+        holding.add(device);
+        return false;
+      }
+      this.holders.set(e.code, new Set([device]));
+      return true;
+    }
+    if (!holding) return true; // a release or repeat nobody pressed: the matcher and router drop it
+    if (!holding.has(device)) return false;
+    if (e.value !== 0) return true;
+    holding.delete(device);
+    if (holding.size) return false;
+    this.holders.delete(e.code);
+    return true;
+  }
 }
+
+/** The device of frames given without one. */
+const ONE_DEVICE = Symbol('one device');
