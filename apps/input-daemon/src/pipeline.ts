@@ -10,8 +10,8 @@ import type { Router } from './router';
  * them. A matched chord is reported and nothing of it is routed.
  */
 export class InputPipeline {
-  /** The router's destination generation the matcher's pending modifiers belong to. */
-  private generation: number;
+  /** The router's epoch (Router rule 5) the matcher's pending modifiers belong to. */
+  private epoch: number;
   /**
    * Per key or button down on some device: the devices holding it. Several keyboards (and mice)
    * are merged into one, as the hotkey matcher and the router see a key by its code only: a key
@@ -26,7 +26,7 @@ export class InputPipeline {
     private readonly router: Router,
     private readonly onChord: (chord: Chord) => void,
   ) {
-    this.generation = router.generation;
+    this.epoch = router.epoch;
   }
 
   /**
@@ -38,9 +38,10 @@ export class InputPipeline {
     for (const e of frame) {
       if (e.type === EV_KEY && !this.merge(e, device)) continue;
       // The destination changed since the modifiers were held back (Freeze, SetFocus, Lock,
-      // Unlock — between frames or by a chord's action): they never reach the new target.
-      if (this.router.generation !== this.generation) {
-        this.generation = this.router.generation;
+      // Unlock — between frames or by a chord's action): they never reach the new target. Not
+      // when a hotkey's hold was delivered there: they were typed for it (Router rule 5).
+      if (this.router.epoch !== this.epoch) {
+        this.epoch = this.router.epoch;
         this.hotkeys.destinationChanged();
       }
       if (e.type === EV_KEY) {

@@ -13,8 +13,12 @@ import type { InputSink } from './sinks/sink';
  *     Lock, Unlock) every held code is released in the old destination, so nothing stays stuck.
  *  3. A release or autorepeat whose press the destination did not receive is dropped: a target is
  *     never handed half a key stroke (keys held across a switch).
- *  5. `generation` counts destination changes: the pipeline drops modifiers it held back for
- *     the old destination (hotkeys.ts) instead of handing them to the new one.
+ *  5. `generation` counts destination changes; `epoch` counts those the pipeline drops modifiers
+ *     it held back for the old destination at (hotkeys.ts) instead of handing them to the new one:
+ *     every one, except the Freezes and SetFocuses inside a hotkey's hold that goes on. What is
+ *     typed during a hold goes with it — a Ctrl still held back when the hold is delivered goes on
+ *     to where the hold went (Ctrl+2, Ctrl, [switch lands], C types Ctrl+C in VM 2); a dropped
+ *     hold bumps the epoch, dropping it too.
  *  4. Lock-key LEDs (Caps/Num/Scroll) are tracked per target from the lock-key presses each
  *     target received, and put on the physical keyboards when that target gets the input.
  *  6. A switch hotkey HOLDS input (holdForSwitch) from the instant it is recognised until the switch
@@ -94,6 +98,8 @@ export interface RouterStats {
   /** Frames held back after a switch hotkey and then delivered / dropped. */
   heldDelivered: number;
   heldDropped: number;
+  /** Holds delivered, with frames or not (modifiers held back during one go on with it). */
+  holdsDelivered: number;
 }
 
 export class Router {
@@ -101,6 +107,7 @@ export class Router {
   private focusSink: InputSink;
   private frozen = false;
   private destinationChanges = 0;
+  private epochs = 0;
   private locked = false;
   /** The sink that received the presses in `held` (always the current destination or null). */
   private heldSink: InputSink | null = null;
@@ -115,6 +122,7 @@ export class Router {
     releasesSynthesized: 0,
     heldDelivered: 0,
     heldDropped: 0,
+    holdsDelivered: 0,
   };
 
   constructor(
@@ -138,6 +146,10 @@ export class Router {
   /** Bumped by every Freeze, SetFocus, Lock and Unlock. */
   get generation(): number {
     return this.destinationChanges;
+  }
+  /** Bumped by every destination change modifiers held back in the pipeline must not survive (rule 5). */
+  get epoch(): number {
+    return this.epochs;
   }
   /** True while a switch hotkey holds input back (rule 6). */
   get isHolding(): boolean {
@@ -296,11 +308,13 @@ export class Router {
   private releaseHold(how: 'deliver' | 'drop', why: string): void {
     const hold = this.hold!;
     this.hold = null;
-    if (how === 'drop' || !this.destination()) {
+    // An overflowed hold was dropped whole already: the modifiers held back with it go too.
+    if (how === 'drop' || !this.destination() || hold.overflowed) {
       // Modifiers the pipeline holds back were typed during the hold too (Ctrl+2, then Ctrl while
-      // the switch runs): a new generation drops them with the frames, instead of their press
+      // the switch runs): a new epoch drops them with the frames, instead of their press
       // reaching the VM being left with the next key.
       this.destinationChanges++;
+      this.epochs++;
       if (hold.frames.length)
         this.log.info(`dropping ${hold.frames.length} frame(s) held in a switch: ${why}`);
       this.stats.heldDropped += hold.frames.length;
@@ -308,6 +322,7 @@ export class Router {
       return;
     }
     this.stats.heldDelivered += hold.frames.length;
+    this.stats.holdsDelivered++;
     for (const f of hold.frames) this.route(f);
   }
 
@@ -329,7 +344,10 @@ export class Router {
     this.held.clear();
     this.heldSink = null;
     this.destinationChanges++;
+    const holdBefore = this.hold;
     apply();
+    // Inside a hold that goes on, what is typed belongs to the hold, wherever the focus moves.
+    if (!holdBefore || this.hold !== holdBefore) this.epochs++;
     const after = this.destination();
     if (after && after !== before) this.ledController.setLeds({ ...this.ledsOf(after.target) });
     if (before?.target !== after?.target)

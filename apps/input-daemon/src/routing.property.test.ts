@@ -191,12 +191,13 @@ function run(ops: Op[], slowSwitches = false): void {
   const switchedToOrigin = new Set<number>();
   const changeDestination = (change: () => void) => {
     const holdBefore = hold;
-    const delivered = router.stats.heldDelivered;
+    const delivered = router.stats.holdsDelivered;
     const generation = router.generation;
     change();
     if (router.generation !== generation) generationStart.set(router.generation, seq);
     // What a hold kept back was typed from its start on: it belongs to where it was delivered.
-    if (holdBefore && router.stats.heldDelivered > delivered)
+    // (A hold with no frames counts: a Ctrl held back during it goes on to where it went.)
+    if (holdBefore && router.stats.holdsDelivered > delivered)
       generationStart.set(router.generation, holdBefore.startSeq);
     if (!router.isHolding) hold = null;
   };

@@ -308,3 +308,49 @@ test('stopping while vm-daemon has not answered a hotkey: close() does not wait 
   await t.service.close();
   assert.ok(Date.now() - started < 10_000, `close() took ${Date.now() - started} ms`);
 });
+
+test('Ctrl pressed while the hotkey\'s switch runs and still held when it lands: B gets "a" then Ctrl+C, as typed — not "a" and a bare "c"', async () => {
+  const t = setup();
+  await t.focus(VM_A);
+  t.chord(CTRL, KEY_2);
+  t.tap(A);
+  t.key(CTRL, 1); // held back as a possible chord start while the switch runs
+  await freezeFor(t, VM_B, 2);
+  await t.focus(VM_B); // the hotkey's own switch lands: what was typed goes to B
+  t.tap(C);
+  t.key(CTRL, 0);
+  t.vmd.succeed();
+  await t.service.settled();
+  assert.deepEqual(t.keys(t.sinks[VM_A]), []);
+  assert.deepEqual(t.keys(t.sinks[VM_B]), ['down 30', 'up 30', 'down 29', 'down 46', 'up 46', 'up 29']);
+});
+
+test("Ctrl pressed while the hotkey's switch runs, the switch refused: the Ctrl goes with what was held, to nobody", async () => {
+  const t = setup();
+  await t.focus(VM_A);
+  t.chord(CTRL, KEY_2);
+  t.tap(A);
+  t.key(CTRL, 1);
+  t.vmd.fail();
+  await t.service.settled();
+  t.tap(C);
+  t.key(CTRL, 0);
+  assert.deepEqual(t.keys(t.sinks[VM_A]), ['down 46', 'up 46']);
+  assert.deepEqual(t.keys(t.sinks[VM_B]), []);
+});
+
+test('Ctrl pressed after more typing than the bound during the switch: it is dropped with all of the rest, even when the switch lands', async () => {
+  const t = setup();
+  await t.focus(VM_A);
+  t.chord(CTRL, KEY_2);
+  for (let i = 0; i < MAX_HELD_EVENTS / 2 + 1; i++) t.tap(A);
+  t.key(CTRL, 1);
+  await freezeFor(t, VM_B, 2);
+  await t.focus(VM_B);
+  t.tap(C);
+  t.key(CTRL, 0);
+  t.vmd.succeed();
+  await t.service.settled();
+  assert.deepEqual(t.keys(t.sinks[VM_A]), []);
+  assert.deepEqual(t.keys(t.sinks[VM_B]), ['down 46', 'up 46'], 'no Ctrl: it went with what was dropped');
+});
