@@ -101,6 +101,24 @@ test('a key pressed again before its release was confirmed stays in the journal'
   rmSync(dir, { recursive: true });
 });
 
+test('a key released and pressed again within one frame stays in the journal: the VM holds it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const journal = new HeldKeysJournal(dir, quiet);
+  const a = new FakeCheckingSink(VM_A, dir);
+  const router = new Router(new FakeSink('/'), { setLeds: () => undefined }, quiet, journal);
+  journal.setSocket(VM_A, '/run/a.sock');
+  router.setFocus(VM_A, a);
+  // One frame (an InjectEvents burst, a driver that reports a quick re-press before its SYN).
+  router.route([ev(EV_KEY, 30, 1), ev(EV_KEY, 30, 0), ev(EV_KEY, 30, 1)]);
+  router.route([ev(EV_KEY, 31, 1)]);
+  router.route([ev(EV_KEY, 31, 0), ev(EV_KEY, 31, 1)]);
+  a.answerAll();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(router.heldCodes().sort(), [30, 31]);
+  assert.deepEqual(onDisk(dir, VM_A).sort(), [30, 31], 'a successor must release what the VM holds');
+  rmSync(dir, { recursive: true });
+});
+
 test('a corrupt journal is reported with its path, kept aside, and read as empty', () => {
   const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
   const f = join(dir, HELD_KEYS_FILE);

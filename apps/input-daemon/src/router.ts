@@ -272,7 +272,10 @@ export class Router {
       }
       this.deliver(dest, out);
       if (this.recorder) {
-        const released = out.filter((e) => e.type === EV_KEY && e.value === 0).map((e) => e.code);
+        // Released = up at the end of the frame: a key released and pressed again within it is down.
+        const last = new Map<number, number>();
+        for (const e of out) if (e.type === EV_KEY && e.value !== 2) last.set(e.code, e.value);
+        const released = [...last].filter(([, v]) => v === 0).map(([c]) => c);
         if (released.length) this.recorder.released(dest, released);
       }
     }
