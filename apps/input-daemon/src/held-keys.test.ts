@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { createLogger } from '@bulkhead/common';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { HeldKeysJournal, HELD_KEYS_FILE, JOURNAL_PAGE, readHeldKeys } from './held-keys';
-import { BTN_LEFT, EV_KEY, ev, type Frame } from './input-event';
+import type { CallContext } from '@bulkhead/contract';
+import { variant } from '@bulkhead/dbus';
+import { BTN_LEFT, EV_KEY, EV_SYN, SYN_REPORT, ev, type Frame } from './input-event';
 import { InputService } from './input-service';
 import { Router } from './router';
 import { VirtualSeat } from './sources/virtual-seat';
@@ -116,6 +118,46 @@ test('a key released and pressed again within one frame stays in the journal: th
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(router.heldCodes().sort(), [30, 31]);
   assert.deepEqual(onDisk(dir, VM_A).sort(), [30, 31], 'a successor must release what the VM holds');
+  rmSync(dir, { recursive: true });
+});
+
+test('a key code no keyboard sends (0, beyond KEY_MAX), injected on the virtual seat, reaches no VM and leaves the journal readable for the next daemon', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'held-keys-'));
+  const journal = new HeldKeysJournal(dir, quiet);
+  const seat = new VirtualSeat();
+  const a = new FakeSink(VM_A);
+  const service = new InputService(
+    seat,
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    { forVm: async () => a },
+    { switchToSlot: async () => undefined },
+    createLogger('held-keys-test', 'error'),
+    { journal },
+  );
+  await service.SetFocus({} as CallContext, VM_A, { qmp_socket: variant('s', '/fake/a.sock') });
+  const press = (code: number) =>
+    seat.inject('keyboard', [
+      [EV_KEY, code, 1],
+      [EV_SYN, SYN_REPORT, 0],
+    ]);
+  press(30);
+  press(0x300);
+  press(0);
+  assert.deepEqual(a.events(), [ev(EV_KEY, 30, 1)]);
+  const warnings: string[] = [];
+  const entries = readHeldKeys(join(dir, HELD_KEYS_FILE), {
+    info: () => undefined,
+    warn: (m) => warnings.push(m),
+  });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(
+    entries,
+    [{ target: VM_A, socket: '/fake/a.sock', codes: [30] }],
+    'the successor releases A',
+  );
+  await service.close();
+  journal.close();
   rmSync(dir, { recursive: true });
 });
 

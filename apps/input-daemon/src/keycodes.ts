@@ -169,6 +169,8 @@ export const KEY_QCODES: ReadonlyMap<number, string> = new Map(KEYS.map(([c, , q
 const BY_NAME = new Map<string, number>(KEYS.map(([c, n]) => [n.toLowerCase(), c]));
 const NAME_OF = new Map<number, string>(KEYS.map(([c, n]) => [c, n]));
 
+/** The highest EV_KEY code the kernel delivers (KEY_MAX); it never delivers 0 (KEY_RESERVED). */
+export const KEY_MAX = 0x2ff;
 export const KEY_LEFTCTRL = 29;
 export const KEY_RIGHTCTRL = 97;
 export const KEY_LEFTSHIFT = 42;

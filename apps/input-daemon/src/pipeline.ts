@@ -1,5 +1,6 @@
 import { EV_KEY, EV_REL, REL_X, REL_Y, ev, type Frame, type InputEvent } from './input-event';
 import type { Chord, HotkeyMatcher } from './hotkeys';
+import { KEY_MAX } from './keycodes';
 import type { Router } from './router';
 
 /**
@@ -36,7 +37,12 @@ export class InputPipeline {
   handleFrame(frame: Frame, device: unknown = ONE_DEVICE): void {
     let out: InputEvent[] = [];
     for (const e of frame) {
-      if (e.type === EV_KEY && !this.merge(e, device)) continue;
+      if (e.type === EV_KEY) {
+        // A code no keyboard sends (only InjectEvents or a replay file can): no VM can use it, and
+        // the held-keys journal of one would be unreadable for the next daemon (held-keys.ts).
+        if (e.code < 1 || e.code > KEY_MAX) continue;
+        if (!this.merge(e, device)) continue;
+      }
       // The destination changed since the modifiers were held back (Freeze, SetFocus, Lock,
       // Unlock — between frames or by a chord's action): they never reach the new target. Not
       // when a hotkey's hold was delivered there: they were typed for it (Router rule 5).
