@@ -13,7 +13,7 @@ const { Message } = dbus;
 const SIGNAL = 4;
 
 export interface MatchRule {
-  /** Well-known or unique name; filtered by the bus daemon. */
+  /** Well-known or unique name: only signals its current owner sent are delivered. */
   sender?: string;
   path?: string;
   pathNamespace?: string;
@@ -33,10 +33,23 @@ function ruleString(r: MatchRule): string {
   return parts.join(',');
 }
 
-function matches(r: MatchRule, msg: dbus.Message): boolean {
+/** The bus daemon's own name: the sender of its signals, which no peer can take or forge. */
+const BUS_DAEMON = 'org.freedesktop.DBus';
+
+/**
+ * Whether a signal is one the rule asked for. `ownerOf` is the current owner of a well-known
+ * sender (null while unknown). The sender is checked here, not left to the bus daemon's match:
+ * a peer may send a signal straight to this connection (a destination set), which the bus
+ * delivers whatever the match rules say, and a broadcast let in by another rule of this
+ * connection reaches every listener; the bus daemon sets each message's sender, so it is the
+ * only field a peer cannot choose.
+ */
+function matches(r: MatchRule, msg: dbus.Message, ownerOf: (name: string) => string | null): boolean {
   if (msg.type !== SIGNAL) return false;
-  // A well-known sender was already filtered by the bus daemon (signals carry unique names).
-  if (r.sender && r.sender.startsWith(':') && msg.sender !== r.sender) return false;
+  if (r.sender) {
+    const from = r.sender === BUS_DAEMON || r.sender.startsWith(':') ? r.sender : ownerOf(r.sender);
+    if (!from || msg.sender !== from) return false;
+  }
   if (r.path && msg.path !== r.path) return false;
   if (r.pathNamespace && !(msg.path === r.pathNamespace || msg.path.startsWith(r.pathNamespace + '/')))
     return false;
@@ -44,6 +57,14 @@ function matches(r: MatchRule, msg: dbus.Message): boolean {
   if (r.member && msg.member !== r.member) return false;
   if (r.arg0 !== undefined && msg.body[0] !== r.arg0) return false;
   return true;
+}
+
+/** Who owns one well-known name, as the bus daemon says; shared by the subscriptions naming it. */
+interface OwnerTrack {
+  owner: string | null;
+  users: number;
+  /** Settles once the owner is known (the NameOwnerChanged rule in place, GetNameOwner answered). */
+  ready: Promise<Unsubscribe>;
 }
 
 export type Unsubscribe = () => Promise<void>;
@@ -179,8 +200,12 @@ export class BusClient {
    * caller that subscribes and then calls a method never misses a signal the call causes.
    */
   async subscribe(rule: MatchRule, handler: (msg: dbus.Message) => void): Promise<Unsubscribe> {
+    const name =
+      rule.sender && rule.sender !== BUS_DAEMON && !rule.sender.startsWith(':') ? rule.sender : null;
+    // The owner is known before the rule is added, so no signal of the owner is missed.
+    const release = name ? await this.trackOwner(name) : async () => undefined;
     const listener = (msg: dbus.Message) => {
-      if (!matches(rule, msg)) return;
+      if (!matches(rule, msg, (n) => this.owners.get(n)?.owner ?? null)) return;
       try {
         handler(msg);
       } catch (e) {
@@ -202,6 +227,7 @@ export class BusClient {
       );
     } catch (e) {
       this.bus.off('message', listener);
+      await release();
       throw e;
     }
     return async () => {
@@ -214,7 +240,43 @@ export class BusClient {
         's',
         [r],
       ).catch(() => undefined);
+      await release();
     };
+  }
+
+  /** The owners of the well-known names subscriptions take signals from. */
+  private readonly owners = new Map<string, OwnerTrack>();
+
+  /**
+   * Follow the owner of `name` (NameOwnerChanged from the bus daemon, then GetNameOwner) for as
+   * long as a subscription names it; resolves once the owner is known, with the release.
+   */
+  private async trackOwner(name: string): Promise<() => Promise<void>> {
+    let track = this.owners.get(name);
+    if (!track) {
+      const t: OwnerTrack = { owner: null, users: 0, ready: null as unknown as Promise<Unsubscribe> };
+      t.ready = this.watchNameOwner(name, (owner) => (t.owner = owner));
+      track = t;
+      this.owners.set(name, track);
+    }
+    const t = track;
+    t.users++;
+    let released = false;
+    const release = async () => {
+      if (released) return;
+      released = true;
+      if (--t.users > 0) return;
+      if (this.owners.get(name) === t) this.owners.delete(name);
+      const unsubscribe = await t.ready.catch(() => null);
+      await unsubscribe?.();
+    };
+    try {
+      await t.ready;
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return release;
   }
 
   /** Typed signal subscription on one interface (any object when `path` is a namespace). */

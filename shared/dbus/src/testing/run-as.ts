@@ -119,3 +119,36 @@ export async function watchSignalsAs(
     },
   };
 }
+
+/**
+ * Send signals from a child process with the given uid/gid (see send-signals-as.ts); resolves
+ * with the sender's unique name once the bus daemon has routed them.
+ */
+export function sendSignalsAs(
+  ids: { uid: number; gid: number } | null,
+  address: string,
+  signals: Array<{
+    destination?: string;
+    path: string;
+    interface: string;
+    member: string;
+    signature: string;
+    body: unknown[];
+  }>,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [join(__dirname, 'send-signals-as.js'), address, JSON.stringify(signals)],
+      { stdio: ['ignore', 'pipe', 'pipe'], ...(ids ? { uid: ids.uid, gid: ids.gid } : {}) },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 && out.trim() ? resolve(out.trim()) : reject(new Error(`send-signals-as: ${err}`)),
+    );
+  });
+}
