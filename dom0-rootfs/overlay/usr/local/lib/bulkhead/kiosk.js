@@ -119,7 +119,10 @@ async function main() {
     drm = kioskDrmDevice({});
   }
   log(`DRM device: ${drm.device ?? '(wlroots chooses)'} (${drm.why})`);
-  const chromium = spawn('cage', ['-d', '--', 'chromium', ...flags, url], {
+  // Chromium starts on a blank page; the switcher's URL goes over the DevTools pipe (below). The
+  // token must not be on a command line: /proc/<pid>/cmdline of cage and Chromium is readable by
+  // every local uid, and with the token any of them could use the web host as the switcher.
+  const chromium = spawn('cage', ['-d', '--', 'chromium', ...flags, 'about:blank'], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'pipe'],
     env: { ...process.env, TMPDIR: MEMORY_DIR, ...(drm.device ? { WLR_DRM_DEVICES: drm.device } : {}) },
   });
@@ -228,6 +231,19 @@ async function main() {
         sessions.delete(id);
       }
   };
+  // The switcher's page, opened over the pipe once Chromium has its first (blank) page, replaces
+  // that page, as the watchdog below replaces a stuck one (a blank page this misses is the
+  // watchdog's after GRACE_MS).
+  const isBlank = (/** @type {any} */ t) => t.type === 'page' && (t.url === 'about:blank' || t.url === '');
+  for (let i = 0; i < 100; i++) {
+    const { targetInfos } = await send('Target.getTargets');
+    if (targetInfos.some(isBlank)) break;
+    await sleep(100);
+  }
+  const opened = await send('Target.createTarget', { url });
+  for (const t of (await send('Target.getTargets')).targetInfos)
+    if (isBlank(t) && t.targetId !== opened.targetId)
+      await send('Target.closeTarget', { targetId: t.targetId });
   let ticking = false; // one look at a time: under TCG one can outlast the interval
   setInterval(() => {
     if (ticking) return;
