@@ -318,6 +318,20 @@ function checkRealPath(field: string, v: string, dir: string, roots: string[]): 
 }
 
 /**
+ * Why `def.cdrom` may not be opened now, or null. Its file was checked when it was read, but the
+ * medium may have changed since: a USB stick swapped for another with the same label is mounted
+ * at the same place, and may hold a symlink out of the media roots at the ISO's name. Checked
+ * again, as validate() does, right before QEMU is started on it.
+ */
+export function cdromProblem(def: VmDefinition, opts: ConfigOptions = {}): string | null {
+  if (!def.cdrom) return null;
+  const dir = resolve(def.file, '..');
+  const roots = [...(opts.imageDirs ?? defaultImageDirs(dir)), ...(opts.mediaRoots ?? DEFAULT_MEDIA_ROOTS)];
+  const r = resolveInside(def.cdrom, dir, roots);
+  return r.ok ? null : `${def.file}: cdrom: ${r.reason}`;
+}
+
+/**
  * `v` (absolute, or relative to `dir`) resolved, when it lies inside one of `roots` both by name
  * (after `..`) and, when it exists, after following symlinks; else why not.
  */

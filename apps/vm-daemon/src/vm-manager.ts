@@ -560,6 +560,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       );
     if (e.state !== 'stopped' && e.state !== 'crashed')
       throw new BulkheadError('InvalidState', `${id} is ${e.state}, not stopped`);
+    const medium = this.registry.mediumProblem(e);
+    if (medium) throw new BulkheadError('InvalidConfig', medium);
     const previous = e.state;
     this.setState(e, 'starting', 'start-requested', 'start requested');
     e.starting = (async () => {

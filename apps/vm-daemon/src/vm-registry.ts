@@ -13,6 +13,7 @@ import type { DiskImport } from './disk-manager';
 import { basename } from 'node:path';
 import {
   BOOT_ENTRY,
+  cdromProblem,
   formatConfigError,
   loadConfigDir,
   type ConfigError,
@@ -179,6 +180,12 @@ export class VmRegistry extends TypedEmitter<VmRegistryEvents> {
 
   constructor(private readonly opts: VmRegistryOptions) {
     super();
+  }
+
+  /** Why the VM's installation medium may not be opened now (see cdromProblem), or null. */
+  mediumProblem(e: VmEntry): string | null {
+    const config = e.owner === 'person' ? this.opts.person?.config : this.opts.config;
+    return cdromProblem(e.def, config);
   }
 
   /**
