@@ -8,6 +8,11 @@ export interface PersistedState {
   activeVm: string | null;
   /** VM id → slot, as last loaded. */
   slots: Record<string, number>;
+  /**
+   * Ids of the VMs the suspend transaction paused (written before the pause, cleared at the
+   * resume): a daemon killed mid-suspend leaves them paused, and its successor resumes them.
+   */
+  pausedForSleep?: string[];
 }
 
 function validateState(v: unknown): PersistedState {
@@ -19,7 +24,14 @@ function validateState(v: unknown): PersistedState {
     throw new Error('slots must be an object');
   for (const [k, s] of Object.entries(o.slots))
     if (!Number.isInteger(s)) throw new Error(`slots.${k} must be an integer`);
-  return { activeVm: o.activeVm as string | null, slots: o.slots as Record<string, number> };
+  const paused = o.pausedForSleep ?? [];
+  if (!Array.isArray(paused) || !paused.every((id) => typeof id === 'string'))
+    throw new Error('pausedForSleep must be an array of VM ids');
+  return {
+    activeVm: o.activeVm as string | null,
+    slots: o.slots as Record<string, number>,
+    pausedForSleep: paused as string[],
+  };
 }
 
 /** Size of state.json while its JSON fits: one page, rewritten in place (see save()). */

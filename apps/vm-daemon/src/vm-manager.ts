@@ -21,7 +21,7 @@ import {
   type UsbAttachRequest,
   type VmBackend,
 } from './backend/backend';
-import type { StateStore } from './state-store';
+import type { PersistedState, StateStore } from './state-store';
 import { SerialInputFocus, type InputPeerWatch } from './input-daemon-client';
 import {
   DONE,
@@ -202,6 +202,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         this.setOpError(e, (err as Error).message);
       }
     }
+    await this.resumeAfterCutOffSleep(persisted.pausedForSleep ?? []);
     const restored = persisted.activeVm ? this.vms.get(persisted.activeVm) : undefined;
     if (restored && restored.state === 'running') {
       this.activeVm = vmPath(restored.def.id);
@@ -223,6 +224,33 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     if (this.opts.watchConfig !== false) this.registry.watch();
     // A guest that rebooted while no daemon ran is started again, as if this daemon had seen it.
     for (const e of rebootedAway) this.restartAfterReboot(e);
+  }
+
+  /**
+   * The VMs an earlier daemon paused for a sleep and was killed before it resumed them (SIGKILL,
+   * a crash, mid-suspend or asleep): it cannot resume them any more, so this one does, as that
+   * transaction would have after waking (the seat is input-daemon's and stays locked). Only those:
+   * a VM the person paused stays paused.
+   */
+  private async resumeAfterCutOffSleep(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const e = this.vms.get(id);
+      if (!e || e.state !== 'paused') continue;
+      try {
+        await this.backend.resume(id);
+        this.setState(
+          e,
+          'running',
+          'resumed-by-user',
+          'resumed after a sleep the previous daemon paused it for',
+        );
+        this.log.info(
+          `${id}: resumed (paused for a sleep by the previous daemon, which ended before waking it)`,
+        );
+      } catch (err) {
+        this.setOpError(e, `resuming after the sleep failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   /** Start every autostart VM that is stopped, in slot order, one after the other. */
@@ -298,6 +326,8 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     e.state = state;
     e.stateReason = reason;
     if (state === 'stopped' || state === 'crashed') e.handle = null;
+    // Ended while paused for a sleep: not the sleep's to resume any more (nor its next pause).
+    if ((state === 'stopped' || state === 'crashed') && this.pausedForSleep.delete(e.def.id)) this.persist();
     if (changed.length) this.emit('vm-changed', e.def.id, changed);
     if ((state === 'stopped' || state === 'crashed') && changed.includes('State'))
       void this.opts.gpu
@@ -535,7 +565,9 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   private persist(): void {
     const slots: Record<string, number> = {};
     for (const e of this.vms.values()) if (!e.placeholder) slots[e.def.id] = e.def.slot;
-    this.opts.state.save({ activeVm: vmIdFromPath(this.activeVm), slots });
+    const state: PersistedState = { activeVm: vmIdFromPath(this.activeVm), slots };
+    if (this.pausedForSleep.size) state.pausedForSleep = [...this.pausedForSleep];
+    this.opts.state.save(state);
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -642,11 +674,16 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
   async pause(id: string, opts: { forSleep?: boolean } = {}): Promise<void> {
     const e = this.get(id);
     if (e.state !== 'running') throw new BulkheadError('InvalidState', `${id} is ${e.state}, not running`);
-    if (opts.forSleep) this.pausedForSleep.add(id);
+    if (opts.forSleep) {
+      // Recorded before QEMU stops the vCPUs: a daemon killed from here on leaves its successor
+      // the list of VMs to resume (resumeAfterCutOffSleep).
+      this.pausedForSleep.add(id);
+      this.persist();
+    }
     try {
       await this.backend.pause(id);
     } catch (err) {
-      this.pausedForSleep.delete(id);
+      if (this.pausedForSleep.delete(id)) this.persist();
       throw err;
     }
     this.setState(e, 'paused', 'paused-by-user', 'paused on request');
@@ -659,11 +696,13 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       await this.backend.resume(id);
     } catch (err) {
       // Not back after a sleep: the active VM it was cannot keep the focus.
-      if (this.pausedForSleep.delete(id) && e.state === 'paused' && this.activeVm === vmPath(id))
+      const forSleep = this.pausedForSleep.delete(id);
+      if (forSleep) this.persist();
+      if (forSleep && e.state === 'paused' && this.activeVm === vmPath(id))
         void this.fallBackToSwitcher(`${id} did not resume after the sleep: ${(err as Error).message}`);
       throw err;
     }
-    this.pausedForSleep.delete(id);
+    if (this.pausedForSleep.delete(id)) this.persist();
     this.setState(e, 'running', 'resumed-by-user', 'resumed on request');
   }
 
