@@ -338,11 +338,29 @@ export class QemuBackend extends SupervisedBackend<Instance> implements VmBacken
     }
     let qmp: QmpClient;
     try {
-      qmp = await QmpClient.connect(f.qmp, { timeoutMs: 3000, commandTimeoutMs: 15_000 });
+      // The QEMU of a Start the previous daemon was killed in may not have opened QMP yet, or not
+      // reached its main loop (the greeting): it gets as long as a start does (see start()).
+      qmp = await QmpClient.connect(f.qmp, {
+        retryUntilMs: this.opts.startTimeoutMs ?? 15_000,
+        timeoutMs: 15_000,
+        commandTimeoutMs: 15_000,
+      });
     } catch (e) {
+      // Ours (its command line names our QMP socket) but unreachable: it cannot be supervised,
+      // and left running while the VM shows stopped, the next Start would run a second QEMU of
+      // this VM beside it. It is ended, so that 'stopped' is true.
+      let ended = '';
+      if (processAlive(pid, f.qmp)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          ended = '; killed it';
+        } catch (k) {
+          ended = `; cannot kill it: ${(k as Error).message}`;
+        }
+      }
       throw new BulkheadError(
         'BackendFailed',
-        `QEMU of ${def.id} (pid ${pid}) runs but its QMP socket ${f.qmp} does not answer: ${(e as Error).message}`,
+        `QEMU of ${def.id} (pid ${pid}) runs but its QMP socket ${f.qmp} does not answer: ${(e as Error).message}${ended}`,
       );
     }
     const status = await qmp.execute<{ status: string }>('query-status').catch(() => ({ status: 'unknown' }));
