@@ -2,6 +2,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { basename } from 'node:path';
 import {
   BulkheadError,
+  isBulkheadError,
   SWITCHER_PATH,
   vmIdFromPath,
   vmPath,
@@ -203,7 +204,14 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
       }
     }
     await this.resumeAfterCutOffSleep(persisted.pausedForSleep ?? []);
-    const restored = persisted.activeVm ? this.vms.get(persisted.activeVm) : undefined;
+    let restored = persisted.activeVm ? this.vms.get(persisted.activeVm) : undefined;
+    if (restored && restored.state === 'running') {
+      const doubt = await this.restoreDoubt(restored);
+      if (doubt) {
+        this.log.warn(`${restored.def.id} was active; the switcher is now: ${doubt}`);
+        restored = undefined;
+      }
+    }
     if (restored && restored.state === 'running') {
       this.activeVm = vmPath(restored.def.id);
       this.emit('manager-changed', ['ActiveVm']);
@@ -220,6 +228,14 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         .setFocus(SWITCHER_PATH, '')
         .catch((err) => this.log.warn(`cannot focus input on the switcher: ${(err as Error).message}`));
     }
+    // What the screen shows is where input goes: a GPU a VM holds that is not the active one
+    // (a switch killed between its gpu-attach and its publish, a restore refused above) comes
+    // home to the switcher, as after a switch (settleAfterSwitch).
+    const gpuHolder = this.opts.gpu?.holder;
+    if (gpuHolder !== undefined && gpuHolder !== SWITCHER_PATH && gpuHolder !== this.activeVm)
+      void this.opts.gpu
+        ?.comeHome?.(`${gpuHolder} holds the GPU but ActiveVm is ${this.activeVm} after a restart`)
+        .catch((err) => this.log.error(`bringing the GPU home: ${(err as Error).message}`));
     this.persist();
     if (this.opts.watchConfig !== false) this.registry.watch();
     // A guest that rebooted while no daemon ran is started again, as if this daemon had seen it.
@@ -251,6 +267,26 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
         this.setOpError(e, `resuming after the sleep failed: ${(err as Error).message}`);
       }
     }
+  }
+
+  /**
+   * Why the VM state.json names as active must not be restored as the active one ('' = it may):
+   * the seat was locked while no vm-daemon ran (input-daemon's return home found nobody to ask),
+   * or the GPU is not where a finished switch to it would have left it (one killed mid-hand-off).
+   * The switcher is then the active one: dom0 when in doubt.
+   */
+  private async restoreDoubt(e: VmEntry): Promise<string> {
+    try {
+      await this.opts.input.assertUnlocked?.();
+    } catch (err) {
+      if (isBulkheadError(err, 'Locked')) return 'the seat is locked: the lock screen comes home';
+    }
+    const holder = this.opts.gpu?.holder;
+    if (holder === undefined) return '';
+    const path = vmPath(e.def.id);
+    if (holder !== SWITCHER_PATH && holder !== path) return `${holder} holds the GPU`;
+    if (holder !== path && e.def.gpu?.pci.length) return 'the GPU is not with it';
+    return '';
   }
 
   /** Start every autostart VM that is stopped, in slot order, one after the other. */
