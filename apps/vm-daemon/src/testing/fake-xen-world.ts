@@ -1,5 +1,5 @@
 import { FakeXlRunner } from './fake-xl-runner';
-import { xlListJson, type FixtureDomain } from './xl-fixtures';
+import { xlListHuman, xlListJson, type FixtureDomain } from './xl-fixtures';
 
 /**
  * A FakeXlRunner that keeps a tiny model of Xen: `xl list -l` answers from `domains`, and
@@ -59,7 +59,28 @@ export class FakeXenWorld extends FakeXlRunner {
         this.domains = this.domains.filter((d) => d.domid !== id);
       }),
     );
-    this.on(/^xl (pause|unpause) \d+$/, (line) => this.guard(line, () => undefined));
+    // Xen counts the toolstack's pauses; one unpause too many fails (domain_unpause_by_systemcontroller).
+    this.on(/^xl (pause|unpause) \d+$/, (line) =>
+      this.guard(line, () => {
+        const [, op, id] = line.split(' ');
+        const d = this.dom(Number(id));
+        if (op === 'unpause' && !d.paused)
+          throw new FakeXlError(
+            `libxl: error: libxl_domain.c:0:libxl_domain_unpause: Domain ${id}:Unpausing domain ${id}: Invalid argument`,
+          );
+        d.paused = op === 'pause';
+      }),
+    );
+    this.on(/^xl list \d+$/, (line) => {
+      const id = Number(line.split(' ')[2]);
+      const d = this.domains.find((x) => x.domid === id);
+      return d
+        ? { stdout: xlListHuman(d) }
+        : {
+            code: 1,
+            stderr: `libxl: error: libxl_domain.c:332:libxl_domain_info: Domain ${id}:Domain not found`,
+          };
+    });
     // xl cd-eject <domid> <vdev>: the domain must exist (the medium itself is not modelled).
     this.on(/^xl cd-eject \d+ \S+$/, (line) =>
       this.guard(line, () => void this.dom(Number(line.split(' ')[2]))),

@@ -10,6 +10,17 @@ export interface FixtureDomain {
   pci?: string[];
   usbdevs?: Array<{ ctrl: number; port: number; hostbus: number; hostaddr: number }>;
   usbctrl?: boolean;
+  /** Paused by the toolstack (`xl pause`): the 'p' of `xl list`'s State column. */
+  paused?: boolean;
+}
+
+/** `xl list <domid>`'s human output for `d` (the only place xl shows the run state). */
+export function xlListHuman(d: FixtureDomain): string {
+  const state = `--${d.paused ? 'p' : '-'}---`;
+  return (
+    'Name                                        ID   Mem VCPUs\tState\tTime(s)\n' +
+    `${d.name.padEnd(40)} ${String(d.domid).padStart(5)}    64     1     ${state}       0.4\n`
+  );
 }
 
 export function xlListJson(doms: FixtureDomain[], includeDom0 = true): string {

@@ -229,6 +229,32 @@ test('a domain already named like the VM is refused, not duplicated', async () =
   );
 });
 
+test('fake xl: a daemon SIGKILLed between xl pause/unpause and its domain.json: the next one adopts the run state Xen has, not the record', async () => {
+  const { world, mk, def, root } = setup();
+  const first = mk();
+  await first.start(def('work'));
+  await first.start(def('notes'));
+  await first.pause('notes');
+  const record = (id: string) => join(root, 'run', id, 'domain.json');
+  // What a SIGKILL right after each xl command leaves: Xen changed the domain, the record is the old one.
+  const workBefore = readFileSync(record('work'));
+  const notesBefore = readFileSync(record('notes'));
+  await first.pause('work');
+  await first.resume('notes');
+  writeFileSync(record('work'), workBefore);
+  writeFileSync(record('notes'), notesBefore);
+  await first.detachAll();
+  const second = mk();
+  assert.equal((await second.adopt(def('work')))?.state, 'paused', 'work is paused in Xen, shown running');
+  assert.equal((await second.adopt(def('notes')))?.state, 'running', 'notes runs in Xen, shown paused');
+  // Both are usable from there: work resumes, notes pauses.
+  await second.resume('work');
+  await second.pause('notes');
+  assert.equal(world.domains.find((d) => d.name === 'work')?.paused, false);
+  assert.equal(world.domains.find((d) => d.name === 'notes')?.paused, true);
+  await second.detachAll();
+});
+
 test('a restarted daemon re-adopts running domains with their domid and paused flag', async () => {
   const { world, mk, def, root } = setup();
   const first = mk();

@@ -303,8 +303,15 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
         deviceModelArgs: [],
       };
     }
-    // The paused flag comes from our own record: xl offers the run state only in human output.
-    const paused = persisted?.domid === dom.domid ? persisted.paused : false;
+    // Whether it is paused: Xen's own flag (the 'p' of `xl list <domid>`'s State column). The
+    // record is the fallback only: a daemon SIGKILLed between `xl pause`/`unpause` and the record's
+    // write left it saying the opposite (a paused VM shown running, never resumed).
+    const recorded = persisted?.domid === dom.domid ? persisted.paused : false;
+    const paused = (await this.pausedInXen(dom.domid)) ?? recorded;
+    if (paused !== recorded)
+      this.log.warn(
+        `${def.id}: domain.json says ${recorded ? 'paused' : 'running'}, Xen has domain ${dom.domid} ${paused ? 'paused' : 'running'} (a daemon ended between xl and the record); adopting it ${paused ? 'paused' : 'running'}`,
+      );
     this.ensureWatching();
     this.track(def, opts, dom, true, paused);
     this.log.info(`${def.id}: re-adopted domid ${dom.domid}${paused ? ' (paused)' : ''}`);
@@ -314,6 +321,28 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
       adopted: true,
       state: paused ? 'paused' : 'running',
     };
+  }
+
+  /**
+   * Whether the toolstack paused domain `domid`, from `xl list <domid>` (human output: the
+   * State column's third flag is 'p'); null when that cannot be read.
+   */
+  private async pausedInXen(domid: number): Promise<boolean | null> {
+    let out: string;
+    try {
+      out = await xl(this.runner, ['list', String(domid)], this.cmdMs);
+    } catch (e) {
+      this.log.warn(`xl list ${domid}: ${(e as Error).message}; the paused flag comes from domain.json`);
+      return null;
+    }
+    for (const line of out.split('\n')) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 6 || f[f.length - 5] !== String(domid)) continue;
+      const state = f[f.length - 2];
+      // r b p s <shutdown reason letter> d (xl_info.c's list_domains).
+      if (/^[-r][-b][-p][-s]\S[-d]$/.test(state)) return state[2] === 'p';
+    }
+    return null;
   }
 
   private track(
