@@ -166,6 +166,10 @@ export class UsbAssignment {
     // back. Only sticky rules, deny rules and the input default apply to them; auto-attach to the
     // focused VM and 'ask' happen on hotplug.
     for (const e of this.devices.values()) if (e.assignedVm === CONTROL_DOMAIN) this.place(e, 'start');
+    // A switch made while no usb-daemon ran (killed, restarting: its move-usb was skipped or cut
+    // off) left follow-focus devices in the VM it left: they go to the VM in front now, as that
+    // switch would have moved them. One in the Control Domain stays: a restart is not a switch.
+    this.focusChanged(this.vms.activeVm(), { missedOnly: true });
     for (const fn of early.splice(0)) fn();
     this.log.info(
       `started: ${this.devices.size} device(s), ${this.rules.length} rule(s), enumerator ${this.opts.enumerator.name}`,
@@ -576,12 +580,13 @@ export class UsbAssignment {
    * (moveFollowFocus); what is still elsewhere here was missed — usb-daemon restarted, or was
    * not on the bus, during the switch. Never moves a device to the switcher.
    */
-  private focusChanged(active: string): void {
+  private focusChanged(active: string, opts: { missedOnly?: boolean } = {}): void {
     if (!this.started || active === SWITCHER_PATH) return;
     const vm = this.vms.vms().get(active);
     if (!vm || vm.state !== 'running') return;
     for (const entry of this.devices.values()) {
       if (!this.followFocus.has(entry.id) || entry.gone || entry.assignedVm === active) continue;
+      if (opts.missedOnly && entry.assignedVm === CONTROL_DOMAIN) continue;
       const refusal = assignRefusal(entry.policy, vm.id, this.rules);
       if (refusal) {
         this.log.info(`follow-focus: ${entry.id} stays: ${refusal}`);

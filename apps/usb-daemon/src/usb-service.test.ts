@@ -366,6 +366,36 @@ test('FollowFocus moves the device when ActiveVm changes, and the flag survives 
   );
 });
 
+test('fake vm-daemon: a switch while usb-daemon was down (killed, restarting): the restarted one moves a follow-focus device to the VM now focused', async () => {
+  const stick = fakeDevice({ address: 16 });
+  const kept = fakeDevice({ address: 17 });
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      rig.vms.addVm('home', { slot: 2 });
+      rig.vms.setActive(vmPath('work'));
+      await rig.startDaemon();
+      await rig.device(stick).Assign(vmPath('work'), {});
+      await rig.device(stick).SetFollowFocus(true);
+      await rig.device(kept).SetFollowFocus(true);
+      await rig.stopDaemon();
+      // The switch's move-usb found no usb-daemon on the bus (skipped): nothing moved the stick.
+      rig.vms.setActive(vmPath('home'));
+      await rig.startDaemon();
+      await waitFor(
+        'the follow-focus stick in home, the VM in front',
+        async () =>
+          (await rig.props(stick)).AssignedVm === vmPath('home') &&
+          (await rig.props(stick)).State === 'attached',
+      );
+      assert.equal(rig.vms.vm('work').attachments.size, 0, 'work, no longer in front, still holds it');
+      // One the person had in the Control Domain stays there: a restart is not a switch.
+      assert.equal((await rig.props(kept)).AssignedVm, '/');
+    },
+    new FakeUsbEnumerator([stick, kept]),
+  );
+});
+
 test('a restarted usb-daemon rebuilds assignments from ListUsbDevices without detaching anything', async () => {
   const stick = fakeDevice({ address: 14 });
   const other = fakeDevice({ address: 15 });
