@@ -243,7 +243,9 @@ async function main(): Promise<void> {
       runner,
       log: log.child('gpu'),
       sharedWithDom0: args.gpuSharedWithDom0,
-      display: args.gpuSharedWithDom0 ? new SystemdKioskDisplay() : new NoDom0Display(),
+      display: args.gpuSharedWithDom0
+        ? new SystemdKioskDisplay({ releasedMarker: join(args.runDir, '.kiosk-stopped-for-gpu') })
+        : new NoDom0Display(),
       runningDomains: () => xen.runningDomains(),
     });
     // Once at boot. One GPU shared with dom0: one parked in pciback goes back to dom0's driver and

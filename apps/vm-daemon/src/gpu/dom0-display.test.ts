@@ -59,3 +59,23 @@ test('the kiosk display: a systemctl that hangs is cut off as Timeout', async ()
     s.done();
   }
 });
+
+test('the kiosk display: a release not yet followed by a reclaim is marked in the run dir, for the next daemon after a kill', async () => {
+  const s = fakeSystemctl('exit 0');
+  const run = mkdtempSync(join(tmpdir(), 'vmd-kiosk-mark-'));
+  const marker = join(run, 'vms', '.kiosk-stopped-for-gpu');
+  try {
+    const d = new SystemdKioskDisplay({ systemctl: s.bin, releasedMarker: marker });
+    assert.equal(d.releasedEarlier(), false);
+    await d.release();
+    // The daemon is SIGKILLed here; its successor reads the same run dir.
+    const next = new SystemdKioskDisplay({ systemctl: s.bin, releasedMarker: marker });
+    assert.equal(next.releasedEarlier(), true);
+    await next.reclaim();
+    assert.equal(next.releasedEarlier(), false);
+    assert.deepEqual(s.calls(), ['stop bulkhead-kiosk.service', 'start bulkhead-kiosk.service']);
+  } finally {
+    s.done();
+    rmSync(run, { recursive: true });
+  }
+});

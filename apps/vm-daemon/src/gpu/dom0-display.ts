@@ -5,6 +5,8 @@
  * docs/gpu-handoff.md).
  */
 import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 
 export interface Dom0Display {
@@ -12,6 +14,11 @@ export interface Dom0Display {
   release(): Promise<void>;
   /** Draw again on the GPU that came home (the kiosk starts). */
   reclaim(): Promise<void>;
+  /**
+   * Whether a release has not been followed by a reclaim — by this daemon or by the one before
+   * it, killed between the kiosk's stop and the GPU's move: its successor starts the kiosk again.
+   */
+  releasedEarlier?(): boolean;
 }
 
 /** The second-GPU rig: dom0 draws on a display of its own, which a hand-off never touches. */
@@ -27,6 +34,11 @@ export interface SystemdKioskDisplayOptions {
   systemctl?: string;
   /** Bound of one systemctl call (default 30 s: Chromium's stop under TCG takes seconds). */
   timeoutMs?: number;
+  /**
+   * A file (in vm-daemon's run dir, which outlives a restart) that says the kiosk was stopped for
+   * a hand-off and not started again since (see Dom0Display.releasedEarlier); none: not kept.
+   */
+  releasedMarker?: string;
 }
 
 /** Releases the display by stopping the kiosk's unit and reclaims it by starting it again. */
@@ -34,19 +46,35 @@ export class SystemdKioskDisplay implements Dom0Display {
   private readonly unit: string;
   private readonly systemctl: string;
   private readonly timeoutMs: number;
+  private readonly marker: string | null;
 
   constructor(opts: SystemdKioskDisplayOptions = {}) {
     this.unit = opts.unit ?? 'bulkhead-kiosk.service';
     this.systemctl = opts.systemctl ?? 'systemctl';
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.marker = opts.releasedMarker ?? null;
   }
 
   release(): Promise<void> {
+    // Written before the stop: a daemon killed from here on leaves its successor the marker. Best
+    // effort: without it the hand-off still runs (only that recovery is lost).
+    if (this.marker)
+      try {
+        mkdirSync(dirname(this.marker), { recursive: true, mode: 0o750 });
+        writeFileSync(this.marker, 'the kiosk was stopped for a GPU hand-off\n', { mode: 0o600 });
+      } catch {
+        /* see above */
+      }
     return this.run('stop');
   }
 
-  reclaim(): Promise<void> {
-    return this.run('start');
+  async reclaim(): Promise<void> {
+    await this.run('start');
+    if (this.marker) rmSync(this.marker, { force: true });
+  }
+
+  releasedEarlier(): boolean {
+    return this.marker !== null && existsSync(this.marker);
   }
 
   private run(verb: 'stop' | 'start'): Promise<void> {

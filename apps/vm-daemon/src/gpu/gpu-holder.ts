@@ -200,7 +200,11 @@ export class GpuHolder implements GpuHandoff {
       const guests = await this.listGuests();
       const held = (bdf: string) => guests.some((g) => g.pci.includes(bdf));
       const home = fns.filter((bdf) => !held(bdf) && pci.isAssignable(bdf));
-      await this.bringHome(report, home);
+      // The daemon before this one stopped the kiosk for a hand-off and was killed before the GPU
+      // left dom0's driver (or before it came back): nobody holds it, so the kiosk starts again —
+      // else the screen stays dark, with no switcher and no lock screen.
+      const dark = !fns.some(held) && (this.opts.display.releasedEarlier?.() ?? false);
+      await this.bringHome(report, home, dark);
       this.setHolder(await this.readHolder(fns).catch(() => this.holder), 'found at start');
       return report;
     });
@@ -484,8 +488,8 @@ export class GpuHolder implements GpuHandoff {
   }
 
   /** Shared rig: the functions go back to dom0's native driver and the kiosk draws again. Never throws. */
-  private async bringHome(report: GpuStep[], fns: string[]): Promise<void> {
-    if (!this.opts.sharedWithDom0 || fns.length === 0) return;
+  private async bringHome(report: GpuStep[], fns: string[], reclaimAnyway = false): Promise<void> {
+    if (!this.opts.sharedWithDom0 || (fns.length === 0 && !reclaimAnyway)) return;
     for (const bdf of fns) {
       try {
         await this.record(report, 'assignable-remove', bdf, DOM0, () => this.opts.pci.assignableRemove(bdf));

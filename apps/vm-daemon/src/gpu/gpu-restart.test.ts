@@ -140,3 +140,34 @@ test('fake GPU holder: a restart with the active VM holding the GPU, unlocked, c
     t.done();
   }
 });
+
+test("fake dom0 display: a daemon killed between the kiosk's stop and pciback taking the GPU — the restarted daemon starts the kiosk again", async () => {
+  // The shared rig as the kill leaves it: release-display ran (the kiosk is stopped, by us), the
+  // GPU is still bound to dom0's native driver (assignable-add never ran), and no VM holds it.
+  const pci = new FakePciPassthrough([GPU]);
+  pci.addGuest('personal');
+  const before = new FakeDom0Display(true);
+  await before.release();
+  // The restarted daemon's view of the same kiosk (and of the same run dir).
+  const display = new FakeDom0Display(before.drawing, before.releasedMark);
+  const holder = new GpuHolder({ pci, display, sharedWithDom0: true, log, watchMs: 0 });
+  try {
+    await holder.prepare([GPU]);
+    assert.equal(display.drawing, true, 'the screen stays dark: nobody starts the kiosk again');
+    assert.equal(holder.holder, SWITCHER_PATH);
+  } finally {
+    holder.close();
+  }
+});
+
+test('fake dom0 display: at a plain start (the kiosk not stopped by a hand-off) prepare leaves the kiosk alone', async () => {
+  const pci = new FakePciPassthrough([GPU]);
+  const display = new FakeDom0Display(false);
+  const holder = new GpuHolder({ pci, display, sharedWithDom0: true, log, watchMs: 0 });
+  try {
+    await holder.prepare([GPU]);
+    assert.deepEqual(display.calls, []);
+  } finally {
+    holder.close();
+  }
+});

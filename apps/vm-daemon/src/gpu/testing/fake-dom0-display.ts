@@ -9,7 +9,18 @@ export class FakeDom0Display implements Dom0Display {
   readonly calls: string[] = [];
   private readonly failing = new Set<string>();
 
-  constructor(public drawing = true) {}
+  /**
+   * @param releasedMark whether a release (by this daemon or the one before it, killed) is not
+   * followed by a reclaim yet: SystemdKioskDisplay's marker file in the run dir.
+   */
+  constructor(
+    public drawing = true,
+    public releasedMark = false,
+  ) {}
+
+  releasedEarlier(): boolean {
+    return this.releasedMark;
+  }
 
   failNext(what: 'release' | 'reclaim'): void {
     this.failing.add(what);
@@ -19,6 +30,7 @@ export class FakeDom0Display implements Dom0Display {
     this.calls.push('release');
     if (this.failing.delete('release'))
       throw new BulkheadError('BackendFailed', 'systemctl stop bulkhead-kiosk.service failed (fake)');
+    this.releasedMark = true;
     this.drawing = false;
   }
 
@@ -27,5 +39,6 @@ export class FakeDom0Display implements Dom0Display {
     if (this.failing.delete('reclaim'))
       throw new BulkheadError('BackendFailed', 'systemctl start bulkhead-kiosk.service failed (fake)');
     this.drawing = true;
+    this.releasedMark = false;
   }
 }
