@@ -117,7 +117,12 @@ function unlockCheck(args: Args, log: ReturnType<typeof createLogger>): UnlockCh
   }
   const user = args.unlockUser ?? DEFAULT_UNLOCK_USER;
   log.info(`Unlock checks the password of '${user}' with PAM service '${args.pamService}'`);
-  return new UnlockGate(new PamPasswordChecker(args.pamService), { user }, log.child('unlock'));
+  return new UnlockGate(
+    new PamPasswordChecker(args.pamService),
+    // In the run dir, as the lock is: a SIGKILLed daemon's successor keeps the back-off.
+    { user, stateFile: join(args.runDir, 'unlock-failures.json') },
+    log.child('unlock'),
+  );
 }
 
 async function main(): Promise<void> {

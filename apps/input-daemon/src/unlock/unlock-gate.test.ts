@@ -136,3 +136,42 @@ test('a PAM service that does not exist refuses, it never lets the person in', a
   const r = await new PamPasswordChecker('no-such-service-here', dir).check('nobody', SECRET);
   assert.equal(r.ok, false);
 });
+
+test('fake PAM: a restarted input-daemon (SIGKILL) keeps the back-off — also for an attempt PAM was still deciding', async () => {
+  let clock = 5_000_000;
+  const dir = mkdtempSync(join(tmpdir(), 'unlock-gate-restart-'));
+  const stateFile = join(dir, 'unlock-failures.json');
+  const gateOn = (checker: PasswordChecker) =>
+    new UnlockGate(checker, { user: 'person', now: () => clock, stateFile }, recordingLogger());
+  try {
+    const pam = new FakePamChecker();
+    const first = gateOn(pam);
+    for (let i = 1; i <= 4; i++) {
+      await refusedWith(first.attempt(`guess-${i}`), 'AuthenticationFailed');
+      clock += first.waitMs();
+    }
+    await refusedWith(first.attempt('guess-5'), 'AuthenticationFailed');
+    assert.equal(first.waitMs(), 16_000);
+    // input-daemon is SIGKILLed here; systemd starts the next one a moment later.
+    clock += 1500;
+    const second = gateOn(pam);
+    await refusedWith(second.attempt('guess-6'), 'TryAgainLater');
+    assert.equal(pam.calls, 5, 'the guess after the restart reached PAM inside the wait');
+    clock += 16_000;
+    // Killed while PAM decides (pam_unix takes seconds to say no): that attempt still counts.
+    const hung = new (class implements PasswordChecker {
+      async check(): Promise<PamResult> {
+        return new Promise<PamResult>(() => undefined);
+      }
+    })();
+    void gateOn(hung).attempt('guess-7');
+    const third = gateOn(pam);
+    await refusedWith(third.attempt('guess-8'), 'TryAgainLater');
+    // The right password, once the wait is over, resets it, also for the next daemon.
+    clock += 60_000;
+    await third.attempt(SECRET);
+    assert.equal(gateOn(pam).waitMs(), 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,4 +1,5 @@
-import type { Logger } from '@bulkhead/common';
+import { rmSync } from 'node:fs';
+import { readJsonFile, writeFileAtomic, type Logger } from '@bulkhead/common';
 import { BulkheadError } from '@bulkhead/contract';
 import type { PasswordChecker } from './pam-native';
 
@@ -14,6 +15,11 @@ export interface UnlockGateOptions {
   maxDelayMs?: number;
   /** Clock (tests). */
   now?: () => number;
+  /**
+   * Where the failures are kept across a restart of input-daemon (its run dir): without it a
+   * SIGKILLed daemon's successor would start the back-off from nothing.
+   */
+  stateFile?: string;
 }
 
 /**
@@ -40,6 +46,51 @@ export class UnlockGate {
     this.firstDelayMs = opts.firstDelayMs ?? 1000;
     this.maxDelayMs = opts.maxDelayMs ?? 30_000;
     this.now = opts.now ?? Date.now;
+    this.loadFailures();
+  }
+
+  /** The failures an earlier input-daemon recorded (see UnlockGateOptions.stateFile). */
+  private loadFailures(): void {
+    const file = this.opts.stateFile;
+    if (!file) return;
+    const r = readJsonFile(file, (v) => {
+      const o = v as { failures?: unknown; lastFailureAt?: unknown };
+      if (
+        !o ||
+        !Number.isSafeInteger(o.failures) ||
+        (o.failures as number) < 0 ||
+        typeof o.lastFailureAt !== 'number' ||
+        !Number.isFinite(o.lastFailureAt)
+      )
+        throw new Error('expected {failures, lastFailureAt}');
+      return { failures: o.failures as number, lastFailureAt: o.lastFailureAt };
+    });
+    if (r.ok) {
+      this.failures = r.value.failures;
+      // Never a wait that starts in the future (a clock set back, a forged time).
+      this.lastFailureAt = Math.min(r.value.lastFailureAt, this.now());
+      if (this.failures)
+        this.log.warn(
+          `unlock: ${this.failures} consecutive failure(s) recorded by the previous input-daemon; next attempt in ${Math.ceil(this.waitMs() / 1000)} s`,
+        );
+    } else if (!r.missing) {
+      // Ours, written atomically: unreadable means tampered with. The longest wait, not none.
+      this.failures = 32;
+      this.lastFailureAt = this.now();
+      this.log.error(`unlock: ${r.error}; counting the back-off from its longest wait`);
+    }
+  }
+
+  /** Records `failures` failures, the last at `at`, for the next input-daemon; never throws. */
+  private saveFailures(failures: number, at: number): void {
+    const file = this.opts.stateFile;
+    if (!file) return;
+    try {
+      if (failures === 0) rmSync(file, { force: true });
+      else writeFileAtomic(file, JSON.stringify({ failures, lastFailureAt: at }) + '\n', 0o600);
+    } catch (e) {
+      this.log.error(`unlock: cannot record the failures in ${file}: ${(e as Error).message}`);
+    }
   }
 
   /** Consecutive failures so far. */
@@ -75,6 +126,9 @@ export class UnlockGate {
         `Unlock: ${this.failures} failed attempt(s); try again in ${Math.max(1, Math.ceil(wait / 1000))} s`,
       );
     this.busy = true;
+    // Counted as failed until PAM says otherwise: a daemon killed while PAM decides (pam_unix
+    // takes seconds to say no) must not hand its successor a fresh back-off.
+    this.saveFailures(this.failures + 1, this.now());
     let verdict: string;
     try {
       const r = await this.checker.check(this.opts.user, password);
@@ -82,6 +136,7 @@ export class UnlockGate {
         if (this.failures)
           this.log.info(`unlock: accepted for ${this.opts.user} after ${this.failures} failure(s)`);
         this.failures = 0;
+        this.saveFailures(0, 0);
         return;
       }
       verdict = `PAM ${r.step}: ${r.name}`;
@@ -94,6 +149,7 @@ export class UnlockGate {
     }
     this.failures++;
     this.lastFailureAt = this.now();
+    this.saveFailures(this.failures, this.lastFailureAt);
     const next = Math.ceil(this.waitMs() / 1000);
     this.log.warn(
       `unlock: refused for ${this.opts.user} (${verdict}); ${this.failures} consecutive failure(s); next attempt in ${next} s`,
