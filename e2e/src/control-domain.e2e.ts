@@ -753,6 +753,18 @@ test("10. the running image: TCP listeners only where documented (the web host o
     await m.serial.check("tr '\\0' ' ' < /proc/$(pgrep -u bulkhead-ui -x -o chromium)/cmdline"),
     /--no-sandbox/,
   );
+  // The web host's token is on no command line a local uid can read (every uid reads
+  // /proc/<pid>/cmdline here): with it, any of them could use the web host as the switcher.
+  const token = (await m.serial.check('cat /run/bulkhead-ui/token')).trim();
+  assert.match(token, /^[A-Za-z0-9_-]{32}$/, `the token file holds a token: ${token}`);
+  // Read as nobody; compared as root with the pattern read from the file (grep -f), so the token
+  // is on no command line of this check itself.
+  const leaks = await m.serial.check(
+    `runuser -u nobody -- sh -c 'for f in /proc/[0-9]*/cmdline; do tr "\\\\0" " " < $f; echo; done' 2>/dev/null > /tmp/cmdlines; echo "processes: $(wc -l < /tmp/cmdlines)"; grep -F -f /run/bulkhead-ui/token /tmp/cmdlines; true`,
+  );
+  assert.match(leaks, /processes: [1-9][0-9]+/, `nobody read the command lines: ${leaks}`);
+  const found = leaks.split('\n').filter((l) => l.trim() && !l.startsWith('processes: '));
+  assert.deepEqual(found, [], 'the token on a command line readable by nobody');
   // The kiosk's user cannot open a VM's VNC socket; only the web host's user may.
   assert.doesNotMatch(await m.serial.check('id bulkhead-ui'), /bulkhead-vnc/);
   assert.match(await m.serial.check('id bulkhead-switcher'), /bulkhead-vnc/);
