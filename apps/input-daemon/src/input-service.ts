@@ -214,6 +214,16 @@ export class InputService implements Input1Service {
     return this.serial(async () => this.lockNow());
   }
 
+  /**
+   * Locks the seat at once, outside the focus queue, as the secure-attention chord does: for
+   * logind's PrepareForSleep (sleep-guard.ts), whose sleep goes on as soon as this returns. The
+   * lock is recorded in the run dir by then; a Freeze still queued refuses a switch to a VM, an
+   * Unlock still checking its password does not undo it, and the lock screen is called home.
+   */
+  lockForSleep(): void {
+    this.lockNow();
+  }
+
   async Unlock(_ctx: CallContext, options: VariantDict): Promise<void> {
     const opts = parseOptions('Unlock', options, { password: 's' } as const);
     if (!this.options.unlock)

@@ -20,6 +20,7 @@ import { ReplaySource } from './sources/replay-source';
 import type { InputSource } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
 import { SWITCHER_TARGET } from './router';
+import { startSleepGuard } from './sleep-guard';
 import { PamPasswordChecker } from './unlock/pam-native';
 import { PasswordlessUnlock, type UnlockCheck } from './unlock/unlock-check';
 import { UnlockGate } from './unlock/unlock-gate';
@@ -198,8 +199,16 @@ async function main(): Promise<void> {
   await host.requestName(BUS_NAMES.input);
   await source.start();
   service.resumeLock();
+  // Every sleep locks the seat first, also while vm-daemon is down (its own inhibitor with it).
+  const sleepGuard = await startSleepGuard({
+    client,
+    bus: process.env.BULKHEAD_BUS ?? 'system',
+    lockSeat: () => service.lockForSleep(),
+    log,
+  });
   stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping`);
+    await sleepGuard?.close().catch(() => undefined);
     await source.stop().catch(() => undefined);
     await service.close().catch(() => undefined);
     await switcherSink.close().catch(() => undefined);

@@ -13,3 +13,4 @@ export * from './introspect';
 export * from './private-bus';
 export { Variant, Message } from 'dbus-next';
 export type { MessageBus } from 'dbus-next';
+export * from './logind';

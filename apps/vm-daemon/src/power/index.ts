@@ -8,11 +8,10 @@
  * logind is on the bus (never on a test bus without one).
  */
 import { formatConfigError } from '../config';
-import type { BusClient, ServiceHost } from '@bulkhead/dbus';
+import { InhibitorLock, LOGIN1_NAME, LogindClient, type BusClient, type ServiceHost } from '@bulkhead/dbus';
 import type { Logger } from '@bulkhead/common';
 import type { VmManager } from '../vm-manager';
 import { AcpiButtons, findButtonDevices, inhibitedKeys } from './acpi-buttons';
-import { InhibitorLock, LOGIN1_NAME, LogindClient } from './logind';
 import { DEFAULT_POWER_POLICY_FILE, loadPowerPolicy } from './policy';
 import { PowerDbus } from './power-dbus';
 import { PowerManager } from './power-manager';
@@ -58,6 +57,7 @@ export async function startPower(opts: {
     ? new InhibitorLock({
         what: 'sleep',
         mode: 'delay',
+        who: 'Bulkhead vm-daemon',
         why: 'Lock the seat and pause the VMs before sleeping',
         bus: opts.bus,
         log,
@@ -84,6 +84,7 @@ export async function startPower(opts: {
       ? new InhibitorLock({
           what: keys,
           mode: 'block',
+          who: 'Bulkhead vm-daemon',
           why: 'Bulkhead handles these keys (power.json)',
           bus: opts.bus,
           log,

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { processAlive, waitFor } from '../testing/daemon-process';
-import { InhibitorLock } from './logind';
+import { InhibitorLock } from '@bulkhead/dbus';
 
 function fakeSystemdInhibit(dir: string): string {
   const file = join(dir, 'fake-systemd-inhibit');
@@ -33,6 +33,7 @@ test('the lock asks logind for what and how, and release() ends its holder', asy
     const lock = new InhibitorLock({
       what: 'handle-power-key:handle-lid-switch',
       mode: 'block',
+      who: 'test',
       why: 'test',
       bus: 'system',
       log,
@@ -59,8 +60,8 @@ test('a SIGKILLed vm-daemon leaves no inhibitor lock behind', async () => {
       process.execPath,
       [
         '-e',
-        `const { InhibitorLock } = require(${JSON.stringify(join(__dirname, 'logind.js'))});
-         const lock = new InhibitorLock({ what: 'sleep', mode: 'delay', why: 'test', bus: 'system',
+        `const { InhibitorLock } = require(${JSON.stringify(require.resolve('@bulkhead/dbus'))});
+         const lock = new InhibitorLock({ what: 'sleep', mode: 'delay', who: 'test', why: 'test', bus: 'system',
            log: { warn() {}, info() {} }, command: ${JSON.stringify(fakeSystemdInhibit(dir))} });
          lock.take();
          const t = setInterval(() => { if (lock.pid) { console.log(lock.pid); clearInterval(t); } }, 10);

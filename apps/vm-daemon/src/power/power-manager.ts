@@ -7,7 +7,7 @@
 import { TypedEmitter } from '@bulkhead/common';
 import type { ConfigError } from '../config';
 import type { PowerPolicy } from './policy';
-import type { SleepKind } from './logind';
+import type { SleepKind } from '@bulkhead/dbus';
 import type { BatteryInfo } from './upower';
 import type { SuspendReason, SuspendRecord, SuspendStep, SuspendTransaction } from './suspend-transaction';
 

@@ -7,9 +7,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '@bulkhead/common';
-import { BusClient, connectBus, startPrivateBus, type MessageBus, type PrivateBus } from '@bulkhead/dbus';
+import {
+  BusClient,
+  connectBus,
+  LogindClient,
+  startPrivateBus,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
 import { waitFor } from '../testing/daemon-process';
-import { LogindClient } from './logind';
 import { DEFAULT_POWER_POLICY, type PowerPolicy } from './policy';
 import { PowerManager } from './power-manager';
 import { SuspendTransaction, type SuspendStep } from './suspend-transaction';

@@ -17,7 +17,7 @@
  */
 import { BulkheadError } from '@bulkhead/contract';
 import { TypedEmitter } from '@bulkhead/common';
-import type { SleepKind } from './logind';
+import type { SleepKind } from '@bulkhead/dbus';
 
 export const SUSPEND_STEPS = [
   'lock-seat',

@@ -3,9 +3,8 @@
  * input-daemon (Input1.Lock), sleeping through logind.
  */
 import { BUS_NAMES, INPUT_PATH } from '@bulkhead/contract';
-import type { BusClient } from '@bulkhead/dbus';
 import type { VmManager } from '../vm-manager';
-import type { LogindClient, SleepKind } from './logind';
+import type { BusClient, LogindClient, SleepKind } from '@bulkhead/dbus';
 import type { SuspendHost } from './suspend-transaction';
 
 export class ManagerSuspendHost implements SuspendHost {

@@ -1,5 +1,5 @@
 /** An in-memory stand-in for vm-daemon's side of a suspend: VMs with states, a seat, a switch. */
-import type { SleepKind } from '../logind';
+import type { SleepKind } from '@bulkhead/dbus';
 import type { SuspendHost } from '../suspend-transaction';
 
 export class FakeSuspendHost implements SuspendHost {

@@ -1,20 +1,24 @@
 /**
- * Sleeping through logind (org.freedesktop.login1), so the system's own rules apply (other
- * inhibitors, PrepareForSleep for every service) and nothing sleeps behind logind's back.
+ * logind (org.freedesktop.login1) for the daemons: PrepareForSleep, sleeping through logind (so
+ * the system's own rules apply: other inhibitors, PrepareForSleep for every service, nothing
+ * sleeps behind logind's back) and inhibitor locks. vm-daemon's power component uses all three;
+ * input-daemon holds a `sleep` delay lock of its own, so the seat is locked before any sleep even
+ * while vm-daemon is down (apps/input-daemon/src/sleep-guard.ts).
  *
  * Inhibitor locks: logind hands a lock out as a file descriptor, which dbus-next cannot receive
  * (it has no fd passing without the optional native `usocket`). A lock is therefore held by a
  * `systemd-inhibit … cat` child, the tool logind ships for exactly this; releasing it
  * is closing its pipe (below). systemd-inhibit talks to the system bus, or to the bus
- * vm-daemon is on when that is a private address (DBUS_SYSTEM_BUS_ADDRESS).
+ * the daemon is on when that is a private address (DBUS_SYSTEM_BUS_ADDRESS).
  *
- * The command run under the lock is `cat` reading a pipe from vm-daemon: when vm-daemon dies in
+ * The command run under the lock is `cat` reading a pipe from the daemon: when the daemon dies in
  * any way (SIGKILL included), the pipe closes, cat ends, systemd-inhibit exits and logind drops
- * the lock. The unit's KillMode=process (so QEMUs outlive a restart) would otherwise leave every
- * crashed instance's lock behind, blocking the keys and delaying every sleep for good.
+ * the lock. vm-daemon's unit has KillMode=process (so QEMUs outlive a restart), which would
+ * otherwise leave every crashed instance's lock behind, blocking the keys and delaying every
+ * sleep for good.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { BusClient } from '@bulkhead/dbus';
+import type { BusClient } from './client';
 
 export const LOGIN1_NAME = 'org.freedesktop.login1';
 export const LOGIN1_PATH = '/org/freedesktop/login1';
@@ -99,22 +103,25 @@ export class LogindClient {
   }
 }
 
+export interface InhibitorLockOptions {
+  what: string;
+  mode: 'block' | 'delay';
+  /** Who holds it, as systemd-inhibit --list shows ('Bulkhead vm-daemon'). */
+  who: string;
+  why: string;
+  /** The bus the daemon is on: 'system' or a private address handed to systemd-inhibit. */
+  bus: string;
+  log: { warn(msg: string): void; info(msg: string): void };
+  /** Instead of systemd-inhibit (tests). */
+  command?: string;
+}
+
 /** One logind inhibitor lock, held by a systemd-inhibit child for as long as it runs. */
 export class InhibitorLock {
   private child: ChildProcess | null = null;
   private releasing = false;
 
-  constructor(
-    private readonly opts: {
-      what: string;
-      mode: 'block' | 'delay';
-      why: string;
-      /** The bus vm-daemon is on: 'system' or a private address handed to systemd-inhibit. */
-      bus: string;
-      log: { warn(msg: string): void; info(msg: string): void };
-      command?: string;
-    },
-  ) {}
+  constructor(private readonly opts: InhibitorLockOptions) {}
 
   get held(): boolean {
     return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
@@ -131,7 +138,7 @@ export class InhibitorLock {
       [
         `--what=${this.opts.what}`,
         `--mode=${this.opts.mode}`,
-        '--who=Bulkhead vm-daemon',
+        `--who=${this.opts.who}`,
         `--why=${this.opts.why}`,
         '--',
         'cat',
@@ -141,7 +148,7 @@ export class InhibitorLock {
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-500)));
     child.on('error', (e) => this.opts.log.warn(`inhibitor ${this.opts.what}: ${e.message}`));
-    // Writing nothing: the pipe is only there to close when vm-daemon goes away.
+    // Writing nothing: the pipe is only there to close when the daemon goes away.
     child.stdin?.on('error', () => undefined);
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = null;

@@ -1,0 +1,275 @@
+/**
+ * Security model item 10: every sleep locks the seat first, also while vm-daemon is down (then
+ * only input-daemon's own delay inhibitor holds logind back). fake-logind on a private bus, no
+ * vm-daemon. First the real LogindClient subscription and the real InputService, the inhibitor a
+ * fake that records, at each take and release, whether the seat was locked then (and its lock
+ * file written), so the order is checked exactly, not by timing. Then the real daemon process,
+ * its inhibitor a real InhibitorLock running a fake systemd-inhibit (first on its PATH).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '@bulkhead/common';
+import { isBulkheadError, vmPath, type CallContext } from '@bulkhead/contract';
+import {
+  BusClient,
+  connectBus,
+  Message,
+  startPrivateBus,
+  variant,
+  type InhibitorLockOptions,
+  type MessageBus,
+  type PrivateBus,
+} from '@bulkhead/dbus';
+import { FakeLogind } from '@bulkhead/dbus/dist/testing/fake-logind';
+import { buildChords, HotkeyMatcher } from './hotkeys';
+import { InputService } from './input-service';
+import { startSleepGuard, type SleepGuard } from './sleep-guard';
+import { VirtualSeat } from './sources/virtual-seat';
+import { FakeSink } from './testing/fake-sink';
+import { PasswordlessUnlock } from './unlock/unlock-check';
+
+const ctx = {} as CallContext;
+/** dbus-next's MessageType.SIGNAL. */
+const SIGNAL = 4;
+const log = createLogger('test', 'error');
+
+let bus: PrivateBus;
+let conn: MessageBus;
+let client: BusClient;
+let logind: FakeLogind | null = null;
+
+before(async () => {
+  bus = await startPrivateBus({ mode: 'open' });
+  conn = await connectBus(bus.address);
+  client = new BusClient(conn, 5000);
+});
+after(async () => {
+  logind?.stop();
+  conn.disconnect();
+  await bus.stop();
+});
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+type Event = ['take' | 'release', { locked: boolean; lockFile: boolean }];
+
+/** input-daemon's service (virtual seat, lock file in a run dir) guarded by a fake inhibitor. */
+async function guardedSeat(dir: string) {
+  const lockFile = join(dir, 'locked');
+  const switched: number[] = [];
+  const service = new InputService(
+    new VirtualSeat(),
+    new HotkeyMatcher(buildChords()),
+    new FakeSink('/'),
+    { forVm: async (target) => new FakeSink(target) },
+    { switchToSlot: async (slot) => void switched.push(slot) },
+    log,
+    { unlock: new PasswordlessUnlock(), lockFile },
+  );
+  const events: Event[] = [];
+  const lockOpts: InhibitorLockOptions[] = [];
+  const state = () => ({ locked: service.properties().Locked, lockFile: existsSync(lockFile) });
+  const guard: SleepGuard | null = await startSleepGuard({
+    client,
+    bus: bus.address,
+    lockSeat: () => service.lockForSleep(),
+    log,
+    delayLock: (o) => {
+      lockOpts.push(o);
+      return {
+        take: () => events.push(['take', state()]),
+        release: () => events.push(['release', state()]),
+      };
+    },
+  });
+  return { service, switched, events, lockOpts, guard };
+}
+
+test('fake logind: no logind on the bus, no inhibitor taken', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-'));
+  try {
+    const { service, events, guard } = await guardedSeat(dir);
+    assert.equal(guard, null);
+    assert.deepEqual(events, []);
+    await service.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fake logind: a sleep while vm-daemon is down locks the seat before input-daemon releases its delay inhibitor, and the inhibitor is taken again on waking', async () => {
+  logind = await FakeLogind.start(bus.address);
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-'));
+  try {
+    const { service, switched, events, lockOpts, guard } = await guardedSeat(dir);
+    assert.ok(guard, 'logind is on the bus: the guard runs');
+    assert.deepEqual(
+      lockOpts.map((o) => [o.what, o.mode, o.bus]),
+      [['sleep', 'delay', bus.address]],
+    );
+    assert.deepEqual(events, [['take', { locked: false, lockFile: false }]], 'held while awake, unlocked');
+
+    // `systemctl suspend` with no vm-daemon on the bus: nobody but input-daemon delays it.
+    logind.goToSleep();
+    await until('the delay inhibitor released', () => events.length >= 2);
+    assert.deepEqual(
+      events[1],
+      ['release', { locked: true, lockFile: true }],
+      'the seat was locked (and its lock recorded for a restarted daemon) when the inhibitor let go',
+    );
+    await service.settled();
+    assert.deepEqual(switched, [0], 'the lock screen was called home');
+    await assert.rejects(
+      service.Freeze(ctx, { target: variant('o', vmPath('personal')) }),
+      (e) => isBulkheadError(e, 'Locked'),
+      'a switch to a VM is refused while asleep and after',
+    );
+
+    logind.wake();
+    await until('the delay inhibitor taken again', () => events.length >= 3);
+    assert.deepEqual(events[2], ['take', { locked: true, lockFile: true }], 'and the seat stays locked');
+
+    // Already locked: the next sleep keeps it locked, and again holds logind back until then.
+    logind.goToSleep();
+    await until('released for the second sleep', () => events.length >= 4);
+    assert.deepEqual(events[3], ['release', { locked: true, lockFile: true }]);
+    logind.wake();
+    await until('taken again after the second sleep', () => events.length >= 5);
+    assert.deepEqual(events[4], ['take', { locked: true, lockFile: true }]);
+    assert.deepEqual(switched, [0], 'a lock already on is not locked again (no second trip home)');
+
+    await guard.close();
+    assert.deepEqual(events[5], ['release', { locked: true, lockFile: true }], 'released when stopping');
+    await service.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fake logind: PrepareForSleep from a connection that does not own login1 locks nothing', async () => {
+  assert.ok(logind, 'runs after the test above started fake logind');
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-'));
+  const impostor = await connectBus(bus.address);
+  try {
+    const { service, events, guard } = await guardedSeat(dir);
+    impostor.send(
+      new Message({
+        type: SIGNAL,
+        path: '/org/freedesktop/login1',
+        interface: 'org.freedesktop.login1.Manager',
+        member: 'PrepareForSleep',
+        signature: 'b',
+        body: [true],
+      }),
+    );
+    // A round trip on the impostor's connection (the bus has routed its signal by the reply), then
+    // one on ours (the signal, if delivered, came before this reply).
+    const getId = (c: BusClient) =>
+      c.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId', '', []);
+    await getId(new BusClient(impostor, 5000));
+    await getId(client);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(service.properties().Locked, false);
+    assert.deepEqual(
+      events.map(([e]) => e),
+      ['take'],
+    );
+    await guard?.close();
+    await service.close();
+  } finally {
+    impostor.disconnect();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const INPUT_DAEMON_MAIN = join(__dirname, 'main.js');
+
+/**
+ * A fake systemd-inhibit: like the real one it holds "the lock" while the command after `--` runs
+ * (cat, reading the daemon's pipe); it writes a line when taken, and when let go whether the
+ * seat's lock file was there at that moment.
+ */
+function fakeSystemdInhibit(bin: string, events: string, lockFile: string): void {
+  mkdirSync(bin, { recursive: true });
+  const file = join(bin, 'systemd-inhibit');
+  writeFileSync(
+    file,
+    `#!/bin/sh
+echo "take $*" >> "${events}"
+while [ "$1" != "--" ]; do shift; done
+shift
+"$@"
+if [ -e "${lockFile}" ]; then echo "release locked" >> "${events}"; else echo "release unlocked" >> "${events}"; fi
+`,
+  );
+  chmodSync(file, 0o755);
+}
+
+test('fake logind: the real input-daemon, vm-daemon down, locks the seat at PrepareForSleep(true) before its systemd-inhibit lets go, and takes a new one on waking', async () => {
+  assert.ok(logind, 'runs after the tests above started fake logind');
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-daemon-'));
+  const runDir = join(dir, 'run');
+  const events = join(dir, 'inhibit-events');
+  const lines = () => (existsSync(events) ? readFileSync(events, 'utf8').trim().split('\n') : []);
+  fakeSystemdInhibit(join(dir, 'bin'), events, join(runDir, 'locked'));
+  const daemon = spawn(process.execPath, [INPUT_DAEMON_MAIN, '--seat', 'virtual', '--run-dir', runDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: {
+      ...process.env,
+      BULKHEAD_BUS: bus.address,
+      BULKHEAD_LOG_LEVEL: 'info',
+      PATH: `${join(dir, 'bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+    },
+  });
+  let log = '';
+  daemon.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<void>((r) => daemon.once('exit', () => r()));
+  const locked = async () =>
+    (
+      await client.call(
+        'org.bulkhead.Input1',
+        '/org/bulkhead/Input1',
+        'org.freedesktop.DBus.Properties',
+        'Get',
+        'ss',
+        ['org.bulkhead.Input1', 'Locked'],
+      )
+    )[0];
+  try {
+    await until('input-daemon ready', () => log.includes(' ready: '));
+    await until('its inhibitor taken', () => lines().length >= 1);
+    assert.match(lines()[0], /^take --what=sleep --mode=delay --who=Bulkhead input-daemon .*-- cat$/);
+    assert.equal((await locked()).value, false);
+
+    logind.goToSleep();
+    await until('its inhibitor released', () => lines().length >= 2);
+    assert.equal(lines()[1], 'release locked', `the seat was locked first; its log:\n${log}`);
+    assert.equal((await locked()).value, true);
+
+    logind.wake();
+    await until('a new inhibitor taken', () => lines().length >= 3);
+    assert.match(lines()[2], /^take --what=sleep --mode=delay /);
+
+    // A SIGKILLed input-daemon leaves no inhibitor behind either (cat's pipe closes).
+    daemon.kill('SIGKILL');
+    await exited;
+    await until('the inhibitor gone with its daemon', () => lines().length >= 4);
+    assert.equal(lines()[3], 'release locked');
+  } finally {
+    if (daemon.exitCode === null && daemon.signalCode === null) {
+      daemon.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
