@@ -383,3 +383,43 @@ test('3. the battery drained to critical locks the seat and suspends; waking res
   );
   await shot('critical-woken-charging');
 });
+
+test('4. a sleep while vm-daemon hangs: input-daemon locks the seat on its own before the machine sleeps, and the seat wakes locked', async () => {
+  // input-daemon holds a sleep delay inhibitor of its own, beside vm-daemon's.
+  assert.match(await m.serial.check('systemd-inhibit --list --no-pager'), /input-daemon.*sleep.*delay/);
+  assert.equal(await locked(m), false);
+  // vm-daemon hung (SIGSTOP): its suspend transaction cannot run; logind waits out its delay
+  // inhibitor (InhibitDelayMaxSec) and sleeps anyway. Only input-daemon can lock the seat then.
+  const vmDaemon = (await m.serial.check('systemctl show -p MainPID --value bulkhead-vm-daemon')).trim();
+  assert.match(vmDaemon, /^[1-9]\d*$/);
+  await m.serial.check(`kill -STOP ${vmDaemon}`);
+  try {
+    const asked = Date.now();
+    // Not awaited first: the machine may be asleep before the command's answer reaches the console.
+    const sleeping = m.serial.run('systemctl suspend', { timeoutMs: 400_000 });
+    await sw.sleptAndWoken('vm-daemon-hung', asked);
+    await sleeping;
+    // Read while vm-daemon is still stopped: nothing but input-daemon can have locked it.
+    assert.equal(await locked(m), true, 'locked after the wake, with vm-daemon hung all along');
+  } finally {
+    await m.serial.check(`kill -CONT ${vmDaemon}`);
+  }
+  await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 60_000 });
+  await shot('vm-daemon-hung-woken-locked');
+  // vm-daemon, running again, may still act on the sleep it slept through (its own lock);
+  // the person unlocks once it has settled.
+  await waitFor(
+    'vm-daemon answering again',
+    async () => /^\//.test(await m.activeVm().catch(() => '')),
+    60_000,
+  );
+  await waitFor(
+    'unlocked at the keyboard',
+    async () => {
+      if (!(await locked(m))) return true;
+      await unlockAtKeyboard(m, page);
+      return !(await locked(m));
+    },
+    180_000,
+  );
+});
