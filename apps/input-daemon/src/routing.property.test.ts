@@ -53,7 +53,7 @@ class ProbeSink implements InputSink {
   constructor(
     readonly target: string,
     private readonly isDestination: (s: ProbeSink) => boolean,
-    private readonly strokeOf: (code: number) => number | undefined,
+    private readonly strokeOf: (e: InputEvent) => number | undefined,
     private readonly generation: () => number,
   ) {}
   write(frame: Frame): void {
@@ -62,7 +62,7 @@ class ProbeSink implements InputSink {
     for (const e of frame)
       this.received.push({
         e,
-        stroke: e.type === EV_KEY ? this.strokeOf(e.code) : undefined,
+        stroke: e.type === EV_KEY ? this.strokeOf(e) : undefined,
         generation: this.generation(),
       });
   }
@@ -167,12 +167,22 @@ function run(ops: Op[], slowSwitches = false): void {
   let seq = 0;
   /** Physically held code → the seq of its press (its stroke), while held. */
   const stroke = new Map<number, number>();
+  /**
+   * Key event → its stroke, fixed when the event first reaches the router: as the test sends it,
+   * or, for a held-back modifier's press the pipeline puts back, when the pipeline flushes it (its
+   * key is down then, in that stroke). A frame held back in a switch keeps it when it is delivered:
+   * by then the key may have been released and pressed again, a later stroke. Events the router
+   * makes itself (the releases of a destination change) are written at once: their stroke is the
+   * one at the write.
+   */
+  const strokeAtRoute = new Map<InputEvent, number | undefined>();
+  const strokeOf = (e: InputEvent) => (strokeAtRoute.has(e) ? strokeAtRoute.get(e) : stroke.get(e.code));
   const sinks = TARGETS.map(
     (t) =>
       new ProbeSink(
         t,
         (s) => ref.router!.destination() === s,
-        (c) => stroke.get(c),
+        strokeOf,
         () => ref.router!.generation,
       ),
   );
@@ -181,6 +191,12 @@ function run(ops: Op[], slowSwitches = false): void {
     { setLeds: () => undefined },
     { info: () => undefined, warn: () => undefined },
   ));
+  const route = router.route.bind(router);
+  router.route = (frame) => {
+    for (const e of frame)
+      if (e.type === EV_KEY && !strokeAtRoute.has(e)) strokeAtRoute.set(e, stroke.get(e.code));
+    route(frame);
+  };
   /** Destination generation → the seq of the first key event sent after it began. */
   const generationStart = new Map<number, number>([[router.generation, 0]]);
   /** The hold of the pending hotkey switch: its origin, and the seq typing began to be held at. */
