@@ -2,6 +2,8 @@
  * Disk imports with the real qemu-img: a VHD becomes the VM's qcow2 disk with progress; an import
  * cancelled midway leaves no partial file (neither the target nor qemu-img's temporary output) and,
  * through the manager, no VM either; an image with a backing file is refused before anything runs.
+ * A CreateVm cut off between its new disk and its VM file (a SIGKILLed stand-in daemon) leaves a
+ * disk the next start removes, and only such a disk.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,8 +24,8 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import { createLogger } from '@bulkhead/common';
-import { DiskImport, inspectSource } from './disk-manager';
+import { createLogger, type Logger } from '@bulkhead/common';
+import { DiskImport, createDisk, inspectSource } from './disk-manager';
 import { FakeBackend } from './testing/fake-backend';
 import { StateStore } from './state-store';
 import { DONE } from './switch-transaction';
@@ -240,6 +242,168 @@ test('a daemon restarted after an import was cut off names the VM that never got
       /disk import was cut off when vm-daemon stopped .*delete this VM and create it again/,
     );
   } finally {
+    manager.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/** A VmManager over `store` with a fake backend, whose log lines go to `lines`. */
+function personManager(root: string, store: VmStore, lines: string[]): VmManager {
+  const captured: Logger = {
+    debug: () => undefined,
+    info: (m) => lines.push(m),
+    warn: (m) => lines.push(m),
+    error: (m) => lines.push(m),
+    child: () => captured,
+  };
+  mkdirSync(join(root, 'etc-vms'), { recursive: true });
+  return new VmManager({
+    backend: new FakeBackend(),
+    input: { freeze: async () => DONE, setFocus: async () => DONE },
+    configDir: join(root, 'etc-vms'),
+    state: new StateStore(join(root, 'state'), log),
+    log: captured,
+    watchConfig: false,
+    person: store,
+  });
+}
+
+test("a vm-daemon SIGKILLed between CreateVm's new disk and its VM file: the next start removes the disk it made, and CreateVm of that id works again", async () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-create-'));
+  const dirs = { dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [] };
+  const disk = join(root, 'images', 'lab.qcow2');
+  const lines: string[] = [];
+  let manager: VmManager | null = null;
+  try {
+    // A stand-in for vm-daemon: the real store and disk manager (qemu-img), a fake backend; the VM
+    // file's write says so and never returns, for the SIGKILL to land between disk and file.
+    const daemon = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { mkdirSync } = require('node:fs');
+         const { VmStore } = require('./vm-store');
+         const { VmManager } = require('./vm-manager');
+         const { StateStore } = require('./state-store');
+         const { FakeBackend } = require('./testing/fake-backend');
+         const { createLogger } = require('@bulkhead/common');
+         const log = createLogger('fake-daemon', 'error');
+         const store = new VmStore(${JSON.stringify(dirs)});
+         store.write = () => {
+           console.log('writing the VM file');
+           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+         };
+         mkdirSync(${JSON.stringify(join(root, 'etc-vms'))}, { recursive: true });
+         const manager = new VmManager({
+           backend: new FakeBackend(),
+           input: { freeze: async () => ({}), setFocus: async () => ({}) },
+           configDir: ${JSON.stringify(join(root, 'etc-vms'))},
+           state: new StateStore(${JSON.stringify(join(root, 'state'))}, log),
+           log,
+           watchConfig: false,
+           person: store,
+         });
+         manager.reload();
+         manager.createVm('Lab', { id: 'lab', disk_size_mib: 16 }).catch((e) => { console.error(e); process.exit(3); });`,
+      ],
+      { cwd: __dirname, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      daemon.stdout!.on('data', () => resolve());
+      daemon.once('exit', (code) =>
+        reject(new Error(`the stand-in exited (${code}) before writing the VM file`)),
+      );
+    });
+    const exited = new Promise((resolve) => daemon.once('exit', resolve));
+    daemon.kill('SIGKILL');
+    await exited;
+    assert.ok(existsSync(disk), 'the killed CreateVm made the disk');
+    assert.ok(!existsSync(join(root, 'vms', 'lab.json')), '...and never wrote the VM file');
+
+    const store = new VmStore(dirs);
+    manager = personManager(root, store, lines);
+    await manager.init();
+    assert.ok(!existsSync(disk), 'the next start removed the disk');
+    assert.deepEqual(readdirSync(join(root, 'images')), [], 'and its marker');
+    assert.ok(
+      lines.some((l) => l.includes(`removed ${disk}`) && /CreateVm made it and was cut off/.test(l)),
+      `the removal is logged with why: ${lines.join(' | ')}`,
+    );
+    assert.equal(await manager.createVm('Lab', { id: 'lab', disk_size_mib: 16 }), 'lab');
+    assert.ok(existsSync(disk));
+    assert.deepEqual(
+      readdirSync(join(root, 'images')),
+      ['lab.qcow2'],
+      'no marker once the VM file is written',
+    );
+  } finally {
+    manager?.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('at start, a disk CreateVm did not prove its own stays: one with no marker, one whose VM file was written (only the marker goes), one whose marker cannot be read', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-create-'));
+  const store = new VmStore({ dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [] });
+  store.ensureDirs();
+  const images = join(root, 'images');
+  const lines: string[] = [];
+  let manager: VmManager | null = null;
+  try {
+    // A disk someone put there (a restored backup), no VM file, no marker.
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(images, 'stray.qcow2'), '16M']);
+    // A CreateVm killed after its VM file was written, before its marker went.
+    const plan = store.planCreate(
+      'Kept',
+      { id: 'kept', disk_size_mib: 16 },
+      { ids: new Set(), slots: new Set() },
+    );
+    store.beginNewDisk(plan.newDisk!.path, plan.def.file);
+    await createDisk(plan.newDisk!.path, 'qcow2', 16);
+    store.write(plan.def.file, plan.doc);
+    // A marker that does not say what it marks.
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(images, 'odd.qcow2'), '16M']);
+    writeFileSync(join(images, '.odd.qcow2.creating'), '{"half');
+
+    manager = personManager(root, store, lines);
+    await manager.init();
+    assert.deepEqual(readdirSync(images).sort(), [
+      '.odd.qcow2.creating',
+      'kept.qcow2',
+      'odd.qcow2',
+      'stray.qcow2',
+    ]);
+    assert.ok(manager.vms.has('kept'), 'the VM whose file was written is there, with its disk');
+    assert.ok(
+      lines.some((l) => /odd\.qcow2\.creating cannot be read/.test(l)),
+      lines.join(' | '),
+    );
+    // The stray disk still blocks its id: nothing proves it is a leftover of this daemon's.
+    await assert.rejects(
+      manager.createVm('Stray', { id: 'stray', disk_size_mib: 16 }),
+      (e: unknown) => e instanceof BulkheadError && /pick another id/.test(e.message),
+    );
+  } finally {
+    manager?.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('CreateVm whose qemu-img fails leaves neither a disk nor a marker', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'vmd-create-'));
+  const store = new VmStore({ dir: join(root, 'vms'), imageDir: join(root, 'images'), mediaRoots: [] });
+  const lines: string[] = [];
+  const manager = personManager(root, store, lines);
+  const path = process.env.PATH;
+  try {
+    manager.reload();
+    process.env.PATH = '/nonexistent'; // no qemu-img to run
+    await assert.rejects(manager.createVm('Lab', { id: 'lab', disk_size_mib: 16 }));
+    process.env.PATH = path;
+    assert.deepEqual(readdirSync(join(root, 'images')), []);
+    assert.deepEqual(readdirSync(join(root, 'vms')), []);
+  } finally {
+    process.env.PATH = path;
     manager.close();
     rmSync(root, { recursive: true, force: true });
   }

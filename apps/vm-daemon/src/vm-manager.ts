@@ -1,5 +1,5 @@
-import { existsSync, rmSync } from 'node:fs';
-import { basename } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, resolve as resolvePath } from 'node:path';
 import {
   BulkheadError,
   isBulkheadError,
@@ -14,7 +14,7 @@ import type { ConfigError, ConfigOptions } from './config';
 import type { Vm1StateReasonCode } from '@bulkhead/contract';
 import { VmRegistry, type VmEntry } from './vm-registry';
 import { DiskImport, createDisk, importTargetOf, inspectSource } from './disk-manager';
-import type { VmOptions, VmStore } from './vm-store';
+import type { CreateLeftover, VmOptions, VmStore } from './vm-store';
 import {
   CDROM_DRIVE,
   describeHandle,
@@ -177,6 +177,7 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
     const persisted = this.opts.state.load();
     this.reload();
     this.importsCutOff();
+    this.createsCutOff();
     const rebootedAway: VmEntry[] = [];
     for (const e of this.sortedEntries()) {
       if (e.placeholder || e.unavailable) continue;
@@ -420,6 +421,35 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
             `its disk import was cut off when vm-daemon stopped (${basename(disk)} was never finished); delete this VM and create it again`,
           );
     }
+  }
+
+  /**
+   * A CreateVm the daemon's last stop cut off between the new disk and the VM file left a disk no
+   * VM names, under the id the person then picks again ("a disk ... already exists; pick another
+   * id"): it is removed when CreateVm's marker proves this daemon made it for a VM file that was
+   * never written (VmStore.removeCreateLeftovers).
+   */
+  private createsCutOff(): void {
+    if (!this.opts.person) return;
+    const inUse = (disk: string) =>
+      [...this.vms.values()].some((e) => e.def.disks.some((d) => resolvePath(d.path) === resolvePath(disk)));
+    let found: CreateLeftover[];
+    try {
+      found = this.opts.person.removeCreateLeftovers(inUse);
+    } catch (err) {
+      this.log.warn(`cannot look for cut-off VM creations: ${(err as Error).message}`);
+      return;
+    }
+    for (const f of found)
+      if (f.vmFile === null)
+        this.log.warn(
+          `${f.marker} cannot be read: ${f.disk} is left as it is (remove both by hand if no VM uses it)`,
+        );
+      else if (f.diskRemoved)
+        this.log.warn(
+          `removed ${f.disk}: CreateVm made it and was cut off when vm-daemon last stopped, before ${f.vmFile} was written (no VM names it)`,
+        );
+      else this.log.info(`removed ${f.marker}: the CreateVm it marked had written ${f.vmFile} or no disk`);
   }
 
   private setOpError(e: VmEntry, msg: string): void {
@@ -852,13 +882,24 @@ export class VmManager extends TypedEmitter<VmManagerEvents> {
           `id: ${plan.def.file} already exists (an invalid VM file?)`,
         );
       const source = plan.importDisk ? await inspectSource(plan.importDisk.source) : null;
-      if (plan.newDisk) await createDisk(plan.newDisk.path, plan.newDisk.format, plan.newDisk.sizeMiB);
+      if (plan.newDisk) {
+        // Marked before the disk exists, unmarked once the VM file is written: a daemon killed in
+        // between leaves a disk the next start knows to be its own (removeCreateLeftovers).
+        store.beginNewDisk(plan.newDisk.path, plan.def.file);
+        try {
+          await createDisk(plan.newDisk.path, plan.newDisk.format, plan.newDisk.sizeMiB);
+        } catch (err) {
+          store.abandonNewDisk(plan.newDisk.path);
+          throw err;
+        }
+      }
       try {
         store.write(plan.def.file, plan.doc);
       } catch (err) {
-        if (plan.newDisk) rmSync(plan.newDisk.path, { force: true });
+        if (plan.newDisk) store.abandonNewDisk(plan.newDisk.path);
         throw new BulkheadError('BackendFailed', `writing ${plan.def.file}: ${(err as Error).message}`);
       }
+      if (plan.newDisk) store.newDiskDone(plan.newDisk.path);
       this.reload();
       const e = this.vms.get(plan.def.id);
       if (!e || e.placeholder)

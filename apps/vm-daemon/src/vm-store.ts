@@ -8,8 +8,8 @@
  * validation files on disk get — before anything is written; its errors are reworded to name the
  * option the caller sent (memory_mib, not memoryMiB). Files are written atomically.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
 import { MAX_SLOT, writeFileAtomic } from '@bulkhead/common';
 import {
@@ -73,6 +73,27 @@ const OPTION_OF_FIELD: Record<string, string> = {
 
 const bad = (option: string, reason: string) => new BulkheadError('InvalidArgument', `${option}: ${reason}`);
 
+/** What beginNewDisk's marker says. */
+interface CreateMarker {
+  disk: string;
+  vmFile: string;
+}
+
+/** A marker removeCreateLeftovers found. */
+export interface CreateLeftover {
+  marker: string;
+  disk: string;
+  /** The VM file the cut-off CreateVm was to write; null: the marker could not be read (left). */
+  vmFile: string | null;
+  /** The disk existed with no VM file and no VM naming it, and was removed. */
+  diskRemoved: boolean;
+}
+
+/** beginNewDisk's marker for `disk`: hidden, beside it. The one place that knows the name. */
+export function newDiskMarkerPath(disk: string): string {
+  return join(dirname(disk), `.${basename(disk)}.creating`);
+}
+
 /** What the caller wants done besides writing the file. */
 export interface CreatePlan {
   def: VmDefinition;
@@ -134,6 +155,73 @@ export class VmStore {
     const gone = names.map((n) => join(this.opts.imageDir, n)).filter((f) => importTargetOf(f) !== null);
     for (const f of gone) rmSync(f, { force: true });
     return gone;
+  }
+
+  /**
+   * CreateVm is about to make the new disk `disk` for the VM file `vmFile`: a marker beside the
+   * disk, durable before qemu-img creates it, says so until newDiskDone. A daemon killed between
+   * the disk and the VM file (SIGKILL, power loss) leaves the marker, which proves at the next
+   * start that the disk is this daemon's (removeCreateLeftovers). Refuses a disk that exists.
+   */
+  beginNewDisk(disk: string, vmFile: string): void {
+    if (existsSync(disk))
+      throw new BulkheadError('InvalidArgument', `disk: ${disk} already exists; not overwriting it`);
+    const marker: CreateMarker = { disk, vmFile };
+    writeFileAtomic(newDiskMarkerPath(disk), `${JSON.stringify(marker)}\n`, 0o600);
+  }
+
+  /** The VM file naming `disk` is written: the disk is the VM's from now on. */
+  newDiskDone(disk: string): void {
+    rmSync(newDiskMarkerPath(disk), { force: true });
+  }
+
+  /**
+   * CreateVm failed after beginNewDisk: the disk (if qemu-img made any of it) goes, then the marker.
+   * The disk did not exist when the marker was written, and only this daemon writes the image dir.
+   */
+  abandonNewDisk(disk: string): void {
+    rmSync(disk, { force: true });
+    rmSync(newDiskMarkerPath(disk), { force: true });
+  }
+
+  /**
+   * Remove what a CreateVm cut off between its new disk and its VM file left (see beginNewDisk):
+   * at start no CreateVm runs, so every marker is a leftover. The disk goes only when the marker
+   * names it and its VM file does not exist, and `inUse` (a VM loaded from any dir naming it) says
+   * no; otherwise only the marker goes. A marker that cannot be read is left, with its disk.
+   */
+  removeCreateLeftovers(inUse: (disk: string) => boolean): CreateLeftover[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.opts.imageDir);
+    } catch {
+      return [];
+    }
+    const found: CreateLeftover[] = [];
+    for (const name of names) {
+      const m = /^\.(.+)\.creating$/.exec(name);
+      if (!m) continue;
+      const markerPath = join(this.opts.imageDir, name);
+      const disk = join(this.opts.imageDir, m[1]);
+      let marker: CreateMarker | null = null;
+      try {
+        const j = JSON.parse(readFileSync(markerPath, 'utf8')) as Partial<CreateMarker>;
+        if (j.disk === disk && typeof j.vmFile === 'string' && this.owns(j.vmFile))
+          marker = { disk, vmFile: j.vmFile };
+      } catch {
+        // unreadable: left below
+      }
+      if (!marker) {
+        found.push({ marker: markerPath, disk, vmFile: null, diskRemoved: false });
+        continue;
+      }
+      const keep = existsSync(marker.vmFile) || inUse(disk);
+      const diskRemoved = !keep && existsSync(disk);
+      if (diskRemoved) rmSync(disk, { force: true });
+      rmSync(markerPath, { force: true });
+      found.push({ marker: markerPath, disk, vmFile: marker.vmFile, diskRemoved });
+    }
+    return found;
   }
 
   /**
