@@ -8,6 +8,36 @@ export interface CallOutcome {
   message?: string;
 }
 
+/** Run one of this folder's helper scripts in a child process with the given uid/gid (needs root to switch). */
+function runHelperAs(
+  ids: { uid: number; gid: number } | null,
+  script: string,
+  args: string[],
+): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(__dirname, script), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, out, err }));
+  });
+}
+
+/** A signal for sendSignalsAs (and send-signals-as.ts). */
+export interface SignalToSend {
+  destination?: string;
+  path: string;
+  interface: string;
+  member: string;
+  signature: string;
+  body: unknown[];
+}
+
 /** Run one D-Bus call in a child process with the given uid/gid (needs root to switch). */
 export function callAs(
   ids: { uid: number; gid: number } | null,
@@ -19,24 +49,20 @@ export function callAs(
   signature: string,
   body: unknown[],
 ): Promise<CallOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [join(__dirname, 'call-as.js'), address, dest, path, iface, member, signature, JSON.stringify(body)],
-      { stdio: ['ignore', 'pipe', 'pipe'], ...(ids ? { uid: ids.uid, gid: ids.gid } : {}) },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('exit', () => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? ''));
-      } catch {
-        reject(new Error(`call-as printed no result; stderr: ${err}`));
-      }
-    });
+  return runHelperAs(ids, 'call-as.js', [
+    address,
+    dest,
+    path,
+    iface,
+    member,
+    signature,
+    JSON.stringify(body),
+  ]).then(({ out, err }) => {
+    try {
+      return JSON.parse(out.trim().split('\n').pop() ?? '') as CallOutcome;
+    } catch {
+      throw new Error(`call-as printed no result; stderr: ${err}`);
+    }
   });
 }
 
@@ -127,28 +153,12 @@ export async function watchSignalsAs(
 export function sendSignalsAs(
   ids: { uid: number; gid: number } | null,
   address: string,
-  signals: Array<{
-    destination?: string;
-    path: string;
-    interface: string;
-    member: string;
-    signature: string;
-    body: unknown[];
-  }>,
+  signals: SignalToSend[],
 ): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [join(__dirname, 'send-signals-as.js'), address, JSON.stringify(signals)],
-      { stdio: ['ignore', 'pipe', 'pipe'], ...(ids ? { uid: ids.uid, gid: ids.gid } : {}) },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('exit', (code) =>
-      code === 0 && out.trim() ? resolve(out.trim()) : reject(new Error(`send-signals-as: ${err}`)),
-    );
-  });
+  return runHelperAs(ids, 'send-signals-as.js', [address, JSON.stringify(signals)]).then(
+    ({ code, out, err }) => {
+      if (code === 0 && out.trim()) return out.trim();
+      throw new Error(`send-signals-as: ${err}`);
+    },
+  );
 }

@@ -8,14 +8,7 @@
 import { Message, Variant } from 'dbus-next';
 import { connectBus } from '../connect';
 
-interface Signal {
-  destination?: string;
-  path: string;
-  interface: string;
-  member: string;
-  signature: string;
-  body: unknown[];
-}
+import type { SignalToSend } from './run-as';
 
 function revive(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(revive);
@@ -31,7 +24,7 @@ function revive(v: unknown): unknown {
 async function main(): Promise<void> {
   const [address, json] = process.argv.slice(2);
   const bus = await connectBus(address);
-  for (const s of JSON.parse(json) as Signal[])
+  for (const s of JSON.parse(json) as SignalToSend[])
     bus.send(new Message({ type: 4, ...s, body: revive(s.body) as unknown[] }));
   // A round trip to the bus daemon: everything sent before it has been routed once it answers.
   await bus.call(
