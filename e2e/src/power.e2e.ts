@@ -390,7 +390,9 @@ test('4. a sleep while vm-daemon hangs: input-daemon locks the seat on its own b
   assert.equal(await locked(m), false);
   // vm-daemon hung (SIGSTOP): its suspend transaction cannot run; logind waits out its delay
   // inhibitor (InhibitDelayMaxSec) and sleeps anyway. Only input-daemon can lock the seat then.
-  const vmDaemon = (await m.serial.check('systemctl show -p MainPID --value bulkhead-vm-daemon')).trim();
+  const vmDaemon = (
+    await m.serial.check('systemctl show --no-pager -p MainPID --value bulkhead-vm-daemon')
+  ).trim();
   assert.match(vmDaemon, /^[1-9]\d*$/);
   await m.serial.check(`kill -STOP ${vmDaemon}`);
   try {
