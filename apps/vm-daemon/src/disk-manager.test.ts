@@ -364,18 +364,27 @@ test('at start, a disk CreateVm did not prove its own stays: one with no marker,
     // A marker that does not say what it marks.
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(images, 'odd.qcow2'), '16M']);
     writeFileSync(join(images, '.odd.qcow2.creating'), '{"half');
+    // A FIFO as a marker: read as unreadable, never waited on (init would hang on it).
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(images, 'pipe.qcow2'), '16M']);
+    execFileSync('mkfifo', [join(images, '.pipe.qcow2.creating')]);
 
     manager = personManager(root, store, lines);
     await manager.init();
     assert.deepEqual(readdirSync(images).sort(), [
       '.odd.qcow2.creating',
+      '.pipe.qcow2.creating',
       'kept.qcow2',
       'odd.qcow2',
+      'pipe.qcow2',
       'stray.qcow2',
     ]);
     assert.ok(manager.vms.has('kept'), 'the VM whose file was written is there, with its disk');
     assert.ok(
       lines.some((l) => /odd\.qcow2\.creating cannot be read/.test(l)),
+      lines.join(' | '),
+    );
+    assert.ok(
+      lines.some((l) => /pipe\.qcow2\.creating cannot be read/.test(l)),
       lines.join(' | '),
     );
     // The stray disk still blocks its id: nothing proves it is a leftover of this daemon's.

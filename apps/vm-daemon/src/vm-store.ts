@@ -8,10 +8,10 @@
  * validation files on disk get — before anything is written; its errors are reworded to name the
  * option the caller sent (memory_mib, not memoryMiB). Files are written atomically.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import { MAX_SLOT, writeFileAtomic } from '@bulkhead/common';
+import { MAX_SLOT, readJsonFile, writeFileAtomic } from '@bulkhead/common';
 import {
   BOOT_ENTRY,
   DISK_FORMATS,
@@ -203,14 +203,14 @@ export class VmStore {
       if (!m) continue;
       const markerPath = join(this.opts.imageDir, name);
       const disk = join(this.opts.imageDir, m[1]);
-      let marker: CreateMarker | null = null;
-      try {
-        const j = JSON.parse(readFileSync(markerPath, 'utf8')) as Partial<CreateMarker>;
-        if (j.disk === disk && typeof j.vmFile === 'string' && this.owns(j.vmFile))
-          marker = { disk, vmFile: j.vmFile };
-      } catch {
-        // unreadable: left below
-      }
+      // The state files' reader: a FIFO, a symlink or a huge file is unreadable, not waited on.
+      const read = readJsonFile(markerPath, (v) => {
+        const j = (v ?? {}) as Partial<CreateMarker>;
+        if (j.disk !== disk || typeof j.vmFile !== 'string' || !this.owns(j.vmFile))
+          throw new Error('not a marker of this disk');
+        return { disk, vmFile: j.vmFile };
+      });
+      const marker: CreateMarker | null = read.ok ? read.value : null;
       if (!marker) {
         found.push({ marker: markerPath, disk, vmFile: null, diskRemoved: false });
         continue;
