@@ -12,6 +12,7 @@ import {
   defaultFileRules,
   readDefinitionFile,
   readJsonFile,
+  setAsideUnusableFile,
   writeFileAtomic,
   type Logger,
 } from '@bulkhead/common';
@@ -226,7 +227,15 @@ export class UsbAssignment {
       return o as StateFile;
     });
     if (r.ok) r.value.followFocus.forEach((id) => this.followFocus.add(id));
-    else if (!r.missing) this.log.warn(`ignoring state file: ${r.error}`);
+    else if (!r.missing) {
+      // Kept aside before the next saveState replaces it: the follow-focus choices it held are
+      // lost to the daemon (the safe way: devices stay where the rules put them) but not to a
+      // person, who can read them there.
+      const aside = setAsideUnusableFile(this.stateFile);
+      this.log.error(
+        `state file unusable, no device follows focus until chosen again: ${r.error}; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
+      );
+    }
   }
 
   private saveState(): void {
@@ -235,6 +244,12 @@ export class UsbAssignment {
   }
 
   private saveRules(rules: Rule[]): void {
+    // SetRules replacing a rules file that could not be used: the administrator's file is kept
+    // aside first (it may hold the rules they meant, with one typo), not overwritten.
+    if (this.rulesProblem) {
+      const aside = setAsideUnusableFile(this.opts.rulesFile);
+      if (aside) this.log.warn(`the invalid rules file is kept aside as ${aside}; SetRules writes a new one`);
+    }
     try {
       writeFileAtomic(this.opts.rulesFile, formatRules(rules));
     } catch (e) {

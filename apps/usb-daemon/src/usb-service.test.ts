@@ -366,6 +366,42 @@ test('FollowFocus moves the device when ActiveVm changes, and the flag survives 
   );
 });
 
+test('a corrupt usb-daemon.json is kept aside, not overwritten by the next save; SetRules over an invalid rules file keeps that file aside too', async () => {
+  const stick = fakeDevice({ address: 22 });
+  await withRig(
+    async (rig) => {
+      rig.vms.addVm('work');
+      const state = join(rig.dir, 'usb-daemon.json');
+      writeFileSync(state, '{"version": 1, "followFocus": ["1-4:0781:5567:A1"'); // torn
+      writeFileSync(rig.rulesFile, '{"rules": [ {"action": "alwys", "vm": "work"} ]}'); // a typo
+      await rig.startDaemon();
+      await rig.device(stick).SetFollowFocus(true); // a save
+      assert.equal(
+        readFileSync(`${state}.corrupt`, 'utf8'),
+        '{"version": 1, "followFocus": ["1-4:0781:5567:A1"',
+        'the torn file, as it was',
+      );
+      assert.deepEqual(JSON.parse(readFileSync(state, 'utf8')).followFocus, [deviceId(stick)]);
+
+      const good = { rules: [{ match: { vid: '0781' }, action: 'always', vm: 'work' }] };
+      await rig.usbApi().SetRules(JSON.stringify(good));
+      assert.equal(
+        readFileSync(`${rig.rulesFile}.corrupt`, 'utf8'),
+        '{"rules": [ {"action": "alwys", "vm": "work"} ]}',
+        "the administrator's invalid file, kept",
+      );
+      assert.deepEqual(JSON.parse(readFileSync(rig.rulesFile, 'utf8')), good);
+      await rig.usbApi().SetRules(JSON.stringify(good));
+      assert.equal(
+        existsSync(`${rig.rulesFile}.corrupt.1`),
+        false,
+        'a valid file is replaced, not kept aside',
+      );
+    },
+    new FakeUsbEnumerator([stick]),
+  );
+});
+
 test('fake vm-daemon: a switch while usb-daemon was down (killed, restarting): the restarted one moves a follow-focus device to the VM now focused', async () => {
   const stick = fakeDevice({ address: 16 });
   const kept = fakeDevice({ address: 17 });

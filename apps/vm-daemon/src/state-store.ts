@@ -1,6 +1,6 @@
-import { closeSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile, writeFileAtomic, type Logger } from '@bulkhead/common';
+import { readJsonFile, setAsideUnusableFile, writeFileAtomic, type Logger } from '@bulkhead/common';
 
 /** What survives a daemon restart: the active VM and the slot map. */
 export interface PersistedState {
@@ -60,12 +60,11 @@ export class StateStore {
     const empty: PersistedState = { activeVm: null, slots: {} };
     if (!r.missing) {
       this.loadProblem = r.error;
-      this.log.error(`state file unusable, starting from an empty state: ${r.error}`);
-      try {
-        renameSync(this.path, `${this.path}.corrupt`);
-      } catch {
-        /* keep going: save() replaces it */
-      }
+      // Kept aside, not overwritten: what it held is for a person to read (save() replaces it).
+      const aside = setAsideUnusableFile(this.path);
+      this.log.error(
+        `state file unusable, starting from an empty state: ${r.error}; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
+      );
       this.save(empty);
     }
     return empty;

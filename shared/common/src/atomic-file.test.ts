@@ -5,10 +5,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readJsonFile, writeFileAtomic } from './atomic-file';
+import { MAX_SET_ASIDE_COPIES, readJsonFile, setAsideUnusableFile, writeFileAtomic } from './atomic-file';
 
 const any = (v: unknown) => v;
 
@@ -45,6 +53,37 @@ test('a state file that is a FIFO, a symlink or huge is reported as not readable
     writeFileSync(huge, `[${'0,'.repeat(2 << 20)}0]`);
     const r3 = readJsonFile(huge, any);
     assert.match(!r3.ok ? r3.error : '', /larger than the 1048576-byte limit/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an unusable file set aside twice keeps both copies; a symlink is moved, not its target; the copies are bounded', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'state-file-'));
+  try {
+    const f = join(dir, 'state.json');
+    writeFileSync(f, 'first bad');
+    assert.equal(setAsideUnusableFile(f), `${f}.corrupt`);
+    writeFileSync(f, 'second bad');
+    assert.equal(setAsideUnusableFile(f), `${f}.corrupt.1`);
+    assert.equal(readFileSync(`${f}.corrupt`, 'utf8'), 'first bad', 'the first copy is not overwritten');
+    assert.equal(readFileSync(`${f}.corrupt.1`, 'utf8'), 'second bad');
+
+    const target = join(dir, 'target');
+    writeFileSync(target, 'not ours to move');
+    symlinkSync(target, f);
+    assert.equal(setAsideUnusableFile(f), `${f}.corrupt.2`);
+    assert.equal(readFileSync(target, 'utf8'), 'not ours to move', 'the target stays');
+    assert.ok(lstatSync(`${f}.corrupt.2`).isSymbolicLink());
+
+    for (let i = 0; i < 2 * MAX_SET_ASIDE_COPIES; i++) {
+      writeFileSync(f, `bad ${i}`);
+      assert.ok(setAsideUnusableFile(f));
+    }
+    const copies = readdirSync(dir).filter((n) => n.startsWith('state.json.corrupt'));
+    assert.equal(copies.length, MAX_SET_ASIDE_COPIES);
+    assert.equal(readFileSync(`${f}.corrupt`, 'utf8'), 'first bad', 'the oldest copy is still the first');
+    assert.equal(setAsideUnusableFile(join(dir, 'absent.json')), null);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

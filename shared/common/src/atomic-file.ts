@@ -1,4 +1,13 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync, unlinkSync, existsSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  lstatSync,
+  openSync,
+  renameSync,
+  writeSync,
+  unlinkSync,
+  existsSync,
+} from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { defaultFileRules, readDefinitionFile } from './config-file';
 
@@ -72,5 +81,37 @@ export function readJsonFile<T>(
     return { ok: true, value: validate(JSON.parse(text)) };
   } catch (e) {
     return { ok: false, missing: false, error: `${path}: corrupt: ${(e as Error).message}` };
+  }
+}
+
+/** How many earlier unusable copies of one file are kept beside it (bounds the disk they use). */
+export const MAX_SET_ASIDE_COPIES = 5;
+
+/**
+ * Move an unusable state file out of the way before the daemon replaces it, so that nothing in it
+ * is lost: the first goes to `<file>.corrupt`, later ones to `<file>.corrupt.1` … `.N` while the
+ * earlier copies are kept (a second bad file must not overwrite the first, which may be the one
+ * worth reading); past MAX_SET_ASIDE_COPIES the newest slot is reused. The rename moves whatever
+ * is at the path (a symlink itself, not its target; a FIFO without opening it). Returns the new
+ * path, or null when the file could not be moved (the caller's next write replaces it then).
+ */
+export function setAsideUnusableFile(path: string): string | null {
+  const candidates = [`${path}.corrupt`];
+  for (let i = 1; i <= MAX_SET_ASIDE_COPIES - 1; i++) candidates.push(`${path}.corrupt.${i}`);
+  const free = candidates.find((c) => !lexists(c)) ?? candidates[candidates.length - 1];
+  try {
+    renameSync(path, free);
+    return free;
+  } catch {
+    return null;
+  }
+}
+
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }

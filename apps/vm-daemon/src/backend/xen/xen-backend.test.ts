@@ -383,3 +383,16 @@ test('runningDomains: the domains this backend runs, by name and domid; one gone
   assert.deepEqual(b.runningDomains(), [{ name: 'b', domid: 2 }]);
   await b.detachAll();
 });
+
+test('fake xl: a torn domain.json is kept aside (domain.json.corrupt) and the domain adopted from what xl says', async () => {
+  const { mk, def, root } = setup();
+  const first = mk();
+  await first.start(def('personal'));
+  await first.detachAll();
+  const record = join(root, 'run', 'personal', 'domain.json');
+  writeFileSync(record, '{"domid": 1, "ty');
+  const second = mk();
+  assert.equal((await second.adopt(def('personal')))?.state, 'running');
+  assert.equal(readFileSync(`${record}.corrupt`, 'utf8'), '{"domid": 1, "ty', 'the torn record, as it was');
+  await second.detachAll();
+});

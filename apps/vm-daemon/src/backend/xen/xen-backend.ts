@@ -15,7 +15,13 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulkheadError } from '@bulkhead/contract';
-import { defaultFileRules, readDefinitionFile, writeFileAtomic, type Logger } from '@bulkhead/common';
+import {
+  defaultFileRules,
+  readDefinitionFile,
+  setAsideUnusableFile,
+  writeFileAtomic,
+  type Logger,
+} from '@bulkhead/common';
 import type { VmDefinition } from '../../config';
 import type { QmpAccess, RunningVm, UsbAttachRequest, VmBackend } from '../backend';
 import { SupervisedBackend, type Supervised } from '../supervised-backend';
@@ -269,10 +275,18 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     let persisted: PersistedDomain | null = null;
     // Our own record (a regular file of ours, a few hundred bytes): anything else is no record.
     const record = readDefinitionFile(f.state, { ...defaultFileRules(), maxBytes: 64 * 1024 });
+    let unusable: string | null = record.ok || record.missing ? null : record.reason;
     try {
       if (record.ok) persisted = JSON.parse(record.text) as PersistedDomain;
-    } catch {
-      /* no record: adopted with defaults */
+    } catch (e) {
+      unusable = `corrupt: ${(e as Error).message}`;
+    }
+    if (unusable !== null) {
+      // No record: adopted with what xl says. The file is kept for a person, not deleted below.
+      const aside = setAsideUnusableFile(f.state);
+      this.log.warn(
+        `${def.id}: ${f.state}: ${unusable}; adopting from xl alone; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
+      );
     }
     if (!dom) {
       // The domain the last daemon ran is gone. If its guest rebooted meanwhile (xl destroyed the
