@@ -46,12 +46,8 @@ export interface SleepGuard {
 /** Starts guarding the seat against sleeps; null when logind is not on the bus. */
 export async function startSleepGuard(opts: SleepGuardOptions): Promise<SleepGuard | null> {
   const log = opts.log.child('sleep');
-  const [hasLogind] = await opts.client
-    .call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', [
-      LOGIN1_NAME,
-    ])
-    .catch(() => [false]);
-  if (!hasLogind) {
+  const logind = new LogindClient(opts.client);
+  if (!(await logind.isPresent())) {
     // Expected on a demo or test bus; on the system bus a sleep would now leave the seat unlocked.
     log[opts.bus === 'system' ? 'warn' : 'info'](
       `${LOGIN1_NAME} is not on the bus: no sleep inhibitor (a sleep would not lock the seat)`,
@@ -67,7 +63,6 @@ export async function startSleepGuard(opts: SleepGuardOptions): Promise<SleepGua
     log,
   };
   const delayLock = opts.delayLock ? opts.delayLock(lockOpts) : new InhibitorLock(lockOpts);
-  const logind = new LogindClient(opts.client);
   logind.onPrepareForSleep((start) => {
     if (start) {
       // Before the release: logind sleeps as soon as the last delay lock is gone.

@@ -34,6 +34,19 @@ export class LogindClient {
 
   constructor(private readonly client: BusClient) {}
 
+  /**
+   * Whether logind is on this bus. A demo's or a test's private bus has none; a failed call counts
+   * as none (the caller then runs without a sleep inhibitor and says so).
+   */
+  async isPresent(): Promise<boolean> {
+    const [has] = await this.client
+      .call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', [
+        LOGIN1_NAME,
+      ])
+      .catch(() => [false]);
+    return has === true;
+  }
+
   /** Follow PrepareForSleep (true = about to sleep, false = woke up), whoever asked for the sleep. */
   async start(): Promise<void> {
     await this.client.subscribe(

@@ -8,7 +8,7 @@
  * logind is on the bus (never on a test bus without one).
  */
 import { formatConfigError } from '../config';
-import { InhibitorLock, LOGIN1_NAME, LogindClient, type BusClient, type ServiceHost } from '@bulkhead/dbus';
+import { InhibitorLock, LogindClient, type BusClient, type ServiceHost } from '@bulkhead/dbus';
 import type { Logger } from '@bulkhead/common';
 import type { VmManager } from '../vm-manager';
 import { AcpiButtons, findButtonDevices, inhibitedKeys } from './acpi-buttons';
@@ -45,11 +45,7 @@ export async function startPower(opts: {
   await upower.start();
   const logind = new LogindClient(opts.client);
   await logind.start();
-  const [hasLogind] = await opts.client
-    .call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', [
-      LOGIN1_NAME,
-    ])
-    .catch(() => [false]);
+  const hasLogind = await logind.isPresent();
 
   const transaction = new SuspendTransaction(new ManagerSuspendHost(opts.manager, opts.client, logind), log);
   const lockSeat = () => new ManagerSuspendHost(opts.manager, opts.client, logind).lockSeat();
