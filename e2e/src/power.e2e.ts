@@ -41,6 +41,7 @@ import {
   SleepWake,
   lastSuspend,
   locked,
+  runState,
   unlockAtKeyboard,
   type SleepTiming,
 } from './sleep-wake';
@@ -415,6 +416,57 @@ test('4. a sleep while vm-daemon hangs: input-daemon locks the seat on its own b
     async () => /^\//.test(await m.activeVm().catch(() => '')),
     60_000,
   );
+  await waitFor(
+    'unlocked at the keyboard',
+    async () => {
+      if (!(await locked(m))) return true;
+      await unlockAtKeyboard(m, page);
+      return !(await locked(m));
+    },
+    180_000,
+  );
+});
+
+test('5. a sleep while input-daemon is not running (stopped, or between a crash and its restart): the next input-daemon starts with the seat locked', async () => {
+  assert.equal(await locked(m), false);
+  await m.serial.check('systemctl stop bulkhead-input-daemon');
+  try {
+    const asked = Date.now();
+    // Nobody holds the seat's lock now: vm-daemon's transaction cannot lock it (no Input1 on the
+    // bus); the machine sleeps and wakes with no input-daemon to see PrepareForSleep.
+    // By hand, not sw.sleptAndWoken: that one waits up to 180 s for the lock screen, which only
+    // the input-daemon started below can bring.
+    const sleeping = m.serial.run('systemctl suspend', { timeoutMs: 400_000 });
+    await waitFor(
+      'the Control Domain suspended (S3)',
+      async () => (await runState(m)) === 'suspended',
+      120_000,
+      100,
+    );
+    console.log(`input-daemon-stopped: suspended ${Date.now() - asked} ms after systemctl suspend`);
+    await new Promise((r) => setTimeout(r, 3000));
+    await m.qmp.execute('system_wakeup', {});
+    await waitFor('running again', async () => (await runState(m)) === 'running', 60_000, 100);
+    await sleeping;
+  } finally {
+    await m.serial.check('systemctl start bulkhead-input-daemon');
+  }
+  await waitFor(
+    'input-daemon back on the bus',
+    async () => (await locked(m).catch(() => null)) !== null,
+    60_000,
+  );
+  assert.equal(await locked(m), true, 'the next input-daemon starts locked');
+  // The wake replaces the kiosk's DevTools target, as after every sleep (sw's afterWake).
+  await attachKiosk('after input-daemon-stopped');
+  assert.match(
+    await m.serial.check(
+      'journalctl -b -u bulkhead-input-daemon --no-pager | grep -a "while no input-daemon was subscribed" | tail -n 1',
+    ),
+    /the machine slept \d+\.\d s while no input-daemon was subscribed/,
+  );
+  await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 60_000 });
+  await shot('input-daemon-stopped-woken-locked');
   await waitFor(
     'unlocked at the keyboard',
     async () => {

@@ -21,6 +21,7 @@ import type { InputSource } from './sources/source';
 import { VirtualSeat } from './sources/virtual-seat';
 import { SWITCHER_TARGET } from './router';
 import { startSleepGuard } from './sleep-guard';
+import { SleepRecord } from './sleep-record';
 import { PamPasswordChecker } from './unlock/pam-native';
 import { PasswordlessUnlock, type UnlockCheck } from './unlock/unlock-check';
 import { UnlockGate } from './unlock/unlock-gate';
@@ -205,6 +206,10 @@ async function main(): Promise<void> {
     bus: process.env.BULKHEAD_BUS ?? 'system',
     lockSeat: () => service.lockForSleep(),
     log,
+    sleepRecord: new SleepRecord(
+      join(args.runDir, 'asleep-since-boot.json'),
+      process.env.BULKHEAD_PROC_UPTIME,
+    ),
   });
   stopOnSignals(async (sig) => {
     log.info(`${sig}: stopping`);

@@ -28,6 +28,7 @@ import { FakeLogind } from '@bulkhead/dbus/dist/testing/fake-logind';
 import { buildChords, HotkeyMatcher } from './hotkeys';
 import { InputService } from './input-service';
 import { startSleepGuard, type SleepGuard } from './sleep-guard';
+import { SleepRecord } from './sleep-record';
 import { VirtualSeat } from './sources/virtual-seat';
 import { FakeSink } from './testing/fake-sink';
 import { PasswordlessUnlock } from './unlock/unlock-check';
@@ -64,7 +65,7 @@ async function until(what: string, cond: () => boolean): Promise<void> {
 type Event = ['take' | 'release', { locked: boolean; lockFile: boolean }];
 
 /** input-daemon's service (virtual seat, lock file in a run dir) guarded by a fake inhibitor. */
-async function guardedSeat(dir: string) {
+async function guardedSeat(dir: string, sleepRecord?: SleepRecord) {
   const lockFile = join(dir, 'locked');
   const switched: number[] = [];
   const service = new InputService(
@@ -84,6 +85,7 @@ async function guardedSeat(dir: string) {
     bus: bus.address,
     lockSeat: () => service.lockForSleep(),
     log,
+    sleepRecord,
     delayLock: (o) => {
       lockOpts.push(o);
       return {
@@ -156,6 +158,70 @@ test('fake logind: a sleep while vm-daemon is down locks the seat before input-d
   }
 });
 
+/** A stand-in /proc/uptime that says the machine has slept `asleepMs` since boot. */
+function writeUptime(file: string, asleepMs: number): void {
+  const monotonicMs = Number(process.hrtime.bigint() / 1_000_000n);
+  writeFileSync(file, `${((monotonicMs + asleepMs) / 1000).toFixed(2)} 0.00\n`);
+}
+
+test('fake logind: a sleep while no input-daemon ran (its predecessor crashed, systemd had not started it yet) starts it locked; without one it starts unlocked', async () => {
+  assert.ok(logind, 'runs after the test above started fake logind');
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-'));
+  const uptime = join(dir, 'uptime');
+  const recordFile = join(dir, 'asleep-since-boot.json');
+  const recorded = () => JSON.parse(readFileSync(recordFile, 'utf8')).asleepSinceBootMs as number;
+  try {
+    // The previous daemon recorded 5 s asleep; the machine has not slept since: unlocked.
+    writeFileSync(recordFile, JSON.stringify({ asleepSinceBootMs: 5000 }));
+    writeUptime(uptime, 5000);
+    let seat = await guardedSeat(dir, new SleepRecord(recordFile, uptime));
+    assert.deepEqual(seat.events, [['take', { locked: false, lockFile: false }]]);
+    assert.equal(seat.service.properties().Locked, false, 'no sleep nobody saw: not locked');
+    await seat.guard!.close();
+    await seat.service.close();
+
+    // Now a 60 s sleep while no daemon was subscribed (the kernel's time asleep grew by it).
+    writeUptime(uptime, 65_000);
+    seat = await guardedSeat(dir, new SleepRecord(recordFile, uptime));
+    assert.equal(seat.service.properties().Locked, true, 'the sleep nobody saw locks the seat');
+    assert.ok(existsSync(join(dir, 'locked')), 'and the lock is recorded for a restart');
+    await seat.service.settled();
+    assert.deepEqual(seat.switched, [0], 'the lock screen was called home');
+    assert.ok(Math.abs(recorded() - 65_000) < 1000, `recorded for the next daemon: ${recorded()}`);
+
+    // A sleep it sees: locked at PrepareForSleep as before, recorded at the wake.
+    writeUptime(uptime, 125_000);
+    logind!.goToSleep();
+    logind!.wake();
+    await until('the wake recorded', () => recorded() > 100_000);
+    await seat.guard!.close();
+    await seat.service.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the sleep record: no record or a torn one counts as none taken (asleep since boot = a sleep nobody saw); the real /proc/uptime is read', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-record-'));
+  try {
+    const uptime = join(dir, 'uptime');
+    const file = join(dir, 'asleep-since-boot.json');
+    writeUptime(uptime, 200);
+    assert.deepEqual(new SleepRecord(file, uptime).check(), { slept: false }, 'a boot without a sleep');
+    writeUptime(uptime, 30_000);
+    assert.equal(new SleepRecord(file, uptime).check().slept, true, 'no record, 30 s asleep');
+    writeFileSync(file, '{"asleepSinceBootMs": 29');
+    assert.equal(new SleepRecord(file, uptime).check().slept, true, 'a torn record');
+    new SleepRecord(file, uptime).record();
+    assert.equal(new SleepRecord(file, uptime).check().slept, false, 'recorded now');
+    assert.deepEqual(new SleepRecord(file, join(dir, 'absent')).check().slept, null);
+    const real = new SleepRecord(file).check();
+    assert.notEqual(real.slept, null, 'this machine has /proc/uptime');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('fake logind: PrepareForSleep from a connection that does not own login1 locks nothing', async () => {
   assert.ok(logind, 'runs after the test above started fake logind');
   const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-'));
@@ -215,6 +281,70 @@ if [ -e "${lockFile}" ]; then echo "release locked" >> "${events}"; else echo "r
   chmodSync(file, 0o755);
 }
 
+function spawnInputDaemon(dir: string, runDir: string, uptimeFile: string) {
+  return spawn(process.execPath, [INPUT_DAEMON_MAIN, '--seat', 'virtual', '--run-dir', runDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: {
+      ...process.env,
+      BULKHEAD_BUS: bus.address,
+      BULKHEAD_LOG_LEVEL: 'info',
+      BULKHEAD_PROC_UPTIME: uptimeFile,
+      PATH: `${join(dir, 'bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+    },
+  });
+}
+
+const lockedProperty = async () =>
+  (
+    await client.call(
+      'org.bulkhead.Input1',
+      '/org/bulkhead/Input1',
+      'org.freedesktop.DBus.Properties',
+      'Get',
+      'ss',
+      ['org.bulkhead.Input1', 'Locked'],
+    )
+  )[0].value as boolean;
+
+test('fake logind: the real input-daemon SIGKILLed while unlocked, and the machine sleeping before systemd starts the next one: that one starts locked', async () => {
+  assert.ok(logind, 'runs after the tests above started fake logind');
+  const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-daemon-'));
+  const runDir = join(dir, 'run');
+  const events = join(dir, 'inhibit-events');
+  fakeSystemdInhibit(join(dir, 'bin'), events, join(runDir, 'locked'));
+  const uptime = join(dir, 'uptime');
+  writeUptime(uptime, 0);
+  const started: Array<ReturnType<typeof spawnInputDaemon>> = [];
+  const start = async () => {
+    const d = spawnInputDaemon(dir, runDir, uptime);
+    started.push(d);
+    let log = '';
+    d.stderr!.on('data', (x) => (log += x));
+    await until('input-daemon ready', () => log.includes(' ready: '));
+    await until('its inhibitor taken', () => log.includes('holding a sleep delay inhibitor'));
+    return { daemon: d, log: () => log };
+  };
+  try {
+    const first = await start();
+    assert.equal(await lockedProperty(), false);
+    const gone = new Promise((r) => first.daemon.once('exit', r));
+    first.daemon.kill('SIGKILL');
+    await gone;
+    writeUptime(uptime, 60_000); // the 60 s sleep nobody saw
+    const second = await start();
+    assert.equal(await lockedProperty(), true, `starts locked; its log:\n${second.log()}`);
+    assert.match(second.log(), /slept (59|60)\.\d s while no input-daemon was subscribed/);
+  } finally {
+    for (const d of started)
+      if (d.exitCode === null && d.signalCode === null) {
+        const gone = new Promise((r) => d.once('exit', r));
+        d.kill('SIGKILL');
+        await gone;
+      }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('fake logind: the real input-daemon, vm-daemon down, locks the seat at PrepareForSleep(true) before its systemd-inhibit lets go, and takes a new one on waking', async () => {
   assert.ok(logind, 'runs after the tests above started fake logind');
   const dir = mkdtempSync(join(tmpdir(), 'sleep-guard-daemon-'));
@@ -222,15 +352,10 @@ test('fake logind: the real input-daemon, vm-daemon down, locks the seat at Prep
   const events = join(dir, 'inhibit-events');
   const lines = () => (existsSync(events) ? readFileSync(events, 'utf8').trim().split('\n') : []);
   fakeSystemdInhibit(join(dir, 'bin'), events, join(runDir, 'locked'));
-  const daemon = spawn(process.execPath, [INPUT_DAEMON_MAIN, '--seat', 'virtual', '--run-dir', runDir], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: {
-      ...process.env,
-      BULKHEAD_BUS: bus.address,
-      BULKHEAD_LOG_LEVEL: 'info',
-      PATH: `${join(dir, 'bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-    },
-  });
+  // This host may have slept since its boot; the daemon is told it has not.
+  const uptime = join(dir, 'uptime');
+  writeUptime(uptime, 0);
+  const daemon = spawnInputDaemon(dir, runDir, uptime);
   let log = '';
   daemon.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((r) => daemon.once('exit', () => r()));

@@ -21,6 +21,7 @@ import {
   type BusClient,
   type InhibitorLockOptions,
 } from '@bulkhead/dbus';
+import type { SleepRecord } from './sleep-record';
 
 /** The inhibitor as the guard uses it (an InhibitorLock; a fake in tests). */
 export interface DelayLock {
@@ -37,6 +38,11 @@ export interface SleepGuardOptions {
   log: Logger;
   /** Makes the delay inhibitor; default an InhibitorLock (systemd-inhibit). Tests pass a fake. */
   delayLock?: (opts: InhibitorLockOptions) => DelayLock;
+  /**
+   * Finds a sleep that no daemon saw (this one's predecessor crashed, systemd had not started this
+   * one yet) and records the time asleep for the next daemon (sleep-record.ts); none: not checked.
+   */
+  sleepRecord?: SleepRecord;
 }
 
 export interface SleepGuard {
@@ -71,6 +77,8 @@ export async function startSleepGuard(opts: SleepGuardOptions): Promise<SleepGua
       delayLock.release();
     } else {
       delayLock.take();
+      // This sleep was seen (the seat was locked for it): the next daemon counts from here.
+      opts.sleepRecord?.record();
       log.info('woke up: sleep inhibitor taken again');
     }
   });
@@ -79,6 +87,16 @@ export async function startSleepGuard(opts: SleepGuardOptions): Promise<SleepGua
   await logind.start();
   delayLock.take();
   log.info('holding a sleep delay inhibitor: every sleep locks the seat first');
+  // From here every sleep is seen; one before (between the previous daemon and this one) is not.
+  if (opts.sleepRecord) {
+    const unseen = opts.sleepRecord.check();
+    if (unseen.slept) {
+      opts.lockSeat();
+      log.warn(`${unseen.why}: the seat is locked`);
+    } else if (unseen.slept === null)
+      log.warn(`cannot tell whether the machine slept unguarded: ${unseen.why}`);
+    opts.sleepRecord.record();
+  }
   return {
     async close() {
       delayLock.release();
