@@ -341,7 +341,15 @@ test('fake logind: the real input-daemon SIGKILLed while unlocked, and the machi
         d.kill('SIGKILL');
         await gone;
       }
-    rmSync(dir, { recursive: true, force: true });
+    // Each daemon's systemd-inhibit stand-in outlives it for a moment, to write its release line.
+    const released = () =>
+      existsSync(events)
+        ? readFileSync(events, 'utf8')
+            .split('\n')
+            .filter((l) => l.startsWith('release')).length
+        : 0;
+    await until('every inhibitor let go', () => released() >= started.length).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
 });
 
