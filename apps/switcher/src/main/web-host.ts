@@ -9,11 +9,21 @@
  *   node apps/switcher/dist/main/web-host.js --port 0 --bus <address> [--vm-run-dir /run/bulkhead/vms]
  *
  * Prints `SWITCHER-URL http://<listen>:PORT/?token=...` once it listens (127.0.0.1 unless --listen).
+ * With `--allow-uid <uid or user name>` (repeatable) it accepts TCP connections only from
+ * processes of those uids (the image: the kiosk's, bulkhead-ui); without it, from any local uid.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, fstatSync, readSync, statSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  fstatSync,
+  readFileSync,
+  readSync,
+  statSync,
+} from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -22,6 +32,7 @@ import { vmIdFromPath, vmPath } from '@bulkhead/contract';
 import { BusClient, connectBus, type MessageBus } from '@bulkhead/dbus';
 import { validateRequest, ChannelError, type PushChannel, type ServerFrame } from '../common/channels';
 import { SwitcherCore, toFailure } from './core';
+import { peerUid, uidOfUser } from './peer-uid';
 import { RfbClientFilter, RfbProtocolError } from './rfb-filter';
 
 export interface WebHostOptions {
@@ -41,6 +52,14 @@ export interface WebHostOptions {
   staticDir?: string;
   injectInput?: boolean;
   token?: string;
+  /**
+   * When set, every TCP connection (page, channel WebSocket, VNC relay) is accepted only when the
+   * process at its other end runs as one of these uids (looked up in /proc/net/tcp as it is
+   * accepted; a connection whose owner is not found is refused too), before any byte of it is
+   * read. Defence in depth beside the token: a local uid that learns the token still cannot use
+   * it. Unset: any local uid may connect (the demo, tests).
+   */
+  allowedUids?: readonly number[];
   thumbnailIntervalMs?: number;
   log?: (msg: string) => void;
 }
@@ -107,6 +126,9 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   const log = opts.log ?? ((m: string) => console.error(`[switcher] ${m}`));
   const listen = opts.listen ?? '127.0.0.1';
   if (!LOOPBACK_RE.test(listen)) throw new Error(`listen: ${listen} is not a loopback address (127.x.y.z)`);
+  if (opts.allowedUids && opts.allowedUids.length === 0)
+    throw new Error('allowedUids is empty: no connection could ever be accepted');
+  const allowedUids = opts.allowedUids ? new Set(opts.allowedUids) : null;
   const token = opts.token ?? randomBytes(24).toString('base64url');
   const staticDir = opts.staticDir ?? DEFAULT_STATIC_DIR;
   const vmRunDir = opts.vmRunDir ?? DEFAULT_VM_RUN_DIR;
@@ -137,6 +159,37 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
       res.end('bad request');
     }
   });
+  if (allowedUids) {
+    const refusals = refusalLog(log);
+    // At 'connection' the socket is established and nothing of it has been read yet: the HTTP
+    // parser (attached by the listener before this one) sees data only on a later turn of the
+    // event loop, so a socket destroyed here has had no request and no upgrade handled.
+    server.on('connection', (socket: Socket) => {
+      const to = `port ${socket.localPort ?? '?'}`;
+      const from = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+      let uid: number | null;
+      try {
+        uid = peerUid(socket);
+      } catch (e) {
+        socket.destroy();
+        refusals(
+          `refused a connection to ${to} from ${from}: its owner cannot be looked up (${(e as Error).message})`,
+        );
+        return;
+      }
+      if (uid === null) {
+        socket.destroy();
+        refusals(
+          `refused a connection to ${to} from ${from}: no process here holds its socket (not in /proc/net/tcp)`,
+        );
+      } else if (!allowedUids.has(uid)) {
+        socket.destroy();
+        refusals(
+          `refused a connection to ${to} from uid ${uid} (${from}): not an allowed uid (${[...allowedUids].join(', ')})`,
+        );
+      }
+    });
+  }
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
   const vncWss = new WebSocketServer({
     noServer: true,
@@ -209,6 +262,11 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   });
   const port = (server.address() as { port: number }).port;
   const url = `http://${listen}:${port}/?token=${token}`;
+  log(
+    allowedUids
+      ? `listening on ${listen}:${port}: connections only from uid ${[...allowedUids].join(', ')}`
+      : `listening on ${listen}:${port}: connections from any local uid (no --allow-uid)`,
+  );
   return {
     url,
     port,
@@ -227,7 +285,30 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
   };
 }
 
-/** 127.x.y.z: the web host is never reachable from another machine. */
+/**
+ * A log for refused connections that a local uid opening connections in a loop cannot flood: at
+ * most one line a second; the lines left out are counted in the next one.
+ */
+function refusalLog(log: (m: string) => void): (line: string) => void {
+  let last = 0;
+  let unlogged = 0;
+  return (line) => {
+    const now = Date.now();
+    if (now - last < 1000) {
+      unlogged++;
+      return;
+    }
+    last = now;
+    log(unlogged ? `${line} (and ${unlogged} more refused since the last such line)` : line);
+    unlogged = 0;
+  };
+}
+
+/**
+ * 127.x.y.z: the web host is never reachable from another machine. Also what lets allowedUids
+ * work: only a loopback connection has its peer's socket, and its owner, in this machine's
+ * /proc/net/tcp.
+ */
 const LOOPBACK_RE =
   /^127\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)$/;
 
@@ -332,7 +413,13 @@ function parseArgs(argv: string[]): WebHostOptions & { help?: boolean; tokenFile
     else if (a === '--static-dir') o.staticDir = val();
     else if (a === '--no-inject-input') o.injectInput = false;
     else if (a === '--token-file') o.tokenFile = val();
-    else if (a === '--help' || a === '-h') o.help = true;
+    else if (a === '--allow-uid') {
+      const user = val();
+      const uid = uidOfUser(user, /^\d+$/.test(user) ? '' : readFileSync('/etc/passwd', 'utf8'));
+      if (uid === null) throw new Error(`--allow-uid ${user}: no such user in /etc/passwd`);
+      if (uid > 0xfffffffe) throw new Error(`--allow-uid ${user}: not a uid`);
+      o.allowedUids = [...(o.allowedUids ?? []), uid];
+    } else if (a === '--help' || a === '-h') o.help = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (o.port !== undefined && !(Number.isInteger(o.port) && o.port >= 0 && o.port < 65536))
@@ -350,7 +437,7 @@ if (require.main === module) {
   }
   if (o.help) {
     console.log(
-      'usage: web-host.js [--port N] [--listen 127.x.y.z] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input] [--token-file FILE]',
+      'usage: web-host.js [--port N] [--listen 127.x.y.z] [--bus ADDRESS] [--vm-run-dir DIR] [--static-dir DIR] [--no-inject-input] [--token-file FILE] [--allow-uid UID|USER ...]',
     );
     process.exit(0);
   }
