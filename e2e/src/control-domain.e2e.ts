@@ -765,10 +765,51 @@ test("10. the running image: TCP listeners only where documented (the web host o
   assert.match(leaks, /processes: [1-9][0-9]+/, `nobody read the command lines: ${leaks}`);
   const found = leaks.split('\n').filter((l) => l.trim() && !l.startsWith('processes: '));
   assert.deepEqual(found, [], 'the token on a command line readable by nobody');
+  // Were the token to leak anyway, it would let no other uid in: the web host accepts
+  // connections from the kiosk's uid only (bulkhead-switcher.service's --allow-uid). nobody, handed
+  // the real token on stdin (opened by root: nobody cannot read the file), is refused; the kiosk's
+  // user with the same request is served, so the refusal is the uid's, not the request's.
+  const asNobody = await webHostProbe('nobody');
+  assert.doesNotMatch(asNobody, /HTTP\/1\.1/, `nobody, with the token, was answered: ${asNobody}`);
+  assert.match(asNobody, /WEBHOST-PROBE (closed|error ECONNRESET)/, asNobody);
+  assert.match(await webHostProbe('bulkhead-ui'), /WEBHOST-PROBE HTTP\/1\.1 200 /);
+  const webHostLog = await m.serial.check(
+    `journalctl -b --no-pager -u bulkhead-switcher | grep -e 'refused a connection' -e 'connections only from uid'; true`,
+  );
+  const allowed = (await m.serial.check('id -u bulkhead-ui')).trim();
+  assert.match(
+    webHostLog,
+    new RegExp(`listening on 127\\.0\\.0\\.2:8080: connections only from uid ${allowed}\n`),
+  );
+  assert.match(
+    webHostLog,
+    new RegExp(
+      `refused a connection to port 8080 from uid ${NOBODY_UID} \\(127\\.0\\.0\\.1:\\d+\\): not an allowed uid \\(${allowed}\\)`,
+    ),
+    webHostLog,
+  );
+  assert.ok(!webHostLog.includes(token), 'the token in a refusal line');
   // The kiosk's user cannot open a VM's VNC socket; only the web host's user may.
   assert.doesNotMatch(await m.serial.check('id bulkhead-ui'), /bulkhead-vnc/);
   assert.match(await m.serial.check('id bulkhead-switcher'), /bulkhead-vnc/);
 });
+
+const NOBODY_UID = 65534;
+
+/**
+ * One HTTP request for the switcher's page, with the real token, made inside the image by a node
+ * process running as `user`: `WEBHOST-PROBE <status line>`, or `closed` / `error <code>` when the
+ * web host dropped the connection. The token goes in on stdin, never on a command line.
+ */
+async function webHostProbe(user: 'nobody' | 'bulkhead-ui'): Promise<string> {
+  const script =
+    'let t="";process.stdin.on("data",(d)=>(t+=d)).on("end",()=>{' +
+    'const s=require("net").connect(8080,"127.0.0.2",()=>s.write("GET /?token="+t.trim()+" HTTP/1.1\\r\\nHost: 127.0.0.2\\r\\nConnection: close\\r\\n\\r\\n"));' +
+    'let g="";s.on("data",(d)=>(g+=d));' +
+    's.on("error",(e)=>console.log("WEBHOST-PROBE error "+e.code));' +
+    's.on("close",()=>console.log("WEBHOST-PROBE "+(g.split("\\r\\n")[0]||"closed")))})';
+  return m.serial.check(`runuser -u ${user} -- node -e '${script}' < /run/bulkhead-ui/token`);
+}
 
 /**
  * The test layer's RFB probe (dom0-rootfs/test-layer/rootfs/usr/local/lib/bulkhead-test/rfb-probe.js)
