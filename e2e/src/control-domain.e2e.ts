@@ -789,6 +789,11 @@ test("10. the running image: TCP listeners only where documented (the web host o
     webHostLog,
   );
   assert.ok(!webHostLog.includes(token), 'the token in a refusal line');
+  // Nor in the boot's journal (the web host printed its URL with the token to it before).
+  const inJournal = await m.serial.check(
+    'journalctl -b --no-pager -o cat | grep -a -F -f /run/bulkhead-ui/token | cut -c1-120; true',
+  );
+  assert.equal(inJournal.trim(), '', `the token in the journal: ${inJournal.replaceAll(token, '<token>')}`);
   // The kiosk's user cannot open a VM's VNC socket; only the web host's user may.
   assert.doesNotMatch(await m.serial.check('id bulkhead-ui'), /bulkhead-vnc/);
   assert.match(await m.serial.check('id bulkhead-switcher'), /bulkhead-vnc/);

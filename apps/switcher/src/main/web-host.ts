@@ -8,7 +8,8 @@
  *
  *   node apps/switcher/dist/main/web-host.js --port 0 --bus <address> [--vm-run-dir /run/bulkhead/vms]
  *
- * Prints `SWITCHER-URL http://<listen>:PORT/?token=...` once it listens (127.0.0.1 unless --listen).
+ * Prints `SWITCHER-URL http://<listen>:PORT/?token=...` once it listens (127.0.0.1 unless --listen);
+ * with --token-file, the URL without the token (the token is in the file only).
  * With `--allow-uid <uid or user name>` (repeatable) it accepts TCP connections only from
  * processes of those uids (the image: the kiosk's, bulkhead-ui); without it, from any local uid.
  */
@@ -448,7 +449,13 @@ if (require.main === module) {
       // user of our group (bulkhead-ui), without our VNC access: readable by the group, by no one else.
       // Temp file and rename: a symlink or FIFO left at that name is replaced, not written through.
       if (o.tokenFile) writeFileAtomic(o.tokenFile, h.token, 0o640, { durable: false });
-      console.log(`SWITCHER-URL ${h.url}`);
+      // With a token file, the token's readers read it there; stdout goes to the journal in the
+      // image, which is not the kiosk's to read and must not carry the key to the switcher.
+      console.log(
+        o.tokenFile
+          ? `SWITCHER-URL ${h.url.replace(/\?token=.*$/, '')} (token in ${o.tokenFile})`
+          : `SWITCHER-URL ${h.url}`,
+      );
       const stop = () => void h.close().finally(() => process.exit(0));
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
