@@ -53,6 +53,9 @@ export async function probeKvm(opts: KvmProbeOptions = {}): Promise<KvmProbeResu
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-kvm-probe-'));
   const debugLog = join(dir, 'debugcon.log');
   const qmpSocket = join(dir, 'qmp.sock');
+  // No -sandbox here, unlike a VM's QEMU (qemuSandbox in qemu-backend.ts): this QEMU runs only
+  // what we ship (SeaBIOS, or the test guest kernel), for seconds, with no disk, network, USB or
+  // display, and is SIGKILLed at the end; no person's guest ever runs in it.
   const args = [
     '-accel',
     'kvm',
