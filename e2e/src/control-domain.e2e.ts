@@ -729,7 +729,7 @@ test("9. the kiosk page's renderer killed: the kiosk reloads it by itself and th
   await waitForPicture(want, 'renderer-killed', Date.now(), 120_000);
 });
 
-test("10. the running image: TCP listeners only where documented (the web host on loopback; the test layer's DevTools and its forward), Chromium's renderers sandboxed", async () => {
+test("10. the running image: TCP listeners only where documented (the web host on loopback; the test layer's DevTools and its forward), Chromium's renderers and the VMs' QEMUs sandboxed", async () => {
   // Everything but the test layer's two listeners runs the same in production (dom0-rootfs/README.md).
   const listeners = (await m.serial.check("ss -H -ltn | awk '{print $4}'"))
     .split('\n')
@@ -753,6 +753,30 @@ test("10. the running image: TCP listeners only where documented (the web host o
     await m.serial.check("tr '\\0' ' ' < /proc/$(pgrep -u bulkhead-ui -x -o chromium)/cmdline"),
     /--no-sandbox/,
   );
+  // Each VM's QEMU (root, where a guest's hostile input lands) runs under QEMU's seccomp
+  // sandbox (apps/vm-daemon/src/backend/qemu-backend.ts, qemuSandbox): its run dir's pid file.
+  const qemus = (
+    await m.serial.check(
+      `for f in /run/bulkhead/vms/*/qemu.pid; do p=$(cat $f); [ -d /proc/$p ] && echo "$(basename $(dirname $f)) $(tr '\\0' ' ' < /proc/$p/cmdline | grep -o -- '-sandbox [^ ]*') $(grep '^Seccomp:' /proc/$p/status)"; done; true`,
+    )
+  )
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  assert.deepEqual(
+    qemus.map((l) => l.split(' ')[0]).sort(),
+    imageVms
+      .filter((v) => v.backend === 'qemu')
+      .map((v) => v.id)
+      .sort(),
+    `the image's VMs each have a running QEMU: ${qemus.join('; ')}`,
+  );
+  for (const q of qemus)
+    assert.match(
+      q,
+      / -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny Seccomp:\s+2$/,
+      `VM QEMU under seccomp: ${q}`,
+    );
   // The web host's token is on no command line a local uid can read (every uid reads
   // /proc/<pid>/cmdline here): with it, any of them could use the web host as the switcher.
   const token = (await m.serial.check('cat /run/bulkhead-ui/token')).trim();
