@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createLogger, type Logger } from '@bulkhead/common';
@@ -16,6 +16,7 @@ import { parseVmDefinition, type VmDefinition } from '../config';
 import { decodePng } from '../testing/png';
 import { qemuTestSkip, TEST_GUEST_KERNEL } from '../testing/qemu-test-world';
 import { waitFor } from '../testing/daemon-process';
+import { CDROM_DRIVE } from './backend';
 import { QemuBackend, runFiles } from './qemu-backend';
 
 const skip = qemuTestSkip();
@@ -25,7 +26,7 @@ let dir: string;
 let backend: QemuBackend;
 const logged: string[] = [];
 
-function definition(id: string, network: string): VmDefinition {
+function definition(id: string, network: string, extra: Record<string, unknown> = {}): VmDefinition {
   const file = join(dir, 'vms', `${id}.json`);
   const parsed = parseVmDefinition(
     file,
@@ -40,6 +41,7 @@ function definition(id: string, network: string): VmDefinition {
       network,
       kernel: TEST_GUEST_KERNEL,
       append: `name=${id} color=#2a6fdb`,
+      ...extra,
     }),
     { imageDirs: [dir, dirname(TEST_GUEST_KERNEL)] },
   );
@@ -81,7 +83,10 @@ test(
   "a started VM's QEMU carries libvirt's default sandbox on its command line and runs in seccomp filter mode",
   { skip },
   async () => {
-    await backend.start(definition('plain', 'user'));
+    // An installation medium too (an empty ISO-sized file): the CD-ROM drive the eject below empties.
+    const iso = join(dir, 'install.iso');
+    writeFileSync(iso, Buffer.alloc(1 << 20));
+    await backend.start(definition('plain', 'user', { cdrom: iso }));
     const p = proc('plain');
     assert.equal(sandboxArg(p.argv), LIBVIRT_SANDBOX, `QEMU's command line: ${p.argv.join(' ')}`);
     // 2 = SECCOMP_MODE_FILTER: the filter is installed in the running process, not only asked for.
@@ -111,6 +116,7 @@ test(
       qmp.execute('object-add', { 'qom-type': 'input-linux', id: 'il0', evdev: join(dir, 'no-such-node') }),
       /Could not open/,
     );
+    await qmp.execute('eject', { device: CDROM_DRIVE, force: true });
     await qmp.execute('input-send-event', {
       events: [{ type: 'key', data: { down: true, key: { type: 'qcode', data: 'a' } } }],
     });
