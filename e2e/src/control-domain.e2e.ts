@@ -754,7 +754,7 @@ test("10. the running image: TCP listeners only where documented (the web host o
     /--no-sandbox/,
   );
   // Each VM's QEMU (root, where a guest's hostile input lands) runs under QEMU's seccomp
-  // sandbox (apps/vm-daemon/src/backend/qemu-backend.ts, qemuSandbox): its run dir's pid file.
+  // sandbox (apps/vm-daemon/src/backend/qemu-sandbox.ts, qemuSandbox): its run dir's pid file.
   const qemus = (
     await m.serial.check(
       `for f in /run/bulkhead/vms/*/qemu.pid; do p=$(cat $f); [ -d /proc/$p ] && echo "$(basename $(dirname $f)) $(tr '\\0' ' ' < /proc/$p/cmdline | grep -o -- '-sandbox [^ ]*') $(grep '^Seccomp:' /proc/$p/status)"; done; true`,
