@@ -148,7 +148,7 @@ test('CreateVm on Xen makes an HVM domain: its xl config has the ISO as CD-ROM b
       'boot = "dc"',
       'usbctrl = [ "type=devicemodel,version=2,ports=6" ]',
       `disk = [ "format=qcow2,vdev=hda,access=rw,backendtype=qdisk,target=${disk}", "format=raw,vdev=hdc,access=ro,devtype=cdrom,target=${iso}" ]`,
-      `device_model_args_hvm = [ "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-qmp", "unix:${runDir}/qmp.sock,server=on,wait=off", "-qmp", "unix:${runDir}/input-qmp.sock,server=on,wait=off", "-vnc", "unix:${runDir}/vnc.sock" ]`,
+      `device_model_args_hvm = [ "-qmp", "unix:${runDir}/qmp.sock,server=on,wait=off", "-qmp", "unix:${runDir}/input-qmp.sock,server=on,wait=off", "-vnc", "unix:${runDir}/vnc.sock" ]`,
     ])
       assert.ok(lines.includes(l), `missing '${l}' in\n${lines.join('\n')}`);
     assert.ok(!lines.some((l) => l.startsWith('kernel') || l.startsWith('vif')), 'no kernel, no network');

@@ -1,7 +1,4 @@
-/**
- * The seccomp filter of every QEMU that runs a VM's devices, for both backends: vm-daemon's own
- * QEMU (qemu-backend.ts) and Xen's device model (xen/xl-config.ts).
- */
+/** The seccomp filter of every QEMU that vm-daemon starts for a VM (qemu-backend.ts). */
 import type { VmDefinition } from '../config';
 
 /**
@@ -27,14 +24,15 @@ import type { VmDefinition } from '../config';
  * for it after installing the filter and died of SIGSYS with spawn=deny (vm-daemon keeps QEMU as
  * its child instead, supervised through its exit).
  *
- * Xen's device models (the QEMU libxl starts for an HVM guest's emulated devices, or for a PV
- * guest's framebuffer and keyboard back ends) get the same filter through xl's
- * device_model_args (xl-config.ts; `network` null): libxl, not QEMU, sets up their bridged vifs
- * with its hotplug scripts, so spawn is denied there too.
+ * Not Xen's device models (the QEMU libxl starts in dom0 for an HVM guest's emulated devices or a
+ * PV guest's framebuffer): Debian 12's xen-qemu-system-i386 is built without seccomp ("-sandbox
+ * support is not enabled in this QEMU binary": given through xl's device_model_args, every HVM
+ * domain's creation failed in the Xen entry). libxl's own deprivileging (dm_restrict: the device
+ * model as an unprivileged user, chrooted) is the Xen way to confine it; not done here.
  */
-export function qemuSandbox(network: VmDefinition['network'] | null): string {
+export function qemuSandbox(network: VmDefinition['network']): string {
   const denied = ['obsolete=deny', 'elevateprivileges=deny'];
-  if (network?.mode !== 'bridge') denied.push('spawn=deny');
+  if (network.mode !== 'bridge') denied.push('spawn=deny');
   denied.push('resourcecontrol=deny');
   return ['on', ...denied].join(',');
 }

@@ -78,7 +78,7 @@ test('HVM config: TCG needs (tsc_mode native), devicemodel usbctrl, our own QMP 
     'acpi = 1',
     'usbctrl = [ "type=devicemodel,version=2,ports=6" ]',
     'serial = "file:/run/vms/personal/serial.log"',
-    'device_model_args_hvm = [ "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
+    'device_model_args_hvm = [ "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
   ])
     assert.ok(lines(cfg).includes(l), `missing '${l}' in\n${cfg}`);
   assert.ok(!cfg.includes('kernel ='));
@@ -130,7 +130,7 @@ test('PV and PVH get a QEMU-served virtual keyboard/pointer and framebuffer with
       // The vfb is what makes libxl 4.17 start the QEMU that serves the vkbd.
       'vfb = [ "vnc=0,sdl=0" ]',
       'vkb = [ "backend-type=qemu" ]',
-      'device_model_args_pv = [ "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
+      'device_model_args_pv = [ "-qmp", "unix:/run/vms/personal/qmp.sock,server=on,wait=off", "-qmp", "unix:/run/vms/personal/input-qmp.sock,server=on,wait=off" ]',
     ])
       assert.ok(lines(cfg).includes(l), `${type}: missing '${l}' in\n${cfg}`);
     assert.ok(!cfg.includes('device_model_args_hvm'), `${type}: no HVM device model`);
@@ -147,7 +147,7 @@ test("display 'vnc': a PV/PVH guest's framebuffer is exported as VNC on <runDir>
     const cfg = generateXlConfig(def({ display: 'vnc' }), defaultXenOptions(def(), type), { runDir: '/r' });
     assert.ok(
       lines(cfg).includes(
-        'device_model_args_pv = [ "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-vnc", "unix:/r/vnc.sock" ]',
+        'device_model_args_pv = [ "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-vnc", "unix:/r/vnc.sock" ]',
       ),
       cfg,
     );
@@ -245,7 +245,7 @@ test('deviceModelArgs go to the device model after the QMP monitors (HVM) or to 
   });
   assert.ok(
     lines(generateXlConfig(def(), pv, { runDir: '/r' })).includes(
-      'device_model_args_pv = [ "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-trace", "xenfb_*" ]',
+      'device_model_args_pv = [ "-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-qmp", "unix:/r/input-qmp.sock,server=on,wait=off", "-trace", "xenfb_*" ]',
     ),
   );
   assert.throws(

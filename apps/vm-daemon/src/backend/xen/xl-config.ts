@@ -26,7 +26,6 @@
  *   stop doing that. (Writing the vkbd backend ourselves, xenstore
  *   + a grant-mapped ring, would duplicate what QEMU already does.)
  */
-import { qemuSandbox } from '../qemu-sandbox';
 import { BulkheadError } from '@bulkhead/contract';
 import type { VmDefinition } from '../../config';
 import { pvUsbUnsupported, type XenGuestOptions } from './xen-options';
@@ -124,7 +123,7 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
     lines.push(
       `vfb = [ "vnc=0,sdl=0" ]`,
       `vkb = [ "backend-type=qemu" ]`,
-      `device_model_args_pv = [ "-sandbox", "${qemuSandbox(null)}", "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${vnc}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+      `device_model_args_pv = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${vnc}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
   }
   if (opts.type === 'hvm') {
@@ -143,7 +142,7 @@ export function generateXlConfig(def: VmDefinition, opts: XenGuestOptions, paths
       `device_model_version = "qemu-xen"`,
       // display 'vnc' (a person's VM installing from its CD-ROM): the emulated VGA as VNC on
       // <runDir>/vnc.sock for the switcher's VM view, as for PV/PVH above.
-      `device_model_args_hvm = [ "-sandbox", "${qemuSandbox(null)}", "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${def.display === 'vnc' ? `, "-vnc", ${xlString('runDir', `unix:${paths.runDir}/vnc.sock`)}` : ''}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
+      `device_model_args_hvm = [ "-qmp", ${xlString('runDir', qmp('qmp.sock'))}, "-qmp", ${xlString('runDir', qmp('input-qmp.sock'))}${def.display === 'vnc' ? `, "-vnc", ${xlString('runDir', `unix:${paths.runDir}/vnc.sock`)}` : ''}${opts.deviceModelArgs.map((a) => `, ${xlString(where('deviceModelArgs'), a)}`).join('')} ]`,
     );
     if (opts.serialLog) lines.push(`serial = ${xlString('runDir', `file:${paths.runDir}/serial.log`)}`);
   }
