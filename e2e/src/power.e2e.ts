@@ -179,6 +179,19 @@ after(async () => {
   await m?.shutdown();
 });
 
+/** Types the password at the outer keyboard until the seat is unlocked (a try may land early). */
+async function unlockedAtKeyboard(): Promise<void> {
+  await waitFor(
+    'unlocked at the keyboard',
+    async () => {
+      if (!(await locked(m))) return true;
+      await unlockAtKeyboard(m, page);
+      return !(await locked(m));
+    },
+    180_000,
+  );
+}
+
 test('1. the top bar shows the simulated battery (UPower) and follows its level', async () => {
   // The policy in the image (/etc/bulkhead/power.json) as Power1 reports it.
   const policy = await m.busProperty(
@@ -416,15 +429,7 @@ test('4. a sleep while vm-daemon hangs: input-daemon locks the seat on its own b
     async () => /^\//.test(await m.activeVm().catch(() => '')),
     60_000,
   );
-  await waitFor(
-    'unlocked at the keyboard',
-    async () => {
-      if (!(await locked(m))) return true;
-      await unlockAtKeyboard(m, page);
-      return !(await locked(m));
-    },
-    180_000,
-  );
+  await unlockedAtKeyboard();
 });
 
 test('5. a sleep while input-daemon is not running (stopped, or between a crash and its restart): the next input-daemon starts with the seat locked', async () => {
@@ -467,13 +472,5 @@ test('5. a sleep while input-daemon is not running (stopped, or between a crash 
   );
   await page.getByRole('dialog', { name: 'Locked' }).waitFor({ timeout: 60_000 });
   await shot('input-daemon-stopped-woken-locked');
-  await waitFor(
-    'unlocked at the keyboard',
-    async () => {
-      if (!(await locked(m))) return true;
-      await unlockAtKeyboard(m, page);
-      return !(await locked(m));
-    },
-    180_000,
-  );
+  await unlockedAtKeyboard();
 });

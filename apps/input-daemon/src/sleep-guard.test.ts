@@ -367,27 +367,16 @@ test('fake logind: the real input-daemon, vm-daemon down, locks the seat at Prep
   let log = '';
   daemon.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((r) => daemon.once('exit', () => r()));
-  const locked = async () =>
-    (
-      await client.call(
-        'org.bulkhead.Input1',
-        '/org/bulkhead/Input1',
-        'org.freedesktop.DBus.Properties',
-        'Get',
-        'ss',
-        ['org.bulkhead.Input1', 'Locked'],
-      )
-    )[0];
   try {
     await until('input-daemon ready', () => log.includes(' ready: '));
     await until('its inhibitor taken', () => lines().length >= 1);
     assert.match(lines()[0], /^take --what=sleep --mode=delay --who=Bulkhead input-daemon .*-- cat$/);
-    assert.equal((await locked()).value, false);
+    assert.equal(await lockedProperty(), false);
 
     logind.goToSleep();
     await until('its inhibitor released', () => lines().length >= 2);
     assert.equal(lines()[1], 'release locked', `the seat was locked first; its log:\n${log}`);
-    assert.equal((await locked()).value, true);
+    assert.equal(await lockedProperty(), true);
 
     logind.wake();
     await until('a new inhibitor taken', () => lines().length >= 3);
