@@ -3,6 +3,7 @@
  * child node process opens the connection, so the kernel lists its socket under that uid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { lastJsonLine, runNodeAs } from '@bulkhead/dbus/dist/testing/run-as';
 
 export const NOBODY = { uid: 65534, gid: 65534 };
 
@@ -38,24 +39,9 @@ export function requestAs(
   path: string,
   kind: 'http' | 'ws' = 'http',
 ): Promise<RequestOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', REQUEST_SCRIPT, host, String(port), path, kind], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(ids ?? {}),
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('exit', () => {
-      try {
-        resolve(JSON.parse(out.trim()) as RequestOutcome);
-      } catch {
-        reject(new Error(`the request as ${ids?.uid ?? 'us'} printed no result: ${out} ${err}`));
-      }
-    });
-  });
+  return runNodeAs(ids, ['-e', REQUEST_SCRIPT, host, String(port), path, kind]).then((run) =>
+    lastJsonLine<RequestOutcome>(run, `the request as ${ids?.uid ?? 'us'}`),
+  );
 }
 
 // Run by the child: a connection held open until stdin closes.

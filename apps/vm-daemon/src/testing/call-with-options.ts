@@ -5,9 +5,9 @@
  *   call-with-options.js <bus address> <destination> <path> <interface> <member> <signature> <json body>
  * An a{sv} argument is written as {"key": ["signature", value], ...}.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { BusClient, Variant, connectBus, unwrap } from '@bulkhead/dbus';
+import { lastJsonLine, runNodeAs } from '@bulkhead/dbus/dist/testing/run-as';
 
 export interface CallOutcome {
   ok: boolean;
@@ -26,25 +26,11 @@ export function callWithOptionsAs(
   signature: string,
   body: unknown[],
 ): Promise<CallOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [__filename, address, 'org.bulkhead.VmManager1', path, iface, member, signature, JSON.stringify(body)],
-      { stdio: ['ignore', 'pipe', 'pipe'], cwd: join(__dirname, '..'), ...(ids ? ids : {}) },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('exit', () => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as CallOutcome);
-      } catch {
-        reject(new Error(`call-with-options printed no result; stderr: ${err}`));
-      }
-    });
-  });
+  return runNodeAs(
+    ids,
+    [__filename, address, 'org.bulkhead.VmManager1', path, iface, member, signature, JSON.stringify(body)],
+    { cwd: join(__dirname, '..') },
+  ).then((run) => lastJsonLine<CallOutcome>(run, 'call-with-options'));
 }
 
 async function main(): Promise<void> {

@@ -8,15 +8,22 @@ export interface CallOutcome {
   message?: string;
 }
 
-/** Run one of this folder's helper scripts in a child process with the given uid/gid (needs root to switch). */
-function runHelperAs(
-  ids: { uid: number; gid: number } | null,
-  script: string,
+/** A uid and gid to run a child process as (switching needs root); null: this process's own. */
+export type RunAsIds = { uid: number; gid: number } | null;
+
+/**
+ * Run `node <args>` as `ids` and collect what it printed: the one spawn of every test helper that
+ * acts as another uid (this folder's scripts; vm-daemon's and the switcher's own).
+ */
+export function runNodeAs(
+  ids: RunAsIds,
   args: string[],
+  opts: { cwd?: string } = {},
 ): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(__dirname, script), ...args], {
+    const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
       ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
     });
     let out = '';
@@ -26,6 +33,20 @@ function runHelperAs(
     child.on('error', reject);
     child.on('exit', (code) => resolve({ code, out, err }));
   });
+}
+
+/** The last line a helper printed, as the JSON result it promised; `what` names it in the error. */
+export function lastJsonLine<T>(run: { out: string; err: string }, what: string): T {
+  try {
+    return JSON.parse(run.out.trim().split('\n').pop() ?? '') as T;
+  } catch {
+    throw new Error(`${what} printed no result: ${run.out} ${run.err}`);
+  }
+}
+
+/** Run one of this folder's helper scripts as `ids`. */
+function runHelperAs(ids: RunAsIds, script: string, args: string[]) {
+  return runNodeAs(ids, [join(__dirname, script), ...args]);
 }
 
 /** A signal for sendSignalsAs (and send-signals-as.ts). */
@@ -57,13 +78,7 @@ export function callAs(
     member,
     signature,
     JSON.stringify(body),
-  ]).then(({ out, err }) => {
-    try {
-      return JSON.parse(out.trim().split('\n').pop() ?? '') as CallOutcome;
-    } catch {
-      throw new Error(`call-as printed no result; stderr: ${err}`);
-    }
-  });
+  ]).then((run) => lastJsonLine<CallOutcome>(run, 'call-as'));
 }
 
 export interface SeenSignal {
