@@ -166,29 +166,12 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
     // parser (attached by the listener before this one) sees data only on a later turn of the
     // event loop, so a socket destroyed here has had no request and no upgrade handled.
     server.on('connection', (socket: Socket) => {
-      const to = `port ${socket.localPort ?? '?'}`;
-      const from = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-      let uid: number | null;
-      try {
-        uid = peerUid(socket);
-      } catch (e) {
-        socket.destroy();
-        refusals(
-          `refused a connection to ${to} from ${from}: its owner cannot be looked up (${(e as Error).message})`,
-        );
-        return;
-      }
-      if (uid === null) {
-        socket.destroy();
-        refusals(
-          `refused a connection to ${to} from ${from}: no process here holds its socket (not in /proc/net/tcp)`,
-        );
-      } else if (!allowedUids.has(uid)) {
-        socket.destroy();
-        refusals(
-          `refused a connection to ${to} from uid ${uid} (${from}): not an allowed uid (${[...allowedUids].join(', ')})`,
-        );
-      }
+      const why = refusal(socket, allowedUids);
+      if (why === null) return;
+      // Read before destroy(): a destroyed socket no longer has its ports.
+      const line = `refused a connection to port ${socket.localPort ?? '?'} ${why}`;
+      socket.destroy();
+      refusals(line);
     });
   }
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
@@ -284,6 +267,20 @@ export async function startWebHost(opts: WebHostOptions = {}): Promise<WebHost> 
       if (ownBus) bus.disconnect();
     },
   };
+}
+
+/** Why `socket` may not connect (null: it may), for the log: who it is and what is wrong. */
+function refusal(socket: Socket, allowedUids: ReadonlySet<number>): string | null {
+  const from = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  let uid: number | null;
+  try {
+    uid = peerUid(socket);
+  } catch (e) {
+    return `from ${from}: its owner cannot be looked up (${(e as Error).message})`;
+  }
+  if (uid === null) return `from ${from}: no process here holds its socket (not in /proc/net/tcp)`;
+  if (allowedUids.has(uid)) return null;
+  return `from uid ${uid} (${from}): not an allowed uid (${[...allowedUids].join(', ')})`;
 }
 
 /**
