@@ -30,7 +30,7 @@
  */
 import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultFileRules, readDefinitionFile, setAsideUnusableFile } from '@bulkhead/common';
+import { defaultFileRules, readDefinitionFile, setAsideSaying } from '@bulkhead/common';
 import { SWITCHER_PATH, vmIdFromPath } from '@bulkhead/contract';
 import type { PressRecorder } from './router';
 import type { InputSink } from './sinks/sink';
@@ -88,10 +88,8 @@ export function readHeldKeys(path: string, log: JournalLogger): HeldEntry[] {
     }
     return out;
   } catch (e) {
-    const aside = setAsideUnusableFile(path);
-    log.warn(
-      `${path}: ${(e as Error).message}; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}, no held keys are released from it`,
-    );
+    const aside = setAsideSaying(path);
+    log.warn(`${path}: ${(e as Error).message}; ${aside}, no held keys are released from it`);
     return [];
   }
 }

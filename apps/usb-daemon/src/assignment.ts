@@ -12,6 +12,7 @@ import {
   defaultFileRules,
   readDefinitionFile,
   readJsonFile,
+  setAsideSaying,
   setAsideUnusableFile,
   writeFileAtomic,
   type Logger,
@@ -231,10 +232,8 @@ export class UsbAssignment {
       // Kept aside before the next saveState replaces it: the follow-focus choices it held are
       // lost to the daemon (the safe way: devices stay where the rules put them) but not to a
       // person, who can read them there.
-      const aside = setAsideUnusableFile(this.stateFile);
-      this.log.error(
-        `state file unusable, no device follows focus until chosen again: ${r.error}; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
-      );
+      const aside = setAsideSaying(this.stateFile);
+      this.log.error(`state file unusable, no device follows focus until chosen again: ${r.error}; ${aside}`);
     }
   }
 

@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile, setAsideUnusableFile, writeFileAtomic, type Logger } from '@bulkhead/common';
+import { readJsonFile, setAsideSaying, writeFileAtomic, type Logger } from '@bulkhead/common';
 
 /** What survives a daemon restart: the active VM and the slot map. */
 export interface PersistedState {
@@ -61,10 +61,8 @@ export class StateStore {
     if (!r.missing) {
       this.loadProblem = r.error;
       // Kept aside, not overwritten: what it held is for a person to read (save() replaces it).
-      const aside = setAsideUnusableFile(this.path);
-      this.log.error(
-        `state file unusable, starting from an empty state: ${r.error}; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
-      );
+      const aside = setAsideSaying(this.path);
+      this.log.error(`state file unusable, starting from an empty state: ${r.error}; ${aside}`);
       this.save(empty);
     }
     return empty;

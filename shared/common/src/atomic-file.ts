@@ -107,6 +107,12 @@ export function setAsideUnusableFile(path: string): string | null {
   }
 }
 
+/** setAsideUnusableFile, then what became of the file, for the caller's log line. */
+export function setAsideSaying(path: string): string {
+  const aside = setAsideUnusableFile(path);
+  return aside ? `kept aside as ${aside}` : 'could not be moved aside';
+}
+
 function lexists(path: string): boolean {
   try {
     lstatSync(path);

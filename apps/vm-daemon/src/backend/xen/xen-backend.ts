@@ -18,7 +18,7 @@ import { BulkheadError } from '@bulkhead/contract';
 import {
   defaultFileRules,
   readDefinitionFile,
-  setAsideUnusableFile,
+  setAsideSaying,
   writeFileAtomic,
   type Logger,
 } from '@bulkhead/common';
@@ -283,10 +283,8 @@ export class XenBackend extends SupervisedBackend<Domain> implements VmBackend {
     }
     if (unusable !== null) {
       // No record: adopted with what xl says. The file is kept for a person, not deleted below.
-      const aside = setAsideUnusableFile(f.state);
-      this.log.warn(
-        `${def.id}: ${f.state}: ${unusable}; adopting from xl alone; ${aside ? `kept aside as ${aside}` : 'could not be moved aside'}`,
-      );
+      const aside = setAsideSaying(f.state);
+      this.log.warn(`${def.id}: ${f.state}: ${unusable}; adopting from xl alone; ${aside}`);
     }
     if (!dom) {
       // The domain the last daemon ran is gone. If its guest rebooted meanwhile (xl destroyed the
